@@ -1,3 +1,7 @@
-fn main() {
-    println!("Hello, world!");
+//! `gureum`: the command-line entry point.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
 }

@@ -1,0 +1,6 @@
+//! gureum: a local EC2 for one Linux host.
+//!
+//! The library holds the pieces the `gureum` binary is made of, so that
+//! integration tests can drive them directly.
+
+pub mod vmm;

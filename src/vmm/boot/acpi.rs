@@ -1,0 +1,217 @@
+//! ACPI tables: how the guest learns its CPUs, its legacy devices, and how
+//! to power off and reset.
+//!
+//! The platform is "hardware-reduced" ACPI (no PM timer, no SCI, no GPE
+//! blocks): power-off and reset are single-byte registers in I/O space
+//! that the FADT names and `devices::acpi_power` implements. ACPI rather
+//! than an MP table because a stock distribution kernel also finds
+//! virtio-mmio devices through the DSDT, which later devices need.
+
+use acpi_tables::Aml;
+use acpi_tables::aml;
+use acpi_tables::fadt::{FADTBuilder, Flags};
+use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
+use acpi_tables::madt::{
+    EnabledStatus, IoApic, LocalInterruptController, MADT, ProcessorLocalApic,
+};
+use acpi_tables::rsdp::Rsdp;
+use acpi_tables::sdt::Sdt;
+use acpi_tables::xsdt::XSDT;
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::vmm::layout::{
+    ACPI_RESET_PORT, ACPI_RESET_VALUE, ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT,
+    ACPI_SLEEP_STATUS_PORT, ACPI_TABLES_ADDR, ACPI_TABLES_END, COM1_IRQ, COM1_PORT, IOAPIC_ADDR,
+    LAPIC_ADDR,
+};
+use crate::vmm::memory::GuestMemory;
+
+const OEM_ID: [u8; 6] = *b"GUREUM";
+const OEM_TABLE_ID: [u8; 8] = *b"GUREUMVM";
+const OEM_REVISION: u32 = 1;
+/// IA-PC boot architecture flags: no VGA, no MSI, no CMOS RTC.
+const IAPC_BOOT_ARCH: u16 = (1 << 2) | (1 << 3) | (1 << 5);
+
+/// Errors writing the ACPI tables.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("ACPI tables need {needed} bytes but only {available} are reserved for them")]
+    TooLarge { needed: u64, available: u64 },
+    #[error("cannot write ACPI tables to guest memory: {0}")]
+    Write(vm_memory::GuestMemoryError),
+    #[error("{0} vCPUs cannot be described in the MADT (at most 255)")]
+    TooManyVcpus(u8),
+}
+
+/// Serialises an ACPI object into bytes.
+fn bytes_of(table: &dyn Aml) -> Vec<u8> {
+    let mut out = Vec::new();
+    table.to_aml_bytes(&mut out);
+    out
+}
+
+/// The DSDT: the `_S5_` soft-off sleep type and COM1.
+fn dsdt() -> Vec<u8> {
+    let s5 = aml::Name::new("_S5_".into(), &aml::Package::new(vec![&ACPI_S5_SLEEP_TYPE]));
+    let com1_io = aml::IO::new(COM1_PORT, COM1_PORT, 1, 8);
+    let com1_irq = aml::Interrupt::new(true, true, false, false, COM1_IRQ);
+    let hid = aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0501"));
+    let uid = aml::Name::new("_UID".into(), &0u8);
+    let crs = aml::Name::new(
+        "_CRS".into(),
+        &aml::ResourceTemplate::new(vec![&com1_io, &com1_irq]),
+    );
+    let com1 = aml::Device::new("_SB_.COM1".into(), vec![&hid, &uid, &crs]);
+    let mut body = bytes_of(&s5);
+    com1.to_aml_bytes(&mut body);
+    let mut table = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    table.append_slice(&body);
+    table.as_slice().to_vec()
+}
+
+fn io_register(port: u16) -> GAS {
+    GAS::new(
+        AddressSpace::SystemIo,
+        8,
+        0,
+        AccessSize::ByteAccess,
+        u64::from(port),
+    )
+}
+
+fn fadt(dsdt_addr: u64) -> Vec<u8> {
+    let mut fadt = FADTBuilder::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION)
+        .dsdt_64(dsdt_addr)
+        .flag(Flags::HwReducedAcpi)
+        .flag(Flags::ResetRegSup)
+        .flag(Flags::PwrButton)
+        .flag(Flags::SlpButton);
+    fadt.iapc_boot_arch = IAPC_BOOT_ARCH.into();
+    fadt.reset_reg = io_register(ACPI_RESET_PORT);
+    fadt.reset_value = ACPI_RESET_VALUE;
+    fadt.sleep_control_reg = io_register(ACPI_SLEEP_CONTROL_PORT);
+    fadt.sleep_status_reg = io_register(ACPI_SLEEP_STATUS_PORT);
+    fadt.hypervisor_vendor_identity = u64::from_le_bytes(*b"GUREUMVM").into();
+    bytes_of(&fadt.finalize())
+}
+
+fn madt(vcpus: u8) -> Result<Vec<u8>, Error> {
+    if vcpus == u8::MAX {
+        return Err(Error::TooManyVcpus(vcpus));
+    }
+    let mut madt = MADT::new(
+        OEM_ID,
+        OEM_TABLE_ID,
+        OEM_REVISION,
+        LocalInterruptController::Address(LAPIC_ADDR),
+    );
+    for id in 0..vcpus {
+        madt.add_structure(ProcessorLocalApic::new(id, id, EnabledStatus::Enabled));
+    }
+    // The IOAPIC takes the first APIC ID no CPU uses.
+    madt.add_structure(IoApic::new(vcpus, IOAPIC_ADDR, 0));
+    Ok(bytes_of(&madt))
+}
+
+/// Writes RSDP, XSDT, FADT, MADT and DSDT into the ACPI area and returns
+/// the RSDP's address.
+pub fn write_tables(mem: &GuestMemory, vcpus: u8) -> Result<u64, Error> {
+    // RSDP first, at the start of the area the kernel scans.
+    let rsdp_addr = ACPI_TABLES_ADDR;
+    let mut next = rsdp_addr + Rsdp::len() as u64;
+    let mut place = |len: usize| {
+        let addr = (next + 7) & !7;
+        next = addr + len as u64;
+        addr
+    };
+    let dsdt = dsdt();
+    let dsdt_addr = place(dsdt.len());
+    let fadt = fadt(dsdt_addr);
+    let fadt_addr = place(fadt.len());
+    let madt = madt(vcpus)?;
+    let madt_addr = place(madt.len());
+    let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    xsdt.add_entry(fadt_addr);
+    xsdt.add_entry(madt_addr);
+    let xsdt = bytes_of(&xsdt);
+    let xsdt_addr = place(xsdt.len());
+    let end = next;
+    if end > ACPI_TABLES_END {
+        return Err(Error::TooLarge {
+            needed: end - ACPI_TABLES_ADDR,
+            available: ACPI_TABLES_END - ACPI_TABLES_ADDR,
+        });
+    }
+    let rsdp = bytes_of(&Rsdp::new(OEM_ID, xsdt_addr));
+    for (addr, bytes) in [
+        (rsdp_addr, &rsdp),
+        (dsdt_addr, &dsdt),
+        (fadt_addr, &fadt),
+        (madt_addr, &madt),
+        (xsdt_addr, &xsdt),
+    ] {
+        mem.write_slice(bytes, GuestAddress(addr))
+            .map_err(Error::Write)?;
+    }
+    Ok(rsdp_addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checksum_ok(table: &[u8]) -> bool {
+        table.iter().fold(0u8, |a, b| a.wrapping_add(*b)) == 0
+    }
+
+    fn read_table(mem: &GuestMemory, addr: u64) -> Vec<u8> {
+        let mut header = [0u8; 8];
+        mem.read_slice(&mut header, GuestAddress(addr)).unwrap();
+        let len = u32::from_le_bytes(header[4..8].try_into().unwrap()) as usize;
+        let mut table = vec![0u8; len];
+        mem.read_slice(&mut table, GuestAddress(addr)).unwrap();
+        table
+    }
+
+    #[test]
+    fn tables_are_linked_and_checksummed() {
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let rsdp_addr = write_tables(&mem, 2).unwrap();
+        let mut rsdp = [0u8; 36];
+        mem.read_slice(&mut rsdp, GuestAddress(rsdp_addr)).unwrap();
+        assert_eq!(&rsdp[..8], b"RSD PTR ");
+        assert!(checksum_ok(&rsdp[..20]) && checksum_ok(&rsdp));
+
+        let xsdt_addr = u64::from_le_bytes(rsdp[24..32].try_into().unwrap());
+        let xsdt = read_table(&mem, xsdt_addr);
+        assert_eq!(&xsdt[..4], b"XSDT");
+        assert!(checksum_ok(&xsdt));
+        let entries: Vec<u64> = xsdt[36..]
+            .chunks(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(entries.len(), 2);
+
+        let fadt = read_table(&mem, entries[0]);
+        assert_eq!(&fadt[..4], b"FACP");
+        assert!(checksum_ok(&fadt));
+        let flags = u32::from_le_bytes(fadt[112..116].try_into().unwrap());
+        assert_ne!(flags & (1 << 20), 0, "hardware-reduced flag");
+        let dsdt_addr = u64::from_le_bytes(fadt[140..148].try_into().unwrap());
+        let dsdt = read_table(&mem, dsdt_addr);
+        assert_eq!(&dsdt[..4], b"DSDT");
+        assert!(checksum_ok(&dsdt));
+        assert!(dsdt.windows(4).any(|w| w == b"_S5_"));
+        assert!(dsdt.windows(4).any(|w| w == b"COM1"));
+
+        let madt = read_table(&mem, entries[1]);
+        assert_eq!(&madt[..4], b"APIC");
+        assert!(checksum_ok(&madt));
+        // Header (44 bytes), two local APICs (8 each), one IOAPIC (12).
+        assert_eq!(madt.len(), 44 + 2 * 8 + 12);
+        assert_eq!(madt[44], 0, "local APIC entry");
+        assert_eq!(madt[44 + 3], 0, "APIC ID 0");
+        assert_eq!(madt[52 + 3], 1, "APIC ID 1");
+        assert_eq!(madt[60], 1, "IOAPIC entry");
+    }
+}

@@ -1,0 +1,149 @@
+//! Putting a Linux kernel, its initrd, command line, boot parameters and
+//! ACPI tables into guest memory, per the Linux x86 boot protocol.
+
+pub mod acpi;
+pub mod kernel;
+pub mod params;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use linux_loader::loader::{Cmdline, load_cmdline};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+
+use super::layout::{CMDLINE_ADDR, CMDLINE_MAX_SIZE};
+use super::memory::{self, GuestMemory};
+
+/// Linux's default `initrd_addr_max` for kernels that do not state one.
+const DEFAULT_INITRD_ADDR_MAX: u64 = 0x7fff_ffff;
+
+/// Errors of loading a guest.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Kernel(#[from] kernel::Error),
+    #[error("cannot read initrd {path}: {source}")]
+    Initrd {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "guest memory of {memory_mib} MiB is too small for the kernel ({kernel_mib} MiB at boot) \
+         and initrd ({initrd_mib} MiB); use --memory {suggested_mib} or more"
+    )]
+    MemoryTooSmall {
+        memory_mib: u64,
+        kernel_mib: u64,
+        initrd_mib: u64,
+        suggested_mib: u64,
+    },
+    #[error("the kernel command line is {len} bytes; the limit is {max} (shorten --cmdline)")]
+    CmdlineTooLong { len: usize, max: usize },
+    #[error("invalid kernel command line: {0}")]
+    Cmdline(linux_loader::cmdline::Error),
+    #[error("cannot write the kernel command line to guest memory: {0}")]
+    CmdlineWrite(linux_loader::loader::Error),
+    #[error(transparent)]
+    Params(#[from] params::Error),
+    #[error(transparent)]
+    Acpi(#[from] acpi::Error),
+}
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct BootSource {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+}
+
+/// The result of loading: where the vCPUs start.
+#[derive(Debug, Clone, Copy)]
+pub struct BootInfo {
+    pub entry: GuestAddress,
+    pub format: kernel::KernelFormat,
+}
+
+fn mib_ceil(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20)
+}
+
+fn initrd_size(path: &Path) -> Result<u64, Error> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|source| Error::Initrd {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Loads everything the guest needs to start into `mem`.
+pub fn load(mem: &GuestMemory, source: &BootSource, vcpus: u8) -> Result<BootInfo, Error> {
+    let ram_bytes = mem.iter().map(GuestMemoryRegion::len).sum::<u64>();
+    let memory_mib = ram_bytes >> 20;
+    let low_end = memory::low_ram_end(ram_bytes);
+
+    let cmdline = Cmdline::try_from(&source.cmdline, CMDLINE_MAX_SIZE).map_err(|e| match e {
+        linux_loader::cmdline::Error::TooLarge => Error::CmdlineTooLong {
+            len: source.cmdline.len(),
+            max: CMDLINE_MAX_SIZE - 1,
+        },
+        other => Error::Cmdline(other),
+    })?;
+
+    let initrd_len = source.initrd.as_deref().map(initrd_size).transpose()?;
+    let too_small = |kernel_end: u64| Error::MemoryTooSmall {
+        memory_mib,
+        kernel_mib: mib_ceil(kernel_end),
+        initrd_mib: mib_ceil(initrd_len.unwrap_or(0)),
+        // Room for the kernel's own allocations after boot.
+        suggested_mib: (mib_ceil(kernel_end + initrd_len.unwrap_or(0)) + 64).next_multiple_of(64),
+    };
+
+    let mut image = kernel::KernelImage::open(&source.kernel)?;
+    let footprint = image.footprint_end()?;
+    if footprint > low_end {
+        return Err(too_small(footprint));
+    }
+    let loaded = image.load(mem)?;
+
+    let initrd = match (&source.initrd, initrd_len) {
+        (Some(path), Some(len)) => {
+            let addr_max = loaded
+                .setup_header
+                .map(|h| u64::from(h.initrd_addr_max))
+                .filter(|&max| max != 0)
+                .unwrap_or(DEFAULT_INITRD_ADDR_MAX);
+            let placement = params::place_initrd(len, loaded.end, low_end, addr_max)
+                .ok_or_else(|| too_small(loaded.end))?;
+            let read_err = |source| Error::Initrd {
+                path: path.clone(),
+                source,
+            };
+            let mut file = File::open(path).map_err(read_err)?;
+            let len = usize::try_from(len).map_err(|_| too_small(loaded.end))?;
+            mem.read_exact_volatile_from(GuestAddress(placement.addr), &mut file, len)
+                .map_err(|e| read_err(std::io::Error::other(e.to_string())))?;
+            Some(placement)
+        }
+        _ => None,
+    };
+
+    load_cmdline(mem, GuestAddress(CMDLINE_ADDR), &cmdline).map_err(Error::CmdlineWrite)?;
+    let rsdp_addr = acpi::write_tables(mem, vcpus)?;
+    let e820 = params::e820_map(mem);
+    params::write(
+        mem,
+        &params::ZeroPage {
+            kernel_header: loaded.setup_header,
+            cmdline_len: source.cmdline.len(),
+            initrd,
+            rsdp_addr,
+            e820: &e820,
+        },
+    )?;
+    Ok(BootInfo {
+        entry: loaded.entry,
+        format: loaded.format,
+    })
+}

@@ -1,0 +1,167 @@
+//! CPUID for each vCPU: what KVM supports, adjusted so that the guest sees
+//! a consistent topology (one socket, `n` cores, one thread each), its own
+//! APIC ID, and that it runs under a hypervisor.
+
+use kvm_bindings::{CpuId, kvm_cpuid_entry2};
+
+const LEAF_FEATURES: u32 = 0x1;
+const LEAF_CACHE_PARAMS: u32 = 0x4;
+const LEAF_PERF_MONITORING: u32 = 0xa;
+const LEAF_EXT_TOPOLOGY: u32 = 0xb;
+const LEAF_V2_EXT_TOPOLOGY: u32 = 0x1f;
+const LEAF_AMD_ADDR_SIZES: u32 = 0x8000_0008;
+const LEAF_AMD_EXT_APIC_ID: u32 = 0x8000_001e;
+
+/// Leaf 1 ECX: running under a hypervisor.
+const ECX_HYPERVISOR: u32 = 1 << 31;
+/// Leaf 1 EDX: more than one logical processor per package.
+const EDX_HTT: u32 = 1 << 28;
+/// Extended topology level types (leaf 0xb/0x1f ECX[15:8]).
+const LEVEL_TYPE_SMT: u32 = 1;
+const LEVEL_TYPE_CORE: u32 = 2;
+
+/// Bits needed to number `count` items (ceil(log2(count))).
+fn id_bits(count: u32) -> u32 {
+    count.max(1).next_power_of_two().trailing_zeros()
+}
+
+fn adjust_entry(entry: &mut kvm_cpuid_entry2, cpu: u32, vcpus: u32) {
+    match entry.function {
+        LEAF_FEATURES => {
+            // EBX: [31:24] initial APIC ID, [23:16] logical processors per
+            // package, [15:8] CLFLUSH line size in 8-byte units.
+            entry.ebx = (cpu << 24) | ((vcpus & 0xff) << 16) | (8 << 8) | (entry.ebx & 0xff);
+            entry.ecx |= ECX_HYPERVISOR;
+            if vcpus > 1 {
+                entry.edx |= EDX_HTT;
+            } else {
+                entry.edx &= !EDX_HTT;
+            }
+        }
+        LEAF_CACHE_PARAMS => {
+            // EAX[31:26]: cores per package - 1; EAX[25:14]: logical
+            // processors sharing this cache - 1 (the L3 is shared by all).
+            let level = (entry.eax >> 5) & 0x7;
+            let sharing = if level >= 3 { vcpus - 1 } else { 0 };
+            entry.eax =
+                (entry.eax & 0x3fff) | ((sharing & 0xfff) << 14) | (((vcpus - 1) & 0x3f) << 26);
+        }
+        LEAF_PERF_MONITORING => {
+            // No virtual PMU is offered.
+            entry.eax = 0;
+            entry.ebx = 0;
+            entry.ecx = 0;
+            entry.edx = 0;
+        }
+        LEAF_EXT_TOPOLOGY | LEAF_V2_EXT_TOPOLOGY => {
+            entry.edx = cpu; // x2APIC ID
+            match entry.index {
+                0 => {
+                    entry.eax = 0; // no SMT bits
+                    entry.ebx = 1;
+                    entry.ecx = (LEVEL_TYPE_SMT << 8) | entry.index;
+                }
+                1 => {
+                    entry.eax = id_bits(vcpus);
+                    entry.ebx = vcpus;
+                    entry.ecx = (LEVEL_TYPE_CORE << 8) | entry.index;
+                }
+                _ => {
+                    entry.eax = 0;
+                    entry.ebx = 0;
+                    entry.ecx = entry.index;
+                }
+            }
+        }
+        LEAF_AMD_ADDR_SIZES => {
+            // ECX[15:12]: APIC ID size; ECX[7:0]: cores per package - 1.
+            entry.ecx = (id_bits(vcpus) << 12) | ((vcpus - 1) & 0xff);
+        }
+        LEAF_AMD_EXT_APIC_ID => {
+            entry.eax = cpu;
+            entry.ebx = cpu & 0xff; // compute unit ID, one thread per unit
+            entry.ecx = 0; // node 0
+        }
+        _ => {}
+    }
+}
+
+/// Adjusts a copy of KVM's supported CPUID for vCPU `cpu` of `vcpus`.
+pub fn for_vcpu(supported: &CpuId, cpu: u8, vcpus: u8) -> CpuId {
+    let mut cpuid = supported.clone();
+    let (cpu, vcpus) = (u32::from(cpu), u32::from(vcpus.max(1)));
+    for entry in cpuid.as_mut_slice() {
+        adjust_entry(entry, cpu, vcpus);
+    }
+    cpuid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(function: u32, index: u32) -> kvm_cpuid_entry2 {
+        kvm_cpuid_entry2 {
+            function,
+            index,
+            ..Default::default()
+        }
+    }
+
+    fn sample() -> CpuId {
+        CpuId::from_entries(&[
+            entry(LEAF_FEATURES, 0),
+            entry(LEAF_EXT_TOPOLOGY, 0),
+            entry(LEAF_EXT_TOPOLOGY, 1),
+            entry(LEAF_EXT_TOPOLOGY, 2),
+            entry(LEAF_AMD_ADDR_SIZES, 0),
+            kvm_cpuid_entry2 {
+                function: LEAF_PERF_MONITORING,
+                eax: 0x0703_0105,
+                ..Default::default()
+            },
+        ])
+        .unwrap()
+    }
+
+    fn find(cpuid: &CpuId, function: u32, index: u32) -> kvm_cpuid_entry2 {
+        *cpuid
+            .as_slice()
+            .iter()
+            .find(|e| e.function == function && e.index == index)
+            .unwrap()
+    }
+
+    #[test]
+    fn each_vcpu_sees_its_apic_id_and_the_count() {
+        let cpuid = for_vcpu(&sample(), 3, 4);
+        let leaf1 = find(&cpuid, LEAF_FEATURES, 0);
+        assert_eq!(leaf1.ebx >> 24, 3);
+        assert_eq!((leaf1.ebx >> 16) & 0xff, 4);
+        assert_ne!(leaf1.ecx & ECX_HYPERVISOR, 0);
+        assert_ne!(leaf1.edx & EDX_HTT, 0);
+        assert_eq!(find(&cpuid, LEAF_EXT_TOPOLOGY, 0).edx, 3);
+        let cores = find(&cpuid, LEAF_EXT_TOPOLOGY, 1);
+        assert_eq!(cores.ebx, 4);
+        assert_eq!(cores.eax, 2);
+        assert_eq!((cores.ecx >> 8) & 0xff, LEVEL_TYPE_CORE);
+        assert_eq!(find(&cpuid, LEAF_EXT_TOPOLOGY, 2).ecx, 2);
+        assert_eq!(find(&cpuid, LEAF_AMD_ADDR_SIZES, 0).ecx & 0xff, 3);
+        assert_eq!(find(&cpuid, LEAF_PERF_MONITORING, 0).eax, 0);
+    }
+
+    #[test]
+    fn single_vcpu_has_no_htt() {
+        let cpuid = for_vcpu(&sample(), 0, 1);
+        assert_eq!(find(&cpuid, LEAF_FEATURES, 0).edx & EDX_HTT, 0);
+        assert_eq!(find(&cpuid, LEAF_EXT_TOPOLOGY, 1).eax, 0);
+    }
+
+    #[test]
+    fn id_bits_rounds_up() {
+        assert_eq!(id_bits(1), 0);
+        assert_eq!(id_bits(2), 1);
+        assert_eq!(id_bits(3), 2);
+        assert_eq!(id_bits(8), 3);
+    }
+}

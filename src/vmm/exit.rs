@@ -1,0 +1,37 @@
+//! Why a VM stopped, and the process exit code each reason maps to.
+
+/// Why the VM stopped running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmExit {
+    /// The guest powered off (ACPI S5).
+    PowerOff,
+    /// The guest asked for a reset (i8042 or ACPI reset register).
+    Reboot,
+    /// A vCPU stopped in a way a healthy guest never does: triple fault,
+    /// KVM internal error, failed VM entry. Holds a description with the
+    /// exit reason and registers.
+    Crash(String),
+    /// The person at the console detached with the escape sequence.
+    Detached,
+}
+
+impl VmExit {
+    /// Process exit code of `gureum boot` for this reason.
+    pub fn code(&self) -> u8 {
+        match self {
+            VmExit::PowerOff => 0,
+            VmExit::Reboot => EXIT_REBOOT,
+            VmExit::Crash(_) => EXIT_CRASH,
+            VmExit::Detached => EXIT_DETACHED,
+        }
+    }
+}
+
+/// Exit code for VMM errors (bad input, KVM failures).
+pub const EXIT_VMM_ERROR: u8 = 1;
+/// Exit code when the guest requested a reboot.
+pub const EXIT_REBOOT: u8 = 3;
+/// Exit code for a guest crash: triple fault or KVM internal error.
+pub const EXIT_CRASH: u8 = 4;
+/// Exit code when the console user stopped the VM with Ctrl-A x.
+pub const EXIT_DETACHED: u8 = 5;

@@ -1,0 +1,216 @@
+//! The virtual machine monitor: one KVM virtual machine, its memory,
+//! vCPUs and devices, run in the foreground of the calling process.
+
+pub mod boot;
+pub mod cpu;
+pub mod devices;
+pub mod exit;
+pub mod kvm;
+pub mod layout;
+pub mod memory;
+pub mod vm;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use vmm_sys_util::eventfd::EventFd;
+
+use boot::BootSource;
+use devices::acpi_power::{self, AcpiPower};
+use devices::bus::PioBus;
+use devices::i8042::I8042;
+use devices::serial::SerialPort;
+use exit::VmExit;
+use layout::{ACPI_SLEEP_CONTROL_PORT, COM1_IRQ, COM1_PORT, I8042_PORT};
+
+/// Smallest guest memory accepted, in MiB: below this no Linux boots.
+pub const MIN_MEMORY_MIB: u64 = 16;
+/// Largest vCPU count: APIC IDs are 8 bits in the MADT and the IOAPIC
+/// takes one.
+pub const MAX_VCPUS: u8 = 254;
+
+/// Errors of building or running a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Kvm(#[from] kvm::Error),
+    #[error("--vcpus must be at least 1")]
+    NoVcpus,
+    #[error("--vcpus {asked} is more than this host's KVM allows ({max})")]
+    TooManyVcpus { asked: u16, max: u16 },
+    #[error("--memory {0} MiB is too small; give at least {MIN_MEMORY_MIB} MiB")]
+    MemoryTooSmall(u64),
+    #[error(transparent)]
+    Memory(#[from] memory::Error),
+    #[error(transparent)]
+    Boot(#[from] boot::Error),
+    #[error(transparent)]
+    Regs(#[from] cpu::regs::Error),
+    #[error(transparent)]
+    Vm(#[from] vm::Error),
+    #[error(transparent)]
+    Vcpu(#[from] cpu::Error),
+    #[error(transparent)]
+    Bus(#[from] devices::bus::Error),
+    #[error("cannot read the CPUID KVM supports: {0}")]
+    SupportedCpuid(kvm_ioctls::Error),
+    #[error("cannot create an eventfd for {what}: {source}")]
+    EventFd {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// A VM to boot.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub boot: BootSource,
+    pub vcpus: u16,
+    pub memory_mib: u64,
+}
+
+/// A VM that has been built and is running.
+pub struct RunningVm {
+    exits: std::sync::mpsc::Receiver<VmExit>,
+    exit_tx: devices::ExitSender,
+    serial: Arc<Mutex<SerialPort>>,
+    serial_drained: EventFd,
+    // Held so that guest memory outlives the vCPU threads using it (they
+    // end with the process).
+    _memory: memory::GuestMemory,
+    _vm: kvm_ioctls::VmFd,
+}
+
+impl std::fmt::Debug for RunningVm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningVm").finish_non_exhaustive()
+    }
+}
+
+fn eventfd(what: &'static str) -> Result<EventFd, Error> {
+    EventFd::new(0).map_err(|source| Error::EventFd { what, source })
+}
+
+/// Checks the config against what this host's KVM allows.
+fn validate(kvm: &kvm_ioctls::Kvm, config: &VmConfig) -> Result<u8, Error> {
+    if config.vcpus == 0 {
+        return Err(Error::NoVcpus);
+    }
+    let kvm_max = u16::try_from(kvm.get_max_vcpus()).unwrap_or(u16::MAX);
+    let max = kvm_max.min(u16::from(MAX_VCPUS));
+    let vcpus = u8::try_from(config.vcpus)
+        .ok()
+        .filter(|&v| u16::from(v) <= max)
+        .ok_or(Error::TooManyVcpus {
+            asked: config.vcpus,
+            max,
+        })?;
+    if config.memory_mib < MIN_MEMORY_MIB {
+        return Err(Error::MemoryTooSmall(config.memory_mib));
+    }
+    Ok(vcpus)
+}
+
+/// Builds the VM from `config` and starts its vCPUs. Guest console output
+/// goes to `console_out`.
+pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<RunningVm, Error> {
+    let kvm = kvm::open()?;
+    kvm::check_hardware_virtualization()?;
+    let vcpus = validate(&kvm, config)?;
+
+    let mem = memory::create(config.memory_mib)?;
+    let boot = boot::load(&mem, &config.boot, vcpus)?;
+    cpu::regs::write_boot_structures(&mem)?;
+    let vm = vm::create(&kvm, &mem)?;
+
+    let (exit_tx, exits) = std::sync::mpsc::channel();
+    let serial_irq = eventfd("the serial interrupt")?;
+    vm::register_irqfd(&vm, &serial_irq, COM1_IRQ)?;
+    let serial_drained = eventfd("serial input")?;
+    let serial = Arc::new(Mutex::new(SerialPort::new(
+        serial_irq,
+        serial_drained
+            .try_clone()
+            .map_err(|source| Error::EventFd {
+                what: "serial input",
+                source,
+            })?,
+        console_out,
+    )));
+    let mut bus = PioBus::default();
+    bus.insert(COM1_PORT, 8, serial.clone())?;
+    bus.insert(
+        I8042_PORT,
+        5,
+        Arc::new(Mutex::new(I8042::new(exit_tx.clone()))),
+    )?;
+    bus.insert(
+        ACPI_SLEEP_CONTROL_PORT,
+        acpi_power::PORTS,
+        Arc::new(Mutex::new(AcpiPower::new(exit_tx.clone()))),
+    )?;
+    let bus = Arc::new(bus);
+
+    let supported = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(Error::SupportedCpuid)?;
+    let vcpu_fds = (0..vcpus)
+        .map(|id| {
+            let vcpu = cpu::Vcpu::new(&vm, id)?;
+            vcpu.configure(&supported, vcpus, boot.entry)?;
+            Ok(vcpu)
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    for vcpu in vcpu_fds {
+        vcpu.spawn(bus.clone(), exit_tx.clone())?;
+    }
+    Ok(RunningVm {
+        exits,
+        exit_tx,
+        serial,
+        serial_drained,
+        _memory: mem,
+        _vm: vm,
+    })
+}
+
+impl RunningVm {
+    /// A handle that can feed console input from another thread.
+    pub fn console(&self) -> std::io::Result<ConsoleInput> {
+        Ok(ConsoleInput {
+            serial: self.serial.clone(),
+            drained: self.serial_drained.try_clone()?,
+            exits: self.exit_tx.clone(),
+        })
+    }
+
+    /// Blocks until the VM stops, and says why.
+    pub fn wait(&self) -> VmExit {
+        // All senders gone means every vCPU thread ended without a word,
+        // which only a crash of the thread itself does.
+        self.exits
+            .recv()
+            .unwrap_or_else(|_| VmExit::Crash("all vCPU threads ended".into()))
+    }
+}
+
+/// Feeds console input to a running VM from another thread.
+#[derive(Debug)]
+pub struct ConsoleInput {
+    serial: Arc<Mutex<SerialPort>>,
+    drained: EventFd,
+    exits: devices::ExitSender,
+}
+
+impl ConsoleInput {
+    /// Stops the VM on behalf of the person at the console.
+    pub fn detach(&self) {
+        // The receiver is gone only once the VM is stopping anyway.
+        let _ = self.exits.send(VmExit::Detached);
+    }
+
+    /// Queues `bytes` for the guest, waiting while the UART FIFO is full.
+    pub fn send(&self, bytes: &[u8]) -> std::io::Result<()> {
+        devices::serial::feed(&self.serial, &self.drained, bytes)
+    }
+}

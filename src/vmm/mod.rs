@@ -91,35 +91,35 @@ fn eventfd(what: &'static str) -> Result<EventFd, Error> {
     EventFd::new(0).map_err(|source| Error::EventFd { what, source })
 }
 
-/// Checks the config against what this host's KVM allows.
-fn validate(kvm: &kvm_ioctls::Kvm, config: &VmConfig) -> Result<u8, Error> {
-    if config.vcpus == 0 {
-        return Err(Error::NoVcpus);
-    }
+/// Checks the vCPU count against what this host's KVM allows.
+fn vcpu_count(kvm: &kvm_ioctls::Kvm, asked: u16) -> Result<u8, Error> {
     let kvm_max = u16::try_from(kvm.get_max_vcpus()).unwrap_or(u16::MAX);
     let max = kvm_max.min(u16::from(MAX_VCPUS));
-    let vcpus = u8::try_from(config.vcpus)
+    u8::try_from(asked)
         .ok()
         .filter(|&v| u16::from(v) <= max)
-        .ok_or(Error::TooManyVcpus {
-            asked: config.vcpus,
-            max,
-        })?;
-    if config.memory_mib < MIN_MEMORY_MIB {
-        return Err(Error::MemoryTooSmall(config.memory_mib));
-    }
-    Ok(vcpus)
+        .ok_or(Error::TooManyVcpus { asked, max })
 }
 
 /// Builds the VM from `config` and starts its vCPUs. Guest console output
 /// goes to `console_out`.
 pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<RunningVm, Error> {
+    // Input first: a bad file is reported whatever the host.
+    if config.vcpus == 0 {
+        return Err(Error::NoVcpus);
+    }
+    if config.memory_mib < MIN_MEMORY_MIB {
+        return Err(Error::MemoryTooSmall(config.memory_mib));
+    }
+    let files = boot::BootFiles::open(&config.boot)?;
+    files.check_fits(config.memory_mib)?;
+
     let kvm = kvm::open()?;
     kvm::check_hardware_virtualization()?;
-    let vcpus = validate(&kvm, config)?;
+    let vcpus = vcpu_count(&kvm, config.vcpus)?;
 
     let mem = memory::create(config.memory_mib)?;
-    let boot = boot::load(&mem, &config.boot, vcpus)?;
+    let boot = files.load(&mem, vcpus)?;
     cpu::regs::write_boot_structures(&mem)?;
     let vm = vm::create(&kvm, &mem)?;
 

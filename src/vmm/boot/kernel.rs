@@ -29,6 +29,7 @@ const ELFCLASS32: u8 = 1;
 const ELFCLASS64: u8 = 2;
 const ELFDATA2LSB: u8 = 1;
 const EM_X86_64: u16 = 62;
+const ET_EXEC: u16 = 2;
 
 /// Bytes read to identify a kernel: the whole bzImage setup header.
 const HEADER_PROBE_LEN: usize = 0x280;
@@ -136,6 +137,11 @@ pub fn identify(path: &Path, header: &[u8], file_len: u64) -> Result<KernelForma
             return Err(Error::ElfBigEndian { path });
         }
         return match u16_at(header, 18) {
+            // A kernel is a fixed-address executable; shared objects and
+            // PIE programs are not.
+            Some(EM_X86_64) if u16_at(header, 16) != Some(ET_EXEC) => {
+                Err(Error::NotAKernel { path })
+            }
             Some(EM_X86_64) => Ok(KernelFormat::Elf),
             Some(machine) => Err(Error::WrongArch {
                 path,
@@ -316,6 +322,7 @@ mod tests {
         h[..4].copy_from_slice(ELF_MAGIC);
         h[4] = class;
         h[5] = data;
+        h[16..18].copy_from_slice(&ET_EXEC.to_le_bytes());
         h[18..20].copy_from_slice(&machine.to_le_bytes());
         h
     }
@@ -339,6 +346,13 @@ mod tests {
     fn accepts_x86_64_elf() {
         let h = elf_header(ELFCLASS64, ELFDATA2LSB, EM_X86_64);
         assert_eq!(id(&h, 1 << 20).unwrap(), KernelFormat::Elf);
+    }
+
+    #[test]
+    fn rejects_elf_programs_and_libraries() {
+        let mut h = elf_header(ELFCLASS64, ELFDATA2LSB, EM_X86_64);
+        h[16..18].copy_from_slice(&3u16.to_le_bytes()); // ET_DYN
+        assert!(matches!(id(&h, 1 << 20), Err(Error::NotAKernel { .. })));
     }
 
     #[test]

@@ -68,82 +68,143 @@ fn mib_ceil(bytes: u64) -> u64 {
     bytes.div_ceil(1 << 20)
 }
 
-fn initrd_size(path: &Path) -> Result<u64, Error> {
-    std::fs::metadata(path)
-        .map(|m| m.len())
-        .map_err(|source| Error::Initrd {
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
-/// Loads everything the guest needs to start into `mem`.
-pub fn load(mem: &GuestMemory, source: &BootSource, vcpus: u8) -> Result<BootInfo, Error> {
-    let ram_bytes = mem.iter().map(GuestMemoryRegion::len).sum::<u64>();
-    let memory_mib = ram_bytes >> 20;
-    let low_end = memory::low_ram_end(ram_bytes);
-
-    let cmdline = Cmdline::try_from(&source.cmdline, CMDLINE_MAX_SIZE).map_err(|e| match e {
-        linux_loader::cmdline::Error::TooLarge => Error::CmdlineTooLong {
-            len: source.cmdline.len(),
-            max: CMDLINE_MAX_SIZE - 1,
-        },
-        other => Error::Cmdline(other),
-    })?;
-
-    let initrd_len = source.initrd.as_deref().map(initrd_size).transpose()?;
-    let too_small = |kernel_end: u64| Error::MemoryTooSmall {
+fn memory_too_small(memory_mib: u64, kernel_end: u64, initrd_len: u64) -> Error {
+    Error::MemoryTooSmall {
         memory_mib,
         kernel_mib: mib_ceil(kernel_end),
-        initrd_mib: mib_ceil(initrd_len.unwrap_or(0)),
+        initrd_mib: mib_ceil(initrd_len),
         // Room for the kernel's own allocations after boot.
-        suggested_mib: (mib_ceil(kernel_end + initrd_len.unwrap_or(0)) + 64).next_multiple_of(64),
-    };
-
-    let mut image = kernel::KernelImage::open(&source.kernel)?;
-    let footprint = image.footprint_end()?;
-    if footprint > low_end {
-        return Err(too_small(footprint));
+        suggested_mib: (mib_ceil(kernel_end + initrd_len) + 64).next_multiple_of(64),
     }
-    let loaded = image.load(mem)?;
+}
 
-    let initrd = match (&source.initrd, initrd_len) {
-        (Some(path), Some(len)) => {
-            let addr_max = loaded
-                .setup_header
-                .map(|h| u64::from(h.initrd_addr_max))
-                .filter(|&max| max != 0)
-                .unwrap_or(DEFAULT_INITRD_ADDR_MAX);
-            let placement = params::place_initrd(len, loaded.end, low_end, addr_max)
-                .ok_or_else(|| too_small(loaded.end))?;
-            let read_err = |source| Error::Initrd {
-                path: path.clone(),
-                source,
-            };
-            let mut file = File::open(path).map_err(read_err)?;
-            let len = usize::try_from(len).map_err(|_| too_small(loaded.end))?;
-            mem.read_exact_volatile_from(GuestAddress(placement.addr), &mut file, len)
-                .map_err(|e| read_err(std::io::Error::other(e.to_string())))?;
-            Some(placement)
-        }
-        _ => None,
-    };
+/// An initrd file, opened.
+#[derive(Debug)]
+struct Initrd {
+    path: PathBuf,
+    file: File,
+    len: u64,
+}
 
-    load_cmdline(mem, GuestAddress(CMDLINE_ADDR), &cmdline).map_err(Error::CmdlineWrite)?;
-    let rsdp_addr = acpi::write_tables(mem, vcpus)?;
-    let e820 = params::e820_map(mem);
-    params::write(
-        mem,
-        &params::ZeroPage {
-            kernel_header: loaded.setup_header,
-            cmdline_len: source.cmdline.len(),
+impl Initrd {
+    fn open(path: &Path) -> Result<Self, Error> {
+        let err = |source| Error::Initrd {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(err)?;
+        let len = file.metadata().map_err(err)?.len();
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            len,
+        })
+    }
+}
+
+/// The boot files, opened and checked, before any VM exists: bad input is
+/// reported without touching KVM.
+#[derive(Debug)]
+pub struct BootFiles {
+    kernel: kernel::KernelImage,
+    kernel_footprint: u64,
+    initrd: Option<Initrd>,
+    cmdline: Cmdline,
+    cmdline_len: usize,
+}
+
+impl BootFiles {
+    /// Opens and identifies the kernel and initrd, checks the command line.
+    pub fn open(source: &BootSource) -> Result<Self, Error> {
+        let cmdline =
+            Cmdline::try_from(&source.cmdline, CMDLINE_MAX_SIZE).map_err(|e| match e {
+                linux_loader::cmdline::Error::TooLarge => Error::CmdlineTooLong {
+                    len: source.cmdline.len(),
+                    max: CMDLINE_MAX_SIZE - 1,
+                },
+                other => Error::Cmdline(other),
+            })?;
+        let mut kernel = kernel::KernelImage::open(&source.kernel)?;
+        let kernel_footprint = kernel.footprint_end()?;
+        let initrd = source.initrd.as_deref().map(Initrd::open).transpose()?;
+        Ok(Self {
+            kernel,
+            kernel_footprint,
             initrd,
-            rsdp_addr,
-            e820: &e820,
-        },
-    )?;
-    Ok(BootInfo {
-        entry: loaded.entry,
-        format: loaded.format,
-    })
+            cmdline,
+            cmdline_len: source.cmdline.len(),
+        })
+    }
+
+    fn initrd_len(&self) -> u64 {
+        self.initrd.as_ref().map_or(0, |i| i.len)
+    }
+
+    /// Checks that kernel and initrd fit in `memory_mib` of guest RAM.
+    pub fn check_fits(&self, memory_mib: u64) -> Result<(), Error> {
+        let low_end = memory::low_ram_end(memory_mib.saturating_mul(1 << 20));
+        let initrd_len = self.initrd_len();
+        if self.kernel_footprint.saturating_add(initrd_len) > low_end {
+            return Err(memory_too_small(
+                memory_mib,
+                self.kernel_footprint,
+                initrd_len,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Loads everything the guest needs to start into `mem`.
+    pub fn load(self, mem: &GuestMemory, vcpus: u8) -> Result<BootInfo, Error> {
+        let ram_bytes = mem.iter().map(GuestMemoryRegion::len).sum::<u64>();
+        let memory_mib = ram_bytes >> 20;
+        self.check_fits(memory_mib)?;
+        let low_end = memory::low_ram_end(ram_bytes);
+        let initrd_len = self.initrd_len();
+        let too_small = |end| memory_too_small(memory_mib, end, initrd_len);
+        let loaded = self.kernel.load(mem)?;
+
+        let initrd = match self.initrd {
+            Some(Initrd {
+                ref path,
+                mut file,
+                len,
+            }) => {
+                let addr_max = loaded
+                    .setup_header
+                    .map(|h| u64::from(h.initrd_addr_max))
+                    .filter(|&max| max != 0)
+                    .unwrap_or(DEFAULT_INITRD_ADDR_MAX);
+                let placement = params::place_initrd(len, loaded.end, low_end, addr_max)
+                    .ok_or_else(|| too_small(loaded.end))?;
+                let count = usize::try_from(len).map_err(|_| too_small(loaded.end))?;
+                mem.read_exact_volatile_from(GuestAddress(placement.addr), &mut file, count)
+                    .map_err(|e| Error::Initrd {
+                        path: path.clone(),
+                        source: std::io::Error::other(e.to_string()),
+                    })?;
+                Some(placement)
+            }
+            None => None,
+        };
+
+        load_cmdline(mem, GuestAddress(CMDLINE_ADDR), &self.cmdline)
+            .map_err(Error::CmdlineWrite)?;
+        let rsdp_addr = acpi::write_tables(mem, vcpus)?;
+        let e820 = params::e820_map(mem);
+        params::write(
+            mem,
+            &params::ZeroPage {
+                kernel_header: loaded.setup_header,
+                cmdline_len: self.cmdline_len,
+                initrd,
+                rsdp_addr,
+                e820: &e820,
+            },
+        )?;
+        Ok(BootInfo {
+            entry: loaded.entry,
+            format: loaded.format,
+        })
+    }
 }

@@ -1,7 +1,12 @@
 //! `gureum boot` on bad input, run as a user would run it: a clear error
 //! naming the problem, exit status 1, and no guest started.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

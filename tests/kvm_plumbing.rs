@@ -5,7 +5,12 @@
 //! These need no real kernel, so they run wherever `/dev/kvm` answers,
 //! including KVMs that emulate instructions rather than run them.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};

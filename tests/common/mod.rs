@@ -1,0 +1,125 @@
+//! Running a test script inside the nested KVM rig (`scripts/rig/run`)
+//! and reading back the cases it reports on L1's serial console.
+//!
+//! A rig script prints, per case, `@@CASE <name> BEGIN`, whatever the
+//! case shows, and `@@CASE <name> RC <status>`.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One case's console output and exit status.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub output: String,
+    pub rc: i32,
+}
+
+/// The whole console of one rig run, split into cases.
+#[derive(Debug)]
+pub struct RigRun {
+    pub console: String,
+    pub cases: HashMap<String, Case>,
+    pub rig_status: Option<i32>,
+}
+
+impl RigRun {
+    /// The case `name`, or a panic that shows the console tail.
+    pub fn case(&self, name: &str) -> &Case {
+        self.cases.get(name).unwrap_or_else(|| {
+            let tail: String = self
+                .console
+                .lines()
+                .rev()
+                .take(60)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            panic!(
+                "rig case {name} did not complete (rig exit {:?}); console tail:\n{tail}",
+                self.rig_status
+            )
+        })
+    }
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Splits a console transcript into cases.
+pub fn parse_cases(console: &str) -> HashMap<String, Case> {
+    let mut cases = HashMap::new();
+    let mut current: Option<(String, String)> = None;
+    for line in console.lines() {
+        let line = line.trim_end_matches('\r');
+        let mut words = line.split_whitespace();
+        if words.next() == Some("@@CASE") {
+            match (words.next(), words.next(), words.next()) {
+                (Some(name), Some("BEGIN"), None) => {
+                    current = Some((name.to_string(), String::new()));
+                    continue;
+                }
+                (Some(name), Some("RC"), Some(rc)) => {
+                    if let Some((open, output)) = current.take() {
+                        if open == name {
+                            let rc = rc.parse().unwrap_or(-1);
+                            cases.insert(open, Case { output, rc });
+                        }
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        if let Some((_, output)) = current.as_mut() {
+            output.push_str(line);
+            output.push('\n');
+        }
+    }
+    cases
+}
+
+/// Runs `script` (relative to the repo) in the rig with this build's
+/// `gureum` binary.
+pub fn run(script: &str, extra: &[&str]) -> RigRun {
+    let root = repo_root();
+    let runner = root.join("scripts/rig/run");
+    assert!(
+        runner.exists(),
+        "{} is missing; the rig is part of this repo",
+        runner.display()
+    );
+    let out = Command::new(&runner)
+        .arg("--gureum")
+        .arg(env!("CARGO_BIN_EXE_gureum"))
+        .args(extra)
+        .arg(Path::new(&root).join(script))
+        .current_dir(&root)
+        .output()
+        .expect("start scripts/rig/run");
+    let console = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("--- rig stderr ---\n{stderr}");
+    RigRun {
+        cases: parse_cases(&console),
+        console,
+        rig_status: out.status.code(),
+    }
+}
+
+#[test]
+fn cases_are_split_by_markers() {
+    let console = "noise\n@@CASE a BEGIN\nhello\r\n@@CASE a RC 3\n@@CASE b BEGIN\nlost\n";
+    let cases = parse_cases(console);
+    assert_eq!(cases["a"].output, "hello\n");
+    assert_eq!(cases["a"].rc, 3);
+    assert!(
+        !cases.contains_key("b"),
+        "an unfinished case is not reported"
+    );
+}

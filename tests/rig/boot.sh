@@ -1,0 +1,58 @@
+#!/bin/sh
+# End-to-end boot cases, run inside the nested KVM rig's L1 (busybox sh)
+# by tests/rig_boot.rs. Each case prints
+#   @@CASE <name> BEGIN ... @@CASE <name> RC <exit status of gureum>
+# and the Rust side asserts on what came out in between.
+set -u
+K=$RIG_GUEST_KERNEL
+V=$RIG_GUEST_VMLINUX
+I=$RIG_GUEST_INITRD
+BASE="console=ttyS0 reboot=k panic=-1"
+
+begin() { echo "@@CASE $1 BEGIN"; }
+end() { echo "@@CASE $1 RC $2"; }
+
+boot() {  # NAME KERNEL SCENARIO
+  begin "$1"
+  timeout 180 gureum boot --kernel "$2" --initrd "$I" --vcpus 2 --memory 512 \
+    --cmdline "$BASE rig.scenario=$3" 2>&1
+  end "$1" $?
+}
+
+boot info-bzimage "$K" info
+boot info-elf "$V" info
+boot reboot "$K" reboot
+
+# A shell on the serial console answers a command sent on stdin.
+begin shell
+mkfifo /tmp/console-in
+timeout 180 gureum boot --kernel "$K" --initrd "$I" --vcpus 1 --memory 256 \
+  --cmdline "$BASE rig.scenario=shell" </tmp/console-in >/tmp/console-out 2>&1 &
+vmm=$!
+exec 3>/tmp/console-in
+wait_for() {  # PATTERN
+  i=0
+  until grep -q "$1" /tmp/console-out; do
+    i=$((i + 1)); [ $i -gt 600 ] && return 1; sleep 0.2
+  done
+}
+wait_for @@READY && sleep 1
+echo 'echo HELLO-$((6*7))' >&3
+wait_for HELLO-42
+echo 'poweroff -f' >&3
+wait $vmm
+rc=$?
+exec 3>&-
+cat /tmp/console-out
+end shell $rc
+
+# A corrupt kernel file fails with a clear error, inside the rig too.
+begin corrupt-kernel
+head -c 1048576 /dev/urandom >/tmp/corrupt
+timeout 60 gureum boot --kernel /tmp/corrupt --initrd "$I" 2>&1
+end corrupt-kernel $?
+
+begin truncated-kernel
+head -c 2000000 "$K" >/tmp/truncated
+timeout 60 gureum boot --kernel /tmp/truncated --initrd "$I" 2>&1
+end truncated-kernel $?

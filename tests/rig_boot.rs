@@ -1,0 +1,91 @@
+//! End-to-end: gureum boots a stock Debian kernel on real KVM, inside the
+//! nested KVM rig (see scripts/rig/run and ../shared/KVM-RIG.md).
+//!
+//! One rig run executes every case of tests/rig/boot.sh; each test below
+//! asserts on its own case.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::{Case, RigRun};
+
+const EXIT_REBOOT: i32 = gureum::vmm::exit::EXIT_REBOOT as i32;
+const EXIT_VMM_ERROR: i32 = gureum::vmm::exit::EXIT_VMM_ERROR as i32;
+
+fn rig() -> &'static RigRun {
+    static RUN: OnceLock<RigRun> = OnceLock::new();
+    RUN.get_or_init(|| common::run("tests/rig/boot.sh", &["--timeout", "1200"]))
+}
+
+/// The value after `key` on its marker line, e.g. `@@CPUS 2`.
+fn marker(case: &Case, key: &str) -> Option<u64> {
+    case.output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(key)?.trim().parse().ok())
+}
+
+fn assert_booted_with_two_cpus_and_512_mib(case: &Case) {
+    assert_eq!(
+        case.rc, 0,
+        "gureum exits 0 on guest power-off:\n{}",
+        case.output
+    );
+    assert!(case.output.contains("@@INIT"), "guest reached /init");
+    assert_eq!(marker(case, "@@CPUS"), Some(2), "{}", case.output);
+    let mem_kb = marker(case, "@@MEMTOTAL").expect("MemTotal printed");
+    // MemTotal is RAM minus what the kernel reserves for itself: it must
+    // fit in 512 MiB and be most of it.
+    assert!(mem_kb <= 512 * 1024, "MemTotal {mem_kb} kB exceeds 512 MiB");
+    assert!(
+        mem_kb >= 400 * 1024,
+        "MemTotal {mem_kb} kB is far below 512 MiB"
+    );
+}
+
+#[test]
+fn boots_debian_bzimage_with_2_vcpus_and_512_mib() {
+    assert_booted_with_two_cpus_and_512_mib(rig().case("info-bzimage"));
+}
+
+#[test]
+fn boots_debian_elf_vmlinux_with_2_vcpus_and_512_mib() {
+    assert_booted_with_two_cpus_and_512_mib(rig().case("info-elf"));
+}
+
+#[test]
+fn guest_reboot_request_gives_the_reboot_exit_code() {
+    let case = rig().case("reboot");
+    assert!(case.output.contains("@@REBOOTING"), "{}", case.output);
+    assert_eq!(case.rc, EXIT_REBOOT, "{}", case.output);
+}
+
+#[test]
+fn serial_console_shell_answers_stdin() {
+    let case = rig().case("shell");
+    assert!(case.output.contains("@@READY"), "{}", case.output);
+    // The command line echoes as typed; only the shell computes 42.
+    assert!(case.output.contains("HELLO-42"), "{}", case.output);
+    assert_eq!(case.rc, 0, "poweroff from the shell: {}", case.output);
+}
+
+#[test]
+fn corrupt_kernel_fails_with_a_clear_error() {
+    let case = rig().case("corrupt-kernel");
+    assert_eq!(case.rc, EXIT_VMM_ERROR, "{}", case.output);
+    assert!(
+        case.output.contains("is not a Linux kernel"),
+        "{}",
+        case.output
+    );
+    let case = rig().case("truncated-kernel");
+    assert_eq!(case.rc, EXIT_VMM_ERROR, "{}", case.output);
+    assert!(case.output.contains("is truncated"), "{}", case.output);
+}

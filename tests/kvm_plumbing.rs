@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use gureum::vmm::cpu::{Vcpu, regs};
 use gureum::vmm::devices::acpi_power::{self, AcpiPower};
-use gureum::vmm::devices::bus::{PioBus, PioDevice};
+use gureum::vmm::devices::bus::{BusDevice, Buses};
 use gureum::vmm::exit::VmExit;
 use gureum::vmm::layout::{ACPI_SLEEP_CONTROL_PORT, ZERO_PAGE_ADDR};
 use gureum::vmm::{kvm, memory, vm};
@@ -26,16 +26,16 @@ use vm_memory::{Bytes, GuestAddress};
 
 const ENTRY: u64 = 0x10_0000;
 const DATA_ADDR: u64 = 0x20_0000;
-const TEST_PORT: u16 = 0x4f0;
+const TEST_PORT: u64 = 0x4f0;
 
 /// Records bytes the guest writes to the test port.
 struct Recorder(Sender<u8>);
 
-impl PioDevice for Recorder {
-    fn read(&mut self, _offset: u16, data: &mut [u8]) {
+impl BusDevice for Recorder {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
         data.fill(0);
     }
-    fn write(&mut self, _offset: u16, data: &[u8]) {
+    fn write(&mut self, _offset: u64, data: &[u8]) {
         self.0.send(data[0]).unwrap();
     }
 }
@@ -53,22 +53,26 @@ fn run_guest(code: &[u8]) -> (Receiver<u8>, Receiver<VmExit>) {
 
     let (exit_tx, exit_rx) = channel();
     let (port_tx, port_rx) = channel();
-    let mut bus = PioBus::default();
-    bus.insert(TEST_PORT, 1, Arc::new(Mutex::new(Recorder(port_tx))))
+    let mut buses = Buses::default();
+    buses
+        .pio
+        .insert(TEST_PORT, 1, Arc::new(Mutex::new(Recorder(port_tx))))
         .unwrap();
-    bus.insert(
-        ACPI_SLEEP_CONTROL_PORT,
-        acpi_power::PORTS,
-        Arc::new(Mutex::new(AcpiPower::new(exit_tx.clone()))),
-    )
-    .unwrap();
+    buses
+        .pio
+        .insert(
+            u64::from(ACPI_SLEEP_CONTROL_PORT),
+            acpi_power::PORTS,
+            Arc::new(Mutex::new(AcpiPower::new(exit_tx.clone()))),
+        )
+        .unwrap();
 
     let supported = kvm
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
         .unwrap();
     let vcpu = Vcpu::new(&vm_fd, 0).unwrap();
     vcpu.configure(&supported, 1, GuestAddress(ENTRY)).unwrap();
-    vcpu.spawn(Arc::new(bus), exit_tx).unwrap();
+    vcpu.spawn(Arc::new(buses), exit_tx).unwrap();
     // The VM and its memory must outlive the vCPU thread, which runs
     // until the test process ends.
     std::mem::forget(vm_fd);

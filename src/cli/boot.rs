@@ -1,26 +1,31 @@
-//! `gureum boot`: one VM in the foreground, its serial console on the
-//! terminal.
+//! `gureum boot`: one VM, its serial console on the terminal or on a
+//! socket.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use nix::sys::signal::{SigSet, Signal};
 
 use gureum::vmm::boot::BootSource;
-use gureum::vmm::exit::{EXIT_CRASH, EXIT_DETACHED, EXIT_REBOOT, EXIT_VMM_ERROR, VmExit};
-use gureum::vmm::{self, VmConfig};
+use gureum::vmm::console::SocketConsole;
+use gureum::vmm::devices::virtio::net::MacAddr;
+use gureum::vmm::exit::{
+    EXIT_CRASH, EXIT_DETACHED, EXIT_REBOOT, EXIT_TERMINATED, EXIT_VMM_ERROR, VmExit,
+};
+use gureum::vmm::{self, DiskConfig, NetConfig, RunningVm, VmConfig};
 
 use super::console::Console;
 
 const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
 
-/// Boot a Linux kernel in a micro-VM with its serial console on this
-/// terminal.
+/// Boot a Linux kernel in a micro-VM.
 #[derive(Debug, Args)]
 #[command(after_help = format!(
     "Exit status: 0 when the guest powers off, {EXIT_REBOOT} when it asks to reboot, \
      {EXIT_CRASH} when it crashes (triple fault, KVM internal error), {EXIT_DETACHED} when \
-     stopped from the console with Ctrl-A x, {EXIT_VMM_ERROR} on a VMM error, 2 on bad usage."
+     stopped from the console with Ctrl-A x, {EXIT_TERMINATED} when stopped by SIGTERM, \
+     SIGINT or SIGHUP, {EXIT_VMM_ERROR} on a VMM error, 2 on bad usage."
 ))]
 pub struct BootArgs {
     /// Kernel image: a bzImage (vmlinuz) or an uncompressed ELF vmlinux.
@@ -38,6 +43,75 @@ pub struct BootArgs {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 512)]
     memory: u64,
+    /// A raw disk image as virtio-blk (vda, vdb, ... in order);
+    /// `PATH,ro` attaches it read-only. Repeatable.
+    #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = parse_disk)]
+    disks: Vec<DiskConfig>,
+    /// A virtio-net interface on tap NAME (created if missing, for the
+    /// VM's lifetime), with an optional MAC. Repeatable.
+    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]", value_parser = parse_net)]
+    nets: Vec<NetConfig>,
+    /// Serve the serial console on this unix socket instead of the
+    /// terminal (`gureum console` attaches to it).
+    #[arg(long)]
+    console_socket: Option<PathBuf>,
+    /// Append all console output to this file.
+    #[arg(long, requires = "console_socket")]
+    console_log: Option<PathBuf>,
+}
+
+fn parse_disk(spec: &str) -> Result<DiskConfig, String> {
+    let (path, read_only) = match spec.rsplit_once(',') {
+        Some((path, "ro")) => (path, true),
+        Some((path, "rw")) => (path, false),
+        _ => (spec, false),
+    };
+    if path.is_empty() {
+        return Err("expected PATH or PATH,ro".into());
+    }
+    Ok(DiskConfig {
+        path: PathBuf::from(path),
+        read_only,
+    })
+}
+
+/// A stable, locally administered MAC derived from the tap name.
+fn default_mac(tap: &str) -> MacAddr {
+    let hash = tap.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let [a, b, c, d] = hash.to_be_bytes();
+    MacAddr([0x02, 0x47, a, b, c, d])
+}
+
+fn parse_net(spec: &str) -> Result<NetConfig, String> {
+    let mut tap = None;
+    let mut mac = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("tap", name)) => tap = Some(name.to_string()),
+            Some(("mac", m)) => mac = Some(m.parse::<MacAddr>().map_err(|e| e.to_string())?),
+            _ => return Err(format!("unexpected {part:?}; expected tap=NAME[,mac=MAC]")),
+        }
+    }
+    let tap = tap.ok_or("missing tap=NAME")?;
+    let mac = mac.unwrap_or_else(|| default_mac(&tap));
+    Ok(NetConfig { tap, mac })
+}
+
+/// Stops the VM when the process gets SIGTERM, SIGINT or SIGHUP. The
+/// signals are blocked in every thread (set before any is spawned) and
+/// taken here with sigwait, so no handler runs inside a vCPU thread.
+fn stop_on_signals(vm: &RunningVm, signals: SigSet) -> std::io::Result<()> {
+    let stopper = vm.stopper();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if signals.wait().is_ok() {
+                stopper.stop(VmExit::Terminated);
+            }
+        })
+        .map(drop)
 }
 
 /// Boots the VM and waits for it to stop.
@@ -50,29 +124,107 @@ pub fn run(args: &BootArgs) -> ExitCode {
         },
         vcpus: args.vcpus,
         memory_mib: args.memory,
+        disks: args.disks.clone(),
+        nets: args.nets.clone(),
     };
-    let vm = match vmm::start(&config, Box::new(std::io::stdout())) {
-        Ok(vm) => vm,
+    let signals: SigSet = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]
+        .into_iter()
+        .collect();
+    if let Err(e) = signals.thread_block() {
+        eprintln!("gureum: cannot block signals: {e}");
+        return ExitCode::from(EXIT_VMM_ERROR);
+    }
+    let socket = match &args.console_socket {
+        Some(path) => match SocketConsole::bind(path, args.console_log.as_deref()) {
+            Ok(pair) => Some(pair),
+            Err(e) => {
+                eprintln!("gureum: {e}");
+                return ExitCode::from(EXIT_VMM_ERROR);
+            }
+        },
+        None => None,
+    };
+    let (socket, out): (_, Box<dyn std::io::Write + Send>) = match socket {
+        Some((console, out)) => (Some(console), Box::new(out)),
+        None => (None, Box::new(std::io::stdout())),
+    };
+    let exit = match vmm::start(&config, out) {
+        Ok(vm) => attach_and_wait(&vm, socket, signals),
         Err(e) => {
             eprintln!("gureum: {e}");
-            return ExitCode::from(EXIT_VMM_ERROR);
+            Err(EXIT_VMM_ERROR)
         }
     };
-    let console = match vm.console().and_then(Console::attach) {
-        Ok(console) => console,
-        Err(e) => {
-            eprintln!("gureum: cannot attach the console: {e}");
-            return ExitCode::from(EXIT_VMM_ERROR);
-        }
+    if let Some(path) = &args.console_socket {
+        // Best effort: the socket is useless once the VM is gone.
+        let _ = std::fs::remove_file(path);
+    }
+    let exit = match exit {
+        Ok(exit) => exit,
+        Err(code) => return ExitCode::from(code),
     };
-    let exit = vm.wait();
-    // Put the terminal back before saying anything.
-    drop(console);
     match &exit {
         VmExit::PowerOff => {}
         VmExit::Reboot => eprintln!("gureum: the guest asked to reboot; the VM has stopped"),
         VmExit::Detached => eprintln!("gureum: stopped from the console"),
+        VmExit::Terminated => eprintln!("gureum: stopped by a signal"),
         VmExit::Crash(what) => eprintln!("gureum: the guest crashed: {what}"),
     }
     ExitCode::from(exit.code())
+}
+
+fn attach_and_wait(
+    vm: &RunningVm,
+    socket: Option<SocketConsole>,
+    signals: SigSet,
+) -> Result<VmExit, u8> {
+    let fail = |what: &str, e: std::io::Error| {
+        eprintln!("gureum: cannot {what}: {e}");
+        EXIT_VMM_ERROR
+    };
+    stop_on_signals(vm, signals).map_err(|e| fail("watch for signals", e))?;
+    let input = vm.console().map_err(|e| fail("attach the console", e))?;
+    // The terminal is restored when `terminal` drops, before any message.
+    let terminal = match socket {
+        Some(socket) => {
+            socket
+                .serve(input)
+                .map_err(|e| fail("serve the console socket", e))?;
+            None
+        }
+        None => Some(Console::attach(input).map_err(|e| fail("attach the console", e))?),
+    };
+    let exit = vm.wait();
+    drop(terminal);
+    Ok(exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_specs() {
+        let d = parse_disk("/a/b.img,ro").unwrap();
+        assert_eq!(d.path, PathBuf::from("/a/b.img"));
+        assert!(d.read_only);
+        let d = parse_disk("/a/b,c.img").unwrap();
+        assert_eq!(d.path, PathBuf::from("/a/b,c.img"));
+        assert!(!d.read_only);
+        assert!(parse_disk(",ro").is_err());
+    }
+
+    #[test]
+    fn net_specs() {
+        let n = parse_net("tap=tap0,mac=02:00:00:00:00:07").unwrap();
+        assert_eq!(n.tap, "tap0");
+        assert_eq!(n.mac.to_string(), "02:00:00:00:00:07");
+        let n = parse_net("tap=tap1").unwrap();
+        assert_eq!(n.mac, default_mac("tap1"));
+        assert_eq!(n.mac.0[0] & 0x03, 0x02, "locally administered unicast");
+        assert_ne!(default_mac("tap1"), default_mac("tap2"));
+        assert!(parse_net("mac=02:00:00:00:00:07").is_err());
+        assert!(parse_net("tap=t,mac=zz").is_err());
+        assert!(parse_net("bridge=br0").is_err());
+    }
 }

@@ -13,6 +13,8 @@ pub enum VmExit {
     Crash(String),
     /// The person at the console detached with the escape sequence.
     Detached,
+    /// The VMM process was asked to stop (SIGTERM, SIGINT, SIGHUP).
+    Terminated,
 }
 
 impl VmExit {
@@ -23,6 +25,7 @@ impl VmExit {
             VmExit::Reboot => EXIT_REBOOT,
             VmExit::Crash(_) => EXIT_CRASH,
             VmExit::Detached => EXIT_DETACHED,
+            VmExit::Terminated => EXIT_TERMINATED,
         }
     }
 }
@@ -35,3 +38,5 @@ pub const EXIT_REBOOT: u8 = 3;
 pub const EXIT_CRASH: u8 = 4;
 /// Exit code when the console user stopped the VM with Ctrl-A x.
 pub const EXIT_DETACHED: u8 = 5;
+/// Exit code when the VMM was stopped by a signal it handles.
+pub const EXIT_TERMINATED: u8 = 6;

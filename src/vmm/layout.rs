@@ -50,3 +50,9 @@ pub const ACPI_RESET_PORT: u16 = 0x602;
 pub const ACPI_RESET_VALUE: u8 = 0x1;
 /// The sleep type our DSDT's `_S5_` object names (soft off).
 pub const ACPI_S5_SLEEP_TYPE: u8 = 5;
+
+/// virtio-mmio devices: one register window each, from here up.
+pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
+/// Interrupt lines for virtio-mmio devices (IOAPIC pins; 4 is COM1).
+pub const VIRTIO_FIRST_GSI: u32 = 5;
+pub const VIRTIO_LAST_GSI: u32 = 23;

@@ -1,7 +1,8 @@
 //! The virtual machine monitor: one KVM virtual machine, its memory,
-//! vCPUs and devices, run in the foreground of the calling process.
+//! vCPUs and devices, run in the calling process.
 
 pub mod boot;
+pub mod console;
 pub mod cpu;
 pub mod devices;
 pub mod exit;
@@ -11,17 +12,27 @@ pub mod memory;
 pub mod vm;
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use kvm_ioctls::{IoEventAddress, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
 use boot::BootSource;
+use devices::ExitSender;
 use devices::acpi_power::{self, AcpiPower};
-use devices::bus::PioBus;
+use devices::bus::Buses;
 use devices::i8042::I8042;
 use devices::serial::SerialPort;
+use devices::virtio::block::{self, Block};
+use devices::virtio::mmio::{self, MMIO_WINDOW, MmioTransport};
+use devices::virtio::net::{MacAddr, Net, Tap, tap};
+use devices::virtio::{Interrupt, VirtioDevice};
 use exit::VmExit;
-use layout::{ACPI_SLEEP_CONTROL_PORT, COM1_IRQ, COM1_PORT, I8042_PORT};
+use layout::{
+    ACPI_SLEEP_CONTROL_PORT, COM1_IRQ, COM1_PORT, I8042_PORT, VIRTIO_FIRST_GSI, VIRTIO_LAST_GSI,
+    VIRTIO_MMIO_BASE,
+};
 
 /// Smallest guest memory accepted, in MiB: below this no Linux boots.
 pub const MIN_MEMORY_MIB: u64 = 16;
@@ -40,6 +51,8 @@ pub enum Error {
     TooManyVcpus { asked: u16, max: u16 },
     #[error("--memory {0} MiB is too small; give at least {MIN_MEMORY_MIB} MiB")]
     MemoryTooSmall(u64),
+    #[error("{0} disks and network interfaces are more than the {max} a VM can have", max = VIRTIO_LAST_GSI - VIRTIO_FIRST_GSI + 1)]
+    TooManyDevices(usize),
     #[error(transparent)]
     Memory(#[from] memory::Error),
     #[error(transparent)]
@@ -52,6 +65,17 @@ pub enum Error {
     Vcpu(#[from] cpu::Error),
     #[error(transparent)]
     Bus(#[from] devices::bus::Error),
+    #[error(transparent)]
+    Disk(#[from] block::Error),
+    #[error(transparent)]
+    Tap(#[from] tap::Error),
+    #[error(transparent)]
+    Transport(#[from] mmio::Error),
+    #[error("cannot register the notify address of {device} with KVM: {source}")]
+    IoEvent {
+        device: String,
+        source: kvm_ioctls::Error,
+    },
     #[error("cannot read the CPUID KVM supports: {0}")]
     SupportedCpuid(kvm_ioctls::Error),
     #[error("cannot create an eventfd for {what}: {source}")]
@@ -61,24 +85,40 @@ pub enum Error {
     },
 }
 
+/// A disk to attach as virtio-blk.
+#[derive(Debug, Clone)]
+pub struct DiskConfig {
+    pub path: PathBuf,
+    pub read_only: bool,
+}
+
+/// A network interface to attach as virtio-net.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    pub tap: String,
+    pub mac: MacAddr,
+}
+
 /// A VM to boot.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
     pub boot: BootSource,
     pub vcpus: u16,
     pub memory_mib: u64,
+    pub disks: Vec<DiskConfig>,
+    pub nets: Vec<NetConfig>,
 }
 
 /// A VM that has been built and is running.
 pub struct RunningVm {
     exits: std::sync::mpsc::Receiver<VmExit>,
-    exit_tx: devices::ExitSender,
+    exit_tx: ExitSender,
     serial: Arc<Mutex<SerialPort>>,
     serial_drained: EventFd,
-    // Held so that guest memory outlives the vCPU threads using it (they
-    // end with the process).
+    // Held so that guest memory and devices outlive the vCPU threads
+    // using them (those end with the process).
     _memory: memory::GuestMemory,
-    _vm: kvm_ioctls::VmFd,
+    _vm: VmFd,
 }
 
 impl std::fmt::Debug for RunningVm {
@@ -88,7 +128,7 @@ impl std::fmt::Debug for RunningVm {
 }
 
 fn eventfd(what: &'static str) -> Result<EventFd, Error> {
-    EventFd::new(0).map_err(|source| Error::EventFd { what, source })
+    EventFd::new(libc::EFD_NONBLOCK).map_err(|source| Error::EventFd { what, source })
 }
 
 /// Checks the vCPU count against what this host's KVM allows.
@@ -99,6 +139,71 @@ fn vcpu_count(kvm: &kvm_ioctls::Kvm, asked: u16) -> Result<u8, Error> {
         .ok()
         .filter(|&v| u16::from(v) <= max)
         .ok_or(Error::TooManyVcpus { asked, max })
+}
+
+/// Disk names as the guest will see them: vda, vdb, ...
+fn disk_name(index: usize) -> String {
+    let letter = u8::try_from(index % 26).map_or('?', |i| char::from(b'a' + i));
+    format!("vd{letter}")
+}
+
+/// Opens the disks and taps; done before KVM so that bad paths are
+/// reported first.
+fn open_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, Error> {
+    let count = config.disks.len() + config.nets.len();
+    if count > usize::try_from(VIRTIO_LAST_GSI - VIRTIO_FIRST_GSI + 1).unwrap_or(0) {
+        return Err(Error::TooManyDevices(count));
+    }
+    let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    for (i, disk) in config.disks.iter().enumerate() {
+        devices.push(Box::new(Block::open(
+            &disk.path,
+            disk.read_only,
+            &disk_name(i),
+        )?));
+    }
+    for net in &config.nets {
+        devices.push(Box::new(Net::new(Tap::open(&net.tap)?, net.mac)));
+    }
+    Ok(devices)
+}
+
+/// Puts the virtio devices on the MMIO bus with their ioeventfds and
+/// irqfds; returns where they are for the ACPI tables.
+fn attach_virtio(
+    vm: &VmFd,
+    mem: &memory::GuestMemory,
+    buses: &mut Buses,
+    devices: Vec<Box<dyn VirtioDevice>>,
+) -> Result<Vec<boot::acpi::VirtioMmioDevice>, Error> {
+    let mut placed = Vec::new();
+    for ((device, gsi), index) in devices.into_iter().zip(VIRTIO_FIRST_GSI..).zip(0u64..) {
+        let base = VIRTIO_MMIO_BASE + index * MMIO_WINDOW;
+        let irq = eventfd("a virtio interrupt")?;
+        vm::register_irqfd(vm, &irq, gsi)?;
+        let name = device.name().to_string();
+        let transport = MmioTransport::new(device, mem.clone(), Arc::new(Interrupt::new(irq)))?;
+        for (queue, evt) in (0u32..).zip(transport.queue_evts()) {
+            vm.register_ioevent(
+                evt,
+                &IoEventAddress::Mmio(base + mmio::REG_QUEUE_NOTIFY),
+                queue,
+            )
+            .map_err(|source| Error::IoEvent {
+                device: name.clone(),
+                source,
+            })?;
+        }
+        buses
+            .mmio
+            .insert(base, MMIO_WINDOW, Arc::new(Mutex::new(transport)))?;
+        placed.push(boot::acpi::VirtioMmioDevice {
+            base,
+            size: MMIO_WINDOW,
+            gsi,
+        });
+    }
+    Ok(placed)
 }
 
 /// Builds the VM from `config` and starts its vCPUs. Guest console output
@@ -113,20 +218,26 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
     }
     let files = boot::BootFiles::open(&config.boot)?;
     files.check_fits(config.memory_mib)?;
+    let devices = open_devices(config)?;
 
     let kvm = kvm::open()?;
     kvm::check_hardware_virtualization()?;
     let vcpus = vcpu_count(&kvm, config.vcpus)?;
 
     let mem = memory::create(config.memory_mib)?;
-    let boot = files.load(&mem, vcpus)?;
-    cpu::regs::write_boot_structures(&mem)?;
     let vm = vm::create(&kvm, &mem)?;
+    let mut buses = Buses::default();
+    let virtio = attach_virtio(&vm, &mem, &mut buses, devices)?;
+    let boot = files.load(&mem, vcpus, &virtio)?;
+    cpu::regs::write_boot_structures(&mem)?;
 
     let (exit_tx, exits) = std::sync::mpsc::channel();
     let serial_irq = eventfd("the serial interrupt")?;
     vm::register_irqfd(&vm, &serial_irq, COM1_IRQ)?;
-    let serial_drained = eventfd("serial input")?;
+    let serial_drained = EventFd::new(0).map_err(|source| Error::EventFd {
+        what: "serial input",
+        source,
+    })?;
     let serial = Arc::new(Mutex::new(SerialPort::new(
         serial_irq,
         serial_drained
@@ -137,19 +248,18 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
             })?,
         console_out,
     )));
-    let mut bus = PioBus::default();
-    bus.insert(COM1_PORT, 8, serial.clone())?;
-    bus.insert(
-        I8042_PORT,
+    buses.pio.insert(u64::from(COM1_PORT), 8, serial.clone())?;
+    buses.pio.insert(
+        u64::from(I8042_PORT),
         5,
         Arc::new(Mutex::new(I8042::new(exit_tx.clone()))),
     )?;
-    bus.insert(
-        ACPI_SLEEP_CONTROL_PORT,
+    buses.pio.insert(
+        u64::from(ACPI_SLEEP_CONTROL_PORT),
         acpi_power::PORTS,
         Arc::new(Mutex::new(AcpiPower::new(exit_tx.clone()))),
     )?;
-    let bus = Arc::new(bus);
+    let buses = Arc::new(buses);
 
     let supported = kvm
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
@@ -162,7 +272,7 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
         })
         .collect::<Result<Vec<_>, Error>>()?;
     for vcpu in vcpu_fds {
-        vcpu.spawn(bus.clone(), exit_tx.clone())?;
+        vcpu.spawn(buses.clone(), exit_tx.clone())?;
     }
     Ok(RunningVm {
         exits,
@@ -184,6 +294,11 @@ impl RunningVm {
         })
     }
 
+    /// A handle that stops the VM from another thread.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.exit_tx.clone())
+    }
+
     /// Blocks until the VM stops, and says why.
     pub fn wait(&self) -> VmExit {
         // All senders gone means every vCPU thread ended without a word,
@@ -194,12 +309,23 @@ impl RunningVm {
     }
 }
 
+/// Stops a running VM from any thread.
+#[derive(Debug, Clone)]
+pub struct Stopper(ExitSender);
+
+impl Stopper {
+    pub fn stop(&self, why: VmExit) {
+        // The receiver is gone only once the VM is stopping anyway.
+        let _ = self.0.send(why);
+    }
+}
+
 /// Feeds console input to a running VM from another thread.
 #[derive(Debug)]
 pub struct ConsoleInput {
     serial: Arc<Mutex<SerialPort>>,
     drained: EventFd,
-    exits: devices::ExitSender,
+    exits: ExitSender,
 }
 
 impl ConsoleInput {

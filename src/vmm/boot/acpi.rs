@@ -50,8 +50,34 @@ fn bytes_of(table: &dyn Aml) -> Vec<u8> {
     out
 }
 
-/// The DSDT: the `_S5_` soft-off sleep type and COM1.
-fn dsdt() -> Vec<u8> {
+/// A virtio-mmio device as the DSDT describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtioMmioDevice {
+    pub base: u64,
+    pub size: u64,
+    pub gsi: u32,
+}
+
+/// `_SB_.VRnn`: a virtio-mmio device with the ACPI ID Linux's
+/// virtio_mmio driver matches (`LNRO0005`), its window and interrupt.
+fn virtio_device_aml(index: usize, dev: &VirtioMmioDevice, out: &mut Vec<u8>) {
+    let base = u32::try_from(dev.base).unwrap_or_default();
+    let size = u32::try_from(dev.size).unwrap_or_default();
+    let window = aml::Memory32Fixed::new(true, base, size);
+    let irq = aml::Interrupt::new(true, true, false, false, dev.gsi);
+    let hid = aml::Name::new("_HID".into(), &"LNRO0005");
+    let uid_value = u32::try_from(index).unwrap_or_default();
+    let uid = aml::Name::new("_UID".into(), &uid_value);
+    let crs = aml::Name::new(
+        "_CRS".into(),
+        &aml::ResourceTemplate::new(vec![&window, &irq]),
+    );
+    let path = format!("_SB_.VR{:02X}", index & 0xff);
+    aml::Device::new(path.as_str().into(), vec![&hid, &uid, &crs]).to_aml_bytes(out);
+}
+
+/// The DSDT: the `_S5_` soft-off sleep type, COM1 and the virtio devices.
+fn dsdt(virtio: &[VirtioMmioDevice]) -> Vec<u8> {
     let s5 = aml::Name::new("_S5_".into(), &aml::Package::new(vec![&ACPI_S5_SLEEP_TYPE]));
     let com1_io = aml::IO::new(COM1_PORT, COM1_PORT, 1, 8);
     let com1_irq = aml::Interrupt::new(true, true, false, false, COM1_IRQ);
@@ -64,6 +90,9 @@ fn dsdt() -> Vec<u8> {
     let com1 = aml::Device::new("_SB_.COM1".into(), vec![&hid, &uid, &crs]);
     let mut body = bytes_of(&s5);
     com1.to_aml_bytes(&mut body);
+    for (index, dev) in virtio.iter().enumerate() {
+        virtio_device_aml(index, dev, &mut body);
+    }
     let mut table = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     table.append_slice(&body);
     table.as_slice().to_vec()
@@ -115,7 +144,11 @@ fn madt(vcpus: u8) -> Result<Vec<u8>, Error> {
 
 /// Writes RSDP, XSDT, FADT, MADT and DSDT into the ACPI area and returns
 /// the RSDP's address.
-pub fn write_tables(mem: &GuestMemory, vcpus: u8) -> Result<u64, Error> {
+pub fn write_tables(
+    mem: &GuestMemory,
+    vcpus: u8,
+    virtio: &[VirtioMmioDevice],
+) -> Result<u64, Error> {
     // RSDP first, at the start of the area the kernel scans.
     let rsdp_addr = ACPI_TABLES_ADDR;
     let mut next = rsdp_addr + Rsdp::len() as u64;
@@ -124,7 +157,7 @@ pub fn write_tables(mem: &GuestMemory, vcpus: u8) -> Result<u64, Error> {
         next = addr + len as u64;
         addr
     };
-    let dsdt = dsdt();
+    let dsdt = dsdt(virtio);
     let dsdt_addr = place(dsdt.len());
     let fadt = fadt(dsdt_addr);
     let fadt_addr = place(fadt.len());
@@ -176,7 +209,12 @@ mod tests {
     #[test]
     fn tables_are_linked_and_checksummed() {
         let mem = crate::vmm::memory::create(16).unwrap();
-        let rsdp_addr = write_tables(&mem, 2).unwrap();
+        let virtio = [VirtioMmioDevice {
+            base: 0xd000_0000,
+            size: 0x1000,
+            gsi: 5,
+        }];
+        let rsdp_addr = write_tables(&mem, 2, &virtio).unwrap();
         let mut rsdp = [0u8; 36];
         mem.read_slice(&mut rsdp, GuestAddress(rsdp_addr)).unwrap();
         assert_eq!(&rsdp[..8], b"RSD PTR ");
@@ -203,6 +241,8 @@ mod tests {
         assert!(checksum_ok(&dsdt));
         assert!(dsdt.windows(4).any(|w| w == b"_S5_"));
         assert!(dsdt.windows(4).any(|w| w == b"COM1"));
+        assert!(dsdt.windows(8).any(|w| w == b"LNRO0005"));
+        assert!(dsdt.windows(4).any(|w| w == b"VR00"));
 
         let madt = read_table(&mem, entries[1]);
         assert_eq!(&madt[..4], b"APIC");

@@ -155,7 +155,12 @@ impl BootFiles {
     }
 
     /// Loads everything the guest needs to start into `mem`.
-    pub fn load(self, mem: &GuestMemory, vcpus: u8) -> Result<BootInfo, Error> {
+    pub fn load(
+        self,
+        mem: &GuestMemory,
+        vcpus: u8,
+        virtio: &[acpi::VirtioMmioDevice],
+    ) -> Result<BootInfo, Error> {
         let ram_bytes = mem.iter().map(GuestMemoryRegion::len).sum::<u64>();
         let memory_mib = ram_bytes >> 20;
         self.check_fits(memory_mib)?;
@@ -190,7 +195,7 @@ impl BootFiles {
 
         load_cmdline(mem, GuestAddress(CMDLINE_ADDR), &self.cmdline)
             .map_err(Error::CmdlineWrite)?;
-        let rsdp_addr = acpi::write_tables(mem, vcpus)?;
+        let rsdp_addr = acpi::write_tables(mem, vcpus, virtio)?;
         let e820 = params::e820_map(mem);
         params::write(
             mem,

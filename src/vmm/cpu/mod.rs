@@ -11,7 +11,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use vm_memory::GuestAddress;
 
 use super::devices::ExitSender;
-use super::devices::bus::PioBus;
+use super::devices::bus::Buses;
 use super::exit::VmExit;
 
 /// LAPIC local vector table registers and delivery modes, for wiring
@@ -169,22 +169,25 @@ impl Vcpu {
     }
 
     /// Runs one exit of the guest and says what to do next.
-    fn step(&mut self, bus: &PioBus) -> Step {
+    fn step(&mut self, buses: &Buses) -> Step {
         match self.fd.run() {
             Ok(VcpuExit::IoIn(port, data)) => {
-                bus.read(port, data);
+                buses.pio.read(u64::from(port), data);
                 Step::Continue
             }
             Ok(VcpuExit::IoOut(port, data)) => {
-                bus.write(port, data);
+                buses.pio.write(u64::from(port), data);
                 Step::Continue
             }
-            // No MMIO devices yet: reads float high, writes vanish.
-            Ok(VcpuExit::MmioRead(_, data)) => {
-                data.fill(0xff);
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                buses.mmio.read(addr, data);
                 Step::Continue
             }
-            Ok(VcpuExit::MmioWrite(..) | VcpuExit::Intr) => Step::Continue,
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                buses.mmio.write(addr, data);
+                Step::Continue
+            }
+            Ok(VcpuExit::Intr) => Step::Continue,
             Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
                 KVM_SYSTEM_EVENT_SHUTDOWN => Step::Stop(VmExit::PowerOff),
                 KVM_SYSTEM_EVENT_RESET => Step::Stop(VmExit::Reboot),
@@ -203,9 +206,9 @@ impl Vcpu {
     }
 
     /// Runs the vCPU until the guest stops it, then reports why.
-    fn run(mut self, bus: &PioBus, exits: &ExitSender) {
+    fn run(mut self, buses: &Buses, exits: &ExitSender) {
         let exit = loop {
-            match self.step(bus) {
+            match self.step(buses) {
                 Step::Continue => {}
                 Step::Stop(exit) => break exit,
                 Step::InternalError => {
@@ -222,11 +225,11 @@ impl Vcpu {
     }
 
     /// Starts the vCPU on its own thread.
-    pub fn spawn(self, bus: Arc<PioBus>, exits: ExitSender) -> Result<(), Error> {
+    pub fn spawn(self, buses: Arc<Buses>, exits: ExitSender) -> Result<(), Error> {
         let id = self.id;
         std::thread::Builder::new()
             .name(format!("vcpu{id}"))
-            .spawn(move || self.run(&bus, &exits))
+            .spawn(move || self.run(&buses, &exits))
             .map(drop)
             .map_err(|source| Error::Thread { id, source })
     }

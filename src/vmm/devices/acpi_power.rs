@@ -2,14 +2,14 @@
 //! control (power-off when the guest enters S5), sleep status, and reset.
 
 use super::ExitSender;
-use super::bus::PioDevice;
+use super::bus::BusDevice;
 use crate::vmm::exit::VmExit;
 use crate::vmm::layout::{ACPI_RESET_VALUE, ACPI_S5_SLEEP_TYPE};
 
 /// Register offsets from the device's base port.
-const SLEEP_CONTROL: u16 = 0;
-const SLEEP_STATUS: u16 = 1;
-const RESET: u16 = 2;
+const SLEEP_CONTROL: u64 = 0;
+const SLEEP_STATUS: u64 = 1;
+const RESET: u64 = 2;
 /// Sleep control register: SLP_TYP in bits 4:2, SLP_EN in bit 5.
 const SLP_EN: u8 = 1 << 5;
 const SLP_TYP_SHIFT: u8 = 2;
@@ -18,7 +18,7 @@ const SLP_TYP_MASK: u8 = 0x7;
 const WAK_STS: u8 = 1 << 7;
 
 /// Number of ports the device decodes.
-pub const PORTS: u16 = 3;
+pub const PORTS: u64 = 3;
 
 /// The ACPI power device.
 #[derive(Debug)]
@@ -32,12 +32,12 @@ impl AcpiPower {
     }
 }
 
-impl PioDevice for AcpiPower {
-    fn read(&mut self, offset: u16, data: &mut [u8]) {
+impl BusDevice for AcpiPower {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(if offset == SLEEP_STATUS { WAK_STS } else { 0 });
     }
 
-    fn write(&mut self, offset: u16, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) {
         let Some(&value) = data.first() else { return };
         let exit = match offset {
             SLEEP_CONTROL

@@ -4,7 +4,7 @@
 use vm_superio::{I8042Device, Trigger};
 
 use super::ExitSender;
-use super::bus::PioDevice;
+use super::bus::BusDevice;
 use crate::vmm::exit::VmExit;
 
 /// Turns the controller's reset line into a VM reboot request.
@@ -29,13 +29,13 @@ impl I8042 {
     }
 }
 
-impl PioDevice for I8042 {
-    fn read(&mut self, offset: u16, data: &mut [u8]) {
+impl BusDevice for I8042 {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
         let value = u8::try_from(offset).map_or(0xff, |o| self.0.read(o));
         data.fill(value);
     }
 
-    fn write(&mut self, offset: u16, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) {
         if let (Ok(offset), Some(&value)) = (u8::try_from(offset), data.first()) {
             // The receiver is gone only once the VM is stopping anyway.
             let _ = self.0.write(offset, value);

@@ -11,3 +11,4 @@ use super::exit::VmExit;
 
 /// Where devices report that the VM must stop (power-off, reset).
 pub type ExitSender = Sender<VmExit>;
+pub mod virtio;

@@ -8,7 +8,7 @@ use vm_superio::serial::{Error as SerialError, SerialEvents};
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::bus::PioDevice;
+use super::bus::BusDevice;
 
 /// Raises the UART's interrupt line by signalling an eventfd that KVM
 /// routes to the IOAPIC (irqfd).
@@ -55,13 +55,13 @@ impl SerialPort {
     }
 }
 
-impl PioDevice for SerialPort {
-    fn read(&mut self, offset: u16, data: &mut [u8]) {
+impl BusDevice for SerialPort {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
         let value = u8::try_from(offset).map_or(0xff, |o| self.0.read(o));
         data.fill(value);
     }
 
-    fn write(&mut self, offset: u16, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) {
         if let (Ok(offset), Some(&value)) = (u8::try_from(offset), data.first()) {
             // Output that cannot be written (closed stdout) is dropped, as
             // a UART with nothing attached would; the guest carries on.

@@ -1,0 +1,150 @@
+//! Virtio devices (virtio 1.x) over the MMIO transport.
+//!
+//! A device model implements [`VirtioDevice`]; [`mmio::MmioTransport`]
+//! puts it on the MMIO bus. Queue notifications arrive on eventfds that
+//! KVM signals directly (ioeventfd) and interrupts leave through an irqfd,
+//! so neither bounces through a vCPU thread. Each activated device runs
+//! its queues on its own worker thread ([`worker`]).
+//!
+//! Queues are guest-controlled input: the rust-vmm virtio-queue crate
+//! validates every descriptor, and a device that meets a chain it cannot
+//! accept marks itself broken (`DEVICE_NEEDS_RESET`) instead of guessing.
+
+pub mod block;
+pub mod mmio;
+pub mod net;
+pub mod worker;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use virtio_queue::Queue;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::vmm::memory::GuestMemory;
+
+/// Feature bit every device offers: virtio 1.x ("modern") semantics.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+/// Interrupt status bits (virtio-mmio `InterruptStatus`).
+const INT_USED_RING: u32 = 1 << 0;
+const INT_CONFIG_CHANGE: u32 = 1 << 1;
+
+/// Errors of activating a device.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    #[error("cannot start the worker thread of {device}: {source}")]
+    Worker {
+        device: String,
+        source: std::io::Error,
+    },
+    #[error("{device}: the driver set up {got} queues, the device needs {want}")]
+    QueueCount {
+        device: String,
+        got: usize,
+        want: usize,
+    },
+    #[error("{device}: cannot duplicate an eventfd: {source}")]
+    EventFd {
+        device: String,
+        source: std::io::Error,
+    },
+}
+
+/// A queue handed to an activated device, with the eventfd KVM signals
+/// when the driver notifies it.
+#[derive(Debug)]
+pub struct ActiveQueue {
+    pub queue: Queue,
+    pub notify: EventFd,
+}
+
+/// The device's side of the interrupt line and the "needs reset" flag,
+/// shared between the transport and the device's worker.
+#[derive(Debug)]
+pub struct Interrupt {
+    status: AtomicU32,
+    broken: AtomicBool,
+    irqfd: EventFd,
+}
+
+impl Interrupt {
+    pub fn new(irqfd: EventFd) -> Self {
+        Self {
+            status: AtomicU32::new(0),
+            broken: AtomicBool::new(false),
+            irqfd,
+        }
+    }
+
+    fn raise(&self, bits: u32) {
+        self.status.fetch_or(bits, Ordering::SeqCst);
+        // A full eventfd counter still means "pending"; nothing is lost.
+        let _ = self.irqfd.write(1);
+    }
+
+    /// Tells the driver that used buffers are ready.
+    pub fn used_ring(&self) {
+        self.raise(INT_USED_RING);
+    }
+
+    /// Marks the device broken and tells the driver, which must reset it.
+    pub fn mark_broken(&self, device: &str, why: &dyn std::fmt::Display) {
+        if !self.broken.swap(true, Ordering::SeqCst) {
+            eprintln!("gureum: {device}: {why}; device marked broken until the guest resets it");
+            self.raise(INT_CONFIG_CHANGE);
+        }
+    }
+
+    /// Whether the device was marked broken since its last reset.
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::SeqCst)
+    }
+
+    fn status(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    fn ack(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    fn reset(&self) {
+        self.status.store(0, Ordering::SeqCst);
+        self.broken.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A virtio device model.
+pub trait VirtioDevice: Send {
+    /// Virtio device ID (1 = net, 2 = block).
+    fn device_type(&self) -> u32;
+    /// Human name for messages, e.g. "virtio-blk vda".
+    fn name(&self) -> &str;
+    /// Maximum size of each queue; the length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Feature bits offered, including [`VIRTIO_F_VERSION_1`].
+    fn features(&self) -> u64;
+    /// Reads the device-specific configuration space.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Starts processing the queues.
+    fn activate(
+        &mut self,
+        mem: GuestMemory,
+        queues: Vec<ActiveQueue>,
+        interrupt: std::sync::Arc<Interrupt>,
+    ) -> Result<(), ActivateError>;
+    /// Stops processing and forgets the driver's setup.
+    fn reset(&mut self);
+}
+
+/// Copies `config` bytes at `offset` into `data`; bytes past the end of
+/// the config space read as zero.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    let start = usize::try_from(offset).unwrap_or(usize::MAX);
+    for (i, byte) in data.iter_mut().enumerate() {
+        *byte = start
+            .checked_add(i)
+            .and_then(|at| config.get(at))
+            .copied()
+            .unwrap_or(0);
+    }
+}

@@ -4,6 +4,9 @@
 # Repo root, found from this file's location so scripts work from any cwd.
 GUREUM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 GUREUM_TARGET="$GUREUM_ROOT/target"
+# This script's own absolute path (fingerprints must not depend on how it
+# was invoked).
+SELF="$(readlink -f "$0")"
 
 # Progress goes to stderr so stdout stays clean for results and consoles.
 log()  { printf '[%s] %s\n' "${0##*/}" "$*" >&2; }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use gureum::vmm::cpu::{Vcpu, regs};
 use gureum::vmm::devices::acpi_power::{self, AcpiPower};
 use gureum::vmm::devices::bus::{BusDevice, Buses};
-use gureum::vmm::exit::VmExit;
+use gureum::vmm::exit::{ExitSignal, VmExit};
 use gureum::vmm::layout::{ACPI_SLEEP_CONTROL_PORT, ZERO_PAGE_ADDR};
 use gureum::vmm::{kvm, memory, vm};
 use vm_memory::{Bytes, GuestAddress};
@@ -51,7 +51,7 @@ fn run_guest(code: &[u8]) -> (Receiver<u8>, Receiver<VmExit>) {
     mem.write_obj(0x5au8, GuestAddress(DATA_ADDR)).unwrap();
     let vm_fd = vm::create(&kvm, &mem).unwrap();
 
-    let (exit_tx, exit_rx) = channel();
+    let (exit_tx, exit_rx) = ExitSignal::new();
     let (port_tx, port_rx) = channel();
     let mut buses = Buses::default();
     buses

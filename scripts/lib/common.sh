@@ -91,3 +91,27 @@ make_initramfs() {
     gzip -9 >"$out.tmp.$$"
   mv "$out.tmp.$$" "$out"
 }
+
+# The .ko files of MODULE... and their dependencies, dependencies first,
+# each once, from the unpacked kernel tree KDIR (version KVER).
+module_files() {
+  local kdir=$1 kver=$2 m
+  shift 2
+  for m in "$@"; do
+    modprobe -d "$kdir" -S "$kver" --show-depends "$m" | awk '$1 == "insmod" { print $2 }'
+  done | awk '!seen[$0]++'
+}
+
+# Copy MODULE... with their dependencies into DIR and list them, in load
+# order, in DIR/load-order (read by the guests' and L1's /init).
+install_modules() {
+  local kdir=$1 kver=$2 dir=$3 ko
+  shift 3
+  mkdir -p "$dir"
+  : >"$dir/load-order"
+  while read -r ko; do
+    cp "$ko" "$dir/"
+    basename "$ko" >>"$dir/load-order"
+  done < <(module_files "$kdir" "$kver" "$@")
+  [[ -s $dir/load-order ]] || die "modules $* not found in $kdir"
+}

@@ -1,4 +1,9 @@
-//! Why a VM stopped, and the process exit code each reason maps to.
+//! Why a VM stopped, the process exit code each reason maps to, and the
+//! signal through which devices and vCPUs stop the VM.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
 
 /// Why the VM stopped running.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,3 +45,36 @@ pub const EXIT_CRASH: u8 = 4;
 pub const EXIT_DETACHED: u8 = 5;
 /// Exit code when the VMM was stopped by a signal it handles.
 pub const EXIT_TERMINATED: u8 = 6;
+
+/// Stops the VM: the first reason given wins, and from then on every vCPU
+/// leaves its run loop at its next exit instead of running the guest on.
+#[derive(Debug, Clone)]
+pub struct ExitSignal {
+    tx: Sender<VmExit>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl ExitSignal {
+    /// A signal and the receiver that learns the reason.
+    pub fn new() -> (Self, Receiver<VmExit>) {
+        let (tx, rx) = channel();
+        let signal = Self {
+            tx,
+            stopping: Arc::new(AtomicBool::new(false)),
+        };
+        (signal, rx)
+    }
+
+    /// Asks the VM to stop for `why`; later requests are ignored.
+    pub fn stop(&self, why: VmExit) {
+        if !self.stopping.swap(true, Ordering::SeqCst) {
+            // The receiver is gone only once the VM is stopping anyway.
+            let _ = self.tx.send(why);
+        }
+    }
+
+    /// Whether the VM is stopping.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+}

@@ -19,7 +19,6 @@ use kvm_ioctls::{IoEventAddress, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
 use boot::BootSource;
-use devices::ExitSender;
 use devices::acpi_power::{self, AcpiPower};
 use devices::bus::Buses;
 use devices::i8042::I8042;
@@ -28,7 +27,7 @@ use devices::virtio::block::{self, Block};
 use devices::virtio::mmio::{self, MMIO_WINDOW, MmioTransport};
 use devices::virtio::net::{MacAddr, Net, Tap, tap};
 use devices::virtio::{Interrupt, VirtioDevice};
-use exit::VmExit;
+use exit::{ExitSignal, VmExit};
 use layout::{
     ACPI_SLEEP_CONTROL_PORT, COM1_IRQ, COM1_PORT, I8042_PORT, VIRTIO_FIRST_GSI, VIRTIO_LAST_GSI,
     VIRTIO_MMIO_BASE,
@@ -112,7 +111,7 @@ pub struct VmConfig {
 /// A VM that has been built and is running.
 pub struct RunningVm {
     exits: std::sync::mpsc::Receiver<VmExit>,
-    exit_tx: ExitSender,
+    exit_tx: ExitSignal,
     serial: Arc<Mutex<SerialPort>>,
     serial_drained: EventFd,
     // Held so that guest memory and devices outlive the vCPU threads
@@ -231,7 +230,7 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
     let boot = files.load(&mem, vcpus, &virtio)?;
     cpu::regs::write_boot_structures(&mem)?;
 
-    let (exit_tx, exits) = std::sync::mpsc::channel();
+    let (exit_tx, exits) = ExitSignal::new();
     let serial_irq = eventfd("the serial interrupt")?;
     vm::register_irqfd(&vm, &serial_irq, COM1_IRQ)?;
     let serial_drained = EventFd::new(0).map_err(|source| Error::EventFd {
@@ -295,8 +294,8 @@ impl RunningVm {
     }
 
     /// A handle that stops the VM from another thread.
-    pub fn stopper(&self) -> Stopper {
-        Stopper(self.exit_tx.clone())
+    pub fn stopper(&self) -> ExitSignal {
+        self.exit_tx.clone()
     }
 
     /// Blocks until the VM stops, and says why.
@@ -309,30 +308,18 @@ impl RunningVm {
     }
 }
 
-/// Stops a running VM from any thread.
-#[derive(Debug, Clone)]
-pub struct Stopper(ExitSender);
-
-impl Stopper {
-    pub fn stop(&self, why: VmExit) {
-        // The receiver is gone only once the VM is stopping anyway.
-        let _ = self.0.send(why);
-    }
-}
-
 /// Feeds console input to a running VM from another thread.
 #[derive(Debug)]
 pub struct ConsoleInput {
     serial: Arc<Mutex<SerialPort>>,
     drained: EventFd,
-    exits: ExitSender,
+    exits: ExitSignal,
 }
 
 impl ConsoleInput {
     /// Stops the VM on behalf of the person at the console.
     pub fn detach(&self) {
-        // The receiver is gone only once the VM is stopping anyway.
-        let _ = self.exits.send(VmExit::Detached);
+        self.exits.stop(VmExit::Detached);
     }
 
     /// Queues `bytes` for the guest, waiting while the UART FIFO is full.

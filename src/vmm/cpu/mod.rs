@@ -10,9 +10,8 @@ use kvm_bindings::{CpuId, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN, kvm
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use vm_memory::GuestAddress;
 
-use super::devices::ExitSender;
 use super::devices::bus::Buses;
-use super::exit::VmExit;
+use super::exit::{ExitSignal, VmExit};
 
 /// LAPIC local vector table registers and delivery modes, for wiring
 /// LINT0 to the PIC (ExtINT) and LINT1 to NMI as a PC does.
@@ -206,9 +205,11 @@ impl Vcpu {
     }
 
     /// Runs the vCPU until the guest stops it, then reports why.
-    fn run(mut self, buses: &Buses, exits: &ExitSender) {
+    fn run(mut self, buses: &Buses, exits: &ExitSignal) {
         let exit = loop {
             match self.step(buses) {
+                // A device asked the VM to stop: leave the guest where it is.
+                Step::Continue if exits.is_stopping() => return,
                 Step::Continue => {}
                 Step::Stop(exit) => break exit,
                 Step::InternalError => {
@@ -220,12 +221,11 @@ impl Vcpu {
                 Step::Crash(reason) => break VmExit::Crash(self.describe_state(&reason)),
             }
         };
-        // The receiver is gone only once the VM is stopping anyway.
-        let _ = exits.send(exit);
+        exits.stop(exit);
     }
 
     /// Starts the vCPU on its own thread.
-    pub fn spawn(self, buses: Arc<Buses>, exits: ExitSender) -> Result<(), Error> {
+    pub fn spawn(self, buses: Arc<Buses>, exits: ExitSignal) -> Result<(), Error> {
         let id = self.id;
         std::thread::Builder::new()
             .name(format!("vcpu{id}"))

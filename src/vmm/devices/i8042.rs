@@ -3,19 +3,19 @@
 
 use vm_superio::{I8042Device, Trigger};
 
-use super::ExitSender;
 use super::bus::BusDevice;
-use crate::vmm::exit::VmExit;
+use crate::vmm::exit::{ExitSignal, VmExit};
 
 /// Turns the controller's reset line into a VM reboot request.
 #[derive(Debug)]
-pub struct ResetLine(pub ExitSender);
+pub struct ResetLine(pub ExitSignal);
 
 impl Trigger for ResetLine {
-    type E = std::sync::mpsc::SendError<VmExit>;
+    type E = std::convert::Infallible;
 
     fn trigger(&self) -> Result<(), Self::E> {
-        self.0.send(VmExit::Reboot)
+        self.0.stop(VmExit::Reboot);
+        Ok(())
     }
 }
 
@@ -24,7 +24,7 @@ impl Trigger for ResetLine {
 pub struct I8042(I8042Device<ResetLine>);
 
 impl I8042 {
-    pub fn new(exits: ExitSender) -> Self {
+    pub fn new(exits: ExitSignal) -> Self {
         Self(I8042Device::new(ResetLine(exits)))
     }
 }
@@ -37,8 +37,7 @@ impl BusDevice for I8042 {
 
     fn write(&mut self, offset: u64, data: &[u8]) {
         if let (Ok(offset), Some(&value)) = (u8::try_from(offset), data.first()) {
-            // The receiver is gone only once the VM is stopping anyway.
-            let _ = self.0.write(offset, value);
+            let Ok(()) = self.0.write(offset, value);
         }
     }
 }
@@ -49,11 +48,12 @@ mod tests {
 
     #[test]
     fn reset_command_requests_a_reboot() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let mut dev = I8042::new(tx);
+        let (signal, rx) = ExitSignal::new();
+        let mut dev = I8042::new(signal.clone());
         dev.write(4, &[0xaa]);
         assert!(rx.try_recv().is_err());
         dev.write(4, &[0xfe]);
         assert_eq!(rx.try_recv().unwrap(), VmExit::Reboot);
+        assert!(signal.is_stopping());
     }
 }

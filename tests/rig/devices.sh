@@ -1,0 +1,48 @@
+#!/bin/sh
+# virtio-blk and virtio-net with a stock Debian guest, inside the rig's L1.
+# Cases as in boot.sh: @@CASE <name> BEGIN ... @@CASE <name> RC <n>.
+set -u
+K=$RIG_GUEST_KERNEL
+I=$RIG_GUEST_INITRD
+BASE="console=ttyS0 reboot=k panic=-1"
+
+begin() { echo "@@CASE $1 BEGIN"; }
+end() { echo "@@CASE $1 RC $2"; }
+
+# Disks: a writable vda with a marker the guest reads and one it writes
+# back, and a read-only vdb.
+begin disk
+dd if=/dev/zero of=/tmp/vda.img bs=1M count=0 seek=64 2>/dev/null
+printf GUREUM-DISK-OK | dd of=/tmp/vda.img bs=1 seek=1048576 conv=notrunc 2>/dev/null
+dd if=/dev/zero of=/tmp/vdb.img bs=1M count=0 seek=8 2>/dev/null
+timeout 180 gureum boot --kernel "$K" --initrd "$I" --vcpus 2 --memory 256 \
+  --disk /tmp/vda.img --disk /tmp/vdb.img,ro \
+  --cmdline "$BASE rig.scenario=disk" 2>&1
+rc=$?
+echo "@@HOST-READ $(dd if=/tmp/vda.img bs=1 skip=2097152 count=16 2>/dev/null)"
+echo "@@HOST-VDB-BYTES $(od -An -tx1 -N1 /tmp/vdb.img | tr -d ' ')"
+end disk $rc
+
+# Network: the guest's eth0 on tap0, L1 at the other end.
+begin net
+timeout 180 gureum boot --kernel "$K" --initrd "$I" --vcpus 2 --memory 256 \
+  --net tap=tap0,mac=02:00:00:00:00:2a \
+  --cmdline "$BASE rig.scenario=net" >/tmp/net.out 2>&1 &
+vmm=$!
+i=0
+until ip link show tap0 >/dev/null 2>&1; do
+  i=$((i + 1)); [ $i -gt 300 ] && break; sleep 0.1
+done
+ip addr add 172.30.0.1/24 dev tap0
+ip link set tap0 up
+i=0
+until grep -q @@NET-UP /tmp/net.out; do
+  i=$((i + 1)); [ $i -gt 900 ] && break; sleep 0.2
+done
+if ping -c 3 -W 5 172.30.0.2 >/dev/null; then echo "@@HOST-PING ok"; else echo "@@HOST-PING failed"; fi
+wait $vmm
+rc=$?
+cat /tmp/net.out
+# The tap was the VMM's own: it is gone with it.
+if ip link show tap0 >/dev/null 2>&1; then echo "@@TAP-LEFT yes"; else echo "@@TAP-LEFT no"; fi
+end net $rc

@@ -19,8 +19,12 @@ use std::time::Duration;
 use gureum::vmm::cpu::{Vcpu, regs};
 use gureum::vmm::devices::acpi_power::{self, AcpiPower};
 use gureum::vmm::devices::bus::{BusDevice, Buses};
+use gureum::vmm::devices::virtio::VirtioDevice;
+use gureum::vmm::devices::virtio::block::Block;
 use gureum::vmm::exit::{ExitSignal, VmExit};
 use gureum::vmm::layout::{ACPI_SLEEP_CONTROL_PORT, ZERO_PAGE_ADDR};
+use gureum::vmm::layout::{PDPT_ADDR, VIRTIO_MMIO_BASE};
+use gureum::vmm::memory::GuestMemory;
 use gureum::vmm::{kvm, memory, vm};
 use vm_memory::{Bytes, GuestAddress};
 
@@ -44,16 +48,28 @@ impl BusDevice for Recorder {
 /// protocol gets, and returns the bytes sent to the test port and the
 /// VM's exit channel.
 fn run_guest(code: &[u8]) -> (Receiver<u8>, Receiver<VmExit>) {
+    run_guest_with(code, Vec::new(), |_| {})
+}
+
+/// Like `run_guest`, with virtio devices on the MMIO bus and `prepare`
+/// writing whatever else the guest needs into its memory.
+fn run_guest_with(
+    code: &[u8],
+    devices: Vec<Box<dyn VirtioDevice>>,
+    prepare: impl FnOnce(&GuestMemory),
+) -> (Receiver<u8>, Receiver<VmExit>) {
     let kvm = kvm::open().expect("these tests need a working /dev/kvm");
     let mem = memory::create(64).unwrap();
     regs::write_boot_structures(&mem).unwrap();
     mem.write_slice(code, GuestAddress(ENTRY)).unwrap();
     mem.write_obj(0x5au8, GuestAddress(DATA_ADDR)).unwrap();
+    prepare(&mem);
     let vm_fd = vm::create(&kvm, &mem).unwrap();
 
     let (exit_tx, exit_rx) = ExitSignal::new();
     let (port_tx, port_rx) = channel();
     let mut buses = Buses::default();
+    gureum::vmm::attach_virtio(&vm_fd, &mem, &mut buses, devices).unwrap();
     buses
         .pio
         .insert(TEST_PORT, 1, Arc::new(Mutex::new(Recorder(port_tx))))
@@ -128,4 +144,82 @@ fn triple_fault_is_reported_as_a_crash_with_registers() {
         }
         other => panic!("expected a crash, got {other:?}"),
     }
+}
+
+#[test]
+fn hostile_virtio_queue_marks_the_device_broken_and_the_vmm_survives() {
+    // The guest drives the virtio-mmio transport of a virtio-blk device
+    // at 0xd0000000 by hand: negotiates VERSION_1, sets up queue 0 whose
+    // only request points far outside guest RAM, notifies (through KVM's
+    // ioeventfd), then waits for DEVICE_NEEDS_RESET in the status.
+    #[rustfmt::skip]
+    let code = [
+        0x48, 0xb8, 0x00, 0x00, 0x00, 0xd0, 0, 0, 0, 0,       // mov rax, 0xd0000000
+        0xc7, 0x40, 0x70, 0x01, 0, 0, 0,                      // status = ACKNOWLEDGE
+        0xc7, 0x40, 0x70, 0x03, 0, 0, 0,                      // status |= DRIVER
+        0xc7, 0x40, 0x24, 0x01, 0, 0, 0,                      // driver features sel = 1
+        0xc7, 0x40, 0x20, 0x01, 0, 0, 0,                      // VIRTIO_F_VERSION_1
+        0xc7, 0x40, 0x70, 0x0b, 0, 0, 0,                      // status |= FEATURES_OK
+        0xc7, 0x40, 0x30, 0x00, 0, 0, 0,                      // queue sel = 0
+        0xc7, 0x40, 0x38, 0x10, 0, 0, 0,                      // queue num = 16
+        0xc7, 0x80, 0x80, 0, 0, 0, 0x00, 0x00, 0x30, 0x00,    // desc = 0x300000
+        0xc7, 0x80, 0x90, 0, 0, 0, 0x00, 0x10, 0x30, 0x00,    // avail = 0x301000
+        0xc7, 0x80, 0xa0, 0, 0, 0, 0x00, 0x20, 0x30, 0x00,    // used = 0x302000
+        0xc7, 0x40, 0x44, 0x01, 0, 0, 0,                      // queue ready
+        0xc7, 0x40, 0x70, 0x0f, 0, 0, 0,                      // status |= DRIVER_OK
+        0xc7, 0x40, 0x50, 0x00, 0, 0, 0,                      // notify queue 0
+        0x8b, 0x48, 0x70,                                     // loop: mov ecx, [status]
+        0xf6, 0xc1, 0x40,                                     // test cl, NEEDS_RESET
+        0x74, 0xf8,                                           // jz loop
+        0x66, 0xba, 0xf0, 0x04,                               // mov dx, 0x4f0
+        0x88, 0xc8,                                           // mov al, cl
+        0xee,                                                 // out dx, al (status)
+        0xb8, 0x00, 0x00, 0x00, 0xd0,                         // mov eax, 0xd0000000 again
+        0x8b, 0x48, 0x60,                                     // mov ecx, [interrupt status]
+        0x88, 0xc8,                                           // mov al, cl
+        0xee,                                                 // out dx, al
+        0x66, 0xba, 0x00, 0x06,                               // mov dx, 0x600
+        0xb0, 0x34,                                           // mov al, SLP_EN | S5 << 2
+        0xee,                                                 // out dx, al
+        0xf4,                                                 // hlt
+    ];
+    let disk = tempfile::NamedTempFile::new().unwrap();
+    disk.as_file().set_len(1 << 20).unwrap();
+    let block = Block::open(disk.path(), false, "vda").unwrap();
+    let prepare = |mem: &GuestMemory| {
+        // Map 3-4 GiB (the MMIO hole) with one more page directory.
+        const PD_HIGH: u64 = 0xc000;
+        mem.write_obj(PD_HIGH | 0x3, GuestAddress(PDPT_ADDR + 3 * 8))
+            .unwrap();
+        let slot = (VIRTIO_MMIO_BASE - 0xc000_0000) >> 21;
+        mem.write_obj(VIRTIO_MMIO_BASE | 0x83, GuestAddress(PD_HIGH + slot * 8))
+            .unwrap();
+        // Descriptor 0: a 16-byte request header at 0xdead_0000_0000.
+        mem.write_obj(0xdead_0000_0000u64, GuestAddress(0x30_0000))
+            .unwrap();
+        mem.write_obj(16u32, GuestAddress(0x30_0008)).unwrap();
+        // Available ring: idx 1, ring[0] = descriptor 0.
+        mem.write_obj(1u16, GuestAddress(0x30_1002)).unwrap();
+        mem.write_obj(0u16, GuestAddress(0x30_1004)).unwrap();
+    };
+    let (port, exits) = run_guest_with(&code, vec![Box::new(block)], prepare);
+    let byte = || {
+        port.recv_timeout(TIMEOUT)
+            .unwrap_or_else(|e| panic!("no port output ({e}); VM exit: {:?}", exits.try_recv()))
+    };
+    let status = byte();
+    assert_eq!(status & 0x40, 0x40, "DEVICE_NEEDS_RESET set: {status:#x}");
+    assert_eq!(
+        status & 0x0f,
+        0x0f,
+        "the driver's status bits stay: {status:#x}"
+    );
+    let interrupt = byte();
+    assert_eq!(
+        interrupt & 0x2,
+        0x2,
+        "configuration change interrupt: {interrupt:#x}"
+    );
+    // The VMM carried on and served the guest's power-off.
+    assert_eq!(exits.recv_timeout(TIMEOUT).unwrap(), VmExit::PowerOff);
 }

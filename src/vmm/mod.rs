@@ -169,7 +169,7 @@ fn open_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, Error> 
 
 /// Puts the virtio devices on the MMIO bus with their ioeventfds and
 /// irqfds; returns where they are for the ACPI tables.
-fn attach_virtio(
+pub fn attach_virtio(
     vm: &VmFd,
     mem: &memory::GuestMemory,
     buses: &mut Buses,

@@ -192,7 +192,13 @@ impl Vcpu {
                 KVM_SYSTEM_EVENT_RESET => Step::Stop(VmExit::Reboot),
                 other => Step::Crash(format!("system event {other}")),
             },
-            Ok(VcpuExit::Shutdown) => Step::Crash("triple fault (KVM_EXIT_SHUTDOWN)".into()),
+            // AMD's KVM resets the vCPU on shutdown: the registers may show
+            // the reset state rather than the fault.
+            Ok(VcpuExit::Shutdown) => Step::Crash(
+                "triple fault (KVM_EXIT_SHUTDOWN; on AMD hosts the registers below are \
+                 the vCPU's reset state)"
+                    .into(),
+            ),
             Ok(VcpuExit::InternalError) => Step::InternalError,
             Ok(VcpuExit::FailEntry(reason, cpu)) => Step::Crash(format!(
                 "VM entry failed, hardware reason {reason:#x} on host CPU {cpu}"

@@ -88,6 +88,9 @@ impl Interrupt {
 
     /// Marks the device broken and tells the driver, which must reset it.
     pub fn mark_broken(&self, device: &str, why: &dyn std::fmt::Display) {
+        // The interrupt cause is visible before the status bit, so a
+        // driver that sees NEEDS_RESET also sees why it was interrupted.
+        self.status.fetch_or(INT_CONFIG_CHANGE, Ordering::SeqCst);
         if !self.broken.swap(true, Ordering::SeqCst) {
             eprintln!("gureum: {device}: {why}; device marked broken until the guest resets it");
             self.raise(INT_CONFIG_CHANGE);

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT, Reader, Writer};
 
-use super::worker::{Flow, Worker};
+use super::worker::{Worker, finish_pass};
 use super::{ActivateError, ActiveQueue, Interrupt, VirtioDevice, read_config_bytes};
 use crate::vmm::memory::GuestMemory;
 
@@ -275,41 +275,25 @@ impl VirtioDevice for Block {
         let name = self.name.clone();
         let queue = Mutex::new(queue);
         let fd = notify.as_raw_fd();
-        let worker = Worker::spawn(name.clone(), vec![(fd, false)], move |_| {
+        let worker = Worker::start(&name.clone(), vec![(fd, false)], move |_| {
             // Consume the notification before draining the ring, so that
             // a notification racing with the drain wakes us again.
             let _ = notify.read();
             let mut queue = queue.lock().unwrap_or_else(PoisonError::into_inner);
-            match backing.process(&mem, &mut queue) {
-                Ok(used) => {
-                    if used && queue.needs_notification(&mem).unwrap_or(true) {
-                        interrupt.used_ring();
-                    }
-                    Flow::Continue
-                }
-                Err(e) => {
-                    interrupt.mark_broken(&name, &e);
-                    Flow::Stop
-                }
-            }
-        })
-        .map_err(|source| ActivateError::Worker {
-            device: self.name.clone(),
-            source,
+            let outcome = backing
+                .process(&mem, &mut queue)
+                .map(|used| used && queue.needs_notification(&mem).unwrap_or(true));
+            finish_pass(&interrupt, &name, outcome)
         })?;
         self.worker = Some(worker);
         Ok(())
     }
 
     fn reset(&mut self) {
-        if let Some(worker) = self.worker.take() {
-            worker.stop();
-        }
+        Worker::stop_slot(&mut self.worker);
     }
 }
 
-/// Checks a request against memory bounds without a guest; used by the
-/// unit tests below through `process`.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,26 +331,43 @@ mod tests {
         }
     }
 
+    const HEADER_AT: u64 = 0x10_0000;
+    const DATA_AT: u64 = 0x20_0000;
+    const STATUS_AT: u64 = 0x30_0000;
+
+    /// Runs one request (header, one data buffer of `len` bytes, status)
+    /// through the device and returns its status byte.
+    fn request(blk: &Block, mem: &GuestMemory, kind: u32, sector: u64, len: u32) -> u8 {
+        mem.write_obj(header(kind, sector), GuestAddress(HEADER_AT))
+            .unwrap();
+        let data_flags = if kind == VIRTIO_BLK_T_OUT {
+            VIRTQ_DESC_F_NEXT
+        } else {
+            VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE
+        };
+        let mut q = queue_with(
+            mem,
+            &[
+                desc(HEADER_AT, 16, VIRTQ_DESC_F_NEXT, 1),
+                desc(DATA_AT, len, data_flags, 2),
+                desc(STATUS_AT, 1, VIRTQ_DESC_F_WRITE, 0),
+            ],
+        );
+        assert!(blk.backing.process(mem, &mut q).unwrap());
+        mem.read_obj(GuestAddress(STATUS_AT)).unwrap()
+    }
+
     #[test]
     fn reads_a_sector_into_the_guest() {
         let mem = crate::vmm::memory::create(16).unwrap();
         let (_f, blk) = disk(8, false);
-        mem.write_obj(header(VIRTIO_BLK_T_IN, 1), GuestAddress(0x10_0000))
-            .unwrap();
-        let mut q = queue_with(
-            &mem,
-            &[
-                desc(0x10_0000, 16, VIRTQ_DESC_F_NEXT, 1),
-                desc(0x20_0000, 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 2),
-                desc(0x30_0000, 1, VIRTQ_DESC_F_WRITE, 0),
-            ],
+        assert_eq!(
+            request(&blk, &mem, VIRTIO_BLK_T_IN, 1, 512),
+            VIRTIO_BLK_S_OK
         );
-        assert!(blk.backing.process(&mem, &mut q).unwrap());
         let mut got = [0u8; 11];
-        mem.read_slice(&mut got, GuestAddress(0x20_0000)).unwrap();
+        mem.read_slice(&mut got, GuestAddress(DATA_AT)).unwrap();
         assert_eq!(&got, b"hello, disk");
-        let status: u8 = mem.read_obj(GuestAddress(0x30_0000)).unwrap();
-        assert_eq!(status, VIRTIO_BLK_S_OK);
     }
 
     #[test]
@@ -374,20 +375,9 @@ mod tests {
         for read_only in [false, true] {
             let mem = crate::vmm::memory::create(16).unwrap();
             let (f, blk) = disk(8, read_only);
-            mem.write_obj(header(VIRTIO_BLK_T_OUT, 2), GuestAddress(0x10_0000))
+            mem.write_slice(&[0xabu8; 512], GuestAddress(DATA_AT))
                 .unwrap();
-            mem.write_slice(&[0xabu8; 512], GuestAddress(0x20_0000))
-                .unwrap();
-            let mut q = queue_with(
-                &mem,
-                &[
-                    desc(0x10_0000, 16, VIRTQ_DESC_F_NEXT, 1),
-                    desc(0x20_0000, 512, VIRTQ_DESC_F_NEXT, 2),
-                    desc(0x30_0000, 1, VIRTQ_DESC_F_WRITE, 0),
-                ],
-            );
-            blk.backing.process(&mem, &mut q).unwrap();
-            let status: u8 = mem.read_obj(GuestAddress(0x30_0000)).unwrap();
+            let status = request(&blk, &mem, VIRTIO_BLK_T_OUT, 2, 512);
             let mut on_disk = [0u8; 512];
             f.as_file().read_exact_at(&mut on_disk, 1024).unwrap();
             if read_only {
@@ -404,39 +394,25 @@ mod tests {
     fn out_of_range_sector_is_an_io_error_not_a_crash() {
         let mem = crate::vmm::memory::create(16).unwrap();
         let (_f, blk) = disk(8, false);
-        mem.write_obj(header(VIRTIO_BLK_T_IN, u64::MAX), GuestAddress(0x10_0000))
-            .unwrap();
-        let mut q = queue_with(
-            &mem,
-            &[
-                desc(0x10_0000, 16, VIRTQ_DESC_F_NEXT, 1),
-                desc(0x20_0000, 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 2),
-                desc(0x30_0000, 1, VIRTQ_DESC_F_WRITE, 0),
-            ],
-        );
-        blk.backing.process(&mem, &mut q).unwrap();
-        let status: u8 = mem.read_obj(GuestAddress(0x30_0000)).unwrap();
-        assert_eq!(status, VIRTIO_BLK_S_IOERR);
+        for sector in [u64::MAX, 8, 7] {
+            let len = if sector == 7 { 1024 } else { 512 };
+            let status = request(&blk, &mem, VIRTIO_BLK_T_IN, sector, len);
+            assert_eq!(status, VIRTIO_BLK_S_IOERR, "sector {sector}");
+        }
     }
 
     #[test]
-    fn get_id_returns_the_device_name() {
+    fn get_id_returns_the_device_name_and_unknown_requests_are_unsupported() {
         let mem = crate::vmm::memory::create(16).unwrap();
         let (_f, blk) = disk(8, false);
-        mem.write_obj(header(VIRTIO_BLK_T_GET_ID, 0), GuestAddress(0x10_0000))
-            .unwrap();
-        let mut q = queue_with(
-            &mem,
-            &[
-                desc(0x10_0000, 16, VIRTQ_DESC_F_NEXT, 1),
-                desc(0x20_0000, 20, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 2),
-                desc(0x30_0000, 1, VIRTQ_DESC_F_WRITE, 0),
-            ],
+        assert_eq!(
+            request(&blk, &mem, VIRTIO_BLK_T_GET_ID, 0, 20),
+            VIRTIO_BLK_S_OK
         );
-        blk.backing.process(&mem, &mut q).unwrap();
         let mut id = [0u8; 3];
-        mem.read_slice(&mut id, GuestAddress(0x20_0000)).unwrap();
+        mem.read_slice(&mut id, GuestAddress(DATA_AT)).unwrap();
         assert_eq!(&id, b"vda");
+        assert_eq!(request(&blk, &mem, 0x7777, 0, 20), VIRTIO_BLK_S_UNSUPP);
     }
 
     #[test]

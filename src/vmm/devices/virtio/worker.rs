@@ -8,6 +8,8 @@ use std::thread::JoinHandle;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::{ActivateError, Interrupt};
+
 /// What a handler tells the worker loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -81,12 +83,56 @@ impl Worker {
         })
     }
 
+    /// Starts the worker of `device`, as [`Worker::spawn`].
+    pub fn start<H>(
+        device: &str,
+        sources: Vec<(RawFd, bool)>,
+        handler: H,
+    ) -> Result<Self, ActivateError>
+    where
+        H: FnMut(usize) -> Flow + Send + 'static,
+    {
+        Self::spawn(device.to_string(), sources, handler).map_err(|source| ActivateError::Worker {
+            device: device.to_string(),
+            source,
+        })
+    }
+
+    /// Stops the worker in `slot`, if one runs.
+    pub fn stop_slot(slot: &mut Option<Self>) {
+        if let Some(worker) = slot.take() {
+            worker.stop();
+        }
+    }
+
     /// Stops the thread and waits for it.
     pub fn stop(mut self) {
         // If the write fails the thread has already ended.
         let _ = self.stop.write(1);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// Ends one pass over a device's queues: interrupts the driver when the
+/// pass used buffers it wants to hear about, or marks the device broken
+/// when the pass met guest input it cannot accept.
+pub fn finish_pass<E: std::fmt::Display>(
+    interrupt: &Interrupt,
+    device: &str,
+    outcome: Result<bool, E>,
+) -> Flow {
+    match outcome {
+        Ok(notify) => {
+            if notify {
+                interrupt.used_ring();
+            }
+            Flow::Continue
+        }
+        Err(e) => {
+            interrupt.mark_broken(device, &e);
+            Flow::Stop
         }
     }
 }

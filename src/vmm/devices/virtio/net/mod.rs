@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT, Reader, Writer};
 
-use super::worker::{Flow, Worker};
+use super::worker::{Worker, finish_pass};
 use super::{ActivateError, ActiveQueue, Interrupt, VirtioDevice, read_config_bytes};
 use crate::vmm::memory::GuestMemory;
 pub use tap::Tap;
@@ -240,7 +240,7 @@ impl VirtioDevice for Net {
         };
         let (rx_evt, tx_evt) = (rx.notify, tx.notify);
         let name = self.name.clone();
-        let worker = Worker::spawn(name.clone(), sources, move |source| {
+        let worker = Worker::start(&name.clone(), sources, move |source| {
             let result = match source {
                 RX_QUEUE => {
                     let _ = rx_evt.read();
@@ -253,35 +253,19 @@ impl VirtioDevice for Net {
                 TAP => path.receive().map(|u| (u, false)),
                 _ => Ok((false, false)),
             };
-            match result {
-                Ok((rx_used, tx_used)) => {
-                    let notify_rx =
-                        rx_used && path.rx.needs_notification(&path.mem).unwrap_or(true);
-                    let notify_tx =
-                        tx_used && path.tx.needs_notification(&path.mem).unwrap_or(true);
-                    if notify_rx || notify_tx {
-                        interrupt.used_ring();
-                    }
-                    Flow::Continue
-                }
-                Err(e) => {
-                    interrupt.mark_broken(&name, &e);
-                    Flow::Stop
-                }
-            }
-        })
-        .map_err(|source| ActivateError::Worker {
-            device: self.name.clone(),
-            source,
+            let outcome = result.map(|(rx_used, tx_used)| {
+                let notify_rx = rx_used && path.rx.needs_notification(&path.mem).unwrap_or(true);
+                let notify_tx = tx_used && path.tx.needs_notification(&path.mem).unwrap_or(true);
+                notify_rx || notify_tx
+            });
+            finish_pass(&interrupt, &name, outcome)
         })?;
         self.worker = Some(worker);
         Ok(())
     }
 
     fn reset(&mut self) {
-        if let Some(worker) = self.worker.take() {
-            worker.stop();
-        }
+        Worker::stop_slot(&mut self.worker);
     }
 }
 

@@ -3,4 +3,5 @@
 //! The library holds the pieces the `gureum` binary is made of, so that
 //! integration tests can drive them directly.
 
+pub mod cloud;
 pub mod vmm;

@@ -12,36 +12,35 @@ use gureum::vmm::ConsoleInput;
 /// literal Ctrl-A.
 const ESCAPE: u8 = 0x01;
 
-/// An attached console. Dropping it restores the terminal.
+/// Standard input in raw mode while this lives, when it is a terminal,
+/// so keys reach the guest as typed. Dropping it restores the terminal.
 #[derive(Debug)]
-pub struct Console {
+pub struct RawTerminal {
     saved: Option<Termios>,
 }
 
-impl Console {
-    /// Forwards standard input to the guest; when it is a terminal, puts
-    /// it in raw mode so keys reach the guest as typed.
-    pub fn attach(input: ConsoleInput) -> std::io::Result<Self> {
+impl RawTerminal {
+    pub fn enter() -> std::io::Result<Self> {
         let stdin = std::io::stdin();
         let saved = if stdin.is_terminal() {
             let saved = termios::tcgetattr(stdin.as_fd())?;
             let mut raw = saved.clone();
             termios::cfmakeraw(&mut raw);
             termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw)?;
-            eprint!("gureum: console attached; Ctrl-A x stops the VM\r\n");
             Some(saved)
         } else {
             None
         };
-        let interactive = saved.is_some();
-        std::thread::Builder::new()
-            .name("console-in".into())
-            .spawn(move || forward(&input, interactive))?;
         Ok(Self { saved })
+    }
+
+    /// Whether a person is typing (escapes are interpreted only then).
+    pub fn is_interactive(&self) -> bool {
+        self.saved.is_some()
     }
 }
 
-impl Drop for Console {
+impl Drop for RawTerminal {
     fn drop(&mut self) {
         if let Some(saved) = &self.saved {
             // Nothing more can be done if the terminal is gone.
@@ -50,8 +49,31 @@ impl Drop for Console {
     }
 }
 
+/// An attached console. Dropping it restores the terminal.
+#[derive(Debug)]
+pub struct Console {
+    _terminal: RawTerminal,
+}
+
+impl Console {
+    /// Forwards standard input to the guest.
+    pub fn attach(input: ConsoleInput) -> std::io::Result<Self> {
+        let terminal = RawTerminal::enter()?;
+        let interactive = terminal.is_interactive();
+        if interactive {
+            eprint!("gureum: console attached; Ctrl-A x stops the VM\r\n");
+        }
+        std::thread::Builder::new()
+            .name("console-in".into())
+            .spawn(move || forward(&input, interactive))?;
+        Ok(Self {
+            _terminal: terminal,
+        })
+    }
+}
+
 /// Splits typed input at console escapes. Returns the bytes for the guest
-/// and whether the person asked to stop.
+/// and whether the person asked to leave (Ctrl-A x).
 fn unescape(input: &[u8], pending_escape: &mut bool) -> (Vec<u8>, bool) {
     let mut out = Vec::with_capacity(input.len());
     for &b in input {
@@ -71,13 +93,16 @@ fn unescape(input: &[u8], pending_escape: &mut bool) -> (Vec<u8>, bool) {
     (out, false)
 }
 
-fn forward(input: &ConsoleInput, interactive: bool) {
+/// Sends standard input through `send` until it ends or `send` fails;
+/// when `interactive`, console escapes are applied. Returns true when the
+/// person typed Ctrl-A x.
+pub fn pump_stdin(interactive: bool, mut send: impl FnMut(&[u8]) -> std::io::Result<()>) -> bool {
     let mut stdin = std::io::stdin().lock();
     let mut buf = [0u8; 256];
     let mut pending_escape = false;
     loop {
         let n = match stdin.read(&mut buf) {
-            Ok(0) | Err(_) => return, // end of input: the VM runs on
+            Ok(0) | Err(_) => return false,
             Ok(n) => n,
         };
         let chunk = buf.get(..n).unwrap_or_default();
@@ -86,13 +111,19 @@ fn forward(input: &ConsoleInput, interactive: bool) {
         } else {
             (chunk.to_vec(), false)
         };
-        if input.send(&bytes).is_err() {
-            return;
+        if send(&bytes).is_err() {
+            return false;
         }
         if stop {
-            input.detach();
-            return;
+            return true;
         }
+    }
+}
+
+fn forward(input: &ConsoleInput, interactive: bool) {
+    // At the end of input the VM runs on.
+    if pump_stdin(interactive, |bytes| input.send(bytes)) {
+        input.detach();
     }
 }
 

@@ -1,0 +1,190 @@
+//! What the control-plane commands share: global flags, the context they
+//! run in, and how their errors are reported.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use gureum::cloud::lifecycle::{self, Context};
+use gureum::cloud::state_dir::StateDir;
+use gureum::cloud::store::{Resource, Store};
+use gureum::cloud::tags::Filter;
+use gureum::cloud::{self, lookup, tags};
+
+use super::output::{self, Format, Tagged};
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Where gureum keeps its store, images and instances
+    /// [env: GUREUM_STATE_DIR] [default: /var/lib/gureum].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// How read commands print.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t)]
+    pub output: Format,
+}
+
+/// Errors of control-plane commands.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Cloud(#[from] cloud::Error),
+    #[error("cannot print the output: {0}")]
+    Output(#[from] serde_json::Error),
+    #[error("cannot attach to the console of {id} at {path}: {source}")]
+    Console {
+        id: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read the console log {path}: {source}")]
+    Logs {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl From<cloud::store::Error> for CliError {
+    fn from(e: cloud::store::Error) -> Self {
+        CliError::Cloud(e.into())
+    }
+}
+
+impl From<tags::Error> for CliError {
+    fn from(e: tags::Error) -> Self {
+        CliError::Cloud(e.into())
+    }
+}
+
+/// What a control-plane command runs with.
+#[derive(Debug)]
+pub struct Env {
+    pub ctx: Context,
+    pub format: Format,
+}
+
+impl Env {
+    pub fn store(&self) -> Result<Store, CliError> {
+        Ok(self.ctx.open_store()?)
+    }
+}
+
+/// Runs a control-plane command; errors go to stderr with status 1.
+pub fn run(global: &GlobalArgs, command: impl FnOnce(&Env) -> Result<(), CliError>) -> ExitCode {
+    let result = lifecycle::current_exe()
+        .map_err(CliError::from)
+        .and_then(|exe| {
+            let env = Env {
+                ctx: Context {
+                    state: StateDir::resolve(global.state_dir.clone()),
+                    exe,
+                },
+                format: global.output,
+            };
+            command(&env)
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gureum: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Every `R` with its tags, keeping those that pass every filter.
+/// `state` gives a resource's state for state filters.
+pub fn list_tagged<R: Resource>(
+    store: &mut Store,
+    filters: &[Filter],
+    state: impl Fn(&R) -> Option<&str>,
+) -> Result<Vec<Tagged<R>>, CliError> {
+    store.read(|tx| {
+        let mut out = Vec::new();
+        for item in tx.list::<R>()? {
+            let tags = tx.tags(item.id())?;
+            if filters.iter().all(|f| f.matches(&tags, state(&item))) {
+                out.push(Tagged { item, tags });
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// Prints a listing: JSON, or a table with `headers` and one `row` per
+/// resource.
+pub fn print_list<R: Resource>(
+    format: Format,
+    items: &[Tagged<R>],
+    headers: &[&str],
+    row: impl Fn(&Tagged<R>) -> Vec<String>,
+) -> Result<(), CliError> {
+    match format {
+        Format::Json => output::json(items)?,
+        Format::Table => output::table(headers, &items.iter().map(row).collect::<Vec<_>>()),
+    }
+    Ok(())
+}
+
+/// Prints the `R` named `reference` with its tags.
+pub fn describe<R: Resource>(
+    env: &Env,
+    store: &mut Store,
+    reference: &str,
+) -> Result<(), CliError> {
+    let shown = store.read(|tx| {
+        let item: R = lookup::find(tx, reference)?;
+        let tags = tx.tags(item.id())?;
+        Ok::<_, CliError>(Tagged { item, tags })
+    })?;
+    output::describe(env.format, &shown)?;
+    Ok(())
+}
+
+/// Deletes the `R` named `reference` and prints its ID.
+pub fn remove<R: Resource>(store: &mut Store, reference: &str) -> Result<(), CliError> {
+    let gone: R = store.write(|tx| lookup::remove(tx, reference))?;
+    println!("{}", gone.id());
+    Ok(())
+}
+
+/// `--tag KEY=VALUE` values as tags.
+pub fn parse_tags(texts: &[String]) -> Result<tags::Tags, CliError> {
+    Ok(tags::parse_all(texts)?)
+}
+
+/// `--tag KEY=VALUE` on create commands.
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Tag the new resource (repeatable).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+}
+
+/// Filters of list commands.
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Only resources matching: Name=VALUE, tag:KEY=VALUE, state=STATE (repeatable).
+    #[arg(long = "filter", value_name = "FILTER")]
+    pub filters: Vec<String>,
+    /// Only resources with this tag (repeatable).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+}
+
+impl FilterArgs {
+    /// Every filter given, tags included.
+    pub fn parse(&self) -> Result<Vec<Filter>, CliError> {
+        let mut filters = self
+            .filters
+            .iter()
+            .map(|f| Filter::parse(f))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (key, value) in parse_tags(&self.tags)? {
+            filters.push(Filter::Tag { key, value });
+        }
+        Ok(filters)
+    }
+}

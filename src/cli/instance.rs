@@ -1,0 +1,271 @@
+//! `gureum run` and `gureum instance`: launching and managing instances.
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use gureum::cloud::instance::{Instance, State};
+use gureum::cloud::lifecycle::{self, LaunchRequest};
+use gureum::cloud::tags::NAME;
+use gureum::cloud::{Error, lookup};
+
+use super::cloud::{CliError, Env, FilterArgs, TagArgs, list_tagged, parse_tags, print_list};
+use super::console_client;
+use super::output::{self, Format, Tagged};
+
+/// Launch instances from an image or a launch template; prints their IDs.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Image: ID or name [default: the only image, if there is one].
+    #[arg(long)]
+    image: Option<String>,
+    /// Instance type [default: the template's, else t2.micro].
+    #[arg(long = "type", value_name = "TYPE")]
+    instance_type: Option<String>,
+    /// The Name tag.
+    #[arg(long)]
+    name: Option<String>,
+    /// Key pair name or ID.
+    #[arg(long)]
+    key: Option<String>,
+    /// Launch template: ID or name; the other flags override it.
+    #[arg(long)]
+    template: Option<String>,
+    /// Appended to the image's kernel command line.
+    #[arg(long, value_name = "TEXT")]
+    cmdline_append: Option<String>,
+    /// How many instances to launch.
+    #[arg(long, default_value_t = 1)]
+    count: u32,
+    #[command(flatten)]
+    tags: TagArgs,
+}
+
+/// Seconds flag with the default `stop` and `terminate` use.
+#[derive(Debug, Args)]
+pub struct TimeoutArgs {
+    /// Seconds to wait after SIGTERM before the VMM is killed.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    timeout: u64,
+}
+
+/// Instances: the VMs.
+#[derive(Debug, Subcommand)]
+pub enum InstanceCommand {
+    /// List instances.
+    #[command(visible_alias = "ls")]
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Show instances in full.
+    Describe { instances: Vec<String> },
+    /// Stop instances: SIGTERM to the VMM, SIGKILL after --timeout.
+    Stop {
+        #[arg(required = true)]
+        instances: Vec<String>,
+        /// Kill the VMM at once.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        timeout: TimeoutArgs,
+    },
+    /// Start stopped instances.
+    Start {
+        #[arg(required = true)]
+        instances: Vec<String>,
+    },
+    /// Reboot running instances (they stay running).
+    Reboot {
+        #[arg(required = true)]
+        instances: Vec<String>,
+    },
+    /// Terminate instances: stop them and delete their disks and files.
+    #[command(visible_alias = "rm")]
+    Terminate {
+        #[arg(required = true)]
+        instances: Vec<String>,
+        #[command(flatten)]
+        timeout: TimeoutArgs,
+    },
+    /// Wait until an instance is in a state.
+    Wait {
+        instance: String,
+        /// pending, running, stopping, stopped, shutting-down or terminated.
+        #[arg(long, value_parser = parse_state, default_value = "running")]
+        state: State,
+        #[arg(long, default_value_t = 300, value_name = "SECS")]
+        timeout: u64,
+    },
+    /// Attach this terminal to an instance's serial console; Ctrl-A x
+    /// detaches and leaves it running.
+    Console { instance: String },
+    /// Print what an instance's console has shown.
+    Logs { instance: String },
+}
+
+fn parse_state(text: &str) -> Result<State, String> {
+    serde_json::from_value(serde_json::Value::String(text.into())).map_err(|_| {
+        "expected pending, running, stopping, stopped, shutting-down or terminated".into()
+    })
+}
+
+pub fn launch(env: &Env, args: RunArgs) -> Result<(), CliError> {
+    let mut tags = parse_tags(&args.tags.tags)?;
+    if let Some(name) = args.name {
+        tags.insert(NAME.into(), name);
+    }
+    let req = LaunchRequest {
+        image: args.image,
+        instance_type: args.instance_type,
+        key: args.key,
+        template: args.template,
+        cmdline_append: args.cmdline_append,
+        tags,
+        count: args.count,
+    };
+    let mut store = env.store()?;
+    let launched = lifecycle::launch(&env.ctx, &mut store, &req)?;
+    match env.format {
+        Format::Json => output::json(&launched)?,
+        Format::Table => {
+            for i in &launched {
+                println!("{}", i.id);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints `id state` for each instance acted on.
+fn report(i: &Instance) {
+    println!("{} {}", i.id, i.state);
+}
+
+pub fn run(env: &Env, command: InstanceCommand) -> Result<(), CliError> {
+    let ctx = &env.ctx;
+    let mut store = env.store()?;
+    match command {
+        InstanceCommand::List { filter } => {
+            lifecycle::reconcile(ctx, &mut store)?;
+            let instances =
+                list_tagged::<Instance>(&mut store, &filter.parse()?, |i| Some(i.state.as_str()))?;
+            print_list(
+                env.format,
+                &instances,
+                &["ID", "NAME", "STATE", "TYPE", "IMAGE", "LAUNCHED"],
+                |t| {
+                    let i = &t.item;
+                    vec![
+                        i.id.clone(),
+                        t.tags.get(NAME).cloned().unwrap_or_else(|| "-".into()),
+                        i.state.to_string(),
+                        i.instance_type.clone(),
+                        i.image_id.clone(),
+                        i.launch_time.clone(),
+                    ]
+                },
+            )?;
+        }
+        InstanceCommand::Describe { instances } => {
+            lifecycle::reconcile(ctx, &mut store)?;
+            let shown = store.read(|tx| {
+                let chosen = if instances.is_empty() {
+                    tx.list::<Instance>()?
+                } else {
+                    instances
+                        .iter()
+                        .map(|r| lookup::find_instance(tx, r))
+                        .collect::<Result<_, _>>()?
+                };
+                chosen
+                    .into_iter()
+                    .map(|item| {
+                        let tags = tx.tags(&item.id)?;
+                        Ok(Tagged { item, tags })
+                    })
+                    .collect::<Result<Vec<_>, CliError>>()
+            })?;
+            match (env.format, shown.as_slice()) {
+                (Format::Table, [one]) => output::describe(env.format, one)?,
+                (Format::Table, many) => {
+                    for (n, one) in many.iter().enumerate() {
+                        if n > 0 {
+                            println!();
+                        }
+                        output::describe(env.format, one)?;
+                    }
+                }
+                (Format::Json, all) => output::json(all)?,
+            }
+        }
+        InstanceCommand::Stop {
+            instances,
+            force,
+            timeout,
+        } => {
+            for r in instances {
+                let timeout = Duration::from_secs(timeout.timeout);
+                report(&lifecycle::stop(ctx, &mut store, &r, force, timeout)?);
+            }
+        }
+        InstanceCommand::Start { instances } => {
+            for r in instances {
+                report(&lifecycle::start(ctx, &mut store, &r)?);
+            }
+        }
+        InstanceCommand::Reboot { instances } => {
+            for r in instances {
+                report(&lifecycle::reboot(ctx, &mut store, &r)?);
+            }
+        }
+        InstanceCommand::Terminate { instances, timeout } => {
+            for r in instances {
+                let timeout = Duration::from_secs(timeout.timeout);
+                report(&lifecycle::terminate(ctx, &mut store, &r, timeout)?);
+            }
+        }
+        InstanceCommand::Wait {
+            instance,
+            state,
+            timeout,
+        } => {
+            let timeout = Duration::from_secs(timeout);
+            report(&lifecycle::wait_for(
+                ctx, &mut store, &instance, state, timeout,
+            )?);
+        }
+        InstanceCommand::Console { instance } => {
+            lifecycle::reconcile(ctx, &mut store)?;
+            let i = store.read(|tx| lookup::find_instance(tx, &instance))?;
+            if i.state != State::Running {
+                return Err(Error::NotRunning {
+                    id: i.id,
+                    state: i.state,
+                }
+                .into());
+            }
+            let socket = ctx.state.instance_files(&i.id).console_socket;
+            console_client::attach(&i.id, &socket).map_err(|source| CliError::Console {
+                id: i.id.clone(),
+                path: socket,
+                source,
+            })?;
+        }
+        InstanceCommand::Logs { instance } => {
+            let i = store.read(|tx| lookup::find_instance(tx, &instance))?;
+            let path = ctx.state.instance_files(&i.id).console_log;
+            match std::fs::read(&path) {
+                Ok(log) => std::io::stdout()
+                    .write_all(&log)
+                    .map_err(|source| CliError::Logs { path, source })?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    eprintln!("gureum: {} has no console output (yet)", i.id);
+                }
+                Err(source) => return Err(CliError::Logs { path, source }),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! `gureum template`: launch templates.
+
+use clap::Subcommand;
+
+use gureum::cloud::template::{self, LaunchTemplate, TemplateRequest};
+
+use super::cloud::{
+    CliError, Env, FilterArgs, TagArgs, describe, list_tagged, parse_tags, print_list, remove,
+};
+
+/// Saved launch settings: image, type, key, tags.
+#[derive(Debug, Subcommand)]
+pub enum TemplateCommand {
+    /// Save launch settings under a name.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Image: ID or name.
+        #[arg(long)]
+        image: String,
+        /// Instance type, e.g. t2.micro.
+        #[arg(long = "type", value_name = "TYPE")]
+        instance_type: Option<String>,
+        /// Key pair name or ID.
+        #[arg(long)]
+        key: Option<String>,
+        /// Appended to the image's kernel command line.
+        #[arg(long, value_name = "TEXT")]
+        cmdline_append: Option<String>,
+        /// Tags for the instances launched from it (repeatable).
+        #[command(flatten)]
+        tags: TagArgs,
+    },
+    /// List launch templates.
+    #[command(visible_alias = "ls")]
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Show one launch template.
+    Describe { template: String },
+    /// Delete a launch template.
+    #[command(visible_alias = "remove")]
+    Rm { template: String },
+}
+
+pub fn run(env: &Env, command: TemplateCommand) -> Result<(), CliError> {
+    let mut store = env.store()?;
+    match command {
+        TemplateCommand::Create {
+            name,
+            image,
+            instance_type,
+            key,
+            cmdline_append,
+            tags,
+        } => {
+            let t = template::create(
+                &mut store,
+                TemplateRequest {
+                    name,
+                    image,
+                    instance_type,
+                    key,
+                    cmdline_append,
+                    instance_tags: parse_tags(&tags.tags)?,
+                },
+            )?;
+            println!("{}", t.id);
+        }
+        TemplateCommand::List { filter } => {
+            let templates = list_tagged::<LaunchTemplate>(&mut store, &filter.parse()?, |_| None)?;
+            print_list(
+                env.format,
+                &templates,
+                &["ID", "NAME", "IMAGE", "TYPE", "KEY", "CREATED"],
+                |t| {
+                    let t = &t.item;
+                    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+                    vec![
+                        t.id.clone(),
+                        t.name.clone(),
+                        t.image_id.clone(),
+                        or_dash(&t.instance_type),
+                        or_dash(&t.key_name),
+                        t.created.clone(),
+                    ]
+                },
+            )?;
+        }
+        TemplateCommand::Describe { template } => {
+            describe::<LaunchTemplate>(env, &mut store, &template)?;
+        }
+        TemplateCommand::Rm { template } => remove::<LaunchTemplate>(&mut store, &template)?,
+    }
+    Ok(())
+}

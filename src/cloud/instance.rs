@@ -1,0 +1,248 @@
+//! Instances: the record of one VM, and EC2's instance state machine.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::Kind;
+use super::process::ProcessRef;
+use super::store::Resource;
+
+/// EC2's instance states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    Pending,
+    Running,
+    Stopping,
+    Stopped,
+    ShuttingDown,
+    Terminated,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Running => "running",
+            State::Stopping => "stopping",
+            State::Stopped => "stopped",
+            State::ShuttingDown => "shutting-down",
+            State::Terminated => "terminated",
+        }
+    }
+
+    /// States in which a supervisor process owns the instance.
+    pub fn is_supervised(self) -> bool {
+        matches!(
+            self,
+            State::Pending | State::Running | State::Stopping | State::ShuttingDown
+        )
+    }
+
+    /// Whether EC2 allows going from `self` to `next`.
+    pub fn can_become(self, next: State) -> bool {
+        use State::*;
+        matches!(
+            (self, next),
+            (Pending, Running | Stopping | Stopped | ShuttingDown)
+                | (Running, Stopping | Stopped | ShuttingDown)
+                | (Stopping, Stopped | ShuttingDown)
+                | (Stopped, Pending | ShuttingDown | Terminated)
+                | (ShuttingDown, Terminated)
+        )
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A state change EC2 does not allow.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("instance {id} is {from}; it cannot become {to}{hint}")]
+pub struct TransitionError {
+    pub id: String,
+    pub from: State,
+    pub to: State,
+    hint: &'static str,
+}
+
+/// A block device of the instance (`--disk` of the VMM).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disk {
+    /// The guest's name for it (`vda` is the first virtio disk).
+    pub device: String,
+    pub path: PathBuf,
+    pub read_only: bool,
+    /// Removed with the instance (its own copy of the image's disk).
+    pub delete_on_termination: bool,
+}
+
+/// A network interface (`--net` of the VMM). Filled in by the VPC
+/// layer; instances have none until it exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkInterface {
+    pub tap: String,
+    pub mac: String,
+}
+
+/// One instance as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub image_id: String,
+    pub instance_type: String,
+    pub vcpus: u16,
+    pub memory_mib: u64,
+    pub key_name: Option<String>,
+    pub template_id: Option<String>,
+    /// The full kernel command line: the image's plus what the launch
+    /// appended.
+    pub cmdline: String,
+    pub state: State,
+    /// Why it is in its state (EC2's StateReason: `Code: message`).
+    pub state_reason: Option<String>,
+    /// Seconds since the epoch of the last state change.
+    pub state_since: u64,
+    pub launch_time: String,
+    pub availability_zone: String,
+    pub disks: Vec<Disk>,
+    pub network_interfaces: Vec<NetworkInterface>,
+    pub supervisor: Option<ProcessRef>,
+    pub vmm: Option<ProcessRef>,
+    /// `gureum instance reboot` asked for the VMM to be restarted.
+    pub reboot_requested: bool,
+    /// How many times a VMM has been started for it.
+    pub boots: u32,
+}
+
+impl Resource for Instance {
+    const KIND: Kind = Kind::Instance;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn unique_name(&self) -> Option<&str> {
+        // Name tags need not be unique, as in EC2.
+        None
+    }
+}
+
+impl Instance {
+    /// Moves to `to` with `reason`, if EC2 allows it.
+    pub fn transition(&mut self, to: State, reason: Option<String>) -> Result<(), TransitionError> {
+        if !self.state.can_become(to) {
+            let hint = match self.state {
+                State::Terminated => "; terminated instances stay listed but are gone",
+                State::ShuttingDown => "; it is being terminated",
+                State::Stopping => "; wait for it to stop",
+                State::Stopped => "; start it first with `gureum instance start`",
+                State::Pending | State::Running => "; stop it first with `gureum instance stop`",
+            };
+            return Err(TransitionError {
+                id: self.id.clone(),
+                from: self.state,
+                to,
+                hint,
+            });
+        }
+        self.state = to;
+        self.state_reason = reason;
+        self.state_since = super::time::now_secs();
+        if !to.is_supervised() {
+            self.supervisor = None;
+            self.vmm = None;
+            self.reboot_requested = false;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn instance(state: State) -> Instance {
+        Instance {
+            id: "i-0123456789abcdef0".into(),
+            image_id: "ami-0123456789abcdef0".into(),
+            instance_type: "t2.micro".into(),
+            vcpus: 1,
+            memory_mib: 1024,
+            key_name: None,
+            template_id: None,
+            cmdline: "console=ttyS0".into(),
+            state,
+            state_reason: None,
+            state_since: 0,
+            launch_time: "2026-01-01T00:00:00Z".into(),
+            availability_zone: "local-1a".into(),
+            disks: Vec::new(),
+            network_interfaces: Vec::new(),
+            supervisor: None,
+            vmm: None,
+            reboot_requested: false,
+            boots: 0,
+        }
+    }
+
+    #[test]
+    fn ec2_lifecycle_is_allowed() {
+        let mut i = instance(State::Pending);
+        for next in [
+            State::Running,
+            State::Stopping,
+            State::Stopped,
+            State::Pending,
+            State::Running,
+            State::ShuttingDown,
+            State::Terminated,
+        ] {
+            i.transition(next, None).unwrap();
+            assert_eq!(i.state, next);
+        }
+    }
+
+    #[test]
+    fn impossible_transitions_are_refused_with_a_hint() {
+        let mut i = instance(State::Terminated);
+        let err = i.transition(State::Pending, None).unwrap_err();
+        assert!(
+            err.to_string().contains("terminated instances stay listed"),
+            "{err}"
+        );
+        assert_eq!(i.state, State::Terminated);
+        assert!(!State::Running.can_become(State::Pending));
+        assert!(!State::Running.can_become(State::Terminated));
+        assert!(!State::Stopped.can_become(State::Running));
+        assert!(!State::ShuttingDown.can_become(State::Stopped));
+    }
+
+    #[test]
+    fn leaving_the_supervised_states_forgets_the_processes() {
+        let mut i = instance(State::Running);
+        i.supervisor = Some(ProcessRef {
+            pid: 1,
+            start_ticks: 1,
+        });
+        i.vmm = i.supervisor;
+        i.reboot_requested = true;
+        i.transition(State::Stopped, Some("why".into())).unwrap();
+        assert_eq!(
+            (i.supervisor, i.vmm, i.reboot_requested),
+            (None, None, false)
+        );
+        assert_eq!(i.state_reason.as_deref(), Some("why"));
+        assert!(i.state_since > 0);
+    }
+
+    #[test]
+    fn states_serialize_as_ec2_names() {
+        assert_eq!(
+            serde_json::to_string(&State::ShuttingDown).unwrap(),
+            "\"shutting-down\""
+        );
+    }
+}

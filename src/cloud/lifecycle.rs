@@ -1,0 +1,552 @@
+//! What people do to instances: launch, start, stop, reboot, terminate;
+//! and reconciling the store with the processes that really run.
+//!
+//! Commands change the state in the store and signal the VMM; the
+//! instance's supervisor process records how the VMM ended. When the
+//! supervisor itself is gone, the next command that looks repairs the
+//! record.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::ids::{self, Kind};
+use super::image::Image;
+use super::instance::{Disk, Instance, State};
+use super::key_pair::KeyPair;
+use super::process::ProcessRef;
+use super::staging::Staging;
+use super::state_dir::StateDir;
+use super::store::Store;
+use super::tags::Tags;
+use super::template::LaunchTemplate;
+use super::{Error, disk_copy, instance_type, lookup};
+
+/// A pending instance without a supervisor is given this long to get
+/// one before it is declared failed (`gureum run` is starting it).
+const SUPERVISOR_GRACE_SECS: u64 = 30;
+/// How often waiting commands look at the store.
+const POLL: Duration = Duration::from_millis(100);
+/// After SIGKILL, how long the supervisor gets to record the outcome.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// The state reason of instances stopped with `gureum instance stop`.
+pub const USER_STOP: &str = "Client.UserInitiatedShutdown: stopped by gureum instance stop";
+/// The state reason of terminated instances.
+pub const USER_TERMINATE: &str =
+    "Client.UserInitiatedShutdown: terminated by gureum instance terminate";
+
+/// Where the control plane lives and which program is `gureum`.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub state: StateDir,
+    /// The `gureum` executable, run as `gureum supervise` and `gureum boot`.
+    pub exe: PathBuf,
+}
+
+impl Context {
+    pub fn open_store(&self) -> Result<Store, Error> {
+        std::fs::create_dir_all(self.state.root()).map_err(Error::io(
+            "cannot create the state directory (set --state-dir or GUREUM_STATE_DIR)",
+            self.state.root(),
+        ))?;
+        Ok(Store::open(&self.state.store())?)
+    }
+}
+
+/// What `gureum run` asks for. Unset fields come from the template, then
+/// from defaults.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchRequest {
+    pub image: Option<String>,
+    pub instance_type: Option<String>,
+    pub key: Option<String>,
+    pub template: Option<String>,
+    pub cmdline_append: Option<String>,
+    pub tags: Tags,
+    pub count: u32,
+}
+
+/// A launch with every reference resolved.
+#[derive(Debug)]
+struct Plan {
+    image: Image,
+    instance_type: instance_type::InstanceType,
+    key_name: Option<String>,
+    template_id: Option<String>,
+    cmdline: String,
+    tags: Tags,
+}
+
+fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
+    store.read(|tx| {
+        let template: Option<LaunchTemplate> = req
+            .template
+            .as_deref()
+            .map(|t| lookup::find(tx, t))
+            .transpose()?;
+        let t = template.as_ref();
+        let image: Image = match req.image.as_deref().or(t.map(|t| t.image_id.as_str())) {
+            Some(image) => lookup::find(tx, image)?,
+            None => {
+                let mut all = tx.list::<Image>()?;
+                if all.len() != 1 {
+                    return Err(Error::NoImageChosen { count: all.len() });
+                }
+                all.swap_remove(0)
+            }
+        };
+        let type_name = req
+            .instance_type
+            .as_deref()
+            .or(t.and_then(|t| t.instance_type.as_deref()))
+            .unwrap_or(instance_type::DEFAULT);
+        let instance_type = instance_type::lookup(type_name)?;
+        if instance_type.memory_mib < image.min_memory_mib {
+            return Err(Error::TooLittleMemory {
+                image: image.name,
+                min: image.min_memory_mib,
+                instance_type: instance_type.name,
+                has: instance_type.memory_mib,
+            });
+        }
+        let key_name = match req.key.as_deref().or(t.and_then(|t| t.key_name.as_deref())) {
+            Some(key) => Some(lookup::find::<KeyPair>(tx, key)?.name),
+            None => None,
+        };
+        let append = req
+            .cmdline_append
+            .as_deref()
+            .or(t.and_then(|t| t.cmdline_append.as_deref()));
+        let cmdline = match append {
+            Some(extra) if !extra.trim().is_empty() => {
+                format!("{} {}", image.cmdline, extra.trim())
+            }
+            _ => image.cmdline.clone(),
+        };
+        let mut tags = t.map(|t| t.instance_tags.clone()).unwrap_or_default();
+        tags.extend(req.tags.clone());
+        Ok(Plan {
+            image,
+            instance_type,
+            key_name,
+            template_id: t.map(|t| t.id.clone()),
+            cmdline,
+            tags,
+        })
+    })
+}
+
+/// Creates one instance's record and files, all or nothing.
+fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Instance, Error> {
+    let id = ids::new_id(Kind::Instance)?;
+    let files = ctx.state.instance_files(&id);
+    let mut staging = Staging::create(ctx.state.staging(&id), files.dir.clone())
+        .map_err(Error::io("cannot create", ctx.state.staging(&id)))?;
+    let mut disks = Vec::new();
+    if let Some(root) = &plan.image.root_disk {
+        let name = files
+            .root_disk
+            .file_name()
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        disk_copy::copy(
+            &plan.image.file(&ctx.state, root),
+            &staging.path().join(name),
+        )?;
+        disks.push(Disk {
+            device: "vda".into(),
+            path: files.root_disk.clone(),
+            read_only: false,
+            delete_on_termination: true,
+        });
+    }
+    let now = super::time::now_secs();
+    let instance = Instance {
+        id: id.clone(),
+        image_id: plan.image.id.clone(),
+        instance_type: plan.instance_type.name.clone(),
+        vcpus: plan.instance_type.vcpus,
+        memory_mib: plan.instance_type.memory_mib,
+        key_name: plan.key_name.clone(),
+        template_id: plan.template_id.clone(),
+        cmdline: plan.cmdline.clone(),
+        state: State::Pending,
+        state_reason: None,
+        state_since: now,
+        launch_time: super::time::format_utc(now),
+        availability_zone: "local-1a".into(),
+        disks,
+        network_interfaces: Vec::new(),
+        supervisor: None,
+        vmm: None,
+        reboot_requested: false,
+        boots: 0,
+    };
+    store.write(|tx| {
+        tx.insert(&instance, &plan.tags)?;
+        staging
+            .publish()
+            .map_err(Error::io("cannot move into place", &files.dir))
+    })?;
+    staging.keep();
+    Ok(instance)
+}
+
+/// Launches `req.count` instances, each started detached under its own
+/// supervisor.
+pub fn launch(
+    ctx: &Context,
+    store: &mut Store,
+    req: &LaunchRequest,
+) -> Result<Vec<Instance>, Error> {
+    if req.count == 0 {
+        return Err(Error::ZeroCount);
+    }
+    let plan = plan(store, req)?;
+    let mut launched = Vec::new();
+    for _ in 0..req.count {
+        let instance = create_instance(ctx, store, &plan)?;
+        spawn_supervisor(ctx, store, &instance.id)?;
+        launched.push(instance);
+    }
+    Ok(launched)
+}
+
+/// Starts `gureum supervise ID` in its own session, its output going to
+/// the instance's VMM log.
+fn spawn_supervisor(ctx: &Context, store: &mut Store, id: &str) -> Result<(), Error> {
+    let files = ctx.state.instance_files(id);
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&files.vmm_log)
+        .map_err(Error::io("cannot open", &files.vmm_log))?;
+    let log2 = log
+        .try_clone()
+        .map_err(Error::io("cannot open", &files.vmm_log))?;
+    let spawn_err = |source| Error::SpawnSupervisor {
+        id: id.into(),
+        exe: ctx.exe.clone(),
+        source,
+    };
+    // Not waited for: the supervisor outlives this command by design and
+    // is reaped by init once this process exits.
+    #[allow(clippy::zombie_processes)]
+    let child = Command::new(&ctx.exe)
+        .arg("--state-dir")
+        .arg(ctx.state.root())
+        .arg("supervise")
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .map_err(spawn_err)?;
+    // The supervisor records itself too; whoever is first, the same
+    // process is recorded, so that a supervisor dying before it gets to
+    // run is noticed.
+    if let Some(me) = ProcessRef::of(child.id()) {
+        store.write(|tx| {
+            if let Some(mut i) = tx.get::<Instance>(id)? {
+                if i.state.is_supervised() && i.supervisor.is_none() {
+                    i.supervisor = Some(me);
+                    tx.update(&i)?;
+                }
+            }
+            Ok::<_, Error>(())
+        })?;
+    }
+    Ok(())
+}
+
+/// Repairs `i` if its supervisor is gone: kills a VMM left behind and
+/// records the instance as stopped (or terminated, if it was being
+/// terminated). Says whether it changed anything.
+fn reconcile_one(i: &mut Instance, now: u64) -> bool {
+    if !i.state.is_supervised() || i.supervisor.is_some_and(|s| s.is_alive()) {
+        return false;
+    }
+    if i.supervisor.is_none()
+        && i.state == State::Pending
+        && now.saturating_sub(i.state_since) < SUPERVISOR_GRACE_SECS
+    {
+        return false;
+    }
+    if let Some(vmm) = i.vmm {
+        vmm.signal(Signal::SIGKILL);
+    }
+    let who = i.supervisor.map_or_else(
+        || "never started".to_string(),
+        |s| format!("(pid {}) is gone", s.pid),
+    );
+    let (to, reason) = match i.state {
+        State::ShuttingDown => (State::Terminated, USER_TERMINATE.to_string()),
+        State::Stopping => (State::Stopped, USER_STOP.to_string()),
+        _ => (
+            State::Stopped,
+            format!("Server.InternalError: the instance's supervisor {who}; the VM was stopped"),
+        ),
+    };
+    // Every supervised state may become stopped or terminated as chosen.
+    i.transition(to, Some(reason)).is_ok()
+}
+
+/// Removes what a stopped instance no longer needs: its runtime files,
+/// and everything once it is terminated.
+pub fn clean_up(state: &StateDir, i: &Instance) {
+    let files = state.instance_files(&i.id);
+    let dir = if i.state == State::Terminated {
+        files.dir
+    } else {
+        files.run_dir
+    };
+    // Already gone is fine; anything else leaves files a later terminate
+    // removes.
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Brings every record in line with the processes that exist.
+pub fn reconcile(ctx: &Context, store: &mut Store) -> Result<(), Error> {
+    let now = super::time::now_secs();
+    let fixed = store.write(|tx| {
+        let mut fixed = Vec::new();
+        for mut i in tx.list::<Instance>()? {
+            if reconcile_one(&mut i, now) {
+                tx.update(&i)?;
+                fixed.push(i);
+            }
+        }
+        Ok::<_, Error>(fixed)
+    })?;
+    for i in &fixed {
+        clean_up(&ctx.state, i);
+    }
+    Ok(())
+}
+
+/// Polls instance `id` until it is in `want`, calling `each` on every
+/// look; fails after `timeout`, or at once if the instance settled in
+/// another state it cannot leave by itself.
+fn poll(
+    ctx: &Context,
+    store: &mut Store,
+    id: &str,
+    want: State,
+    timeout: Duration,
+    mut each: impl FnMut(&Instance, Duration),
+) -> Result<Instance, Error> {
+    let start = Instant::now();
+    loop {
+        reconcile(ctx, store)?;
+        let i = store.read(|tx| lookup::find_instance(tx, id))?;
+        if i.state == want {
+            return Ok(i);
+        }
+        if !i.state.is_supervised() {
+            return Err(Error::Settled {
+                id: i.id,
+                want,
+                state: i.state,
+                reason: i.state_reason.unwrap_or_default(),
+            });
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= timeout {
+            return Err(Error::Timeout {
+                id: i.id,
+                want,
+                state: i.state,
+                secs: elapsed.as_secs(),
+            });
+        }
+        each(&i, elapsed);
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Waits until instance `reference` is in `want`.
+pub fn wait_for(
+    ctx: &Context,
+    store: &mut Store,
+    reference: &str,
+    want: State,
+    timeout: Duration,
+) -> Result<Instance, Error> {
+    let id = store.read(|tx| lookup::find_instance(tx, reference))?.id;
+    poll(ctx, store, &id, want, timeout, |_, _| {})
+}
+
+/// Signals the VMM until the instance reaches `want`: SIGTERM (SIGKILL
+/// if `force`), then SIGKILL after `timeout`.
+fn halt(
+    ctx: &Context,
+    store: &mut Store,
+    id: &str,
+    want: State,
+    force: bool,
+    timeout: Duration,
+) -> Result<Instance, Error> {
+    let mut signalled: Option<(ProcessRef, Signal)> = None;
+    poll(ctx, store, id, want, timeout + KILL_GRACE, |i, elapsed| {
+        let sig = if force || elapsed >= timeout {
+            Signal::SIGKILL
+        } else {
+            Signal::SIGTERM
+        };
+        if let Some(vmm) = i.vmm {
+            if signalled != Some((vmm, sig)) {
+                vmm.signal(sig);
+                signalled = Some((vmm, sig));
+            }
+        }
+    })
+}
+
+/// Stops instance `reference`; returns it once stopped.
+pub fn stop(
+    ctx: &Context,
+    store: &mut Store,
+    reference: &str,
+    force: bool,
+    timeout: Duration,
+) -> Result<Instance, Error> {
+    reconcile(ctx, store)?;
+    let i = store.write(|tx| {
+        let mut i = lookup::find_instance(tx, reference)?;
+        if !matches!(i.state, State::Stopped | State::Stopping) {
+            i.transition(State::Stopping, Some(USER_STOP.into()))?;
+            tx.update(&i)?;
+        }
+        Ok::<_, Error>(i)
+    })?;
+    if i.state == State::Stopped {
+        return Ok(i);
+    }
+    halt(ctx, store, &i.id, State::Stopped, force, timeout)
+}
+
+/// Starts stopped instance `reference` under a new supervisor.
+pub fn start(ctx: &Context, store: &mut Store, reference: &str) -> Result<Instance, Error> {
+    reconcile(ctx, store)?;
+    let (i, changed) = store.write(|tx| {
+        let mut i = lookup::find_instance(tx, reference)?;
+        if matches!(i.state, State::Pending | State::Running) {
+            return Ok::<_, Error>((i, false));
+        }
+        i.transition(State::Pending, None)?;
+        tx.update(&i)?;
+        Ok((i, true))
+    })?;
+    if changed {
+        spawn_supervisor(ctx, store, &i.id)?;
+    }
+    Ok(i)
+}
+
+/// Reboots running instance `reference`: its VMM is stopped and started
+/// again by its supervisor, and the instance stays running (as in EC2).
+pub fn reboot(ctx: &Context, store: &mut Store, reference: &str) -> Result<Instance, Error> {
+    reconcile(ctx, store)?;
+    let i = store.write(|tx| {
+        let mut i = lookup::find_instance(tx, reference)?;
+        if i.state != State::Running {
+            return Err(Error::NotRunning {
+                id: i.id,
+                state: i.state,
+            });
+        }
+        i.reboot_requested = true;
+        tx.update(&i)?;
+        Ok(i)
+    })?;
+    if let Some(vmm) = i.vmm {
+        vmm.signal(Signal::SIGTERM);
+    }
+    Ok(i)
+}
+
+/// Terminates instance `reference`: stops its VM and deletes its files;
+/// the record stays, terminated.
+pub fn terminate(
+    ctx: &Context,
+    store: &mut Store,
+    reference: &str,
+    timeout: Duration,
+) -> Result<Instance, Error> {
+    reconcile(ctx, store)?;
+    let i = store.write(|tx| {
+        let mut i = lookup::find_instance(tx, reference)?;
+        match i.state {
+            State::Terminated | State::ShuttingDown => {}
+            State::Stopped => i.transition(State::Terminated, Some(USER_TERMINATE.into()))?,
+            _ => i.transition(State::ShuttingDown, Some(USER_TERMINATE.into()))?,
+        }
+        tx.update(&i)?;
+        Ok::<_, Error>(i)
+    })?;
+    if i.state == State::Terminated {
+        clean_up(&ctx.state, &i);
+        return Ok(i);
+    }
+    halt(ctx, store, &i.id, State::Terminated, false, timeout)
+}
+
+/// The program path for `Context::exe` when running as `gureum` itself.
+pub fn current_exe() -> Result<PathBuf, Error> {
+    std::env::current_exe().map_err(Error::io(
+        "cannot find this program",
+        Path::new("/proc/self/exe"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::instance::tests::instance;
+
+    fn dead_process() -> ProcessRef {
+        let mut child = Command::new("true").spawn().unwrap();
+        let me = ProcessRef::of(child.id()).unwrap();
+        child.wait().unwrap();
+        me
+    }
+
+    #[test]
+    fn an_instance_whose_supervisor_died_is_stopped_with_a_reason() {
+        let mut i = instance(State::Running);
+        i.supervisor = Some(dead_process());
+        assert!(reconcile_one(&mut i, super::super::time::now_secs()));
+        assert_eq!(i.state, State::Stopped);
+        let reason = i.state_reason.clone().unwrap();
+        assert!(
+            reason.contains("supervisor (pid") && reason.contains("is gone"),
+            "{reason}"
+        );
+        assert_eq!(i.supervisor, None);
+
+        let mut i = instance(State::ShuttingDown);
+        i.supervisor = Some(dead_process());
+        assert!(reconcile_one(&mut i, 0));
+        assert_eq!(i.state, State::Terminated);
+    }
+
+    #[test]
+    fn live_supervisors_and_fresh_launches_are_left_alone() {
+        let mut i = instance(State::Running);
+        i.supervisor = ProcessRef::of(std::process::id());
+        assert!(!reconcile_one(&mut i, 0));
+
+        let mut i = instance(State::Pending);
+        i.state_since = 1000;
+        assert!(!reconcile_one(&mut i, 1000 + SUPERVISOR_GRACE_SECS - 1));
+        assert!(reconcile_one(&mut i, 1000 + SUPERVISOR_GRACE_SECS));
+        assert!(i.state_reason.unwrap().contains("never started"));
+
+        let mut i = instance(State::Stopped);
+        assert!(!reconcile_one(&mut i, u64::MAX));
+    }
+}

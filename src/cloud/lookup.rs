@@ -1,0 +1,64 @@
+//! Finding resources the way people name them: by ID or by name.
+
+use super::Error;
+use super::ids;
+use super::instance::Instance;
+use super::store::{Resource, Tx};
+use super::tags::NAME;
+
+/// The `R` with ID or unique name `reference`.
+pub fn find<R: Resource>(tx: &Tx<'_>, reference: &str) -> Result<R, Error> {
+    let found = if ids::is_id(R::KIND, reference) {
+        tx.get(reference)?
+    } else {
+        tx.by_name(reference)?
+    };
+    found.ok_or_else(|| Error::NotFound {
+        noun: R::KIND.noun(),
+        reference: reference.into(),
+        list: R::KIND.list_command(),
+    })
+}
+
+/// Deletes the `R` with ID or unique name `reference` and its tags.
+pub fn remove<R: Resource>(tx: &Tx<'_>, reference: &str) -> Result<R, Error> {
+    let found: R = find(tx, reference)?;
+    tx.delete(found.id())?;
+    Ok(found)
+}
+
+/// The instance with ID `reference`, or the one instance whose Name tag
+/// it is.
+pub fn find_instance(tx: &Tx<'_>, reference: &str) -> Result<Instance, Error> {
+    if ids::is_id(Instance::KIND, reference) {
+        return find(tx, reference);
+    }
+    let mut named = Vec::new();
+    for instance in tx.list::<Instance>()? {
+        if tx.tags(&instance.id)?.get(NAME).map(String::as_str) == Some(reference) {
+            named.push(instance);
+        }
+    }
+    // A terminated instance keeps its name; a live one wins over it.
+    let live = |i: &Instance| i.state != super::instance::State::Terminated;
+    if named.len() > 1 && named.iter().any(live) {
+        named.retain(live);
+    }
+    match named.len() {
+        0 => Err(Error::NotFound {
+            noun: Instance::KIND.noun(),
+            reference: reference.into(),
+            list: Instance::KIND.list_command(),
+        }),
+        1 => Ok(named.swap_remove(0)),
+        count => Err(Error::AmbiguousName {
+            name: reference.into(),
+            count,
+            ids: named
+                .iter()
+                .map(|i| i.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}

@@ -1,0 +1,143 @@
+//! The EC2 control plane: key pairs, images, instance types, launch
+//! templates and instances, kept in one transactional store, with each
+//! instance's VMM run detached under a supervisor process.
+
+pub mod disk_copy;
+pub mod ids;
+pub mod image;
+pub mod instance;
+pub mod instance_type;
+pub mod key_pair;
+pub mod lifecycle;
+pub mod lookup;
+pub mod manifest;
+pub mod names;
+pub mod process;
+pub mod staging;
+pub mod state_dir;
+pub mod store;
+pub mod supervisor;
+pub mod tags;
+pub mod template;
+pub mod time;
+pub mod vmm_command;
+
+use std::path::PathBuf;
+
+/// Errors of control-plane operations.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Random(#[from] ids::RandomError),
+    #[error(transparent)]
+    InstanceType(#[from] instance_type::Error),
+    #[error(transparent)]
+    Tag(#[from] tags::Error),
+    #[error(transparent)]
+    KeyPair(#[from] key_pair::Error),
+    #[error(transparent)]
+    Name(#[from] names::NameError),
+    #[error(transparent)]
+    Transition(#[from] instance::TransitionError),
+    #[error(transparent)]
+    Copy(#[from] disk_copy::Error),
+    #[error("no {noun} '{reference}'; `{list}` shows them")]
+    NotFound {
+        noun: &'static str,
+        reference: String,
+        list: &'static str,
+    },
+    #[error("{count} instances are named '{name}' ({ids}); name one by its ID")]
+    AmbiguousName {
+        name: String,
+        count: usize,
+        ids: String,
+    },
+    #[error("cannot read the image manifest {path}: {source}")]
+    ReadManifest {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("image manifest {path}: {source}")]
+    Manifest {
+        path: PathBuf,
+        source: manifest::Error,
+    },
+    #[error("the image's {role} {path} does not exist{hint}")]
+    MissingImageFile {
+        role: &'static str,
+        path: PathBuf,
+        hint: String,
+    },
+    #[error("the image has no name: pass --name NAME (its manifest has no name= line)")]
+    NoImageName,
+    #[error(
+        "image {id} is used by {instances}; terminate them first (an instance boots from its \
+         image's kernel)"
+    )]
+    ImageInUse { id: String, instances: String },
+    #[error(
+        "instance {id} is {state}; stop it first (`gureum instance stop {id}`): an image is \
+         saved from a stopped instance only"
+    )]
+    NotStopped { id: String, state: instance::State },
+    #[error("instance {id} changed state while its image was being saved; try again")]
+    ChangedWhileSaving { id: String },
+    #[error(
+        "no image given and {count} images exist: pass --image ID-or-NAME (`gureum image list`)"
+    )]
+    NoImageChosen { count: usize },
+    #[error(
+        "image {image} needs at least {min} MiB; instance type {instance_type} has {has} MiB: \
+         pick a larger type"
+    )]
+    TooLittleMemory {
+        image: String,
+        min: u64,
+        instance_type: String,
+        has: u64,
+    },
+    #[error("--count must be at least 1")]
+    ZeroCount,
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the supervisor of {id} ({exe}): {source}")]
+    SpawnSupervisor {
+        id: String,
+        exe: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "instance {id} did not reach {want} within {secs} s (it is {state}); see \
+         `gureum instance describe {id}`"
+    )]
+    Timeout {
+        id: String,
+        want: instance::State,
+        state: instance::State,
+        secs: u64,
+    },
+    #[error("instance {id} is {state}, not {want}: {reason}")]
+    Settled {
+        id: String,
+        want: instance::State,
+        state: instance::State,
+        reason: String,
+    },
+    #[error("instance {id} is {state}, not running; start it with `gureum instance start {id}`")]
+    NotRunning { id: String, state: instance::State },
+}
+
+impl Error {
+    /// An I/O error on `path` while doing `what`.
+    pub fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Error::Io { what, path, source }
+    }
+}

@@ -1,0 +1,98 @@
+//! Where the control plane keeps its files: the store, image directories
+//! and per-instance directories.
+
+use std::path::{Path, PathBuf};
+
+/// Used when neither `--state-dir` nor `GUREUM_STATE_DIR` is given.
+pub const DEFAULT: &str = "/var/lib/gureum";
+/// The environment variable that overrides the default.
+pub const ENV: &str = "GUREUM_STATE_DIR";
+
+/// The files of one instance.
+#[derive(Debug, Clone)]
+pub struct InstanceFiles {
+    pub dir: PathBuf,
+    /// The instance's own copy of its image's root disk.
+    pub root_disk: PathBuf,
+    /// Everything the guest printed, across boots (`gureum instance logs`).
+    pub console_log: PathBuf,
+    /// The VMM's and supervisor's own messages.
+    pub vmm_log: PathBuf,
+    /// Files that exist only while the VMM runs.
+    pub run_dir: PathBuf,
+    pub console_socket: PathBuf,
+}
+
+/// The state directory's layout.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// `flag` if given, else `$GUREUM_STATE_DIR`, else the default.
+    pub fn resolve(flag: Option<PathBuf>) -> Self {
+        let root = flag
+            .or_else(|| {
+                std::env::var_os(ENV)
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from(DEFAULT));
+        Self { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The SQLite store.
+    pub fn store(&self) -> PathBuf {
+        self.root.join("gureum.db")
+    }
+
+    /// Directory of image `id` (its manifest and files).
+    pub fn image(&self, id: &str) -> PathBuf {
+        self.root.join("images").join(id)
+    }
+
+    /// Directory of instance `id`: its disk copies and console log,
+    /// kept while the instance is stopped.
+    pub fn instance(&self, id: &str) -> PathBuf {
+        self.root.join("instances").join(id)
+    }
+
+    /// The files of instance `id`.
+    pub fn instance_files(&self, id: &str) -> InstanceFiles {
+        let dir = self.instance(id);
+        let run_dir = dir.join("run");
+        InstanceFiles {
+            root_disk: dir.join("root.img"),
+            console_log: dir.join("console.log"),
+            vmm_log: dir.join("vmm.log"),
+            console_socket: run_dir.join("console.sock"),
+            run_dir,
+            dir,
+        }
+    }
+
+    /// Staging directory for a resource being created: renamed into
+    /// place only once complete, so a failure never leaves a half-made
+    /// directory under its real name.
+    pub fn staging(&self, id: &str) -> PathBuf {
+        self.root.join("staging").join(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flag_wins_over_the_default() {
+        let dir = StateDir::resolve(Some("/tmp/x".into()));
+        assert_eq!(dir.store(), Path::new("/tmp/x/gureum.db"));
+        assert_eq!(dir.image("ami-1"), Path::new("/tmp/x/images/ami-1"));
+        assert_eq!(dir.instance("i-1"), Path::new("/tmp/x/instances/i-1"));
+    }
+}

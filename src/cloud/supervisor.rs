@@ -1,0 +1,297 @@
+//! The supervisor: one small process per running instance that runs its
+//! VMM (`gureum boot ...`), waits for it, restarts it when the guest
+//! reboots, and records in the store how it ended.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitStatus, Stdio};
+
+use nix::sys::signal::Signal;
+
+use super::image::Image;
+use super::instance::{Instance, State};
+use super::lifecycle::{self, Context, USER_STOP, USER_TERMINATE};
+use super::process::ProcessRef;
+use super::store::Store;
+use super::{Error, lookup, vmm_command};
+
+// `gureum boot` exit codes (the VMM's contract).
+const EXIT_POWER_OFF: i32 = 0;
+const EXIT_VMM_ERROR: i32 = 1;
+const EXIT_USAGE: i32 = 2;
+const EXIT_REBOOT: i32 = 3;
+const EXIT_CRASH: i32 = 4;
+const EXIT_DETACHED: i32 = 5;
+const EXIT_SIGNALLED: i32 = 6;
+
+/// How one VMM run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    PowerOff,
+    Reboot,
+    Crash,
+    Detached,
+    /// Stopped by SIGTERM/SIGINT, which it handled.
+    Signalled,
+    /// The VMM failed (message: the last line it printed).
+    Failed(String),
+    /// Killed by a signal it could not handle.
+    Killed(i32),
+    UnknownCode(i32),
+}
+
+impl Outcome {
+    /// Reads an exit status; `last_words` is the VMM's last message.
+    pub fn of(status: ExitStatus, last_words: impl FnOnce() -> String) -> Self {
+        match (status.code(), status.signal()) {
+            (Some(EXIT_POWER_OFF), _) => Outcome::PowerOff,
+            (Some(EXIT_REBOOT), _) => Outcome::Reboot,
+            (Some(EXIT_CRASH), _) => Outcome::Crash,
+            (Some(EXIT_DETACHED), _) => Outcome::Detached,
+            (Some(EXIT_SIGNALLED), _) => Outcome::Signalled,
+            (Some(EXIT_VMM_ERROR | EXIT_USAGE), _) => Outcome::Failed(last_words()),
+            (Some(code), _) => Outcome::UnknownCode(code),
+            (None, Some(sig)) => Outcome::Killed(sig),
+            (None, None) => Outcome::UnknownCode(-1),
+        }
+    }
+}
+
+/// What to do once the VMM has ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Boot it again; the instance stays running.
+    Restart,
+    /// Record this state and reason, and end.
+    Finish(State, String),
+}
+
+fn signal_name(sig: i32) -> String {
+    Signal::try_from(sig).map_or_else(|_| format!("signal {sig}"), |s| s.as_str().to_string())
+}
+
+/// EC2's semantics for a VMM that ended with `outcome` while the
+/// instance was in `state`.
+pub fn decide(state: State, reboot_requested: bool, outcome: &Outcome) -> Decision {
+    let stopped = |reason: String| Decision::Finish(State::Stopped, reason);
+    match state {
+        State::ShuttingDown => return Decision::Finish(State::Terminated, USER_TERMINATE.into()),
+        State::Stopping => return stopped(USER_STOP.into()),
+        _ => {}
+    }
+    if reboot_requested || *outcome == Outcome::Reboot {
+        return Decision::Restart;
+    }
+    stopped(match outcome {
+        Outcome::PowerOff | Outcome::Reboot => {
+            "Client.InstanceInitiatedShutdown: the guest powered off".into()
+        }
+        Outcome::Crash => {
+            "Server.InternalError: the guest crashed (see `gureum instance logs`)".into()
+        }
+        Outcome::Detached => "Client.UserInitiatedShutdown: stopped from the console".into(),
+        Outcome::Signalled => {
+            "Client.UserInitiatedShutdown: the VMM was stopped by a signal from outside gureum"
+                .into()
+        }
+        Outcome::Failed(why) => format!("Server.InternalError: the VMM failed: {why}"),
+        Outcome::Killed(sig) => format!(
+            "Server.InternalError: the VMM was killed by {}",
+            signal_name(*sig)
+        ),
+        Outcome::UnknownCode(code) => {
+            format!("Server.InternalError: the VMM exited with unexpected status {code}")
+        }
+    })
+}
+
+/// The last line the VMM printed to its log, for a failure's reason.
+fn last_words(log: &std::path::Path) -> String {
+    std::fs::read_to_string(log)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .rev()
+                .find(|l| l.starts_with("gureum"))
+                .map(|l| l.trim_start_matches("gureum: ").to_string())
+        })
+        .unwrap_or_else(|| "no message (see the instance's vmm.log)".into())
+}
+
+/// Supervises instance `id` until its VMM ends for good. Runs as the
+/// hidden `gureum supervise ID` command, detached from any terminal.
+pub fn run(ctx: &Context, id: &str) -> Result<(), Error> {
+    // Its own session: no terminal's hangup or Ctrl-C reaches it. Fails
+    // only if already a session leader, which is as good.
+    let _ = nix::unistd::setsid();
+    let me = ProcessRef::of(std::process::id());
+    let mut store = ctx.open_store()?;
+    let claimed = store.write(|tx| {
+        let mut i = lookup::find_instance(tx, id)?;
+        // Terminated or stopped before this process got to run: nothing
+        // to supervise.
+        if !i.state.is_supervised() {
+            return Ok::<_, Error>(false);
+        }
+        i.supervisor = me;
+        tx.update(&i)?;
+        Ok(true)
+    })?;
+    if !claimed {
+        return Ok(());
+    }
+    let finished = loop {
+        match boot_once(ctx, &mut store, id) {
+            Ok(Decision::Restart) => {}
+            Ok(Decision::Finish(..)) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    if let Err(e) = &finished {
+        // Never leave the instance looking alive.
+        record_failure(&mut store, id, &e.to_string())?;
+    }
+    let final_record = store.read(|tx| lookup::find_instance(tx, id))?;
+    lifecycle::clean_up(&ctx.state, &final_record);
+    finished
+}
+
+/// Runs the VMM once and records how it ended.
+fn boot_once(ctx: &Context, store: &mut Store, id: &str) -> Result<Decision, Error> {
+    let (instance, image) = store.read(|tx| {
+        let i = lookup::find_instance(tx, id)?;
+        let image: Image = lookup::find(tx, &i.image_id)?;
+        Ok::<_, Error>((i, image))
+    })?;
+    if matches!(instance.state, State::Stopping | State::ShuttingDown) {
+        // Stopped before its VMM was started.
+        return finish(store, id, &Outcome::Signalled);
+    }
+    let files = ctx.state.instance_files(id);
+    std::fs::create_dir_all(&files.run_dir).map_err(Error::io("cannot create", &files.run_dir))?;
+    // A socket left by a VMM that was killed would refuse the new bind.
+    let _ = std::fs::remove_file(&files.console_socket);
+    let mut child = Command::new(&ctx.exe)
+        .args(vmm_command::boot_args(
+            &ctx.state, &image, &instance, &files,
+        ))
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|source| Error::SpawnSupervisor {
+            id: id.into(),
+            exe: ctx.exe.clone(),
+            source,
+        })?;
+    let vmm = ProcessRef::of(child.id());
+    let stop_now = store.write(|tx| {
+        let mut i: Instance = lookup::find_instance(tx, id)?;
+        i.vmm = vmm;
+        i.boots += 1;
+        i.reboot_requested = false;
+        if i.state == State::Pending {
+            i.transition(State::Running, None)?;
+        }
+        tx.update(&i)?;
+        Ok::<_, Error>(matches!(i.state, State::Stopping | State::ShuttingDown))
+    })?;
+    if stop_now {
+        // A stop arrived before the VMM existed to be signalled.
+        if let Some(vmm) = vmm {
+            vmm.signal(Signal::SIGTERM);
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(Error::io("cannot wait for the VMM of", &files.dir))?;
+    let outcome = Outcome::of(status, || last_words(&files.vmm_log));
+    let _ = std::fs::remove_dir_all(&files.run_dir);
+    finish(store, id, &outcome)
+}
+
+/// Records how a VMM run ended and what comes next.
+fn finish(store: &mut Store, id: &str, outcome: &Outcome) -> Result<Decision, Error> {
+    store.write(|tx| {
+        let mut i: Instance = lookup::find_instance(tx, id)?;
+        let decision = decide(i.state, i.reboot_requested, outcome);
+        match &decision {
+            Decision::Restart => i.vmm = None,
+            Decision::Finish(state, reason) => i.transition(*state, Some(reason.clone()))?,
+        }
+        tx.update(&i)?;
+        Ok(decision)
+    })
+}
+
+fn record_failure(store: &mut Store, id: &str, why: &str) -> Result<(), Error> {
+    store.write(|tx| {
+        let mut i = lookup::find_instance(tx, id)?;
+        if i.state.is_supervised() {
+            let to = if i.state == State::ShuttingDown {
+                State::Terminated
+            } else {
+                State::Stopped
+            };
+            i.transition(to, Some(format!("Server.InternalError: {why}")))?;
+            tx.update(&i)?;
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(c: i32) -> ExitStatus {
+        ExitStatus::from_raw(c << 8)
+    }
+
+    #[test]
+    fn exit_statuses_map_to_outcomes() {
+        let words = || "bad kernel".to_string();
+        assert_eq!(Outcome::of(code(0), words), Outcome::PowerOff);
+        assert_eq!(Outcome::of(code(3), words), Outcome::Reboot);
+        assert_eq!(Outcome::of(code(4), words), Outcome::Crash);
+        assert_eq!(Outcome::of(code(6), words), Outcome::Signalled);
+        assert_eq!(
+            Outcome::of(code(1), words),
+            Outcome::Failed("bad kernel".into())
+        );
+        assert_eq!(
+            Outcome::of(ExitStatus::from_raw(9), words),
+            Outcome::Killed(9)
+        );
+    }
+
+    #[test]
+    fn ec2_semantics_after_the_vmm_ends() {
+        use State::*;
+        assert_eq!(decide(Running, false, &Outcome::Reboot), Decision::Restart);
+        assert_eq!(
+            decide(Running, true, &Outcome::Signalled),
+            Decision::Restart
+        );
+        let Decision::Finish(Stopped, reason) = decide(Running, false, &Outcome::Killed(9)) else {
+            panic!("a killed VMM stops the instance")
+        };
+        assert!(reason.contains("killed by SIGKILL"), "{reason}");
+        let Decision::Finish(Stopped, reason) = decide(Running, false, &Outcome::PowerOff) else {
+            panic!("poweroff stops the instance")
+        };
+        assert!(reason.contains("InstanceInitiatedShutdown"), "{reason}");
+        // A stop or terminate in progress wins over a reboot.
+        assert_eq!(
+            decide(Stopping, true, &Outcome::Reboot),
+            Decision::Finish(Stopped, USER_STOP.into())
+        );
+        assert_eq!(
+            decide(ShuttingDown, false, &Outcome::Killed(9)),
+            Decision::Finish(Terminated, USER_TERMINATE.into())
+        );
+        let Decision::Finish(Stopped, reason) =
+            decide(Pending, false, &Outcome::Failed("no KVM".into()))
+        else {
+            panic!("a failed first boot stops the instance")
+        };
+        assert!(reason.ends_with("the VMM failed: no KVM"), "{reason}");
+    }
+}

@@ -1,0 +1,75 @@
+//! Launch templates: an image, an instance type, a key pair and the tags
+//! and kernel command line additions for the instances launched from it,
+//! saved under a name.
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::{self, Kind};
+use super::image::Image;
+use super::key_pair::KeyPair;
+use super::store::{Resource, Store};
+use super::tags::{NAME, Tags};
+use super::{Error, instance_type, lookup, names};
+
+/// A launch template as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchTemplate {
+    pub id: String,
+    pub name: String,
+    pub image_id: String,
+    pub instance_type: Option<String>,
+    pub key_name: Option<String>,
+    pub cmdline_append: Option<String>,
+    /// Tags given to every instance launched from it.
+    pub instance_tags: Tags,
+    pub created: String,
+}
+
+impl Resource for LaunchTemplate {
+    const KIND: Kind = Kind::LaunchTemplate;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn unique_name(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+}
+
+/// What `gureum template create` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateRequest {
+    pub name: String,
+    pub image: String,
+    pub instance_type: Option<String>,
+    pub key: Option<String>,
+    pub cmdline_append: Option<String>,
+    pub instance_tags: Tags,
+}
+
+/// Creates a template after checking that what it names exists.
+pub fn create(store: &mut Store, req: TemplateRequest) -> Result<LaunchTemplate, Error> {
+    names::check(Kind::LaunchTemplate, &req.name)?;
+    if let Some(t) = &req.instance_type {
+        instance_type::lookup(t)?;
+    }
+    let id = ids::new_id(Kind::LaunchTemplate)?;
+    store.write(|tx| {
+        let image: Image = lookup::find(tx, &req.image)?;
+        let key_name = match &req.key {
+            Some(key) => Some(lookup::find::<KeyPair>(tx, key)?.name),
+            None => None,
+        };
+        let template = LaunchTemplate {
+            id,
+            name: req.name.clone(),
+            image_id: image.id,
+            instance_type: req.instance_type.clone(),
+            key_name,
+            cmdline_append: req.cmdline_append.clone(),
+            instance_tags: req.instance_tags.clone(),
+            created: super::time::now(),
+        };
+        tx.insert(&template, &[(NAME.to_string(), req.name.clone())].into())?;
+        Ok(template)
+    })
+}

@@ -1,0 +1,119 @@
+//! The `gureum boot` command line that runs an instance's VMM.
+
+use std::ffi::OsString;
+
+use super::image::Image;
+use super::instance::Instance;
+use super::state_dir::{InstanceFiles, StateDir};
+
+/// Arguments after the program name: `boot --kernel ...`.
+pub fn boot_args(
+    state: &StateDir,
+    image: &Image,
+    instance: &Instance,
+    files: &InstanceFiles,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["boot".into(), "--kernel".into()];
+    args.push(image.file(state, &image.kernel).into());
+    if let Some(initrd) = &image.initrd {
+        args.push("--initrd".into());
+        args.push(image.file(state, initrd).into());
+    }
+    args.extend([
+        "--cmdline".into(),
+        instance.cmdline.clone().into(),
+        "--vcpus".into(),
+        instance.vcpus.to_string().into(),
+        "--memory".into(),
+        instance.memory_mib.to_string().into(),
+    ]);
+    for disk in &instance.disks {
+        let mut spec = disk.path.clone().into_os_string();
+        if disk.read_only {
+            spec.push(",ro");
+        }
+        args.push("--disk".into());
+        args.push(spec);
+    }
+    for nic in &instance.network_interfaces {
+        args.push("--net".into());
+        args.push(format!("tap={},mac={}", nic.tap, nic.mac).into());
+    }
+    args.push("--console-socket".into());
+    args.push(files.console_socket.clone().into());
+    args.push("--console-log".into());
+    args.push(files.console_log.clone().into());
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::instance::tests::instance;
+    use crate::cloud::instance::{Disk, NetworkInterface, State};
+
+    fn image() -> Image {
+        Image {
+            id: "ami-0123456789abcdef0".into(),
+            name: "busybox".into(),
+            description: String::new(),
+            architecture: "x86_64".into(),
+            kernel: "kernel".into(),
+            initrd: Some("initrd".into()),
+            root_disk: None,
+            cmdline: "console=ttyS0".into(),
+            default_user: None,
+            min_memory_mib: 128,
+            source_instance: None,
+            created: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_vmm_gets_the_image_files_the_type_and_the_instance_devices() {
+        let state = StateDir::resolve(Some("/s".into()));
+        let mut inst = instance(State::Pending);
+        inst.cmdline = "console=ttyS0 rig.scenario=idle".into();
+        inst.disks.push(Disk {
+            device: "vda".into(),
+            path: "/s/instances/i-1/root.img".into(),
+            read_only: false,
+            delete_on_termination: true,
+        });
+        inst.network_interfaces.push(NetworkInterface {
+            tap: "tap0".into(),
+            mac: "02:00:00:00:00:01".into(),
+        });
+        let files = state.instance_files(&inst.id);
+        let args: Vec<String> = boot_args(&state, &image(), &inst, &files)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let sock = format!("/s/instances/{}/run/console.sock", inst.id);
+        let log = format!("/s/instances/{}/console.log", inst.id);
+        assert_eq!(
+            args,
+            [
+                "boot",
+                "--kernel",
+                "/s/images/ami-0123456789abcdef0/kernel",
+                "--initrd",
+                "/s/images/ami-0123456789abcdef0/initrd",
+                "--cmdline",
+                "console=ttyS0 rig.scenario=idle",
+                "--vcpus",
+                "1",
+                "--memory",
+                "1024",
+                "--disk",
+                "/s/instances/i-1/root.img",
+                "--net",
+                "tap=tap0,mac=02:00:00:00:00:01",
+                "--console-socket",
+                &sock,
+                "--console-log",
+                &log,
+            ]
+        );
+    }
+}

@@ -1,0 +1,560 @@
+//! The control-plane commands run as a user runs them: the real binary,
+//! a private state directory, real files. Instances here use a kernel
+//! file the VMM refuses, so their lifecycle (supervisor, failure reason,
+//! terminate) is exercised on any host; booting real guests is
+//! tests/rig_instances.rs.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A private state directory and the commands run against it.
+struct Cloud {
+    state: tempfile::TempDir,
+    work: tempfile::TempDir,
+}
+
+impl Cloud {
+    fn new() -> Self {
+        Self {
+            state: tempfile::tempdir().unwrap(),
+            work: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_gureum"));
+        c.args(args)
+            .env("GUREUM_STATE_DIR", self.state.path())
+            .current_dir(self.work.path());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run gureum")
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "gureum {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a command that must fail with status 1; returns its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "gureum {args:?} should fail; stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        serde_json::from_str(&self.ok(&all)).expect("JSON output")
+    }
+
+    /// An image source directory with a manifest and stand-in files.
+    fn image_source(&self, name: &str, extra: &str) -> PathBuf {
+        let dir = self.work.path().join(format!("src-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("vmlinuz"), vec![0x5a; 8192]).unwrap();
+        std::fs::write(dir.join("initrd.cpio.gz"), b"initrd").unwrap();
+        std::fs::write(
+            dir.join("manifest"),
+            format!(
+                "# test image\nname={name}\ndescription=test\narch=x86_64\nkernel=vmlinuz\n\
+                 initrd=initrd.cpio.gz\ncmdline=console=ttyS0\nmin_memory_mib=128\n{extra}"
+            ),
+        )
+        .unwrap();
+        dir
+    }
+
+    fn dir_entries(&self, sub: &str) -> Vec<String> {
+        match std::fs::read_dir(self.state.path().join(sub)) {
+            Ok(rd) => rd
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+fn names(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn types_are_listed_as_a_table_and_as_json() {
+    let cloud = Cloud::new();
+    let table = cloud.ok(&["types"]);
+    assert!(table.lines().next().unwrap().starts_with("TYPE"), "{table}");
+    assert!(table.contains("t2.micro"));
+    for args in [&["types", "list"][..], &["instance-types"]] {
+        let types = cloud.json(args);
+        let micro = types
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "t2.micro")
+            .expect("t2.micro listed");
+        assert_eq!(micro["vcpus"], 1);
+        assert_eq!(micro["memory_mib"], 1024);
+        assert!(names(&types).contains(&"r7i.2xlarge"));
+    }
+}
+
+#[test]
+fn key_create_writes_the_private_key_once_and_stores_only_the_public_key() {
+    let cloud = Cloud::new();
+    let id = cloud.ok(&["key", "create", "web", "--tag", "env=dev"]);
+    assert!(id.trim().starts_with("key-"), "{id}");
+    let pem = cloud.work.path().join("web.pem");
+    let mode = std::fs::metadata(&pem).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // The private key parses back and matches what the store keeps.
+    let private = ssh_key::PrivateKey::read_openssh_file(&pem).unwrap();
+    let shown = cloud.json(&["key", "describe", "web"]);
+    assert_eq!(
+        shown["public_key"].as_str().unwrap(),
+        private.public_key().to_openssh().unwrap()
+    );
+    assert_eq!(shown["tags"]["env"], "dev");
+    assert_eq!(shown["tags"]["Name"], "web");
+    let store = std::fs::read(cloud.state.path().join("gureum.db")).unwrap();
+    let needle = b"OPENSSH PRIVATE KEY";
+    assert!(
+        !store.windows(needle.len()).any(|w| w == needle),
+        "the store must not hold the private key"
+    );
+
+    // Same name again: refused, and the existing file is untouched.
+    let before = std::fs::read(&pem).unwrap();
+    let err = cloud.fails(&["key", "create", "web", "--out", "other.pem"]);
+    assert!(err.contains("key pair name 'web' is taken"), "{err}");
+    assert!(!cloud.work.path().join("other.pem").exists());
+    // Existing output file: refused, and no key is recorded.
+    let err = cloud.fails(&["key", "create", "db", "--out", "web.pem"]);
+    assert!(err.contains("web.pem already exists"), "{err}");
+    assert_eq!(std::fs::read(&pem).unwrap(), before);
+    assert_eq!(names(&cloud.json(&["key", "list"])), ["web"]);
+
+    // Import a public key, filter by tag, remove.
+    let pub_file = cloud.work.path().join("web.pub");
+    std::fs::write(&pub_file, shown["public_key"].as_str().unwrap()).unwrap();
+    cloud.ok(&[
+        "key",
+        "import",
+        "copy",
+        "--public-key",
+        pub_file.to_str().unwrap(),
+    ]);
+    let copy = cloud.json(&["key", "describe", "copy"]);
+    assert_eq!(copy["fingerprint"], shown["fingerprint"]);
+    assert_eq!(
+        names(&cloud.json(&["key", "list", "--tag", "env=dev"])),
+        ["web"]
+    );
+    cloud.ok(&["key", "rm", "web"]);
+    assert_eq!(names(&cloud.json(&["key", "list"])), ["copy"]);
+    let err = cloud.fails(&["key", "rm", "web"]);
+    assert!(
+        err.contains("no key pair 'web'") && err.contains("gureum key list"),
+        "{err}"
+    );
+    let err = cloud.fails(&["key", "create", "../evil"]);
+    assert!(err.contains("not a valid key pair name"), "{err}");
+}
+
+#[test]
+fn concurrent_commands_never_corrupt_the_store() {
+    let cloud = Cloud::new();
+    cloud.ok(&["types"]);
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            cloud
+                .cmd(&["key", "create", &format!("k{i}")])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut listed = cloud
+        .json(&["key", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>();
+    listed.sort();
+    assert_eq!(listed, (0..8).map(|i| format!("k{i}")).collect::<Vec<_>>());
+}
+
+#[test]
+fn images_import_list_describe_and_remove() {
+    let cloud = Cloud::new();
+    let src = cloud.image_source("tiny", "");
+    let id = cloud.ok(&[
+        "image",
+        "import",
+        src.to_str().unwrap(),
+        "--tag",
+        "os=busybox",
+    ]);
+    let id = id.trim();
+    assert!(id.starts_with("ami-") && id.len() == 21, "{id}");
+    // The files are copied in: the source can go away.
+    let stored = cloud.state.path().join("images").join(id);
+    assert_eq!(std::fs::read(stored.join("initrd")).unwrap(), b"initrd");
+    assert!(stored.join("kernel").is_file() && stored.join("image.json").is_file());
+
+    let list = cloud.json(&["image", "list"]);
+    assert_eq!(names(&list), ["tiny"]);
+    let shown = cloud.json(&["image", "describe", "tiny"]);
+    assert_eq!(shown["id"], id);
+    assert_eq!(shown["architecture"], "x86_64");
+    assert_eq!(shown["cmdline"], "console=ttyS0");
+    assert_eq!(shown["min_memory_mib"], 128);
+    assert_eq!(shown["tags"]["os"], "busybox");
+    let by_id = cloud.json(&["image", "describe", id]);
+    assert_eq!(by_id["name"], "tiny");
+    assert!(cloud.ok(&["image", "describe", "tiny"]).contains("name:"));
+
+    // A second import under the same name fails and leaves nothing.
+    let err = cloud.fails(&["image", "import", src.to_str().unwrap()]);
+    assert!(err.contains("image name 'tiny' is taken"), "{err}");
+    assert_eq!(cloud.dir_entries("images"), [id]);
+    assert!(cloud.dir_entries("staging").is_empty());
+    // ... but under another name it works, from the manifest file too.
+    cloud.ok(&[
+        "image",
+        "import",
+        src.join("manifest").to_str().unwrap(),
+        "--name",
+        "tiny2",
+    ]);
+
+    cloud.ok(&["image", "rm", "tiny"]);
+    assert!(!stored.exists());
+    assert_eq!(names(&cloud.json(&["image", "list"])), ["tiny2"]);
+}
+
+#[test]
+fn bad_images_are_refused_with_what_is_wrong() {
+    let cloud = Cloud::new();
+    let src = cloud.image_source("bad", "junk line\n");
+    let err = cloud.fails(&["image", "import", src.to_str().unwrap()]);
+    assert!(
+        err.contains("line 9: 'junk line' is not KEY=VALUE"),
+        "{err}"
+    );
+
+    let src = cloud.image_source("arm", "arch=arm64\n");
+    std::fs::write(
+        src.join("manifest"),
+        "name=arm\nkernel=vmlinuz\narch=arm64\n",
+    )
+    .unwrap();
+    let err = cloud.fails(&["image", "import", src.to_str().unwrap()]);
+    assert!(err.contains("arm64") && err.contains("x86_64"), "{err}");
+
+    let src = cloud.image_source("gone", "");
+    std::fs::remove_file(src.join("initrd.cpio.gz")).unwrap();
+    let err = cloud.fails(&["image", "import", src.to_str().unwrap()]);
+    assert!(
+        err.contains("initrd") && err.contains("does not exist"),
+        "{err}"
+    );
+
+    let err = cloud.fails(&["image", "import", "/nonexistent/dir"]);
+    assert!(err.contains("cannot read the image manifest"), "{err}");
+    assert!(
+        cloud
+            .json(&["image", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(cloud.dir_entries("staging").is_empty());
+}
+
+#[test]
+fn templates_check_what_they_name() {
+    let cloud = Cloud::new();
+    let src = cloud.image_source("tiny", "");
+    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    cloud.ok(&["key", "create", "k"]);
+    let err = cloud.fails(&["template", "create", "--name", "t", "--image", "nope"]);
+    assert!(err.contains("no image 'nope'"), "{err}");
+    let err = cloud.fails(&[
+        "template",
+        "create",
+        "--name",
+        "t",
+        "--image",
+        "tiny",
+        "--type",
+        "c7gn.xlarge",
+    ]);
+    assert!(err.contains("arm64") && err.contains("c7i.xlarge"), "{err}");
+    let err = cloud.fails(&[
+        "template", "create", "--name", "t", "--image", "tiny", "--key", "x",
+    ]);
+    assert!(err.contains("no key pair 'x'"), "{err}");
+
+    let id = cloud.ok(&[
+        "template", "create", "--name", "web", "--image", "tiny", "--type", "t3.small", "--key",
+        "k", "--tag", "role=web",
+    ]);
+    assert!(id.trim().starts_with("lt-"), "{id}");
+    let t = cloud.json(&["template", "describe", "web"]);
+    assert_eq!(t["instance_type"], "t3.small");
+    assert_eq!(t["key_name"], "k");
+    assert_eq!(t["instance_tags"]["role"], "web");
+    assert_eq!(names(&cloud.json(&["template", "list"])), ["web"]);
+    cloud.ok(&["template", "rm", id.trim()]);
+    assert!(
+        cloud
+            .json(&["template", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn run_refuses_bad_input_before_creating_anything() {
+    let cloud = Cloud::new();
+    let err = cloud.fails(&["run"]);
+    assert!(err.contains("no image given and 0 images exist"), "{err}");
+    let src = cloud.image_source("tiny", "");
+    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    let err = cloud.fails(&["run", "--type", "t2.huge"]);
+    assert!(
+        err.contains("unknown instance type 't2.huge'") && err.contains("t2.micro"),
+        "{err}"
+    );
+    let err = cloud.fails(&["run", "--type", "c7gn.xlarge"]);
+    assert!(err.contains("arm64"), "{err}");
+    let err = cloud.fails(&["run", "--tag", "novalue"]);
+    assert!(err.contains("KEY=VALUE"), "{err}");
+    let err = cloud.fails(&["run", "--key", "missing"]);
+    assert!(err.contains("no key pair 'missing'"), "{err}");
+    let err = cloud.fails(&["instance", "stop", "i-0123456789abcdef0"]);
+    assert!(err.contains("no instance 'i-0123456789abcdef0'"), "{err}");
+    assert!(
+        cloud
+            .json(&["instance", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(cloud.dir_entries("instances").is_empty());
+}
+
+/// Polls `instance describe` until `pred` holds.
+fn wait_until(cloud: &Cloud, id: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let v = cloud.json(&["instance", "describe", id]);
+        let one = v[0].clone();
+        if pred(&one) {
+            return one;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out: {one}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pids_of(instance: &Value) -> Vec<i32> {
+    ["supervisor", "vmm"]
+        .iter()
+        .filter_map(|k| instance[k]["pid"].as_i64())
+        .map(|p| i32::try_from(p).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_vmm_that_fails_leaves_the_instance_stopped_with_its_reason_and_terminate_cleans_up() {
+    let cloud = Cloud::new();
+    let src = cloud.image_source("tiny", "");
+    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    cloud.ok(&[
+        "template",
+        "create",
+        "--name",
+        "lt",
+        "--image",
+        "tiny",
+        "--type",
+        "t3.small",
+        "--cmdline-append",
+        "quiet",
+        "--tag",
+        "role=web",
+    ]);
+    let out = cloud.json(&[
+        "run",
+        "--template",
+        "lt",
+        "--type",
+        "t2.nano",
+        "--name",
+        "web-1",
+    ]);
+    let id = out[0]["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("i-") && id.len() == 19, "{id}");
+
+    // The stand-in kernel is refused by the VMM: the supervisor records
+    // why, and nothing keeps running.
+    let i = wait_until(&cloud, &id, |i| i["state"] == "stopped");
+    let reason = i["state_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("the VMM failed") && reason.contains("not a Linux kernel"),
+        "{reason}"
+    );
+    assert_eq!(
+        i["instance_type"], "t2.nano",
+        "the flag overrides the template"
+    );
+    assert_eq!(i["memory_mib"], 512);
+    assert_eq!(i["cmdline"], "console=ttyS0 quiet");
+    assert_eq!(i["tags"]["role"], "web");
+    assert_eq!(i["tags"]["Name"], "web-1");
+    assert!(i["template_id"].as_str().unwrap().starts_with("lt-"));
+    assert!(pids_of(&i).is_empty(), "{i}");
+    let files = cloud.state.path().join("instances").join(&id);
+    assert!(!files.join("run").exists(), "runtime files removed");
+    let err = cloud.fails(&[
+        "instance",
+        "wait",
+        &id,
+        "--state",
+        "running",
+        "--timeout",
+        "5",
+    ]);
+    assert!(err.contains("is stopped, not running"), "{err}");
+
+    // Filters by Name tag and by state.
+    let listed = cloud.json(&["instance", "list", "--filter", "Name=web-1"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert!(
+        cloud
+            .json(&["instance", "list", "--filter", "state=running"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        cloud
+            .json(&["instance", "list", "--tag", "role=db"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // An image in use cannot go; a stopped instance can be saved as one.
+    let err = cloud.fails(&["image", "rm", "tiny"]);
+    assert!(err.contains("is used by") && err.contains(&id), "{err}");
+    let saved = cloud.json(&[
+        "image",
+        "create",
+        "--instance",
+        "web-1",
+        "--name",
+        "web-saved",
+    ]);
+    assert_eq!(saved["source_instance"], id.as_str());
+
+    // Terminate: the record stays, the files go.
+    assert!(
+        cloud
+            .ok(&["instance", "terminate", "web-1"])
+            .contains("terminated")
+    );
+    let i = wait_until(&cloud, &id, |i| i["state"] == "terminated");
+    assert!(
+        i["state_reason"]
+            .as_str()
+            .unwrap()
+            .contains("UserInitiatedShutdown")
+    );
+    assert!(!files.exists(), "instance files removed");
+    let err = cloud.fails(&["instance", "start", &id]);
+    assert!(err.contains("terminated instances stay listed"), "{err}");
+    cloud.ok(&["image", "rm", "tiny"]);
+}
+
+#[test]
+fn an_instance_whose_supervisor_vanished_is_reconciled_to_stopped() {
+    let cloud = Cloud::new();
+    let src = cloud.image_source("tiny", "");
+    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    let id = cloud.ok(&["run"]).trim().to_string();
+    wait_until(&cloud, &id, |i| i["state"] == "stopped");
+    // Forge what a killed supervisor leaves: "running" with a dead PID.
+    let db = cloud.state.path().join("gureum.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let body: String = conn
+        .query_row("SELECT body FROM resources WHERE id = ?1", [&id], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let mut v: Value = serde_json::from_str(&body).unwrap();
+    let mut dead = Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    dead.wait().unwrap();
+    v["state"] = "running".into();
+    v["supervisor"] = serde_json::json!({"pid": pid, "start_ticks": 1});
+    conn.execute(
+        "UPDATE resources SET body = ?2 WHERE id = ?1",
+        rusqlite::params![id, v.to_string()],
+    )
+    .unwrap();
+    drop(conn);
+    let i = cloud.json(&["instance", "describe", &id]);
+    assert_eq!(i[0]["state"], "stopped");
+    let reason = i[0]["state_reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("supervisor (pid {pid}) is gone")),
+        "{reason}"
+    );
+}

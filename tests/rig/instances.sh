@@ -1,0 +1,96 @@
+#!/bin/sh
+# Instance lifecycle cases, run inside the nested KVM rig's L1 (busybox
+# sh) by tests/rig_instances.rs: import the busybox image, run an
+# instance detached, stop/start/reboot it, kill its VMM with SIGKILL,
+# terminate it. Each case prints
+#   @@CASE <name> BEGIN ... @@CASE <name> RC <0 if every check passed>
+# with "@@FAIL <what>" for each failed check.
+set -u
+export GUREUM_STATE_DIR=/tmp/gureum-state
+S=$GUREUM_STATE_DIR
+
+begin() { echo "@@CASE $1 BEGIN"; rc=0; }
+end() { echo "@@CASE $1 RC $rc"; }
+fail() { echo "@@FAIL $*"; rc=1; }
+
+# A field of the instance's record (`describe` prints "key:  value").
+field() {  # ID KEY
+  gureum instance describe "$1" | sed -n "s/^$2: *//p"
+}
+vmm_pid() { field "$1" vmm.pid; }
+# Waits until the console log holds COUNT lines matching PATTERN.
+wait_log() {  # ID PATTERN COUNT
+  n=0
+  while [ "$(gureum instance logs "$1" 2>/dev/null | grep -c "$2")" -lt "$3" ]; do
+    n=$((n + 1)); [ $n -gt 900 ] && return 1; sleep 0.2
+  done
+}
+vmm_processes() { ps | grep '[g]ureum boot' ; }
+alive() { kill -0 "$1" 2>/dev/null; }
+
+begin import
+gureum image import /rig/guest 2>&1 || fail "image import"
+gureum image list
+gureum image describe busybox || fail "image describe"
+end import
+
+begin run
+id=$(gureum run --image busybox --type t2.nano --name web-1 \
+  --cmdline-append rig.scenario=idle --tag env=rig 2>&1)
+echo "launched $id"
+case $id in i-*) ;; *) fail "run printed '$id'" ;; esac
+gureum instance wait "$id" --state running --timeout 120 || fail "never running"
+wait_log "$id" @@IDLE 1 || fail "no @@IDLE on the console"
+gureum instance logs "$id" | grep -q @@INIT || fail "no @@INIT in the logs"
+[ -S "$S/instances/$id/run/console.sock" ] || fail "no console socket while running"
+echo "state=$(field "$id" state)"
+gureum instance list --filter Name=web-1
+end run
+
+begin stop
+pid=$(vmm_pid "$id")
+echo "vmm pid $pid"
+gureum instance stop "$id" --timeout 30 2>&1 || fail "stop"
+echo "state=$(field "$id" state)"
+echo "reason=$(field "$id" state_reason)"
+alive "$pid" && fail "VMM $pid still runs after stop"
+[ -e "$S/instances/$id/run" ] && fail "runtime files left after stop"
+end stop
+
+begin start
+gureum instance start "$id" 2>&1 || fail "start"
+gureum instance wait "$id" --state running --timeout 120 || fail "never running again"
+wait_log "$id" @@IDLE 2 || fail "no second @@IDLE"
+echo "state=$(field "$id" state)"
+echo "boots=$(field "$id" boots)"
+end start
+
+begin reboot
+gureum instance reboot "$id" 2>&1 || fail "reboot"
+wait_log "$id" @@IDLE 3 || fail "no @@IDLE after reboot"
+echo "state=$(field "$id" state)"
+echo "boots=$(field "$id" boots)"
+end reboot
+
+begin kill9
+pid=$(vmm_pid "$id")
+sup=$(field "$id" supervisor.pid)
+echo "vmm pid $pid supervisor pid $sup"
+kill -9 "$pid" || fail "kill -9 $pid"
+gureum instance wait "$id" --state stopped --timeout 60 || fail "not stopped after SIGKILL"
+echo "state=$(field "$id" state)"
+echo "reason=$(field "$id" state_reason)"
+sleep 1
+alive "$pid" && fail "VMM still runs"
+alive "$sup" && fail "supervisor still runs"
+[ -e "$S/instances/$id/run" ] && fail "runtime files left after SIGKILL"
+vmm_processes && fail "a VMM process is left"
+end kill9
+
+begin terminate
+gureum instance terminate "$id" 2>&1 || fail "terminate"
+echo "state=$(field "$id" state)"
+[ -e "$S/instances/$id" ] && fail "instance files left after terminate"
+vmm_processes && fail "a VMM process is left"
+gureum instance list
+end terminate

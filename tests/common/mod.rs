@@ -105,6 +105,10 @@ pub fn run(script: &str, extra: &[&str]) -> RigRun {
     let console = String::from_utf8_lossy(&out.stdout).replace('\r', "");
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("--- rig stderr ---\n{stderr}");
+    // A crash the rig script retried (scripts/rig/cases.sh) stays visible.
+    for retry in console.lines().filter(|l| l.contains("@@RETRY")) {
+        eprintln!("rig: {retry}");
+    }
     RigRun {
         cases: parse_cases(&console),
         console,

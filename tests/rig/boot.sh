@@ -9,12 +9,11 @@ V=$RIG_GUEST_VMLINUX
 I=$RIG_GUEST_INITRD
 BASE="console=ttyS0 reboot=k panic=-1"
 
-begin() { echo "@@CASE $1 BEGIN"; }
-end() { echo "@@CASE $1 RC $2"; }
+. /rig/cases.sh
 
 boot() {  # NAME KERNEL SCENARIO
   begin "$1"
-  timeout 180 gureum boot --kernel "$2" --initrd "$I" --vcpus 2 --memory 512 \
+  run_vmm timeout 180 gureum boot --kernel "$2" --initrd "$I" --vcpus 2 --memory 512 \
     --cmdline "$BASE rig.scenario=$3" 2>&1
   end "$1" $?
 }

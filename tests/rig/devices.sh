@@ -6,8 +6,7 @@ K=$RIG_GUEST_KERNEL
 I=$RIG_GUEST_INITRD
 BASE="console=ttyS0 reboot=k panic=-1"
 
-begin() { echo "@@CASE $1 BEGIN"; }
-end() { echo "@@CASE $1 RC $2"; }
+. /rig/cases.sh
 
 # Disks: a writable vda with a marker the guest reads and one it writes
 # back, and a read-only vdb.
@@ -15,7 +14,7 @@ begin disk
 dd if=/dev/zero of=/tmp/vda.img bs=1M count=0 seek=64 2>/dev/null
 printf GUREUM-DISK-OK | dd of=/tmp/vda.img bs=1 seek=1048576 conv=notrunc 2>/dev/null
 dd if=/dev/zero of=/tmp/vdb.img bs=1M count=0 seek=8 2>/dev/null
-timeout 180 gureum boot --kernel "$K" --initrd "$I" --vcpus 2 --memory 256 \
+run_vmm timeout 180 gureum boot --kernel "$K" --initrd "$I" --vcpus 2 --memory 256 \
   --disk /tmp/vda.img --disk /tmp/vdb.img,ro \
   --cmdline "$BASE rig.scenario=disk" 2>&1
 rc=$?

@@ -9,8 +9,10 @@ set -u
 export GUREUM_STATE_DIR=/tmp/gureum-state
 S=$GUREUM_STATE_DIR
 
-begin() { echo "@@CASE $1 BEGIN"; rc=0; }
-end() { echo "@@CASE $1 RC $rc"; }
+. /rig/cases.sh
+# Cases here pass or fail as a whole: rc collects failed checks.
+begin_checks() { begin "$1"; rc=0; }
+end_checks() { end "$1" "$rc"; }
 fail() { echo "@@FAIL $*"; rc=1; }
 
 # A field of the instance's record (`describe` prints "key:  value").
@@ -28,13 +30,13 @@ wait_log() {  # ID PATTERN COUNT
 vmm_processes() { ps | grep '[g]ureum boot' ; }
 alive() { kill -0 "$1" 2>/dev/null; }
 
-begin import
+begin_checks import
 gureum image import /rig/guest 2>&1 || fail "image import"
 gureum image list
 gureum image describe busybox || fail "image describe"
-end import
+end_checks import
 
-begin run
+begin_checks run
 id=$(gureum run --image busybox --type t2.nano --name web-1 \
   --cmdline-append rig.scenario=idle --tag env=rig 2>&1)
 echo "launched $id"
@@ -45,9 +47,9 @@ gureum instance logs "$id" | grep -q @@INIT || fail "no @@INIT in the logs"
 [ -S "$S/instances/$id/run/console.sock" ] || fail "no console socket while running"
 echo "state=$(field "$id" state)"
 gureum instance list --filter Name=web-1
-end run
+end_checks run
 
-begin stop
+begin_checks stop
 pid=$(vmm_pid "$id")
 echo "vmm pid $pid"
 gureum instance stop "$id" --timeout 30 2>&1 || fail "stop"
@@ -55,24 +57,24 @@ echo "state=$(field "$id" state)"
 echo "reason=$(field "$id" state_reason)"
 alive "$pid" && fail "VMM $pid still runs after stop"
 [ -e "$S/instances/$id/run" ] && fail "runtime files left after stop"
-end stop
+end_checks stop
 
-begin start
+begin_checks start
 gureum instance start "$id" 2>&1 || fail "start"
 gureum instance wait "$id" --state running --timeout 120 || fail "never running again"
 wait_log "$id" @@IDLE 2 || fail "no second @@IDLE"
 echo "state=$(field "$id" state)"
 echo "boots=$(field "$id" boots)"
-end start
+end_checks start
 
-begin reboot
+begin_checks reboot
 gureum instance reboot "$id" 2>&1 || fail "reboot"
 wait_log "$id" @@IDLE 3 || fail "no @@IDLE after reboot"
 echo "state=$(field "$id" state)"
 echo "boots=$(field "$id" boots)"
-end reboot
+end_checks reboot
 
-begin kill9
+begin_checks kill9
 pid=$(vmm_pid "$id")
 sup=$(field "$id" supervisor.pid)
 echo "vmm pid $pid supervisor pid $sup"
@@ -85,12 +87,12 @@ alive "$pid" && fail "VMM still runs"
 alive "$sup" && fail "supervisor still runs"
 [ -e "$S/instances/$id/run" ] && fail "runtime files left after SIGKILL"
 vmm_processes && fail "a VMM process is left"
-end kill9
+end_checks kill9
 
-begin terminate
+begin_checks terminate
 gureum instance terminate "$id" 2>&1 || fail "terminate"
 echo "state=$(field "$id" state)"
 [ -e "$S/instances/$id" ] && fail "instance files left after terminate"
 vmm_processes && fail "a VMM process is left"
 gureum instance list
-end terminate
+end_checks terminate

@@ -1,0 +1,163 @@
+#!/bin/sh
+# The Debian image end to end, inside the nested KVM rig's L1 (busybox
+# sh, with OpenSSH's client, GNU tar and ip shipped from the host), run by
+# tests/rig_debian.rs: import the image, create key pairs, launch an
+# instance on a tap with an address, log in with its key pair (a wrong
+# key is refused), keep a file across stop/start, save the instance as an
+# image and boot that. Cases print
+#   @@CASE <name> BEGIN ... @@CASE <name> RC <0 if every check passed>
+# with "@@FAIL <what>" for each failed check and "key=value" results.
+#
+# Memory: L1 has 2 GiB and every file here is in RAM (rootfs, /tmp), so
+# each disk copy costs its size; instances are terminated as soon as
+# they have been checked.
+set -u
+# Full paths: L1's busybox sh runs its own applets (tar, ip) first, and
+# these need GNU tar's sparse files and iproute2's tuntap.
+TAR=/usr/bin/tar
+IP=/usr/bin/ip
+export GUREUM_STATE_DIR=/tmp/gureum-state
+P=$RIG_PAYLOAD/debian
+TAP=gtap0
+HOST_IP=10.77.0.1
+SSH_WAIT=600
+
+begin() { echo "@@CASE $1 BEGIN"; rc=0; }
+end() { echo "@@CASE $1 RC $rc"; }
+fail() { echo "@@FAIL $*"; rc=1; }
+
+field() {  # ID KEY
+  gureum instance describe "$1" | sed -n "s/^$2: *//p"
+}
+# Seconds since L1 booted, to 10 ms.
+now() { cut -d' ' -f1 /proc/uptime; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+ssh_as() {  # KEY IP COMMAND
+  ssh -i "$1" -o BatchMode=yes -o ConnectTimeout=5 -o LogLevel=ERROR \
+    -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "admin@$2" "$3"
+}
+# Waits until admin@IP accepts KEY; fails after SSH_WAIT seconds.
+wait_ssh() {  # KEY IP
+  t=$(now)
+  until ssh_as "$1" "$2" true 2>/dev/null; do
+    [ "$(elapsed "$t" | cut -d. -f1)" -ge $SSH_WAIT ] && return 1
+    sleep 1
+  done
+}
+# Launches NAME from IMAGE at IP and waits for SSH; prints the ID.
+launch() {  # NAME IMAGE IP
+  gureum run --image "$2" --type t2.nano --name "$1" --key mykey \
+    --tap $TAP --ip "$3/24" --gateway $HOST_IP
+}
+show_console() {  # ID: the guest's console, for diagnosis
+  echo "--- console of $1 ---"
+  gureum instance logs "$1" | tail -n 40
+  echo "---"
+}
+
+begin import
+mkdir -p /tmp/debian
+# A sparse tar, so that only the disk's data crosses into L1 (in RAM).
+if $TAR -xSf "$P/root.tar" -C /tmp/debian; then
+  rm -f "$P/root.tar"
+else
+  fail "cannot unpack the root disk"
+fi
+cp "$P/manifest" /tmp/debian/
+ln -s "$RIG_GUEST_KERNEL" /tmp/debian/vmlinuz
+ln -s "$RIG_GUEST_INITRD" /tmp/debian/initrd.cpio.gz
+gureum image import /tmp/debian 2>&1 || fail "image import"
+rm -rf /tmp/debian
+gureum image describe debian-12 || fail "image describe"
+end import
+
+begin keys
+cd /tmp
+gureum key create mykey 2>&1 || fail "key create mykey"
+gureum key create otherkey 2>&1 || fail "key create otherkey"
+[ -s /tmp/mykey.pem ] && [ -s /tmp/otherkey.pem ] || fail "no private key files"
+end keys
+
+begin tap
+$IP tuntap add dev $TAP mode tap || fail "ip tuntap add"
+$IP addr add $HOST_IP/24 dev $TAP || fail "ip addr add"
+$IP link set $TAP up || fail "ip link set up"
+end tap
+
+begin run
+t0=$(now)
+id1=$(launch web-1 debian-12 10.77.0.2 2>&1)
+echo "launched $id1"
+case $id1 in i-*) ;; *) fail "run printed '$id1'" ;; esac
+gureum instance wait "$id1" --state running --timeout 120 || fail "never running"
+if wait_ssh /tmp/mykey.pem 10.77.0.2; then
+  echo "boot_to_ssh_seconds=$(elapsed "$t0")"
+else
+  fail "SSH never accepted the key pair"
+  show_console "$id1"
+fi
+end run
+
+begin ssh
+out=$(ssh_as /tmp/mykey.pem 10.77.0.2 \
+  'echo "hostname=$(hostname)"; echo "user=$(id -un)"; sudo -n true && echo sudo=ok; echo "root=$(findmnt -n -o SOURCE /)"' 2>&1) ||
+  fail "ssh with the key pair: $out"
+echo "$out"
+# Where the boot time goes (printed for people, not checked).
+ssh_as /tmp/mykey.pem 10.77.0.2 'systemd-analyze time; systemd-analyze blame | head -n 12' 2>&1
+hostkey1=$(ssh_as /tmp/mykey.pem 10.77.0.2 'cat /etc/ssh/ssh_host_ed25519_key.pub' 2>/dev/null)
+end ssh
+
+begin wrong-key
+if out=$(ssh_as /tmp/otherkey.pem 10.77.0.2 true 2>&1); then
+  fail "a wrong key was accepted"
+fi
+echo "$out"
+case $out in *"Permission denied"*) echo "refused=yes" ;; *) fail "no 'Permission denied': $out" ;; esac
+end wrong-key
+
+begin persist
+ssh_as /tmp/mykey.pem 10.77.0.2 'echo gureum-was-here | sudo tee /var/lib/marker >/dev/null && sync' ||
+  fail "cannot write the marker"
+gureum instance stop "$id1" --timeout 30 2>&1 || fail "stop"
+echo "state=$(field "$id1" state)"
+gureum instance start "$id1" 2>&1 || fail "start"
+gureum instance wait "$id1" --state running --timeout 120 || fail "never running again"
+wait_ssh /tmp/mykey.pem 10.77.0.2 || { fail "no SSH after start"; show_console "$id1"; }
+echo "marker=$(ssh_as /tmp/mykey.pem 10.77.0.2 'cat /var/lib/marker' 2>&1)"
+[ "$(ssh_as /tmp/mykey.pem 10.77.0.2 'cat /etc/ssh/ssh_host_ed25519_key.pub')" = "$hostkey1" ] &&
+  echo "hostkey_kept=yes"
+echo "boots=$(field "$id1" boots)"
+end persist
+
+begin image-create
+gureum instance stop "$id1" --timeout 30 2>&1 || fail "stop"
+gureum image create --instance "$id1" --name debian-marked 2>&1 || fail "image create"
+gureum image describe debian-marked | grep source_instance
+gureum instance terminate "$id1" 2>&1 || fail "terminate $id1"
+id2=$(launch web-2 debian-marked 10.77.0.3 2>&1)
+echo "launched $id2"
+if wait_ssh /tmp/mykey.pem 10.77.0.3; then
+  echo "new_marker=$(ssh_as /tmp/mykey.pem 10.77.0.3 'cat /var/lib/marker' 2>&1)"
+  echo "new_hostname=$(ssh_as /tmp/mykey.pem 10.77.0.3 hostname 2>&1)"
+  [ "$(ssh_as /tmp/mykey.pem 10.77.0.3 'cat /etc/ssh/ssh_host_ed25519_key.pub')" != "$hostkey1" ] &&
+    echo "new_hostkey=yes"
+else
+  fail "no SSH into the instance of the saved image"
+  show_console "$id2"
+fi
+gureum instance terminate "$id2" 2>&1 || fail "terminate $id2"
+end image-create
+
+begin original-image
+id3=$(launch web-3 debian-12 10.77.0.4 2>&1)
+echo "launched $id3"
+if wait_ssh /tmp/mykey.pem 10.77.0.4; then
+  echo "original_marker=$(ssh_as /tmp/mykey.pem 10.77.0.4 'cat /var/lib/marker 2>/dev/null || echo absent' 2>&1)"
+else
+  fail "no SSH into a new instance of the first image"
+  show_console "$id3"
+fi
+gureum instance terminate "$id3" 2>&1 || fail "terminate $id3"
+end original-image

@@ -4,4 +4,5 @@
 //! integration tests can drive them directly.
 
 pub mod cloud;
+pub mod net;
 pub mod vmm;

@@ -1,0 +1,441 @@
+//! Links, addresses, routes and routing rules of one network namespace,
+//! over rtnetlink.
+//!
+//! The netlink socket is opened by a thread inside the namespace, so every
+//! request made through it acts there, whichever thread sends it. The
+//! rtnetlink crate is asynchronous; the few requests gureum makes are
+//! driven to completion one by one on a private single-thread runtime, so
+//! callers stay synchronous.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
+
+use futures_util::TryStreamExt;
+use rtnetlink::packet_route::link::{InfoBridgePort, LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute};
+use rtnetlink::{LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use super::cidr::Ipv4Cidr;
+use super::netns::{self, Netns};
+
+/// Longest interface name Linux accepts (IFNAMSIZ less the NUL).
+pub const MAX_IFNAME_LEN: usize = 15;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot {action} {subject} in network namespace '{netns}': {source}")]
+    Netlink {
+        action: &'static str,
+        subject: String,
+        netns: String,
+        // Boxed: rtnetlink's error is large, and errors travel far.
+        source: Box<rtnetlink::Error>,
+    },
+    #[error("no link '{name}' in network namespace '{netns}'")]
+    NoSuchLink { name: String, netns: String },
+    #[error("cannot open a netlink socket in network namespace '{netns}': {source}")]
+    Connect { netns: String, source: io::Error },
+    #[error(transparent)]
+    Netns(#[from] netns::Error),
+}
+
+/// A 48-bit Ethernet address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl std::fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+/// A rtnetlink connection bound to one network namespace. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Rtnl {
+    netns: String,
+    runtime: Arc<tokio::runtime::Runtime>,
+    handle: rtnetlink::Handle,
+}
+
+impl Rtnl {
+    /// Opens a connection acting in `netns`.
+    pub fn open(netns: &Netns) -> Result<Self, Error> {
+        let connect = |source| Error::Connect {
+            netns: netns.name().to_owned(),
+            source,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(connect)?;
+        let (connection, handle) = netns
+            .run(|| {
+                // The socket registers with the runtime's reactor as it is made.
+                let _context = runtime.enter();
+                rtnetlink::new_connection().map(|(connection, handle, _)| (connection, handle))
+            })?
+            .map_err(connect)?;
+        runtime.spawn(connection);
+        Ok(Self {
+            netns: netns.name().to_owned(),
+            runtime: Arc::new(runtime),
+            handle,
+        })
+    }
+
+    fn request<T>(
+        &self,
+        action: &'static str,
+        subject: &str,
+        work: impl Future<Output = Result<T, rtnetlink::Error>>,
+    ) -> Result<T, Error> {
+        self.runtime
+            .block_on(work)
+            .map_err(|source| Error::Netlink {
+                action,
+                subject: subject.to_owned(),
+                netns: self.netns.clone(),
+                source: Box::new(source),
+            })
+    }
+
+    /// The interface index of link `name`, if there is one.
+    pub fn index(&self, name: &str) -> Result<Option<u32>, Error> {
+        Ok(self.find(name)?.map(|link| link.header.index))
+    }
+
+    fn find(&self, name: &str) -> Result<Option<LinkMessage>, Error> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
+        match self.runtime.block_on(links.try_next()) {
+            Ok(link) => Ok(link),
+            // ENODEV: the kernel's answer for a name it does not know.
+            Err(rtnetlink::Error::NetlinkError(message)) if message.raw_code() == -libc::ENODEV => {
+                Ok(None)
+            }
+            Err(source) => Err(Error::Netlink {
+                action: "look up",
+                subject: format!("link {name}"),
+                netns: self.netns.clone(),
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    fn require(&self, name: &str) -> Result<u32, Error> {
+        self.index(name)?.ok_or_else(|| Error::NoSuchLink {
+            name: name.to_owned(),
+            netns: self.netns.clone(),
+        })
+    }
+
+    /// Names and aliases (`ip link set alias`) of every link.
+    pub fn links(&self) -> Result<Vec<(String, Option<String>)>, Error> {
+        let links: Vec<LinkMessage> = self.request(
+            "list",
+            "links",
+            self.handle.link().get().execute().try_collect(),
+        )?;
+        Ok(links
+            .into_iter()
+            .filter_map(|link| {
+                let mut name = None;
+                let mut alias = None;
+                for attribute in link.attributes {
+                    match attribute {
+                        LinkAttribute::IfName(text) => name = Some(text),
+                        LinkAttribute::IfAlias(text) => alias = Some(text),
+                        _ => {}
+                    }
+                }
+                Some((name?, alias))
+            })
+            .collect())
+    }
+
+    pub fn add_bridge(&self, name: &str) -> Result<(), Error> {
+        self.request(
+            "create",
+            &format!("bridge {name}"),
+            self.handle
+                .link()
+                .add(LinkBridge::new(name).build())
+                .execute(),
+        )
+    }
+
+    /// Creates the veth pair `name` / `peer`, both ends here.
+    pub fn add_veth(&self, name: &str, peer: &str) -> Result<(), Error> {
+        self.request(
+            "create",
+            &format!("veth pair {name}/{peer}"),
+            self.handle
+                .link()
+                .add(LinkVeth::new(name, peer).build())
+                .execute(),
+        )
+    }
+
+    /// Deletes link `name` (both ends, for a veth); a missing link is fine.
+    pub fn delete(&self, name: &str) -> Result<(), Error> {
+        match self.index(name)? {
+            Some(index) => self.request(
+                "delete",
+                &format!("link {name}"),
+                self.handle.link().del(index).execute(),
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// Moves link `name` into another namespace, where it keeps its name
+    /// and is down.
+    pub fn move_to(&self, name: &str, target: &Netns) -> Result<(), Error> {
+        let message = LinkUnspec::new_with_index(self.require(name)?)
+            .setns_by_fd(target.as_fd().as_raw_fd())
+            .build();
+        self.request(
+            "move",
+            &format!("link {name} to namespace {}", target.name()),
+            self.handle.link().set(message).execute(),
+        )
+    }
+
+    pub fn set_up(&self, name: &str) -> Result<(), Error> {
+        let message = LinkUnspec::new_with_index(self.require(name)?).up().build();
+        self.request(
+            "bring up",
+            &format!("link {name}"),
+            self.handle.link().set(message).execute(),
+        )
+    }
+
+    pub fn set_mac(&self, name: &str, mac: MacAddr) -> Result<(), Error> {
+        let message = LinkUnspec::new_with_index(self.require(name)?)
+            .address(mac.0.to_vec())
+            .build();
+        self.request(
+            "set the MAC address of",
+            &format!("link {name}"),
+            self.handle.link().set(message).execute(),
+        )
+    }
+
+    /// Sets the alias, which gureum uses to note who owns a link.
+    pub fn set_alias(&self, name: &str, alias: &str) -> Result<(), Error> {
+        let message = LinkUnspec::new_with_index(self.require(name)?)
+            .alias(alias)
+            .build();
+        self.request(
+            "label",
+            &format!("link {name}"),
+            self.handle.link().set(message).execute(),
+        )
+    }
+
+    /// Makes link `name` a port of `bridge` (or of none), isolated from the
+    /// bridge's other isolated ports: everything a port sends reaches only
+    /// the bridge's own address (the router), which is where filtering is.
+    pub fn set_bridge(&self, name: &str, bridge: Option<&str>) -> Result<(), Error> {
+        let index = self.require(name)?;
+        let builder = LinkUnspec::new_with_index(index);
+        let message = match bridge {
+            Some(bridge) => builder.controller(self.require(bridge)?).build(),
+            None => builder.nocontroller().build(),
+        };
+        self.request(
+            "attach",
+            &format!("link {name} to bridge {}", bridge.unwrap_or("(none)")),
+            self.handle.link().set(message).execute(),
+        )?;
+        if bridge.is_some() {
+            let port = LinkBridgePort::new(index)
+                .append_info_data(InfoBridgePort::Isolated(true))
+                .build();
+            self.request(
+                "isolate",
+                &format!("bridge port {name}"),
+                self.handle.link().set_port(port).execute(),
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn add_address(&self, name: &str, address: Ipv4Addr, prefix: u8) -> Result<(), Error> {
+        let index = self.require(name)?;
+        self.request(
+            "add",
+            &format!("address {address}/{prefix} to {name}"),
+            self.handle
+                .address()
+                .add(index, IpAddr::V4(address), prefix)
+                .execute(),
+        )
+    }
+
+    pub fn delete_address(&self, name: &str, address: Ipv4Addr) -> Result<(), Error> {
+        let index = self.require(name)?;
+        let subject = format!("address {address} of {name}");
+        let found: Vec<_> = self.request(
+            "look up",
+            &subject,
+            self.handle
+                .address()
+                .get()
+                .set_link_index_filter(index)
+                .set_address_filter(IpAddr::V4(address))
+                .execute()
+                .try_collect(),
+        )?;
+        for message in found {
+            self.request(
+                "delete",
+                &subject,
+                self.handle.address().del(message).execute(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Adds a route; a gateway is taken as on-link (it need not be in a
+    /// local subnet).
+    pub fn add_route(&self, route: &Route<'_>) -> Result<(), Error> {
+        let message = route.message(self.require(route.device)?);
+        self.request(
+            "add",
+            &route.to_string(),
+            self.handle.route().add(message).execute(),
+        )
+    }
+
+    pub fn delete_route(&self, route: &Route<'_>) -> Result<(), Error> {
+        let message = route.message(self.require(route.device)?);
+        self.request(
+            "delete",
+            &route.to_string(),
+            self.handle.route().del(message).execute(),
+        )
+    }
+
+    /// Adds a routing rule.
+    pub fn add_rule(&self, rule: &Rule<'_>) -> Result<(), Error> {
+        let mut request = self
+            .handle
+            .rule()
+            .add()
+            .action(RuleAction::ToTable)
+            .table_id(rule.table)
+            .priority(rule.priority);
+        if let Some(input) = rule.input {
+            request = request.input_interface(input);
+        }
+        let mut request = request.v4();
+        if rule.suppress_default {
+            request
+                .message_mut()
+                .attributes
+                .push(RuleAttribute::SuppressPrefixLen(0));
+        }
+        self.request("add", &rule.to_string(), request.execute())
+    }
+
+    pub fn delete_rule(&self, rule: &Rule<'_>) -> Result<(), Error> {
+        let rules: Vec<_> = self.request(
+            "list",
+            "routing rules",
+            self.handle
+                .rule()
+                .get(rtnetlink::IpVersion::V4)
+                .execute()
+                .try_collect(),
+        )?;
+        for message in rules {
+            let same_priority = message.attributes.iter().any(
+                |attribute| matches!(attribute, RuleAttribute::Priority(p) if *p == rule.priority),
+            );
+            let input = message
+                .attributes
+                .iter()
+                .find_map(|attribute| match attribute {
+                    RuleAttribute::Iifname(name) => Some(name.as_str()),
+                    _ => None,
+                });
+            if same_priority && input == rule.input {
+                self.request(
+                    "delete",
+                    &rule.to_string(),
+                    self.handle.rule().del(message).execute(),
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An IPv4 route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route<'a> {
+    pub destination: Ipv4Cidr,
+    pub gateway: Option<Ipv4Addr>,
+    pub device: &'a str,
+    pub table: u32,
+}
+
+impl Route<'_> {
+    fn message(&self, device: u32) -> rtnetlink::packet_route::route::RouteMessage {
+        let builder = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(self.destination.network(), self.destination.prefix())
+            .output_interface(device)
+            .table_id(self.table);
+        match self.gateway {
+            Some(gateway) => builder.gateway(gateway).onlink().build(),
+            None => builder.build(),
+        }
+    }
+}
+
+impl std::fmt::Display for Route<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "route {}", self.destination)?;
+        if let Some(gateway) = self.gateway {
+            write!(f, " via {gateway}")?;
+        }
+        write!(f, " dev {} table {}", self.device, self.table)
+    }
+}
+
+/// A policy-routing rule (`ip rule`), identified by its priority and
+/// input link: traffic arriving on `input` (any link when `None`) looks up
+/// routing table `table`; with `suppress_default`, a default route found
+/// there is ignored and the next rule is tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule<'a> {
+    pub priority: u32,
+    pub input: Option<&'a str>,
+    pub table: u32,
+    pub suppress_default: bool,
+}
+
+impl std::fmt::Display for Rule<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "rule {}: iif {} lookup {}",
+            self.priority,
+            self.input.unwrap_or("any"),
+            self.table
+        )?;
+        if self.suppress_default {
+            write!(f, " suppress_prefixlength 0")?;
+        }
+        Ok(())
+    }
+}

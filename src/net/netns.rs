@@ -1,0 +1,253 @@
+//! Named network namespaces, kept where `ip netns` keeps them so that the
+//! usual tools (`ip netns exec`, `nft`) see what gureum made.
+//!
+//! A namespace is entered only by a thread of its own: setns(2) changes the
+//! calling thread, and the caller's thread must never end up in a VPC.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::thread;
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+
+/// Where named namespaces are bind-mounted (the `ip netns` convention).
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// Longest namespace name accepted: names become file names and parts of
+/// nft comments; keeping them short keeps both readable.
+const MAX_NAME_LEN: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "'{0}' is not a usable namespace name: use 1 to {MAX_NAME_LEN} of a-z, 0-9, '-' and '_'"
+    )]
+    BadName(String),
+    #[error("network namespace '{0}' already exists: `gureum net check` lists leftovers")]
+    Exists(String),
+    #[error("network namespace '{0}' does not exist")]
+    Missing(String),
+    #[error("cannot {action} network namespace '{name}': {source}")]
+    Io {
+        action: &'static str,
+        name: String,
+        source: io::Error,
+    },
+    #[error("cannot {action} network namespace '{name}': {source}")]
+    Sys {
+        action: &'static str,
+        name: String,
+        source: nix::Error,
+    },
+    #[error("a thread working in network namespace '{0}' panicked")]
+    ThreadPanicked(String),
+}
+
+/// An open handle on a named network namespace.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+    file: File,
+}
+
+impl Netns {
+    /// Creates the namespace `name` (with only a down loopback in it).
+    pub fn create(name: &str) -> Result<Self, Error> {
+        check_name(name)?;
+        let path = path_of(name);
+        fs::create_dir_all(NETNS_DIR)
+            .map_err(|source| io_error("create the directory of", name, source))?;
+        // create_new: two creators of one name must not share a namespace.
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|source| match source.kind() {
+                io::ErrorKind::AlreadyExists => Error::Exists(name.to_owned()),
+                _ => io_error("create the mount point of", name, source),
+            })?;
+        let made = thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+                        .map_err(|source| sys_error("unshare", name, source))?;
+                    nix::mount::mount(
+                        Some("/proc/thread-self/ns/net"),
+                        &path,
+                        None::<&str>,
+                        MsFlags::MS_BIND,
+                        None::<&str>,
+                    )
+                    .map_err(|source| sys_error("bind-mount", name, source))
+                })
+                .join()
+                .unwrap_or_else(|_| Err(Error::ThreadPanicked(name.to_owned())))
+        });
+        if let Err(error) = made {
+            // Best effort: the mount point is empty, nothing else was made.
+            let _ = fs::remove_file(&path);
+            return Err(error);
+        }
+        match Self::open(name) {
+            Ok(netns) => Ok(netns),
+            Err(error) => {
+                let _ = remove(name);
+                Err(error)
+            }
+        }
+    }
+
+    /// Opens the existing namespace `name`.
+    pub fn open(name: &str) -> Result<Self, Error> {
+        check_name(name)?;
+        let file = File::open(path_of(name)).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => Error::Missing(name.to_owned()),
+            _ => io_error("open", name, source),
+        })?;
+        Ok(Self {
+            name: name.to_owned(),
+            file,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A second handle on the same namespace.
+    pub fn try_clone(&self) -> Result<Self, Error> {
+        Ok(Self {
+            name: self.name.clone(),
+            file: self
+                .file
+                .try_clone()
+                .map_err(|source| io_error("duplicate", &self.name, source))?,
+        })
+    }
+
+    /// Runs `work` on a thread inside the namespace and waits for it.
+    pub fn run<T: Send>(&self, work: impl FnOnce() -> T + Send) -> Result<T, Error> {
+        thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    self.enter_this_thread()?;
+                    Ok(work())
+                })
+                .join()
+                .unwrap_or_else(|_| Err(Error::ThreadPanicked(self.name.clone())))
+        })
+    }
+
+    /// Starts `work` on a new thread inside the namespace, for work that
+    /// must go on while the caller does something else (a server in a test).
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<thread::JoinHandle<Result<T, Error>>, Error> {
+        let netns = self.try_clone()?;
+        Ok(thread::spawn(move || {
+            netns.enter_this_thread()?;
+            Ok(work())
+        }))
+    }
+
+    fn enter_this_thread(&self) -> Result<(), Error> {
+        nix::sched::setns(&self.file, CloneFlags::CLONE_NEWNET)
+            .map_err(|source| sys_error("enter", &self.name, source))
+    }
+
+    /// Deletes the namespace. The kernel frees it, and whatever is left in
+    /// it, once no process, socket or handle refers to it any more.
+    pub fn delete(self) -> Result<(), Error> {
+        let Self { name, file } = self;
+        drop(file);
+        remove(&name)
+    }
+}
+
+impl AsFd for Netns {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+/// Unmounts and removes the namespace `name` without opening it.
+pub fn remove(name: &str) -> Result<(), Error> {
+    check_name(name)?;
+    let path = path_of(name);
+    match nix::mount::umount2(&path, MntFlags::MNT_DETACH) {
+        // EINVAL: not a mount point (a half-made namespace): just unlink.
+        Ok(()) | Err(nix::Error::EINVAL) => {}
+        Err(nix::Error::ENOENT) => return Err(Error::Missing(name.to_owned())),
+        Err(source) => return Err(sys_error("unmount", name, source)),
+    }
+    fs::remove_file(&path).map_err(|source| io_error("remove the mount point of", name, source))
+}
+
+/// Names of the namespaces whose name starts with `prefix`, sorted.
+pub fn list(prefix: &str) -> Result<Vec<String>, Error> {
+    let entries = match fs::read_dir(NETNS_DIR) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(io_error("list", prefix, source)),
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with(prefix))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+pub fn exists(name: &str) -> bool {
+    path_of(name).exists()
+}
+
+fn check_name(name: &str) -> Result<(), Error> {
+    let good = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if good {
+        Ok(())
+    } else {
+        Err(Error::BadName(name.to_owned()))
+    }
+}
+
+fn path_of(name: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(name)
+}
+
+fn io_error(action: &'static str, name: &str, source: io::Error) -> Error {
+    Error::Io {
+        action,
+        name: name.to_owned(),
+        source,
+    }
+}
+
+fn sys_error(action: &'static str, name: &str, source: nix::Error) -> Error {
+    Error::Sys {
+        action,
+        name: name.to_owned(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_before_any_file_is_touched() {
+        for bad in ["", "Upper", "a/b", "..", "sp ace", &"x".repeat(65)] {
+            assert!(matches!(check_name(bad), Err(Error::BadName(_))), "{bad}");
+        }
+        check_name("gr-vpc-0123abcd").unwrap();
+    }
+}

@@ -1,0 +1,40 @@
+# Medians of benchmark lines, per VMM, and the ratio gureum/qemu.
+# Input lines: "@@BENCH vmm=<v> run=<i> <metric>=<number> ..."; every
+# metric other than vmm and run is summarised, in order of appearance.
+/^@@BENCH / {
+  v = ""
+  for (i = 2; i <= NF; i++) {
+    split($i, kv, "=")
+    if (kv[1] == "vmm") { v = kv[2]; n[v]++; if (!(v in seen)) { seen[v] = 1; vmms[++nv] = v } }
+  }
+  for (i = 2; i <= NF; i++) {
+    split($i, kv, "=")
+    if (kv[1] == "vmm" || kv[1] == "run") continue
+    if (!(kv[1] in known)) { known[kv[1]] = 1; metrics[++nm] = kv[1] }
+    val[v, kv[1], n[v]] = kv[2] + 0
+  }
+}
+function median(v, m, cnt,   a, i, j, t) {
+  for (i = 1; i <= cnt; i++) a[i] = val[v, m, i]
+  for (i = 1; i <= cnt; i++) for (j = i + 1; j <= cnt; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+  return cnt % 2 ? a[(cnt + 1) / 2] : (a[cnt / 2] + a[cnt / 2 + 1]) / 2
+}
+END {
+  printf "%-8s %5s", "vmm", "runs"
+  for (k = 1; k <= nm; k++) printf " %16s", metrics[k] "(med)"
+  printf "\n"
+  for (x = 1; x <= nv; x++) {
+    v = vmms[x]
+    printf "%-8s %5d", v, n[v]
+    for (k = 1; k <= nm; k++) { med[v, metrics[k]] = median(v, metrics[k], n[v]); printf " %16.1f", med[v, metrics[k]] }
+    printf "\n"
+  }
+  if (("gureum" in n) && ("qemu" in n)) {
+    printf "%-8s %5s", "ratio", "g/q"
+    for (k = 1; k <= nm; k++) {
+      q = med["qemu", metrics[k]]
+      if (q != 0) printf " %16.3f", med["gureum", metrics[k]] / q; else printf " %16s", "-"
+    }
+    printf "\n"
+  }
+}

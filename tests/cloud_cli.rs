@@ -386,6 +386,89 @@ fn run_refuses_bad_input_before_creating_anything() {
     assert!(cloud.dir_entries("instances").is_empty());
 }
 
+#[test]
+fn a_seeded_image_gets_a_seed_disk_with_its_host_name_user_and_key() {
+    let cloud = Cloud::new();
+    let src = cloud.image_source("deb", "seed=yes\ndefault_user=admin\n");
+    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    cloud.ok(&["key", "create", "k"]);
+    let key = cloud.json(&["key", "describe", "k"]);
+    let id = cloud.ok(&["run", "--name", "web-1", "--key", "k"]);
+    let seed = cloud
+        .state
+        .path()
+        .join("instances")
+        .join(id.trim())
+        .join("seed.img");
+    let bytes = std::fs::read(&seed).unwrap();
+    assert_eq!(bytes.len() % 4096, 0, "whole blocks");
+    let text = String::from_utf8(bytes).unwrap();
+    let text = text.trim_end_matches('\0');
+    assert!(text.starts_with("gureum-seed 1\n"), "{text}");
+    assert!(
+        text.contains(&format!("instance_id={}\n", id.trim())),
+        "{text}"
+    );
+    assert!(text.contains("hostname=web-1\nuser=admin\n"), "{text}");
+    let public = key["public_key"].as_str().unwrap();
+    assert!(
+        text.contains(&format!("ssh_authorized_key={public}\n")),
+        "{text}"
+    );
+    // No --tap: no network lines.
+    assert!(
+        !text.contains("mac=") && !text.contains("address="),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_network_flags_are_refused_before_creating_anything() {
+    let cloud = Cloud::new();
+    let plain = cloud.image_source("plain", "");
+    let seeded = cloud.image_source("deb", "seed=yes\n");
+    cloud.ok(&["image", "import", plain.to_str().unwrap()]);
+    cloud.ok(&["image", "import", seeded.to_str().unwrap()]);
+    let usage = cloud.run(&["run", "--image", "deb", "--ip", "10.0.0.2/24"]);
+    assert_eq!(usage.status.code(), Some(2), "--ip needs --tap");
+    for (args, want) in [
+        (&["--tap", "tap,0"][..], "not a usable interface name"),
+        (
+            &["--tap", "t0", "--ip", "10.0.0.0/24"],
+            "network or broadcast",
+        ),
+        (&["--tap", "t0", "--ip", "10.0.0.2"], "ADDRESS/PREFIX"),
+        (
+            &[
+                "--tap",
+                "t0",
+                "--ip",
+                "10.0.0.2/24",
+                "--gateway",
+                "10.9.0.1",
+            ],
+            "not inside 10.0.0.2/24",
+        ),
+        (&["--tap", "t0", "--count", "2"], "launches one instance"),
+    ] {
+        let mut all = vec!["run", "--image", "deb"];
+        all.extend(args);
+        let err = cloud.fails(&all);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let err = cloud.fails(&[
+        "run",
+        "--image",
+        "plain",
+        "--tap",
+        "t0",
+        "--ip",
+        "10.0.0.2/24",
+    ]);
+    assert!(err.contains("applies no network settings"), "{err}");
+    assert!(cloud.dir_entries("instances").is_empty());
+}
+
 /// Polls `instance describe` until `pred` holds.
 fn wait_until(cloud: &Cloud, id: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let start = Instant::now();

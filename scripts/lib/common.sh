@@ -41,7 +41,9 @@ fingerprint() {
     if [[ -e $a ]]; then paths+=("$a"); else words+=("$a"); fi
   done
   { printf '%s\n' "${words[@]}"
-    (( ${#paths[@]} )) && find -L "${paths[@]}" -type f -printf '%p %s %T@\n' | LC_ALL=C sort
+    if (( ${#paths[@]} )); then
+      find -L "${paths[@]}" -type f -printf '%p %s %T@\n' | LC_ALL=C sort
+    fi
   } | md5sum | cut -c1-32
 }
 # fresh OUT FINGERPRINT: true when OUT exists and was built from FINGERPRINT.

@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use gureum::cloud::instance::{Instance, State};
 use gureum::cloud::lifecycle::{self, LaunchRequest};
 use gureum::cloud::tags::NAME;
+use gureum::cloud::tap_network::TapNic;
 use gureum::cloud::{Error, lookup};
 
 use super::cloud::{CliError, Env, FilterArgs, TagArgs, list_tagged, parse_tags, print_list};
@@ -35,11 +36,29 @@ pub struct RunArgs {
     /// Appended to the image's kernel command line.
     #[arg(long, value_name = "TEXT")]
     cmdline_append: Option<String>,
+    #[command(flatten)]
+    network: TapArgs,
     /// How many instances to launch.
     #[arg(long, default_value_t = 1)]
     count: u32,
     #[command(flatten)]
     tags: TagArgs,
+}
+
+/// Pre-VPC networking, until subnets place instances.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Network (until VPCs exist)")]
+pub struct TapArgs {
+    /// Put the instance's interface on this tap (an existing one is
+    /// used, a missing one lives as long as the VM).
+    #[arg(long, value_name = "NAME")]
+    tap: Option<String>,
+    /// The instance's address on the tap, applied by the image's seed.
+    #[arg(long, value_name = "ADDR/PREFIX", requires = "tap")]
+    ip: Option<String>,
+    /// The instance's default gateway, on the --ip subnet.
+    #[arg(long, value_name = "ADDR", requires = "ip")]
+    gateway: Option<String>,
 }
 
 /// Seconds flag with the default `stop` and `terminate` use.
@@ -116,12 +135,20 @@ pub fn launch(env: &Env, args: RunArgs) -> Result<(), CliError> {
     if let Some(name) = args.name {
         tags.insert(NAME.into(), name);
     }
+    let net = &args.network;
+    let nic = TapNic::from_flags(
+        net.tap.as_deref(),
+        net.ip.as_deref(),
+        net.gateway.as_deref(),
+    )
+    .map_err(Error::from)?;
     let req = LaunchRequest {
         image: args.image,
         instance_type: args.instance_type,
         key: args.key,
         template: args.template,
         cmdline_append: args.cmdline_append,
+        nic,
         tags,
         count: args.count,
     };

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::ids::Kind;
 use super::process::ProcessRef;
 use super::store::Resource;
+use super::tap_network::StaticIp;
 
 /// EC2's instance states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,12 +82,16 @@ pub struct Disk {
     pub delete_on_termination: bool,
 }
 
-/// A network interface (`--net` of the VMM). Filled in by the VPC
-/// layer; instances have none until it exists.
+/// A network interface (`--net` of the VMM). Until the VPC layer fills
+/// these in, `gureum run --tap` adds one (`cloud::tap_network`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkInterface {
     pub tap: String,
     pub mac: String,
+    /// The address the seed gives the guest (pre-VPC path). Absent in
+    /// records made before it existed.
+    #[serde(default)]
+    pub static_ip: Option<StaticIp>,
 }
 
 /// One instance as stored.

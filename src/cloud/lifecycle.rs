@@ -15,13 +15,15 @@ use nix::sys::signal::Signal;
 
 use super::ids::{self, Kind};
 use super::image::Image;
-use super::instance::{Disk, Instance, State};
+use super::instance::{Disk, Instance, NetworkInterface, State};
 use super::key_pair::KeyPair;
 use super::process::ProcessRef;
+use super::seed::{self, Seed};
 use super::staging::Staging;
 use super::state_dir::StateDir;
 use super::store::Store;
-use super::tags::Tags;
+use super::tags::{NAME, Tags};
+use super::tap_network::{self, TapNic};
 use super::template::LaunchTemplate;
 use super::{Error, disk_copy, instance_type, lookup};
 
@@ -66,6 +68,8 @@ pub struct LaunchRequest {
     pub key: Option<String>,
     pub template: Option<String>,
     pub cmdline_append: Option<String>,
+    /// The pre-VPC network interface (`--tap`, `--ip`, `--gateway`).
+    pub nic: Option<TapNic>,
     pub tags: Tags,
     pub count: u32,
 }
@@ -75,9 +79,10 @@ pub struct LaunchRequest {
 struct Plan {
     image: Image,
     instance_type: instance_type::InstanceType,
-    key_name: Option<String>,
+    key: Option<KeyPair>,
     template_id: Option<String>,
     cmdline: String,
+    nic: Option<TapNic>,
     tags: Tags,
 }
 
@@ -113,10 +118,13 @@ fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
                 has: instance_type.memory_mib,
             });
         }
-        let key_name = match req.key.as_deref().or(t.and_then(|t| t.key_name.as_deref())) {
-            Some(key) => Some(lookup::find::<KeyPair>(tx, key)?.name),
+        let key = match req.key.as_deref().or(t.and_then(|t| t.key_name.as_deref())) {
+            Some(key) => Some(lookup::find::<KeyPair>(tx, key)?),
             None => None,
         };
+        if !image.seed && req.nic.as_ref().is_some_and(|n| n.static_ip.is_some()) {
+            return Err(Error::IpWithoutSeed { image: image.name });
+        }
         let append = req
             .cmdline_append
             .as_deref()
@@ -132,9 +140,10 @@ fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
         Ok(Plan {
             image,
             instance_type,
-            key_name,
+            key,
             template_id: t.map(|t| t.id.clone()),
             cmdline,
+            nic: req.nic.clone(),
             tags,
         })
     })
@@ -146,16 +155,17 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
     let files = ctx.state.instance_files(&id);
     let mut staging = Staging::create(ctx.state.staging(&id), files.dir.clone())
         .map_err(Error::io("cannot create", ctx.state.staging(&id)))?;
+    // Where a file of the instance directory is while it is staged.
+    let staged = |file: &Path| {
+        staging
+            .path()
+            .join(file.file_name().map(PathBuf::from).unwrap_or_default())
+    };
     let mut disks = Vec::new();
     if let Some(root) = &plan.image.root_disk {
-        let name = files
-            .root_disk
-            .file_name()
-            .map(PathBuf::from)
-            .unwrap_or_default();
         disk_copy::copy(
             &plan.image.file(&ctx.state, root),
-            &staging.path().join(name),
+            &staged(&files.root_disk),
         )?;
         disks.push(Disk {
             device: "vda".into(),
@@ -164,6 +174,27 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
             delete_on_termination: true,
         });
     }
+    let network_interfaces: Vec<NetworkInterface> = plan
+        .nic
+        .iter()
+        .map(|nic| NetworkInterface {
+            tap: nic.tap.clone(),
+            mac: tap_network::mac_for(&id),
+            static_ip: nic.static_ip,
+        })
+        .collect();
+    if plan.image.seed {
+        // Written once: like EC2's instance data, it keeps the key and
+        // name the instance was launched with.
+        Seed {
+            instance_id: id.clone(),
+            hostname: seed::hostname(plan.tags.get(NAME).map(String::as_str), &id),
+            user: plan.image.default_user.clone(),
+            authorized_key: plan.key.as_ref().map(|k| k.public_key.clone()),
+            interface: network_interfaces.first().cloned(),
+        }
+        .write(&staged(&files.seed_disk))?;
+    }
     let now = super::time::now_secs();
     let instance = Instance {
         id: id.clone(),
@@ -171,7 +202,7 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
         instance_type: plan.instance_type.name.clone(),
         vcpus: plan.instance_type.vcpus,
         memory_mib: plan.instance_type.memory_mib,
-        key_name: plan.key_name.clone(),
+        key_name: plan.key.as_ref().map(|k| k.name.clone()),
         template_id: plan.template_id.clone(),
         cmdline: plan.cmdline.clone(),
         state: State::Pending,
@@ -180,7 +211,7 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
         launch_time: super::time::format_utc(now),
         availability_zone: "local-1a".into(),
         disks,
-        network_interfaces: Vec::new(),
+        network_interfaces,
         supervisor: None,
         vmm: None,
         reboot_requested: false,
@@ -205,6 +236,9 @@ pub fn launch(
 ) -> Result<Vec<Instance>, Error> {
     if req.count == 0 {
         return Err(Error::ZeroCount);
+    }
+    if req.count > 1 && req.nic.is_some() {
+        return Err(Error::TapWithCount);
     }
     let plan = plan(store, req)?;
     let mut launched = Vec::new();

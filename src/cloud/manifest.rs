@@ -22,6 +22,9 @@ pub struct Manifest {
     pub cmdline: String,
     pub default_user: Option<String>,
     pub min_memory_mib: u64,
+    /// The image applies a per-instance seed disk at boot (`seed=yes`):
+    /// hostname, SSH key, network (see `cloud::seed`).
+    pub seed: bool,
     /// Where the recipe puts the built files, relative to the repository
     /// (a hint for the error when the files are not beside the manifest).
     pub output: Option<String>,
@@ -38,6 +41,12 @@ pub enum Error {
     Empty { line: usize, key: String },
     #[error("line {line}: {key}={value} is not a whole number of MiB")]
     BadNumber {
+        line: usize,
+        key: String,
+        value: String,
+    },
+    #[error("line {line}: {key}={value} must be yes or no")]
+    BadFlag {
         line: usize,
         key: String,
         value: String,
@@ -101,6 +110,18 @@ pub fn parse(text: &str) -> Result<Manifest, Error> {
             value,
         })?,
     };
+    let seed = match take("seed") {
+        None => false,
+        Some((_, value)) if value == "yes" => true,
+        Some((_, value)) if value == "no" => false,
+        Some((line, value)) => {
+            return Err(Error::BadFlag {
+                line,
+                key: "seed".into(),
+                value,
+            });
+        }
+    };
     let value = |entry: Option<(usize, String)>| entry.map(|(_, v)| v);
     Ok(Manifest {
         kernel: value(take("kernel")).ok_or(Error::NoKernel)?,
@@ -112,6 +133,7 @@ pub fn parse(text: &str) -> Result<Manifest, Error> {
         cmdline: value(take("cmdline")).unwrap_or_else(|| DEFAULT_CMDLINE.into()),
         default_user: value(take("default_user")),
         min_memory_mib,
+        seed,
         output: value(take("output")),
     })
 }
@@ -121,6 +143,7 @@ mod tests {
     use super::*;
 
     const BUSYBOX: &str = include_str!("../../images/busybox/manifest");
+    const DEBIAN: &str = include_str!("../../images/debian/manifest");
 
     #[test]
     fn the_busybox_recipe_manifest_parses() {
@@ -133,6 +156,17 @@ mod tests {
         assert_eq!(m.min_memory_mib, 128);
         assert_eq!(m.architecture, "x86_64");
         assert_eq!(m.output.as_deref(), Some("target/images/busybox"));
+        assert!(!m.seed);
+    }
+
+    #[test]
+    fn the_debian_recipe_manifest_parses() {
+        let m = parse(DEBIAN).unwrap();
+        assert_eq!(m.name.as_deref(), Some("debian-12"));
+        assert_eq!(m.root_disk.as_deref(), Some("root.img"));
+        assert!(m.cmdline.contains("root=/dev/vda"), "{}", m.cmdline);
+        assert_eq!(m.default_user.as_deref(), Some("admin"));
+        assert!(m.seed);
     }
 
     #[test]
@@ -172,6 +206,10 @@ mod tests {
         assert!(matches!(
             parse("kernel=k\nmin_memory_mib=lots\n"),
             Err(Error::BadNumber { line: 2, .. })
+        ));
+        assert!(matches!(
+            parse("kernel=k\nseed=maybe\n"),
+            Err(Error::BadFlag { line: 2, .. })
         ));
         let err = parse("kernel=k\narch=arm64\n").unwrap_err();
         assert_eq!(err, Error::Architecture("arm64".into()));

@@ -13,11 +13,13 @@ pub mod lookup;
 pub mod manifest;
 pub mod names;
 pub mod process;
+pub mod seed;
 pub mod staging;
 pub mod state_dir;
 pub mod store;
 pub mod supervisor;
 pub mod tags;
+pub mod tap_network;
 pub mod template;
 pub mod time;
 pub mod vmm_command;
@@ -43,6 +45,20 @@ pub enum Error {
     Transition(#[from] instance::TransitionError),
     #[error(transparent)]
     Copy(#[from] disk_copy::Error),
+    #[error(transparent)]
+    Seed(#[from] seed::Error),
+    #[error(transparent)]
+    TapNetwork(#[from] tap_network::Error),
+    #[error(
+        "--tap names one interface, so it launches one instance: drop --count or launch them \
+         one by one, each with its own tap"
+    )]
+    TapWithCount,
+    #[error(
+        "image {image} applies no network settings (its manifest has no seed=yes): configure \
+         the address inside the guest, or drop --ip and --gateway"
+    )]
+    IpWithoutSeed { image: String },
     #[error("no {noun} '{reference}'; `{list}` shows them")]
     NotFound {
         noun: &'static str,

@@ -35,6 +35,13 @@ pub fn boot_args(
         args.push("--disk".into());
         args.push(spec);
     }
+    if image.seed {
+        // After the instance's disks, so the root disk stays vda.
+        let mut spec = files.seed_disk.clone().into_os_string();
+        spec.push(",ro");
+        args.push("--disk".into());
+        args.push(spec);
+    }
     for nic in &instance.network_interfaces {
         args.push("--net".into());
         args.push(format!("tap={},mac={}", nic.tap, nic.mac).into());
@@ -64,6 +71,7 @@ mod tests {
             cmdline: "console=ttyS0".into(),
             default_user: None,
             min_memory_mib: 128,
+            seed: false,
             source_instance: None,
             created: String::new(),
         }
@@ -83,6 +91,7 @@ mod tests {
         inst.network_interfaces.push(NetworkInterface {
             tap: "tap0".into(),
             mac: "02:00:00:00:00:01".into(),
+            static_ip: None,
         });
         let files = state.instance_files(&inst.id);
         let args: Vec<String> = boot_args(&state, &image(), &inst, &files)
@@ -115,5 +124,27 @@ mod tests {
                 &log,
             ]
         );
+    }
+
+    #[test]
+    fn a_seeded_image_gets_the_seed_disk_read_only_after_the_root_disk() {
+        let state = StateDir::resolve(Some("/s".into()));
+        let mut inst = instance(State::Pending);
+        inst.disks.push(Disk {
+            device: "vda".into(),
+            path: "/s/instances/i-1/root.img".into(),
+            read_only: false,
+            delete_on_termination: true,
+        });
+        let mut img = image();
+        img.seed = true;
+        let files = state.instance_files(&inst.id);
+        let disks: Vec<String> = boot_args(&state, &img, &inst, &files)
+            .windows(2)
+            .filter(|w| w[0] == "--disk")
+            .map(|w| w[1].clone().into_string().unwrap())
+            .collect();
+        let seed = format!("/s/instances/{}/seed.img,ro", inst.id);
+        assert_eq!(disks, ["/s/instances/i-1/root.img", seed.as_str()]);
     }
 }

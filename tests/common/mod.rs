@@ -25,7 +25,30 @@ pub struct RigRun {
     pub rig_status: Option<i32>,
 }
 
+impl Case {
+    /// The values of the `key=value` lines the case printed.
+    pub fn values(&self, key: &str) -> Vec<&str> {
+        self.output
+            .lines()
+            .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .collect()
+    }
+}
+
 impl RigRun {
+    /// The case `name`, which must have passed all its checks (no
+    /// `@@FAIL` line, status 0).
+    pub fn passed(&self, name: &str) -> &Case {
+        let case = self.case(name);
+        assert!(
+            !case.output.contains("@@FAIL"),
+            "case {name} failed a check:\n{}",
+            case.output
+        );
+        assert_eq!(case.rc, 0, "case {name}:\n{}", case.output);
+        case
+    }
+
     /// The case `name`, or a panic that shows the console tail.
     pub fn case(&self, name: &str) -> &Case {
         self.cases.get(name).unwrap_or_else(|| {

@@ -1,0 +1,150 @@
+//! End-to-end: the Debian image (scripts/images/debian-image) inside the
+//! nested KVM rig: its instances boot systemd from a virtio-blk root
+//! disk, take their host name, network and SSH key from the seed disk,
+//! and OpenSSH's client in L1 logs in with a key pair from `gureum key
+//! create` over the instance's tap, while another key is refused. A file
+//! written in the guest survives stop/start and `image create`; the
+//! first image stays as it was.
+//!
+//! One rig run executes every case of tests/rig/debian.sh in order; each
+//! test below asserts on its own case. The time from `gureum run` to a
+//! successful SSH login is printed, not asserted (it is inflated by the
+//! rig's emulation).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::{Case, RigRun};
+
+/// Builds the image (cached) and a payload holding its manifest and its
+/// root disk as a sparse tar: the rig copies payloads into L1's RAM, and
+/// a plain copy of the sparse disk would carry every hole as zeros.
+fn payload() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let built = Command::new(root.join("scripts/images/debian-image"))
+        .status()
+        .expect("run scripts/images/debian-image");
+    assert!(built.success(), "scripts/images/debian-image failed");
+    let image = root.join("target/images/debian");
+    let dir = root.join("target/rig/payload-debian/debian");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tar = dir.join("root.tar");
+    let disk = image.join("root.img");
+    let stale = |p: &Path| {
+        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        mtime(p).is_none() || mtime(p) < mtime(&disk)
+    };
+    if stale(&tar) {
+        let partial = dir.join("root.tar.partial");
+        let status = Command::new("tar")
+            .arg("-cSf")
+            .arg(&partial)
+            .arg("-C")
+            .arg(&image)
+            .arg("root.img")
+            .status()
+            .expect("run tar");
+        assert!(status.success(), "tar of the root disk failed");
+        std::fs::rename(&partial, &tar).unwrap();
+    }
+    std::fs::copy(image.join("manifest"), dir.join("manifest")).unwrap();
+    dir
+}
+
+fn rig() -> &'static RigRun {
+    static RUN: OnceLock<RigRun> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let payload = payload();
+        common::run(
+            "tests/rig/debian.sh",
+            &[
+                "--timeout",
+                "3000",
+                "--with-tools",
+                "ssh tar ip",
+                "--payload",
+                payload.to_str().unwrap(),
+            ],
+        )
+    })
+}
+
+/// The case `name`, which must have passed all its checks and printed
+/// exactly `key=value` for each pair.
+fn passed_with(name: &str, pairs: &[(&str, &str)]) -> &'static Case {
+    let case = rig().passed(name);
+    for (key, want) in pairs {
+        assert_eq!(
+            case.values(key),
+            [*want],
+            "{key} in {name}:\n{}",
+            case.output
+        );
+    }
+    case
+}
+
+#[test]
+fn the_debian_image_imports() {
+    let case = passed_with("import", &[]);
+    assert!(case.output.contains("debian-12"), "{}", case.output);
+    passed_with("keys", &[]);
+    passed_with("tap", &[]);
+}
+
+#[test]
+fn an_instance_boots_from_its_virtio_root_disk_and_accepts_its_key_pair() {
+    let case = passed_with("run", &[]);
+    let secs = case.values("boot_to_ssh_seconds");
+    assert_eq!(secs.len(), 1, "{}", case.output);
+    eprintln!("gureum run -> SSH login: {} s (rig time)", secs[0]);
+    passed_with(
+        "ssh",
+        &[
+            ("hostname", "web-1"),
+            ("user", "admin"),
+            ("sudo", "ok"),
+            ("root", "/dev/vda"),
+        ],
+    );
+}
+
+#[test]
+fn a_wrong_key_is_refused() {
+    passed_with("wrong-key", &[("refused", "yes")]);
+}
+
+#[test]
+fn a_file_written_in_the_guest_survives_stop_and_start() {
+    passed_with(
+        "persist",
+        &[
+            ("state", "stopped"),
+            ("marker", "gureum-was-here"),
+            ("hostkey_kept", "yes"),
+        ],
+    );
+}
+
+#[test]
+fn an_image_saved_from_the_instance_has_the_file_and_the_first_image_does_not() {
+    passed_with(
+        "image-create",
+        &[
+            ("new_marker", "gureum-was-here"),
+            ("new_hostname", "web-2"),
+            ("new_hostkey", "yes"),
+        ],
+    );
+    passed_with("original-image", &[("original_marker", "absent")]);
+}

@@ -6,6 +6,12 @@
 begin() { echo "@@CASE $1 BEGIN"; }
 end() { echo "@@CASE $1 RC $2"; }
 
+# Cases made of several checks: each failed check prints "@@FAIL <what>"
+# and the case's status is 1 if any failed.
+begin_checks() { begin "$1"; rc=0; }
+end_checks() { end "$1" "$rc"; }
+fail() { echo "@@FAIL $*"; rc=1; }
+
 # Exit status of `gureum boot` for a guest crash (triple fault).
 GUREUM_EXIT_CRASH=4
 

@@ -23,10 +23,6 @@ HOST_IP=10.77.0.1
 SSH_WAIT=600
 
 . /rig/cases.sh
-# Cases here pass or fail as a whole: rc collects failed checks.
-begin_checks() { begin "$1"; rc=0; }
-end_checks() { end "$1" "$rc"; }
-fail() { echo "@@FAIL $*"; rc=1; }
 
 field() {  # ID KEY
   gureum instance describe "$1" | sed -n "s/^$2: *//p"

@@ -10,10 +10,6 @@ export GUREUM_STATE_DIR=/tmp/gureum-state
 S=$GUREUM_STATE_DIR
 
 . /rig/cases.sh
-# Cases here pass or fail as a whole: rc collects failed checks.
-begin_checks() { begin "$1"; rc=0; }
-end_checks() { end "$1" "$rc"; }
-fail() { echo "@@FAIL $*"; rc=1; }
 
 # A field of the instance's record (`describe` prints "key:  value").
 field() {  # ID KEY

@@ -25,11 +25,9 @@ fn rig() -> &'static RigRun {
     RUN.get_or_init(|| common::run("tests/rig/boot.sh", &["--timeout", "1200"]))
 }
 
-/// The value after `key` on its marker line, e.g. `@@CPUS 2`.
+/// The number after the marker `key`, e.g. `@@CPUS 2`.
 fn marker(case: &Case, key: &str) -> Option<u64> {
-    case.output
-        .lines()
-        .find_map(|l| l[l.find(key)? + key.len()..].trim().parse().ok())
+    case.marker(key)?.parse().ok()
 }
 
 fn assert_booted_with_two_cpus_and_512_mib(case: &Case) {

@@ -13,20 +13,11 @@ mod common;
 
 use std::sync::OnceLock;
 
-use common::{Case, RigRun};
+use common::RigRun;
 
 fn rig() -> &'static RigRun {
     static RUN: OnceLock<RigRun> = OnceLock::new();
     RUN.get_or_init(|| common::run("tests/rig/devices.sh", &["--timeout", "900"]))
-}
-
-/// The rest of the line after `key`, e.g. `@@VDB-RO 1` gives "1". The key
-/// may follow a guest console line the VMM's exit cut short.
-fn value<'a>(case: &'a Case, key: &str) -> Option<&'a str> {
-    case.output
-        .lines()
-        .find_map(|l| l.find(key).map(|at| &l[at + key.len()..]))
-        .map(str::trim)
 }
 
 #[test]
@@ -34,31 +25,31 @@ fn disk_is_read_and_written_and_read_only_is_enforced() {
     let case = rig().case("disk");
     assert_eq!(case.rc, 0, "{}", case.output);
     assert_eq!(
-        value(case, "@@VDA-SECTORS"),
+        case.marker("@@VDA-SECTORS"),
         Some("131072"),
         "64 MiB in sectors"
     );
     assert_eq!(
-        value(case, "@@VDA-READ"),
+        case.marker("@@VDA-READ"),
         Some("GUREUM-DISK-OK"),
         "{}",
         case.output
     );
     assert_eq!(
-        value(case, "@@HOST-READ"),
+        case.marker("@@HOST-READ"),
         Some("GUEST-WROTE-THIS"),
         "{}",
         case.output
     );
-    assert_eq!(value(case, "@@VDB-RO"), Some("1"), "{}", case.output);
+    assert_eq!(case.marker("@@VDB-RO"), Some("1"), "{}", case.output);
     assert_eq!(
-        value(case, "@@VDB-WRITE"),
+        case.marker("@@VDB-WRITE"),
         Some("refused"),
         "{}",
         case.output
     );
     assert_eq!(
-        value(case, "@@HOST-VDB-BYTES"),
+        case.marker("@@HOST-VDB-BYTES"),
         Some("00"),
         "read-only disk unchanged"
     );
@@ -69,25 +60,25 @@ fn network_reaches_the_host_both_ways_over_the_tap() {
     let case = rig().case("net");
     assert_eq!(case.rc, 0, "{}", case.output);
     assert_eq!(
-        value(case, "@@MAC"),
+        case.marker("@@MAC"),
         Some("02:00:00:00:00:2a"),
         "{}",
         case.output
     );
     assert_eq!(
-        value(case, "@@PING"),
+        case.marker("@@PING"),
         Some("ok"),
         "guest to host: {}",
         case.output
     );
     assert_eq!(
-        value(case, "@@HOST-PING"),
+        case.marker("@@HOST-PING"),
         Some("ok"),
         "host to guest: {}",
         case.output
     );
     assert_eq!(
-        value(case, "@@TAP-LEFT"),
+        case.marker("@@TAP-LEFT"),
         Some("no"),
         "the VMM's tap is gone with it"
     );

@@ -30,11 +30,6 @@ fn passed(name: &str) -> &'static Case {
     rig().passed(name)
 }
 
-/// The values of `key=` the case printed.
-fn value<'a>(case: &'a Case, key: &str) -> Vec<&'a str> {
-    case.values(key)
-}
-
 #[test]
 fn the_busybox_image_imports() {
     let case = passed("import");
@@ -44,42 +39,42 @@ fn the_busybox_image_imports() {
 #[test]
 fn run_starts_a_detached_instance_that_boots_to_its_init() {
     let case = passed("run");
-    assert_eq!(value(case, "state"), ["running"], "{}", case.output);
+    assert_eq!(case.values("state"), ["running"], "{}", case.output);
     assert!(case.output.contains("web-1"), "{}", case.output);
 }
 
 #[test]
 fn stop_stops_the_vmm_and_removes_runtime_files() {
     let case = passed("stop");
-    assert_eq!(value(case, "state"), ["stopped"], "{}", case.output);
-    let reason = value(case, "reason").join("");
+    assert_eq!(case.values("state"), ["stopped"], "{}", case.output);
+    let reason = case.values("reason").join("");
     assert!(reason.contains("UserInitiatedShutdown"), "{}", case.output);
 }
 
 #[test]
 fn start_boots_a_stopped_instance_again() {
     let case = passed("start");
-    assert_eq!(value(case, "state"), ["running"], "{}", case.output);
-    assert_eq!(value(case, "boots"), ["2"], "{}", case.output);
+    assert_eq!(case.values("state"), ["running"], "{}", case.output);
+    assert_eq!(case.values("boots"), ["2"], "{}", case.output);
 }
 
 #[test]
 fn reboot_restarts_the_vmm_and_the_instance_stays_running() {
     let case = passed("reboot");
-    assert_eq!(value(case, "state"), ["running"], "{}", case.output);
-    assert_eq!(value(case, "boots"), ["3"], "{}", case.output);
+    assert_eq!(case.values("state"), ["running"], "{}", case.output);
+    assert_eq!(case.values("boots"), ["3"], "{}", case.output);
 }
 
 #[test]
 fn a_vmm_killed_with_sigkill_leaves_the_instance_stopped_with_a_reason_and_nothing_behind() {
     let case = passed("kill9");
-    assert_eq!(value(case, "state"), ["stopped"], "{}", case.output);
-    let reason = value(case, "reason").join("");
+    assert_eq!(case.values("state"), ["stopped"], "{}", case.output);
+    let reason = case.values("reason").join("");
     assert!(reason.contains("killed by SIGKILL"), "{}", case.output);
 }
 
 #[test]
 fn terminate_ends_the_instance_and_deletes_its_files() {
     let case = passed("terminate");
-    assert_eq!(value(case, "state"), ["terminated"], "{}", case.output);
+    assert_eq!(case.values("state"), ["terminated"], "{}", case.output);
 }

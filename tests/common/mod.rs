@@ -26,6 +26,16 @@ pub struct RigRun {
 }
 
 impl Case {
+    /// The rest of the first line holding the marker `key`, e.g.
+    /// `@@VDB-RO 1` gives "1". The marker may follow a guest console line
+    /// the VMM's exit cut short, so it is looked for anywhere in a line.
+    pub fn marker(&self, key: &str) -> Option<&str> {
+        self.output
+            .lines()
+            .find_map(|l| l.find(key).map(|at| &l[at + key.len()..]))
+            .map(str::trim)
+    }
+
     /// The values of the `key=value` lines the case printed.
     pub fn values(&self, key: &str) -> Vec<&str> {
         self.output

@@ -13,7 +13,7 @@ BASE="console=ttyS0 reboot=k panic=-1"
 
 boot() {  # NAME KERNEL SCENARIO
   begin "$1"
-  run_vmm timeout 180 gureum boot --kernel "$2" --initrd "$I" --vcpus 2 --memory 512 \
+  run_vmm timeout -k 10 180 gureum boot --kernel "$2" --initrd "$I" --vcpus 2 --memory 512 \
     --cmdline "$BASE rig.scenario=$3" 2>&1
   end "$1" $?
 }
@@ -25,7 +25,7 @@ boot reboot "$K" reboot
 # A shell on the serial console answers a command sent on stdin.
 begin shell
 mkfifo /tmp/console-in
-timeout 180 gureum boot --kernel "$K" --initrd "$I" --vcpus 1 --memory 256 \
+timeout -k 10 180 gureum boot --kernel "$K" --initrd "$I" --vcpus 1 --memory 256 \
   --cmdline "$BASE rig.scenario=shell" </tmp/console-in >/tmp/console-out 2>&1 &
 vmm=$!
 exec 3>/tmp/console-in
@@ -48,10 +48,10 @@ end shell $rc
 # A corrupt kernel file fails with a clear error, inside the rig too.
 begin corrupt-kernel
 head -c 1048576 /dev/urandom >/tmp/corrupt
-timeout 60 gureum boot --kernel /tmp/corrupt --initrd "$I" 2>&1
+timeout -k 10 60 gureum boot --kernel /tmp/corrupt --initrd "$I" 2>&1
 end corrupt-kernel $?
 
 begin truncated-kernel
 head -c 2000000 "$K" >/tmp/truncated
-timeout 60 gureum boot --kernel /tmp/truncated --initrd "$I" 2>&1
+timeout -k 10 60 gureum boot --kernel /tmp/truncated --initrd "$I" 2>&1
 end truncated-kernel $?

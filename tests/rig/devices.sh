@@ -14,7 +14,7 @@ begin disk
 dd if=/dev/zero of=/tmp/vda.img bs=1M count=0 seek=64 2>/dev/null
 printf GUREUM-DISK-OK | dd of=/tmp/vda.img bs=1 seek=1048576 conv=notrunc 2>/dev/null
 dd if=/dev/zero of=/tmp/vdb.img bs=1M count=0 seek=8 2>/dev/null
-run_vmm timeout 180 gureum boot --kernel "$K" --initrd "$I" --vcpus 2 --memory 256 \
+run_vmm timeout -k 10 180 gureum boot --kernel "$K" --initrd "$I" --vcpus 2 --memory 256 \
   --disk /tmp/vda.img --disk /tmp/vdb.img,ro \
   --cmdline "$BASE rig.scenario=disk" 2>&1
 rc=$?
@@ -24,7 +24,7 @@ end disk $rc
 
 # Network: the guest's eth0 on tap0, L1 at the other end.
 begin net
-timeout 180 gureum boot --kernel "$K" --initrd "$I" --vcpus 2 --memory 256 \
+timeout -k 10 180 gureum boot --kernel "$K" --initrd "$I" --vcpus 2 --memory 256 \
   --net tap=tap0,mac=02:00:00:00:00:2a \
   --cmdline "$BASE rig.scenario=net" >/tmp/net.out 2>&1 &
 vmm=$!

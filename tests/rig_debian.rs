@@ -71,7 +71,7 @@ fn rig() -> &'static RigRun {
                 "--timeout",
                 "3000",
                 "--with-tools",
-                "ssh tar ip",
+                "ssh tar ip debugfs",
                 "--payload",
                 payload.to_str().unwrap(),
             ],

@@ -4,7 +4,7 @@
 # tests/rig_debian.rs: import the image, create key pairs, launch an
 # instance on a tap with an address, log in with its key pair (a wrong
 # key is refused), keep a file across stop/start, save the instance as an
-# image and boot that. Cases print
+# image and boot that; the first image's disk is unchanged. Cases print
 #   @@CASE <name> BEGIN ... @@CASE <name> RC <0 if every check passed>
 # with "@@FAIL <what>" for each failed check and "key=value" results.
 #
@@ -160,14 +160,16 @@ fi
 gureum instance terminate "$id2" 2>&1 || fail "terminate $id2"
 end_checks image-create
 
+# The first image's own disk, read with debugfs rather than booted (a
+# Debian boot is a minute of the rig's time): a file every image has is
+# there, the marker is not.
 begin_checks original-image
-id3=$(launch web-3 debian-12 10.77.0.4 2>&1)
-echo "launched $id3"
-if wait_ssh "$id3" /tmp/mykey.pem 10.77.0.4; then
-  echo "original_marker=$(ssh_as /tmp/mykey.pem 10.77.0.4 'cat /var/lib/marker 2>/dev/null || echo absent' 2>&1)"
-else
-  fail "no SSH into a new instance of the first image"
-  show_console "$id3"
-fi
-gureum instance terminate "$id3" 2>&1 || fail "terminate $id3"
+ami=$(gureum image describe debian-12 | sed -n 's/^id: *//p')
+disk=$GUREUM_STATE_DIR/images/$ami/root.img
+[ -f "$disk" ] || fail "no root disk at '$disk'"
+# debugfs exits 0 on a missing file too: what it prints is the check.
+[ -n "$(debugfs -R 'cat /etc/debian_version' "$disk" 2>/dev/null)" ] ||
+  fail "debugfs cannot read /etc/debian_version in $disk"
+out=$(debugfs -R 'cat /var/lib/marker' "$disk" 2>/dev/null)
+echo "original_marker=${out:-absent}"
 end_checks original-image

@@ -22,7 +22,7 @@ const EXIT_VMM_ERROR: i32 = gureum::vmm::exit::EXIT_VMM_ERROR as i32;
 
 fn rig() -> &'static RigRun {
     static RUN: OnceLock<RigRun> = OnceLock::new();
-    RUN.get_or_init(|| common::run("tests/rig/boot.sh", &["--timeout", "1200"]))
+    RUN.get_or_init(|| common::run("tests/rig/boot.sh", &["--timeout", "600"]))
 }
 
 /// The number after the marker `key`, e.g. `@@CPUS 2`.

@@ -69,7 +69,7 @@ fn rig() -> &'static RigRun {
             "tests/rig/debian.sh",
             &[
                 "--timeout",
-                "3000",
+                "1500",
                 "--with-tools",
                 "ssh tar ip debugfs",
                 "--payload",

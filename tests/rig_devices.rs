@@ -17,7 +17,7 @@ use common::RigRun;
 
 fn rig() -> &'static RigRun {
     static RUN: OnceLock<RigRun> = OnceLock::new();
-    RUN.get_or_init(|| common::run("tests/rig/devices.sh", &["--timeout", "900"]))
+    RUN.get_or_init(|| common::run("tests/rig/devices.sh", &["--timeout", "600"]))
 }
 
 #[test]

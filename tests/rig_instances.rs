@@ -22,7 +22,7 @@ use common::{Case, RigRun};
 
 fn rig() -> &'static RigRun {
     static RUN: OnceLock<RigRun> = OnceLock::new();
-    RUN.get_or_init(|| common::run("tests/rig/instances.sh", &["--timeout", "1500"]))
+    RUN.get_or_init(|| common::run("tests/rig/instances.sh", &["--timeout", "900"]))
 }
 
 /// The case `name`, which must have passed all its checks.

@@ -48,8 +48,13 @@ pub struct BootArgs {
     #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = parse_disk)]
     disks: Vec<DiskConfig>,
     /// A virtio-net interface on tap NAME (created if missing, for the
-    /// VM's lifetime), with an optional MAC. Repeatable.
-    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]", value_parser = parse_net)]
+    /// VM's lifetime), with an optional MAC; with netns=NS, the existing
+    /// tap NAME in network namespace NS (/run/netns/NS). Repeatable.
+    #[arg(
+        long = "net",
+        value_name = "tap=NAME[,mac=MAC][,netns=NS]",
+        value_parser = parse_net
+    )]
     nets: Vec<NetConfig>,
     /// Serve the serial console on this unix socket instead of the
     /// terminal (`gureum console` attaches to it).
@@ -87,16 +92,22 @@ fn default_mac(tap: &str) -> MacAddr {
 fn parse_net(spec: &str) -> Result<NetConfig, String> {
     let mut tap = None;
     let mut mac = None;
+    let mut netns = None;
     for part in spec.split(',') {
         match part.split_once('=') {
             Some(("tap", name)) => tap = Some(name.to_string()),
             Some(("mac", m)) => mac = Some(m.parse::<MacAddr>().map_err(|e| e.to_string())?),
-            _ => return Err(format!("unexpected {part:?}; expected tap=NAME[,mac=MAC]")),
+            Some(("netns", ns)) if !ns.is_empty() => netns = Some(ns.to_string()),
+            _ => {
+                return Err(format!(
+                    "unexpected {part:?}; expected tap=NAME[,mac=MAC][,netns=NS]"
+                ));
+            }
         }
     }
     let tap = tap.ok_or("missing tap=NAME")?;
     let mac = mac.unwrap_or_else(|| default_mac(&tap));
-    Ok(NetConfig { tap, mac })
+    Ok(NetConfig { tap, mac, netns })
 }
 
 /// Stops the VM when the process gets SIGTERM, SIGINT or SIGHUP. The
@@ -226,5 +237,9 @@ mod tests {
         assert!(parse_net("mac=02:00:00:00:00:07").is_err());
         assert!(parse_net("tap=t,mac=zz").is_err());
         assert!(parse_net("bridge=br0").is_err());
+        let n = parse_net("tap=t-0abc,mac=02:00:00:00:00:07,netns=gureum-vpc-1").unwrap();
+        assert_eq!(n.netns.as_deref(), Some("gureum-vpc-1"));
+        assert_eq!(parse_net("tap=t").unwrap().netns, None);
+        assert!(parse_net("tap=t,netns=").is_err());
     }
 }

@@ -8,8 +8,9 @@ use clap::Args;
 
 use gureum::cloud::lifecycle::{self, Context};
 use gureum::cloud::state_dir::StateDir;
-use gureum::cloud::store::{Resource, Store};
+use gureum::cloud::store::{Resource, Store, Tx};
 use gureum::cloud::tags::Filter;
+use gureum::cloud::vpc::public::NetConfig;
 use gureum::cloud::{self, lookup, tags};
 
 use super::output::{self, Format, Tagged};
@@ -52,6 +53,12 @@ impl From<cloud::store::Error> for CliError {
     }
 }
 
+impl From<cloud::vpc::Error> for CliError {
+    fn from(e: cloud::vpc::Error) -> Self {
+        CliError::Cloud(e.into())
+    }
+}
+
 impl From<tags::Error> for CliError {
     fn from(e: tags::Error) -> Self {
         CliError::Cloud(e.into())
@@ -68,6 +75,11 @@ pub struct Env {
 impl Env {
     pub fn store(&self) -> Result<Store, CliError> {
         Ok(self.ctx.open_store()?)
+    }
+
+    /// The host's network settings (`GUREUM_NET_PREFIX`, ...).
+    pub fn net(&self) -> Result<NetConfig, CliError> {
+        Ok(NetConfig::from_env()?)
     }
 }
 
@@ -128,19 +140,52 @@ pub fn print_list<R: Resource>(
     Ok(())
 }
 
-/// Prints the `R` named `reference` with its tags.
+/// Prints the `R` named `reference` (by ID or unique name) with its tags.
 pub fn describe<R: Resource>(
     env: &Env,
     store: &mut Store,
     reference: &str,
 ) -> Result<(), CliError> {
+    describe_found(env, store, |tx| lookup::find::<R>(tx, reference))
+}
+
+/// Prints the `R` named `reference` (by ID or Name tag) with its tags.
+pub fn describe_tagged<R: Resource>(
+    env: &Env,
+    store: &mut Store,
+    reference: &str,
+) -> Result<(), CliError> {
+    describe_found(env, store, |tx| {
+        lookup::find_tagged::<R>(tx, reference, |_| true)
+    })
+}
+
+/// Prints the resource `find` finds, with its tags.
+fn describe_found<R: Resource>(
+    env: &Env,
+    store: &mut Store,
+    find: impl FnOnce(&Tx<'_>) -> Result<R, cloud::Error>,
+) -> Result<(), CliError> {
     let shown = store.read(|tx| {
-        let item: R = lookup::find(tx, reference)?;
+        let item = find(tx)?;
         let tags = tx.tags(item.id())?;
         Ok::<_, CliError>(Tagged { item, tags })
     })?;
     output::describe(env.format, &shown)?;
     Ok(())
+}
+
+/// Prints the ID of the resource a command made or changed.
+pub fn print_id<R: Resource>(item: &R) {
+    println!("{}", item.id());
+}
+
+/// The Name tag of a listed resource, or "-".
+pub fn name_of<R: Resource>(item: &Tagged<R>) -> String {
+    item.tags
+        .get(tags::NAME)
+        .cloned()
+        .unwrap_or_else(|| "-".into())
 }
 
 /// Deletes the `R` named `reference` and prints its ID.
@@ -161,6 +206,27 @@ pub struct TagArgs {
     /// Tag the new resource (repeatable).
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<String>,
+}
+
+/// `--name` and `--tag` on create commands of resources named by tag.
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// The Name tag.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub tags: TagArgs,
+}
+
+impl NameArgs {
+    /// The tags, Name included.
+    pub fn tags(&self) -> Result<tags::Tags, CliError> {
+        let mut tags = parse_tags(&self.tags.tags)?;
+        if let Some(name) = &self.name {
+            tags.insert(tags::NAME.into(), name.clone());
+        }
+        Ok(tags)
+    }
 }
 
 /// Filters of list commands.

@@ -9,6 +9,7 @@ use gureum::cloud::instance::{Instance, State};
 use gureum::cloud::lifecycle::{self, LaunchRequest};
 use gureum::cloud::tags::NAME;
 use gureum::cloud::tap_network::TapNic;
+use gureum::cloud::vpc::port::PlacementRequest;
 use gureum::cloud::{Error, lookup};
 
 use super::cloud::{CliError, Env, FilterArgs, TagArgs, list_tagged, parse_tags, print_list};
@@ -37,12 +38,33 @@ pub struct RunArgs {
     #[arg(long, value_name = "TEXT")]
     cmdline_append: Option<String>,
     #[command(flatten)]
+    vpc: SubnetArgs,
+    #[command(flatten)]
     network: TapArgs,
     /// How many instances to launch.
     #[arg(long, default_value_t = 1)]
     count: u32,
     #[command(flatten)]
     tags: TagArgs,
+}
+
+/// A place in a VPC.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "VPC network")]
+pub struct SubnetArgs {
+    /// Launch into this subnet (ID or Name tag): a port on its bridge,
+    /// filtered by the security groups from the first packet.
+    #[arg(long, conflicts_with = "tap")]
+    subnet: Option<String>,
+    /// Security group (ID or Name tag; repeatable) [default: the VPC's default group].
+    #[arg(long = "sg", value_name = "SG", requires = "subnet")]
+    groups: Vec<String>,
+    /// The private address [default: the lowest free one of the subnet].
+    #[arg(long, value_name = "ADDR", requires = "subnet")]
+    private_ip: Option<std::net::Ipv4Addr>,
+    /// Let the instance send from addresses not its own (NAT instances).
+    #[arg(long, requires = "subnet")]
+    no_source_dest_check: bool,
 }
 
 /// Pre-VPC networking, until subnets place instances.
@@ -149,6 +171,12 @@ pub fn launch(env: &Env, args: RunArgs) -> Result<(), CliError> {
         template: args.template,
         cmdline_append: args.cmdline_append,
         nic,
+        placement: args.vpc.subnet.map(|subnet| PlacementRequest {
+            subnet,
+            groups: args.vpc.groups,
+            private_ip: args.vpc.private_ip,
+            source_dest_check: !args.vpc.no_source_dest_check,
+        }),
         tags,
         count: args.count,
     };

@@ -5,13 +5,20 @@ mod boot;
 mod cloud;
 mod console;
 mod console_client;
+mod eip;
+mod igw;
 mod image;
 mod instance;
 mod key;
+mod net;
 mod output;
+mod route_table;
+mod sg;
+mod subnet;
 mod supervise;
 mod template;
 mod types;
+mod vpc;
 
 use std::process::ExitCode;
 
@@ -40,6 +47,20 @@ enum Command {
     Image(image::ImageCommand),
     #[command(subcommand, visible_alias = "templates")]
     Template(template::TemplateCommand),
+    #[command(subcommand, visible_alias = "vpcs")]
+    Vpc(vpc::VpcCommand),
+    #[command(subcommand, visible_alias = "subnets")]
+    Subnet(subnet::SubnetCommand),
+    #[command(subcommand, visible_alias = "route-tables")]
+    RouteTable(route_table::RouteTableCommand),
+    #[command(subcommand, visible_alias = "internet-gateway")]
+    Igw(igw::IgwCommand),
+    #[command(subcommand, visible_alias = "elastic-ip")]
+    Eip(eip::EipCommand),
+    #[command(subcommand, visible_alias = "security-group")]
+    Sg(sg::SgCommand),
+    #[command(subcommand)]
+    Net(net::NetCommand),
     /// Instance types and their vCPUs and memory.
     #[command(visible_alias = "instance-types")]
     Types(types::TypesArgs),
@@ -57,6 +78,13 @@ pub fn main() -> ExitCode {
         Command::Key(c) => cloud::run(&cli.global, |env| key::run(env, c)),
         Command::Image(c) => cloud::run(&cli.global, |env| image::run(env, c)),
         Command::Template(c) => cloud::run(&cli.global, |env| template::run(env, c)),
+        Command::Vpc(c) => cloud::run(&cli.global, |env| vpc::run(env, c)),
+        Command::Subnet(c) => cloud::run(&cli.global, |env| subnet::run(env, c)),
+        Command::RouteTable(c) => cloud::run(&cli.global, |env| route_table::run(env, c)),
+        Command::Igw(c) => cloud::run(&cli.global, |env| igw::run(env, c)),
+        Command::Eip(c) => cloud::run(&cli.global, |env| eip::run(env, c)),
+        Command::Sg(c) => cloud::run(&cli.global, |env| sg::run(env, c)),
+        Command::Net(c) => cloud::run(&cli.global, |env| net::run(env, c)),
         Command::Types(args) => cloud::run(&cli.global, |env| types::run(env, &args)),
         Command::Supervise(args) => cloud::run(&cli.global, |env| supervise::run(env, &args)),
     }

@@ -13,6 +13,12 @@ pub enum Kind {
     Image,
     KeyPair,
     LaunchTemplate,
+    Vpc,
+    Subnet,
+    RouteTable,
+    InternetGateway,
+    ElasticIp,
+    SecurityGroup,
 }
 
 impl Kind {
@@ -23,6 +29,12 @@ impl Kind {
             Kind::Image => "ami",
             Kind::KeyPair => "key",
             Kind::LaunchTemplate => "lt",
+            Kind::Vpc => "vpc",
+            Kind::Subnet => "subnet",
+            Kind::RouteTable => "rtb",
+            Kind::InternetGateway => "igw",
+            Kind::ElasticIp => "eipalloc",
+            Kind::SecurityGroup => "sg",
         }
     }
 
@@ -33,6 +45,12 @@ impl Kind {
             Kind::Image => "image",
             Kind::KeyPair => "key pair",
             Kind::LaunchTemplate => "launch template",
+            Kind::Vpc => "VPC",
+            Kind::Subnet => "subnet",
+            Kind::RouteTable => "route table",
+            Kind::InternetGateway => "internet gateway",
+            Kind::ElasticIp => "elastic IP",
+            Kind::SecurityGroup => "security group",
         }
     }
 
@@ -43,6 +61,12 @@ impl Kind {
             Kind::Image => "gureum image list",
             Kind::KeyPair => "gureum key list",
             Kind::LaunchTemplate => "gureum template list",
+            Kind::Vpc => "gureum vpc list",
+            Kind::Subnet => "gureum subnet list",
+            Kind::RouteTable => "gureum route-table list",
+            Kind::InternetGateway => "gureum igw list",
+            Kind::ElasticIp => "gureum eip list",
+            Kind::SecurityGroup => "gureum sg list",
         }
     }
 }
@@ -93,6 +117,12 @@ mod tests {
             Kind::Image,
             Kind::KeyPair,
             Kind::LaunchTemplate,
+            Kind::Vpc,
+            Kind::Subnet,
+            Kind::RouteTable,
+            Kind::InternetGateway,
+            Kind::ElasticIp,
+            Kind::SecurityGroup,
         ] {
             let id = new_id(kind).unwrap();
             assert!(is_id(kind, &id), "{id}");

@@ -92,6 +92,9 @@ pub struct NetworkInterface {
     /// records made before it existed.
     #[serde(default)]
     pub static_ip: Option<StaticIp>,
+    /// The network namespace the tap is in (a VPC's), if not the host's.
+    #[serde(default)]
+    pub netns: Option<String>,
 }
 
 /// One instance as stored.
@@ -116,6 +119,10 @@ pub struct Instance {
     pub availability_zone: String,
     pub disks: Vec<Disk>,
     pub network_interfaces: Vec<NetworkInterface>,
+    /// Its place in a VPC (`run --subnet`); absent for instances outside
+    /// VPCs and in records made before VPCs existed.
+    #[serde(default)]
+    pub placement: Option<super::vpc::port::Placement>,
     pub supervisor: Option<ProcessRef>,
     pub vmm: Option<ProcessRef>,
     /// `gureum instance reboot` asked for the VMM to be restarted.
@@ -186,6 +193,7 @@ pub(crate) mod tests {
             availability_zone: "local-1a".into(),
             disks: Vec::new(),
             network_interfaces: Vec::new(),
+            placement: None,
             supervisor: None,
             vmm: None,
             reboot_requested: false,

@@ -23,8 +23,12 @@ use super::staging::Staging;
 use super::state_dir::StateDir;
 use super::store::Store;
 use super::tags::{NAME, Tags};
+use super::tap_network::StaticIp;
 use super::tap_network::{self, TapNic};
 use super::template::LaunchTemplate;
+use super::vpc::port::{self, PlacementRequest};
+use super::vpc::public::NetConfig;
+use super::vpc::realise;
 use super::{Error, disk_copy, instance_type, lookup};
 
 /// A pending instance without a supervisor is given this long to get
@@ -70,6 +74,8 @@ pub struct LaunchRequest {
     pub cmdline_append: Option<String>,
     /// The pre-VPC network interface (`--tap`, `--ip`, `--gateway`).
     pub nic: Option<TapNic>,
+    /// A place in a VPC subnet (`--subnet`, `--sg`, ...).
+    pub placement: Option<PlacementRequest>,
     pub tags: Tags,
     pub count: u32,
 }
@@ -83,6 +89,7 @@ struct Plan {
     template_id: Option<String>,
     cmdline: String,
     nic: Option<TapNic>,
+    placement: Option<PlacementRequest>,
     tags: Tags,
 }
 
@@ -144,6 +151,7 @@ fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
             template_id: t.map(|t| t.id.clone()),
             cmdline,
             nic: req.nic.clone(),
+            placement: req.placement.clone(),
             tags,
         })
     })
@@ -174,29 +182,23 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
             delete_on_termination: true,
         });
     }
+    let mac = tap_network::mac_for(&id);
     let network_interfaces: Vec<NetworkInterface> = plan
         .nic
         .iter()
         .map(|nic| NetworkInterface {
             tap: nic.tap.clone(),
-            mac: tap_network::mac_for(&id),
+            mac: mac.clone(),
             static_ip: nic.static_ip,
+            netns: None,
         })
         .collect();
-    if plan.image.seed {
-        // Written once: like EC2's instance data, it keeps the key and
-        // name the instance was launched with.
-        Seed {
-            instance_id: id.clone(),
-            hostname: seed::hostname(plan.tags.get(NAME).map(String::as_str), &id),
-            user: plan.image.default_user.clone(),
-            authorized_key: plan.key.as_ref().map(|k| k.public_key.clone()),
-            interface: network_interfaces.first().cloned(),
-        }
-        .write(&staged(&files.seed_disk))?;
-    }
+    let net_config = match plan.placement {
+        Some(_) => Some(NetConfig::from_env()?),
+        None => None,
+    };
     let now = super::time::now_secs();
-    let instance = Instance {
+    let mut instance = Instance {
         id: id.clone(),
         image_id: plan.image.id.clone(),
         instance_type: plan.instance_type.name.clone(),
@@ -212,16 +214,57 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
         availability_zone: "local-1a".into(),
         disks,
         network_interfaces,
+        placement: None,
         supervisor: None,
         vmm: None,
         reboot_requested: false,
         boots: 0,
     };
-    store.write(|tx| {
+    // One transaction: the record, the instance's port in its VPC and its
+    // files appear together, or none of them.
+    let seed_disk = staged(&files.seed_disk);
+    let instance = realise::transaction(store, |tx, undo| {
+        if let (Some(request), Some(config)) = (&plan.placement, &net_config) {
+            let guest_mac = mac.parse().map_err(|_| Error::BadMac(mac.clone()))?;
+            let placed = port::place(tx, config, &id, guest_mac, request, undo)?;
+            let address = placed.placement.private_ip;
+            instance.network_interfaces.push(NetworkInterface {
+                tap: placed.placement.tap.clone(),
+                mac: mac.clone(),
+                static_ip: Some(StaticIp {
+                    address,
+                    prefix_len: placed.prefix_len,
+                    gateway: Some(placed.router),
+                }),
+                netns: Some(placed.netns),
+            });
+            if !plan.image.seed {
+                // Images without a seed read it from the kernel command
+                // line (images/busybox/init).
+                instance.cmdline.push_str(&format!(
+                    " gureum.ip={address}/{} gureum.gw={}",
+                    placed.prefix_len, placed.router
+                ));
+            }
+            instance.placement = Some(placed.placement);
+        }
+        if plan.image.seed {
+            // Written once: like EC2's instance data, it keeps the key and
+            // name the instance was launched with.
+            Seed {
+                instance_id: id.clone(),
+                hostname: seed::hostname(plan.tags.get(NAME).map(String::as_str), &id),
+                user: plan.image.default_user.clone(),
+                authorized_key: plan.key.as_ref().map(|k| k.public_key.clone()),
+                interface: instance.network_interfaces.first().cloned(),
+            }
+            .write(&seed_disk)?;
+        }
         tx.insert(&instance, &plan.tags)?;
         staging
             .publish()
-            .map_err(Error::io("cannot move into place", &files.dir))
+            .map_err(Error::io("cannot move into place", &files.dir))?;
+        Ok(instance)
     })?;
     staging.keep();
     Ok(instance)
@@ -239,6 +282,14 @@ pub fn launch(
     }
     if req.count > 1 && req.nic.is_some() {
         return Err(Error::TapWithCount);
+    }
+    if req.count > 1
+        && req
+            .placement
+            .as_ref()
+            .is_some_and(|p| p.private_ip.is_some())
+    {
+        return Err(Error::PrivateIpWithCount);
     }
     let plan = plan(store, req)?;
     let mut launched = Vec::new();
@@ -330,9 +381,18 @@ fn reconcile_one(i: &mut Instance, now: u64) -> bool {
 }
 
 /// Removes what a stopped instance no longer needs: its runtime files,
-/// and everything once it is terminated.
-pub fn clean_up(state: &StateDir, i: &Instance) {
-    let files = state.instance_files(&i.id);
+/// and everything once it is terminated (its port in its VPC included).
+pub fn clean_up(ctx: &Context, i: &Instance) {
+    if i.state == State::Terminated && i.placement.is_some() {
+        let released = ctx
+            .open_store()
+            .and_then(|mut store| port::release(&mut store, &NetConfig::from_env()?, &i.id));
+        if let Err(error) = released {
+            // Whatever stays is found by `gureum net check`.
+            eprintln!("gureum: cannot take {} out of its VPC: {error}", i.id);
+        }
+    }
+    let files = ctx.state.instance_files(&i.id);
     let dir = if i.state == State::Terminated {
         files.dir
     } else {
@@ -357,7 +417,7 @@ pub fn reconcile(ctx: &Context, store: &mut Store) -> Result<(), Error> {
         Ok::<_, Error>(fixed)
     })?;
     for i in &fixed {
-        clean_up(&ctx.state, i);
+        clean_up(ctx, i);
     }
     Ok(())
 }
@@ -523,7 +583,7 @@ pub fn terminate(
         Ok::<_, Error>(i)
     })?;
     if i.state == State::Terminated {
-        clean_up(&ctx.state, &i);
+        clean_up(ctx, &i);
         return Ok(i);
     }
     halt(ctx, store, &i.id, State::Terminated, false, timeout)

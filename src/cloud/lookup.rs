@@ -28,37 +28,44 @@ pub fn remove<R: Resource>(tx: &Tx<'_>, reference: &str) -> Result<R, Error> {
 }
 
 /// The instance with ID `reference`, or the one instance whose Name tag
-/// it is.
+/// it is. A terminated instance keeps its name; a live one wins over it.
 pub fn find_instance(tx: &Tx<'_>, reference: &str) -> Result<Instance, Error> {
-    if ids::is_id(Instance::KIND, reference) {
+    find_tagged(tx, reference, |i: &Instance| {
+        i.state != super::instance::State::Terminated
+    })
+}
+
+/// The `R` with ID `reference`, or the one `R` whose Name tag it is (Name
+/// tags need not be unique). Among several, those `preferred` win.
+pub fn find_tagged<R: Resource>(
+    tx: &Tx<'_>,
+    reference: &str,
+    preferred: impl Fn(&R) -> bool,
+) -> Result<R, Error> {
+    if ids::is_id(R::KIND, reference) {
         return find(tx, reference);
     }
     let mut named = Vec::new();
-    for instance in tx.list::<Instance>()? {
-        if tx.tags(&instance.id)?.get(NAME).map(String::as_str) == Some(reference) {
-            named.push(instance);
+    for item in tx.list::<R>()? {
+        if tx.tags(item.id())?.get(NAME).map(String::as_str) == Some(reference) {
+            named.push(item);
         }
     }
-    // A terminated instance keeps its name; a live one wins over it.
-    let live = |i: &Instance| i.state != super::instance::State::Terminated;
-    if named.len() > 1 && named.iter().any(live) {
-        named.retain(live);
+    if named.len() > 1 && named.iter().any(&preferred) {
+        named.retain(&preferred);
     }
     match named.len() {
         0 => Err(Error::NotFound {
-            noun: Instance::KIND.noun(),
+            noun: R::KIND.noun(),
             reference: reference.into(),
-            list: Instance::KIND.list_command(),
+            list: R::KIND.list_command(),
         }),
         1 => Ok(named.swap_remove(0)),
         count => Err(Error::AmbiguousName {
+            noun: R::KIND.noun(),
             name: reference.into(),
             count,
-            ids: named
-                .iter()
-                .map(|i| i.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            ids: named.iter().map(|i| i.id()).collect::<Vec<_>>().join(", "),
         }),
     }
 }

@@ -23,6 +23,7 @@ pub mod tap_network;
 pub mod template;
 pub mod time;
 pub mod vmm_command;
+pub mod vpc;
 
 use std::path::PathBuf;
 
@@ -49,6 +50,8 @@ pub enum Error {
     Seed(#[from] seed::Error),
     #[error(transparent)]
     TapNetwork(#[from] tap_network::Error),
+    #[error(transparent)]
+    Vpc(#[from] vpc::Error),
     #[error(
         "--tap names one interface, so it launches one instance: drop --count or launch them \
          one by one, each with its own tap"
@@ -65,8 +68,9 @@ pub enum Error {
         reference: String,
         list: &'static str,
     },
-    #[error("{count} instances are named '{name}' ({ids}); name one by its ID")]
+    #[error("{count} {noun}s are named '{name}' ({ids}); name one by its ID")]
     AmbiguousName {
+        noun: &'static str,
         name: String,
         count: usize,
         ids: String,
@@ -115,6 +119,10 @@ pub enum Error {
         instance_type: String,
         has: u64,
     },
+    #[error("--private-ip names one address, so it launches one instance: drop --count")]
+    PrivateIpWithCount,
+    #[error("instance MAC {0} is malformed")]
+    BadMac(String),
     #[error("--count must be at least 1")]
     ZeroCount,
     #[error("{what} {path}: {source}")]

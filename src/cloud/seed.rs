@@ -123,6 +123,7 @@ mod tests {
                 tap: "gtap0".into(),
                 mac: "02:01:23:45:67:89".into(),
                 static_ip: Some(StaticIp::parse("10.0.0.2/24", Some("10.0.0.1")).unwrap()),
+                netns: None,
             }),
         }
     }

@@ -151,7 +151,7 @@ pub fn run(ctx: &Context, id: &str) -> Result<(), Error> {
         record_failure(&mut store, id, &e.to_string())?;
     }
     let final_record = store.read(|tx| lookup::find_instance(tx, id))?;
-    lifecycle::clean_up(&ctx.state, &final_record);
+    lifecycle::clean_up(ctx, &final_record);
     finished
 }
 

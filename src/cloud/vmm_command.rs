@@ -43,8 +43,12 @@ pub fn boot_args(
         args.push(spec);
     }
     for nic in &instance.network_interfaces {
+        let mut spec = format!("tap={},mac={}", nic.tap, nic.mac);
+        if let Some(netns) = &nic.netns {
+            spec.push_str(&format!(",netns={netns}"));
+        }
         args.push("--net".into());
-        args.push(format!("tap={},mac={}", nic.tap, nic.mac).into());
+        args.push(spec.into());
     }
     args.push("--console-socket".into());
     args.push(files.console_socket.clone().into());
@@ -92,6 +96,7 @@ mod tests {
             tap: "tap0".into(),
             mac: "02:00:00:00:00:01".into(),
             static_ip: None,
+            netns: Some("gureum-vpc-1".into()),
         });
         let files = state.instance_files(&inst.id);
         let args: Vec<String> = boot_args(&state, &image(), &inst, &files)
@@ -117,7 +122,7 @@ mod tests {
                 "--disk",
                 "/s/instances/i-1/root.img",
                 "--net",
-                "tap=tap0,mac=02:00:00:00:00:01",
+                "tap=tap0,mac=02:00:00:00:00:01,netns=gureum-vpc-1",
                 "--console-socket",
                 &sock,
                 "--console-log",

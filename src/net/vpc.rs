@@ -30,8 +30,8 @@ use super::port::Port;
 use super::sysctl;
 use super::undo::Undo;
 
-/// The namespace prefix of gureum's VPCs.
-pub const DEFAULT_PREFIX: &str = "gr-";
+/// The namespace prefix of gureum's VPCs (`GUREUM_NET_PREFIX` overrides it).
+pub const DEFAULT_PREFIX: &str = "gureum-";
 /// The internet gateway's link in the VPC namespace.
 pub const GATEWAY_LINK: &str = "igw";
 /// The routing table holding the default route through the gateway.
@@ -113,6 +113,19 @@ struct Gateway {
     public: Rtnl,
 }
 
+/// What a realised VPC holds, for `Vpc::open`.
+#[derive(Debug, Default)]
+pub struct Holdings {
+    /// Subnet ID, block, and whether its route table reaches the gateway.
+    pub subnets: Vec<(String, Ipv4Cidr, bool)>,
+    /// The public namespace and the gateway's address, when attached.
+    pub gateway: Option<(Netns, Ipv4Addr)>,
+    pub groups: Vec<SecurityGroup>,
+    pub ports: Vec<Port>,
+    /// Elastic IP and the ID of the port it maps to.
+    pub elastic: Vec<(Ipv4Addr, String)>,
+}
+
 /// What the firewall is compiled from; cloned before a change so that a
 /// failed change leaves it as it was.
 #[derive(Debug, Clone, Default)]
@@ -173,6 +186,60 @@ impl Vpc {
         vpc.apply_firewall(&vpc.state)?;
         undo.commit();
         Ok(vpc)
+    }
+
+    /// Reopens VPC `id`, made earlier (by another process) as namespace
+    /// `prefix` + `id`, with what the control plane's records say it
+    /// holds. Nothing in Linux changes: the next change rebuilds the
+    /// firewall whole from this state, so the records are the truth.
+    pub fn open(prefix: &str, id: &str, cidr: Ipv4Cidr, holds: Holdings) -> Result<Self, Error> {
+        check_id(id)?;
+        let netns = Netns::open(&format!("{prefix}{id}"))?;
+        let rtnl = Rtnl::open(&netns)?;
+        let gateway = match holds.gateway {
+            Some((public, address)) => Some(Gateway {
+                address,
+                peer: gateway_peer_name(netns.name()),
+                public: Rtnl::open(&public)?,
+            }),
+            None => None,
+        };
+        let state = State {
+            subnets: holds
+                .subnets
+                .into_iter()
+                .map(|(id, cidr, internet)| {
+                    let bridge = bridge_name(&id);
+                    (
+                        id,
+                        Subnet {
+                            cidr,
+                            bridge,
+                            internet,
+                        },
+                    )
+                })
+                .collect(),
+            ports: holds
+                .ports
+                .into_iter()
+                .map(|port| (port.id.clone(), port))
+                .collect(),
+            groups: holds
+                .groups
+                .into_iter()
+                .map(|group| (group.id.clone(), group))
+                .collect(),
+            elastic: holds.elastic.into_iter().collect(),
+            gateway,
+        };
+        Ok(Self {
+            id: id.to_owned(),
+            cidr,
+            netns,
+            rtnl,
+            state,
+        })
     }
 
     pub fn id(&self) -> &str {
@@ -295,6 +362,11 @@ impl Vpc {
             subnet.internet = internet;
         }
         Ok(())
+    }
+
+    /// Whether subnet `id` is realised as public (routed to the gateway).
+    pub fn is_public(&self, id: &str) -> Option<bool> {
+        self.state.subnets.get(id).map(|subnet| subnet.internet)
     }
 
     /// The name the public end of this VPC's gateway link has: unique per

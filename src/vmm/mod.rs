@@ -96,6 +96,9 @@ pub struct DiskConfig {
 pub struct NetConfig {
     pub tap: String,
     pub mac: MacAddr,
+    /// The named network namespace the (existing) tap is in, if not this
+    /// process's.
+    pub netns: Option<String>,
 }
 
 /// A VM to boot.
@@ -162,7 +165,11 @@ fn open_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, Error> 
         )?));
     }
     for net in &config.nets {
-        devices.push(Box::new(Net::new(Tap::open(&net.tap)?, net.mac)));
+        let tap = match &net.netns {
+            Some(netns) => Tap::open_in(&net.tap, netns)?,
+            None => Tap::open(&net.tap)?,
+        };
+        devices.push(Box::new(Net::new(tap, net.mac)));
     }
     Ok(devices)
 }

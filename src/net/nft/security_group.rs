@@ -24,7 +24,10 @@ pub enum Error {
     UnknownPeer { group: String, peer: String },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
     Udp,
@@ -44,7 +47,9 @@ impl fmt::Display for Protocol {
 }
 
 /// An inclusive range of TCP or UDP ports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct PortRange {
     from: u16,
     to: u16,
@@ -78,14 +83,19 @@ impl fmt::Display for PortRange {
 }
 
 /// Whom a rule is about: an address block, or the members of a group.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Peer {
     Cidr(Ipv4Cidr),
     Group(String),
 }
 
 /// One allow rule.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Rule {
     pub protocol: Protocol,
     /// For tcp and udp; `None` means every port.

@@ -1,0 +1,136 @@
+//! `gureum sg`: security groups.
+
+use clap::{Args, Subcommand};
+
+use gureum::cloud::vpc::security_group::{self, Direction, RuleRequest, SecurityGroup};
+use gureum::net::cidr::Ipv4Cidr;
+use gureum::net::nft::security_group::Protocol;
+
+use super::cloud::{
+    CliError, Env, FilterArgs, TagArgs, describe_tagged, list_tagged, parse_tags, print_id,
+    print_list,
+};
+
+/// Security groups: stateful allow-only firewalls on instances.
+#[derive(Debug, Subcommand)]
+pub enum SgCommand {
+    /// Create a group: no inbound, all outbound allowed.
+    Create {
+        /// The VPC: ID or Name tag.
+        #[arg(long)]
+        vpc: String,
+        /// The group's name, unique in its VPC (also its Name tag).
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        tags: TagArgs,
+    },
+    /// List security groups.
+    #[command(visible_alias = "ls")]
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Show one group with its rules.
+    Describe { group: String },
+    /// Delete a group no instance is in and no rule names.
+    #[command(visible_alias = "rm")]
+    Delete { group: String },
+    /// Allow inbound traffic.
+    AuthorizeIngress(RuleArgs),
+    /// Allow outbound traffic.
+    AuthorizeEgress(RuleArgs),
+    /// Remove an inbound rule.
+    RevokeIngress(RuleArgs),
+    /// Remove an outbound rule (revoking the default allow-all denies
+    /// everything outbound).
+    RevokeEgress(RuleArgs),
+}
+
+/// One rule: protocol, ports, and whom it is about.
+#[derive(Debug, Args)]
+pub struct RuleArgs {
+    group: String,
+    /// tcp, udp, icmp or all.
+    #[arg(long, value_parser = parse_protocol)]
+    protocol: Protocol,
+    /// A port or range for tcp and udp: 22 or 8000-8100 [default: all].
+    #[arg(long, value_name = "PORT[-PORT]")]
+    port: Option<String>,
+    /// The peer's block.
+    #[arg(
+        long,
+        required_unless_present = "source_group",
+        conflicts_with = "source_group"
+    )]
+    cidr: Option<Ipv4Cidr>,
+    /// The peer group: its members' addresses.
+    #[arg(long, value_name = "SG")]
+    source_group: Option<String>,
+}
+
+fn parse_protocol(text: &str) -> Result<Protocol, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_lowercase()))
+        .map_err(|_| "expected tcp, udp, icmp or all".into())
+}
+
+pub fn run(env: &Env, command: SgCommand) -> Result<(), CliError> {
+    let mut store = env.store()?;
+    let (rule, direction, add) = match command {
+        SgCommand::Create {
+            vpc,
+            name,
+            description,
+            tags,
+        } => {
+            let mut tags = parse_tags(&tags.tags)?;
+            tags.insert(gureum::cloud::tags::NAME.into(), name.clone());
+            let net = env.net()?;
+            let group = security_group::create(&mut store, &net, &vpc, &name, &description, &tags)?;
+            print_id(&group);
+            return Ok(());
+        }
+        SgCommand::List { filter } => {
+            let groups = list_tagged::<SecurityGroup>(&mut store, &filter.parse()?, |_| None)?;
+            return print_list(
+                env.format,
+                &groups,
+                &["ID", "NAME", "VPC", "INBOUND", "OUTBOUND", "DESCRIPTION"],
+                |g| {
+                    vec![
+                        g.item.id.clone(),
+                        g.item.group_name.clone(),
+                        g.item.vpc_id.clone(),
+                        g.item.inbound.len().to_string(),
+                        g.item.outbound.len().to_string(),
+                        g.item.description.clone(),
+                    ]
+                },
+            );
+        }
+        SgCommand::Describe { group } => {
+            return describe_tagged::<SecurityGroup>(env, &mut store, &group);
+        }
+        SgCommand::Delete { group } => {
+            print_id(&security_group::delete(&mut store, &env.net()?, &group)?);
+            return Ok(());
+        }
+        SgCommand::AuthorizeIngress(rule) => (rule, Direction::Ingress, true),
+        SgCommand::AuthorizeEgress(rule) => (rule, Direction::Egress, true),
+        SgCommand::RevokeIngress(rule) => (rule, Direction::Ingress, false),
+        SgCommand::RevokeEgress(rule) => (rule, Direction::Egress, false),
+    };
+    let request = RuleRequest {
+        protocol: rule.protocol,
+        ports: rule.port,
+        cidr: rule.cidr,
+        source_group: rule.source_group,
+    };
+    let net = env.net()?;
+    let group =
+        security_group::change_rule(&mut store, &net, &rule.group, direction, &request, add)?;
+    print_id(&group);
+    Ok(())
+}

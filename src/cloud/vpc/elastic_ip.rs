@@ -1,0 +1,158 @@
+//! Elastic IPs: public addresses from the pool, held until released
+//! (they keep costing while held, even unassociated), mapped 1:1 to an
+//! instance's private address at its VPC's internet gateway.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cloud::ids::{self, Kind};
+use crate::cloud::store::{Resource, Store};
+use crate::cloud::tags::Tags;
+use crate::cloud::{self, lookup};
+
+use super::gateway::public_addresses;
+use super::public::NetConfig;
+use super::{Error, realise};
+
+/// An elastic IP as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElasticIp {
+    pub id: String,
+    pub public_ip: Ipv4Addr,
+    pub instance_id: Option<String>,
+    pub created: String,
+}
+
+impl Resource for ElasticIp {
+    const KIND: Kind = Kind::ElasticIp;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn unique_name(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Finds an elastic IP by ID, Name tag or its address.
+fn find(tx: &cloud::store::Tx<'_>, reference: &str) -> Result<ElasticIp, cloud::Error> {
+    if let Ok(address) = reference.parse::<Ipv4Addr>() {
+        if let Some(eip) = tx
+            .list::<ElasticIp>()?
+            .into_iter()
+            .find(|e| e.public_ip == address)
+        {
+            return Ok(eip);
+        }
+    }
+    lookup::find_tagged(tx, reference, |_| true)
+}
+
+/// Allocates the next free address of the pool.
+pub fn allocate(
+    store: &mut Store,
+    config: &NetConfig,
+    tags: &Tags,
+) -> Result<ElasticIp, cloud::Error> {
+    let id = ids::new_id(Kind::ElasticIp)?;
+    store.write(|tx| {
+        let eip = ElasticIp {
+            id,
+            public_ip: config.allocate(&public_addresses(tx)?)?,
+            instance_id: None,
+            created: cloud::time::now(),
+        };
+        tx.insert(&eip, tags)?;
+        Ok(eip)
+    })
+}
+
+/// Releases an unassociated elastic IP back to the pool.
+pub fn release(store: &mut Store, reference: &str) -> Result<ElasticIp, cloud::Error> {
+    store.write(|tx| {
+        let eip = find(tx, reference)?;
+        if let Some(instance) = eip.instance_id {
+            return Err(Error::Associated {
+                id: eip.id,
+                instance,
+            }
+            .into());
+        }
+        tx.delete(&eip.id)?;
+        Ok(eip)
+    })
+}
+
+/// Associates an elastic IP with an instance in a VPC with a gateway.
+pub fn associate(
+    store: &mut Store,
+    config: &NetConfig,
+    reference: &str,
+    instance: &str,
+) -> Result<ElasticIp, cloud::Error> {
+    realise::transaction(store, |tx, undo| {
+        let mut eip = find(tx, reference)?;
+        let mut instance = lookup::find_instance(tx, instance)?;
+        if let Some(other) = eip.instance_id {
+            return Err(Error::Associated {
+                id: eip.id,
+                instance: other,
+            }
+            .into());
+        }
+        let Some(placement) = instance.placement.as_mut() else {
+            return Err(Error::NotInSubnet {
+                instance: instance.id,
+                what: "an elastic IP maps to an instance's private address",
+            }
+            .into());
+        };
+        let linux = realise::open_shared(tx, config, &placement.vpc_id)?;
+        placement.elastic_ip = Some(eip.public_ip);
+        eip.instance_id = Some(instance.id.clone());
+        tx.update(&eip)?;
+        tx.update(&instance)?;
+        let address = eip.public_ip;
+        linux
+            .borrow_mut()
+            .associate_address(address, &instance.id)
+            .map_err(Error::from)?;
+        undo.push(move || linux.borrow_mut().disassociate_address(address));
+        Ok(eip)
+    })
+}
+
+/// Takes an elastic IP off its instance; it stays allocated (and held).
+pub fn disassociate(
+    store: &mut Store,
+    config: &NetConfig,
+    reference: &str,
+) -> Result<ElasticIp, cloud::Error> {
+    realise::transaction(store, |tx, undo| {
+        let mut eip = find(tx, reference)?;
+        let Some(instance) = eip.instance_id.take() else {
+            return Err(Error::NotAssociatedEip { id: eip.id }.into());
+        };
+        let mut record = tx.get::<cloud::instance::Instance>(&instance)?;
+        let linux = match record.as_ref().and_then(|i| i.placement.as_ref()) {
+            Some(placement) => Some(realise::open_shared(tx, config, &placement.vpc_id)?),
+            None => None,
+        };
+        tx.update(&eip)?;
+        if let Some(record) = record.as_mut() {
+            if let Some(placement) = record.placement.as_mut() {
+                placement.elastic_ip = None;
+            }
+            tx.update(record)?;
+        }
+        if let Some(linux) = linux {
+            let address = eip.public_ip;
+            linux
+                .borrow_mut()
+                .disassociate_address(address)
+                .map_err(Error::from)?;
+            undo.push(move || linux.borrow_mut().associate_address(address, &instance));
+        }
+        Ok(eip)
+    })
+}

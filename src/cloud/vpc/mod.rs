@@ -1,0 +1,132 @@
+//! The VPC control plane: VPCs, subnets, route tables, internet gateways,
+//! security groups and elastic IPs as records in the store, each change
+//! realised in Linux (`crate::net`) inside the store transaction that
+//! records it (`realise`), so that both change or neither does.
+
+pub mod check;
+pub mod elastic_ip;
+pub mod gateway;
+pub mod network;
+pub mod port;
+pub mod public;
+pub mod realise;
+pub mod route_table;
+pub mod security_group;
+pub mod subnet;
+
+use crate::net::{self, cidr::Ipv4Cidr};
+
+/// What went wrong with a VPC resource, and what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Net(#[from] net::vpc::Error),
+    #[error(transparent)]
+    Cidr(#[from] net::cidr::Error),
+    #[error(transparent)]
+    Rule(#[from] net::nft::security_group::Error),
+    #[error(transparent)]
+    Netns(#[from] net::netns::Error),
+    #[error(transparent)]
+    Link(#[from] net::link::Error),
+    #[error(transparent)]
+    Sysctl(#[from] net::sysctl::Error),
+    #[error(transparent)]
+    Cleanup(#[from] net::cleanup::Error),
+    #[error(transparent)]
+    Tap(crate::vmm::devices::virtio::net::tap::Error),
+    #[error("{var}={value} is not usable: {fix}")]
+    BadConfig {
+        var: &'static str,
+        value: String,
+        fix: String,
+    },
+    #[error(
+        "the public address pool {pool} is used up: release elastic IPs (`gureum eip list`) \
+         or set a larger GUREUM_PUBLIC_POOL"
+    )]
+    PoolExhausted { pool: Ipv4Cidr },
+    #[error("{noun} {id} still has {what}: {fix}")]
+    InUse {
+        noun: &'static str,
+        id: String,
+        what: String,
+        fix: String,
+    },
+    #[error("{noun} {id} is in VPC {its_vpc}, not in VPC {vpc}")]
+    OtherVpc {
+        noun: &'static str,
+        id: String,
+        its_vpc: String,
+        vpc: String,
+    },
+    #[error("VPC {vpc} already has a security group named '{name}'; pick another name")]
+    GroupNameTaken { vpc: String, name: String },
+    #[error("{what} {id} is deleted with its VPC, not on its own")]
+    OwnedByVpc { what: &'static str, id: String },
+    #[error(
+        "only a 0.0.0.0/0 route to an internet gateway can be added (got {destination}); \
+         routes inside the VPC are the `local` route, always there"
+    )]
+    UnsupportedRoute { destination: Ipv4Cidr },
+    #[error("route table {table} already has a route to {destination}; delete it first")]
+    RouteExists {
+        table: String,
+        destination: Ipv4Cidr,
+    },
+    #[error(
+        "route table {table} has no route to {destination} (`gureum route-table describe {table}`)"
+    )]
+    NoRoute {
+        table: String,
+        destination: Ipv4Cidr,
+    },
+    #[error("the local route of route table {table} cannot be deleted")]
+    LocalRoute { table: String },
+    #[error(
+        "internet gateway {igw} is not attached to VPC {vpc}: `gureum igw attach {igw} --vpc {vpc}` first"
+    )]
+    GatewayNotAttached { igw: String, vpc: String },
+    #[error("internet gateway {igw} is already attached to VPC {vpc}; detach it first")]
+    GatewayAlreadyAttached { igw: String, vpc: String },
+    #[error("internet gateway {igw} is not attached to any VPC")]
+    GatewayDetached { igw: String },
+    #[error("VPC {vpc} already has internet gateway {igw} attached; a VPC has at most one")]
+    VpcHasGateway { vpc: String, igw: String },
+    #[error("subnet {subnet} is not associated with route table {table}")]
+    NotAssociated { subnet: String, table: String },
+    #[error("the rule is already in security group {group}")]
+    RuleExists { group: String },
+    #[error(
+        "security group {group} has no such rule (`gureum sg describe {group}` shows its rules)"
+    )]
+    NoSuchRule { group: String },
+    #[error("'{0}' is not a port or port range: write 22 or 8000-8100")]
+    BadPorts(String),
+    #[error("elastic IP {id} is associated with instance {instance}: disassociate it first")]
+    Associated { id: String, instance: String },
+    #[error("elastic IP {id} is not associated with an instance")]
+    NotAssociatedEip { id: String },
+    #[error("instance {instance} is not in a subnet (launch it with --subnet); {what}")]
+    NotInSubnet {
+        instance: String,
+        what: &'static str,
+    },
+}
+
+/// A resource that lives in one VPC.
+pub trait InVpc {
+    fn vpc_id(&self) -> Option<&str>;
+}
+
+/// Every `R` in VPC `vpc`.
+pub fn in_vpc<R: crate::cloud::store::Resource + InVpc>(
+    tx: &crate::cloud::store::Tx<'_>,
+    vpc: &str,
+) -> Result<Vec<R>, crate::cloud::store::Error> {
+    Ok(tx
+        .list::<R>()?
+        .into_iter()
+        .filter(|r| r.vpc_id() == Some(vpc))
+        .collect())
+}

@@ -1,0 +1,212 @@
+//! An instance's place in a VPC: its subnet, private address, MAC, groups
+//! and the tap that is its port on the subnet's bridge.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cloud::instance::Instance;
+use crate::cloud::store::{self, Store, Tx};
+use crate::cloud::{self, lookup};
+use crate::net::cidr;
+use crate::net::link::{MacAddr, Rtnl};
+use crate::net::netns::Netns;
+use crate::net::port::Port;
+use crate::net::undo::Undo;
+use crate::net::{self};
+use crate::vmm::devices::virtio::net::Tap;
+
+use super::elastic_ip::ElasticIp;
+use super::network::Vpc;
+use super::public::NetConfig;
+use super::security_group::SecurityGroup;
+use super::subnet::Subnet;
+use super::{Error, realise};
+
+/// Where an instance is in a VPC, as stored in its record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub vpc_id: String,
+    pub subnet_id: String,
+    pub private_ip: Ipv4Addr,
+    pub mac: MacAddr,
+    /// The persistent tap in the VPC namespace.
+    pub tap: String,
+    pub security_groups: Vec<String>,
+    pub source_dest_check: bool,
+    /// The elastic IP associated with it, kept with the eip's record.
+    #[serde(default)]
+    pub elastic_ip: Option<Ipv4Addr>,
+}
+
+impl Placement {
+    /// The port instance `id` is, as the realisation takes it.
+    pub fn port(&self, id: &str) -> Port {
+        Port {
+            id: id.to_owned(),
+            link: self.tap.clone(),
+            subnet: self.subnet_id.clone(),
+            mac: self.mac,
+            ip: self.private_ip,
+            groups: self.security_groups.clone(),
+            source_dest_check: self.source_dest_check,
+        }
+    }
+}
+
+/// The instances with a port in VPC `vpc`, with their placements. A
+/// placement is cleared when its port is removed (`release`, at
+/// terminate), so this is what Linux holds.
+pub fn instances_in(tx: &Tx<'_>, vpc: &str) -> Result<Vec<(String, Placement)>, store::Error> {
+    Ok(tx
+        .list::<Instance>()?
+        .into_iter()
+        .filter_map(|i| Some((i.id, i.placement?)))
+        .filter(|(_, p)| p.vpc_id == vpc)
+        .collect())
+}
+
+/// What `gureum run --subnet` asks for.
+#[derive(Debug, Clone)]
+pub struct PlacementRequest {
+    /// The subnet: ID or Name tag.
+    pub subnet: String,
+    /// Security groups (ID or Name tag) [default: the VPC's default one].
+    pub groups: Vec<String>,
+    /// A chosen free address [default: the lowest free one].
+    pub private_ip: Option<Ipv4Addr>,
+    pub source_dest_check: bool,
+}
+
+/// Where an instance was placed, and what its guest needs to know.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub placement: Placement,
+    /// The VPC namespace the tap is in.
+    pub netns: String,
+    pub prefix_len: u8,
+    pub router: Ipv4Addr,
+}
+
+/// What every instance tap's name starts with.
+pub const TAP_PREFIX: &str = "t-";
+
+/// The tap of instance `id`: "t-" and the end of its ID, to fit an
+/// interface name; unique in its VPC (13 random hex digits).
+pub fn tap_name(id: &str) -> String {
+    let tail = id.get(id.len().saturating_sub(13)..).unwrap_or(id);
+    format!("{TAP_PREFIX}{tail}")
+}
+
+/// Places instance `id` in a subnet: picks its address, makes its tap
+/// in the VPC's namespace (persistent: it is the instance's port until
+/// terminate, over stops and starts) and attaches it as a port, filtered
+/// from the first packet, before any VMM opens it.
+pub fn place(
+    tx: &Tx<'_>,
+    config: &NetConfig,
+    id: &str,
+    mac: MacAddr,
+    request: &PlacementRequest,
+    undo: &mut Undo,
+) -> Result<Placed, cloud::Error> {
+    let subnet: Subnet = lookup::find_tagged(tx, &request.subnet, |_| true)?;
+    let vpc: Vpc = lookup::find(tx, &subnet.vpc_id)?;
+    let mut groups = Vec::new();
+    for reference in &request.groups {
+        let group: SecurityGroup =
+            lookup::find_tagged(tx, reference, |g: &SecurityGroup| g.vpc_id == vpc.id)?;
+        if group.vpc_id != vpc.id {
+            return Err(Error::OtherVpc {
+                noun: "security group",
+                id: group.id,
+                its_vpc: group.vpc_id,
+                vpc: vpc.id,
+            }
+            .into());
+        }
+        groups.push(group.id);
+    }
+    if groups.is_empty() {
+        groups.push(vpc.default_security_group.clone());
+    }
+    let used: BTreeSet<Ipv4Addr> = instances_in(tx, &vpc.id)?
+        .into_iter()
+        .map(|(_, p)| p.private_ip)
+        .collect();
+    let ip = cidr::allocate(subnet.cidr, &used, request.private_ip).map_err(Error::from)?;
+    let linux = realise::open_shared(tx, config, &vpc.id)?;
+    let placement = Placement {
+        vpc_id: vpc.id.clone(),
+        subnet_id: subnet.id.clone(),
+        private_ip: ip,
+        mac,
+        tap: tap_name(id),
+        security_groups: groups,
+        source_dest_check: request.source_dest_check,
+        elastic_ip: None,
+    };
+    let netns = linux.borrow().netns().name().to_owned();
+    make_tap(&linux.borrow(), &placement.tap)?;
+    let (name, tap) = (netns.clone(), placement.tap.clone());
+    undo.push(move || delete_tap(&name, &tap));
+    linux
+        .borrow_mut()
+        .attach_port(placement.port(id))
+        .map_err(Error::from)?;
+    let port = id.to_owned();
+    undo.push(move || linux.borrow_mut().detach_port(&port));
+    Ok(Placed {
+        placement,
+        netns,
+        prefix_len: subnet.cidr.prefix(),
+        router: subnet.router,
+    })
+}
+
+/// Makes persistent tap `name` in the VPC's namespace.
+fn make_tap(linux: &net::vpc::Vpc, name: &str) -> Result<(), cloud::Error> {
+    linux
+        .netns()
+        .run(|| Tap::open(name)?.set_persistent(true))
+        .map_err(Error::from)?
+        .map_err(|e| Error::Tap(e).into())
+}
+
+/// Deletes tap `tap` in namespace `netns`, if it is there.
+fn delete_tap(netns: &str, tap: &str) -> Result<(), Error> {
+    let rtnl = Rtnl::open(&Netns::open(netns)?)?;
+    if rtnl.index(tap)?.is_some() {
+        rtnl.delete(tap)?;
+    }
+    Ok(())
+}
+
+/// Takes a terminated instance out of its VPC: its elastic IP off it, its
+/// port detached, its tap deleted, its placement cleared.
+pub fn release(store: &mut Store, config: &NetConfig, id: &str) -> Result<(), cloud::Error> {
+    realise::transaction(store, |tx, _| {
+        let Some(mut instance) = tx.get::<Instance>(id)? else {
+            return Ok(());
+        };
+        let Some(placement) = instance.placement.take() else {
+            return Ok(());
+        };
+        let linux = realise::open_shared(tx, config, &placement.vpc_id)?;
+        for mut eip in tx.list::<ElasticIp>()? {
+            if eip.instance_id.as_deref() == Some(id) {
+                linux
+                    .borrow_mut()
+                    .disassociate_address(eip.public_ip)
+                    .map_err(Error::from)?;
+                eip.instance_id = None;
+                tx.update(&eip)?;
+            }
+        }
+        linux.borrow_mut().detach_port(id).map_err(Error::from)?;
+        delete_tap(linux.borrow().netns().name(), &placement.tap)?;
+        tx.update(&instance)?;
+        Ok(())
+    })
+}

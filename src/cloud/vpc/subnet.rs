@@ -1,0 +1,143 @@
+//! Subnets: a block of their VPC's, realised as a bridge holding the
+//! router address (.1); the first four and the last address are reserved.
+
+use serde::{Deserialize, Serialize};
+
+use crate::cloud::ids::{self, Kind};
+use crate::cloud::store::{Resource, Store, Tx};
+use crate::cloud::tags::Tags;
+use crate::cloud::{self, lookup};
+use crate::net::cidr::{self, Ipv4Cidr};
+use crate::net::port::Port;
+
+use super::network::Vpc;
+use super::port;
+use super::public::NetConfig;
+use super::route_table::RouteTable;
+use super::{Error, InVpc, in_vpc, realise};
+
+/// The zone of this host: one host is one zone.
+pub const DEFAULT_ZONE: &str = "local-1a";
+
+/// A subnet as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subnet {
+    pub id: String,
+    pub vpc_id: String,
+    pub cidr: Ipv4Cidr,
+    pub availability_zone: String,
+    /// The subnet's router, the instances' gateway (the .1).
+    pub router: std::net::Ipv4Addr,
+    /// How many addresses instances can hold in it.
+    pub capacity: u32,
+    pub created: String,
+}
+
+impl Resource for Subnet {
+    const KIND: Kind = Kind::Subnet;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn unique_name(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl InVpc for Subnet {
+    fn vpc_id(&self) -> Option<&str> {
+        Some(&self.vpc_id)
+    }
+}
+
+/// Creates a subnet in a VPC: inside its block, overlapping no sibling.
+pub fn create(
+    store: &mut Store,
+    config: &NetConfig,
+    vpc: &str,
+    block: Ipv4Cidr,
+    zone: Option<&str>,
+    tags: &Tags,
+) -> Result<Subnet, cloud::Error> {
+    let id = ids::new_id(Kind::Subnet)?;
+    let router = cidr::router(block).ok_or(Error::Cidr(cidr::Error::Full {
+        subnet: block,
+        capacity: 0,
+    }))?;
+    realise::transaction(store, |tx, undo| {
+        let vpc: Vpc = lookup::find_tagged(tx, vpc, |_| true)?;
+        let subnet = Subnet {
+            id,
+            vpc_id: vpc.id.clone(),
+            cidr: block,
+            availability_zone: zone.unwrap_or(DEFAULT_ZONE).to_owned(),
+            router,
+            capacity: cidr::capacity(block),
+            created: cloud::time::now(),
+        };
+        // Opened before the records change: it holds what Linux has now.
+        let linux = realise::open_shared(tx, config, &vpc.id)?;
+        tx.insert(&subnet, tags)?;
+        linux
+            .borrow_mut()
+            .add_subnet(&subnet.id, block)
+            .map_err(Error::from)?;
+        let (back, id) = (linux.clone(), subnet.id.clone());
+        undo.push(move || back.borrow_mut().remove_subnet(&id));
+        // It follows the main table, which may make it public.
+        realise::sync_routes(tx, &linux, &vpc.id, undo)?;
+        Ok(subnet)
+    })
+}
+
+/// Deletes a subnet no instance is in.
+pub fn delete(
+    store: &mut Store,
+    config: &NetConfig,
+    reference: &str,
+) -> Result<Subnet, cloud::Error> {
+    realise::transaction(store, |tx, undo| {
+        let subnet: Subnet = lookup::find_tagged(tx, reference, |_| true)?;
+        let instances: Vec<String> = port::instances_in(tx, &subnet.vpc_id)?
+            .into_iter()
+            .filter(|(_, placement)| placement.subnet_id == subnet.id)
+            .map(|(id, _)| id)
+            .collect();
+        if !instances.is_empty() {
+            return Err(Error::InUse {
+                noun: "subnet",
+                id: subnet.id.clone(),
+                what: format!("instances {}", instances.join(", ")),
+                fix: "terminate them first".to_owned(),
+            }
+            .into());
+        }
+        let linux = realise::open_shared(tx, config, &subnet.vpc_id)?;
+        for mut table in in_vpc::<RouteTable>(tx, &subnet.vpc_id)? {
+            if table.subnets.contains(&subnet.id) {
+                table.subnets.retain(|s| *s != subnet.id);
+                tx.update(&table)?;
+            }
+        }
+        tx.delete(&subnet.id)?;
+        let was_public = linux.borrow().is_public(&subnet.id).unwrap_or(false);
+        linux
+            .borrow_mut()
+            .remove_subnet(&subnet.id)
+            .map_err(Error::from)?;
+        let (back, id, block) = (linux.clone(), subnet.id.clone(), subnet.cidr);
+        undo.push(move || {
+            let mut back = back.borrow_mut();
+            back.add_subnet(&id, block)?;
+            back.set_subnet_internet(&id, was_public)
+        });
+        Ok(subnet)
+    })
+}
+
+/// The ports of the instances in VPC `vpc`, as the realisation takes them.
+pub fn ports_in(tx: &Tx<'_>, vpc: &str) -> Result<Vec<Port>, cloud::Error> {
+    Ok(port::instances_in(tx, vpc)?
+        .into_iter()
+        .map(|(id, placement)| placement.port(&id))
+        .collect())
+}

@@ -1,0 +1,813 @@
+//! The VPC commands run as a user runs them: the real binary, a private
+//! state directory, and a namespace prefix unique to each test, with the
+//! real outcome checked in Linux (`ip -n NS ...`, `nft`).
+//!
+//! Needs root, `ip` and `nft`. A guard removes every namespace with the
+//! test's prefix, even when the test fails. Nothing here touches the
+//! host's own namespace: every check runs inside the test's namespaces.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::Value;
+
+/// A private state directory and namespace prefix; the namespaces with
+/// the prefix are removed when it is dropped.
+struct Cloud {
+    state: tempfile::TempDir,
+    prefix: String,
+    pool: Option<&'static str>,
+}
+
+impl Cloud {
+    fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        Self {
+            state: tempfile::tempdir().unwrap(),
+            prefix: format!(
+                "gvt{}x{}-",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::SeqCst)
+            ),
+            pool: None,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gureum"));
+        command
+            .args(args)
+            .env("GUREUM_STATE_DIR", self.state.path())
+            .env("GUREUM_NET_PREFIX", &self.prefix)
+            .env_remove("GUREUM_PUBLIC_ROUTER");
+        match self.pool {
+            Some(pool) => command.env("GUREUM_PUBLIC_POOL", pool),
+            None => command.env_remove("GUREUM_PUBLIC_POOL"),
+        };
+        command.output().expect("run gureum")
+    }
+
+    /// Runs a command that must succeed; returns its stdout, trimmed.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "gureum {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// Runs a command that must fail with status 1; returns its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "gureum {args:?} should fail; stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        serde_json::from_str(&self.ok(&all)).expect("JSON output")
+    }
+
+    fn netns(&self, vpc: &str) -> String {
+        format!("{}{vpc}", self.prefix)
+    }
+
+    fn public(&self) -> String {
+        format!("{}public", self.prefix)
+    }
+
+    /// The namespaces with this test's prefix.
+    fn namespaces(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir("/run/netns")
+            .map(|dir| {
+                dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|name| name.starts_with(&self.prefix))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// A VPC 10.0.0.0/16 named `name`; its ID.
+    fn vpc(&self, name: &str) -> String {
+        self.ok(&["vpc", "create", "--cidr", "10.0.0.0/16", "--name", name])
+    }
+
+    /// The number of records `list` shows.
+    fn count(&self, noun: &str) -> usize {
+        self.json(&[noun, "list"]).as_array().unwrap().len()
+    }
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        for name in self.namespaces() {
+            let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        }
+    }
+}
+
+/// `ip -n NETNS ARGS...`'s output.
+fn ip(netns: &str, args: &[&str]) -> String {
+    let mut all = vec!["-n", netns];
+    all.extend(args);
+    ip_cmd(&all)
+}
+
+/// `ip ARGS...`'s output; it must succeed.
+fn ip_cmd(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The ruleset of gureum's tables in `netns`.
+fn nft(netns: &str) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, "nft", "list", "ruleset"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn field(value: &Value, key: &str) -> String {
+    value[key].as_str().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn a_vpc_is_a_namespace_with_a_main_table_a_default_group_and_gureums_tables() {
+    let cloud = Cloud::new();
+    let vpc = cloud.vpc("web");
+    assert!(vpc.starts_with("vpc-"), "{vpc}");
+    assert_eq!(cloud.namespaces(), [cloud.netns(&vpc)]);
+    let ruleset = nft(&cloud.netns(&vpc));
+    assert!(ruleset.contains("table inet gureum"), "{ruleset}");
+    assert!(ruleset.contains("table bridge gureum"), "{ruleset}");
+
+    let shown = cloud.json(&["vpc", "describe", "web"]);
+    assert_eq!(field(&shown, "id"), vpc);
+    assert_eq!(field(&shown, "cidr"), "10.0.0.0/16");
+    assert_eq!(shown["tags"]["Name"], "web");
+    let tables = cloud.json(&["route-table", "list"]);
+    assert_eq!(tables[0]["id"], shown["main_route_table"]);
+    assert_eq!(tables[0]["main"], true);
+    assert_eq!(tables[0]["routes"][0]["destination"], "10.0.0.0/16");
+    assert_eq!(tables[0]["routes"][0]["target"], "local");
+    let groups = cloud.json(&["sg", "list"]);
+    assert_eq!(groups[0]["id"], shown["default_security_group"]);
+    assert_eq!(groups[0]["group_name"], "default");
+    let default_group = field(&groups[0], "id");
+    assert!(ruleset.contains(&format!("members_{}", default_group.replace('-', "_"))));
+
+    // Filters by tag, as instance list does.
+    cloud.vpc("other");
+    assert_eq!(cloud.count("vpc"), 2);
+    let web = cloud.json(&["vpc", "list", "--filter", "Name=web"]);
+    assert_eq!(web.as_array().unwrap().len(), 1);
+    assert_eq!(web[0]["id"], vpc.as_str());
+
+    assert_eq!(cloud.ok(&["vpc", "delete", &vpc]), vpc);
+    assert_eq!(
+        cloud.json(&["vpc", "list", "--tag", "Name=web"]),
+        Value::Array(vec![])
+    );
+    assert_eq!(cloud.namespaces().len(), 1);
+    assert_eq!(cloud.count("route-table"), 1);
+    assert_eq!(cloud.count("sg"), 1);
+}
+
+#[test]
+fn bad_vpc_blocks_are_refused_and_leave_nothing_while_public_ones_are_warned_about() {
+    let cloud = Cloud::new();
+    for (cidr, says) in [
+        ("10.0.0.0/8", "netmask must be /16 to /28"),
+        ("10.0.0.0/29", "netmask must be /16 to /28"),
+        ("10.0.0.1/16", "host bits set"),
+        ("ten/16", "is not an IPv4 CIDR"),
+    ] {
+        let out = cloud.run(&["vpc", "create", "--cidr", cidr]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cidr}");
+        assert!(stderr.contains(says), "{cidr}: {stderr}");
+    }
+    assert_eq!(cloud.count("vpc"), 0);
+    assert!(cloud.namespaces().is_empty());
+
+    let out = cloud.run(&["vpc", "create", "--cidr", "8.8.0.0/16"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not in an RFC 1918"));
+    // Two VPCs may share a block: each is its own namespace.
+    let a = cloud.vpc("a");
+    let b = cloud.vpc("b");
+    assert_ne!(a, b);
+    assert_eq!(cloud.namespaces().len(), 3);
+}
+
+#[test]
+fn subnets_are_bridges_holding_the_router_inside_their_vpc_without_overlap() {
+    let cloud = Cloud::new();
+    let vpc = cloud.vpc("v");
+    let ns = cloud.netns(&vpc);
+    let subnet = cloud.ok(&[
+        "subnet",
+        "create",
+        "--vpc",
+        "v",
+        "--cidr",
+        "10.0.1.0/24",
+        "--name",
+        "s1",
+    ]);
+    let shown = cloud.json(&["subnet", "describe", "s1"]);
+    assert_eq!(field(&shown, "vpc_id"), vpc);
+    assert_eq!(field(&shown, "router"), "10.0.1.1");
+    assert_eq!(field(&shown, "availability_zone"), "local-1a");
+    assert_eq!(shown["capacity"], 251);
+    let bridge = format!("br-{}", &subnet[subnet.len() - 12..]);
+    let addresses = ip(&ns, &["-4", "addr", "show", "dev", &bridge]);
+    assert!(addresses.contains("10.0.1.1/24"), "{addresses}");
+    assert!(ip(&ns, &["link", "show", &bridge]).contains("UP"));
+
+    for (cidr, says) in [
+        ("10.0.1.128/25", "overlaps subnet 10.0.1.0/24"),
+        ("10.1.0.0/24", "is not inside its VPC's block 10.0.0.0/16"),
+        ("10.0.2.0/29", "netmask must be /16 to /28"),
+    ] {
+        let stderr = cloud.fails(&["subnet", "create", "--vpc", &vpc, "--cidr", cidr]);
+        assert!(stderr.contains(says), "{cidr}: {stderr}");
+    }
+    let stderr = cloud.fails(&["subnet", "create", "--vpc", "nope", "--cidr", "10.0.3.0/24"]);
+    assert!(stderr.contains("no VPC 'nope'"), "{stderr}");
+    assert_eq!(cloud.count("subnet"), 1);
+    let bridges = ip(&ns, &["-br", "link", "show", "type", "bridge"]);
+    assert_eq!(bridges.lines().count(), 1, "{bridges}");
+
+    let stderr = cloud.fails(&["vpc", "delete", &vpc]);
+    assert!(
+        stderr.contains(&format!("still has subnets {subnet}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("subnet delete"), "{stderr}");
+
+    cloud.ok(&["subnet", "delete", "s1"]);
+    assert!(ip(&ns, &["-br", "link", "show", "type", "bridge"]).is_empty());
+    cloud.ok(&["vpc", "delete", &vpc]);
+    assert!(cloud.namespaces().is_empty());
+}
+
+#[test]
+fn a_route_to_the_attached_gateway_makes_a_subnet_public_and_everything_unwinds() {
+    let cloud = Cloud::new();
+    let vpc = cloud.vpc("v");
+    let ns = cloud.netns(&vpc);
+    let subnet = cloud.ok(&["subnet", "create", "--vpc", "v", "--cidr", "10.0.1.0/24"]);
+    let bridge = format!("br-{}", &subnet[subnet.len() - 12..]);
+    let main = field(&cloud.json(&["vpc", "describe", &vpc]), "main_route_table");
+    let igw = cloud.ok(&["igw", "create", "--name", "door"]);
+
+    let stderr = cloud.fails(&[
+        "route-table",
+        "create-route",
+        &main,
+        "--destination",
+        "0.0.0.0/0",
+        "--gateway",
+        &igw,
+    ]);
+    assert!(stderr.contains("is not attached to VPC"), "{stderr}");
+
+    cloud.ok(&["igw", "attach", "door", "--vpc", "v"]);
+    let shown = cloud.json(&["igw", "describe", &igw]);
+    assert_eq!(field(&shown, "vpc_id"), vpc);
+    assert_eq!(field(&shown, "public_ip"), "203.0.113.2");
+    assert!(ip(&ns, &["-4", "addr", "show", "dev", "igw"]).contains("203.0.113.2/32"));
+    let public = ip(&cloud.public(), &["-4", "addr"]);
+    assert!(public.contains("203.0.113.1/32"), "{public}");
+    assert!(nft(&ns).contains("snat ip to 203.0.113.2"));
+    let other = cloud.vpc("w");
+    let stderr = cloud.fails(&["igw", "attach", &igw, "--vpc", &other]);
+    assert!(stderr.contains("already attached"), "{stderr}");
+
+    let rule = format!("iif {bridge} lookup 100");
+    assert!(!ip(&ns, &["rule"]).contains(&rule));
+    let stderr = cloud.fails(&[
+        "route-table",
+        "create-route",
+        &main,
+        "--destination",
+        "10.9.0.0/16",
+        "--gateway",
+        &igw,
+    ]);
+    assert!(stderr.contains("only a 0.0.0.0/0 route"), "{stderr}");
+    cloud.ok(&[
+        "route-table",
+        "create-route",
+        &main,
+        "--destination",
+        "0.0.0.0/0",
+        "--gateway",
+        &igw,
+    ]);
+    assert!(ip(&ns, &["rule"]).contains(&rule));
+    assert!(ip(&ns, &["route", "show", "table", "100"]).contains("default via 203.0.113.1"));
+
+    // A custom table without the route makes the subnet private again.
+    let custom = cloud.ok(&["route-table", "create", "--vpc", &vpc, "--name", "private"]);
+    cloud.ok(&["route-table", "associate", "private", "--subnet", &subnet]);
+    assert!(!ip(&ns, &["rule"]).contains(&rule));
+    let stderr = cloud.fails(&["route-table", "delete", &custom]);
+    assert!(stderr.contains("disassociate"), "{stderr}");
+    cloud.ok(&["route-table", "disassociate", &custom, "--subnet", &subnet]);
+    assert!(ip(&ns, &["rule"]).contains(&rule));
+    cloud.ok(&["route-table", "delete", &custom]);
+    let stderr = cloud.fails(&["route-table", "delete", &main]);
+    assert!(stderr.contains("deleted with its VPC"), "{stderr}");
+
+    let stderr = cloud.fails(&["igw", "detach", &igw]);
+    assert!(stderr.contains("delete-route"), "{stderr}");
+    let stderr = cloud.fails(&["vpc", "delete", &vpc]);
+    assert!(stderr.contains("still has subnets"), "{stderr}");
+    cloud.ok(&[
+        "route-table",
+        "delete-route",
+        &main,
+        "--destination",
+        "0.0.0.0/0",
+    ]);
+    assert!(!ip(&ns, &["rule"]).contains(&rule));
+    let stderr = cloud.fails(&["igw", "delete", &igw]);
+    assert!(stderr.contains("igw detach"), "{stderr}");
+    cloud.ok(&["igw", "detach", &igw]);
+    assert!(!ip(&ns, &["link"]).contains("igw"));
+    assert!(!nft(&ns).contains("snat"));
+    cloud.ok(&["igw", "delete", &igw]);
+    cloud.ok(&["subnet", "delete", &subnet]);
+    cloud.ok(&["vpc", "delete", &vpc]);
+    cloud.ok(&["vpc", "delete", &other]);
+    assert!(cloud.namespaces().is_empty(), "{:?}", cloud.namespaces());
+    assert_eq!(cloud.ok(&["net", "check"]), "nothing left over");
+}
+
+#[test]
+fn security_groups_hold_allow_rules_by_protocol_port_and_peer() {
+    let cloud = Cloud::new();
+    let vpc = cloud.vpc("v");
+    let ns = cloud.netns(&vpc);
+    let web = cloud.ok(&[
+        "sg",
+        "create",
+        "--vpc",
+        "v",
+        "--name",
+        "web",
+        "--description",
+        "w",
+    ]);
+    let shown = cloud.json(&["sg", "describe", "web"]);
+    assert_eq!(shown["inbound"], Value::Array(vec![]));
+    assert_eq!(shown["outbound"][0]["protocol"], "all");
+    assert_eq!(shown["outbound"][0]["peer"]["cidr"], "0.0.0.0/0");
+    assert!(nft(&ns).contains(&format!("members_{}", web.replace('-', "_"))));
+    let stderr = cloud.fails(&["sg", "create", "--vpc", "v", "--name", "web"]);
+    assert!(
+        stderr.contains("already has a security group named 'web'"),
+        "{stderr}"
+    );
+
+    let db = cloud.ok(&["sg", "create", "--vpc", "v", "--name", "db"]);
+    cloud.ok(&[
+        "sg",
+        "authorize-ingress",
+        "web",
+        "--protocol",
+        "tcp",
+        "--port",
+        "22",
+        "--cidr",
+        "10.0.0.0/16",
+    ]);
+    cloud.ok(&[
+        "sg",
+        "authorize-ingress",
+        "web",
+        "--protocol",
+        "udp",
+        "--port",
+        "8000-8100",
+        "--cidr",
+        "0.0.0.0/0",
+    ]);
+    cloud.ok(&[
+        "sg",
+        "authorize-ingress",
+        "db",
+        "--protocol",
+        "tcp",
+        "--port",
+        "5432",
+        "--source-group",
+        "web",
+    ]);
+    let shown = cloud.json(&["sg", "describe", &web]);
+    assert_eq!(shown["inbound"][0]["protocol"], "tcp");
+    assert_eq!(shown["inbound"][0]["ports"]["from"], 22);
+    assert_eq!(shown["inbound"][1]["ports"]["to"], 8100);
+    assert_eq!(
+        cloud.json(&["sg", "describe", "db"])["inbound"][0]["peer"]["group"],
+        web.as_str()
+    );
+
+    for (args, says) in [
+        (
+            vec!["--protocol", "icmp", "--port", "22", "--cidr", "0.0.0.0/0"],
+            "cannot have a port range",
+        ),
+        (
+            vec![
+                "--protocol",
+                "tcp",
+                "--port",
+                "90-80",
+                "--cidr",
+                "0.0.0.0/0",
+            ],
+            "backwards",
+        ),
+        (
+            vec!["--protocol", "tcp", "--port", "http", "--cidr", "0.0.0.0/0"],
+            "not a port",
+        ),
+        (
+            vec!["--protocol", "tcp", "--port", "22", "--cidr", "10.0.0.0/16"],
+            "already in security group",
+        ),
+        (
+            vec!["--protocol", "tcp", "--source-group", "nope"],
+            "no security group 'nope'",
+        ),
+    ] {
+        let mut all = vec!["sg", "authorize-ingress", "web"];
+        all.extend(args);
+        let stderr = cloud.fails(&all);
+        assert!(stderr.contains(says), "{all:?}: {stderr}");
+    }
+    let out = cloud.run(&[
+        "sg",
+        "authorize-ingress",
+        "web",
+        "--protocol",
+        "gre",
+        "--cidr",
+        "0.0.0.0/0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // A group of another VPC is no peer.
+    let other = cloud.vpc("w");
+    cloud.ok(&["sg", "create", "--vpc", &other, "--name", "far"]);
+    let stderr = cloud.fails(&[
+        "sg",
+        "authorize-ingress",
+        "web",
+        "--protocol",
+        "all",
+        "--source-group",
+        "far",
+    ]);
+    assert!(stderr.contains("not in VPC"), "{stderr}");
+
+    // Revoking the allow-all egress rule leaves the group denying outbound.
+    cloud.ok(&[
+        "sg",
+        "revoke-egress",
+        "web",
+        "--protocol",
+        "all",
+        "--cidr",
+        "0.0.0.0/0",
+    ]);
+    assert_eq!(
+        cloud.json(&["sg", "describe", &web])["outbound"],
+        Value::Array(vec![])
+    );
+    let stderr = cloud.fails(&[
+        "sg",
+        "revoke-egress",
+        "web",
+        "--protocol",
+        "all",
+        "--cidr",
+        "0.0.0.0/0",
+    ]);
+    assert!(stderr.contains("has no such rule"), "{stderr}");
+
+    let stderr = cloud.fails(&["sg", "delete", "web"]);
+    assert!(
+        stderr.contains(&format!("a rule of group {db}")),
+        "{stderr}"
+    );
+    let default_group = field(
+        &cloud.json(&["vpc", "describe", &vpc]),
+        "default_security_group",
+    );
+    let stderr = cloud.fails(&["sg", "delete", &default_group]);
+    assert!(stderr.contains("deleted with its VPC"), "{stderr}");
+    let stderr = cloud.fails(&["vpc", "delete", &vpc]);
+    assert!(stderr.contains("still has security groups"), "{stderr}");
+    cloud.ok(&["sg", "delete", "db"]);
+    cloud.ok(&["sg", "delete", "web"]);
+    assert!(!nft(&ns).contains(&format!("members_{}", web.replace('-', "_"))));
+    cloud.ok(&["vpc", "delete", &vpc]);
+}
+
+#[test]
+fn elastic_ips_come_from_the_pool_and_unassociated_ones_are_held() {
+    let mut cloud = Cloud::new();
+    cloud.pool = Some("198.51.100.0/29");
+    let first = cloud.ok(&["eip", "allocate", "--name", "one"]);
+    assert_eq!(
+        field(&cloud.json(&["eip", "describe", "one"]), "public_ip"),
+        "198.51.100.2"
+    );
+    let mut addresses = Vec::new();
+    for _ in 0..4 {
+        let id = cloud.ok(&["eip", "allocate"]);
+        addresses.push(field(&cloud.json(&["eip", "describe", &id]), "public_ip"));
+    }
+    assert_eq!(
+        addresses,
+        [
+            "198.51.100.3",
+            "198.51.100.4",
+            "198.51.100.5",
+            "198.51.100.6"
+        ]
+    );
+    let stderr = cloud.fails(&["eip", "allocate"]);
+    assert!(stderr.contains("198.51.100.0/29 is used up"), "{stderr}");
+
+    let out = cloud.run(&["eip", "list"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("held, unassociated"), "{table}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("keep costing until released"));
+
+    let stderr = cloud.fails(&[
+        "eip",
+        "associate",
+        &first,
+        "--instance",
+        "i-0123456789abcdef0",
+    ]);
+    assert!(stderr.contains("no instance"), "{stderr}");
+    let stderr = cloud.fails(&["eip", "disassociate", &first]);
+    assert!(stderr.contains("is not associated"), "{stderr}");
+    // Released addresses go back to the pool; by address works too.
+    cloud.ok(&["eip", "release", "198.51.100.2"]);
+    assert_eq!(cloud.count("eip"), 4);
+    let again = cloud.ok(&["eip", "allocate"]);
+    assert_eq!(
+        field(&cloud.json(&["eip", "describe", &again]), "public_ip"),
+        "198.51.100.2"
+    );
+
+    cloud.pool = Some("198.51.100.0/33");
+    let stderr = cloud.fails(&["eip", "allocate"]);
+    assert!(
+        stderr.contains("GUREUM_PUBLIC_POOL=198.51.100.0/33 is not usable"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_failed_linux_change_leaves_no_record() {
+    let cloud = Cloud::new();
+    let vpc = cloud.vpc("v");
+    // The namespace gone from under it, the change cannot be made in Linux.
+    let ns = cloud.netns(&vpc);
+    ip_cmd(&["netns", "del", &ns]);
+    let stderr = cloud.fails(&["subnet", "create", "--vpc", "v", "--cidr", "10.0.1.0/24"]);
+    assert!(
+        stderr.contains(&format!("network namespace '{ns}' does not exist")),
+        "{stderr}"
+    );
+    let stderr = cloud.fails(&["sg", "create", "--vpc", "v", "--name", "web"]);
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert_eq!(cloud.count("subnet"), 0);
+    assert_eq!(cloud.count("sg"), 1);
+    assert!(cloud.namespaces().is_empty());
+}
+
+#[test]
+fn net_check_finds_and_removes_what_no_record_owns() {
+    let cloud = Cloud::new();
+    let vpc = cloud.vpc("v");
+    let igw = cloud.ok(&["igw", "create"]);
+    cloud.ok(&["igw", "attach", &igw, "--vpc", &vpc]);
+    assert_eq!(cloud.ok(&["net", "check"]), "nothing left over");
+
+    let planted = cloud.netns("vpc-00000000000000000");
+    ip_cmd(&["netns", "add", &planted]);
+    // A stray gateway link on the public side, serving no VPC of ours (a
+    // bridge stands in for the veth end: only its name and alias count).
+    let public = cloud.public();
+    ip(&public, &["link", "add", "gp0badbad0", "type", "bridge"]);
+    ip(&public, &["link", "set", "gp0badbad0", "alias", &planted]);
+    // A tap in the VPC that no instance has.
+    let ns = cloud.netns(&vpc);
+    ip(
+        &ns,
+        &["tuntap", "add", "dev", "t-0000000000000", "mode", "tap"],
+    );
+    let found = cloud.json(&["net", "check"]);
+    assert_eq!(found["namespaces"], serde_json::json!([planted]));
+    assert_eq!(found["public_links"], serde_json::json!(["gp0badbad0"]));
+    assert_eq!(
+        found["taps"],
+        serde_json::json!([format!("{ns}/t-0000000000000")])
+    );
+    let removed = cloud.ok(&["net", "check", "--remove"]);
+    assert!(
+        removed.contains(&format!("removed namespace {planted}")),
+        "{removed}"
+    );
+    assert_eq!(cloud.ok(&["net", "check"]), "nothing left over");
+    assert_eq!(cloud.namespaces(), [cloud.public(), cloud.netns(&vpc)]);
+    assert!(!ip(&cloud.public(), &["link"]).contains("gp0badbad0"));
+    assert_eq!(ip(&ns, &["-br", "link", "show", "type", "tun"]), "");
+
+    cloud.ok(&["igw", "detach", &igw]);
+    cloud.ok(&["vpc", "delete", &vpc]);
+    assert!(cloud.namespaces().is_empty(), "{:?}", cloud.namespaces());
+}
+
+/// An image whose kernel the VMM refuses: instances fail at VMM start on
+/// any host, after the control plane has placed them.
+fn import_stand_in_image(cloud: &Cloud) {
+    let dir = cloud.state.path().join("src-image");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("vmlinuz"), vec![0x5a; 8192]).unwrap();
+    std::fs::write(dir.join("initrd.cpio.gz"), b"initrd").unwrap();
+    std::fs::write(
+        dir.join("manifest"),
+        "name=stand-in\narch=x86_64\nkernel=vmlinuz\ninitrd=initrd.cpio.gz\n\
+         cmdline=console=ttyS0\nmin_memory_mib=128\n",
+    )
+    .unwrap();
+    cloud.ok(&["image", "import", dir.to_str().unwrap()]);
+}
+
+#[test]
+fn an_instance_in_a_subnet_is_a_filtered_port_until_terminated() {
+    let cloud = Cloud::new();
+    import_stand_in_image(&cloud);
+    let vpc = cloud.vpc("v");
+    let ns = cloud.netns(&vpc);
+    cloud.ok(&[
+        "subnet",
+        "create",
+        "--vpc",
+        "v",
+        "--cidr",
+        "10.0.1.0/24",
+        "--name",
+        "s",
+    ]);
+    cloud.ok(&["sg", "create", "--vpc", "v", "--name", "web"]);
+    let other = cloud.vpc("w");
+    cloud.ok(&["sg", "create", "--vpc", &other, "--name", "far"]);
+
+    // Bad placements leave no instance and no tap.
+    for (args, says) in [
+        (vec!["--subnet", "nope"], "no subnet 'nope'"),
+        (
+            vec!["--subnet", "s", "--sg", "nope"],
+            "no security group 'nope'",
+        ),
+        (vec!["--subnet", "s", "--sg", "far"], "not in VPC"),
+        (
+            vec!["--subnet", "s", "--private-ip", "10.0.1.1"],
+            "first four and last are reserved",
+        ),
+        (
+            vec!["--subnet", "s", "--private-ip", "10.0.2.9"],
+            "not a usable host address",
+        ),
+        (
+            vec!["--subnet", "s", "--private-ip", "10.0.1.9", "--count", "2"],
+            "drop --count",
+        ),
+    ] {
+        let mut all = vec!["run"];
+        all.extend(args);
+        let stderr = cloud.fails(&all);
+        assert!(stderr.contains(says), "{all:?}: {stderr}");
+    }
+    assert_eq!(cloud.count("instance"), 0);
+    assert_eq!(ip(&ns, &["-br", "link", "show", "type", "tun"]), "");
+
+    let id = cloud.ok(&[
+        "run",
+        "--subnet",
+        "s",
+        "--sg",
+        "web",
+        "--name",
+        "a",
+        "--private-ip",
+        "10.0.1.10",
+    ]);
+    let tap = format!("t-{}", &id[id.len() - 13..]);
+    let i = cloud.json(&["instance", "describe", "a"])[0].clone();
+    assert_eq!(i["placement"]["private_ip"], "10.0.1.10");
+    assert_eq!(i["placement"]["tap"], tap.as_str());
+    assert_eq!(i["network_interfaces"][0]["netns"], ns.as_str());
+    assert!(field(&i, "cmdline").ends_with("gureum.ip=10.0.1.10/24 gureum.gw=10.0.1.1"));
+    let mac = i["placement"]["mac"].as_str().unwrap().to_owned();
+    // The port is on the bridge and filtered before any VMM opens it.
+    assert!(ip(&ns, &["link", "show", &tap]).contains("master br-"));
+    let ruleset = nft(&ns);
+    let chain = format!("port_in_{}", id.replace('-', "_"));
+    assert!(ruleset.contains(&chain), "{ruleset}");
+    assert!(
+        ruleset.contains(&format!("ether saddr != {mac} drop")),
+        "{ruleset}"
+    );
+    assert!(ruleset.contains("ip saddr 10.0.1.10 return"), "{ruleset}");
+    // The next instance gets the lowest free address (the first four are reserved).
+    let second = cloud.ok(&["run", "--subnet", "s"]);
+    let placed = cloud.json(&["instance", "describe", &second])[0]["placement"].clone();
+    assert_eq!(placed["private_ip"], "10.0.1.4");
+    assert_eq!(
+        placed["security_groups"][0],
+        cloud.json(&["vpc", "describe", "v"])["default_security_group"]
+    );
+
+    // This host cannot boot the stand-in kernel: the instance stops, and
+    // like an EC2 instance keeps its interface while stopped.
+    cloud.ok(&[
+        "instance",
+        "wait",
+        &id,
+        "--state",
+        "stopped",
+        "--timeout",
+        "60",
+    ]);
+    assert!(ip(&ns, &["link", "show", &tap]).contains("master br-"));
+    let stderr = cloud.fails(&["subnet", "delete", "s"]);
+    assert!(stderr.contains(&id), "{stderr}");
+    let stderr = cloud.fails(&["sg", "delete", "web"]);
+    assert!(stderr.contains(&id), "{stderr}");
+
+    // An elastic IP needs the VPC's gateway, and then maps both ways.
+    let eip = cloud.ok(&["eip", "allocate"]);
+    let stderr = cloud.fails(&["eip", "associate", &eip, "--instance", "a"]);
+    assert!(stderr.contains("no internet gateway attached"), "{stderr}");
+    let igw = cloud.ok(&["igw", "create"]);
+    cloud.ok(&["igw", "attach", &igw, "--vpc", "v"]);
+    cloud.ok(&["eip", "associate", &eip, "--instance", "a"]);
+    let address = field(&cloud.json(&["eip", "describe", &eip]), "public_ip");
+    assert_eq!(
+        cloud.json(&["instance", "describe", "a"])[0]["placement"]["elastic_ip"],
+        address.as_str()
+    );
+    assert!(ip(&ns, &["-4", "addr", "show", "dev", "igw"]).contains(&format!("{address}/32")));
+    assert!(nft(&ns).contains("dnat ip to 10.0.1.10"), "{}", nft(&ns));
+
+    cloud.ok(&["instance", "terminate", &id]);
+    cloud.ok(&["instance", "terminate", &second]);
+    assert_eq!(ip(&ns, &["-br", "link", "show", "type", "tun"]), "");
+    assert!(!nft(&ns).contains("port_in_"));
+    // The elastic IP is held again, not released.
+    assert_eq!(
+        cloud.json(&["eip", "describe", &eip])["instance_id"],
+        Value::Null
+    );
+    assert!(!ip(&ns, &["-4", "addr", "show", "dev", "igw"]).contains(&format!("{address}/32")));
+    cloud.ok(&["igw", "detach", &igw]);
+    cloud.ok(&["subnet", "delete", "s"]);
+    cloud.ok(&["sg", "delete", "web"]);
+    cloud.ok(&["vpc", "delete", &vpc]);
+}

@@ -13,10 +13,14 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+mod cli_support;
+
+use cli_support::Gureum;
 
 /// A private state directory and the commands run against it.
 struct Cloud {
@@ -32,62 +36,9 @@ impl Cloud {
         }
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_gureum"));
-        c.args(args)
-            .env("GUREUM_STATE_DIR", self.state.path())
-            .current_dir(self.work.path());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run gureum")
-    }
-
-    /// Runs a command that must succeed; returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "gureum {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Runs a command that must fail with status 1; returns its stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "gureum {args:?} should fail; stdout: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8(out.stderr).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["--output", "json"]);
-        serde_json::from_str(&self.ok(&all)).expect("JSON output")
-    }
-
     /// An image source directory with a manifest and stand-in files.
     fn image_source(&self, name: &str, extra: &str) -> PathBuf {
-        let dir = self.work.path().join(format!("src-{name}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("vmlinuz"), vec![0x5a; 8192]).unwrap();
-        std::fs::write(dir.join("initrd.cpio.gz"), b"initrd").unwrap();
-        std::fs::write(
-            dir.join("manifest"),
-            format!(
-                "# test image\nname={name}\ndescription=test\narch=x86_64\nkernel=vmlinuz\n\
-                 initrd=initrd.cpio.gz\ncmdline=console=ttyS0\nmin_memory_mib=128\n{extra}"
-            ),
-        )
-        .unwrap();
-        dir
+        cli_support::image_source(self.work.path(), name, extra)
     }
 
     fn dir_entries(&self, sub: &str) -> Vec<String> {
@@ -97,6 +48,14 @@ impl Cloud {
                 .collect(),
             Err(_) => Vec::new(),
         }
+    }
+}
+
+impl Gureum for Cloud {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = cli_support::gureum(self.state.path(), args);
+        c.current_dir(self.work.path());
+        c
     }
 }
 
@@ -198,7 +157,7 @@ fn concurrent_commands_never_corrupt_the_store() {
     let children: Vec<_> = (0..8)
         .map(|i| {
             cloud
-                .cmd(&["key", "create", &format!("k{i}")])
+                .command(&["key", "create", &format!("k{i}")])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
                 .spawn()

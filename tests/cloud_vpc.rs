@@ -13,10 +13,14 @@
     clippy::panic
 )]
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
+
+mod cli_support;
+
+use cli_support::Gureum;
 
 /// A private state directory and namespace prefix; the namespaces with
 /// the prefix are removed when it is dropped.
@@ -38,49 +42,6 @@ impl Cloud {
             ),
             pool: None,
         }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_gureum"));
-        command
-            .args(args)
-            .env("GUREUM_STATE_DIR", self.state.path())
-            .env("GUREUM_NET_PREFIX", &self.prefix)
-            .env_remove("GUREUM_PUBLIC_ROUTER");
-        match self.pool {
-            Some(pool) => command.env("GUREUM_PUBLIC_POOL", pool),
-            None => command.env_remove("GUREUM_PUBLIC_POOL"),
-        };
-        command.output().expect("run gureum")
-    }
-
-    /// Runs a command that must succeed; returns its stdout, trimmed.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "gureum {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
-
-    /// Runs a command that must fail with status 1; returns its stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "gureum {args:?} should fail; stdout: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8(out.stderr).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["--output", "json"]);
-        serde_json::from_str(&self.ok(&all)).expect("JSON output")
     }
 
     fn netns(&self, vpc: &str) -> String {
@@ -109,9 +70,30 @@ impl Cloud {
         self.ok(&["vpc", "create", "--cidr", "10.0.0.0/16", "--name", name])
     }
 
+    /// A subnet of VPC `v` with block `cidr` named `name`; its ID.
+    fn subnet(&self, cidr: &str, name: &str) -> String {
+        self.ok(&[
+            "subnet", "create", "--vpc", "v", "--cidr", cidr, "--name", name,
+        ])
+    }
+
     /// The number of records `list` shows.
     fn count(&self, noun: &str) -> usize {
         self.json(&[noun, "list"]).as_array().unwrap().len()
+    }
+}
+
+impl Gureum for Cloud {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = cli_support::gureum(self.state.path(), args);
+        command
+            .env("GUREUM_NET_PREFIX", &self.prefix)
+            .env_remove("GUREUM_PUBLIC_ROUTER");
+        match self.pool {
+            Some(pool) => command.env("GUREUM_PUBLIC_POOL", pool),
+            None => command.env_remove("GUREUM_PUBLIC_POOL"),
+        };
+        command
     }
 }
 
@@ -149,6 +131,20 @@ fn nft(netns: &str) -> String {
         .unwrap();
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// `gureum route-table create-route TABLE --destination DESTINATION
+/// --gateway IGW`.
+fn create_route<'a>(table: &'a str, destination: &'a str, igw: &'a str) -> [&'a str; 7] {
+    [
+        "route-table",
+        "create-route",
+        table,
+        "--destination",
+        destination,
+        "--gateway",
+        igw,
+    ]
 }
 
 fn field(value: &Value, key: &str) -> String {
@@ -229,16 +225,7 @@ fn subnets_are_bridges_holding_the_router_inside_their_vpc_without_overlap() {
     let cloud = Cloud::new();
     let vpc = cloud.vpc("v");
     let ns = cloud.netns(&vpc);
-    let subnet = cloud.ok(&[
-        "subnet",
-        "create",
-        "--vpc",
-        "v",
-        "--cidr",
-        "10.0.1.0/24",
-        "--name",
-        "s1",
-    ]);
+    let subnet = cloud.subnet("10.0.1.0/24", "s1");
     let shown = cloud.json(&["subnet", "describe", "s1"]);
     assert_eq!(field(&shown, "vpc_id"), vpc);
     assert_eq!(field(&shown, "router"), "10.0.1.1");
@@ -286,15 +273,7 @@ fn a_route_to_the_attached_gateway_makes_a_subnet_public_and_everything_unwinds(
     let main = field(&cloud.json(&["vpc", "describe", &vpc]), "main_route_table");
     let igw = cloud.ok(&["igw", "create", "--name", "door"]);
 
-    let stderr = cloud.fails(&[
-        "route-table",
-        "create-route",
-        &main,
-        "--destination",
-        "0.0.0.0/0",
-        "--gateway",
-        &igw,
-    ]);
+    let stderr = cloud.fails(&create_route(&main, "0.0.0.0/0", &igw));
     assert!(stderr.contains("is not attached to VPC"), "{stderr}");
 
     cloud.ok(&["igw", "attach", "door", "--vpc", "v"]);
@@ -311,25 +290,9 @@ fn a_route_to_the_attached_gateway_makes_a_subnet_public_and_everything_unwinds(
 
     let rule = format!("iif {bridge} lookup 100");
     assert!(!ip(&ns, &["rule"]).contains(&rule));
-    let stderr = cloud.fails(&[
-        "route-table",
-        "create-route",
-        &main,
-        "--destination",
-        "10.9.0.0/16",
-        "--gateway",
-        &igw,
-    ]);
+    let stderr = cloud.fails(&create_route(&main, "10.9.0.0/16", &igw));
     assert!(stderr.contains("only a 0.0.0.0/0 route"), "{stderr}");
-    cloud.ok(&[
-        "route-table",
-        "create-route",
-        &main,
-        "--destination",
-        "0.0.0.0/0",
-        "--gateway",
-        &igw,
-    ]);
+    cloud.ok(&create_route(&main, "0.0.0.0/0", &igw));
     assert!(ip(&ns, &["rule"]).contains(&rule));
     assert!(ip(&ns, &["route", "show", "table", "100"]).contains("default via 203.0.113.1"));
 
@@ -498,8 +461,9 @@ fn security_groups_hold_allow_rules_by_protocol_port_and_peer() {
     ]);
     assert!(stderr.contains("not in VPC"), "{stderr}");
 
-    // Revoking the allow-all egress rule leaves the group denying outbound.
-    cloud.ok(&[
+    // Revoking the allow-all egress rule leaves the group denying outbound;
+    // revoking it again finds no rule.
+    let revoke_all_out = [
         "sg",
         "revoke-egress",
         "web",
@@ -507,20 +471,13 @@ fn security_groups_hold_allow_rules_by_protocol_port_and_peer() {
         "all",
         "--cidr",
         "0.0.0.0/0",
-    ]);
+    ];
+    cloud.ok(&revoke_all_out);
     assert_eq!(
         cloud.json(&["sg", "describe", &web])["outbound"],
         Value::Array(vec![])
     );
-    let stderr = cloud.fails(&[
-        "sg",
-        "revoke-egress",
-        "web",
-        "--protocol",
-        "all",
-        "--cidr",
-        "0.0.0.0/0",
-    ]);
+    let stderr = cloud.fails(&revoke_all_out);
     assert!(stderr.contains("has no such rule"), "{stderr}");
 
     let stderr = cloud.fails(&["sg", "delete", "web"]);
@@ -665,16 +622,7 @@ fn net_check_finds_and_removes_what_no_record_owns() {
 /// An image whose kernel the VMM refuses: instances fail at VMM start on
 /// any host, after the control plane has placed them.
 fn import_stand_in_image(cloud: &Cloud) {
-    let dir = cloud.state.path().join("src-image");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("vmlinuz"), vec![0x5a; 8192]).unwrap();
-    std::fs::write(dir.join("initrd.cpio.gz"), b"initrd").unwrap();
-    std::fs::write(
-        dir.join("manifest"),
-        "name=stand-in\narch=x86_64\nkernel=vmlinuz\ninitrd=initrd.cpio.gz\n\
-         cmdline=console=ttyS0\nmin_memory_mib=128\n",
-    )
-    .unwrap();
+    let dir = cli_support::image_source(cloud.state.path(), "stand-in", "");
     cloud.ok(&["image", "import", dir.to_str().unwrap()]);
 }
 
@@ -684,16 +632,7 @@ fn an_instance_in_a_subnet_is_a_filtered_port_until_terminated() {
     import_stand_in_image(&cloud);
     let vpc = cloud.vpc("v");
     let ns = cloud.netns(&vpc);
-    cloud.ok(&[
-        "subnet",
-        "create",
-        "--vpc",
-        "v",
-        "--cidr",
-        "10.0.1.0/24",
-        "--name",
-        "s",
-    ]);
+    cloud.subnet("10.0.1.0/24", "s");
     cloud.ok(&["sg", "create", "--vpc", "v", "--name", "web"]);
     let other = cloud.vpc("w");
     cloud.ok(&["sg", "create", "--vpc", &other, "--name", "far"]);

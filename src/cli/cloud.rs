@@ -125,6 +125,20 @@ pub fn list_tagged<R: Resource>(
     })
 }
 
+/// Prints every `R` that passes `filter` (a kind without states: state
+/// filters match none) and returns them, for commands that say more.
+pub fn list<R: Resource>(
+    env: &Env,
+    store: &mut Store,
+    filter: &FilterArgs,
+    headers: &[&str],
+    row: impl Fn(&Tagged<R>) -> Vec<String>,
+) -> Result<Vec<Tagged<R>>, CliError> {
+    let items = list_tagged::<R>(store, &filter.parse()?, |_| None)?;
+    print_list(env.format, &items, headers, row)?;
+    Ok(items)
+}
+
 /// Prints a listing: JSON, or a table with `headers` and one `row` per
 /// resource.
 pub fn print_list<R: Resource>(
@@ -218,14 +232,23 @@ pub struct NameArgs {
     pub tags: TagArgs,
 }
 
+impl TagArgs {
+    /// The tags with Name set to `name`: a resource with a name of its own
+    /// carries it as its Name tag too.
+    pub fn named(&self, name: &str) -> Result<tags::Tags, CliError> {
+        let mut tags = parse_tags(&self.tags)?;
+        tags.insert(tags::NAME.into(), name.to_owned());
+        Ok(tags)
+    }
+}
+
 impl NameArgs {
     /// The tags, Name included.
     pub fn tags(&self) -> Result<tags::Tags, CliError> {
-        let mut tags = parse_tags(&self.tags.tags)?;
-        if let Some(name) = &self.name {
-            tags.insert(tags::NAME.into(), name.clone());
+        match &self.name {
+            Some(name) => self.tags.named(name),
+            None => parse_tags(&self.tags.tags),
         }
-        Ok(tags)
     }
 }
 

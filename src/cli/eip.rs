@@ -4,10 +4,7 @@ use clap::Subcommand;
 
 use gureum::cloud::vpc::elastic_ip::{self, ElasticIp};
 
-use super::cloud::{
-    CliError, Env, FilterArgs, NameArgs, describe_tagged, list_tagged, name_of, print_id,
-    print_list,
-};
+use super::cloud::{CliError, Env, FilterArgs, NameArgs, describe_tagged, list, name_of, print_id};
 use super::output::Format;
 
 /// Elastic IPs: static public addresses, held (and costing) until released.
@@ -31,10 +28,7 @@ pub enum EipCommand {
     Release { eip: String },
     /// List elastic IPs; unassociated ones are marked as held.
     #[command(visible_alias = "ls")]
-    List {
-        #[command(flatten)]
-        filter: FilterArgs,
-    },
+    List(FilterArgs),
     /// Show one elastic IP.
     Describe { eip: String },
 }
@@ -55,11 +49,11 @@ pub fn run(env: &Env, command: EipCommand) -> Result<(), CliError> {
             elastic_ip::disassociate(&mut store, &env.net()?, &eip)?
         }
         EipCommand::Release { eip } => elastic_ip::release(&mut store, &eip)?,
-        EipCommand::List { filter } => {
-            let eips = list_tagged::<ElasticIp>(&mut store, &filter.parse()?, |_| None)?;
-            print_list(
-                env.format,
-                &eips,
+        EipCommand::List(filter) => {
+            let eips = list::<ElasticIp>(
+                env,
+                &mut store,
+                &filter,
                 &["ID", "NAME", "ADDRESS", "INSTANCE"],
                 |e| {
                     vec![

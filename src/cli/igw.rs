@@ -4,10 +4,7 @@ use clap::Subcommand;
 
 use gureum::cloud::vpc::gateway::{self, InternetGateway};
 
-use super::cloud::{
-    CliError, Env, FilterArgs, NameArgs, describe_tagged, list_tagged, name_of, print_id,
-    print_list,
-};
+use super::cloud::{CliError, Env, FilterArgs, NameArgs, describe_tagged, list, name_of, print_id};
 
 /// Internet gateways: a VPC's door to the public side, with source NAT.
 #[derive(Debug, Subcommand)]
@@ -30,10 +27,7 @@ pub enum IgwCommand {
     Delete { igw: String },
     /// List internet gateways.
     #[command(visible_alias = "ls")]
-    List {
-        #[command(flatten)]
-        filter: FilterArgs,
-    },
+    List(FilterArgs),
     /// Show one internet gateway.
     Describe { igw: String },
 }
@@ -45,11 +39,11 @@ pub fn run(env: &Env, command: IgwCommand) -> Result<(), CliError> {
         IgwCommand::Attach { igw, vpc } => gateway::attach(&mut store, &env.net()?, &igw, &vpc)?,
         IgwCommand::Detach { igw } => gateway::detach(&mut store, &env.net()?, &igw)?,
         IgwCommand::Delete { igw } => gateway::delete(&mut store, &igw)?,
-        IgwCommand::List { filter } => {
-            let gateways = list_tagged::<InternetGateway>(&mut store, &filter.parse()?, |_| None)?;
-            return print_list(
-                env.format,
-                &gateways,
+        IgwCommand::List(filter) => {
+            list::<InternetGateway>(
+                env,
+                &mut store,
+                &filter,
                 &["ID", "NAME", "VPC", "PUBLIC IP"],
                 |g| {
                     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
@@ -60,7 +54,8 @@ pub fn run(env: &Env, command: IgwCommand) -> Result<(), CliError> {
                         or_dash(g.item.public_ip.map(|a| a.to_string())),
                     ]
                 },
-            );
+            )?;
+            return Ok(());
         }
         IgwCommand::Describe { igw } => {
             return describe_tagged::<InternetGateway>(env, &mut store, &igw);

@@ -6,9 +6,7 @@ use clap::Subcommand;
 
 use gureum::cloud::image::{self, Image};
 
-use super::cloud::{
-    CliError, Env, FilterArgs, TagArgs, describe, list_tagged, parse_tags, print_list,
-};
+use super::cloud::{CliError, Env, FilterArgs, TagArgs, describe, list, parse_tags};
 use super::output;
 
 /// Images instances boot from.
@@ -40,10 +38,7 @@ pub enum ImageCommand {
     },
     /// List images.
     #[command(visible_alias = "ls")]
-    List {
-        #[command(flatten)]
-        filter: FilterArgs,
-    },
+    List(FilterArgs),
     /// Show one image.
     Describe { image: String },
     /// Delete an image and its files (refused while instances use it).
@@ -81,11 +76,11 @@ pub fn run(env: &Env, command: ImageCommand) -> Result<(), CliError> {
             description.as_deref(),
             &parse_tags(&tags.tags)?,
         )?,
-        ImageCommand::List { filter } => {
-            let images = list_tagged::<Image>(&mut store, &filter.parse()?, |_| None)?;
-            return print_list(
-                env.format,
-                &images,
+        ImageCommand::List(filter) => {
+            list::<Image>(
+                env,
+                &mut store,
+                &filter,
                 &[
                     "ID",
                     "NAME",
@@ -107,7 +102,8 @@ pub fn run(env: &Env, command: ImageCommand) -> Result<(), CliError> {
                         i.description.clone(),
                     ]
                 },
-            );
+            )?;
+            return Ok(());
         }
         ImageCommand::Describe { image } => return describe::<Image>(env, &mut store, &image),
         ImageCommand::Rm { image } => {

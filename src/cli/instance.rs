@@ -96,10 +96,7 @@ pub struct TimeoutArgs {
 pub enum InstanceCommand {
     /// List instances.
     #[command(visible_alias = "ls")]
-    List {
-        #[command(flatten)]
-        filter: FilterArgs,
-    },
+    List(FilterArgs),
     /// Show instances in full.
     Describe { instances: Vec<String> },
     /// Stop instances: SIGTERM to the VMM, SIGKILL after --timeout.
@@ -202,7 +199,7 @@ pub fn run(env: &Env, command: InstanceCommand) -> Result<(), CliError> {
     let ctx = &env.ctx;
     let mut store = env.store()?;
     match command {
-        InstanceCommand::List { filter } => {
+        InstanceCommand::List(filter) => {
             lifecycle::reconcile(ctx, &mut store)?;
             let instances =
                 list_tagged::<Instance>(&mut store, &filter.parse()?, |i| Some(i.state.as_str()))?;

@@ -6,11 +6,8 @@ use clap::Subcommand;
 
 use gureum::cloud::Error;
 use gureum::cloud::key_pair::{self, KeyPair, NewKey};
-use gureum::cloud::tags::NAME;
 
-use super::cloud::{
-    CliError, Env, FilterArgs, TagArgs, describe, list_tagged, parse_tags, print_list, remove,
-};
+use super::cloud::{CliError, Env, FilterArgs, TagArgs, describe, list, remove};
 
 /// Key pairs for SSH into instances.
 #[derive(Debug, Subcommand)]
@@ -37,10 +34,7 @@ pub enum KeyCommand {
     },
     /// List key pairs.
     #[command(visible_alias = "ls")]
-    List {
-        #[command(flatten)]
-        filter: FilterArgs,
-    },
+    List(FilterArgs),
     /// Show one key pair.
     Describe { key: String },
     /// Delete a key pair (instances launched with it keep running).
@@ -52,8 +46,7 @@ pub fn run(env: &Env, command: KeyCommand) -> Result<(), CliError> {
     let mut store = env.store()?;
     match command {
         KeyCommand::Create { name, out, tags } => {
-            let mut tags = parse_tags(&tags.tags)?;
-            tags.insert(NAME.into(), name.clone());
+            let tags = tags.named(&name)?;
             let key = NewKey::generate(&name).map_err(Error::from)?;
             let out = out.unwrap_or_else(|| PathBuf::from(format!("{name}.pem")));
             // The private key is written inside the transaction: if the
@@ -82,17 +75,16 @@ pub fn run(env: &Env, command: KeyCommand) -> Result<(), CliError> {
             public_key,
             tags,
         } => {
-            let mut tags = parse_tags(&tags.tags)?;
-            tags.insert(NAME.into(), name.clone());
+            let tags = tags.named(&name)?;
             let pair = key_pair::import(&name, &public_key).map_err(Error::from)?;
             store.write(|tx| tx.insert(&pair, &tags))?;
             println!("{}", pair.id);
         }
-        KeyCommand::List { filter } => {
-            let keys = list_tagged::<KeyPair>(&mut store, &filter.parse()?, |_| None)?;
-            print_list(
-                env.format,
-                &keys,
+        KeyCommand::List(filter) => {
+            list::<KeyPair>(
+                env,
+                &mut store,
+                &filter,
                 &["NAME", "ID", "TYPE", "FINGERPRINT", "CREATED"],
                 |k| {
                     let k = &k.item;

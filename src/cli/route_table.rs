@@ -5,10 +5,7 @@ use clap::Subcommand;
 use gureum::cloud::vpc::route_table::{self, RouteTable};
 use gureum::net::cidr::Ipv4Cidr;
 
-use super::cloud::{
-    CliError, Env, FilterArgs, NameArgs, describe_tagged, list_tagged, name_of, print_id,
-    print_list,
-};
+use super::cloud::{CliError, Env, FilterArgs, NameArgs, describe_tagged, list, name_of, print_id};
 
 /// Route tables: a subnet whose table routes 0.0.0.0/0 to an internet
 /// gateway is public.
@@ -24,10 +21,7 @@ pub enum RouteTableCommand {
     },
     /// List route tables.
     #[command(visible_alias = "ls")]
-    List {
-        #[command(flatten)]
-        filter: FilterArgs,
-    },
+    List(FilterArgs),
     /// Show one route table with its routes and subnets.
     Describe { table: String },
     /// Delete a custom route table no subnet is associated with.
@@ -68,11 +62,11 @@ pub fn run(env: &Env, command: RouteTableCommand) -> Result<(), CliError> {
         RouteTableCommand::Create { vpc, name } => {
             route_table::create(&mut store, &vpc, &name.tags()?)?
         }
-        RouteTableCommand::List { filter } => {
-            let tables = list_tagged::<RouteTable>(&mut store, &filter.parse()?, |_| None)?;
-            return print_list(
-                env.format,
-                &tables,
+        RouteTableCommand::List(filter) => {
+            list::<RouteTable>(
+                env,
+                &mut store,
+                &filter,
                 &["ID", "NAME", "VPC", "MAIN", "ROUTES", "SUBNETS"],
                 |t| {
                     let routes: Vec<String> = t
@@ -90,7 +84,8 @@ pub fn run(env: &Env, command: RouteTableCommand) -> Result<(), CliError> {
                         t.item.subnets.join(","),
                     ]
                 },
-            );
+            )?;
+            return Ok(());
         }
         RouteTableCommand::Describe { table } => {
             return describe_tagged::<RouteTable>(env, &mut store, &table);

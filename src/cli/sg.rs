@@ -6,10 +6,7 @@ use gureum::cloud::vpc::security_group::{self, Direction, RuleRequest, SecurityG
 use gureum::net::cidr::Ipv4Cidr;
 use gureum::net::nft::security_group::Protocol;
 
-use super::cloud::{
-    CliError, Env, FilterArgs, TagArgs, describe_tagged, list_tagged, parse_tags, print_id,
-    print_list,
-};
+use super::cloud::{CliError, Env, FilterArgs, TagArgs, describe_tagged, list, print_id};
 
 /// Security groups: stateful allow-only firewalls on instances.
 #[derive(Debug, Subcommand)]
@@ -29,10 +26,7 @@ pub enum SgCommand {
     },
     /// List security groups.
     #[command(visible_alias = "ls")]
-    List {
-        #[command(flatten)]
-        filter: FilterArgs,
-    },
+    List(FilterArgs),
     /// Show one group with its rules.
     Describe { group: String },
     /// Delete a group no instance is in and no rule names.
@@ -85,18 +79,17 @@ pub fn run(env: &Env, command: SgCommand) -> Result<(), CliError> {
             description,
             tags,
         } => {
-            let mut tags = parse_tags(&tags.tags)?;
-            tags.insert(gureum::cloud::tags::NAME.into(), name.clone());
+            let tags = tags.named(&name)?;
             let net = env.net()?;
             let group = security_group::create(&mut store, &net, &vpc, &name, &description, &tags)?;
             print_id(&group);
             return Ok(());
         }
-        SgCommand::List { filter } => {
-            let groups = list_tagged::<SecurityGroup>(&mut store, &filter.parse()?, |_| None)?;
-            return print_list(
-                env.format,
-                &groups,
+        SgCommand::List(filter) => {
+            list::<SecurityGroup>(
+                env,
+                &mut store,
+                &filter,
                 &["ID", "NAME", "VPC", "INBOUND", "OUTBOUND", "DESCRIPTION"],
                 |g| {
                     vec![
@@ -108,7 +101,8 @@ pub fn run(env: &Env, command: SgCommand) -> Result<(), CliError> {
                         g.item.description.clone(),
                     ]
                 },
-            );
+            )?;
+            return Ok(());
         }
         SgCommand::Describe { group } => {
             return describe_tagged::<SecurityGroup>(env, &mut store, &group);

@@ -5,10 +5,7 @@ use clap::Subcommand;
 use gureum::cloud::vpc::subnet::{self, Subnet};
 use gureum::net::cidr::Ipv4Cidr;
 
-use super::cloud::{
-    CliError, Env, FilterArgs, NameArgs, describe_tagged, list_tagged, name_of, print_id,
-    print_list,
-};
+use super::cloud::{CliError, Env, FilterArgs, NameArgs, describe_tagged, list, name_of, print_id};
 
 /// Subnets: a bridge in their VPC holding the router (.1) address.
 #[derive(Debug, Subcommand)]
@@ -29,10 +26,7 @@ pub enum SubnetCommand {
     },
     /// List subnets.
     #[command(visible_alias = "ls")]
-    List {
-        #[command(flatten)]
-        filter: FilterArgs,
-    },
+    List(FilterArgs),
     /// Show one subnet.
     Describe { subnet: String },
     /// Delete a subnet with no instances.
@@ -53,11 +47,11 @@ pub fn run(env: &Env, command: SubnetCommand) -> Result<(), CliError> {
             let made = subnet::create(&mut store, &env.net()?, &vpc, cidr, zone.as_deref(), &tags)?;
             print_id(&made);
         }
-        SubnetCommand::List { filter } => {
-            let subnets = list_tagged::<Subnet>(&mut store, &filter.parse()?, |_| None)?;
-            print_list(
-                env.format,
-                &subnets,
+        SubnetCommand::List(filter) => {
+            list::<Subnet>(
+                env,
+                &mut store,
+                &filter,
                 &["ID", "NAME", "VPC", "CIDR", "ZONE", "ROUTER"],
                 |s| {
                     vec![

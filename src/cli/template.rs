@@ -4,9 +4,7 @@ use clap::Subcommand;
 
 use gureum::cloud::template::{self, LaunchTemplate, TemplateRequest};
 
-use super::cloud::{
-    CliError, Env, FilterArgs, TagArgs, describe, list_tagged, parse_tags, print_list, remove,
-};
+use super::cloud::{CliError, Env, FilterArgs, TagArgs, describe, list, parse_tags, remove};
 
 /// Saved launch settings: image, type, key, tags.
 #[derive(Debug, Subcommand)]
@@ -33,10 +31,7 @@ pub enum TemplateCommand {
     },
     /// List launch templates.
     #[command(visible_alias = "ls")]
-    List {
-        #[command(flatten)]
-        filter: FilterArgs,
-    },
+    List(FilterArgs),
     /// Show one launch template.
     Describe { template: String },
     /// Delete a launch template.
@@ -68,11 +63,11 @@ pub fn run(env: &Env, command: TemplateCommand) -> Result<(), CliError> {
             )?;
             println!("{}", t.id);
         }
-        TemplateCommand::List { filter } => {
-            let templates = list_tagged::<LaunchTemplate>(&mut store, &filter.parse()?, |_| None)?;
-            print_list(
-                env.format,
-                &templates,
+        TemplateCommand::List(filter) => {
+            list::<LaunchTemplate>(
+                env,
+                &mut store,
+                &filter,
                 &["ID", "NAME", "IMAGE", "TYPE", "KEY", "CREATED"],
                 |t| {
                     let t = &t.item;

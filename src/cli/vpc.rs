@@ -5,10 +5,7 @@ use clap::Subcommand;
 use gureum::cloud::vpc::network::{self, Vpc};
 use gureum::net::cidr::Ipv4Cidr;
 
-use super::cloud::{
-    CliError, Env, FilterArgs, NameArgs, describe_tagged, list_tagged, name_of, print_id,
-    print_list,
-};
+use super::cloud::{CliError, Env, FilterArgs, NameArgs, describe_tagged, list, name_of, print_id};
 
 /// Isolated virtual networks, each its own network namespace.
 #[derive(Debug, Subcommand)]
@@ -23,10 +20,7 @@ pub enum VpcCommand {
     },
     /// List VPCs.
     #[command(visible_alias = "ls")]
-    List {
-        #[command(flatten)]
-        filter: FilterArgs,
-    },
+    List(FilterArgs),
     /// Show one VPC.
     Describe { vpc: String },
     /// Delete an empty VPC.
@@ -47,11 +41,11 @@ pub fn run(env: &Env, command: VpcCommand) -> Result<(), CliError> {
             }
             print_id(&created.vpc);
         }
-        VpcCommand::List { filter } => {
-            let vpcs = list_tagged::<Vpc>(&mut store, &filter.parse()?, |_| None)?;
-            print_list(
-                env.format,
-                &vpcs,
+        VpcCommand::List(filter) => {
+            list::<Vpc>(
+                env,
+                &mut store,
+                &filter,
                 &["ID", "NAME", "CIDR", "MAIN ROUTE TABLE", "DEFAULT GROUP"],
                 |v| {
                     vec![

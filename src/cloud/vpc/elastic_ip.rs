@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::cloud::ids::{self, Kind};
-use crate::cloud::store::{Resource, Store};
+use crate::cloud::store::Store;
 use crate::cloud::tags::Tags;
 use crate::cloud::{self, lookup};
 
@@ -24,15 +24,7 @@ pub struct ElasticIp {
     pub created: String,
 }
 
-impl Resource for ElasticIp {
-    const KIND: Kind = Kind::ElasticIp;
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn unique_name(&self) -> Option<&str> {
-        None
-    }
-}
+vpc_record!(ElasticIp, Kind::ElasticIp);
 
 /// Finds an elastic IP by ID, Name tag or its address.
 fn find(tx: &cloud::store::Tx<'_>, reference: &str) -> Result<ElasticIp, cloud::Error> {

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::cloud::ids::{self, Kind};
-use crate::cloud::store::{Resource, Store, Tx};
+use crate::cloud::store::{Store, Tx};
 use crate::cloud::tags::Tags;
 use crate::cloud::{self, lookup};
 use crate::net::netns;
@@ -30,15 +30,7 @@ pub struct InternetGateway {
     pub created: String,
 }
 
-impl Resource for InternetGateway {
-    const KIND: Kind = Kind::InternetGateway;
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn unique_name(&self) -> Option<&str> {
-        None
-    }
-}
+vpc_record!(InternetGateway, Kind::InternetGateway);
 
 impl InVpc for InternetGateway {
     fn vpc_id(&self) -> Option<&str> {

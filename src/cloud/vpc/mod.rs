@@ -3,6 +3,32 @@
 //! realised in Linux (`crate::net`) inside the store transaction that
 //! records it (`realise`), so that both change or neither does.
 
+/// Makes a VPC record (with an `id` field) a store `Resource` of kind
+/// `$kind`: VPC resources are found by ID or Name tag, so none has a
+/// unique name. With `in_vpc`, it also always lives in the VPC its
+/// `vpc_id` names.
+macro_rules! vpc_record {
+    ($record:ty, $kind:expr) => {
+        impl crate::cloud::store::Resource for $record {
+            const KIND: crate::cloud::ids::Kind = $kind;
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn unique_name(&self) -> Option<&str> {
+                None
+            }
+        }
+    };
+    ($record:ty, $kind:expr, in_vpc) => {
+        vpc_record!($record, $kind);
+        impl super::InVpc for $record {
+            fn vpc_id(&self) -> Option<&str> {
+                Some(&self.vpc_id)
+            }
+        }
+    };
+}
+
 pub mod check;
 pub mod elastic_ip;
 pub mod gateway;
@@ -117,6 +143,21 @@ pub enum Error {
 /// A resource that lives in one VPC.
 pub trait InVpc {
     fn vpc_id(&self) -> Option<&str>;
+}
+
+/// Refuses `noun` `id`, which is in VPC `its_vpc`, where one of VPC `vpc`
+/// is needed: resources of different VPCs never refer to each other.
+fn same_vpc(noun: &'static str, id: &str, its_vpc: &str, vpc: &str) -> Result<(), Error> {
+    if its_vpc == vpc {
+        Ok(())
+    } else {
+        Err(Error::OtherVpc {
+            noun,
+            id: id.to_owned(),
+            its_vpc: its_vpc.to_owned(),
+            vpc: vpc.to_owned(),
+        })
+    }
 }
 
 /// Every `R` in VPC `vpc`.

@@ -29,15 +29,7 @@ pub struct Vpc {
     pub created: String,
 }
 
-impl Resource for Vpc {
-    const KIND: Kind = Kind::Vpc;
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn unique_name(&self) -> Option<&str> {
-        None
-    }
-}
+vpc_record!(Vpc, Kind::Vpc);
 
 /// A new VPC, and whether its block lies outside the private ranges (the
 /// caller warns).

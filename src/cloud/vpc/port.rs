@@ -22,7 +22,7 @@ use super::network::Vpc;
 use super::public::NetConfig;
 use super::security_group::SecurityGroup;
 use super::subnet::Subnet;
-use super::{Error, realise};
+use super::{Error, realise, same_vpc};
 
 /// Where an instance is in a VPC, as stored in its record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,15 +117,7 @@ pub fn place(
     for reference in &request.groups {
         let group: SecurityGroup =
             lookup::find_tagged(tx, reference, |g: &SecurityGroup| g.vpc_id == vpc.id)?;
-        if group.vpc_id != vpc.id {
-            return Err(Error::OtherVpc {
-                noun: "security group",
-                id: group.id,
-                its_vpc: group.vpc_id,
-                vpc: vpc.id,
-            }
-            .into());
-        }
+        same_vpc("security group", &group.id, &group.vpc_id, &vpc.id)?;
         groups.push(group.id);
     }
     if groups.is_empty() {

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cloud::ids::{self, Kind};
-use crate::cloud::store::{Resource, Store, Tx};
+use crate::cloud::store::{Store, Tx};
 use crate::cloud::tags::Tags;
 use crate::cloud::{self, lookup};
 use crate::net::cidr::{self, Ipv4Cidr};
@@ -14,7 +14,7 @@ use super::gateway::InternetGateway;
 use super::network::Vpc;
 use super::public::NetConfig;
 use super::subnet::Subnet;
-use super::{Error, InVpc, realise};
+use super::{Error, realise, same_vpc};
 
 /// The target of the route every table has to its VPC's own block.
 pub const LOCAL: &str = "local";
@@ -39,21 +39,7 @@ pub struct RouteTable {
     pub created: String,
 }
 
-impl Resource for RouteTable {
-    const KIND: Kind = Kind::RouteTable;
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn unique_name(&self) -> Option<&str> {
-        None
-    }
-}
-
-impl InVpc for RouteTable {
-    fn vpc_id(&self) -> Option<&str> {
-        Some(&self.vpc_id)
-    }
-}
+vpc_record!(RouteTable, Kind::RouteTable, in_vpc);
 
 impl RouteTable {
     fn new(id: String, vpc: &str, cidr: Ipv4Cidr, main: bool) -> Self {
@@ -139,15 +125,9 @@ pub fn associate(
     table: &str,
     subnet: &str,
 ) -> Result<RouteTable, cloud::Error> {
-    change(store, config, table, |tx, table| {
-        let subnet: Subnet = lookup::find_tagged(tx, subnet, |_| true)?;
-        same_vpc(table, "subnet", &subnet.id, &subnet.vpc_id)?;
-        for mut other in super::in_vpc::<RouteTable>(tx, &table.vpc_id)? {
-            if other.id != table.id && other.subnets.contains(&subnet.id) {
-                other.subnets.retain(|s| *s != subnet.id);
-                tx.update(&other)?;
-            }
-        }
+    change_association(store, config, table, subnet, |tx, table, subnet| {
+        same_vpc("subnet", &subnet.id, &subnet.vpc_id, &table.vpc_id)?;
+        unassociate(tx, &table.vpc_id, &subnet.id, Some(&table.id))?;
         if !table.subnets.contains(&subnet.id) {
             table.subnets.push(subnet.id);
         }
@@ -162,8 +142,7 @@ pub fn disassociate(
     table: &str,
     subnet: &str,
 ) -> Result<RouteTable, cloud::Error> {
-    change(store, config, table, |tx, table| {
-        let subnet: Subnet = lookup::find_tagged(tx, subnet, |_| true)?;
+    change_association(store, config, table, subnet, |_, table, subnet| {
         if !table.subnets.contains(&subnet.id) {
             return Err(Error::NotAssociated {
                 subnet: subnet.id,
@@ -262,16 +241,33 @@ fn change(
     })
 }
 
-/// Refuses a resource of another VPC than `table`'s.
-fn same_vpc(table: &RouteTable, noun: &'static str, id: &str, its_vpc: &str) -> Result<(), Error> {
-    if its_vpc == table.vpc_id {
-        Ok(())
-    } else {
-        Err(Error::OtherVpc {
-            noun,
-            id: id.to_owned(),
-            its_vpc: its_vpc.to_owned(),
-            vpc: table.vpc_id.clone(),
-        })
+/// Changes a table's association with subnet `subnet` (ID or Name tag)
+/// with `edit`, as `change` does.
+fn change_association(
+    store: &mut Store,
+    config: &NetConfig,
+    table: &str,
+    subnet: &str,
+    edit: impl FnOnce(&Tx<'_>, &mut RouteTable, Subnet) -> Result<(), cloud::Error>,
+) -> Result<RouteTable, cloud::Error> {
+    change(store, config, table, |tx, table| {
+        let subnet: Subnet = lookup::find_tagged(tx, subnet, |_| true)?;
+        edit(tx, table, subnet)
+    })
+}
+
+/// Takes subnet `subnet` off every stored table of VPC `vpc` but `keep`.
+pub fn unassociate(
+    tx: &Tx<'_>,
+    vpc: &str,
+    subnet: &str,
+    keep: Option<&str>,
+) -> Result<(), cloud::store::Error> {
+    for mut table in super::in_vpc::<RouteTable>(tx, vpc)? {
+        if Some(table.id.as_str()) != keep && table.subnets.iter().any(|s| s == subnet) {
+            table.subnets.retain(|s| s != subnet);
+            tx.update(&table)?;
+        }
     }
+    Ok(())
 }

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cloud::ids::{self, Kind};
-use crate::cloud::store::{Resource, Store};
+use crate::cloud::store::Store;
 use crate::cloud::tags::Tags;
 use crate::cloud::{self, lookup, names};
 use crate::net::cidr::Ipv4Cidr;
@@ -13,7 +13,7 @@ use crate::net::nft::security_group::{self as nft_group, Peer, PortRange, Protoc
 
 use super::network::Vpc;
 use super::public::NetConfig;
-use super::{Error, InVpc, in_vpc, realise};
+use super::{Error, in_vpc, realise, same_vpc};
 
 /// The name of every VPC's default group.
 pub const DEFAULT_NAME: &str = "default";
@@ -32,21 +32,7 @@ pub struct SecurityGroup {
     pub created: String,
 }
 
-impl Resource for SecurityGroup {
-    const KIND: Kind = Kind::SecurityGroup;
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn unique_name(&self) -> Option<&str> {
-        None
-    }
-}
-
-impl InVpc for SecurityGroup {
-    fn vpc_id(&self) -> Option<&str> {
-        Some(&self.vpc_id)
-    }
-}
+vpc_record!(SecurityGroup, Kind::SecurityGroup, in_vpc);
 
 /// Inbound (ingress) or outbound (egress) rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,15 +184,7 @@ pub fn change_rule(
         let peer = match (&request.source_group, request.cidr) {
             (Some(other), _) => {
                 let other: SecurityGroup = lookup::find_tagged(tx, other, |_| true)?;
-                if other.vpc_id != group.vpc_id {
-                    return Err(Error::OtherVpc {
-                        noun: "security group",
-                        id: other.id,
-                        its_vpc: other.vpc_id,
-                        vpc: group.vpc_id,
-                    }
-                    .into());
-                }
+                same_vpc("security group", &other.id, &other.vpc_id, &group.vpc_id)?;
                 Peer::Group(other.id)
             }
             (None, cidr) => Peer::Cidr(cidr.unwrap_or(crate::net::cidr::ANY)),

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cloud::ids::{self, Kind};
-use crate::cloud::store::{Resource, Store, Tx};
+use crate::cloud::store::{Store, Tx};
 use crate::cloud::tags::Tags;
 use crate::cloud::{self, lookup};
 use crate::net::cidr::{self, Ipv4Cidr};
@@ -13,8 +13,8 @@ use crate::net::port::Port;
 use super::network::Vpc;
 use super::port;
 use super::public::NetConfig;
-use super::route_table::RouteTable;
-use super::{Error, InVpc, in_vpc, realise};
+use super::route_table;
+use super::{Error, realise};
 
 /// The zone of this host: one host is one zone.
 pub const DEFAULT_ZONE: &str = "local-1a";
@@ -33,21 +33,7 @@ pub struct Subnet {
     pub created: String,
 }
 
-impl Resource for Subnet {
-    const KIND: Kind = Kind::Subnet;
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn unique_name(&self) -> Option<&str> {
-        None
-    }
-}
-
-impl InVpc for Subnet {
-    fn vpc_id(&self) -> Option<&str> {
-        Some(&self.vpc_id)
-    }
-}
+vpc_record!(Subnet, Kind::Subnet, in_vpc);
 
 /// Creates a subnet in a VPC: inside its block, overlapping no sibling.
 pub fn create(
@@ -112,12 +98,7 @@ pub fn delete(
             .into());
         }
         let linux = realise::open_shared(tx, config, &subnet.vpc_id)?;
-        for mut table in in_vpc::<RouteTable>(tx, &subnet.vpc_id)? {
-            if table.subnets.contains(&subnet.id) {
-                table.subnets.retain(|s| *s != subnet.id);
-                tx.update(&table)?;
-            }
-        }
+        route_table::unassociate(tx, &subnet.vpc_id, &subnet.id, None)?;
         tx.delete(&subnet.id)?;
         let was_public = linux.borrow().is_public(&subnet.id).unwrap_or(false);
         linux

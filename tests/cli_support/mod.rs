@@ -1,0 +1,73 @@
+//! What the tests of the control-plane commands share: running the real
+//! binary against a test's private state directory, checking how a command
+//! ended, and a stand-in image to import.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// `gureum ARGS` with its store in `state`.
+pub fn gureum(state: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gureum"));
+    command.args(args).env("GUREUM_STATE_DIR", state);
+    command
+}
+
+/// A test's private setup, and the checked ways to run a command in it.
+pub trait Gureum {
+    /// `gureum ARGS` as this test runs it.
+    fn command(&self, args: &[&str]) -> Command;
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run gureum")
+    }
+
+    /// Runs a command that must succeed; returns its stdout, trimmed.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "gureum {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// Runs a command that must fail with status 1; returns its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "gureum {args:?} should fail; stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// Runs a read command with `--output json`; its output.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        serde_json::from_str(&self.ok(&all)).expect("JSON output")
+    }
+}
+
+/// An image source directory `src-NAME` under `parent`: a manifest (with
+/// `extra` lines) and stand-in files, a kernel the VMM refuses.
+pub fn image_source(parent: &Path, name: &str, extra: &str) -> PathBuf {
+    let dir = parent.join(format!("src-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("vmlinuz"), vec![0x5a; 8192]).unwrap();
+    std::fs::write(dir.join("initrd.cpio.gz"), b"initrd").unwrap();
+    std::fs::write(
+        dir.join("manifest"),
+        format!(
+            "# test image\nname={name}\ndescription=test\narch=x86_64\nkernel=vmlinuz\n\
+             initrd=initrd.cpio.gz\ncmdline=console=ttyS0\nmin_memory_mib=128\n{extra}"
+        ),
+    )
+    .unwrap();
+    dir
+}

@@ -60,6 +60,7 @@ impl Netns {
         let path = path_of(name);
         fs::create_dir_all(NETNS_DIR)
             .map_err(|source| io_error("create the directory of", name, source))?;
+        share_netns_dir(name)?;
         // create_new: two creators of one name must not share a namespace.
         OpenOptions::new()
             .write(true)
@@ -172,6 +173,33 @@ impl AsFd for Netns {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
     }
+}
+
+/// Makes the namespace directory a mount point of its own with shared
+/// propagation, as `ip netns add` does. Without it, the first `ip netns
+/// add` after gureum's namespaces exist bind-mounts the directory onto
+/// itself recursively, which leaves a hidden second mount of each of them:
+/// they could never be removed (EBUSY), and `ip netns exec` children would
+/// keep copies that a later unmount does not reach.
+fn share_netns_dir(name: &str) -> Result<(), Error> {
+    let shared = MsFlags::MS_SHARED | MsFlags::MS_REC;
+    let none = None::<&str>;
+    match nix::mount::mount(none, NETNS_DIR, none, shared, none) {
+        Ok(()) => return Ok(()),
+        // EINVAL: not a mount point yet.
+        Err(nix::Error::EINVAL) => {}
+        Err(source) => return Err(sys_error("share the directory of", name, source)),
+    }
+    nix::mount::mount(
+        Some(NETNS_DIR),
+        NETNS_DIR,
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        none,
+    )
+    .map_err(|source| sys_error("bind-mount the directory of", name, source))?;
+    nix::mount::mount(none, NETNS_DIR, none, shared, none)
+        .map_err(|source| sys_error("share the directory of", name, source))
 }
 
 /// Unmounts and removes the namespace `name` without opening it.

@@ -59,6 +59,21 @@ impl RigRun {
         case
     }
 
+    /// The case `name`, which must have passed all its checks and printed
+    /// exactly `key=value` for each pair.
+    pub fn passed_with(&self, name: &str, pairs: &[(&str, &str)]) -> &Case {
+        let case = self.passed(name);
+        for (key, want) in pairs {
+            assert_eq!(
+                case.values(key),
+                [*want],
+                "{key} in {name}:\n{}",
+                case.output
+            );
+        }
+        case
+    }
+
     /// The case `name`, or a panic that shows the console tail.
     pub fn case(&self, name: &str) -> &Case {
         self.cases.get(name).unwrap_or_else(|| {

@@ -1,0 +1,240 @@
+#!/bin/sh
+# VPC networking end to end with real guests, inside the nested KVM rig's
+# L1 (busybox sh, with iproute2 and nft shipped from the host), run by
+# tests/rig_vpc.rs. Busybox instances run the image's "serve" scenario:
+# HTTP on ports 80 and 8080 answering the client's address, and a shell
+# on the console through which the test sends commands. A namespace made
+# here, "inet", is the fake internet on gureum's public side.
+# Cases print
+#   @@CASE <name> BEGIN ... @@CASE <name> RC <0 if every check passed>
+# with "@@FAIL <what>" for each failed check and "key=value" results.
+set -u
+export GUREUM_STATE_DIR=/tmp/gureum-state
+IP=/usr/bin/ip
+NFT=/usr/bin/nft
+PREFIX=gureum-
+INET=198.51.100.2
+
+. /rig/cases.sh
+
+field() {  # NOUN REF KEY: a field of `gureum NOUN describe REF`
+  gureum "$1" describe "$2" | sed -n "s/^$3: *//p"
+}
+# Seconds since L1 booted.
+now() { cut -d. -f1 /proc/uptime; }
+# Waits up to 240 s until the console log of instance ID holds COUNT
+# lines matching PATTERN; says how long it took.
+wait_log() {  # ID PATTERN COUNT
+  t0=$(now)
+  while [ "$(gureum instance logs "$1" 2>/dev/null | grep -c "$2")" -lt "$3" ]; do
+    if [ $(($(now) - t0)) -gt 240 ]; then
+      echo "$1: no $2 after 240 s; state: $(field instance "$1" state) $(field instance "$1" state_reason)"
+      gureum instance logs "$1" 2>&1 | tail -n 15
+      return 1
+    fi
+    sleep 0.5
+  done
+  echo "$1: $2 after $(($(now) - t0)) s"
+}
+# Runs COMMAND in instance ID's console shell and prints its first output
+# line, or "FAILED" when it exits non-zero. The markers are quoted in the
+# typed line so that the console's echo of it never matches.
+# Callers run it in $(...): the request counter lives in a file.
+echo 0 >/tmp/guest-requests
+guest() {  # ID COMMAND
+  tag=r$(( $(cat /tmp/guest-requests) + 1 ))
+  echo "${tag#r}" >/tmp/guest-requests
+  printf '%s\n' "if out=\$($2 2>&1); then echo \"@@$tag\"=\$(echo \$out | head -c 120); else echo \"@@$tag\"=FAILED; fi" |
+    gureum instance console "$1" >/dev/null 2>&1
+  t0=$(now)
+  until line=$(gureum instance logs "$1" | tr -d '\r' | grep -a "^@@$tag=") ; do
+    [ $(($(now) - t0)) -gt 60 ] && { echo "NO-ANSWER"; return; }; sleep 0.3
+  done
+  echo "${line#@@$tag=}"
+}
+# An HTTP GET from instance ID, answered by the peer's address as the
+# server saw it (or FAILED).
+fetch() {  # ID URL
+  guest "$1" "timeout 8 wget -q -O - $2"
+}
+# Checks that instance ID fetches URL and is seen as WANT (a
+# "what=address" line either way), or, with WANT "FAILED", that it cannot.
+expect_fetch() {  # WHAT ID URL WANT
+  got=$(fetch "$2" "$3")
+  echo "$1=$got"
+  [ "$got" = "$4" ] || fail "$1: $2 fetching $3 got '$got', want '$4'"
+}
+launch() {  # NAME SUBNET SG IP
+  gureum run --image busybox --type t2.nano --name "$1" --subnet "$2" --sg "$3" \
+    --private-ip "$4" --cmdline-append rig.scenario=serve
+}
+no_gureum_left() {
+  $IP netns list | grep "^$PREFIX" && fail "namespaces left: $($IP netns list | grep "^$PREFIX" | tr '\n' ' ')"
+  $NFT list tables | grep gureum && fail "nft tables left in L1's own namespace"
+  $IP -o link | grep -E ' (t-|gp)' && fail "links left in L1's own namespace"
+  out=$(gureum net check 2>&1)
+  echo "$out"
+  [ "$out" = "nothing left over" ] || fail "net check: $out"
+}
+
+begin_checks setup
+gureum image import /rig/guest >/dev/null 2>&1 || fail "image import"
+gureum vpc create --cidr 10.0.0.0/16 --name v || fail "vpc create"
+gureum subnet create --vpc v --cidr 10.0.1.0/24 --name a || fail "subnet a"
+gureum subnet create --vpc v --cidr 10.0.2.0/24 --name b || fail "subnet b"
+gureum sg create --vpc v --name web || fail "sg web"
+gureum sg authorize-ingress web --protocol tcp --port 80 --cidr 10.0.0.0/16 || fail "web :80"
+gureum sg authorize-ingress web --protocol icmp --cidr 10.0.0.0/16 || fail "web icmp"
+gureum sg create --vpc v --name client || fail "sg client"
+gureum sg create --vpc v --name other || fail "sg other"
+s1=$(launch s1 a web 10.0.1.10) || fail "run s1: $s1"
+c1=$(launch c1 a client 10.0.1.11) || fail "run c1: $c1"
+b1=$(launch b1 b other 10.0.2.10) || fail "run b1: $b1"
+echo "launched s1=$s1 c1=$c1 b1=$b1"
+for id in $s1 $c1 $b1; do
+  wait_log "$id" @@SERVING 1 || fail "$id never served"
+done
+gureum instance list
+end_checks setup
+
+# c1 (group "client": no inbound rules) gets s1's answers: the reply to
+# its own flow is let in (stateful).
+begin_checks same-subnet
+expect_fetch same_subnet "$c1" http://10.0.1.10/cgi-bin/peer 10.0.1.11
+end_checks same-subnet
+
+begin_checks cross-subnet
+expect_fetch cross_subnet "$b1" http://10.0.1.10/cgi-bin/peer 10.0.2.10
+end_checks cross-subnet
+
+begin_checks no-rule
+expect_fetch no_rule_port "$c1" http://10.0.1.10:8080/cgi-bin/peer FAILED
+expect_fetch no_inbound "$s1" http://10.0.1.11/cgi-bin/peer FAILED
+end_checks no-rule
+
+# A rule naming group "client" admits its members and nobody else.
+begin_checks source-group
+gureum sg authorize-ingress web --protocol tcp --port 8080 --source-group client || fail "authorize :8080"
+expect_fetch member "$c1" http://10.0.1.10:8080/cgi-bin/peer 10.0.1.11
+expect_fetch non_member "$b1" http://10.0.1.10:8080/cgi-bin/peer FAILED
+end_checks source-group
+
+# Rule changes reach the running instance at once.
+begin_checks rule-change
+gureum sg authorize-ingress client --protocol tcp --port 80 --cidr 10.0.0.0/16 || fail "authorize client :80"
+expect_fetch after_authorize "$s1" http://10.0.1.11/cgi-bin/peer 10.0.1.10
+gureum sg revoke-ingress client --protocol tcp --port 80 --cidr 10.0.0.0/16 || fail "revoke client :80"
+expect_fetch after_revoke "$s1" http://10.0.1.11/cgi-bin/peer FAILED
+end_checks rule-change
+
+begin_checks egress
+gureum sg revoke-egress other --protocol all --cidr 0.0.0.0/0 || fail "revoke egress"
+expect_fetch egress_denied "$b1" http://10.0.1.10/cgi-bin/peer FAILED
+gureum sg authorize-egress other --protocol all --cidr 0.0.0.0/0 || fail "authorize egress"
+expect_fetch egress_allowed "$b1" http://10.0.1.10/cgi-bin/peer 10.0.2.10
+end_checks egress
+
+# Source/destination check: c1 sending from an address or a MAC not its
+# own gets nothing through; with its own, it does.
+begin_checks spoof
+echo "own=$(guest "$c1" 'ping -c 2 -W 3 10.0.1.10 >/dev/null && echo ok')"
+echo "forged_ip=$(guest "$c1" 'ip addr add 10.0.1.99/24 dev eth0 && ping -c 2 -W 3 -I 10.0.1.99 10.0.1.10 >/dev/null && echo ok')"
+guest "$c1" 'ip addr del 10.0.1.99/24 dev eth0' >/dev/null
+mac=$(guest "$c1" 'cat /sys/class/net/eth0/address')
+echo "forged_mac=$(guest "$c1" 'ip link set eth0 down && ip link set eth0 address 02:00:00:00:00:99 && ip link set eth0 up && ip neigh flush dev eth0 && ping -c 2 -W 3 10.0.1.10 >/dev/null && echo ok')"
+echo "restored=$(guest "$c1" "ip link set eth0 down && ip link set eth0 address $mac && ip link set eth0 up && ip route add default via 10.0.1.1; ping -c 2 -W 3 10.0.1.10 >/dev/null && echo ok")"
+end_checks spoof
+
+# The fake internet: namespace "inet" at $INET, wired to gureum's public
+# namespace (made by the first gateway attach) with an HTTP server that
+# answers the client's address.
+begin_checks internet
+gureum igw create --name g || fail "igw create"
+gureum igw attach g --vpc v || fail "igw attach"
+pub=${PREFIX}public
+$IP netns add inet
+$IP link add i0 netns inet type veth peer name pi0 netns "$pub" || fail "veth to the public namespace"
+$IP -n "$pub" addr add 198.51.100.1/24 dev pi0
+$IP -n "$pub" link set pi0 up
+$IP -n inet addr add $INET/24 dev i0
+$IP -n inet link set i0 up
+$IP -n inet link set lo up
+$IP -n inet route add 203.0.113.0/24 via 198.51.100.1
+mkdir -p /tmp/inet/cgi-bin
+# As the guests' (images/busybox/init): the client's IPv4 address.
+cat >/tmp/inet/cgi-bin/peer <<'CGI'
+#!/bin/sh
+a=${REMOTE_ADDR#"[::ffff:"}
+printf 'Content-Type: text/plain\r\n\r\n%s\n' "${a%"]"}"
+CGI
+chmod 0755 /tmp/inet/cgi-bin/peer
+$IP netns exec inet httpd -p 80 -h /tmp/inet || fail "httpd in inet"
+gw_ip=$(field igw g public_ip)
+echo "gateway_ip=$gw_ip"
+# Without a route to the gateway: no way out.
+expect_fetch before_route "$c1" http://$INET/cgi-bin/peer FAILED
+main=$(field vpc v main_route_table)
+gureum route-table create-route "$main" --destination 0.0.0.0/0 --gateway g || fail "create-route"
+# Subnet b keeps a table of its own without that route: private.
+gureum route-table create --vpc v --name private || fail "route-table create"
+gureum route-table associate private --subnet b || fail "associate b"
+expect_fetch via_gateway "$c1" http://$INET/cgi-bin/peer "$gw_ip"
+expect_fetch private_subnet "$b1" http://$INET/cgi-bin/peer FAILED
+end_checks internet
+
+# An elastic IP on s1: the internet reaches s1 at it, and s1's own
+# traffic leaves from it, also after a stop and start.
+begin_checks eip
+gureum sg authorize-ingress web --protocol tcp --port 80 --cidr 0.0.0.0/0 || fail "web :80 from anywhere"
+gureum eip allocate --name e || fail "eip allocate"
+eip=$(field eip e public_ip)
+echo "eip=$eip"
+gureum eip list | grep -i held || fail "an unassociated EIP is not marked held"
+gureum eip associate e --instance s1 || fail "eip associate"
+got=$($IP netns exec inet timeout 10 wget -q -O - "http://$eip/cgi-bin/peer" 2>&1) || got=FAILED
+echo "inbound_seen_as=$got"
+[ "$got" = "$INET" ] || fail "the internet host reaching $eip got '$got'"
+expect_fetch outbound_from_eip "$s1" http://$INET/cgi-bin/peer "$eip"
+gureum instance stop s1 --timeout 30 || fail "stop s1"
+gureum instance start s1 || fail "start s1"
+wait_log "$s1" @@SERVING 2 || fail "s1 not serving after start"
+got=$($IP netns exec inet timeout 10 wget -q -O - "http://$eip/cgi-bin/peer" 2>&1) || got=FAILED
+echo "after_restart_seen_as=$got"
+[ "$got" = "$INET" ] || fail "after stop/start, reaching $eip got '$got'"
+end_checks eip
+
+# A second VPC with the same block: its instance, at c1's address, reaches
+# the internet through its own gateway, and nothing of VPC v.
+begin_checks two-vpcs
+gureum vpc create --cidr 10.0.0.0/16 --name w || fail "vpc w"
+gureum subnet create --vpc w --cidr 10.0.1.0/24 --name wa || fail "subnet wa"
+gureum sg create --vpc w --name wweb || fail "sg wweb"
+gureum sg authorize-ingress wweb --protocol tcp --port 80 --cidr 0.0.0.0/0 || fail "wweb :80"
+gureum igw create --name g2 || fail "igw g2"
+gureum igw attach g2 --vpc w || fail "attach g2"
+gureum route-table create-route "$(field vpc w main_route_table)" --destination 0.0.0.0/0 --gateway g2 ||
+  fail "route w"
+w1=$(launch w1 wa wweb 10.0.1.11) || fail "run w1: $w1"
+wait_log "$w1" @@SERVING 1 || fail "w1 never served"
+expect_fetch w_internet "$w1" http://$INET/cgi-bin/peer "$(field igw g2 public_ip)"
+expect_fetch v_internet "$c1" http://$INET/cgi-bin/peer "$gw_ip"
+expect_fetch w_to_v "$w1" http://10.0.1.10/cgi-bin/peer FAILED
+end_checks two-vpcs
+
+begin_checks teardown
+for i in $s1 $c1 $b1 $w1; do gureum instance terminate "$i" >/dev/null || fail "terminate $i"; done
+# As in EC2, terminating the instance took its elastic IP off it.
+[ -z "$(field eip e instance_id)" ] || fail "the EIP is still associated after terminate"
+gureum eip release e || fail "eip release"
+gureum route-table delete-route "$main" --destination 0.0.0.0/0 || fail "delete-route v"
+gureum route-table delete-route "$(field vpc w main_route_table)" --destination 0.0.0.0/0 || fail "delete-route w"
+gureum route-table disassociate private --subnet b || fail "disassociate b"
+gureum route-table delete private || fail "route-table delete"
+$IP netns del inet
+for g in g g2; do gureum igw detach $g && gureum igw delete $g || fail "igw $g"; done
+for s in a b wa; do gureum subnet delete $s || fail "subnet $s"; done
+for g in web client other wweb; do gureum sg delete $g || fail "sg $g"; done
+gureum vpc delete v || fail "vpc delete v"
+gureum vpc delete w || fail "vpc delete w"
+no_gureum_left
+end_checks teardown

@@ -11,7 +11,6 @@
 set -u
 export GUREUM_STATE_DIR=/tmp/gureum-state
 IP=/usr/bin/ip
-NFT=/usr/bin/nft
 PREFIX=gureum-
 INET=198.51.100.2
 
@@ -70,7 +69,8 @@ launch() {  # NAME SUBNET SG IP
 }
 no_gureum_left() {
   $IP netns list | grep "^$PREFIX" && fail "namespaces left: $($IP netns list | grep "^$PREFIX" | tr '\n' ' ')"
-  $NFT list tables | grep gureum && fail "nft tables left in L1's own namespace"
+  tables=$(nft list tables) || fail "nft list tables failed"
+  echo "$tables" | grep gureum && fail "nft tables left in L1's own namespace"
   $IP -o link | grep -E ' (t-|gp)' && fail "links left in L1's own namespace"
   out=$(gureum net check 2>&1)
   echo "$out"

@@ -18,6 +18,7 @@ const IFF_NO_PI: libc::c_short = 0x1000;
 
 nix::ioctl_write_ptr_bad!(tun_set_iff, 0x4004_54ca, IfReq);
 nix::ioctl_write_int_bad!(tun_set_persist, 0x4004_54cb);
+nix::ioctl_write_int_bad!(tun_set_offload, 0x4004_54d0);
 
 /// Where named network namespaces are (the `ip netns` convention).
 const NETNS_DIR: &str = "/run/netns";
@@ -87,6 +88,16 @@ impl Tap {
         // SAFETY: `file` is an open tun control fd and `req` a properly
         // sized, initialised ifreq that outlives the call.
         unsafe { tun_set_iff(file.as_raw_fd(), &req) }.map_err(|source| Error::Attach {
+            name: name.to_string(),
+            source,
+        })?;
+        // The device negotiates no offloads and reads no virtio-net header:
+        // an existing tap may still have checksum/TSO offloads on from its
+        // last user (QEMU sets them), and would then hand us frames with
+        // unfinished checksums. Seen in the SSH benchmark after a QEMU boot.
+        // SAFETY: `file` is the tun fd just attached; TUNSETOFFLOAD takes
+        // its flags by value.
+        unsafe { tun_set_offload(file.as_raw_fd(), 0) }.map_err(|source| Error::Attach {
             name: name.to_string(),
             source,
         })?;

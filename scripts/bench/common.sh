@@ -17,6 +17,13 @@ bench_in_rig() {
   "$GUREUM_ROOT/scripts/rig/run" "$@" \
     | tee "$bench_console" | grep --line-buffered -E '^@@BENCH|^    \||^bench:' >&2 || rc=${PIPESTATUS[0]}
   awk -f "$GUREUM_ROOT/scripts/bench/medians.awk" "$bench_console"
-  (( rc == 0 )) || log "benchmark incomplete (rig exit $rc); see the @@BENCH-FAIL lines above"
+  if (( rc != 0 )); then
+    # The whole console, for what the filtered lines do not show (an L1
+    # kernel panic, a guest's last words).
+    mkdir -p "$GUREUM_TARGET/bench"
+    cp "$bench_console" "$GUREUM_TARGET/bench/last-failed-console.log"
+    log "benchmark incomplete (rig exit $rc); see the @@BENCH-FAIL lines above and" \
+      "$GUREUM_TARGET/bench/last-failed-console.log"
+  fi
   return "$rc"
 }

@@ -20,9 +20,6 @@ nix::ioctl_write_ptr_bad!(tun_set_iff, 0x4004_54ca, IfReq);
 nix::ioctl_write_int_bad!(tun_set_persist, 0x4004_54cb);
 nix::ioctl_write_int_bad!(tun_set_offload, 0x4004_54d0);
 
-/// Where named network namespaces are (the `ip netns` convention).
-const NETNS_DIR: &str = "/run/netns";
-
 /// Errors of opening a tap.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -36,12 +33,12 @@ pub enum Error {
     )]
     Attach { name: String, source: nix::Error },
     #[error(
-        "network namespace {0} does not exist ({NETNS_DIR}/{0}): the instance's VPC is gone; \
+        "network namespace {0} does not exist: the instance's VPC is gone; \
          `gureum net check` lists what is left"
     )]
     NoNetns(String),
-    #[error("cannot enter network namespace {netns}: {source}")]
-    EnterNetns { netns: String, source: nix::Error },
+    #[error(transparent)]
+    Netns(crate::net::netns::Error),
     #[error(
         "tap {name} does not exist in network namespace {netns}: the control plane makes it \
          before the VM starts (`gureum instance start` does)"
@@ -49,8 +46,6 @@ pub enum Error {
     NoTap { name: String, netns: String },
     #[error("cannot make tap {name} persistent: {source}")]
     Persist { name: String, source: nix::Error },
-    #[error("the thread opening tap {0} in its namespace panicked")]
-    ThreadPanicked(String),
 }
 
 /// An open tap interface.
@@ -112,45 +107,31 @@ impl Tap {
     /// a short-lived thread of its own: the VMM's other threads stay where
     /// they are, and the fd keeps its tap whichever thread uses it.
     pub fn open_in(name: &str, netns: &str) -> Result<Self, Error> {
+        use crate::net::netns::{Error as NetnsError, Netns};
         if !valid_name(name) {
             return Err(Error::InvalidName(name.to_string()));
         }
-        if netns.is_empty() || netns.contains(['/', '\0']) || netns.starts_with('.') {
-            return Err(Error::NoNetns(netns.to_string()));
-        }
-        let namespace = File::open(format!("{NETNS_DIR}/{netns}")).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NoNetns(netns.to_string()),
-            _ => Error::EnterNetns {
-                netns: netns.to_string(),
-                source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-            },
+        let namespace = Netns::open(netns).map_err(|e| match e {
+            NetnsError::Missing(_) | NetnsError::BadName(_) => Error::NoNetns(netns.to_string()),
+            other => Error::Netns(other),
         })?;
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET).map_err(
-                        |source| Error::EnterNetns {
-                            netns: netns.to_string(),
-                            source,
-                        },
-                    )?;
-                    // TUNSETIFF would make a missing tap: it must exist, as
-                    // it is the port the VPC filters.
-                    let c_name = std::ffi::CString::new(name)
-                        .map_err(|_| Error::InvalidName(name.to_string()))?;
-                    // SAFETY: `c_name` is a valid NUL-terminated string
-                    // that outlives the call.
-                    if unsafe { libc::if_nametoindex(c_name.as_ptr()) } == 0 {
-                        return Err(Error::NoTap {
-                            name: name.to_string(),
-                            netns: netns.to_string(),
-                        });
-                    }
-                    Self::open(name)
-                })
-                .join()
-                .unwrap_or_else(|_| Err(Error::ThreadPanicked(name.to_string())))
-        })
+        namespace
+            .run(|| {
+                // TUNSETIFF would make a missing tap: it must exist, as it
+                // is the port the VPC filters.
+                let c_name = std::ffi::CString::new(name)
+                    .map_err(|_| Error::InvalidName(name.to_string()))?;
+                // SAFETY: `c_name` is a valid NUL-terminated string that
+                // outlives the call.
+                if unsafe { libc::if_nametoindex(c_name.as_ptr()) } == 0 {
+                    return Err(Error::NoTap {
+                        name: name.to_string(),
+                        netns: netns.to_string(),
+                    });
+                }
+                Self::open(name)
+            })
+            .map_err(Error::Netns)?
     }
 
     /// Makes the tap outlive this fd (and the process), or not.

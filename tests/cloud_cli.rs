@@ -4,12 +4,7 @@
 //! terminate) is exercised on any host; booting real guests is
 //! tests/rig_instances.rs.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;

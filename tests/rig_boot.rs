@@ -4,26 +4,16 @@
 //! One rig run executes every case of tests/rig/boot.sh; each test below
 //! asserts on its own case.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::expect_used)]
 
 mod common;
 
-use std::sync::OnceLock;
-
-use common::{Case, RigRun};
+use common::Case;
 
 const EXIT_REBOOT: i32 = gureum::vmm::exit::EXIT_REBOOT as i32;
 const EXIT_VMM_ERROR: i32 = gureum::vmm::exit::EXIT_VMM_ERROR as i32;
 
-fn rig() -> &'static RigRun {
-    static RUN: OnceLock<RigRun> = OnceLock::new();
-    RUN.get_or_init(|| common::run("tests/rig/boot.sh", &["--timeout", "600"]))
-}
+common::rig_run!("tests/rig/boot.sh", &["--timeout", "600"]);
 
 /// The number after the marker `key`, e.g. `@@CPUS 2`.
 fn marker(case: &Case, key: &str) -> Option<u64> {

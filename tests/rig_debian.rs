@@ -11,20 +11,14 @@
 //! successful SSH login is printed, not asserted (it is inflated by the
 //! rig's emulation).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
-use common::{Case, RigRun};
+use common::Case;
 
 /// Builds the image (cached) and a payload holding its manifest and its
 /// root disk as a sparse tar: the rig copies payloads into L1's RAM, and
@@ -61,23 +55,17 @@ fn payload() -> PathBuf {
     dir
 }
 
-fn rig() -> &'static RigRun {
-    static RUN: OnceLock<RigRun> = OnceLock::new();
-    RUN.get_or_init(|| {
-        let payload = payload();
-        common::run(
-            "tests/rig/debian.sh",
-            &[
-                "--timeout",
-                "1500",
-                "--with-tools",
-                "ssh tar ip debugfs",
-                "--payload",
-                payload.to_str().unwrap(),
-            ],
-        )
-    })
-}
+common::rig_run!(
+    "tests/rig/debian.sh",
+    &[
+        "--timeout",
+        "1500",
+        "--with-tools",
+        "ssh tar ip debugfs",
+        "--payload",
+        payload().to_str().unwrap(),
+    ]
+);
 
 fn passed_with(name: &str, pairs: &[(&str, &str)]) -> &'static Case {
     rig().passed_with(name, pairs)

@@ -2,23 +2,9 @@
 //! inside the nested KVM rig. The guest finds the devices through the
 //! ACPI DSDT and Debian's own virtio modules.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 mod common;
 
-use std::sync::OnceLock;
-
-use common::RigRun;
-
-fn rig() -> &'static RigRun {
-    static RUN: OnceLock<RigRun> = OnceLock::new();
-    RUN.get_or_init(|| common::run("tests/rig/devices.sh", &["--timeout", "600"]))
-}
+common::rig_run!("tests/rig/devices.sh", &["--timeout", "600"]);
 
 #[test]
 fn disk_is_read_and_written_and_read_only_is_enforced() {

@@ -7,23 +7,11 @@
 //! One rig run executes every case of tests/rig/instances.sh in order;
 //! each test below asserts on its own case.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 mod common;
 
-use std::sync::OnceLock;
+use common::Case;
 
-use common::{Case, RigRun};
-
-fn rig() -> &'static RigRun {
-    static RUN: OnceLock<RigRun> = OnceLock::new();
-    RUN.get_or_init(|| common::run("tests/rig/instances.sh", &["--timeout", "900"]))
-}
+common::rig_run!("tests/rig/instances.sh", &["--timeout", "900"]);
 
 /// The case `name`, which must have passed all its checks.
 fn passed(name: &str) -> &'static Case {

@@ -31,3 +31,28 @@ run_vmm() {
   fi
   return "$status"
 }
+
+# A field of `gureum NOUN describe REF`, which prints "key:  value" lines.
+describe() {  # NOUN REF KEY
+  gureum "$1" describe "$2" | sed -n "s/^$3: *//p"
+}
+
+# Whole seconds since L1 booted.
+uptime_s() { cut -d. -f1 /proc/uptime; }
+
+# Waits up to SECONDS until the console log of instance ID holds COUNT
+# lines matching PATTERN, and says how long it took; when it gives up,
+# shows the instance's state and the console's last lines.
+wait_log() {  # ID PATTERN COUNT SECONDS
+  local t0
+  t0=$(uptime_s)
+  while [ "$(gureum instance logs "$1" 2>/dev/null | grep -c "$2")" -lt "$3" ]; do
+    if [ $(($(uptime_s) - t0)) -gt "$4" ]; then
+      echo "$1: no $2 after $4 s; state: $(describe instance "$1" state) $(describe instance "$1" state_reason)"
+      gureum instance logs "$1" 2>&1 | tail -n 15
+      return 1
+    fi
+    sleep 0.5
+  done
+  echo "$1: $2 after $(($(uptime_s) - t0)) s"
+}

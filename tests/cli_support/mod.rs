@@ -2,6 +2,11 @@
 //! binary against a test's private state directory, checking how a command
 //! ended, and a stand-in image to import.
 
+// Each test binary that includes this uses only some of it; the helpers
+// fail the calling test by panicking, and are not themselves `#[test]`s,
+// which clippy.toml already exempts.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -132,6 +132,19 @@ pub fn parse_cases(console: &str) -> HashMap<String, Case> {
     cases
 }
 
+/// Defines `fn rig() -> &'static RigRun`: the one run of `script` in the
+/// rig, with `args` for `scripts/rig/run`, that all tests of a binary
+/// read their cases from. `args` is evaluated only when a test first asks.
+macro_rules! rig_run {
+    ($script:expr, $args:expr $(,)?) => {
+        fn rig() -> &'static $crate::common::RigRun {
+            static RUN: std::sync::OnceLock<$crate::common::RigRun> = std::sync::OnceLock::new();
+            RUN.get_or_init(|| $crate::common::run($script, $args))
+        }
+    };
+}
+pub(crate) use rig_run;
+
 /// `scripts/rig/run`'s status when L1 itself ended without reporting or
 /// stopped writing its heartbeat: its kernel crashed or wedged, which is
 /// the rig's failure, not the test's.

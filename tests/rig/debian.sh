@@ -24,9 +24,6 @@ SSH_WAIT=600
 
 . /rig/cases.sh
 
-field() {  # ID KEY
-  gureum instance describe "$1" | sed -n "s/^$2: *//p"
-}
 # Seconds since L1 booted, to 10 ms.
 now() { cut -d' ' -f1 /proc/uptime; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
@@ -43,7 +40,7 @@ wait_ssh() {  # ID KEY IP
   t=$(now) retried=
   until ssh_as "$2" "$3" true 2>/dev/null; do
     [ "$(elapsed "$t" | cut -d. -f1)" -ge $SSH_WAIT ] && return 1
-    case $(field "$1" state_reason) in
+    case $(describe instance "$1" state_reason) in
       *"guest crashed"*)
         [ -n "$retried" ] && return 1
         echo "@@RETRY after a guest crash: $1"
@@ -129,14 +126,14 @@ begin_checks persist
 ssh_as /tmp/mykey.pem 10.77.0.2 'echo gureum-was-here | sudo tee /var/lib/marker >/dev/null && sync' ||
   fail "cannot write the marker"
 gureum instance stop "$id1" --timeout 30 2>&1 || fail "stop"
-echo "state=$(field "$id1" state)"
+echo "state=$(describe instance "$id1" state)"
 gureum instance start "$id1" 2>&1 || fail "start"
 gureum instance wait "$id1" --state running --timeout 120 || fail "never running again"
 wait_ssh "$id1" /tmp/mykey.pem 10.77.0.2 || { fail "no SSH after start"; show_console "$id1"; }
 echo "marker=$(ssh_as /tmp/mykey.pem 10.77.0.2 'cat /var/lib/marker' 2>&1)"
 [ "$(ssh_as /tmp/mykey.pem 10.77.0.2 'cat /etc/ssh/ssh_host_ed25519_key.pub')" = "$hostkey1" ] &&
   echo "hostkey_kept=yes"
-echo "boots=$(field "$id1" boots)"
+echo "boots=$(describe instance "$id1" boots)"
 end_checks persist
 
 begin_checks image-create
@@ -164,7 +161,7 @@ end_checks image-create
 # Debian boot is a minute of the rig's time): a file every image has is
 # there, the marker is not.
 begin_checks original-image
-ami=$(gureum image describe debian-12 | sed -n 's/^id: *//p')
+ami=$(describe image debian-12 id)
 disk=$GUREUM_STATE_DIR/images/$ami/root.img
 [ -f "$disk" ] || fail "no root disk at '$disk'"
 # debugfs exits 0 on a missing file too: what it prints is the check.

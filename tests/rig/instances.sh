@@ -11,18 +11,7 @@ S=$GUREUM_STATE_DIR
 
 . /rig/cases.sh
 
-# A field of the instance's record (`describe` prints "key:  value").
-field() {  # ID KEY
-  gureum instance describe "$1" | sed -n "s/^$2: *//p"
-}
-vmm_pid() { field "$1" vmm.pid; }
-# Waits until the console log holds COUNT lines matching PATTERN.
-wait_log() {  # ID PATTERN COUNT
-  n=0
-  while [ "$(gureum instance logs "$1" 2>/dev/null | grep -c "$2")" -lt "$3" ]; do
-    n=$((n + 1)); [ $n -gt 900 ] && return 1; sleep 0.2
-  done
-}
+vmm_pid() { describe instance "$1" vmm.pid; }
 vmm_processes() { ps | grep '[g]ureum boot' ; }
 alive() { kill -0 "$1" 2>/dev/null; }
 
@@ -38,10 +27,10 @@ id=$(gureum run --image busybox --type t2.nano --name web-1 \
 echo "launched $id"
 case $id in i-*) ;; *) fail "run printed '$id'" ;; esac
 gureum instance wait "$id" --state running --timeout 120 || fail "never running"
-wait_log "$id" @@IDLE 1 || fail "no @@IDLE on the console"
+wait_log "$id" @@IDLE 1 300 || fail "no @@IDLE on the console"
 gureum instance logs "$id" | grep -q @@INIT || fail "no @@INIT in the logs"
 [ -S "$S/instances/$id/run/console.sock" ] || fail "no console socket while running"
-echo "state=$(field "$id" state)"
+echo "state=$(describe instance "$id" state)"
 gureum instance list --filter Name=web-1
 end_checks run
 
@@ -49,8 +38,8 @@ begin_checks stop
 pid=$(vmm_pid "$id")
 echo "vmm pid $pid"
 gureum instance stop "$id" --timeout 30 2>&1 || fail "stop"
-echo "state=$(field "$id" state)"
-echo "reason=$(field "$id" state_reason)"
+echo "state=$(describe instance "$id" state)"
+echo "reason=$(describe instance "$id" state_reason)"
 alive "$pid" && fail "VMM $pid still runs after stop"
 [ -e "$S/instances/$id/run" ] && fail "runtime files left after stop"
 end_checks stop
@@ -58,26 +47,26 @@ end_checks stop
 begin_checks start
 gureum instance start "$id" 2>&1 || fail "start"
 gureum instance wait "$id" --state running --timeout 120 || fail "never running again"
-wait_log "$id" @@IDLE 2 || fail "no second @@IDLE"
-echo "state=$(field "$id" state)"
-echo "boots=$(field "$id" boots)"
+wait_log "$id" @@IDLE 2 300 || fail "no second @@IDLE"
+echo "state=$(describe instance "$id" state)"
+echo "boots=$(describe instance "$id" boots)"
 end_checks start
 
 begin_checks reboot
 gureum instance reboot "$id" 2>&1 || fail "reboot"
-wait_log "$id" @@IDLE 3 || fail "no @@IDLE after reboot"
-echo "state=$(field "$id" state)"
-echo "boots=$(field "$id" boots)"
+wait_log "$id" @@IDLE 3 300 || fail "no @@IDLE after reboot"
+echo "state=$(describe instance "$id" state)"
+echo "boots=$(describe instance "$id" boots)"
 end_checks reboot
 
 begin_checks kill9
 pid=$(vmm_pid "$id")
-sup=$(field "$id" supervisor.pid)
+sup=$(describe instance "$id" supervisor.pid)
 echo "vmm pid $pid supervisor pid $sup"
 kill -9 "$pid" || fail "kill -9 $pid"
 gureum instance wait "$id" --state stopped --timeout 60 || fail "not stopped after SIGKILL"
-echo "state=$(field "$id" state)"
-echo "reason=$(field "$id" state_reason)"
+echo "state=$(describe instance "$id" state)"
+echo "reason=$(describe instance "$id" state_reason)"
 sleep 1
 alive "$pid" && fail "VMM still runs"
 alive "$sup" && fail "supervisor still runs"
@@ -87,7 +76,7 @@ end_checks kill9
 
 begin_checks terminate
 gureum instance terminate "$id" 2>&1 || fail "terminate"
-echo "state=$(field "$id" state)"
+echo "state=$(describe instance "$id" state)"
 [ -e "$S/instances/$id" ] && fail "instance files left after terminate"
 vmm_processes && fail "a VMM process is left"
 gureum instance list

@@ -10,8 +10,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT, Reader, Writer};
 
-use super::worker::{Worker, finish_pass};
-use super::{ActivateError, ActiveQueue, Interrupt, VirtioDevice, read_config_bytes};
+use super::worker::Worker;
+use super::{
+    ActivateError, ActiveQueue, Interrupt, VirtioDevice, expect_queues, read_config_bytes,
+};
 use crate::vmm::memory::GuestMemory;
 
 const VIRTIO_ID_BLOCK: u32 = 2;
@@ -262,28 +264,18 @@ impl VirtioDevice for Block {
         queues: Vec<ActiveQueue>,
         interrupt: Arc<Interrupt>,
     ) -> Result<(), ActivateError> {
-        let got = queues.len();
-        let Some(ActiveQueue { queue, notify }) = queues.into_iter().next().filter(|_| got == 1)
-        else {
-            return Err(ActivateError::QueueCount {
-                device: self.name.clone(),
-                got,
-                want: 1,
-            });
-        };
+        let [ActiveQueue { queue, notify }] = expect_queues(&self.name, queues)?;
         let backing = self.backing.clone();
-        let name = self.name.clone();
         let queue = Mutex::new(queue);
         let fd = notify.as_raw_fd();
-        let worker = Worker::start(&name.clone(), vec![(fd, false)], move |_| {
+        let worker = Worker::start(&self.name, vec![(fd, false)], interrupt, move |_| {
             // Consume the notification before draining the ring, so that
             // a notification racing with the drain wakes us again.
             let _ = notify.read();
             let mut queue = queue.lock().unwrap_or_else(PoisonError::into_inner);
-            let outcome = backing
+            backing
                 .process(&mem, &mut queue)
-                .map(|used| used && queue.needs_notification(&mem).unwrap_or(true));
-            finish_pass(&interrupt, &name, outcome)
+                .map(|used| used && queue.needs_notification(&mem).unwrap_or(true))
         })?;
         self.worker = Some(worker);
         Ok(())

@@ -57,6 +57,20 @@ pub struct ActiveQueue {
     pub notify: EventFd,
 }
 
+/// The `N` queues a device runs on, or the error naming how many the
+/// driver set up instead.
+pub fn expect_queues<const N: usize>(
+    device: &str,
+    queues: Vec<ActiveQueue>,
+) -> Result<[ActiveQueue; N], ActivateError> {
+    let got = queues.len();
+    queues.try_into().map_err(|_| ActivateError::QueueCount {
+        device: device.to_string(),
+        got,
+        want: N,
+    })
+}
+
 /// The device's side of the interrupt line and the "needs reset" flag,
 /// shared between the transport and the device's worker.
 #[derive(Debug)]
@@ -149,5 +163,32 @@ pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
             .and_then(|at| config.get(at))
             .copied()
             .unwrap_or(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use virtio_queue::QueueT;
+
+    fn queues(n: usize) -> Vec<ActiveQueue> {
+        (0..n)
+            .map(|_| ActiveQueue {
+                queue: Queue::new(16).unwrap(),
+                notify: EventFd::new(0).unwrap(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_device_runs_only_on_as_many_queues_as_it_has() {
+        assert!(expect_queues::<2>("virtio-net t", queues(2)).is_ok());
+        for n in [0, 1, 3] {
+            let err = expect_queues::<2>("virtio-net t", queues(n)).unwrap_err();
+            assert!(
+                matches!(err, ActivateError::QueueCount { got, want: 2, .. } if got == n),
+                "{err}"
+            );
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! calls the device's handler with the index of what became ready.
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -83,15 +84,21 @@ impl Worker {
         })
     }
 
-    /// Starts the worker of `device`, as [`Worker::spawn`].
-    pub fn start<H>(
+    /// Starts the worker of `device`, as [`Worker::spawn`]: `pass` serves
+    /// the source at the index it is given and says whether the driver
+    /// wants an interrupt; each pass ends with [`finish_pass`].
+    pub fn start<P, E>(
         device: &str,
         sources: Vec<(RawFd, bool)>,
-        handler: H,
+        interrupt: Arc<Interrupt>,
+        mut pass: P,
     ) -> Result<Self, ActivateError>
     where
-        H: FnMut(usize) -> Flow + Send + 'static,
+        P: FnMut(usize) -> Result<bool, E> + Send + 'static,
+        E: std::fmt::Display,
     {
+        let name = device.to_string();
+        let handler = move |source| finish_pass(&interrupt, &name, pass(source));
         Self::spawn(device.to_string(), sources, handler).map_err(|source| ActivateError::Worker {
             device: device.to_string(),
             source,
@@ -118,7 +125,7 @@ impl Worker {
 /// Ends one pass over a device's queues: interrupts the driver when the
 /// pass used buffers it wants to hear about, or marks the device broken
 /// when the pass met guest input it cannot accept.
-pub fn finish_pass<E: std::fmt::Display>(
+fn finish_pass<E: std::fmt::Display>(
     interrupt: &Interrupt,
     device: &str,
     outcome: Result<bool, E>,

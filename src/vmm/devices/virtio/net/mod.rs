@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT, Reader, Writer};
 
-use super::worker::{Worker, finish_pass};
-use super::{ActivateError, ActiveQueue, Interrupt, VirtioDevice, read_config_bytes};
+use super::worker::Worker;
+use super::{
+    ActivateError, ActiveQueue, Interrupt, VirtioDevice, expect_queues, read_config_bytes,
+};
 use crate::vmm::memory::GuestMemory;
 pub use tap::Tap;
 
@@ -215,15 +217,7 @@ impl VirtioDevice for Net {
         queues: Vec<ActiveQueue>,
         interrupt: Arc<Interrupt>,
     ) -> Result<(), ActivateError> {
-        let got = queues.len();
-        let mut queues = queues.into_iter();
-        let (Some(rx), Some(tx), None) = (queues.next(), queues.next(), queues.next()) else {
-            return Err(ActivateError::QueueCount {
-                device: self.name.clone(),
-                got,
-                want: 2,
-            });
-        };
+        let [rx, tx] = expect_queues(&self.name, queues)?;
         let tap = self.tap.clone();
         let sources = vec![
             (rx.notify.as_raw_fd(), false),
@@ -239,8 +233,7 @@ impl VirtioDevice for Net {
             buf: vec![0u8; NET_HDR_LEN + MAX_FRAME],
         };
         let (rx_evt, tx_evt) = (rx.notify, tx.notify);
-        let name = self.name.clone();
-        let worker = Worker::start(&name.clone(), sources, move |source| {
+        let worker = Worker::start(&self.name, sources, interrupt, move |source| {
             let result = match source {
                 RX_QUEUE => {
                     let _ = rx_evt.read();
@@ -253,12 +246,11 @@ impl VirtioDevice for Net {
                 TAP => path.receive().map(|u| (u, false)),
                 _ => Ok((false, false)),
             };
-            let outcome = result.map(|(rx_used, tx_used)| {
+            result.map(|(rx_used, tx_used)| {
                 let notify_rx = rx_used && path.rx.needs_notification(&path.mem).unwrap_or(true);
                 let notify_tx = tx_used && path.tx.needs_notification(&path.mem).unwrap_or(true);
                 notify_rx || notify_tx
-            });
-            finish_pass(&interrupt, &name, outcome)
+            })
         })?;
         self.worker = Some(worker);
         Ok(())

@@ -750,3 +750,246 @@ fn an_instance_in_a_subnet_is_a_filtered_port_until_terminated() {
     cloud.ok(&["sg", "delete", "web"]);
     cloud.ok(&["vpc", "delete", &vpc]);
 }
+
+/// The lines of the block `header` opens in an `nft list` listing (a set
+/// or a chain), up to its closing brace.
+fn nft_block(ruleset: &str, header: &str) -> String {
+    let mut lines = ruleset.lines().skip_while(|line| line.trim() != header);
+    assert!(lines.next().is_some(), "no {header} in {ruleset}");
+    lines
+        .take_while(|line| line.trim() != "}")
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The member set of security group `group` in the firewall of `netns`.
+fn members_of(netns: &str, group: &str) -> String {
+    let header = format!("set members_{} {{", group.replace('-', "_"));
+    nft_block(&nft(netns), &header)
+}
+
+/// The anti-spoofing chain of instance `id`'s port in `netns`.
+fn anti_spoof_of(netns: &str, id: &str) -> String {
+    let header = format!("chain from_{} {{", id.replace('-', "_"));
+    nft_block(&nft(netns), &header)
+}
+
+/// Instance `reference`'s placement as `instance describe` shows it.
+fn placement_of(cloud: &Cloud, reference: &str) -> Value {
+    cloud.json(&["instance", "describe", reference])[0]["placement"].clone()
+}
+
+/// VPC "v" with subnet "s" (10.0.1.0/24) and group "web", and instance
+/// "a" in them at 10.0.1.4, stopped: the stand-in kernel does not boot,
+/// and a stopped instance keeps its port. The IDs of the VPC, the group
+/// and the instance.
+fn stopped_instance_a(cloud: &Cloud) -> (String, String, String) {
+    import_stand_in_image(cloud);
+    let vpc = cloud.vpc("v");
+    cloud.subnet("10.0.1.0/24", "s");
+    let web = cloud.ok(&["sg", "create", "--vpc", "v", "--name", "web"]);
+    let id = cloud.ok(&["run", "--subnet", "s", "--sg", "web", "--name", "a"]);
+    cloud.ok(&["instance", "wait", &id, "--state", "stopped"]);
+    (vpc, web, id)
+}
+
+#[test]
+fn instance_modify_replaces_the_groups_and_source_dest_check_in_the_firewall() {
+    let cloud = Cloud::new();
+    let (vpc, web, id) = stopped_instance_a(&cloud);
+    let ns = cloud.netns(&vpc);
+    let db = cloud.ok(&["sg", "create", "--vpc", "v", "--name", "db"]);
+    assert!(members_of(&ns, &web).contains("10.0.1.4"));
+    assert!(!members_of(&ns, &db).contains("10.0.1.4"));
+
+    // The groups are replaced, as AWS's --groups does: in the store, in
+    // the member sets and in the port's chains.
+    assert_eq!(cloud.ok(&["instance", "modify", "a", "--sg", "db"]), id);
+    let placed = placement_of(&cloud, "a");
+    assert_eq!(placed["security_groups"], serde_json::json!([db]));
+    assert_eq!(placed["source_dest_check"], true);
+    assert!(members_of(&ns, &db).contains("10.0.1.4"));
+    assert!(!members_of(&ns, &web).contains("10.0.1.4"));
+    // The old group has no member left, the new one has.
+    let stderr = cloud.fails(&["sg", "delete", "db"]);
+    assert!(stderr.contains(&id), "{stderr}");
+    cloud.ok(&["sg", "delete", "web"]);
+
+    // Off, the check lets the port send from any address (its MAC still
+    // checked); the groups stay.
+    let spoof_rule = "ip saddr 10.0.1.4 return";
+    assert!(anti_spoof_of(&ns, &id).contains(spoof_rule));
+    cloud.ok(&["instance", "modify", &id, "--no-source-dest-check"]);
+    let placed = placement_of(&cloud, &id);
+    assert_eq!(placed["source_dest_check"], false);
+    assert_eq!(placed["security_groups"], serde_json::json!([db]));
+    let chain = anti_spoof_of(&ns, &id);
+    assert!(!chain.contains(spoof_rule), "{chain}");
+    assert!(chain.contains("ether saddr !="), "{chain}");
+    let out = cloud.run(&["instance", "describe", "a"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.lines().any(|line| line
+            .starts_with("placement.source_dest_check:")
+            && line.ends_with("false")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|line| line.starts_with("placement.security_groups.0:") && line.ends_with(&db)),
+        "{table}"
+    );
+
+    // Both at once; a group named twice is there once.
+    let default_group = field(
+        &cloud.json(&["vpc", "describe", "v"]),
+        "default_security_group",
+    );
+    // The default group's rule (its members reach each other) joins the
+    // port's inbound chain.
+    let inbound = format!("chain port_in_{} {{", id.replace('-', "_"));
+    let rule = format!("@members_{}", default_group.replace('-', "_"));
+    assert!(!nft_block(&nft(&ns), &inbound).contains(&rule));
+    cloud.ok(&[
+        "instance",
+        "modify",
+        "a",
+        "--sg",
+        &default_group,
+        "--sg",
+        "db",
+        "--sg",
+        &db,
+        "--source-dest-check",
+    ]);
+    let placed = placement_of(&cloud, "a");
+    assert_eq!(
+        placed["security_groups"],
+        serde_json::json!([default_group, db])
+    );
+    assert_eq!(placed["source_dest_check"], true);
+    assert!(anti_spoof_of(&ns, &id).contains(spoof_rule));
+    assert!(members_of(&ns, &default_group).contains("10.0.1.4"));
+    assert!(nft_block(&nft(&ns), &inbound).contains(&rule));
+    assert!(members_of(&ns, &db).contains("10.0.1.4"));
+
+    // A terminated instance has left its VPC.
+    cloud.ok(&["instance", "terminate", &id]);
+    let stderr = cloud.fails(&["instance", "modify", &id, "--sg", "db"]);
+    assert!(stderr.contains("is terminated"), "{stderr}");
+    assert!(!nft(&ns).contains("port_in_"));
+    cloud.ok(&["subnet", "delete", "s"]);
+    cloud.ok(&["sg", "delete", "db"]);
+    cloud.ok(&["vpc", "delete", &vpc]);
+}
+
+/// A directory holding an `nft` that fails its second run (and runs the
+/// real one otherwise), to make the second Linux step of a change fail.
+fn nft_failing_second_run(parent: &std::path::Path) -> String {
+    let real = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|dir| dir.join("nft"))
+        .find(|path| path.is_file())
+        .expect("nft in PATH");
+    let dir = parent.join("failing-nft");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("nft");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             n=$(( $(cat \"$0.runs\" 2>/dev/null || echo 0) + 1 ))\n\
+             echo $n > \"$0.runs\"\n\
+             if [ $n = 2 ]; then echo 'planted failure' >&2; exit 1; fi\n\
+             exec {} \"$@\"\n",
+            real.display()
+        ),
+    )
+    .unwrap();
+    let mut permissions = std::fs::metadata(&script).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&script, permissions).unwrap();
+    let path = std::env::var_os("PATH").unwrap();
+    let mut dirs = vec![dir];
+    dirs.extend(std::env::split_paths(&path));
+    std::env::join_paths(dirs).unwrap().into_string().unwrap()
+}
+
+#[test]
+fn a_refused_instance_modify_changes_nothing() {
+    let cloud = Cloud::new();
+    let (vpc, web, id) = stopped_instance_a(&cloud);
+    let ns = cloud.netns(&vpc);
+    cloud.ok(&["sg", "create", "--vpc", "v", "--name", "db"]);
+    let other = cloud.vpc("w");
+    let far = cloud.ok(&["sg", "create", "--vpc", &other, "--name", "far"]);
+    let plain = cloud.ok(&["run", "--name", "plain"]);
+    let before = placement_of(&cloud, "a");
+    let ruleset = nft(&ns);
+
+    for (args, says) in [
+        (vec!["--sg", "nope"], "no security group 'nope'".to_owned()),
+        (
+            vec!["--sg", "db", "--sg", "nope"],
+            "no security group 'nope'".to_owned(),
+        ),
+        (
+            vec!["--sg", "far", "--no-source-dest-check"],
+            format!("security group {far} is in VPC {other}, not in VPC {vpc}"),
+        ),
+    ] {
+        let mut all = vec!["instance", "modify", "a"];
+        all.extend(args);
+        let stderr = cloud.fails(&all);
+        assert!(stderr.contains(&says), "{all:?}: {stderr}");
+    }
+    let stderr = cloud.fails(&["instance", "modify", "plain", "--sg", "web"]);
+    assert!(
+        stderr.contains(&format!("instance {plain} is not in a subnet")),
+        "{stderr}"
+    );
+    assert_eq!(
+        cloud.json(&["instance", "describe", "plain"])[0]["placement"],
+        Value::Null
+    );
+    // Nothing to change is a usage error.
+    let out = cloud.run(&["instance", "modify", "a"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("required arguments"));
+    let out = cloud.run(&[
+        "instance",
+        "modify",
+        "a",
+        "--source-dest-check",
+        "--no-source-dest-check",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // Linux refuses the second step (the check) after taking the first
+    // (the groups): both are undone with the record.
+    let path = nft_failing_second_run(cloud.state.path());
+    let out = cloud
+        .command(&[
+            "instance",
+            "modify",
+            "a",
+            "--sg",
+            "db",
+            "--no-source-dest-check",
+        ])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("planted failure"), "{stderr}");
+    let runs = std::fs::read_to_string(cloud.state.path().join("failing-nft/nft.runs")).unwrap();
+    assert_eq!(runs.trim(), "3", "the groups were set, then set back");
+
+    assert_eq!(placement_of(&cloud, "a"), before);
+    assert_eq!(before["security_groups"], serde_json::json!([web]));
+    assert_eq!(nft(&ns), ruleset);
+    assert!(members_of(&ns, &web).contains(&field(&before, "private_ip")));
+    cloud.ok(&["instance", "terminate", &id]);
+    cloud.ok(&["instance", "terminate", &plain]);
+}

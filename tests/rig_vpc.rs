@@ -9,28 +9,16 @@
 //! test below asserts on its own case. The guests' answers are the client
 //! address the server saw, or FAILED when no connection was made.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::indexing_slicing)]
 
 mod common;
 
-use std::sync::OnceLock;
+use common::Case;
 
-use common::{Case, RigRun};
-
-fn rig() -> &'static RigRun {
-    static RUN: OnceLock<RigRun> = OnceLock::new();
-    RUN.get_or_init(|| {
-        common::run(
-            "tests/rig/vpc.sh",
-            &["--timeout", "900", "--with-tools", "ip nft"],
-        )
-    })
-}
+common::rig_run!(
+    "tests/rig/vpc.sh",
+    &["--timeout", "900", "--with-tools", "ip nft"]
+);
 
 fn passed_with(name: &str, pairs: &[(&str, &str)]) -> &'static Case {
     rig().passed_with(name, pairs)
@@ -69,6 +57,14 @@ fn a_rule_naming_a_group_admits_exactly_its_members() {
 }
 
 #[test]
+fn changing_a_running_instances_groups_applies_at_once() {
+    passed_with(
+        "modify-groups",
+        &[("moved_out", "FAILED"), ("moved_back", "10.0.1.11")],
+    );
+}
+
+#[test]
 fn rule_changes_apply_to_running_instances() {
     passed_with(
         "rule-change",
@@ -91,6 +87,8 @@ fn forged_source_addresses_get_nothing_through() {
         &[
             ("own", "ok"),
             ("forged_ip", "FAILED"),
+            ("forged_ip_unchecked", "ok"),
+            ("forged_ip_checked_again", "FAILED"),
             ("forged_mac", "FAILED"),
             ("restored", "ok"),
         ],

@@ -9,10 +9,12 @@ use gureum::cloud::instance::{Instance, State};
 use gureum::cloud::lifecycle::{self, LaunchRequest};
 use gureum::cloud::tags::NAME;
 use gureum::cloud::tap_network::TapNic;
-use gureum::cloud::vpc::port::PlacementRequest;
+use gureum::cloud::vpc::port::{self, PlacementRequest, PortChange};
 use gureum::cloud::{Error, lookup};
 
-use super::cloud::{CliError, Env, FilterArgs, TagArgs, list_tagged, parse_tags, print_list};
+use super::cloud::{
+    CliError, Env, FilterArgs, TagArgs, list_tagged, parse_tags, print_id, print_list,
+};
 use super::console_client;
 use super::output::{self, Format, Tagged};
 
@@ -141,6 +143,39 @@ pub enum InstanceCommand {
     Console { instance: String },
     /// Print what an instance's console has shown.
     Logs { instance: String },
+    /// Change the security groups or the source/destination check of an
+    /// instance in a VPC, running or stopped (its firewall changes at once).
+    Modify {
+        instance: String,
+        #[command(flatten)]
+        change: ModifyArgs,
+    },
+}
+
+/// What `instance modify` changes: at least one of them.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = true)]
+pub struct ModifyArgs {
+    /// Security group (ID or Name tag; repeatable): these replace the
+    /// instance's groups.
+    #[arg(long = "sg", value_name = "SG")]
+    groups: Vec<String>,
+    /// Let the instance send only from its own address (the default).
+    #[arg(long, conflicts_with = "no_source_dest_check")]
+    source_dest_check: bool,
+    /// Let the instance send from addresses not its own (NAT instances).
+    #[arg(long)]
+    no_source_dest_check: bool,
+}
+
+impl From<ModifyArgs> for PortChange {
+    fn from(args: ModifyArgs) -> Self {
+        Self {
+            groups: (!args.groups.is_empty()).then_some(args.groups),
+            source_dest_check: (args.source_dest_check || args.no_source_dest_check)
+                .then_some(args.source_dest_check),
+        }
+    }
 }
 
 fn parse_state(text: &str) -> Result<State, String> {
@@ -317,6 +352,15 @@ pub fn run(env: &Env, command: InstanceCommand) -> Result<(), CliError> {
                 }
                 Err(source) => return Err(CliError::Logs { path, source }),
             }
+        }
+        InstanceCommand::Modify { instance, change } => {
+            lifecycle::reconcile(ctx, &mut store)?;
+            print_id(&port::modify(
+                &mut store,
+                &env.net()?,
+                &instance,
+                &change.into(),
+            )?);
         }
     }
     Ok(())

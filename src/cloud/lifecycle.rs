@@ -526,6 +526,9 @@ pub fn stop(
 /// Starts stopped instance `reference` under a new supervisor.
 pub fn start(ctx: &Context, store: &mut Store, reference: &str) -> Result<Instance, Error> {
     reconcile(ctx, store)?;
+    // After a host reboot the VPC's namespace, with the instance's tap,
+    // is gone: the VMM could not open its port.
+    super::vpc::restore::for_instance(store, reference)?;
     let (i, changed) = store.write(|tx| {
         let mut i = lookup::find_instance(tx, reference)?;
         if matches!(i.state, State::Pending | State::Running) {

@@ -156,6 +156,10 @@ pub enum Error {
     },
     #[error("instance {id} is {state}, not running; start it with `gureum instance start {id}`")]
     NotRunning { id: String, state: instance::State },
+    #[error(
+        "instance {id} is {state}: it is leaving its VPC, so its network settings stay as they are"
+    )]
+    LeavingVpc { id: String, state: instance::State },
 }
 
 impl Error {

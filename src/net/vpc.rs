@@ -93,6 +93,12 @@ pub enum Error {
     NoGateway { vpc: String },
     #[error("port {port} has no security group: give it at least one")]
     NoGroups { port: String },
+    #[error("cannot make link {link} of port {port}: {source}")]
+    PortLink {
+        port: String,
+        link: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -186,6 +192,79 @@ impl Vpc {
         vpc.apply_firewall(&vpc.state)?;
         undo.commit();
         Ok(vpc)
+    }
+
+    /// Rebuilds VPC `id` from what the records say it holds, when its
+    /// namespace is gone (a host reboot empties /run): the holdings are
+    /// replayed through the methods that made them. `router` is the
+    /// public side's, for the gateway; `make_link` makes a port's link in
+    /// the new namespace before the port is attached. All or nothing: on
+    /// failure the namespace and the gateway link are gone again.
+    pub fn rebuild<E: std::error::Error + Send + Sync + 'static>(
+        prefix: &str,
+        id: &str,
+        cidr: Ipv4Cidr,
+        holds: Holdings,
+        router: Ipv4Addr,
+        mut make_link: impl FnMut(&Netns, &Port) -> Result<(), E>,
+    ) -> Result<Self, Error> {
+        let mut vpc = Self::create(prefix, id, cidr)?;
+        let mut undo = Undo::new();
+        let name = vpc.netns.name().to_owned();
+        undo.push(move || netns::remove(&name));
+        for (subnet, block, _) in &holds.subnets {
+            vpc.add_subnet(subnet, *block)?;
+        }
+        if let Some((public, address)) = &holds.gateway {
+            vpc.remove_stale_peer(public)?;
+            vpc.attach_gateway(public, *address, router)?;
+            // Deleting this end deletes the public one at once, rather
+            // than whenever the kernel frees the namespace.
+            let rtnl = vpc.rtnl.clone();
+            undo.push(move || rtnl.delete(GATEWAY_LINK));
+        }
+        vpc.put_groups(holds.groups)?;
+        for (subnet, _, internet) in &holds.subnets {
+            if *internet {
+                vpc.set_subnet_internet(subnet, true)?;
+            }
+        }
+        for port in holds.ports {
+            make_link(&vpc.netns, &port).map_err(|source| Error::PortLink {
+                port: port.id.clone(),
+                link: port.link.clone(),
+                source: Box::new(source),
+            })?;
+            vpc.attach_port(port)?;
+        }
+        for (address, port) in &holds.elastic {
+            vpc.associate_address(*address, port)?;
+        }
+        undo.commit();
+        Ok(vpc)
+    }
+
+    /// Deletes the public end of this VPC's gateway link that an earlier
+    /// namespace of the same name left behind: the kernel deletes it only
+    /// once it frees that namespace, which may not have happened yet.
+    /// A link of that name serving another namespace is left to refuse
+    /// the attachment.
+    fn remove_stale_peer(&self, public: &Netns) -> Result<(), Error> {
+        let public = Rtnl::open(public)?;
+        let peer = self.gateway_peer_name();
+        let stale = public
+            .links()?
+            .into_iter()
+            .any(|(name, alias)| name == peer && alias.as_deref() == Some(self.netns.name()));
+        if stale {
+            if let Err(error) = public.delete(&peer) {
+                // Gone meanwhile is as good.
+                if public.index(&peer)?.is_some() {
+                    return Err(error.into());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reopens VPC `id`, made earlier (by another process) as namespace
@@ -467,10 +546,20 @@ impl Vpc {
     /// Adds or replaces security group `group`; the ports in it are
     /// re-filtered at once.
     pub fn put_group(&mut self, group: SecurityGroup) -> Result<(), Error> {
-        check_id(&group.id)?;
-        group.check_peers(&self.state.groups)?;
+        self.put_groups(vec![group])
+    }
+
+    /// Adds or replaces `groups` in one firewall change; they may name
+    /// each other as peers (restored groups do).
+    pub fn put_groups(&mut self, groups: Vec<SecurityGroup>) -> Result<(), Error> {
         let mut next = self.state.clone();
-        next.groups.insert(group.id.clone(), group);
+        for group in &groups {
+            check_id(&group.id)?;
+            next.groups.insert(group.id.clone(), group.clone());
+        }
+        for group in &groups {
+            group.check_peers(&next.groups)?;
+        }
         self.commit_firewall(next)
     }
 

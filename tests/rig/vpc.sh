@@ -16,25 +16,6 @@ INET=198.51.100.2
 
 . /rig/cases.sh
 
-field() {  # NOUN REF KEY: a field of `gureum NOUN describe REF`
-  gureum "$1" describe "$2" | sed -n "s/^$3: *//p"
-}
-# Seconds since L1 booted.
-now() { cut -d. -f1 /proc/uptime; }
-# Waits up to 240 s until the console log of instance ID holds COUNT
-# lines matching PATTERN; says how long it took.
-wait_log() {  # ID PATTERN COUNT
-  t0=$(now)
-  while [ "$(gureum instance logs "$1" 2>/dev/null | grep -c "$2")" -lt "$3" ]; do
-    if [ $(($(now) - t0)) -gt 240 ]; then
-      echo "$1: no $2 after 240 s; state: $(field instance "$1" state) $(field instance "$1" state_reason)"
-      gureum instance logs "$1" 2>&1 | tail -n 15
-      return 1
-    fi
-    sleep 0.5
-  done
-  echo "$1: $2 after $(($(now) - t0)) s"
-}
 # Runs COMMAND in instance ID's console shell and prints its first output
 # line, or "FAILED" when it exits non-zero. The markers are quoted in the
 # typed line so that the console's echo of it never matches.
@@ -45,9 +26,9 @@ guest() {  # ID COMMAND
   echo "${tag#r}" >/tmp/guest-requests
   printf '%s\n' "if out=\$($2 2>&1); then echo \"@@$tag\"=\$(echo \$out | head -c 120); else echo \"@@$tag\"=FAILED; fi" |
     gureum instance console "$1" >/dev/null 2>&1
-  t0=$(now)
+  t0=$(uptime_s)
   until line=$(gureum instance logs "$1" | tr -d '\r' | grep -a "^@@$tag=") ; do
-    [ $(($(now) - t0)) -gt 60 ] && { echo "NO-ANSWER"; return; }; sleep 0.3
+    [ $(($(uptime_s) - t0)) -gt 60 ] && { echo "NO-ANSWER"; return; }; sleep 0.3
   done
   echo "${line#@@$tag=}"
 }
@@ -92,7 +73,7 @@ c1=$(launch c1 a client 10.0.1.11) || fail "run c1: $c1"
 b1=$(launch b1 b other 10.0.2.10) || fail "run b1: $b1"
 echo "launched s1=$s1 c1=$c1 b1=$b1"
 for id in $s1 $c1 $b1; do
-  wait_log "$id" @@SERVING 1 || fail "$id never served"
+  wait_log "$id" @@SERVING 1 240 || fail "$id never served"
 done
 gureum instance list
 end_checks setup
@@ -119,6 +100,18 @@ expect_fetch member "$c1" http://10.0.1.10:8080/cgi-bin/peer 10.0.1.11
 expect_fetch non_member "$b1" http://10.0.1.10:8080/cgi-bin/peer FAILED
 end_checks source-group
 
+# Changing a running instance's groups changes what reaches it at once:
+# s1 moved to "other" (no inbound rules) takes nothing in; back in "web",
+# it serves again.
+begin_checks modify-groups
+gureum instance modify s1 --sg other || fail "modify s1 --sg other"
+[ "$(describe instance s1 placement.security_groups.0)" = "$(describe sg other id)" ] ||
+  fail "s1's record does not name group other"
+expect_fetch moved_out "$c1" http://10.0.1.10/cgi-bin/peer FAILED
+gureum instance modify s1 --sg web || fail "modify s1 --sg web"
+expect_fetch moved_back "$c1" http://10.0.1.10/cgi-bin/peer 10.0.1.11
+end_checks modify-groups
+
 # Rule changes reach the running instance at once.
 begin_checks rule-change
 gureum sg authorize-ingress client --protocol tcp --port 80 --cidr 10.0.0.0/16 || fail "authorize client :80"
@@ -135,10 +128,17 @@ expect_fetch egress_allowed "$b1" http://10.0.1.10/cgi-bin/peer 10.0.2.10
 end_checks egress
 
 # Source/destination check: c1 sending from an address or a MAC not its
-# own gets nothing through; with its own, it does.
+# own gets nothing through (unless the check is off); with its own, it
+# does.
 begin_checks spoof
 echo "own=$(guest "$c1" 'ping -c 2 -W 3 10.0.1.10 >/dev/null && echo ok')"
 echo "forged_ip=$(guest "$c1" 'ip addr add 10.0.1.99/24 dev eth0 && ping -c 2 -W 3 -I 10.0.1.99 10.0.1.10 >/dev/null && echo ok')"
+# With the check turned off for c1 (as for a NAT instance), the forged
+# address passes; turned back on, it is dropped again.
+gureum instance modify c1 --no-source-dest-check || fail "modify c1 --no-source-dest-check"
+echo "forged_ip_unchecked=$(guest "$c1" 'ping -c 2 -W 3 -I 10.0.1.99 10.0.1.10 >/dev/null && echo ok')"
+gureum instance modify c1 --source-dest-check || fail "modify c1 --source-dest-check"
+echo "forged_ip_checked_again=$(guest "$c1" 'ping -c 2 -W 3 -I 10.0.1.99 10.0.1.10 >/dev/null && echo ok')"
 guest "$c1" 'ip addr del 10.0.1.99/24 dev eth0' >/dev/null
 mac=$(guest "$c1" 'cat /sys/class/net/eth0/address')
 echo "forged_mac=$(guest "$c1" 'ip link set eth0 down && ip link set eth0 address 02:00:00:00:00:99 && ip link set eth0 up && ip neigh flush dev eth0 && ping -c 2 -W 3 10.0.1.10 >/dev/null && echo ok')"
@@ -169,11 +169,11 @@ printf 'Content-Type: text/plain\r\n\r\n%s\n' "${a%"]"}"
 CGI
 chmod 0755 /tmp/inet/cgi-bin/peer
 $IP netns exec inet httpd -p 80 -h /tmp/inet || fail "httpd in inet"
-gw_ip=$(field igw g public_ip)
+gw_ip=$(describe igw g public_ip)
 echo "gateway_ip=$gw_ip"
 # Without a route to the gateway: no way out.
 expect_fetch before_route "$c1" http://$INET/cgi-bin/peer FAILED
-main=$(field vpc v main_route_table)
+main=$(describe vpc v main_route_table)
 gureum route-table create-route "$main" --destination 0.0.0.0/0 --gateway g || fail "create-route"
 # Subnet b keeps a table of its own without that route: private.
 gureum route-table create --vpc v --name private || fail "route-table create"
@@ -187,7 +187,7 @@ end_checks internet
 begin_checks eip
 gureum sg authorize-ingress web --protocol tcp --port 80 --cidr 0.0.0.0/0 || fail "web :80 from anywhere"
 gureum eip allocate --name e || fail "eip allocate"
-eip=$(field eip e public_ip)
+eip=$(describe eip e public_ip)
 echo "eip=$eip"
 gureum eip list | grep -i held || fail "an unassociated EIP is not marked held"
 gureum eip associate e --instance s1 || fail "eip associate"
@@ -197,7 +197,7 @@ echo "inbound_seen_as=$got"
 expect_fetch outbound_from_eip "$s1" http://$INET/cgi-bin/peer "$eip"
 gureum instance stop s1 --timeout 30 || fail "stop s1"
 gureum instance start s1 || fail "start s1"
-wait_log "$s1" @@SERVING 2 || fail "s1 not serving after start"
+wait_log "$s1" @@SERVING 2 240 || fail "s1 not serving after start"
 got=$($IP netns exec inet timeout 10 wget -q -O - "http://$eip/cgi-bin/peer" 2>&1) || got=FAILED
 echo "after_restart_seen_as=$got"
 [ "$got" = "$INET" ] || fail "after stop/start, reaching $eip got '$got'"
@@ -212,11 +212,11 @@ gureum sg create --vpc w --name wweb || fail "sg wweb"
 gureum sg authorize-ingress wweb --protocol tcp --port 80 --cidr 0.0.0.0/0 || fail "wweb :80"
 gureum igw create --name g2 || fail "igw g2"
 gureum igw attach g2 --vpc w || fail "attach g2"
-gureum route-table create-route "$(field vpc w main_route_table)" --destination 0.0.0.0/0 --gateway g2 ||
+gureum route-table create-route "$(describe vpc w main_route_table)" --destination 0.0.0.0/0 --gateway g2 ||
   fail "route w"
 w1=$(launch w1 wa wweb 10.0.1.11) || fail "run w1: $w1"
-wait_log "$w1" @@SERVING 1 || fail "w1 never served"
-expect_fetch w_internet "$w1" http://$INET/cgi-bin/peer "$(field igw g2 public_ip)"
+wait_log "$w1" @@SERVING 1 240 || fail "w1 never served"
+expect_fetch w_internet "$w1" http://$INET/cgi-bin/peer "$(describe igw g2 public_ip)"
 expect_fetch v_internet "$c1" http://$INET/cgi-bin/peer "$gw_ip"
 expect_fetch w_to_v "$w1" http://10.0.1.10/cgi-bin/peer FAILED
 end_checks two-vpcs
@@ -224,10 +224,10 @@ end_checks two-vpcs
 begin_checks teardown
 for i in $s1 $c1 $b1 $w1; do gureum instance terminate "$i" >/dev/null || fail "terminate $i"; done
 # As in EC2, terminating the instance took its elastic IP off it.
-[ -z "$(field eip e instance_id)" ] || fail "the EIP is still associated after terminate"
+[ -z "$(describe eip e instance_id)" ] || fail "the EIP is still associated after terminate"
 gureum eip release e || fail "eip release"
 gureum route-table delete-route "$main" --destination 0.0.0.0/0 || fail "delete-route v"
-gureum route-table delete-route "$(field vpc w main_route_table)" --destination 0.0.0.0/0 || fail "delete-route w"
+gureum route-table delete-route "$(describe vpc w main_route_table)" --destination 0.0.0.0/0 || fail "delete-route w"
 gureum route-table disassociate private --subnet b || fail "disassociate b"
 gureum route-table delete private || fail "route-table delete"
 $IP netns del inet

@@ -1,7 +1,8 @@
 //! `gureum net check`: what gureum made in Linux that no record owns
 //! (namespaces with its prefix, gateway links on the public side, taps in
-//! a VPC that no instance has), and ports of terminated instances that
-//! were not taken out of their VPC.
+//! a VPC that no instance has), ports of terminated instances that were
+//! not taken out of their VPC, and the other way round: VPCs whose
+//! namespace is missing (`gureum net restore` rebuilds them).
 
 use std::collections::BTreeSet;
 
@@ -29,17 +30,31 @@ pub struct Report {
     pub taps: Vec<String>,
     /// Terminated instances whose port is still in their VPC.
     pub ports: Vec<String>,
+    /// VPCs that are recorded but whose namespace does not exist.
+    pub missing: Vec<MissingVpc>,
+}
+
+/// A VPC without its namespace.
+#[derive(Debug, Serialize)]
+pub struct MissingVpc {
+    pub vpc: String,
+    pub netns: String,
 }
 
 impl Report {
-    pub fn is_empty(&self) -> bool {
+    /// Whether nothing is left over (missing VPCs aside).
+    pub fn nothing_left_over(&self) -> bool {
         self.leftovers.is_empty() && self.taps.is_empty() && self.ports.is_empty()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nothing_left_over() && self.missing.is_empty()
     }
 }
 
 /// Finds the leftovers; with `remove`, removes them too.
 pub fn run(store: &mut Store, config: &NetConfig, remove: bool) -> Result<Report, cloud::Error> {
-    let mut report = store.write(|tx| {
+    let (mut report, releasable) = store.write(|tx| {
         let vpcs = tx.list::<Vpc>()?;
         let mut owned: BTreeSet<String> = vpcs.iter().map(|v| v.netns.clone()).collect();
         let public_name = config.public_netns();
@@ -66,6 +81,13 @@ pub fn run(store: &mut Store, config: &NetConfig, remove: bool) -> Result<Report
             ..Report::default()
         };
         for vpc in &vpcs {
+            if !netns::exists(&vpc.netns) {
+                report.missing.push(MissingVpc {
+                    vpc: vpc.id.clone(),
+                    netns: vpc.netns.clone(),
+                });
+                continue;
+            }
             let taps: BTreeSet<String> = port::instances_in(tx, &vpc.id)?
                 .into_iter()
                 .map(|(_, placement)| placement.tap)
@@ -81,18 +103,24 @@ pub fn run(store: &mut Store, config: &NetConfig, remove: bool) -> Result<Report
                 }
             }
         }
-        report.ports = tx
-            .list::<Instance>()?
-            .into_iter()
-            .filter(|i| i.state == State::Terminated && i.placement.is_some())
-            .map(|i| i.id)
-            .collect();
-        Ok::<_, cloud::Error>(report)
+        let mut releasable = Vec::new();
+        for i in tx.list::<Instance>()? {
+            let Some(placement) = i.placement.filter(|_| i.state == State::Terminated) else {
+                continue;
+            };
+            // A port in a missing VPC is released once it is restored.
+            if !report.missing.iter().any(|m| m.vpc == placement.vpc_id) {
+                releasable.push(i.id.clone());
+            }
+            report.ports.push(i.id);
+        }
+        Ok::<_, cloud::Error>((report, releasable))
     })?;
     if remove {
-        for id in &report.ports {
+        for id in &releasable {
             port::release(store, config, id)?;
         }
+        report.ports = releasable;
     }
     report.taps.sort();
     Ok(report)

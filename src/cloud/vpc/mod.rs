@@ -36,6 +36,7 @@ pub mod network;
 pub mod port;
 pub mod public;
 pub mod realise;
+pub mod restore;
 pub mod route_table;
 pub mod security_group;
 pub mod subnet;
@@ -138,6 +139,31 @@ pub enum Error {
         instance: String,
         what: &'static str,
     },
+    #[error(
+        "network namespace '{netns}' does not exist: VPC {vpc} is recorded but not in Linux \
+         (a host reboot empties /run/netns); `gureum net restore` rebuilds it from its records"
+    )]
+    NotRealised { vpc: String, netns: String },
+    #[error(
+        "VPC {vpc} was made as network namespace '{recorded}', but {var} now names it \
+         '{now}': set {var} back to the prefix it was made with"
+    )]
+    PrefixChanged {
+        vpc: String,
+        recorded: String,
+        now: String,
+        var: &'static str,
+    },
+    #[error(
+        "VPC {vpc} had lost its network namespace (a host reboot?) and rebuilding it failed, \
+         leaving nothing of it: {source}; fix that, then `gureum net restore`"
+    )]
+    RestoreFailed {
+        vpc: String,
+        source: Box<crate::cloud::Error>,
+    },
+    #[error("VPCs {vpcs} could not be restored (see above); fix that, then run it again")]
+    NotRestored { vpcs: String },
 }
 
 /// A resource that lives in one VPC.

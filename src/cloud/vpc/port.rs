@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cloud::instance::Instance;
+use crate::cloud::instance::{Instance, State};
 use crate::cloud::store::{self, Store, Tx};
 use crate::cloud::{self, lookup};
 use crate::net::cidr;
@@ -14,7 +14,6 @@ use crate::net::link::{MacAddr, Rtnl};
 use crate::net::netns::Netns;
 use crate::net::port::Port;
 use crate::net::undo::Undo;
-use crate::net::{self};
 use crate::vmm::devices::virtio::net::Tap;
 
 use super::elastic_ip::ElasticIp;
@@ -113,13 +112,7 @@ pub fn place(
 ) -> Result<Placed, cloud::Error> {
     let subnet: Subnet = lookup::find_tagged(tx, &request.subnet, |_| true)?;
     let vpc: Vpc = lookup::find(tx, &subnet.vpc_id)?;
-    let mut groups = Vec::new();
-    for reference in &request.groups {
-        let group: SecurityGroup =
-            lookup::find_tagged(tx, reference, |g: &SecurityGroup| g.vpc_id == vpc.id)?;
-        same_vpc("security group", &group.id, &group.vpc_id, &vpc.id)?;
-        groups.push(group.id);
-    }
+    let mut groups = groups_in(tx, &vpc.id, &request.groups)?;
     if groups.is_empty() {
         groups.push(vpc.default_security_group.clone());
     }
@@ -140,7 +133,7 @@ pub fn place(
         elastic_ip: None,
     };
     let netns = linux.borrow().netns().name().to_owned();
-    make_tap(&linux.borrow(), &placement.tap)?;
+    make_tap(linux.borrow().netns(), &placement.tap)?;
     let (name, tap) = (netns.clone(), placement.tap.clone());
     undo.push(move || delete_tap(&name, &tap));
     linux
@@ -157,13 +150,27 @@ pub fn place(
     })
 }
 
-/// Makes persistent tap `name` in the VPC's namespace.
-fn make_tap(linux: &net::vpc::Vpc, name: &str) -> Result<(), cloud::Error> {
-    linux
-        .netns()
-        .run(|| Tap::open(name)?.set_persistent(true))
-        .map_err(Error::from)?
-        .map_err(|e| Error::Tap(e).into())
+/// The IDs of security groups `references` (ID or Name tag; a name is
+/// looked for in VPC `vpc` first), in order, each once; every one must be
+/// a group of VPC `vpc`.
+fn groups_in(tx: &Tx<'_>, vpc: &str, references: &[String]) -> Result<Vec<String>, cloud::Error> {
+    let mut groups = Vec::new();
+    for reference in references {
+        let group: SecurityGroup =
+            lookup::find_tagged(tx, reference, |g: &SecurityGroup| g.vpc_id == vpc)?;
+        same_vpc("security group", &group.id, &group.vpc_id, vpc)?;
+        if !groups.contains(&group.id) {
+            groups.push(group.id);
+        }
+    }
+    Ok(groups)
+}
+
+/// Makes persistent tap `name` in the VPC's namespace `netns`.
+pub(super) fn make_tap(netns: &Netns, name: &str) -> Result<(), Error> {
+    netns
+        .run(|| Tap::open(name)?.set_persistent(true))?
+        .map_err(Error::Tap)
 }
 
 /// Deletes tap `tap` in namespace `netns`, if it is there.
@@ -200,5 +207,71 @@ pub fn release(store: &mut Store, config: &NetConfig, id: &str) -> Result<(), cl
         delete_tap(linux.borrow().netns().name(), &placement.tap)?;
         tx.update(&instance)?;
         Ok(())
+    })
+}
+
+/// What `gureum instance modify` changes; `None` keeps what is.
+#[derive(Debug, Clone, Default)]
+pub struct PortChange {
+    /// The security groups (ID or Name tag) that replace the instance's,
+    /// as AWS's `--groups` does.
+    pub groups: Option<Vec<String>>,
+    pub source_dest_check: Option<bool>,
+}
+
+/// Changes the security groups and source/destination check of instance
+/// `reference`, running or stopped: its record and its VPC's firewall
+/// together, or neither. The port is filtered anew at once.
+pub fn modify(
+    store: &mut Store,
+    config: &NetConfig,
+    reference: &str,
+    change: &PortChange,
+) -> Result<Instance, cloud::Error> {
+    realise::transaction(store, |tx, undo| {
+        let mut instance = lookup::find_instance(tx, reference)?;
+        if matches!(instance.state, State::ShuttingDown | State::Terminated) {
+            return Err(cloud::Error::LeavingVpc {
+                id: instance.id,
+                state: instance.state,
+            });
+        }
+        let id = instance.id.clone();
+        let Some(placement) = instance.placement.as_mut() else {
+            return Err(Error::NotInSubnet {
+                instance: id,
+                what: "security groups and the source/destination check belong to a VPC port",
+            }
+            .into());
+        };
+        let groups = match &change.groups {
+            Some(references) => Some(groups_in(tx, &placement.vpc_id, references)?),
+            None => None,
+        };
+        // Opened before the record changes: it must hold what Linux holds.
+        let linux = realise::open_shared(tx, config, &placement.vpc_id)?;
+        if let Some(groups) = groups.filter(|g| *g != placement.security_groups) {
+            let before = std::mem::replace(&mut placement.security_groups, groups.clone());
+            linux
+                .borrow_mut()
+                .set_port_groups(&id, groups)
+                .map_err(Error::from)?;
+            let (back, port) = (linux.clone(), id.clone());
+            undo.push(move || back.borrow_mut().set_port_groups(&port, before));
+        }
+        if let Some(on) = change
+            .source_dest_check
+            .filter(|on| *on != placement.source_dest_check)
+        {
+            placement.source_dest_check = on;
+            linux
+                .borrow_mut()
+                .set_source_dest_check(&id, on)
+                .map_err(Error::from)?;
+            let port = id.clone();
+            undo.push(move || linux.borrow_mut().set_source_dest_check(&port, !on));
+        }
+        tx.update(&instance)?;
+        Ok(instance)
     })
 }

@@ -43,6 +43,23 @@ pub fn transaction<T>(
 
 /// Reopens `vpc` in Linux with what the records in `tx` say it holds.
 pub fn open(tx: &Tx<'_>, config: &NetConfig, vpc: &Vpc) -> Result<net::vpc::Vpc, cloud::Error> {
+    let netns = config.vpc_netns(&vpc.id);
+    // Checked first: nothing (the public side) is made for a VPC that is
+    // not there, and the user learns how to get it back.
+    if !net::netns::exists(&netns) {
+        return Err(Error::NotRealised {
+            vpc: vpc.id.clone(),
+            netns,
+        }
+        .into());
+    }
+    let holdings = holdings(tx, config, vpc)?;
+    Ok(net::vpc::Vpc::open(&config.prefix, &vpc.id, vpc.cidr, holdings).map_err(Error::from)?)
+}
+
+/// What the records in `tx` say `vpc` holds in Linux; opens (or makes)
+/// the public namespace when a gateway is attached.
+pub fn holdings(tx: &Tx<'_>, config: &NetConfig, vpc: &Vpc) -> Result<Holdings, cloud::Error> {
     let subnets: Vec<Subnet> = in_vpc(tx, &vpc.id)?;
     let tables: Vec<RouteTable> = in_vpc(tx, &vpc.id)?;
     let gateway = in_vpc::<InternetGateway>(tx, &vpc.id)?.into_iter().next();
@@ -55,7 +72,7 @@ pub fn open(tx: &Tx<'_>, config: &NetConfig, vpc: &Vpc) -> Result<net::vpc::Vpc,
         .filter_map(|eip| Some((eip.public_ip, eip.instance_id?)))
         .filter(|(_, instance)| port_ids.contains(instance.as_str()))
         .collect();
-    let holdings = Holdings {
+    Ok(Holdings {
         subnets: subnets
             .iter()
             .map(|subnet| {
@@ -75,8 +92,7 @@ pub fn open(tx: &Tx<'_>, config: &NetConfig, vpc: &Vpc) -> Result<net::vpc::Vpc,
             .collect(),
         ports,
         elastic,
-    };
-    Ok(net::vpc::Vpc::open(&config.prefix, &vpc.id, vpc.cidr, holdings).map_err(Error::from)?)
+    })
 }
 
 /// Reopens VPC `id` to be shared with undo steps.

@@ -42,11 +42,20 @@ uptime_s() { cut -d. -f1 /proc/uptime; }
 
 # Waits up to SECONDS until the console log of instance ID holds COUNT
 # lines matching PATTERN, and says how long it took; when it gives up,
-# shows the instance's state and the console's last lines.
+# shows the instance's state and the console's last lines. A guest crash
+# (see run_vmm) is reported and the instance started once more.
 wait_log() {  # ID PATTERN COUNT SECONDS
-  local t0
+  local t0 retried=
   t0=$(uptime_s)
   while [ "$(gureum instance logs "$1" 2>/dev/null | grep -c "$2")" -lt "$3" ]; do
+    case $(describe instance "$1" state_reason) in
+      *"guest crashed"*)
+        if [ -z "$retried" ]; then
+          echo "@@RETRY after a guest crash: $1"
+          retried=1
+          gureum instance start "$1" >/dev/null || return 1
+        fi ;;
+    esac
     if [ $(($(uptime_s) - t0)) -gt "$4" ]; then
       echo "$1: no $2 after $4 s; state: $(describe instance "$1" state) $(describe instance "$1" state_reason)"
       gureum instance logs "$1" 2>&1 | tail -n 15

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use gureum::cloud::process::ProcessRef;
 use serde_json::Value;
 
 mod cli_support;
@@ -568,25 +569,13 @@ fn an_instance_whose_supervisor_vanished_is_reconciled_to_stopped() {
     let id = cloud.ok(&["run"]).trim().to_string();
     wait_until(&cloud, &id, |i| i["state"] == "stopped");
     // Forge what a killed supervisor leaves: "running" with a dead PID.
-    let db = cloud.state.path().join("gureum.db");
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let body: String = conn
-        .query_row("SELECT body FROM resources WHERE id = ?1", [&id], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    let mut v: Value = serde_json::from_str(&body).unwrap();
     let mut dead = Command::new("true").spawn().unwrap();
     let pid = dead.id();
     dead.wait().unwrap();
-    v["state"] = "running".into();
-    v["supervisor"] = serde_json::json!({"pid": pid, "start_ticks": 1});
-    conn.execute(
-        "UPDATE resources SET body = ?2 WHERE id = ?1",
-        rusqlite::params![id, v.to_string()],
-    )
-    .unwrap();
-    drop(conn);
+    cli_support::edit_record(cloud.state.path(), &id, |v| {
+        v["state"] = "running".into();
+        v["supervisor"] = serde_json::json!({"pid": pid, "start_ticks": 1});
+    });
     let i = cloud.json(&["instance", "describe", &id]);
     assert_eq!(i[0]["state"], "stopped");
     let reason = i[0]["state_reason"].as_str().unwrap();
@@ -594,4 +583,48 @@ fn an_instance_whose_supervisor_vanished_is_reconciled_to_stopped() {
         reason.contains(&format!("supervisor (pid {pid}) is gone")),
         "{reason}"
     );
+}
+
+#[test]
+fn processes_recorded_before_a_host_restart_are_gone_whatever_their_pids_name_now() {
+    let cloud = Cloud::new();
+    let src = cloud.image_source("tiny", "");
+    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    let id = cloud.ok(&["run"]);
+    wait_until(&cloud, &id, |i| i["state"] == "stopped");
+    // A live process stands in for one of the new boot that got the PID
+    // and start time a supervisor and VMM had before the restart.
+    let mut bystander = Command::new("sleep").arg("60").spawn().unwrap();
+    let process = serde_json::to_value(ProcessRef::of(bystander.id()).unwrap()).unwrap();
+    assert!(process["boot"].is_string(), "{process}");
+    let forge = |boot: Option<&str>| {
+        let mut process = process.clone();
+        match boot {
+            Some(boot) => process["boot"] = boot.into(),
+            None => drop(process.as_object_mut().unwrap().remove("boot")),
+        }
+        cli_support::edit_record(cloud.state.path(), &id, |v| {
+            v["state"] = "running".into();
+            v["supervisor"] = process.clone();
+            v["vmm"] = process;
+        });
+    };
+
+    // A record made before boot ids were kept: PID and start time decide.
+    forge(None);
+    assert_eq!(
+        cloud.json(&["instance", "describe", &id])[0]["state"],
+        "running"
+    );
+
+    forge(Some("00000000-0000-0000-0000-000000000000"));
+    let i = cloud.json(&["instance", "describe", &id]);
+    assert_eq!(i[0]["state"], "stopped");
+    assert_eq!(
+        i[0]["state_reason"],
+        "Server.InternalError: the host restarted; the VM was stopped"
+    );
+    assert_eq!(bystander.try_wait().unwrap(), None, "it was not signalled");
+    bystander.kill().unwrap();
+    bystander.wait().unwrap();
 }

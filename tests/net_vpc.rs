@@ -736,6 +736,22 @@ impl Host {
         }
     }
 
+    /// A host with the stand-in image and VPC "v" (10.0.0.0/16) holding
+    /// subnets "a" (10.0.1.0/24) and "b" (10.0.2.0/24); with their IDs.
+    fn with_vpc() -> (Self, String, String, String) {
+        let host = Self::new();
+        let image = cli_support::image_source(host.state.path(), "stand-in", "");
+        host.ok(&["image", "import", image.to_str().unwrap()]);
+        let vpc = host.ok(&["vpc", "create", "--cidr", "10.0.0.0/16", "--name", "v"]);
+        let subnet = |cidr: &str, name: &str| {
+            host.ok(&[
+                "subnet", "create", "--vpc", "v", "--cidr", cidr, "--name", name,
+            ])
+        };
+        let (a, b) = (subnet("10.0.1.0/24", "a"), subnet("10.0.2.0/24", "b"));
+        (host, vpc, a, b)
+    }
+
     fn netns(&self, vpc: &str) -> String {
         format!("{}{vpc}", self.lab.prefix)
     }
@@ -760,19 +776,7 @@ impl Host {
     /// Rewrites the stored body of resource `id` with `edit`, as a store
     /// edited by hand (or damaged) has it.
     fn edit_record(&self, id: &str, edit: impl FnOnce(&mut Value)) {
-        let db = rusqlite::Connection::open(self.state.path().join("gureum.db")).unwrap();
-        let body: String = db
-            .query_row("SELECT body FROM resources WHERE id = ?1", [id], |row| {
-                row.get(0)
-            })
-            .unwrap();
-        let mut value: Value = serde_json::from_str(&body).unwrap();
-        edit(&mut value);
-        db.execute(
-            "UPDATE resources SET body = ?1 WHERE id = ?2",
-            [value.to_string().as_str(), id],
-        )
-        .unwrap();
+        cli_support::edit_record(self.state.path(), id, edit);
     }
 }
 
@@ -865,16 +869,7 @@ fn bridge_of(id: &str) -> String {
 
 #[test]
 fn net_restore_brings_back_the_vpcs_of_a_rebooted_host_from_the_records() {
-    let host = Host::new();
-    let image = cli_support::image_source(host.state.path(), "stand-in", "");
-    host.ok(&["image", "import", image.to_str().unwrap()]);
-    let vpc = host.ok(&["vpc", "create", "--cidr", "10.0.0.0/16", "--name", "v"]);
-    let subnet = |cidr: &str, name: &str| {
-        host.ok(&[
-            "subnet", "create", "--vpc", "v", "--cidr", cidr, "--name", name,
-        ])
-    };
-    let (a, b) = (subnet("10.0.1.0/24", "a"), subnet("10.0.2.0/24", "b"));
+    let (host, vpc, a, b) = Host::with_vpc();
     let igw = host.ok(&["igw", "create"]);
     host.ok(&["igw", "attach", &igw, "--vpc", "v"]);
     let main = field(&host.json(&["vpc", "describe", "v"]), "main_route_table");
@@ -1070,5 +1065,64 @@ fn net_restore_undoes_a_vpc_it_cannot_rebuild_and_restores_the_others() {
     let members = format!("members_{}", web.replace('-', "_"));
     assert!(ruleset.contains(&members), "{ruleset}");
     assert!(ruleset.contains("snat ip to 203.0.113.2"), "{ruleset}");
+    assert_eq!(host.ok(&["net", "check"]), "nothing left over");
+}
+
+#[test]
+fn run_into_a_subnet_restores_its_vpc_after_a_reboot_as_start_does() {
+    let (host, vpc, a, b) = Host::with_vpc();
+    // The stand-in kernel does not boot: instances stop, keeping their
+    // ports.
+    let first = host.ok(&["run", "--subnet", "a"]);
+    host.ok(&["instance", "wait", &first, "--state", "stopped"]);
+    let ns = host.netns(&vpc);
+
+    host.reboot();
+    // A subnet that does not exist is refused, and restores nothing.
+    let stderr = host.fails(&["run", "--subnet", "nowhere"]);
+    assert!(stderr.contains("nowhere"), "{stderr}");
+    assert!(host.namespaces().is_empty());
+
+    // By ID this time (by name below).
+    let out = host.run(&["run", "--subnet", &b, "--private-ip", "10.0.2.20"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "VPC {vpc} had lost its network namespace: restored it first"
+        )),
+        "{said}"
+    );
+    let second = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(host.namespaces(), std::slice::from_ref(&ns));
+    // Both ports are there: the one restored, and the one the launch made
+    // in the restored VPC.
+    for (id, subnet) in [(&first, &a), (&second, &b)] {
+        let tap = format!("t-{}", &id[id.len() - 13..]);
+        let link = ip_in(&ns, &["link", "show", &tap]);
+        assert!(
+            link.contains(&format!("master {}", bridge_of(subnet))),
+            "{link}"
+        );
+    }
+    let ruleset = run_in(&ns, &["nft", "list", "ruleset"]);
+    assert!(
+        ruleset.contains(&format!("port_in_{}", second.replace('-', "_"))),
+        "{ruleset}"
+    );
+
+    // In place, the next launch says nothing about it.
+    host.ok(&["instance", "wait", &second, "--state", "stopped"]);
+    let out = host.run(&["run", "--subnet", "a"]);
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let third = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    for id in [&first, &second, &third] {
+        host.ok(&["instance", "terminate", id]);
+    }
     assert_eq!(host.ok(&["net", "check"]), "nothing left over");
 }

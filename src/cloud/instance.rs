@@ -239,6 +239,7 @@ pub(crate) mod tests {
         i.supervisor = Some(ProcessRef {
             pid: 1,
             start_ticks: 1,
+            boot: None,
         });
         i.vmm = i.supervisor;
         i.reboot_requested = true;

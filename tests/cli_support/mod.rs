@@ -76,3 +76,21 @@ pub fn image_source(parent: &Path, name: &str, extra: &str) -> PathBuf {
     .unwrap();
     dir
 }
+
+/// Rewrites the stored body of resource `id` in the store in `state` with
+/// `edit`, as a store edited by hand (or damaged, or forged) has it.
+pub fn edit_record(state: &Path, id: &str, edit: impl FnOnce(&mut Value)) {
+    let db = rusqlite::Connection::open(state.join("gureum.db")).unwrap();
+    let body: String = db
+        .query_row("SELECT body FROM resources WHERE id = ?1", [id], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    let mut value: Value = serde_json::from_str(&body).unwrap();
+    edit(&mut value);
+    db.execute(
+        "UPDATE resources SET body = ?1 WHERE id = ?2",
+        [value.to_string().as_str(), id],
+    )
+    .unwrap();
+}

@@ -17,6 +17,7 @@ use crate::net::{self, netns};
 use super::network::Vpc;
 use super::port;
 use super::public::{self, NetConfig};
+use super::subnet::Subnet;
 use super::{Error, realise};
 
 /// What restoring one VPC came to.
@@ -111,13 +112,30 @@ pub fn vpc_if_missing(
 
 /// Restores the VPC of instance `reference` if its namespace is missing,
 /// so that the port its VMM opens exists (`instance start` after a host
-/// reboot). Says so on standard error when it did.
+/// reboot).
 pub fn for_instance(store: &mut Store, reference: &str) -> Result<(), cloud::Error> {
     let vpc = store.read(|tx| match lookup::find_instance(tx, reference)?.placement {
         Some(placement) => Ok(Some(lookup::find::<Vpc>(tx, &placement.vpc_id)?)),
         None => Ok::<_, cloud::Error>(None),
     })?;
-    // Looked at first, so that the usual start takes no write lock.
+    before_use(store, vpc)
+}
+
+/// Restores the VPC of subnet `reference` if its namespace is missing,
+/// so that an instance can be placed in it (`run --subnet` after a host
+/// reboot).
+pub fn for_subnet(store: &mut Store, reference: &str) -> Result<(), cloud::Error> {
+    let vpc = store.read(|tx| {
+        let subnet: Subnet = lookup::find_tagged(tx, reference, |_| true)?;
+        lookup::find::<Vpc>(tx, &subnet.vpc_id)
+    })?;
+    before_use(store, Some(vpc))
+}
+
+/// Restores `vpc`, about to be used, if its namespace is missing. Says so
+/// on standard error when it did.
+fn before_use(store: &mut Store, vpc: Option<Vpc>) -> Result<(), cloud::Error> {
+    // Looked at first, so that the usual use takes no write lock.
     let Some(vpc) = vpc
         .filter(|vpc| !netns::exists(&vpc.netns))
         .map(|vpc| vpc.id)

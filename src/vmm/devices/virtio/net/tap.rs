@@ -33,8 +33,8 @@ pub enum Error {
     )]
     Attach { name: String, source: nix::Error },
     #[error(
-        "network namespace {0} does not exist: the instance's VPC is gone; \
-         `gureum net check` lists what is left"
+        "network namespace {0} does not exist: the instance's VPC is not in Linux \
+         (a host reboot empties /run/netns); `gureum net restore` rebuilds it from its records"
     )]
     NoNetns(String),
     #[error(transparent)]
@@ -181,5 +181,16 @@ mod tests {
         }
         assert!(valid_name("tap0"));
         assert!(valid_name("gr-i-0123456789"));
+    }
+
+    #[test]
+    fn a_missing_namespace_points_to_net_restore() {
+        let netns = format!("grt{}-no-such-vpc", std::process::id());
+        let error = Tap::open_in("t-0000000000000", &netns).unwrap_err();
+        assert!(matches!(error, Error::NoNetns(_)), "{error}");
+        assert!(
+            error.to_string().contains("`gureum net restore`"),
+            "{error}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! KVM plumbing on this machine's own `/dev/kvm`, with hand-assembled
 //! 64-bit guests: memory slots, long-mode entry state, port-I/O and MMIO
-//! exits, the ACPI power-off register, and crash reporting.
+//! exits, the ACPI power-off register, the power button's event register,
+//! and crash reporting.
 //!
 //! These need no real kernel, so they run wherever `/dev/kvm` answers,
 //! including KVMs that emulate instructions rather than run them.
@@ -17,12 +18,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gureum::vmm::cpu::{Vcpu, regs};
+use gureum::vmm::devices::acpi_ged::{self, AcpiGed, EVENT_POWER_BUTTON, PowerButton};
 use gureum::vmm::devices::acpi_power::{self, AcpiPower};
 use gureum::vmm::devices::bus::{BusDevice, Buses};
 use gureum::vmm::devices::virtio::VirtioDevice;
 use gureum::vmm::devices::virtio::block::Block;
 use gureum::vmm::exit::{ExitSignal, VmExit};
-use gureum::vmm::layout::{ACPI_SLEEP_CONTROL_PORT, ZERO_PAGE_ADDR};
+use gureum::vmm::layout::{ACPI_GED_GSI, ACPI_GED_PORT, ACPI_SLEEP_CONTROL_PORT, ZERO_PAGE_ADDR};
 use gureum::vmm::layout::{PDPT_ADDR, VIRTIO_MMIO_BASE};
 use gureum::vmm::memory::GuestMemory;
 use gureum::vmm::{kvm, memory, vm};
@@ -44,10 +46,17 @@ impl BusDevice for Recorder {
     }
 }
 
+/// A running test guest: the bytes it sends to the test port, why its VM
+/// stopped, and its power button.
+struct Guest {
+    port: Receiver<u8>,
+    exits: Receiver<VmExit>,
+    power_button: PowerButton,
+}
+
 /// Boots `code` at `ENTRY` on one vCPU in the state the Linux boot
-/// protocol gets, and returns the bytes sent to the test port and the
-/// VM's exit channel.
-fn run_guest(code: &[u8]) -> (Receiver<u8>, Receiver<VmExit>) {
+/// protocol gets.
+fn run_guest(code: &[u8]) -> Guest {
     run_guest_with(code, Vec::new(), |_| {})
 }
 
@@ -57,7 +66,7 @@ fn run_guest_with(
     code: &[u8],
     devices: Vec<Box<dyn VirtioDevice>>,
     prepare: impl FnOnce(&GuestMemory),
-) -> (Receiver<u8>, Receiver<VmExit>) {
+) -> Guest {
     let kvm = kvm::open().expect("these tests need a working /dev/kvm");
     let mem = memory::create(64).unwrap();
     regs::write_boot_structures(&mem).unwrap();
@@ -82,6 +91,13 @@ fn run_guest_with(
             Arc::new(Mutex::new(AcpiPower::new(exit_tx.clone()))),
         )
         .unwrap();
+    let ged_irq = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
+    vm::register_irqfd(&vm_fd, &ged_irq, ACPI_GED_GSI).unwrap();
+    let ged = Arc::new(Mutex::new(AcpiGed::new(ged_irq)));
+    buses
+        .pio
+        .insert(u64::from(ACPI_GED_PORT), acpi_ged::PORTS, ged.clone())
+        .unwrap();
 
     let supported = kvm
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
@@ -93,7 +109,11 @@ fn run_guest_with(
     // until the test process ends.
     std::mem::forget(vm_fd);
     std::mem::forget(mem);
-    (port_rx, exit_rx)
+    Guest {
+        port: port_rx,
+        exits: exit_rx,
+        power_button: PowerButton::new(ged),
+    }
 }
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -117,7 +137,7 @@ fn long_mode_guest_does_port_io_reads_memory_and_mmio_then_powers_off() {
         0xf4,                               // hlt
         0xeb, 0xfd,                         // jmp back to hlt
     ];
-    let (port, exits) = run_guest(&code);
+    let Guest { port, exits, .. } = run_guest(&code);
     let byte = || {
         port.recv_timeout(TIMEOUT)
             .unwrap_or_else(|e| panic!("no port output ({e}); VM exit: {:?}", exits.try_recv()))
@@ -133,10 +153,51 @@ fn long_mode_guest_does_port_io_reads_memory_and_mmio_then_powers_off() {
 }
 
 #[test]
+fn the_guest_reads_a_power_button_press_from_the_event_register_once() {
+    #[rustfmt::skip]
+    let code = [
+        0x66, 0xba, 0xf0, 0x04,             // mov dx, 0x4f0
+        0xb0, 0x01,                         // mov al, 1
+        0xee,                               // out dx, al (ready)
+        0x66, 0xba, 0x03, 0x06,             // mov dx, 0x603 (GED events)
+        0xec,                               // in al, dx
+        0x84, 0xc0,                         // test al, al
+        0x74, 0xfb,                         // jz back to in
+        0x88, 0xc3,                         // mov bl, al
+        0xec,                               // in al, dx (read again)
+        0x88, 0xc1,                         // mov cl, al
+        0x66, 0xba, 0xf0, 0x04,             // mov dx, 0x4f0
+        0x88, 0xd8,                         // mov al, bl
+        0xee,                               // out dx, al (the event)
+        0x88, 0xc8,                         // mov al, cl
+        0xee,                               // out dx, al (after it)
+        0x66, 0xba, 0x00, 0x06,             // mov dx, 0x600 (sleep control)
+        0xb0, 0x34,                         // mov al, SLP_EN | S5 << 2
+        0xee,                               // out dx, al
+        0xf4,                               // hlt
+        0xeb, 0xfd,                         // jmp back to hlt
+    ];
+    let guest = run_guest(&code);
+    let byte = || {
+        guest.port.recv_timeout(TIMEOUT).unwrap_or_else(|e| {
+            panic!(
+                "no port output ({e}); VM exit: {:?}",
+                guest.exits.try_recv()
+            )
+        })
+    };
+    assert_eq!(byte(), 1, "the guest polls the event register");
+    guest.power_button.press();
+    assert_eq!(byte(), EVENT_POWER_BUTTON, "the guest sees the press");
+    assert_eq!(byte(), 0, "reading the register cleared it");
+    assert_eq!(guest.exits.recv_timeout(TIMEOUT).unwrap(), VmExit::PowerOff);
+}
+
+#[test]
 fn triple_fault_is_reported_as_a_crash_with_registers() {
     // ud2 with an empty IDT: #UD cannot be delivered, nor #DF: triple fault.
     let code = [0x0f, 0x0b];
-    let (_port, exits) = run_guest(&code);
+    let Guest { exits, .. } = run_guest(&code);
     match exits.recv_timeout(TIMEOUT).unwrap() {
         VmExit::Crash(what) => {
             assert!(what.contains("triple fault"), "{what}");
@@ -202,7 +263,7 @@ fn hostile_virtio_queue_marks_the_device_broken_and_the_vmm_survives() {
         mem.write_obj(1u16, GuestAddress(0x30_1002)).unwrap();
         mem.write_obj(0u16, GuestAddress(0x30_1004)).unwrap();
     };
-    let (port, exits) = run_guest_with(&code, vec![Box::new(block)], prepare);
+    let Guest { port, exits, .. } = run_guest_with(&code, vec![Box::new(block)], prepare);
     let byte = || {
         port.recv_timeout(TIMEOUT)
             .unwrap_or_else(|e| panic!("no port output ({e}); VM exit: {:?}", exits.try_recv()))

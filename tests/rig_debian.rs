@@ -103,7 +103,7 @@ fn a_wrong_key_is_refused() {
 
 #[test]
 fn a_file_written_in_the_guest_survives_stop_and_start() {
-    passed_with(
+    let case = passed_with(
         "persist",
         &[
             ("state", "stopped"),
@@ -111,6 +111,9 @@ fn a_file_written_in_the_guest_survives_stop_and_start() {
             ("hostkey_kept", "yes"),
         ],
     );
+    // systemd shut the guest down on its power button.
+    let reason = case.values("reason").join("");
+    assert!(reason.ends_with("(the guest shut down)"), "{}", case.output);
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! rig (see scripts/rig/run): `gureum run` starts a busybox instance
 //! detached under its supervisor; stop, start, reboot, a VMM killed with
 //! SIGKILL and terminate are recorded as EC2 would, with nothing left
-//! behind.
+//! behind. Stop and reboot press the guest's ACPI power button: the guest
+//! shuts down by itself, and one that ignores the button is killed after
+//! the timeout.
 //!
 //! One rig run executes every case of tests/rig/instances.sh in order;
 //! each test below asserts on its own case.
@@ -39,18 +41,70 @@ fn stop_stops_the_vmm_and_removes_runtime_files() {
     assert!(reason.contains("UserInitiatedShutdown"), "{}", case.output);
 }
 
+/// Asserts that the case printed `key=MS` once, with MS at least `min`.
+fn assert_waited(case: &Case, key: &str, min: u64) {
+    let ms: Option<u64> = match case.values(key)[..] {
+        [value] => value.parse().ok(),
+        _ => None,
+    };
+    assert!(
+        ms.is_some_and(|ms| ms >= min),
+        "{key}={ms:?}, want at least {min} ms:\n{}",
+        case.output
+    );
+}
+
+/// Asserts that the instance has booted `want` times, plus once for
+/// each boot the rig script retried after a guest crash (nested SVM
+/// under TCG triple-faults an L2 boot now and then; see /rig/cases.sh).
+fn assert_boots(case: &Case, want: u32) {
+    let number = |key| -> Option<u32> {
+        match case.values(key)[..] {
+            [value] => value.parse().ok(),
+            _ => None,
+        }
+    };
+    let (boots, retries) = (number("boots"), number("crash_retries"));
+    assert!(
+        boots.is_some() && boots == retries.map(|r| want + r),
+        "boots={boots:?} crash_retries={retries:?}, want {want} + crash_retries:\n{}",
+        case.output
+    );
+}
+
+/// Asserts that a stop case left the instance stopped after `shutdowns`
+/// shutdowns of its guest, with a reason ending in `how`.
+fn assert_stopped(case: &Case, shutdowns: &str, how: &str) {
+    assert_eq!(case.values("state"), ["stopped"], "{}", case.output);
+    assert_eq!(case.values("shutdowns"), [shutdowns], "{}", case.output);
+    let reason = case.values("reason").join("");
+    assert!(reason.ends_with(how), "{}", case.output);
+}
+
+#[test]
+fn stop_lets_the_guest_shut_down_on_its_power_button_well_within_the_timeout() {
+    let case = passed("stop");
+    // The guest's acpid ran its handler and its kernel powered off; the
+    // VMM ended with the power-off status, which the reason reflects.
+    assert_stopped(case, "1", "(the guest shut down)");
+    assert_eq!(case.values("power_downs"), ["1"], "{}", case.output);
+    // The timeout was 30 s; the handler itself waits 1 s.
+}
+
 #[test]
 fn start_boots_a_stopped_instance_again() {
     let case = passed("start");
     assert_eq!(case.values("state"), ["running"], "{}", case.output);
-    assert_eq!(case.values("boots"), ["2"], "{}", case.output);
+    assert_boots(case, 2);
 }
 
 #[test]
 fn reboot_restarts_the_vmm_and_the_instance_stays_running() {
     let case = passed("reboot");
     assert_eq!(case.values("state"), ["running"], "{}", case.output);
-    assert_eq!(case.values("boots"), ["3"], "{}", case.output);
+    assert_boots(case, 3);
+    // The guest shut down before it booted again (the stop's was the first).
+    assert_eq!(case.values("shutdowns"), ["2"], "{}", case.output);
 }
 
 #[test]
@@ -65,4 +119,16 @@ fn a_vmm_killed_with_sigkill_leaves_the_instance_stopped_with_a_reason_and_nothi
 fn terminate_ends_the_instance_and_deletes_its_files() {
     let case = passed("terminate");
     assert_eq!(case.values("state"), ["terminated"], "{}", case.output);
+}
+
+#[test]
+fn a_guest_that_ignores_its_power_button_is_killed_after_the_timeout() {
+    let case = passed("deaf");
+    assert_stopped(
+        case,
+        "0",
+        "(the guest did not shut down; the VMM was killed by SIGKILL)",
+    );
+    // Killed after the 5 s timeout, not before.
+    assert_waited(case, "stop_ms", 5_000);
 }

@@ -43,7 +43,9 @@ uptime_s() { cut -d. -f1 /proc/uptime; }
 # Waits up to SECONDS until the console log of instance ID holds COUNT
 # lines matching PATTERN, and says how long it took; when it gives up,
 # shows the instance's state and the console's last lines. A guest crash
-# (see run_vmm) is reported and the instance started once more.
+# (see run_vmm) is reported and the instance started once more (one boot
+# more than the caller asked for: counted in $crash_retries).
+crash_retries=0
 wait_log() {  # ID PATTERN COUNT SECONDS
   local t0 retried=
   t0=$(uptime_s)
@@ -52,7 +54,7 @@ wait_log() {  # ID PATTERN COUNT SECONDS
       *"guest crashed"*)
         if [ -z "$retried" ]; then
           echo "@@RETRY after a guest crash: $1"
-          retried=1
+          retried=1 crash_retries=$((crash_retries + 1))
           gureum instance start "$1" >/dev/null || return 1
         fi ;;
     esac

@@ -22,10 +22,13 @@ const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
 /// Boot a Linux kernel in a micro-VM.
 #[derive(Debug, Args)]
 #[command(after_help = format!(
-    "Exit status: 0 when the guest powers off, {EXIT_REBOOT} when it asks to reboot, \
-     {EXIT_CRASH} when it crashes (triple fault, KVM internal error), {EXIT_DETACHED} when \
-     stopped from the console with Ctrl-A x, {EXIT_TERMINATED} when stopped by SIGTERM, \
-     SIGINT or SIGHUP, {EXIT_VMM_ERROR} on a VMM error, 2 on bad usage."
+    "SIGTERM presses the guest's ACPI power button: a guest that handles it shuts down \
+     and powers off; a second SIGTERM stops the VM at once, as SIGINT and SIGHUP do.\n\n\
+     Exit status: 0 when the guest powers off (by itself or after SIGTERM), {EXIT_REBOOT} \
+     when it asks to reboot, {EXIT_CRASH} when it crashes (triple fault, KVM internal \
+     error), {EXIT_DETACHED} when stopped from the console with Ctrl-A x, {EXIT_TERMINATED} \
+     when stopped at once by SIGINT, SIGHUP or a second SIGTERM, {EXIT_VMM_ERROR} on a VMM \
+     error, 2 on bad usage."
 ))]
 pub struct BootArgs {
     /// Kernel image: a bzImage (vmlinuz) or an uncompressed ELF vmlinux.
@@ -110,16 +113,34 @@ fn parse_net(spec: &str) -> Result<NetConfig, String> {
     Ok(NetConfig { tap, mac, netns })
 }
 
-/// Stops the VM when the process gets SIGTERM, SIGINT or SIGHUP. The
-/// signals are blocked in every thread (set before any is spawned) and
-/// taken here with sigwait, so no handler runs inside a vCPU thread.
-fn stop_on_signals(vm: &RunningVm, signals: SigSet) -> std::io::Result<()> {
+/// The first SIGTERM presses the guest's power button, as EC2's stop
+/// does: whoever sends it (gureum's control plane, systemd, `kill`)
+/// follows up with SIGKILL after a timeout if the guest never powers off.
+/// A second SIGTERM, SIGINT (a person's Ctrl-C, who wants the VMM gone
+/// now: in a terminal console Ctrl-C goes to the guest anyway) and
+/// SIGHUP (the terminal is gone, nobody would bound the wait) stop the VM
+/// at once. The signals are blocked in every thread (set before any is
+/// spawned) and taken here with sigwait, so no handler runs inside a vCPU
+/// thread.
+fn handle_signals(vm: &RunningVm, signals: SigSet) -> std::io::Result<()> {
     let stopper = vm.stopper();
+    let button = vm.power_button();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if signals.wait().is_ok() {
-                stopper.stop(VmExit::Terminated);
+            let mut pressed = false;
+            while let Ok(signal) = signals.wait() {
+                if signal == Signal::SIGTERM && !pressed {
+                    pressed = true;
+                    eprintln!(
+                        "gureum: SIGTERM: pressed the guest's power button; \
+                         another SIGTERM stops the VM at once"
+                    );
+                    button.press();
+                } else {
+                    stopper.stop(VmExit::Terminated);
+                    return;
+                }
             }
         })
         .map(drop)
@@ -193,7 +214,7 @@ fn attach_and_wait(
         eprintln!("gureum: cannot {what}: {e}");
         EXIT_VMM_ERROR
     };
-    stop_on_signals(vm, signals).map_err(|e| fail("watch for signals", e))?;
+    handle_signals(vm, signals).map_err(|e| fail("watch for signals", e))?;
     let input = vm.console().map_err(|e| fail("attach the console", e))?;
     // The terminal is restored when `terminal` drops, before any message.
     let terminal = match socket {

@@ -85,10 +85,11 @@ pub struct TapArgs {
     gateway: Option<String>,
 }
 
-/// Seconds flag with the default `stop` and `terminate` use.
+/// Seconds flag with the default `stop`, `reboot` and `terminate` use.
 #[derive(Debug, Args)]
 pub struct TimeoutArgs {
-    /// Seconds to wait after SIGTERM before the VMM is killed.
+    /// Seconds the guest gets to shut down on its power button (SIGTERM
+    /// to the VMM) before the VMM is killed.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     timeout: u64,
 }
@@ -101,7 +102,8 @@ pub enum InstanceCommand {
     List(FilterArgs),
     /// Show instances in full.
     Describe { instances: Vec<String> },
-    /// Stop instances: SIGTERM to the VMM, SIGKILL after --timeout.
+    /// Stop instances: the guest shuts down on its ACPI power button
+    /// (SIGTERM to the VMM); SIGKILL after --timeout.
     Stop {
         #[arg(required = true)]
         instances: Vec<String>,
@@ -116,10 +118,13 @@ pub enum InstanceCommand {
         #[arg(required = true)]
         instances: Vec<String>,
     },
-    /// Reboot running instances (they stay running).
+    /// Reboot running instances (they stay running): the guest shuts down
+    /// on its power button and boots again; SIGKILL after --timeout.
     Reboot {
         #[arg(required = true)]
         instances: Vec<String>,
+        #[command(flatten)]
+        timeout: TimeoutArgs,
     },
     /// Terminate instances: stop them and delete their disks and files.
     #[command(visible_alias = "rm")]
@@ -302,9 +307,10 @@ pub fn run(env: &Env, command: InstanceCommand) -> Result<(), CliError> {
                 report(&lifecycle::start(ctx, &mut store, &r)?);
             }
         }
-        InstanceCommand::Reboot { instances } => {
+        InstanceCommand::Reboot { instances, timeout } => {
             for r in instances {
-                report(&lifecycle::reboot(ctx, &mut store, &r)?);
+                let timeout = Duration::from_secs(timeout.timeout);
+                report(&lifecycle::reboot(ctx, &mut store, &r, timeout)?);
             }
         }
         InstanceCommand::Terminate { instances, timeout } => {

@@ -292,6 +292,11 @@ pub fn launch(
         return Err(Error::PrivateIpWithCount);
     }
     let plan = plan(store, req)?;
+    // The instance's tap is made in the VPC's namespace, which a host
+    // reboot takes away: restored first, as `start` does.
+    if let Some(placement) = &plan.placement {
+        super::vpc::restore::for_subnet(store, &placement.subnet)?;
+    }
     let mut launched = Vec::new();
     for _ in 0..req.count {
         let instance = create_instance(ctx, store, &plan)?;
@@ -364,16 +369,18 @@ fn reconcile_one(i: &mut Instance, now: u64) -> bool {
     if let Some(vmm) = i.vmm {
         vmm.signal(Signal::SIGKILL);
     }
-    let who = i.supervisor.map_or_else(
-        || "never started".to_string(),
-        |s| format!("(pid {}) is gone", s.pid),
-    );
+    let what = match i.supervisor {
+        // Its PID may be another process's now: not worth naming.
+        Some(s) if s.from_another_boot() => "the host restarted".to_string(),
+        Some(s) => format!("the instance's supervisor (pid {}) is gone", s.pid),
+        None => "the instance's supervisor never started".to_string(),
+    };
     let (to, reason) = match i.state {
         State::ShuttingDown => (State::Terminated, USER_TERMINATE.to_string()),
         State::Stopping => (State::Stopped, USER_STOP.to_string()),
         _ => (
             State::Stopped,
-            format!("Server.InternalError: the instance's supervisor {who}; the VM was stopped"),
+            format!("Server.InternalError: {what}; the VM was stopped"),
         ),
     };
     // Every supervised state may become stopped or terminated as chosen.
@@ -431,13 +438,26 @@ fn poll(
     id: &str,
     want: State,
     timeout: Duration,
+    each: impl FnMut(&Instance, Duration),
+) -> Result<Instance, Error> {
+    poll_until(ctx, store, id, want, |i| i.state == want, timeout, each)
+}
+
+/// `poll`, until `done` (in state `want`, for the errors).
+fn poll_until(
+    ctx: &Context,
+    store: &mut Store,
+    id: &str,
+    want: State,
+    done: impl Fn(&Instance) -> bool,
+    timeout: Duration,
     mut each: impl FnMut(&Instance, Duration),
 ) -> Result<Instance, Error> {
     let start = Instant::now();
     loop {
         reconcile(ctx, store)?;
         let i = store.read(|tx| lookup::find_instance(tx, id))?;
-        if i.state == want {
+        if done(&i) {
             return Ok(i);
         }
         if !i.state.is_supervised() {
@@ -474,8 +494,9 @@ pub fn wait_for(
     poll(ctx, store, &id, want, timeout, |_, _| {})
 }
 
-/// Signals the VMM until the instance reaches `want`: SIGTERM (SIGKILL
-/// if `force`), then SIGKILL after `timeout`.
+/// Signals the VMM until the instance reaches `want`: SIGTERM, which
+/// presses the guest's power button (SIGKILL if `force`), then SIGKILL
+/// after `timeout`.
 fn halt(
     ctx: &Context,
     store: &mut Store,
@@ -544,9 +565,16 @@ pub fn start(ctx: &Context, store: &mut Store, reference: &str) -> Result<Instan
     Ok(i)
 }
 
-/// Reboots running instance `reference`: its VMM is stopped and started
-/// again by its supervisor, and the instance stays running (as in EC2).
-pub fn reboot(ctx: &Context, store: &mut Store, reference: &str) -> Result<Instance, Error> {
+/// Reboots running instance `reference`: its guest shuts down on its
+/// power button (its VMM is killed if it has not within `timeout`), the
+/// supervisor boots it again, and the instance stays running (as in EC2).
+/// Returns once the new VMM runs.
+pub fn reboot(
+    ctx: &Context,
+    store: &mut Store,
+    reference: &str,
+    timeout: Duration,
+) -> Result<Instance, Error> {
     reconcile(ctx, store)?;
     let i = store.write(|tx| {
         let mut i = lookup::find_instance(tx, reference)?;
@@ -560,10 +588,25 @@ pub fn reboot(ctx: &Context, store: &mut Store, reference: &str) -> Result<Insta
         tx.update(&i)?;
         Ok(i)
     })?;
-    if let Some(vmm) = i.vmm {
-        vmm.signal(Signal::SIGTERM);
-    }
-    Ok(i)
+    let Some(vmm) = i.vmm else {
+        // Between two boots: the supervisor starts the next one anyway.
+        return Ok(i);
+    };
+    vmm.signal(Signal::SIGTERM);
+    let mut killed = false;
+    poll_until(
+        ctx,
+        store,
+        &i.id,
+        State::Running,
+        |now| now.boots > i.boots,
+        timeout + KILL_GRACE,
+        |_, elapsed| {
+            if elapsed >= timeout && !killed {
+                killed = vmm.signal(Signal::SIGKILL);
+            }
+        },
+    )
 }
 
 /// Terminates instance `reference`: stops its VM and deletes its files;
@@ -604,6 +647,7 @@ pub fn current_exe() -> Result<PathBuf, Error> {
 mod tests {
     use super::*;
     use crate::cloud::instance::tests::instance;
+    use crate::cloud::process::BootId;
 
     fn dead_process() -> ProcessRef {
         let mut child = Command::new("true").spawn().unwrap();
@@ -645,5 +689,32 @@ mod tests {
 
         let mut i = instance(State::Stopped);
         assert!(!reconcile_one(&mut i, u64::MAX));
+    }
+
+    #[test]
+    fn after_a_host_restart_the_reason_says_so_and_no_process_is_signalled() {
+        let mut bystander = Command::new("sleep").arg("30").spawn().unwrap();
+        // What a reboot leaves: processes of the last boot whose PIDs and
+        // start times name live processes of this one.
+        let last_boot = |p: ProcessRef| ProcessRef {
+            boot: BootId::try_from("00000000-0000-0000-0000-000000000000".to_owned()).ok(),
+            ..p
+        };
+        let mut i = instance(State::Running);
+        i.supervisor = ProcessRef::of(std::process::id()).map(last_boot);
+        i.vmm = ProcessRef::of(bystander.id()).map(last_boot);
+        assert!(reconcile_one(&mut i, 0));
+        assert_eq!(i.state, State::Stopped);
+        assert_eq!(
+            i.state_reason.as_deref(),
+            Some("Server.InternalError: the host restarted; the VM was stopped")
+        );
+        assert_eq!(
+            bystander.try_wait().unwrap(),
+            None,
+            "the VMM's PID was left alone"
+        );
+        bystander.kill().unwrap();
+        bystander.wait().unwrap();
     }
 }

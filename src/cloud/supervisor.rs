@@ -30,7 +30,8 @@ pub enum Outcome {
     Reboot,
     Crash,
     Detached,
-    /// Stopped by SIGTERM/SIGINT, which it handled.
+    /// Stopped at once by a signal it handled (SIGINT, SIGHUP, a second
+    /// SIGTERM).
     Signalled,
     /// The VMM failed (message: the last line it printed).
     Failed(String),
@@ -69,13 +70,30 @@ fn signal_name(sig: i32) -> String {
     Signal::try_from(sig).map_or_else(|_| format!("signal {sig}"), |s| s.as_str().to_string())
 }
 
+/// How a stop or terminate asked for by a person went, as far as the
+/// VMM's end tells: the guest shut down on its power button, or it did
+/// not and the VMM was killed (after the timeout, or with --force).
+fn how_it_went(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::PowerOff => " (the guest shut down)".into(),
+        Outcome::Killed(sig) => format!(
+            " (the guest did not shut down; the VMM was killed by {})",
+            signal_name(*sig)
+        ),
+        _ => String::new(),
+    }
+}
+
 /// EC2's semantics for a VMM that ended with `outcome` while the
 /// instance was in `state`.
 pub fn decide(state: State, reboot_requested: bool, outcome: &Outcome) -> Decision {
     let stopped = |reason: String| Decision::Finish(State::Stopped, reason);
     match state {
-        State::ShuttingDown => return Decision::Finish(State::Terminated, USER_TERMINATE.into()),
-        State::Stopping => return stopped(USER_STOP.into()),
+        State::ShuttingDown => {
+            let reason = format!("{USER_TERMINATE}{}", how_it_went(outcome));
+            return Decision::Finish(State::Terminated, reason);
+        }
+        State::Stopping => return stopped(format!("{USER_STOP}{}", how_it_went(outcome))),
         _ => {}
     }
     if reboot_requested || *outcome == Outcome::Reboot {
@@ -194,9 +212,11 @@ fn boot_once(ctx: &Context, store: &mut Store, id: &str) -> Result<Decision, Err
         Ok::<_, Error>(matches!(i.state, State::Stopping | State::ShuttingDown))
     })?;
     if stop_now {
-        // A stop arrived before the VMM existed to be signalled.
+        // A stop arrived before the VMM existed to be signalled. Its guest
+        // has not booted and cannot shut down: its power button would
+        // only make the stop wait for the timeout.
         if let Some(vmm) = vmm {
-            vmm.signal(Signal::SIGTERM);
+            vmm.signal(Signal::SIGKILL);
         }
     }
     let status = child
@@ -283,9 +303,19 @@ mod tests {
             decide(Stopping, true, &Outcome::Reboot),
             Decision::Finish(Stopped, USER_STOP.into())
         );
+        // Its reason tells whether the guest shut down or was killed.
+        assert_eq!(
+            decide(Stopping, false, &Outcome::PowerOff),
+            Decision::Finish(Stopped, format!("{USER_STOP} (the guest shut down)"))
+        );
         assert_eq!(
             decide(ShuttingDown, false, &Outcome::Killed(9)),
-            Decision::Finish(Terminated, USER_TERMINATE.into())
+            Decision::Finish(
+                Terminated,
+                format!(
+                    "{USER_TERMINATE} (the guest did not shut down; the VMM was killed by SIGKILL)"
+                )
+            )
         );
         let Decision::Finish(Stopped, reason) =
             decide(Pending, false, &Outcome::Failed("no KVM".into()))

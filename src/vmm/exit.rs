@@ -8,7 +8,8 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 /// Why the VM stopped running.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmExit {
-    /// The guest powered off (ACPI S5).
+    /// The guest powered off (ACPI S5), by itself or after its power
+    /// button was pressed.
     PowerOff,
     /// The guest asked for a reset (i8042 or ACPI reset register).
     Reboot,
@@ -18,7 +19,8 @@ pub enum VmExit {
     Crash(String),
     /// The person at the console detached with the escape sequence.
     Detached,
-    /// The VMM process was asked to stop (SIGTERM, SIGINT, SIGHUP).
+    /// The VMM process was told to stop at once (SIGINT, SIGHUP, a second
+    /// SIGTERM).
     Terminated,
 }
 
@@ -43,7 +45,7 @@ pub const EXIT_REBOOT: u8 = 3;
 pub const EXIT_CRASH: u8 = 4;
 /// Exit code when the console user stopped the VM with Ctrl-A x.
 pub const EXIT_DETACHED: u8 = 5;
-/// Exit code when the VMM was stopped by a signal it handles.
+/// Exit code when a signal stopped the VM at once.
 pub const EXIT_TERMINATED: u8 = 6;
 
 /// Stops the VM: the first reason given wins, and from then on every vCPU

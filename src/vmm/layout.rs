@@ -50,9 +50,14 @@ pub const ACPI_RESET_PORT: u16 = 0x602;
 pub const ACPI_RESET_VALUE: u8 = 0x1;
 /// The sleep type our DSDT's `_S5_` object names (soft off).
 pub const ACPI_S5_SLEEP_TYPE: u8 = 5;
+/// The ACPI Generic Event Device: its one-byte event register and its
+/// interrupt line (the last IOAPIC pin, kept from the virtio range).
+pub const ACPI_GED_PORT: u16 = 0x603;
+pub const ACPI_GED_GSI: u32 = 23;
 
 /// virtio-mmio devices: one register window each, from here up.
 pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
-/// Interrupt lines for virtio-mmio devices (IOAPIC pins; 4 is COM1).
+/// Interrupt lines for virtio-mmio devices (IOAPIC pins; 4 is COM1, 23
+/// the ACPI GED).
 pub const VIRTIO_FIRST_GSI: u32 = 5;
-pub const VIRTIO_LAST_GSI: u32 = 23;
+pub const VIRTIO_LAST_GSI: u32 = 22;

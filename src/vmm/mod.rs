@@ -19,6 +19,7 @@ use kvm_ioctls::{IoEventAddress, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
 use boot::BootSource;
+use devices::acpi_ged::{self, AcpiGed, PowerButton};
 use devices::acpi_power::{self, AcpiPower};
 use devices::bus::Buses;
 use devices::i8042::I8042;
@@ -29,8 +30,8 @@ use devices::virtio::net::{MacAddr, Net, Tap, tap};
 use devices::virtio::{Interrupt, VirtioDevice};
 use exit::{ExitSignal, VmExit};
 use layout::{
-    ACPI_SLEEP_CONTROL_PORT, COM1_IRQ, COM1_PORT, I8042_PORT, VIRTIO_FIRST_GSI, VIRTIO_LAST_GSI,
-    VIRTIO_MMIO_BASE,
+    ACPI_GED_GSI, ACPI_GED_PORT, ACPI_SLEEP_CONTROL_PORT, COM1_IRQ, COM1_PORT, I8042_PORT,
+    VIRTIO_FIRST_GSI, VIRTIO_LAST_GSI, VIRTIO_MMIO_BASE,
 };
 
 /// Smallest guest memory accepted, in MiB: below this no Linux boots.
@@ -115,6 +116,7 @@ pub struct VmConfig {
 pub struct RunningVm {
     exits: std::sync::mpsc::Receiver<VmExit>,
     exit_tx: ExitSignal,
+    power_button: PowerButton,
     serial: Arc<Mutex<SerialPort>>,
     serial_drained: EventFd,
     // Held so that guest memory and devices outlive the vCPU threads
@@ -265,6 +267,12 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
         acpi_power::PORTS,
         Arc::new(Mutex::new(AcpiPower::new(exit_tx.clone()))),
     )?;
+    let ged_irq = eventfd("the ACPI event interrupt")?;
+    vm::register_irqfd(&vm, &ged_irq, ACPI_GED_GSI)?;
+    let ged = Arc::new(Mutex::new(AcpiGed::new(ged_irq)));
+    buses
+        .pio
+        .insert(u64::from(ACPI_GED_PORT), acpi_ged::PORTS, ged.clone())?;
     let buses = Arc::new(buses);
 
     let supported = kvm
@@ -283,6 +291,7 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
     Ok(RunningVm {
         exits,
         exit_tx,
+        power_button: PowerButton::new(ged),
         serial,
         serial_drained,
         _memory: mem,
@@ -303,6 +312,12 @@ impl RunningVm {
     /// A handle that stops the VM from another thread.
     pub fn stopper(&self) -> ExitSignal {
         self.exit_tx.clone()
+    }
+
+    /// A handle that presses the guest's ACPI power button from another
+    /// thread.
+    pub fn power_button(&self) -> PowerButton {
+        self.power_button.clone()
     }
 
     /// Blocks until the VM stops, and says why.

@@ -125,8 +125,12 @@ end_checks wrong-key
 begin_checks persist
 ssh_as /tmp/mykey.pem 10.77.0.2 'echo gureum-was-here | sudo tee /var/lib/marker >/dev/null && sync' ||
   fail "cannot write the marker"
+t0=$(uptime_s)
 gureum instance stop "$id1" --timeout 30 2>&1 || fail "stop"
+# systemd-logind powers off on the ACPI power button.
+echo "stop_s=$(($(uptime_s) - t0))"
 echo "state=$(describe instance "$id1" state)"
+echo "reason=$(describe instance "$id1" state_reason)"
 gureum instance start "$id1" 2>&1 || fail "start"
 gureum instance wait "$id1" --state running --timeout 120 || fail "never running again"
 wait_ssh "$id1" /tmp/mykey.pem 10.77.0.2 || { fail "no SSH after start"; show_console "$id1"; }

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Instance lifecycle cases, run inside the nested KVM rig's L1 (busybox
 # sh) by tests/rig_instances.rs: import the busybox image, run an
-# instance detached, stop/start/reboot it, kill its VMM with SIGKILL,
-# terminate it. Each case prints
+# instance detached, stop/start/reboot it (its guest shuts down on the
+# ACPI power button), kill its VMM with SIGKILL, terminate it; stop a
+# guest that ignores the button. Each case prints
 #   @@CASE <name> BEGIN ... @@CASE <name> RC <0 if every check passed>
 # with "@@FAIL <what>" for each failed check.
 set -u
@@ -14,6 +15,23 @@ S=$GUREUM_STATE_DIR
 vmm_pid() { describe instance "$1" vmm.pid; }
 vmm_processes() { ps | grep '[g]ureum boot' ; }
 alive() { kill -0 "$1" 2>/dev/null; }
+# Milliseconds since L1 booted.
+uptime_ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
+# How often the guest of instance ID shut down on its power button, and
+# how often its kernel powered off, by its console log.
+shutdowns() { gureum instance logs "$1" | grep -c 'going down NOW! (ACPI power button)'; }
+power_downs() { gureum instance logs "$1" | grep -c 'reboot: Power down'; }
+# Stops instance ID with --timeout SECS and shows how long it took and
+# how it went.
+timed_stop() {  # ID SECS
+  local t0
+  t0=$(uptime_ms)
+  gureum instance stop "$1" --timeout "$2" 2>&1 || fail "stop"
+  echo "stop_ms=$(($(uptime_ms) - t0))"
+  echo "state=$(describe instance "$1" state)"
+  echo "reason=$(describe instance "$1" state_reason)"
+  echo "shutdowns=$(shutdowns "$1")"
+}
 
 begin_checks import
 gureum image import /rig/guest 2>&1 || fail "image import"
@@ -37,9 +55,9 @@ end_checks run
 begin_checks stop
 pid=$(vmm_pid "$id")
 echo "vmm pid $pid"
-gureum instance stop "$id" --timeout 30 2>&1 || fail "stop"
-echo "state=$(describe instance "$id" state)"
-echo "reason=$(describe instance "$id" state_reason)"
+timed_stop "$id" 30
+echo "power_downs=$(power_downs "$id")"
+gureum instance logs "$id" | tail -n 8
 alive "$pid" && fail "VMM $pid still runs after stop"
 [ -e "$S/instances/$id/run" ] && fail "runtime files left after stop"
 end_checks stop
@@ -50,13 +68,18 @@ gureum instance wait "$id" --state running --timeout 120 || fail "never running 
 wait_log "$id" @@IDLE 2 300 || fail "no second @@IDLE"
 echo "state=$(describe instance "$id" state)"
 echo "boots=$(describe instance "$id" boots)"
+echo "crash_retries=$crash_retries"
 end_checks start
 
 begin_checks reboot
-gureum instance reboot "$id" 2>&1 || fail "reboot"
+t0=$(uptime_ms)
+gureum instance reboot "$id" --timeout 30 2>&1 || fail "reboot"
+echo "reboot_ms=$(($(uptime_ms) - t0))"
 wait_log "$id" @@IDLE 3 300 || fail "no @@IDLE after reboot"
 echo "state=$(describe instance "$id" state)"
 echo "boots=$(describe instance "$id" boots)"
+echo "crash_retries=$crash_retries"
+echo "shutdowns=$(shutdowns "$id")"
 end_checks reboot
 
 begin_checks kill9
@@ -81,3 +104,16 @@ echo "state=$(describe instance "$id" state)"
 vmm_processes && fail "a VMM process is left"
 gureum instance list
 end_checks terminate
+
+# A guest that ignores its power button (no acpid) is killed after the
+# stop's timeout, and its reason says so.
+begin_checks deaf
+id=$(gureum run --image busybox --type t2.nano --name deaf-1 \
+  --cmdline-append rig.scenario=deaf 2>&1)
+echo "launched $id"
+gureum instance wait "$id" --state running --timeout 120 || fail "never running"
+wait_log "$id" @@IDLE 1 300 || fail "no @@IDLE on the console"
+timed_stop "$id" 5
+gureum instance terminate "$id" >/dev/null 2>&1 || fail "terminate"
+vmm_processes && fail "a VMM process is left"
+end_checks deaf

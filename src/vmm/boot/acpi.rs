@@ -3,7 +3,9 @@
 //!
 //! The platform is "hardware-reduced" ACPI (no PM timer, no SCI, no GPE
 //! blocks): power-off and reset are single-byte registers in I/O space
-//! that the FADT names and `devices::acpi_power` implements. ACPI rather
+//! that the FADT names and `devices::acpi_power` implements; the power
+//! button is a control-method device (`PNP0C0C`) that a Generic Event
+//! Device (`devices::acpi_ged`) notifies. ACPI rather
 //! than an MP table because a stock distribution kernel also finds
 //! virtio-mmio devices through the DSDT, which later devices need.
 
@@ -19,10 +21,11 @@ use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
 use vm_memory::{Bytes, GuestAddress};
 
+use crate::vmm::devices::acpi_ged::EVENT_POWER_BUTTON;
 use crate::vmm::layout::{
-    ACPI_RESET_PORT, ACPI_RESET_VALUE, ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT,
-    ACPI_SLEEP_STATUS_PORT, ACPI_TABLES_ADDR, ACPI_TABLES_END, COM1_IRQ, COM1_PORT, IOAPIC_ADDR,
-    LAPIC_ADDR,
+    ACPI_GED_GSI, ACPI_GED_PORT, ACPI_RESET_PORT, ACPI_RESET_VALUE, ACPI_S5_SLEEP_TYPE,
+    ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, ACPI_TABLES_ADDR, ACPI_TABLES_END, COM1_IRQ,
+    COM1_PORT, IOAPIC_ADDR, LAPIC_ADDR,
 };
 use crate::vmm::memory::GuestMemory;
 
@@ -76,7 +79,47 @@ fn virtio_device_aml(index: usize, dev: &VirtioMmioDevice, out: &mut Vec<u8>) {
     aml::Device::new(path.as_str().into(), vec![&hid, &uid, &crs]).to_aml_bytes(out);
 }
 
-/// The DSDT: the `_S5_` soft-off sleep type, COM1 and the virtio devices.
+/// `_SB_.PWRB`, the power button as a control-method device (the FADT
+/// says there is no fixed-feature one), and `_SB_.GED_`, the Generic
+/// Event Device whose `_EVT` reads the event register and notifies the
+/// button: Linux's `button` driver then reports KEY_POWER.
+fn power_button_aml(out: &mut Vec<u8>) {
+    let hid = aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0C0C"));
+    let uid = aml::Name::new("_UID".into(), &0u8);
+    aml::Device::new("_SB_.PWRB".into(), vec![&hid, &uid]).to_aml_bytes(out);
+
+    // Linux's GED driver wants interrupts only in _CRS; the register is
+    // an operation region of the device instead.
+    let hid = aml::Name::new("_HID".into(), &"ACPI0013");
+    let irq = aml::Interrupt::new(true, true, false, false, ACPI_GED_GSI);
+    let crs = aml::Name::new("_CRS".into(), &aml::ResourceTemplate::new(vec![&irq]));
+    let region = aml::OpRegion::new(
+        "GDST".into(),
+        aml::OpRegionSpace::SystemIO,
+        &ACPI_GED_PORT,
+        &1u8,
+    );
+    let field = aml::Field::new(
+        "GDST".into(),
+        aml::FieldAccessType::Byte,
+        aml::FieldLockRule::NoLock,
+        aml::FieldUpdateRule::WriteAsZeroes,
+        vec![aml::FieldEntry::Named(*b"GDAT", 8)],
+    );
+    // Read once: the read clears the register.
+    let events = aml::Local(0);
+    let register = aml::Path::new("GDAT");
+    let read = aml::Store::new(&events, &register);
+    let button = aml::Path::new("\\_SB_.PWRB");
+    let notify = aml::Notify::new(&button, &0x80u8);
+    let pressed = aml::And::new(&aml::ZERO, &events, &EVENT_POWER_BUTTON);
+    let if_pressed = aml::If::new(&pressed, vec![&notify]);
+    let evt = aml::Method::new("_EVT".into(), 1, true, vec![&read, &if_pressed]);
+    aml::Device::new("_SB_.GED_".into(), vec![&hid, &crs, &region, &field, &evt]).to_aml_bytes(out);
+}
+
+/// The DSDT: the `_S5_` soft-off sleep type, COM1, the power button and
+/// the virtio devices.
 fn dsdt(virtio: &[VirtioMmioDevice]) -> Vec<u8> {
     let s5 = aml::Name::new("_S5_".into(), &aml::Package::new(vec![&ACPI_S5_SLEEP_TYPE]));
     let com1_io = aml::IO::new(COM1_PORT, COM1_PORT, 1, 8);
@@ -90,6 +133,7 @@ fn dsdt(virtio: &[VirtioMmioDevice]) -> Vec<u8> {
     let com1 = aml::Device::new("_SB_.COM1".into(), vec![&hid, &uid, &crs]);
     let mut body = bytes_of(&s5);
     com1.to_aml_bytes(&mut body);
+    power_button_aml(&mut body);
     for (index, dev) in virtio.iter().enumerate() {
         virtio_device_aml(index, dev, &mut body);
     }
@@ -253,5 +297,35 @@ mod tests {
         assert_eq!(madt[44 + 3], 0, "APIC ID 0");
         assert_eq!(madt[52 + 3], 1, "APIC ID 1");
         assert_eq!(madt[60], 1, "IOAPIC entry");
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn the_dsdt_has_a_power_button_that_the_event_device_notifies() {
+        let dsdt = dsdt(&[]);
+        // PNP0C0C as an EISA ID (a DWord) and the GED's string ID.
+        assert!(contains(&dsdt, &[0x0c, 0x41, 0xd0, 0x0c, 0x0c]), "PNP0C0C");
+        assert!(contains(&dsdt, b"PWRB"));
+        assert!(contains(&dsdt, b"\x0dACPI0013\0"));
+        // The GED's interrupt: consumer, edge, active high, its GSI.
+        let [g0, g1, g2, g3] = ACPI_GED_GSI.to_le_bytes();
+        assert!(contains(&dsdt, &[0x89, 6, 0, 0x03, 1, g0, g1, g2, g3]));
+        // OperationRegion (GDST, SystemIO, ACPI_GED_PORT, 1).
+        let [p0, p1] = ACPI_GED_PORT.to_le_bytes();
+        let mut region = vec![0x5b, 0x80];
+        region.extend_from_slice(b"GDST\x01\x0b");
+        region.extend_from_slice(&[p0, p1, 0x01]);
+        assert!(contains(&dsdt, &region), "event register region");
+        // _EVT: one argument, serialized; it tests the button's bit and
+        // sends Notify (\_SB_.PWRB, 0x80).
+        assert!(contains(&dsdt, b"_EVT\x09"));
+        let mut and = vec![0x7b, 0x60];
+        and.extend(bytes_of(&EVENT_POWER_BUTTON));
+        and.push(0x00);
+        assert!(contains(&dsdt, &and), "And (Local0, bit, Zero)");
+        assert!(contains(&dsdt, b"\x86\\\x2e_SB_PWRB\x0a\x80"), "Notify");
     }
 }

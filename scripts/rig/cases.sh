@@ -15,20 +15,27 @@ fail() { echo "@@FAIL $*"; rc=1; }
 # Exit status of `gureum boot` for a guest crash (triple fault).
 GUREUM_EXIT_CRASH=4
 
-# Runs a VMM command; when the guest crashes, says so and runs it once
-# more. Nested SVM under QEMU's software CPU (the rig's L0) now and then
-# triple-faults an L2 vCPU, under QEMU's own microvm as under gureum
-# (measured: about 1 boot in 15 while other emulators load the 2 cores,
-# none in 10 alone), so one crash is reported but not held against the
-# VMM; a second is.
+# Exit statuses of `timeout -k ...` around a VMM whose guest hung: it
+# got SIGTERM (124), or SIGKILL after the grace period (137).
+TIMEOUT_EXPIRED=124
+TIMEOUT_KILLED=137
+
+# Runs a VMM command (under `timeout`); when the guest crashes or hangs,
+# says so and runs it once more. Nested SVM under QEMU's software CPU
+# (the rig's L0) now and then triple-faults an L2 vCPU, under QEMU's own
+# microvm as under gureum (measured: about 1 boot in 15 while other
+# emulators load the 2 cores, none in 10 alone), or stops running one (an
+# L2 kernel reporting an RCU stall of the other vCPU for minutes), so one
+# such run is reported but not held against the VMM; a second is.
 run_vmm() {
   "$@"
   status=$?
-  if [ "$status" -eq "$GUREUM_EXIT_CRASH" ]; then
-    echo "@@RETRY after a guest crash: $*"
-    "$@"
-    status=$?
-  fi
+  case $status in
+    "$GUREUM_EXIT_CRASH"|"$TIMEOUT_EXPIRED"|"$TIMEOUT_KILLED")
+      echo "@@RETRY after a guest crash or hang (status $status): $*"
+      "$@"
+      status=$? ;;
+  esac
   return "$status"
 }
 

@@ -17,6 +17,7 @@ pub mod seed;
 pub mod staging;
 pub mod state_dir;
 pub mod store;
+pub mod store_file;
 pub mod supervisor;
 pub mod tags;
 pub mod tap_network;

@@ -8,32 +8,54 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::ids::Kind;
+use super::store_file;
 use super::tags::Tags;
 
 /// How long a command waits for another one holding the write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS resources (
-    id   TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    name TEXT,
-    body TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS resources_kind_name
-    ON resources (kind, name) WHERE name IS NOT NULL;
-CREATE TABLE IF NOT EXISTS tags (
-    resource_id TEXT NOT NULL REFERENCES resources (id) ON DELETE CASCADE,
-    key   TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (resource_id, key)
-);
-";
+/// The schema this binary reads and writes. Older stores are migrated up
+/// to it when opened; newer ones are refused.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `MIGRATIONS[i]` takes a store from schema version `i` to `i + 1`.
+/// Version 0 is a store made before versioning (`resources` and `tags`,
+/// no `meta`), or a new, empty one. Each runs in the transaction that
+/// records the new version, so a crash leaves the old version whole.
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
+    // 1: the resources and their tags; the store's own facts, among them
+    // its identity, which marks what it made in Linux as its own.
+    "
+    CREATE TABLE IF NOT EXISTS resources (
+        id   TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        name TEXT,
+        body TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX IF NOT EXISTS resources_kind_name
+        ON resources (kind, name) WHERE name IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS tags (
+        resource_id TEXT NOT NULL REFERENCES resources (id) ON DELETE CASCADE,
+        key   TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (resource_id, key)
+    );
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    INSERT INTO meta (key, value) VALUES ('identity', lower(hex(randomblob(16))));
+    ",
+];
+
+/// The `meta` keys.
+const META_VERSION: &str = "schema_version";
+const META_IDENTITY: &str = "identity";
 
 /// A kind of row the store holds.
 pub trait Resource: Serialize + DeserializeOwned {
@@ -48,12 +70,68 @@ pub trait Resource: Serialize + DeserializeOwned {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "cannot open the store {path}: {source}; check that the state directory is writable \
-         (set it with --state-dir or GUREUM_STATE_DIR)"
+        "cannot open the store {path}: {source}; check that this user may read and write it \
+         and its directory (or set another with --state-dir or GUREUM_STATE_DIR)"
     )]
+    Permission {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot {what} the store {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the store {path}: {source}")]
     Open {
         path: PathBuf,
         source: rusqlite::Error,
+    },
+    #[error(
+        "the store {path} is an empty (0-byte) file, not a gureum store; it was left as it is: \
+         restore it from a backup, or if no resources were ever kept there, remove it and \
+         gureum makes a new store"
+    )]
+    Empty { path: PathBuf },
+    #[error(
+        "the store {path} is not a file; move it away, or point --state-dir or \
+         GUREUM_STATE_DIR at another directory"
+    )]
+    NotAFile { path: PathBuf },
+    #[error(
+        "the store {path} is not an SQLite database (its first bytes are not SQLite's); it was \
+         left as it is: restore it from a backup, or move it away to start a new store"
+    )]
+    NotSqlite { path: PathBuf },
+    #[error(
+        "the store {path} is truncated ({len} bytes, its header says {expected}); it was left \
+         as it is: restore it from a backup"
+    )]
+    Truncated {
+        path: PathBuf,
+        len: u64,
+        expected: u64,
+    },
+    #[error(
+        "the store {path} is damaged ({detail}); it was left as it is: restore it from a \
+         backup (sqlite3's .recover may save some of it)"
+    )]
+    Damaged { path: PathBuf, detail: String },
+    #[error(
+        "{path} is an SQLite database but not a gureum store (its tables: {tables}); it was \
+         left as it is: point --state-dir or GUREUM_STATE_DIR at another directory, or move \
+         the file away"
+    )]
+    Foreign { path: PathBuf, tables: String },
+    #[error(
+        "the store {path} was made by a newer gureum (schema {found}, this one reads up to \
+         {supported}): upgrade gureum"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
     },
     #[error("the store failed to {what}: {source}")]
     Sql {
@@ -80,6 +158,121 @@ fn sql(what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
     move |source| Error::Sql { what, source }
 }
 
+/// An SQLite error while opening, told apart when it says what the file is.
+fn damaged(path: &Path, source: rusqlite::Error) -> Error {
+    let path = path.to_path_buf();
+    match source.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => Error::NotSqlite { path },
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) => Error::Damaged {
+            path,
+            detail: source.to_string(),
+        },
+        _ => Error::Open { path, source },
+    }
+}
+
+/// A connection to an existing store file (never creating one).
+fn connect(path: &Path) -> Result<Connection, Error> {
+    let err = |source| damaged(path, source);
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+    // WAL: readers never block the writer, and a crash mid-write
+    // leaves the last committed state.
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err)?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(err)?;
+    Ok(conn)
+}
+
+/// Refuses a store whose pages SQLite finds inconsistent.
+fn check_integrity(conn: &Connection, path: &Path) -> Result<(), Error> {
+    let first: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |row| row.get(0))
+        .map_err(|e| damaged(path, e))?;
+    if first == "ok" {
+        Ok(())
+    } else {
+        Err(Error::Damaged {
+            path: path.to_path_buf(),
+            detail: first,
+        })
+    }
+}
+
+/// The store's schema version: from `meta`, or 0 for a store from before
+/// versioning (or a new, empty file). Refuses a database that is neither.
+fn schema_version(conn: &Connection, path: &Path) -> Result<u32, Error> {
+    let err = |e| damaged(path, e);
+    let tables = tables(conn).map_err(err)?;
+    let has = |t: &str| tables.iter().any(|n| n == t);
+    if has("meta") {
+        let text = meta(conn, META_VERSION).map_err(err)?;
+        text.as_deref()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Error::Damaged {
+                path: path.to_path_buf(),
+                detail: format!("its schema version is {text:?}"),
+            })
+    } else if has("resources") && has("tags") || tables.is_empty() {
+        Ok(0)
+    } else {
+        Err(Error::Foreign {
+            path: path.to_path_buf(),
+            tables: tables.join(", "),
+        })
+    }
+}
+
+/// The names of the database's tables.
+fn tables(conn: &Connection) -> Result<Vec<String>, rusqlite::Error> {
+    let mut stmt =
+        conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?;
+    let names = stmt.query_map([], |row| row.get(0))?;
+    names.collect()
+}
+
+/// The value of `key` in `meta`.
+fn meta(conn: &Connection, key: &str) -> Result<Option<String>, rusqlite::Error> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+        row.get(0)
+    })
+    .optional()
+}
+
+/// Brings the store to [`SCHEMA_VERSION`] in one transaction (another
+/// process may be doing the same: the second finds nothing to do).
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), Error> {
+    let err = |e| damaged(path, e);
+    if schema_version(conn, path)? == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err)?;
+    let found = schema_version(&tx, path)?;
+    if found > SCHEMA_VERSION {
+        return Err(Error::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for step in MIGRATIONS.iter().skip(found as usize) {
+        tx.execute_batch(step).map_err(err)?;
+    }
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![META_VERSION, SCHEMA_VERSION.to_string()],
+    )
+    .map_err(err)?;
+    tx.commit().map_err(err)
+}
+
 fn kind_tag(kind: Kind) -> &'static str {
     kind.prefix()
 }
@@ -88,26 +281,51 @@ fn kind_tag(kind: Kind) -> &'static str {
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
+    identity: String,
 }
 
 impl Store {
-    /// Opens (creating if needed) the store file at `path`.
+    /// Opens the store file at `path`, creating it only if nothing is
+    /// there, and migrates it to [`SCHEMA_VERSION`]. A file that is not a
+    /// whole gureum store is refused and left as it is.
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let open_err = |source| Error::Open {
-            path: path.to_path_buf(),
-            source,
-        };
-        let conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        // WAL: readers never block the writer, and a crash mid-write
-        // leaves the last committed state.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_err)?;
-        conn.pragma_update(None, "foreign_keys", true)
-            .map_err(open_err)?;
-        let mut store = Self { conn };
-        store.write(|tx| tx.0.execute_batch(SCHEMA).map_err(sql("create its tables")))?;
-        Ok(store)
+        if !store_file::exists(path)? {
+            store_file::create(path, |new| {
+                let mut conn = connect(new)?;
+                migrate(&mut conn, new)?;
+                // Closing folds the write-ahead log into the file.
+                conn.close().map_err(|(_, source)| Error::Open {
+                    path: new.to_path_buf(),
+                    source,
+                })
+            })?;
+        }
+        store_file::check(path)?;
+        let mut conn = connect(path)?;
+        check_integrity(&conn, path)?;
+        // A database with no tables holds nothing of gureum's: only
+        // `create` starts a store from nothing.
+        if tables(&conn).map_err(|e| damaged(path, e))?.is_empty() {
+            return Err(Error::Foreign {
+                path: path.to_path_buf(),
+                tables: "none".into(),
+            });
+        }
+        migrate(&mut conn, path)?;
+        let identity = meta(&conn, META_IDENTITY)
+            .map_err(|e| damaged(path, e))?
+            .ok_or_else(|| Error::Damaged {
+                path: path.to_path_buf(),
+                detail: "its meta table has no identity".into(),
+            })?;
+        Ok(Self { conn, identity })
+    }
+
+    /// This store's identity: 32 hex digits (128 random bits) chosen when
+    /// the store was made, never changed. What gureum makes outside the
+    /// store carries it, so that each store touches only its own.
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     /// Runs `f` in a write transaction: committed if it returns `Ok`,
@@ -438,5 +656,207 @@ mod tests {
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();
         assert_eq!(integrity, "ok");
+    }
+
+    /// The schema today's stores had before versioning.
+    const UNVERSIONED: &str = "
+        CREATE TABLE resources (id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT,
+            body TEXT NOT NULL);
+        CREATE UNIQUE INDEX resources_kind_name ON resources (kind, name)
+            WHERE name IS NOT NULL;
+        CREATE TABLE tags (resource_id TEXT NOT NULL REFERENCES resources (id)
+            ON DELETE CASCADE, key TEXT NOT NULL, value TEXT NOT NULL,
+            PRIMARY KEY (resource_id, key));
+    ";
+
+    fn raw(path: &Path) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn
+    }
+
+    #[test]
+    fn a_new_store_has_an_identity_that_stays() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let first = Store::open(&path).unwrap().identity().to_string();
+        assert_eq!(first.len(), 32, "{first}");
+        assert!(
+            first
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert_eq!(Store::open(&path).unwrap().identity(), first);
+        let other = Store::open(&dir.path().join("other")).unwrap();
+        assert_ne!(other.identity(), first);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let version: String = Store::open(&path)
+            .unwrap()
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION.to_string());
+        // Only the store is left in the directory (and SQLite's files).
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !n.ends_with("-wal") && !n.ends_with("-shm"))
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn an_unversioned_store_is_migrated_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let conn = raw(&path);
+            conn.execute_batch(UNVERSIONED).unwrap();
+            conn.execute(
+                "INSERT INTO resources (id, kind, name, body) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    thing(3).id,
+                    kind_tag(Kind::KeyPair),
+                    "thing-3",
+                    serde_json::to_string(&thing(3)).unwrap()
+                ],
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(&path).unwrap();
+        let identity = store.identity().to_string();
+        assert_eq!(identity.len(), 32);
+        let got = store
+            .read(|tx| tx.get::<Thing>(&thing(3).id))
+            .map_err(|e: Error| e)
+            .unwrap();
+        assert_eq!(got, Some(thing(3)));
+        drop(store);
+        assert_eq!(Store::open(&path).unwrap().identity(), identity);
+    }
+
+    #[test]
+    fn a_store_from_a_newer_gureum_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        Store::open(&path).unwrap();
+        raw(&path)
+            .execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+                [(SCHEMA_VERSION + 1).to_string()],
+            )
+            .unwrap();
+        let err = Store::open(&path).unwrap_err();
+        assert!(
+            matches!(err, Error::NewerSchema { found, supported, .. }
+                if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("newer gureum") && text.contains("upgrade gureum"),
+            "{text}"
+        );
+    }
+
+    /// The store file at `path` after `damage`, and the error opening it.
+    fn refused(damage: impl FnOnce(&Path)) -> (Vec<u8>, Error) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        damage(&path);
+        let before = std::fs::read(&path).unwrap();
+        let err = Store::open(&path).unwrap_err();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the file was changed"
+        );
+        assert!(!err.to_string().contains("check that this user"), "{err}");
+        (before, err)
+    }
+
+    /// A store with some rows, closed (its log folded into the file).
+    fn filled(path: &Path) {
+        let mut store = Store::open(path).unwrap();
+        for i in 0..200 {
+            store
+                .write(|tx| tx.insert(&thing(i), &Tags::new()))
+                .map_err(|e: Error| e)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn an_empty_store_file_is_refused_not_recreated() {
+        let (_, err) = refused(|p| std::fs::write(p, b"").unwrap());
+        assert!(matches!(err, Error::Empty { .. }), "{err}");
+        assert!(err.to_string().contains("0-byte"), "{err}");
+    }
+
+    #[test]
+    fn a_garbage_store_file_is_refused() {
+        let (_, err) = refused(|p| std::fs::write(p, vec![0x5a; 8192]).unwrap());
+        assert!(matches!(err, Error::NotSqlite { .. }), "{err}");
+        let (_, err) = refused(|p| std::fs::write(p, b"hello").unwrap());
+        assert!(matches!(err, Error::NotSqlite { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_truncated_store_file_is_refused() {
+        for keep in [50, 4096, 4096 + 1000] {
+            let (_, err) = refused(|p| {
+                filled(p);
+                let bytes = std::fs::read(p).unwrap();
+                assert!(bytes.len() > 3 * 4096, "{}", bytes.len());
+                std::fs::write(p, &bytes[..keep]).unwrap();
+            });
+            assert!(matches!(err, Error::Truncated { .. }), "{keep}: {err}");
+            assert!(err.to_string().contains("truncated"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_store_with_damaged_pages_is_refused() {
+        let (_, err) = refused(|p| {
+            filled(p);
+            let mut bytes = std::fs::read(p).unwrap();
+            let n = bytes.len();
+            bytes[4096..n].fill(0xa5);
+            std::fs::write(p, &bytes).unwrap();
+        });
+        assert!(matches!(err, Error::Damaged { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_foreign_database_is_refused() {
+        let (_, err) = refused(|p| {
+            raw(p)
+                .execute_batch("CREATE TABLE photos (id INTEGER PRIMARY KEY, jpeg BLOB)")
+                .unwrap();
+        });
+        assert!(
+            matches!(&err, Error::Foreign { tables, .. } if tables == "photos"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("not a gureum store"), "{err}");
+        let (_, err) = refused(|p| {
+            raw(p).pragma_update(None, "user_version", 7).unwrap();
+        });
+        assert!(matches!(err, Error::Foreign { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_directory_in_the_store_s_place_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        std::fs::create_dir(&path).unwrap();
+        let err = Store::open(&path).unwrap_err();
+        assert!(matches!(err, Error::NotAFile { .. }), "{err}");
     }
 }

@@ -99,29 +99,35 @@ pub struct Rtnl {
 }
 
 impl Rtnl {
-    /// Opens a connection acting in `netns`.
-    pub fn open(netns: &Netns) -> Result<Self, Error> {
+    /// Opens a connection acting in the namespace the calling thread is
+    /// in, named `netns` in messages (for a namespace being made).
+    pub fn open_here(netns: &str) -> Result<Self, Error> {
         let connect = |source| Error::Connect {
-            netns: netns.name().to_owned(),
+            netns: netns.to_owned(),
             source,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()
             .map_err(connect)?;
-        let (connection, handle) = netns
-            .run(|| {
-                // The socket registers with the runtime's reactor as it is made.
-                let _context = runtime.enter();
-                rtnetlink::new_connection().map(|(connection, handle, _)| (connection, handle))
-            })?
-            .map_err(connect)?;
+        let (connection, handle) = {
+            let _context = runtime.enter();
+            rtnetlink::new_connection()
+                .map(|(connection, handle, _)| (connection, handle))
+                .map_err(connect)?
+        };
         runtime.spawn(connection);
         Ok(Self {
-            netns: netns.name().to_owned(),
+            netns: netns.to_owned(),
             runtime: Arc::new(runtime),
             handle,
         })
+    }
+
+    /// Opens a connection acting in `netns`.
+    pub fn open(netns: &Netns) -> Result<Self, Error> {
+        // The socket acts in the namespace of the thread that makes it.
+        netns.run(|| Self::open_here(netns.name()))?
     }
 
     fn request<T>(

@@ -16,6 +16,9 @@ use nix::sched::CloneFlags;
 /// Where named namespaces are bind-mounted (the `ip netns` convention).
 pub const NETNS_DIR: &str = "/run/netns";
 
+/// What fstatfs(2) says of a namespace file (`NSFS_MAGIC`).
+const NSFS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x6e73_6673);
+
 /// Longest namespace name accepted: names become file names and parts of
 /// nft comments; keeping them short keeps both readable.
 const MAX_NAME_LEN: usize = 64;
@@ -42,6 +45,13 @@ pub enum Error {
         name: String,
         source: nix::Error,
     },
+    #[error(
+        "'{0}' under /run/netns is not a network namespace (an empty mount point a creator \
+         left when it was killed?)"
+    )]
+    NotANamespace(String),
+    #[error("cannot prepare network namespace '{name}': {detail}")]
+    Init { name: String, detail: String },
     #[error("a thread working in network namespace '{0}' panicked")]
     ThreadPanicked(String),
 }
@@ -56,6 +66,17 @@ pub struct Netns {
 impl Netns {
     /// Creates the namespace `name` (with only a down loopback in it).
     pub fn create(name: &str) -> Result<Self, Error> {
+        Self::create_with(name, || Ok::<(), std::convert::Infallible>(()))
+    }
+
+    /// Creates the namespace `name`, running `init` inside it before it
+    /// gets its name: killed at any instant, the creator leaves either no
+    /// namespace or one `init` has prepared (at worst an empty mount
+    /// point, which `open` tells apart).
+    pub fn create_with<E: std::fmt::Display>(
+        name: &str,
+        init: impl FnOnce() -> Result<(), E> + Send,
+    ) -> Result<Self, Error> {
         check_name(name)?;
         let path = path_of(name);
         fs::create_dir_all(NETNS_DIR)
@@ -75,6 +96,10 @@ impl Netns {
                 .spawn(|| {
                     nix::sched::unshare(CloneFlags::CLONE_NEWNET)
                         .map_err(|source| sys_error("unshare", name, source))?;
+                    init().map_err(|error| Error::Init {
+                        name: name.to_owned(),
+                        detail: error.to_string(),
+                    })?;
                     nix::mount::mount(
                         Some("/proc/thread-self/ns/net"),
                         &path,
@@ -108,6 +133,11 @@ impl Netns {
             io::ErrorKind::NotFound => Error::Missing(name.to_owned()),
             _ => io_error("open", name, source),
         })?;
+        let kind = nix::sys::statfs::fstatfs(&file)
+            .map_err(|source| sys_error("look at", name, source))?;
+        if kind.filesystem_type() != NSFS_MAGIC {
+            return Err(Error::NotANamespace(name.to_owned()));
+        }
         Ok(Self {
             name: name.to_owned(),
             file,

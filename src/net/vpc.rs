@@ -416,6 +416,18 @@ fn open_owned(
     let netns = match Netns::open(name) {
         Ok(netns) => netns,
         Err(netns::Error::Missing(_)) => return Ok(None),
+        // A creator killed before the namespace was bound leaves its
+        // empty mount point: taken away when the records name it.
+        Err(netns::Error::NotANamespace(_)) if adopt => {
+            if pass.note("the namespace's mount point", Found::Wrong {
+                have: "empty".into(),
+                want: "a namespace".into(),
+            }) {
+                netns::remove(name)?;
+            }
+            return Ok(None);
+        }
+        Err(netns::Error::NotANamespace(_)) => return Ok(None),
         Err(error) => return Err(error.into()),
     };
     let rtnl = Rtnl::open(&netns)?;
@@ -446,21 +458,14 @@ fn owner_of(rtnl: &Rtnl) -> Result<Option<String>, Error> {
         .filter(|alias| alias.starts_with(OWNER_PREFIX)))
 }
 
-/// Creates namespace `name` marked as this store's, with loopback up.
+/// Creates namespace `name` marked as this store's: the mark is set
+/// before the namespace is named, so no namespace of this store is ever
+/// without it.
 fn create_owned(host: &Host, name: &str) -> Result<(Netns, Rtnl), Error> {
-    let netns = Netns::create(name)?;
-    let made = Rtnl::open(&netns).map_err(Error::from).and_then(|rtnl| {
-        rtnl.set_alias("lo", &host.owner_alias())?;
-        Ok(rtnl)
-    });
-    match made {
-        Ok(rtnl) => Ok((netns, rtnl)),
-        Err(error) => {
-            // Unmarked, it would be nobody's: remove it at once.
-            let _ = netns.delete();
-            Err(error)
-        }
-    }
+    let alias = host.owner_alias();
+    let netns = Netns::create_with(name, || Rtnl::open_here(name)?.set_alias("lo", &alias))?;
+    let rtnl = Rtnl::open(&netns)?;
+    Ok((netns, rtnl))
 }
 
 /// Brings VPC `spec` in Linux in line with its description; `public` is

@@ -16,6 +16,7 @@ use super::image::Image;
 use super::instance::{Instance, State};
 use super::lifecycle::{self, Context};
 use super::store::Store;
+use super::vpc::network::Vpc;
 use super::vpc::public::NetConfig;
 use super::vpc::{port, realise};
 use super::{Error, staging};
@@ -85,11 +86,27 @@ fn files(ctx: &Context, store: &mut Store, mode: Mode) -> Result<Vec<PathBuf>, E
                 found.push(dir);
             }
         }
+        // The firewall listings kept for the VPCs' checks.
+        let kept: Vec<String> = tx
+            .list::<Vpc>()?
+            .iter()
+            .map(|vpc| format!("{}.nft", vpc.netns))
+            .collect();
+        let mut stale = Vec::new();
+        for file in entries(&root.join("net"), false)? {
+            if !kept.contains(&file_name(&file)) {
+                stale.push(file);
+            }
+        }
         if mode == Mode::Repair {
             for dir in &found {
                 std::fs::remove_dir_all(dir).map_err(Error::io("cannot remove", dir))?;
             }
+            for file in &stale {
+                std::fs::remove_file(file).map_err(Error::io("cannot remove", file))?;
+            }
         }
+        found.extend(stale);
         Ok(found)
     })
 }
@@ -101,6 +118,11 @@ fn file_name(path: &Path) -> String {
 }
 
 fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    entries(dir, true)
+}
+
+/// The subdirectories (`dirs`) or the other entries of `dir`, sorted.
+fn entries(dir: &Path, dirs: bool) -> Result<Vec<PathBuf>, Error> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -114,7 +136,7 @@ fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     };
     let mut dirs: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok())
-        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir() == dirs))
         .map(|entry| entry.path())
         .collect();
     dirs.sort();

@@ -419,10 +419,13 @@ fn open_owned(
         // A creator killed before the namespace was bound leaves its
         // empty mount point: taken away when the records name it.
         Err(netns::Error::NotANamespace(_)) if adopt => {
-            if pass.note("the namespace's mount point", Found::Wrong {
-                have: "empty".into(),
-                want: "a namespace".into(),
-            }) {
+            if pass.note(
+                "the namespace's mount point",
+                Found::Wrong {
+                    have: "empty".into(),
+                    want: "a namespace".into(),
+                },
+            ) {
                 netns::remove(name)?;
             }
             return Ok(None);

@@ -237,32 +237,33 @@ pub fn create_from_instance(
     Ok(image)
 }
 
-/// Removes image `reference` and its files, unless an instance uses it.
-pub fn remove(state: &StateDir, store: &mut Store, reference: &str) -> Result<Image, Error> {
-    let image = store.write(|tx| {
-        let image: Image = lookup::find(tx, reference)?;
+/// Removes image `reference` and its files, unless an instance uses it
+/// (also when its record is unreadable). Returns its ID.
+pub fn remove(state: &StateDir, store: &mut Store, reference: &str) -> Result<String, Error> {
+    let id = store.write(|tx| {
+        let id = lookup::find_id::<Image>(tx, reference)?;
         let users: Vec<String> = tx
             .list::<Instance>()?
             .into_iter()
-            .filter(|i| i.image_id == image.id && i.state != State::Terminated)
+            .filter(|i| i.image_id == id && i.state != State::Terminated)
             .map(|i| i.id)
             .collect();
         if !users.is_empty() {
             return Err(Error::ImageInUse {
-                id: image.id,
+                id,
                 instances: users.join(", "),
             });
         }
-        tx.delete(&image.id)?;
-        Ok(image)
+        tx.delete(&id)?;
+        Ok(id)
     })?;
-    let dir = state.image(&image.id);
+    let dir = state.image(&id);
     match std::fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
             what: "removed from the store, but cannot delete",
             path: dir,
             source: e,
         }),
-        _ => Ok(image),
+        _ => Ok(id),
     }
 }

@@ -175,3 +175,76 @@ fn a_corrupt_image_record_is_removed_with_its_files() {
     assert_eq!(cloud.ok(&["image", "rm", &id]), id);
     assert!(!cloud.state().join("images").join(&id).exists());
 }
+
+#[test]
+fn image_files_must_be_inside_the_manifest_s_directory() {
+    let cloud = Cloud::new();
+    let secret = cloud.work().join("secret");
+    std::fs::write(&secret, b"root:$6$hash:19000:0:99999:7:::\n").unwrap();
+    let src = cloud.image_source("evil", "");
+    std::os::unix::fs::symlink(&secret, src.join("link-out")).unwrap();
+    std::os::unix::fs::symlink("initrd.cpio.gz", src.join("link-in")).unwrap();
+    let cases = [
+        ("root_disk=../secret", "climbs out with '..'"),
+        (
+            "root_disk=../../../../../../etc/shadow",
+            "climbs out with '..'",
+        ),
+        ("root_disk=sub/../../secret", "climbs out with '..'"),
+        ("root_disk=/etc/shadow", "is an absolute path"),
+        ("root_disk=link-out", "outside it"),
+    ];
+    for (line, says) in cases {
+        cli_support::image_source(cloud.work(), "evil", line);
+        let err = cloud.fails(&["image", "import", src.to_str().unwrap()]);
+        assert!(
+            err.contains(says) && err.contains("root disk"),
+            "{line}: {err}"
+        );
+    }
+    assert!(
+        cloud
+            .json(&["image", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // A symlink that stays inside is fine.
+    cli_support::image_source(cloud.work(), "evil", "root_disk=link-in");
+    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+}
+
+#[test]
+fn image_import_refuses_an_empty_or_non_kernel_file() {
+    let cloud = Cloud::new();
+    let src = cloud.image_source("k", "");
+    std::fs::write(src.join("vmlinuz"), b"").unwrap();
+    let err = cloud.fails(&["image", "import", src.to_str().unwrap()]);
+    assert!(err.contains("kernel") && err.contains("is empty"), "{err}");
+
+    std::fs::write(src.join("vmlinuz"), vec![0x5a; 8192]).unwrap();
+    let err = cloud.fails(&["image", "import", src.to_str().unwrap()]);
+    assert!(err.contains("is not a Linux kernel"), "{err}");
+
+    // A bzImage cut short: its header says how long it is.
+    std::fs::write(src.join("vmlinuz"), &cli_support::stand_in_kernel()[..4096]).unwrap();
+    let err = cloud.fails(&["image", "import", src.to_str().unwrap()]);
+    assert!(err.contains("is truncated"), "{err}");
+
+    std::fs::write(src.join("vmlinuz"), cli_support::stand_in_kernel()).unwrap();
+    std::fs::write(src.join("initrd.cpio.gz"), b"").unwrap();
+    let err = cloud.fails(&["image", "import", src.to_str().unwrap()]);
+    assert!(err.contains("initrd") && err.contains("is empty"), "{err}");
+    assert!(
+        cloud
+            .json(&["image", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let staging = cloud.state().join("staging");
+    assert!(
+        !staging.exists() || std::fs::read_dir(&staging).unwrap().next().is_none(),
+        "nothing staged is left"
+    );
+}

@@ -248,3 +248,80 @@ fn image_import_refuses_an_empty_or_non_kernel_file() {
         "nothing staged is left"
     );
 }
+
+#[test]
+fn names_tags_zones_and_descriptions_are_bounded_and_single_line() {
+    let cloud = Cloud::new();
+    let src = cloud.image_source("tiny", "");
+    cloud.ok(&["image", "import", src.to_str().unwrap(), "--name", "ok"]);
+    let forged = "web\ni-0000000000000000f  running";
+    let long = "n".repeat(257);
+    for (args, says) in [
+        (vec!["run", "--name", forged], "control character '\\n'"),
+        (vec!["run", "--name", &long], "longer than 256"),
+        (
+            vec!["key", "create", "k", "--tag", "env=a\rb"],
+            "control character '\\r'",
+        ),
+        (
+            vec!["vpc", "create", "--cidr", "10.9.0.0/16", "--name", forged],
+            "control character",
+        ),
+        (
+            vec![
+                "subnet",
+                "create",
+                "--vpc",
+                "v",
+                "--cidr",
+                "10.9.1.0/24",
+                "--zone",
+                "z\nz",
+            ],
+            "availability zone contains the control character",
+        ),
+        (
+            vec![
+                "subnet",
+                "create",
+                "--vpc",
+                "v",
+                "--cidr",
+                "10.9.1.0/24",
+                "--zone",
+                "",
+            ],
+            "availability zone is empty",
+        ),
+        (
+            vec![
+                "sg",
+                "create",
+                "--vpc",
+                "v",
+                "--name",
+                "g",
+                "--description",
+                &long,
+            ],
+            "group description has 257 characters; at most 255",
+        ),
+        (
+            vec![
+                "image",
+                "import",
+                src.to_str().unwrap(),
+                "--description",
+                "two\nlines",
+            ],
+            "image description contains the control character",
+        ),
+    ] {
+        let err = cloud.fails(&args);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let instances = cloud.json(&["instance", "list"]);
+    assert!(instances.as_array().unwrap().is_empty(), "{instances}");
+    assert!(cloud.json(&["key", "list"]).as_array().unwrap().is_empty());
+    assert!(cloud.json(&["vpc", "list"]).as_array().unwrap().is_empty());
+}

@@ -241,6 +241,7 @@ impl TagArgs {
     /// carries it as its Name tag too.
     pub fn named(&self, name: &str) -> Result<tags::Tags, CliError> {
         let mut tags = parse_tags(&self.tags)?;
+        tags::check(tags::NAME, name)?;
         tags.insert(tags::NAME.into(), name.to_owned());
         Ok(tags)
     }

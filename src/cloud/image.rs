@@ -152,6 +152,11 @@ fn publish(
     check: impl FnOnce(&super::store::Tx<'_>) -> Result<(), Error>,
 ) -> Result<(), Error> {
     names::check(Kind::Image, &image.name)?;
+    names::check_text(
+        "image description",
+        &image.description,
+        names::MAX_DESCRIPTION,
+    )?;
     let mut staging = Staging::create(state.staging(&image.id), state.image(&image.id))
         .map_err(Error::io("cannot create", state.staging(&image.id)))?;
     for (from, name) in files {

@@ -292,6 +292,8 @@ pub fn launch(
         return Err(Error::PrivateIpWithCount);
     }
     let plan = plan(store, req)?;
+    // Checked before anything is made (the store checks them again).
+    super::tags::check_all(&plan.tags)?;
     // The instance's tap is made in the VPC's namespace, which a host
     // reboot takes away: restored first, as `start` does.
     if let Some(placement) = &plan.placement {

@@ -138,6 +138,8 @@ pub enum Error {
         what: &'static str,
         source: rusqlite::Error,
     },
+    #[error(transparent)]
+    Tag(#[from] super::tags::Error),
     #[error("the {noun} name '{name}' is taken; pick another name or remove that {noun} first")]
     NameTaken { noun: &'static str, name: String },
     #[error("stored {} {id} is unreadable ({source}); {}", kind.noun(), remedy(*kind, id))]
@@ -546,8 +548,10 @@ impl Tx<'_> {
         rows.collect::<Result<Tags, _>>().map_err(sql("read tags"))
     }
 
-    /// Sets (adds or overwrites) tags on resource `id`.
+    /// Sets (adds or overwrites) tags on resource `id`. Every tag is
+    /// checked here, however it was made (`--tag`, `--name`, a template).
     pub fn set_tags(&self, id: &str, tags: &Tags) -> Result<(), Error> {
+        super::tags::check_all(tags)?;
         for (key, value) in tags {
             self.0
                 .execute(

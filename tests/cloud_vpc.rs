@@ -1092,3 +1092,31 @@ fn a_refused_instance_modify_changes_nothing() {
     cloud.ok(&["instance", "terminate", &id]);
     cloud.ok(&["instance", "terminate", &plain]);
 }
+
+#[test]
+fn sg_default_is_the_default_group_of_the_subnet_s_vpc() {
+    let cloud = Cloud::new();
+    import_stand_in_image(&cloud);
+    let first = cloud.vpc("v");
+    let second = cloud.ok(&["vpc", "create", "--cidr", "10.1.0.0/16", "--name", "w"]);
+    cloud.ok(&[
+        "subnet",
+        "create",
+        "--vpc",
+        "w",
+        "--cidr",
+        "10.1.1.0/24",
+        "--name",
+        "s",
+    ]);
+    let id = cloud.ok(&["run", "--subnet", "s", "--sg", "default"]);
+    let default_of = |vpc: &str| {
+        field(
+            &cloud.json(&["vpc", "describe", vpc]),
+            "default_security_group",
+        )
+    };
+    let groups = placement_of(&cloud, &id)["security_groups"].clone();
+    assert_eq!(groups, serde_json::json!([default_of(&second)]));
+    assert_ne!(default_of(&first), default_of(&second));
+}

@@ -120,7 +120,11 @@ pub fn list_tagged<R: Resource>(
 ) -> Result<Vec<Tagged<R>>, CliError> {
     store.read(|tx| {
         let mut out = Vec::new();
-        for item in tx.list::<R>()? {
+        let listed = tx.list_readable::<R>()?;
+        for skipped in &listed.unreadable {
+            eprintln!("gureum: warning: {skipped}");
+        }
+        for item in listed.items {
             let tags = tx.tags(item.id())?;
             if filters.iter().all(|f| f.matches(&tags, state(&item))) {
                 out.push(Tagged { item, tags });
@@ -209,8 +213,8 @@ pub fn name_of<R: Resource>(item: &Tagged<R>) -> String {
 
 /// Deletes the `R` named `reference` and prints its ID.
 pub fn remove<R: Resource>(store: &mut Store, reference: &str) -> Result<(), CliError> {
-    let gone: R = store.write(|tx| lookup::remove(tx, reference))?;
-    println!("{}", gone.id());
+    let gone = store.write(|tx| lookup::remove::<R>(tx, reference))?;
+    println!("{gone}");
     Ok(())
 }
 
@@ -242,6 +246,7 @@ impl TagArgs {
     /// carries it as its Name tag too.
     pub fn named(&self, name: &str) -> Result<tags::Tags, CliError> {
         let mut tags = parse_tags(&self.tags)?;
+        tags::check(tags::NAME, name)?;
         tags.insert(tags::NAME.into(), name.to_owned());
         Ok(tags)
     }

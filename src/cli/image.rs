@@ -108,7 +108,7 @@ pub fn run(env: &Env, command: ImageCommand) -> Result<(), CliError> {
         ImageCommand::Describe { image } => return describe::<Image>(env, &mut store, &image),
         ImageCommand::Rm { image } => {
             let gone = image::remove(state, &mut store, &image)?;
-            println!("{}", gone.id);
+            println!("{gone}");
             return Ok(());
         }
     };

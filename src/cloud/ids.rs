@@ -54,6 +54,18 @@ impl Kind {
         }
     }
 
+    /// The command that removes a record of this kind by its ID even when
+    /// the record is unreadable, if there is one (the others read the
+    /// record to undo what it made).
+    pub fn remove_command(self) -> Option<&'static str> {
+        match self {
+            Kind::Image => Some("gureum image rm"),
+            Kind::KeyPair => Some("gureum key rm"),
+            Kind::LaunchTemplate => Some("gureum template rm"),
+            _ => None,
+        }
+    }
+
     /// The command that lists this kind, for hints in errors.
     pub fn list_command(self) -> &'static str {
         match self {

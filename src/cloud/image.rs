@@ -3,7 +3,8 @@
 //! Instances never write to an image: each gets its own copy of the root
 //! disk.
 
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,7 @@ use super::state_dir::StateDir;
 use super::store::{Resource, Store};
 use super::tags::{NAME, Tags};
 use super::{Error, disk_copy, names};
+use crate::vmm::boot::kernel::KernelImage;
 
 /// File names inside an image directory.
 pub const KERNEL: &str = "kernel";
@@ -76,25 +78,67 @@ fn locate_manifest(source: &Path) -> (PathBuf, PathBuf) {
     }
 }
 
-/// A file the manifest names, which must exist.
+/// A file the manifest names: it must exist inside the manifest's
+/// directory `base` (no absolute path, no `..`, no symlink out of it),
+/// be readable and not empty. Returns where it really is.
 fn manifest_file(
     base: &Path,
     role: &'static str,
     name: &str,
     m: &Manifest,
 ) -> Result<PathBuf, Error> {
-    let path = base.join(name);
-    if path.is_file() {
-        return Ok(path);
-    }
-    let hint = match &m.output {
-        Some(output) => format!(
-            "; this manifest's files are built into {output} (run its image recipe under \
-             scripts/images/, then import that directory)"
-        ),
-        None => "; the manifest's paths are relative to its own directory".into(),
+    let outside = |why: String| Error::ImageFileOutside {
+        role,
+        name: name.into(),
+        base: base.to_path_buf(),
+        why,
     };
-    Err(Error::MissingImageFile { role, path, hint })
+    for part in Path::new(name).components() {
+        match part {
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(outside("is an absolute path".into()));
+            }
+            Component::ParentDir => return Err(outside("climbs out with '..'".into())),
+            Component::CurDir | Component::Normal(_) => {}
+        }
+    }
+    let path = base.join(name);
+    let real = match path.canonicalize() {
+        Ok(real) if real.is_file() => real,
+        _ => {
+            let hint = match &m.output {
+                Some(output) => format!(
+                    "; this manifest's files are built into {output} (run its image recipe \
+                     under scripts/images/, then import that directory)"
+                ),
+                None => "; the manifest's paths are relative to its own directory".into(),
+            };
+            return Err(Error::MissingImageFile { role, path, hint });
+        }
+    };
+    let real_base = base
+        .canonicalize()
+        .map_err(Error::io("cannot resolve the image directory", base))?;
+    if !real.starts_with(&real_base) {
+        return Err(outside(format!("leads to {}, outside it", real.display())));
+    }
+    let mut file = std::fs::File::open(&real).map_err(Error::io("cannot read", &real))?;
+    let mut first = [0u8; 1];
+    let read = file
+        .read(&mut first)
+        .map_err(Error::io("cannot read", &real))?;
+    if read == 0 {
+        return Err(Error::EmptyImageFile { role, path: real });
+    }
+    Ok(real)
+}
+
+/// Refuses a kernel the VMM would not boot, with the VMM's own reading of
+/// it (an ELF vmlinux or a 64-bit bzImage, whole).
+fn check_kernel(path: &Path) -> Result<(), Error> {
+    let mut kernel = KernelImage::open(path)?;
+    kernel.footprint_end()?;
+    Ok(())
 }
 
 /// Copies `files` (source, name in the image) into a new image directory
@@ -108,6 +152,11 @@ fn publish(
     check: impl FnOnce(&super::store::Tx<'_>) -> Result<(), Error>,
 ) -> Result<(), Error> {
     names::check(Kind::Image, &image.name)?;
+    names::check_text(
+        "image description",
+        &image.description,
+        names::MAX_DESCRIPTION,
+    )?;
     let mut staging = Staging::create(state.staging(&image.id), state.image(&image.id))
         .map_err(Error::io("cannot create", state.staging(&image.id)))?;
     for (from, name) in files {
@@ -153,7 +202,9 @@ pub fn import(
         path: manifest_path.clone(),
         source,
     })?;
-    let mut files = vec![(manifest_file(&base, "kernel", &m.kernel, &m)?, KERNEL)];
+    let kernel = manifest_file(&base, "kernel", &m.kernel, &m)?;
+    check_kernel(&kernel)?;
+    let mut files = vec![(kernel, KERNEL)];
     if let Some(initrd) = &m.initrd {
         files.push((manifest_file(&base, "initrd", initrd, &m)?, INITRD));
     }
@@ -237,32 +288,33 @@ pub fn create_from_instance(
     Ok(image)
 }
 
-/// Removes image `reference` and its files, unless an instance uses it.
-pub fn remove(state: &StateDir, store: &mut Store, reference: &str) -> Result<Image, Error> {
-    let image = store.write(|tx| {
-        let image: Image = lookup::find(tx, reference)?;
+/// Removes image `reference` and its files, unless an instance uses it
+/// (also when its record is unreadable). Returns its ID.
+pub fn remove(state: &StateDir, store: &mut Store, reference: &str) -> Result<String, Error> {
+    let id = store.write(|tx| {
+        let id = lookup::find_id::<Image>(tx, reference)?;
         let users: Vec<String> = tx
             .list::<Instance>()?
             .into_iter()
-            .filter(|i| i.image_id == image.id && i.state != State::Terminated)
+            .filter(|i| i.image_id == id && i.state != State::Terminated)
             .map(|i| i.id)
             .collect();
         if !users.is_empty() {
             return Err(Error::ImageInUse {
-                id: image.id,
+                id,
                 instances: users.join(", "),
             });
         }
-        tx.delete(&image.id)?;
-        Ok(image)
+        tx.delete(&id)?;
+        Ok(id)
     })?;
-    let dir = state.image(&image.id);
+    let dir = state.image(&id);
     match std::fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
             what: "removed from the store, but cannot delete",
             path: dir,
             source: e,
         }),
-        _ => Ok(image),
+        _ => Ok(id),
     }
 }

@@ -55,7 +55,7 @@ pub struct Context {
 
 impl Context {
     pub fn open_store(&self) -> Result<Store, Error> {
-        std::fs::create_dir_all(self.state.root()).map_err(Error::io(
+        self.state.create().map_err(Error::io(
             "cannot create the state directory (set --state-dir or GUREUM_STATE_DIR)",
             self.state.root(),
         ))?;
@@ -299,6 +299,8 @@ pub fn launch(
         return Err(Error::PrivateIpWithCount);
     }
     let plan = plan(store, req)?;
+    // Checked before anything is made (the store checks them again).
+    super::tags::check_all(&plan.tags)?;
     let mut launched = Vec::new();
     for _ in 0..req.count {
         let instance = create_instance(ctx, store, &plan)?;
@@ -417,7 +419,8 @@ pub fn reconcile(ctx: &Context, store: &mut Store) -> Result<(), Error> {
     let now = super::time::now_secs();
     let fixed = store.write(|tx| {
         let mut fixed = Vec::new();
-        for mut i in tx.list::<Instance>()? {
+        // An unreadable record is left for the listing to report.
+        for mut i in tx.list_readable::<Instance>()?.items {
             if reconcile_one(&mut i, now) {
                 tx.update(&i)?;
                 fixed.push(i);

@@ -3,7 +3,7 @@
 use super::Error;
 use super::ids;
 use super::instance::Instance;
-use super::store::{Resource, Tx};
+use super::store::{self, Resource, Tx};
 use super::tags::NAME;
 
 /// The `R` with ID or unique name `reference`.
@@ -20,11 +20,26 @@ pub fn find<R: Resource>(tx: &Tx<'_>, reference: &str) -> Result<R, Error> {
     })
 }
 
-/// Deletes the `R` with ID or unique name `reference` and its tags.
-pub fn remove<R: Resource>(tx: &Tx<'_>, reference: &str) -> Result<R, Error> {
-    let found: R = find(tx, reference)?;
-    tx.delete(found.id())?;
-    Ok(found)
+/// The ID of the `R` with ID or unique name `reference`, also when its
+/// record is unreadable (named by its ID): for removing it.
+pub fn find_id<R: Resource>(tx: &Tx<'_>, reference: &str) -> Result<String, Error> {
+    match find::<R>(tx, reference) {
+        Ok(found) => Ok(found.id().into()),
+        Err(Error::Store(store::Error::Corrupt { kind, id, .. }))
+            if kind == R::KIND && id == reference =>
+        {
+            Ok(id)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes the `R` with ID or unique name `reference` and its tags, even
+/// if its record is unreadable. Returns its ID.
+pub fn remove<R: Resource>(tx: &Tx<'_>, reference: &str) -> Result<String, Error> {
+    let id = find_id::<R>(tx, reference)?;
+    tx.delete(&id)?;
+    Ok(id)
 }
 
 /// The instance with ID `reference`, or the one instance whose Name tag

@@ -93,6 +93,20 @@ pub enum Error {
         path: PathBuf,
         hint: String,
     },
+    #[error(
+        "the image's {role} '{name}' {why}: an image's files must be inside its manifest's \
+         directory {base}"
+    )]
+    ImageFileOutside {
+        role: &'static str,
+        name: String,
+        base: PathBuf,
+        why: String,
+    },
+    #[error("the image's {role} {path} is empty; rebuild the image")]
+    EmptyImageFile { role: &'static str, path: PathBuf },
+    #[error("the image's kernel is not one gureum boots: {0}")]
+    Kernel(#[from] crate::vmm::boot::kernel::Error),
     #[error("the image has no name: pass --name NAME (its manifest has no name= line)")]
     NoImageName,
     #[error(

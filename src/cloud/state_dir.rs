@@ -1,12 +1,16 @@
 //! Where the control plane keeps its files: the store, image directories
 //! and per-instance directories.
 
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Used when neither `--state-dir` nor `GUREUM_STATE_DIR` is given.
 pub const DEFAULT: &str = "/var/lib/gureum";
 /// The environment variable that overrides the default.
 pub const ENV: &str = "GUREUM_STATE_DIR";
+
+/// Mode of a state directory gureum makes.
+const MODE: u32 = 0o700;
 
 /// The files of one instance.
 #[derive(Debug, Clone)]
@@ -46,6 +50,21 @@ impl StateDir {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Makes the state directory if it is missing, mode 0700 whatever the
+    /// umask (it holds the store and the instances' disks). One that
+    /// exists is left as it is.
+    pub fn create(&self) -> std::io::Result<()> {
+        if self.root.is_dir() {
+            return Ok(());
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(MODE)
+            .create(&self.root)?;
+        // The umask may have taken bits from MODE.
+        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(MODE))
     }
 
     /// The SQLite store.
@@ -97,5 +116,18 @@ mod tests {
         assert_eq!(dir.store(), Path::new("/tmp/x/gureum.db"));
         assert_eq!(dir.image("ami-1"), Path::new("/tmp/x/images/ami-1"));
         assert_eq!(dir.instance("i-1"), Path::new("/tmp/x/instances/i-1"));
+    }
+
+    #[test]
+    fn a_new_state_directory_is_private_and_an_existing_one_is_kept() {
+        let parent = tempfile::tempdir().unwrap();
+        let root = parent.path().join("a/b");
+        let dir = StateDir::resolve(Some(root.clone()));
+        dir.create().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root), 0o700);
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o750)).unwrap();
+        dir.create().unwrap();
+        assert_eq!(mode(&root), 0o750);
     }
 }

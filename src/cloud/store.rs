@@ -139,11 +139,13 @@ pub enum Error {
         what: &'static str,
         source: rusqlite::Error,
     },
+    #[error(transparent)]
+    Tag(#[from] super::tags::Error),
     #[error("the {noun} name '{name}' is taken; pick another name or remove that {noun} first")]
     NameTaken { noun: &'static str, name: String },
-    #[error("stored {noun} {id} is unreadable ({source}); was the store edited by hand?")]
+    #[error("stored {} {id} is unreadable ({source}); {}", kind.noun(), remedy(*kind, id))]
     Corrupt {
-        noun: &'static str,
+        kind: Kind,
         id: String,
         source: serde_json::Error,
     },
@@ -153,6 +155,43 @@ pub enum Error {
         id: String,
         source: serde_json::Error,
     },
+}
+
+/// What to do about an unreadable record.
+fn remedy(kind: Kind, id: &str) -> String {
+    let restore = "was the store edited by hand? restore it from a backup";
+    match kind.remove_command() {
+        Some(rm) => format!("{restore}, or remove the record with `{rm} {id}`"),
+        None => restore.into(),
+    }
+}
+
+/// A record a listing skipped because its body does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub kind: Kind,
+    pub id: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "skipped stored {} {}: it is unreadable ({}); {}",
+            self.kind.noun(),
+            self.id,
+            self.reason,
+            remedy(self.kind, &self.id)
+        )
+    }
+}
+
+/// The readable records of a kind, and those skipped.
+#[derive(Debug)]
+pub struct Listed<R> {
+    pub items: Vec<R>,
+    pub unreadable: Vec<Unreadable>,
 }
 
 fn sql(what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
@@ -464,7 +503,7 @@ impl Tx<'_> {
 
     fn decode<R: Resource>(id: &str, body: &str) -> Result<R, Error> {
         serde_json::from_str(body).map_err(|source| Error::Corrupt {
-            noun: R::KIND.noun(),
+            kind: R::KIND,
             id: id.into(),
             source,
         })
@@ -536,22 +575,50 @@ impl Tx<'_> {
             .transpose()
     }
 
-    /// Every resource of kind `R`, in ID order.
+    /// Every resource of kind `R`, in ID order. One unreadable record
+    /// fails the whole listing: for callers that must see everything (an
+    /// address allocation, a check of what uses what).
     pub fn list<R: Resource>(&self) -> Result<Vec<R>, Error> {
+        self.rows(R::KIND)?
+            .into_iter()
+            .map(|(id, body)| Self::decode(&id, &body))
+            .collect()
+    }
+
+    /// Every readable resource of kind `R`, in ID order, and the IDs of
+    /// those whose records do not parse: for listings shown to people,
+    /// which one damaged record must not hide.
+    pub fn list_readable<R: Resource>(&self) -> Result<Listed<R>, Error> {
+        let mut listed = Listed {
+            items: Vec::new(),
+            unreadable: Vec::new(),
+        };
+        for (id, body) in self.rows(R::KIND)? {
+            match serde_json::from_str(&body) {
+                Ok(item) => listed.items.push(item),
+                Err(e) => listed.unreadable.push(Unreadable {
+                    kind: R::KIND,
+                    id,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        Ok(listed)
+    }
+
+    /// The IDs and bodies of every record of `kind`, in ID order.
+    fn rows(&self, kind: Kind) -> Result<Vec<(String, String)>, Error> {
         let mut stmt = self
             .0
             .prepare("SELECT id, body FROM resources WHERE kind = ?1 ORDER BY id")
             .map_err(sql("list resources"))?;
         let rows = stmt
-            .query_map(params![kind_tag(R::KIND)], |row| {
+            .query_map(params![kind_tag(kind)], |row| {
                 Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
             })
             .map_err(sql("list resources"))?;
-        rows.map(|row| {
-            let (id, body) = row.map_err(sql("list resources"))?;
-            Self::decode(&id, &body)
-        })
-        .collect()
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("list resources"))
     }
 
     /// Removes resource `id` and its tags. Says whether it existed.
@@ -576,8 +643,10 @@ impl Tx<'_> {
         rows.collect::<Result<Tags, _>>().map_err(sql("read tags"))
     }
 
-    /// Sets (adds or overwrites) tags on resource `id`.
+    /// Sets (adds or overwrites) tags on resource `id`. Every tag is
+    /// checked here, however it was made (`--tag`, `--name`, a template).
     pub fn set_tags(&self, id: &str, tags: &Tags) -> Result<(), Error> {
+        super::tags::check_all(tags)?;
         self.remember(id)?;
         for (key, value) in tags {
             self.0
@@ -954,5 +1023,60 @@ mod tests {
         std::fs::create_dir(&path).unwrap();
         let err = Store::open(&path).unwrap_err();
         assert!(matches!(err, Error::NotAFile { .. }), "{err}");
+    }
+
+    #[test]
+    fn one_unreadable_record_is_skipped_by_listings_and_named_by_get() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut store = Store::open(&path).unwrap();
+        for i in 1..=3 {
+            store
+                .write(|tx| tx.insert(&thing(i), &Tags::new()))
+                .map_err(|e: Error| e)
+                .unwrap();
+        }
+        store
+            .conn
+            .execute(
+                "UPDATE resources SET body = '{\"id\": 3, trunc' WHERE id = ?1",
+                [&thing(2).id],
+            )
+            .unwrap();
+        let listed = store
+            .read(|tx| tx.list_readable::<Thing>())
+            .map_err(|e: Error| e)
+            .unwrap();
+        assert_eq!(listed.items, [thing(1), thing(3)]);
+        assert_eq!(listed.unreadable.len(), 1);
+        let skipped = listed.unreadable[0].to_string();
+        assert!(
+            skipped.contains(&thing(2).id) && skipped.contains("gureum key rm"),
+            "{skipped}"
+        );
+        let err = store
+            .read(|tx| tx.get::<Thing>(&thing(2).id))
+            .map_err(|e: Error| e)
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupt { id, .. } if *id == thing(2).id),
+            "{err}"
+        );
+        assert!(
+            store
+                .read(|tx| tx.list::<Thing>())
+                .map_err(|e: Error| e)
+                .is_err()
+        );
+        let gone = store
+            .write(|tx| tx.delete(&thing(2).id))
+            .map_err(|e: Error| e)
+            .unwrap();
+        assert!(gone);
+        let all = store
+            .read(|tx| tx.list::<Thing>())
+            .map_err(|e: Error| e)
+            .unwrap();
+        assert_eq!(all, [thing(1), thing(3)]);
     }
 }

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use super::names::control_character;
+
 /// The tag that names a resource in listings.
 pub const NAME: &str = "Name";
 
@@ -24,6 +26,11 @@ pub enum Error {
     KeyTooLong(String),
     #[error("the value of tag '{0}' is longer than {MAX_VALUE} characters")]
     ValueTooLong(String),
+    #[error(
+        "tag '{key}' contains the control character {found:?}; newlines, tabs and the like are \
+         not allowed in tag keys or values"
+    )]
+    ControlCharacter { key: String, found: char },
     #[error("tag key '{0}' starts with 'aws:', which is reserved")]
     Reserved(String),
     #[error(
@@ -38,8 +45,15 @@ pub fn parse(text: &str) -> Result<(String, String), Error> {
     let (key, value) = text
         .split_once('=')
         .ok_or_else(|| Error::NoEquals(text.into()))?;
+    check(key, value)?;
+    Ok((key.into(), value.into()))
+}
+
+/// Checks one tag as EC2 does (lengths, reserved prefix), and that it
+/// has no control characters.
+pub fn check(key: &str, value: &str) -> Result<(), Error> {
     if key.is_empty() {
-        return Err(Error::EmptyKey(text.into()));
+        return Err(Error::EmptyKey(format!("={value}")));
     }
     if key.chars().count() > MAX_KEY {
         return Err(Error::KeyTooLong(key.into()));
@@ -50,7 +64,18 @@ pub fn parse(text: &str) -> Result<(String, String), Error> {
     if key.starts_with("aws:") {
         return Err(Error::Reserved(key.into()));
     }
-    Ok((key.into(), value.into()))
+    match control_character(key).or_else(|| control_character(value)) {
+        Some(found) => Err(Error::ControlCharacter {
+            key: key.escape_debug().to_string(),
+            found,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks every tag of `tags`.
+pub fn check_all(tags: &Tags) -> Result<(), Error> {
+    tags.iter().try_for_each(|(k, v)| check(k, v))
 }
 
 /// Parses every `--tag`; a later tag of the same key wins.
@@ -112,6 +137,14 @@ mod tests {
         assert!(matches!(
             parse(&format!("{}=v", "k".repeat(129))),
             Err(Error::KeyTooLong(_))
+        ));
+        assert!(matches!(
+            parse("Name=web\nfake-row"),
+            Err(Error::ControlCharacter { found: '\n', .. })
+        ));
+        assert!(matches!(
+            parse(&format!("Name={}", "n".repeat(257))),
+            Err(Error::ValueTooLong(_))
         ));
         let tags = parse_all(&["a=1", "a=2", "b=3"]).unwrap();
         assert_eq!(tags.get("a").map(String::as_str), Some("2"));

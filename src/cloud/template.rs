@@ -49,6 +49,7 @@ pub struct TemplateRequest {
 /// Creates a template after checking that what it names exists.
 pub fn create(store: &mut Store, req: TemplateRequest) -> Result<LaunchTemplate, Error> {
     names::check(Kind::LaunchTemplate, &req.name)?;
+    super::tags::check_all(&req.instance_tags)?;
     if let Some(t) = &req.instance_type {
         instance_type::lookup(t)?;
     }

@@ -5,7 +5,12 @@
 // Each test binary that includes this uses only some of it; the helpers
 // fail the calling test by panicking, and are not themselves `#[test]`s,
 // which clippy.toml already exempts.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -59,12 +64,26 @@ pub trait Gureum {
     }
 }
 
+/// A stand-in kernel: a 64-bit bzImage header, whole, so `image import`
+/// takes it, but without the "loaded high" flag a loader needs, so the
+/// VMM refuses to load it (on any host).
+pub fn stand_in_kernel() -> Vec<u8> {
+    let mut k = vec![0u8; 8192];
+    k[0x1f1] = 4; // setup sectors: the kernel proper starts at 5 * 512
+    k[0x1f4..0x1f8].copy_from_slice(&((8192u32 - 5 * 512) / 16).to_le_bytes());
+    k[0x1fe..0x200].copy_from_slice(&[0x55, 0xaa]);
+    k[0x202..0x206].copy_from_slice(b"HdrS");
+    k[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    k[0x236..0x238].copy_from_slice(&1u16.to_le_bytes()); // 64-bit entry
+    k
+}
+
 /// An image source directory `src-NAME` under `parent`: a manifest (with
 /// `extra` lines) and stand-in files, a kernel the VMM refuses.
 pub fn image_source(parent: &Path, name: &str, extra: &str) -> PathBuf {
     let dir = parent.join(format!("src-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("vmlinuz"), vec![0x5a; 8192]).unwrap();
+    std::fs::write(dir.join("vmlinuz"), stand_in_kernel()).unwrap();
     std::fs::write(dir.join("initrd.cpio.gz"), b"initrd").unwrap();
     std::fs::write(
         dir.join("manifest"),

@@ -137,14 +137,17 @@ pub fn place(
     })
 }
 
-/// The IDs of security groups `references` (ID or Name tag; a name is
-/// looked for in VPC `vpc` first), in order, each once; every one must be
-/// a group of VPC `vpc`.
+/// The IDs of security groups `references` (ID, group name in VPC `vpc`
+/// as EC2's GroupName is, so `default` is the VPC's own, or Name tag), in
+/// order, each once; every one must be a group of VPC `vpc`.
 fn groups_in(tx: &Tx<'_>, vpc: &str, references: &[String]) -> Result<Vec<String>, cloud::Error> {
+    let in_this_vpc = super::in_vpc::<SecurityGroup>(tx, vpc)?;
     let mut groups = Vec::new();
     for reference in references {
-        let group: SecurityGroup =
-            lookup::find_tagged(tx, reference, |g: &SecurityGroup| g.vpc_id == vpc)?;
+        let group = match in_this_vpc.iter().find(|g| g.group_name == *reference) {
+            Some(named) => named.clone(),
+            None => lookup::find_tagged(tx, reference, |g: &SecurityGroup| g.vpc_id == vpc)?,
+        };
         same_vpc("security group", &group.id, &group.vpc_id, vpc)?;
         if !groups.contains(&group.id) {
             groups.push(group.id);

@@ -96,6 +96,7 @@ pub fn create(
     tags: &Tags,
 ) -> Result<SecurityGroup, cloud::Error> {
     names::check(Kind::SecurityGroup, name)?;
+    names::check_text("group description", description, names::MAX_DESCRIPTION)?;
     let id = ids::new_id(Kind::SecurityGroup)?;
     realise::change(store, config, |tx| {
         let vpc: Vpc = lookup::find_tagged(tx, vpc, |_| true)?;

@@ -44,6 +44,9 @@ pub fn create(
     zone: Option<&str>,
     tags: &Tags,
 ) -> Result<Subnet, cloud::Error> {
+    if let Some(zone) = zone {
+        cloud::names::check_zone(zone)?;
+    }
     let id = ids::new_id(Kind::Subnet)?;
     let router = cidr::router(block).ok_or(Error::Cidr(cidr::Error::Full {
         subnet: block,

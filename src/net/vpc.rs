@@ -804,6 +804,12 @@ pub fn converge_public(
     specs: &[VpcSpec],
     mode: Mode,
 ) -> Result<(Option<Netns>, Vec<Difference>), Error> {
+    // A pass starts here: a description that cannot be realised stops it
+    // before anything is touched, for its gateway and elastic IPs (or
+    // their absence) would otherwise decide the public side.
+    for spec in specs {
+        spec.check()?;
+    }
     let name = host.public_netns();
     let mut pass = Pass::new(&name, mode);
     let gateways: Vec<&VpcSpec> = specs.iter().filter(|s| s.gateway.is_some()).collect();

@@ -66,15 +66,17 @@ pub struct Netns {
 impl Netns {
     /// Creates the namespace `name` (with only a down loopback in it).
     pub fn create(name: &str) -> Result<Self, Error> {
-        Self::create_with(name, || Ok::<(), std::convert::Infallible>(()))
+        Self::create_with(name, "", || Ok::<(), std::convert::Infallible>(()))
     }
 
     /// Creates the namespace `name`, running `init` inside it before it
     /// gets its name: killed at any instant, the creator leaves either no
-    /// namespace or one `init` has prepared (at worst an empty mount
-    /// point, which `open` tells apart).
+    /// namespace or one `init` has prepared, or at worst a mount point
+    /// with nothing mounted on it (which `open` tells apart), holding
+    /// `label` (`label_of` reads it), so that its maker can know it.
     pub fn create_with<E: std::fmt::Display>(
         name: &str,
+        label: &str,
         init: impl FnOnce() -> Result<(), E> + Send,
     ) -> Result<Self, Error> {
         check_name(name)?;
@@ -83,7 +85,7 @@ impl Netns {
             .map_err(|source| io_error("create the directory of", name, source))?;
         share_netns_dir(name)?;
         // create_new: two creators of one name must not share a namespace.
-        OpenOptions::new()
+        let mut point = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
@@ -91,6 +93,9 @@ impl Netns {
                 io::ErrorKind::AlreadyExists => Error::Exists(name.to_owned()),
                 _ => io_error("create the mount point of", name, source),
             })?;
+        io::Write::write_all(&mut point, label.as_bytes())
+            .map_err(|source| io_error("label the mount point of", name, source))?;
+        drop(point);
         let made = thread::scope(|scope| {
             scope
                 .spawn(|| {
@@ -243,6 +248,17 @@ pub fn remove(name: &str) -> Result<(), Error> {
         Err(source) => return Err(sys_error("unmount", name, source)),
     }
     fs::remove_file(&path).map_err(|source| io_error("remove the mount point of", name, source))
+}
+
+/// What the mount point `name`, with no namespace mounted on it, holds:
+/// the label its creator wrote (`Netns::create_with`).
+pub fn label_of(name: &str) -> Result<String, Error> {
+    check_name(name)?;
+    let mut label = String::new();
+    File::open(path_of(name))
+        .and_then(|file| io::Read::read_to_string(&mut io::Read::take(file, 256), &mut label))
+        .map_err(|source| io_error("read the mount point of", name, source))?;
+    Ok(label)
 }
 
 /// Names of the namespaces whose name starts with `prefix`, sorted.

@@ -416,21 +416,21 @@ fn open_owned(
     let netns = match Netns::open(name) {
         Ok(netns) => netns,
         Err(netns::Error::Missing(_)) => return Ok(None),
-        // A creator killed before the namespace was bound leaves its
-        // empty mount point: taken away when the records name it.
-        Err(netns::Error::NotANamespace(_)) if adopt => {
-            if pass.note(
-                "the namespace's mount point",
-                Found::Wrong {
-                    have: "empty".into(),
-                    want: "a namespace".into(),
-                },
-            ) {
-                netns::remove(name)?;
+        // A creator killed before the namespace was bound, or a remover
+        // killed before it unlinked, leaves its mount point: taken away
+        // when the records name it or it carries this store's label.
+        Err(netns::Error::NotANamespace(_)) => {
+            if adopt || netns::label_of(name)? == host.owner_alias() {
+                let found = Found::Wrong {
+                    have: "a mount point with no namespace".into(),
+                    want: if adopt { "a namespace" } else { "nothing" }.into(),
+                };
+                if pass.note("the namespace", found) {
+                    netns::remove(name)?;
+                }
             }
             return Ok(None);
         }
-        Err(netns::Error::NotANamespace(_)) => return Ok(None),
         Err(error) => return Err(error.into()),
     };
     let rtnl = Rtnl::open(&netns)?;
@@ -466,7 +466,9 @@ fn owner_of(rtnl: &Rtnl) -> Result<Option<String>, Error> {
 /// without it.
 fn create_owned(host: &Host, name: &str) -> Result<(Netns, Rtnl), Error> {
     let alias = host.owner_alias();
-    let netns = Netns::create_with(name, || Rtnl::open_here(name)?.set_alias("lo", &alias))?;
+    let netns = Netns::create_with(name, &alias, || {
+        Rtnl::open_here(name)?.set_alias("lo", &alias)
+    })?;
     let rtnl = Rtnl::open(&netns)?;
     Ok((netns, rtnl))
 }

@@ -969,8 +969,10 @@ fn a_rebuild_that_fails_halfway_is_finished_by_the_next_pass() {
     described(&mut lab);
     let (_one, _two) = with_instances(&mut lab);
     let name = lab.host.vpc_netns("vpc-a");
+    // Held through the first pass, so that the old gateway link's public
+    // end is there for it to replace, rather than being freed by the
+    // kernel at some point during it.
     let held = vanish(&lab, "vpc-a");
-    drop(held);
     // A port's link stands in for its tap: a veth whose other end is
     // in a namespace of the test's (a link in the VPC's namespace that no
     // record owns would go).
@@ -997,6 +999,7 @@ fn a_rebuild_that_fails_halfway_is_finished_by_the_next_pass() {
         error.to_string(),
         "cannot make link t-two of port i-two: no tap today"
     );
+    drop(held);
     // What was made is the records', and stays: a check finds only what
     // the pass did not get to, nothing extra.
     assert!(netns::exists(&name));

@@ -585,7 +585,7 @@ fn a_change_linux_refuses_leaves_no_record_and_nothing_half_made() {
         "{}",
         ip(&ns, &["link"])
     );
-    assert_eq!(cloud.namespaces(), [ns.clone()]);
+    assert_eq!(cloud.namespaces(), std::slice::from_ref(&ns));
     assert_eq!(nft(&ns), ruleset);
     assert_eq!(cloud.ok(&["net", "check"]), NOTHING_DIFFERS);
 }
@@ -602,7 +602,7 @@ fn a_vpc_whose_namespace_was_deleted_is_rebuilt_by_the_next_change() {
         "{stderr}"
     );
     let subnet = cloud.ok(&["subnet", "create", "--vpc", "v", "--cidr", "10.0.1.0/24"]);
-    assert_eq!(cloud.namespaces(), [ns.clone()]);
+    assert_eq!(cloud.namespaces(), std::slice::from_ref(&ns));
     assert!(ip(&ns, &["-4", "addr"]).contains("10.0.1.1/24"));
     assert!(nft(&ns).contains("table inet gureum"));
     assert_eq!(cloud.ok(&["net", "check"]), NOTHING_DIFFERS);

@@ -561,9 +561,7 @@ fn converge_links(
                 continue;
             }
             rtnl.delete(name)?;
-        } else if state.is_some() {
-            continue;
-        } else if !pass.note(format_args!("link {name}"), Found::Missing) {
+        } else if state.is_some() || !pass.note(format_args!("link {name}"), Found::Missing) {
             continue;
         }
         if name == GATEWAY_LINK {
@@ -806,15 +804,14 @@ pub fn converge_public(
     specs: &[VpcSpec],
     mode: Mode,
 ) -> Result<(Option<Netns>, Vec<Difference>), Error> {
-    // A pass starts here: a description that cannot be realised stops it
-    // before anything is touched, for its gateway and elastic IPs (or
-    // their absence) would otherwise decide the public side.
-    for spec in specs {
-        spec.check()?;
-    }
     let name = host.public_netns();
     let mut pass = Pass::new(&name, mode);
-    let gateways: Vec<&VpcSpec> = specs.iter().filter(|s| s.gateway.is_some()).collect();
+    // A VPC whose description cannot be realised is left as it is (its
+    // own pass says why), public end included: it may need the namespace.
+    let gateways: Vec<&VpcSpec> = specs
+        .iter()
+        .filter(|s| s.gateway.is_some() || s.check().is_err())
+        .collect();
     let open = open_owned(host, &name, !gateways.is_empty(), &mut pass)?;
     if gateways.is_empty() {
         if let Some((netns, rtnl)) = open {
@@ -858,15 +855,20 @@ pub fn converge_public_links(
     let mut pass = Pass::new(public.name(), mode);
     let rtnl = Rtnl::open(public)?;
     let mut wanted = BTreeMap::new();
+    // The ends of VPCs whose descriptions cannot be realised stay as
+    // they are, as do those VPCs.
+    let mut untouched = BTreeSet::new();
     for spec in specs {
-        if let Some(address) = spec.gateway {
-            let peer = gateway_peer_name(&host.vpc_netns(&spec.id));
+        let peer = gateway_peer_name(&host.vpc_netns(&spec.id));
+        if spec.check().is_err() {
+            untouched.insert(peer);
+        } else if let Some(address) = spec.gateway {
             let mut addresses = vec![address];
             addresses.extend(spec.elastic.iter().map(|(a, _)| *a));
             wanted.insert(peer, addresses);
         }
     }
-    let ours = |name: &str| name.starts_with(GATEWAY_PEER_PREFIX);
+    let ours = |name: &str| name.starts_with(GATEWAY_PEER_PREFIX) && !untouched.contains(name);
     let links: Vec<LinkState> = rtnl
         .link_states()?
         .into_iter()

@@ -173,7 +173,7 @@ pub fn converge_for_instance(store: &mut Store, reference: &str) -> Result<(), c
     let repaired = converge(
         store,
         &NetConfig::from_env()?,
-        Some(&[vpc.clone()]),
+        Some(std::slice::from_ref(&vpc)),
         Mode::Repair,
     )?;
     if !repaired.is_empty() {

@@ -141,6 +141,11 @@ impl Host {
         format!("{}public", self.prefix)
     }
 
+    /// Where the firewall listing of namespace `netns` is kept.
+    fn listing(&self, netns: &str) -> PathBuf {
+        self.cache.join(format!("{netns}.nft"))
+    }
+
     fn owner_alias(&self) -> String {
         format!("{OWNER_PREFIX}{}", self.owner)
     }
@@ -741,7 +746,7 @@ fn converge_firewall(
     script: &str,
     pass: &mut Pass,
 ) -> Result<(), Error> {
-    let cache = host.cache.join(format!("{}.nft", netns.name()));
+    let cache = host.listing(netns.name());
     let stamp = format!("# script {:016x}\n", fnv1a64(script.as_bytes()));
     let have = super::nft::list_ruleset(netns)?;
     let kept = match std::fs::read_to_string(&cache) {
@@ -931,11 +936,26 @@ pub fn converge_orphans(
         if let Some((netns, rtnl)) = open_owned(host, name, false, &mut pass)? {
             if pass.note("the namespace", Found::Extra) {
                 remove_namespace(netns, rtnl)?;
+                forget_listing(host, name)?;
             }
         }
         found.extend(pass.into_differences());
     }
     Ok(found)
+}
+
+/// Removes the firewall listing kept for namespace `name`, if any.
+fn forget_listing(host: &Host, name: &str) -> Result<(), Error> {
+    let path = host.listing(name);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::Cache {
+            what: "remove",
+            path,
+            source,
+        }),
+    }
 }
 
 /// Deletes a namespace of this store: the gateway link first, so that its

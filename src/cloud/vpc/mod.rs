@@ -145,6 +145,11 @@ pub enum Error {
         now: String,
         var: &'static str,
     },
+    #[error(
+        "these VPCs could not be made to match their records (the others were): {vpcs}; \
+         fix that, then `gureum net reconcile`"
+    )]
+    NotConverged { vpcs: String },
 }
 
 /// A resource that lives in one VPC.

@@ -92,10 +92,14 @@ pub fn converge(
     let mut make_tap = |netns: &Netns, port: &Port| {
         port::make_tap(netns, &port.link).map_err(|e| Box::new(e) as Box<_>)
     };
+    // One VPC whose records cannot be realised does not hold up the
+    // others: every failure is reported once the pass is over.
+    let mut failed: Vec<(String, net_vpc::Error)> = Vec::new();
     for spec in specs.iter().filter(|spec| chosen(&spec.id)) {
-        let differences = net_vpc::converge(&host, spec, public.as_ref(), mode, &mut make_tap)
-            .map_err(Error::from)?;
-        found.extend(differences);
+        match net_vpc::converge(&host, spec, public.as_ref(), mode, &mut make_tap) {
+            Ok(differences) => found.extend(differences),
+            Err(error) => failed.push((spec.id.clone(), error)),
+        }
     }
     if let Some(public) = &public {
         found.extend(
@@ -112,7 +116,23 @@ pub fn converge(
         .filter(|name| !recorded.contains(name))
         .collect();
     found.extend(net_vpc::converge_orphans(&host, &orphans, mode).map_err(Error::from)?);
-    Ok(found)
+    if failed.is_empty() {
+        return Ok(found);
+    }
+    // A change touched one VPC: its own error says it best.
+    if only.is_some() && failed.len() == 1 {
+        if let Some((_, error)) = failed.pop() {
+            return Err(Error::from(error).into());
+        }
+    }
+    Err(Error::NotConverged {
+        vpcs: failed
+            .iter()
+            .map(|(vpc, error)| format!("VPC {vpc}: {error}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+    .into())
 }
 
 /// What the records in `tx` say `vpc` holds in Linux.

@@ -718,6 +718,39 @@ fn net_check_finds_and_reconcile_removes_only_what_this_store_made() {
     );
 }
 
+#[test]
+fn a_second_state_directory_with_the_same_prefix_keeps_its_vpcs() {
+    let first = Cloud::new();
+    let mut second = Cloud::new();
+    second.prefix = first.prefix.clone();
+    let mine = first.vpc("v");
+    let theirs = second.vpc("v");
+    second.subnet("10.0.1.0/24", "s");
+    // The other store's namespace has the prefix, but not this store's
+    // mark: this store's check does not count it, and its reconcile
+    // leaves it alone.
+    let theirs_ns = second.netns(&theirs);
+    assert_eq!(first.ok(&["net", "check"]), NOTHING_DIFFERS);
+    assert_eq!(first.ok(&["net", "reconcile"]), NOTHING_DIFFERS);
+    assert!(first.namespaces().contains(&theirs_ns));
+    assert_eq!(second.ok(&["net", "check"]), NOTHING_DIFFERS);
+    assert_eq!(first.ok(&["net", "check"]), NOTHING_DIFFERS);
+    first.ok(&["vpc", "delete", &mine]);
+    assert_eq!(first.namespaces(), [theirs_ns]);
+    // Both cannot have the public namespace of one prefix: the second
+    // store is told so, and nothing of the first's is touched.
+    let igw = first.ok(&["igw", "create"]);
+    let again = first.vpc("w");
+    first.ok(&["igw", "attach", &igw, "--vpc", &again]);
+    let other_igw = second.ok(&["igw", "create"]);
+    let stderr = second.fails(&["igw", "attach", &other_igw, "--vpc", &theirs]);
+    assert!(
+        stderr.contains("another gureum state directory"),
+        "{stderr}"
+    );
+    assert_eq!(first.ok(&["net", "check"]), NOTHING_DIFFERS);
+}
+
 /// An image whose kernel the VMM refuses: instances fail at VMM start on
 /// any host, after the control plane has placed them.
 fn import_stand_in_image(cloud: &Cloud) {

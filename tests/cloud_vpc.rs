@@ -1097,8 +1097,9 @@ fn a_refused_instance_modify_changes_nothing() {
     ]);
     assert_eq!(out.status.code(), Some(2));
 
-    // Linux refuses the second step (the check) after taking the first
-    // (the groups): both are undone with the record.
+    // nft takes the new ruleset (run 1), then fails (run 2, its listing):
+    // the record goes back, and the next pass finds the ruleset changed
+    // (run 3), puts the old one back (4) and lists it (5).
     let path = nft_failing_second_run(cloud.state.path());
     let out = cloud
         .command(&[
@@ -1116,7 +1117,7 @@ fn a_refused_instance_modify_changes_nothing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("planted failure"), "{stderr}");
     let runs = std::fs::read_to_string(cloud.state.path().join("failing-nft/nft.runs")).unwrap();
-    assert_eq!(runs.trim(), "3", "the groups were set, then set back");
+    assert_eq!(runs.trim(), "5", "the groups were set, then set back");
 
     assert_eq!(placement_of(&cloud, "a"), before);
     assert_eq!(before["security_groups"], serde_json::json!([web]));

@@ -748,7 +748,6 @@ fn converge_firewall(
 ) -> Result<(), Error> {
     let cache = host.listing(netns.name());
     let stamp = format!("# script {:016x}\n", fnv1a64(script.as_bytes()));
-    let have = super::nft::list_ruleset(netns)?;
     let kept = match std::fs::read_to_string(&cache) {
         Ok(kept) => Some(kept),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
@@ -760,20 +759,28 @@ fn converge_firewall(
             });
         }
     };
-    let matches = kept
-        .as_deref()
-        .and_then(|kept| kept.strip_prefix(&stamp))
-        .is_some_and(|listing| listing == have);
-    if matches {
-        return Ok(());
-    }
-    let found = if have.trim().is_empty() {
-        Found::Missing
-    } else {
-        Found::Wrong {
-            have: "another ruleset".into(),
-            want: "the one its records compile to".into(),
+    // Listed only when the records are those of the last repair: else the
+    // ruleset cannot be right. (Listed in a run of its own after the
+    // apply: a listing in the applying run differs in form.)
+    let found = match kept.as_deref().and_then(|kept| kept.strip_prefix(&stamp)) {
+        Some(listing) => {
+            let have = super::nft::list_ruleset(netns)?;
+            if listing == have {
+                return Ok(());
+            }
+            if have.trim().is_empty() {
+                Found::Missing
+            } else {
+                Found::Wrong {
+                    have: "changed by hand".into(),
+                    want: "the one its records compile to".into(),
+                }
+            }
         }
+        None => Found::Wrong {
+            have: "not known to be the one of its records".into(),
+            want: "the one they compile to".into(),
+        },
     };
     if !pass.note("the firewall (nft tables)", found) {
         return Ok(());

@@ -325,3 +325,77 @@ fn names_tags_zones_and_descriptions_are_bounded_and_single_line() {
     assert!(cloud.json(&["key", "list"]).as_array().unwrap().is_empty());
     assert!(cloud.json(&["vpc", "list"]).as_array().unwrap().is_empty());
 }
+
+/// Whether `reason` is a VMM's failure at start: on a host without
+/// vmx/svm (this one) KVM is refused; elsewhere the stand-in kernel is.
+fn vmm_failed_at_once(reason: &str) -> bool {
+    reason.contains("the VMM failed")
+        && (reason.contains("no vmx/svm") || reason.contains("cannot load kernel"))
+}
+
+#[test]
+fn run_and_start_report_a_vmm_that_fails_at_once() {
+    let cloud = Cloud::new();
+    let src = cloud.image_source("tiny", "");
+    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    let out = cloud.run(&["run", "--count", "3"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let ids: Vec<&str> = stdout.lines().collect();
+    assert_eq!(ids.len(), 3, "every ID is printed: {stdout}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    for id in &ids {
+        assert!(
+            stderr.contains(&format!("instance {id} did not start")),
+            "{stderr}"
+        );
+    }
+    assert!(vmm_failed_at_once(&stderr), "{stderr}");
+    // At once: the instances are already stopped with the reason.
+    let listed = cloud.json(&["instance", "list"]);
+    for i in listed.as_array().unwrap() {
+        assert_eq!(i["state"], "stopped", "{i}");
+        assert!(
+            vmm_failed_at_once(i["state_reason"].as_str().unwrap()),
+            "{i}"
+        );
+    }
+
+    let err = cloud.fails(&["instance", "start", ids[0]]);
+    assert!(
+        err.contains(&format!("instance {} did not start", ids[0])) && vmm_failed_at_once(&err),
+        "{err}"
+    );
+    let shown = cloud.json(&["instance", "describe", ids[0]]);
+    assert_eq!(shown[0]["state"], "stopped");
+    assert!(vmm_failed_at_once(
+        shown[0]["state_reason"].as_str().unwrap()
+    ));
+}
+
+#[test]
+fn counts_are_n_or_min_max() {
+    let cloud = Cloud::new();
+    let src = cloud.image_source("tiny", "");
+    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    for (count, says) in [
+        ("0", "the minimum must be at least 1"),
+        ("5:2", "minimum above its maximum"),
+        ("two", "is not N or MIN:MAX"),
+        ("1:", "is not N or MIN:MAX"),
+    ] {
+        let out = cloud.run(&["run", "--count", count]);
+        assert!(!out.status.success(), "{count}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{count}: {err}");
+    }
+    assert!(
+        cloud
+            .json(&["instance", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let made = cloud.run_stand_in(&["--count", "2:4"]);
+    assert_eq!(made.lines().count(), 4, "{made}");
+}

@@ -44,6 +44,11 @@ impl Cloud {
     fn image_source(&self, name: &str, extra: &str) -> PathBuf {
         cli_support::image_source(self.work(), name, extra)
     }
+
+    /// Whether `KIND list` shows nothing.
+    fn none(&self, kind: &str) -> bool {
+        self.json(&[kind, "list"]).as_array().unwrap().is_empty()
+    }
 }
 
 impl Gureum for Cloud {
@@ -202,13 +207,7 @@ fn image_files_must_be_inside_the_manifest_s_directory() {
             "{line}: {err}"
         );
     }
-    assert!(
-        cloud
-            .json(&["image", "list"])
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(cloud.none("image"));
     // A symlink that stays inside is fine.
     cli_support::image_source(cloud.work(), "evil", "root_disk=link-in");
     cloud.ok(&["image", "import", src.to_str().unwrap()]);
@@ -235,13 +234,7 @@ fn image_import_refuses_an_empty_or_non_kernel_file() {
     std::fs::write(src.join("initrd.cpio.gz"), b"").unwrap();
     let err = cloud.fails(&["image", "import", src.to_str().unwrap()]);
     assert!(err.contains("initrd") && err.contains("is empty"), "{err}");
-    assert!(
-        cloud
-            .json(&["image", "list"])
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(cloud.none("image"));
     let staging = cloud.state().join("staging");
     assert!(
         !staging.exists() || std::fs::read_dir(&staging).unwrap().next().is_none(),
@@ -320,10 +313,9 @@ fn names_tags_zones_and_descriptions_are_bounded_and_single_line() {
         let err = cloud.fails(&args);
         assert!(err.contains(says), "{args:?}: {err}");
     }
-    let instances = cloud.json(&["instance", "list"]);
-    assert!(instances.as_array().unwrap().is_empty(), "{instances}");
-    assert!(cloud.json(&["key", "list"]).as_array().unwrap().is_empty());
-    assert!(cloud.json(&["vpc", "list"]).as_array().unwrap().is_empty());
+    assert!(cloud.none("instance"));
+    assert!(cloud.none("key"));
+    assert!(cloud.none("vpc"));
 }
 
 /// Whether `reason` is a VMM's failure at start: on a host without
@@ -389,13 +381,7 @@ fn counts_are_n_or_min_max() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{count}: {err}");
     }
-    assert!(
-        cloud
-            .json(&["instance", "list"])
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(cloud.none("instance"));
     let made = cloud.run_stand_in(&["--count", "2:4"]);
     assert_eq!(made.lines().count(), 4, "{made}");
 }

@@ -385,3 +385,46 @@ fn counts_are_n_or_min_max() {
     let made = cloud.run_stand_in(&["--count", "2:4"]);
     assert_eq!(made.lines().count(), 4, "{made}");
 }
+
+#[test]
+fn only_a_permission_problem_gets_the_permission_hint() {
+    let cloud = Cloud::new();
+    cloud.ok(&["key", "list"]);
+    // As another user (root reads everything), or as this one if not root.
+    let as_user = |args: &[&str]| {
+        let exe = env!("CARGO_BIN_EXE_gureum");
+        // Owned by whoever made it: this process's user.
+        let root =
+            std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(cloud.work()).unwrap()) == 0;
+        let mut c = if root {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", exe]);
+            c
+        } else {
+            Command::new(exe)
+        };
+        let out = c
+            .args(args)
+            .env("GUREUM_STATE_DIR", cloud.state())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let set_mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    set_mode(&cloud.state(), 0o755);
+    set_mode(&cloud.store(), 0o000);
+    let err = as_user(&["key", "list"]);
+    assert!(
+        err.contains("Permission denied") && err.contains("check that this user may read"),
+        "{err}"
+    );
+    set_mode(&cloud.store(), 0o444);
+    let err = as_user(&["key", "list"]);
+    assert!(
+        err.contains("for writing") && err.contains("check that this user may write"),
+        "{err}"
+    );
+}

@@ -83,6 +83,14 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "cannot open the store {path} for writing: {source}; check that this user may write \
+         it and its directory (SQLite keeps its -wal and -shm files beside it)"
+    )]
+    NotWritable {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("cannot open the store {path}: {source}")]
     Open {
         path: PathBuf,
@@ -206,6 +214,11 @@ fn damaged(path: &Path, source: rusqlite::Error) -> Error {
             path,
             detail: source.to_string(),
         },
+        Some(
+            rusqlite::ErrorCode::CannotOpen
+            | rusqlite::ErrorCode::ReadOnly
+            | rusqlite::ErrorCode::PermissionDenied,
+        ) => Error::NotWritable { path, source },
         _ => Error::Open { path, source },
     }
 }

@@ -4,6 +4,10 @@
 //! Every change runs in one `BEGIN IMMEDIATE` transaction, so concurrent
 //! `gureum` processes queue on SQLite's lock (with a busy timeout) rather
 //! than interleave, and a failed operation leaves nothing behind.
+//!
+//! A `meta` table holds the schema version (older stores are migrated on
+//! open, newer ones refused) and the store's identity. Opening never
+//! makes a store over a file that is there (see `store_file`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -361,6 +361,20 @@ pub fn launch(ctx: &Context, store: &mut Store, req: &LaunchRequest) -> Result<L
             },
         });
     }
+    // Their grace for getting a supervisor runs from now, not from when
+    // each was made (the first may have waited on the others' disks).
+    let now = super::time::now_secs();
+    store.write(|tx| {
+        for made in &made {
+            if let Some(mut i) = tx.get::<Instance>(&made.id)? {
+                if i.state == State::Pending && i.supervisor.is_none() {
+                    i.state_since = now;
+                    tx.update(&i)?;
+                }
+            }
+        }
+        Ok::<_, Error>(())
+    })?;
     for instance in &made {
         if let Err(e) = spawn_supervisor(ctx, store, &instance.id) {
             record_start_failure(store, &instance.id, &e)?;

@@ -330,7 +330,7 @@ fn a_route_to_the_attached_gateway_makes_a_subnet_public_and_everything_unwinds(
     cloud.ok(&["vpc", "delete", &vpc]);
     cloud.ok(&["vpc", "delete", &other]);
     assert!(cloud.namespaces().is_empty(), "{:?}", cloud.namespaces());
-    assert_eq!(cloud.ok(&["net", "check"]), "nothing left over");
+    assert_eq!(cloud.ok(&["net", "check"]), NOTHING_DIFFERS);
 }
 
 #[test]
@@ -558,65 +558,197 @@ fn elastic_ips_come_from_the_pool_and_unassociated_ones_are_held() {
 }
 
 #[test]
-fn a_failed_linux_change_leaves_no_record() {
+fn a_change_linux_refuses_leaves_no_record_and_nothing_half_made() {
     let cloud = Cloud::new();
     let vpc = cloud.vpc("v");
-    // The namespace gone from under it, the change cannot be made in Linux.
     let ns = cloud.netns(&vpc);
-    ip_cmd(&["netns", "del", &ns]);
-    let stderr = cloud.fails(&["subnet", "create", "--vpc", "v", "--cidr", "10.0.1.0/24"]);
-    assert!(
-        stderr.contains(&format!("network namespace '{ns}' does not exist")),
-        "{stderr}"
+    let ruleset = nft(&ns);
+    let igw = cloud.ok(&["igw", "create"]);
+    // The public namespace, the gateway link, its address and route are
+    // made, then nft refuses the NAT: the attachment goes from the record
+    // and the next pass takes all of it away again.
+    let path = nft_failing_second_run(cloud.state.path());
+    let out = cloud
+        .command(&["igw", "attach", &igw, "--vpc", "v"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("planted failure"), "{stderr}");
+    assert_eq!(
+        cloud.json(&["igw", "describe", &igw])["vpc_id"],
+        Value::Null
     );
-    let stderr = cloud.fails(&["sg", "create", "--vpc", "v", "--name", "web"]);
-    assert!(stderr.contains("does not exist"), "{stderr}");
-    assert_eq!(cloud.count("subnet"), 0);
-    assert_eq!(cloud.count("sg"), 1);
-    assert!(cloud.namespaces().is_empty());
+    assert!(
+        !ip(&ns, &["link"]).contains("igw"),
+        "{}",
+        ip(&ns, &["link"])
+    );
+    assert_eq!(cloud.namespaces(), std::slice::from_ref(&ns));
+    assert_eq!(nft(&ns), ruleset);
+    assert_eq!(cloud.ok(&["net", "check"]), NOTHING_DIFFERS);
 }
 
 #[test]
-fn net_check_finds_and_removes_what_no_record_owns() {
+fn a_vpc_whose_namespace_was_deleted_is_rebuilt_by_the_next_change() {
+    let cloud = Cloud::new();
+    let vpc = cloud.vpc("v");
+    let ns = cloud.netns(&vpc);
+    ip_cmd(&["netns", "del", &ns]);
+    let stderr = cloud.fails(&["net", "check"]);
+    assert!(
+        stderr.contains("differences between the records and Linux"),
+        "{stderr}"
+    );
+    let subnet = cloud.ok(&["subnet", "create", "--vpc", "v", "--cidr", "10.0.1.0/24"]);
+    assert_eq!(cloud.namespaces(), std::slice::from_ref(&ns));
+    assert!(ip(&ns, &["-4", "addr"]).contains("10.0.1.1/24"));
+    assert!(nft(&ns).contains("table inet gureum"));
+    assert_eq!(cloud.ok(&["net", "check"]), NOTHING_DIFFERS);
+    cloud.ok(&["subnet", "delete", &subnet]);
+    cloud.ok(&["vpc", "delete", &vpc]);
+    assert!(cloud.namespaces().is_empty());
+}
+
+/// What `net check` prints when Linux matches the records.
+const NOTHING_DIFFERS: &str = "Linux and the state directory match the records";
+
+/// The alias that marks the namespaces of the store behind `cloud`.
+fn owner_mark(cloud: &Cloud, vpc: &str) -> String {
+    let link = ip(&cloud.netns(vpc), &["-o", "link", "show", "lo"]);
+    link.split("alias ")
+        .nth(1)
+        .map(|alias| alias.trim().to_owned())
+        .expect("lo carries the store's mark")
+}
+
+#[test]
+fn net_check_finds_and_reconcile_removes_only_what_this_store_made() {
     let cloud = Cloud::new();
     let vpc = cloud.vpc("v");
     let igw = cloud.ok(&["igw", "create"]);
     cloud.ok(&["igw", "attach", &igw, "--vpc", &vpc]);
-    assert_eq!(cloud.ok(&["net", "check"]), "nothing left over");
+    assert_eq!(cloud.ok(&["net", "check"]), NOTHING_DIFFERS);
 
-    let planted = cloud.netns("vpc-00000000000000000");
-    ip_cmd(&["netns", "add", &planted]);
-    // A stray gateway link on the public side, serving no VPC of ours (a
-    // bridge stands in for the veth end: only its name and alias count).
+    // A namespace with the prefix that nobody marked, and one marked as
+    // another store's: neither is ours to touch.
+    let foreign = cloud.netns("vpc-00000000000000000");
+    ip_cmd(&["netns", "add", &foreign]);
+    let other = cloud.netns("vpc-00000000000000001");
+    ip_cmd(&["netns", "add", &other]);
+    ip(&other, &["link", "set", "lo", "alias", "gureum-store:0123"]);
+    // One of ours that no record has (a crash after its record went).
+    let orphan = cloud.netns("vpc-00000000000000002");
+    ip_cmd(&["netns", "add", &orphan]);
+    ip(
+        &orphan,
+        &["link", "set", "lo", "alias", &owner_mark(&cloud, &vpc)],
+    );
+    // A stray gateway link on the public side (a bridge stands in for
+    // the veth end: only its name counts).
     let public = cloud.public();
     ip(&public, &["link", "add", "gp0badbad0", "type", "bridge"]);
-    ip(&public, &["link", "set", "gp0badbad0", "alias", &planted]);
-    // A tap in the VPC that no instance has.
+    // A tap in the VPC that no instance has, an address nothing owns, a
+    // rule deleted by hand and a sysctl turned off.
     let ns = cloud.netns(&vpc);
     ip(
         &ns,
         &["tuntap", "add", "dev", "t-0000000000000", "mode", "tap"],
     );
-    let found = cloud.json(&["net", "check"]);
-    assert_eq!(found["namespaces"], serde_json::json!([planted]));
-    assert_eq!(found["public_links"], serde_json::json!(["gp0badbad0"]));
-    assert_eq!(
-        found["taps"],
-        serde_json::json!([format!("{ns}/t-0000000000000")])
-    );
-    let removed = cloud.ok(&["net", "check", "--remove"]);
+    ip(&ns, &["addr", "add", "10.9.9.9/32", "dev", "igw"]);
+    ip(&ns, &["rule", "del", "priority", "1000"]);
+    ip_cmd(&[
+        "netns",
+        "exec",
+        &ns,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=0",
+    ]);
+    let out = cloud.run(&["-o", "json", "net", "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let found: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let objects: Vec<String> = found["network"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {} {}",
+                d["netns"].as_str().unwrap(),
+                d["object"].as_str().unwrap(),
+                d["found"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for want in [
+        format!("{orphan} the namespace extra"),
+        format!("{public} link gp0badbad0 extra"),
+        format!("{ns} link t-0000000000000 extra"),
+        format!("{ns} address 10.9.9.9/32 on igw extra"),
+        format!("{ns} rule 1000: iif any lookup 254 suppress_prefixlength 0 missing"),
+        format!("{ns} sysctl net.ipv4.ip_forward wrong"),
+    ] {
+        assert!(objects.contains(&want), "{want} not in {objects:#?}");
+    }
+    assert_eq!(objects.len(), 6, "{objects:#?}");
+
+    let repaired = cloud.ok(&["net", "reconcile"]);
     assert!(
-        removed.contains(&format!("removed namespace {planted}")),
-        "{removed}"
+        repaired.contains(&format!("repaired: {orphan}: the namespace")),
+        "{repaired}"
     );
-    assert_eq!(cloud.ok(&["net", "check"]), "nothing left over");
-    assert_eq!(cloud.namespaces(), [cloud.public(), cloud.netns(&vpc)]);
+    assert_eq!(cloud.ok(&["net", "check"]), NOTHING_DIFFERS);
+    let mut left = vec![cloud.public(), ns.clone(), foreign.clone(), other.clone()];
+    left.sort();
+    assert_eq!(cloud.namespaces(), left);
     assert!(!ip(&cloud.public(), &["link"]).contains("gp0badbad0"));
     assert_eq!(ip(&ns, &["-br", "link", "show", "type", "tun"]), "");
+    assert!(ip(&ns, &["rule"]).contains("1000:"));
+    // A second pass finds nothing to do.
+    assert_eq!(cloud.ok(&["net", "reconcile"]), NOTHING_DIFFERS);
 
     cloud.ok(&["igw", "detach", &igw]);
     cloud.ok(&["vpc", "delete", &vpc]);
-    assert!(cloud.namespaces().is_empty(), "{:?}", cloud.namespaces());
+    assert_eq!(
+        cloud.namespaces(),
+        [foreign, other],
+        "foreign namespaces stay"
+    );
+}
+
+#[test]
+fn a_second_state_directory_with_the_same_prefix_keeps_its_vpcs() {
+    let first = Cloud::new();
+    let mut second = Cloud::new();
+    second.prefix = first.prefix.clone();
+    let mine = first.vpc("v");
+    let theirs = second.vpc("v");
+    second.subnet("10.0.1.0/24", "s");
+    // The other store's namespace has the prefix, but not this store's
+    // mark: this store's check does not count it, and its reconcile
+    // leaves it alone.
+    let theirs_ns = second.netns(&theirs);
+    assert_eq!(first.ok(&["net", "check"]), NOTHING_DIFFERS);
+    assert_eq!(first.ok(&["net", "reconcile"]), NOTHING_DIFFERS);
+    assert!(first.namespaces().contains(&theirs_ns));
+    assert_eq!(second.ok(&["net", "check"]), NOTHING_DIFFERS);
+    assert_eq!(first.ok(&["net", "check"]), NOTHING_DIFFERS);
+    first.ok(&["vpc", "delete", &mine]);
+    assert_eq!(first.namespaces(), [theirs_ns]);
+    // Both cannot have the public namespace of one prefix: the second
+    // store is told so, and nothing of the first's is touched.
+    let igw = first.ok(&["igw", "create"]);
+    let again = first.vpc("w");
+    first.ok(&["igw", "attach", &igw, "--vpc", &again]);
+    let other_igw = second.ok(&["igw", "create"]);
+    let stderr = second.fails(&["igw", "attach", &other_igw, "--vpc", &theirs]);
+    assert!(
+        stderr.contains("another gureum state directory"),
+        "{stderr}"
+    );
+    assert_eq!(first.ok(&["net", "check"]), NOTHING_DIFFERS);
 }
 
 /// An image whose kernel the VMM refuses: instances fail at VMM start on

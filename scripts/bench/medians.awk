@@ -1,4 +1,5 @@
-# Medians of benchmark lines, per VMM, and the ratio gureum/qemu.
+# Medians of benchmark lines, per VMM, and the ratio gureum/qemu (or
+# num/den, given with -v).
 # Input lines: "@@BENCH vmm=<v> run=<i> <metric>=<number> ..."; every
 # metric other than vmm and run is summarised, in order of appearance.
 /^@@BENCH / {
@@ -29,11 +30,12 @@ END {
     for (k = 1; k <= nm; k++) { med[v, metrics[k]] = median(v, metrics[k], n[v]); printf " %16.1f", med[v, metrics[k]] }
     printf "\n"
   }
-  if (("gureum" in n) && ("qemu" in n)) {
-    printf "%-8s %5s", "ratio", "g/q"
+  if (num == "") { num = "gureum"; den = "qemu" }
+  if ((num in n) && (den in n)) {
+    printf "%-8s %5s", "ratio", substr(num, 1, 1) "/" substr(den, 1, 1)
     for (k = 1; k <= nm; k++) {
-      q = med["qemu", metrics[k]]
-      if (q != 0) printf " %16.3f", med["gureum", metrics[k]] / q; else printf " %16s", "-"
+      q = med[den, metrics[k]]
+      if (q != 0) printf " %16.3f", med[num, metrics[k]] / q; else printf " %16s", "-"
     }
     printf "\n"
   }

@@ -32,6 +32,11 @@ pub struct GlobalArgs {
 pub enum CliError {
     #[error(transparent)]
     Cloud(#[from] cloud::Error),
+    #[error(
+        "{count} differences between the records and Linux (listed above); \
+         `gureum net reconcile` repairs them"
+    )]
+    Differences { count: usize },
     #[error("cannot print the output: {0}")]
     Output(#[from] serde_json::Error),
     #[error("cannot attach to the console of {id} at {path}: {source}")]

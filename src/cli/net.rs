@@ -2,103 +2,67 @@
 
 use clap::Subcommand;
 
-use gureum::cloud::vpc::restore::{self, Outcome};
-use gureum::cloud::vpc::{self, check};
+use gureum::cloud::reconcile::{self, Report};
+use gureum::net::reconcile::Mode;
 
 use super::cloud::{CliError, Env};
 use super::output::{self, Format};
 
-/// What gureum made in Linux for VPCs.
+/// What gureum made in Linux (and under its state directory) against
+/// what the records say.
 #[derive(Debug, Subcommand)]
 pub enum NetCommand {
-    /// List namespaces and links of gureum's (GUREUM_NET_PREFIX) that no
-    /// resource owns, and VPCs whose namespace is missing; --remove
-    /// removes the former.
+    /// Report every difference between the records and Linux (missing or
+    /// extra namespaces, links, addresses, routes, rules, sysctls, nft
+    /// tables; ports of terminated instances; files nothing owns); exit
+    /// status 1 when there is any. --remove repairs them, as `reconcile`.
     Check {
         #[arg(long)]
         remove: bool,
     },
-    /// Rebuild, from their records, the VPCs whose namespace is missing
-    /// (after a host reboot): namespace, subnets, gateway, elastic IPs,
-    /// security groups and instance ports. VPCs that are there are left
-    /// alone.
-    Restore,
+    /// Make Linux match the records, changing only what differs, and say
+    /// what was changed. Touches only what this store made (its identity
+    /// is on every namespace). Also what to run after a host reboot.
+    #[command(visible_alias = "restore")]
+    Reconcile,
 }
 
 pub fn run(env: &Env, command: NetCommand) -> Result<(), CliError> {
     let mut store = env.store()?;
-    match command {
-        NetCommand::Check { remove } => {
-            let report = check::run(&mut store, &env.net()?, remove)?;
-            if env.format == Format::Json {
-                output::json(&report)?;
-                return Ok(());
-            }
-            let verb = if remove { "removed" } else { "leftover" };
-            for name in &report.leftovers.namespaces {
-                println!("{verb} namespace {name}");
-            }
-            for link in &report.leftovers.public_links {
-                println!("{verb} public link {link}");
-            }
-            for tap in &report.taps {
-                println!("{verb} tap {tap}");
-            }
-            for id in &report.ports {
-                println!("{verb} port of terminated instance {id}");
-            }
-            for missing in &report.missing {
-                println!("missing namespace {} of VPC {}", missing.netns, missing.vpc);
-            }
-            if report.is_empty() {
-                println!("nothing left over");
-            }
-            if !report.nothing_left_over() && !remove {
-                eprintln!("gureum: `gureum net check --remove` removes what is left over");
-            }
-            if !report.missing.is_empty() {
-                eprintln!(
-                    "gureum: `gureum net restore` rebuilds missing VPCs from their records \
-                     (a host reboot empties /run/netns)"
-                );
-            }
-        }
-        NetCommand::Restore => {
-            let restored = restore::run(&mut store, &env.net()?)?;
-            if env.format == Format::Json {
-                output::json(&restored)?;
-            } else {
-                if restored.is_empty() {
-                    println!("no VPCs to restore");
-                }
-                for r in &restored {
-                    match &r.outcome {
-                        Outcome::Restored => {
-                            println!("restored VPC {} (namespace {})", r.vpc, r.netns)
-                        }
-                        Outcome::Present => println!(
-                            "VPC {} is in place (namespace {} exists): left alone",
-                            r.vpc, r.netns
-                        ),
-                        Outcome::Failed { error } => eprintln!(
-                            "gureum: cannot restore VPC {}: {error}; what was made for it was undone",
-                            r.vpc
-                        ),
-                    }
-                }
-            }
-            let failed: Vec<&str> = restored
-                .iter()
-                .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
-                .map(|r| r.vpc.as_str())
-                .collect();
-            if !failed.is_empty() {
-                return Err(vpc::Error::NotRestored {
-                    vpcs: failed.join(", "),
-                }
-                .into());
-            }
-        }
+    let mode = match command {
+        NetCommand::Check { remove: false } => Mode::Check,
+        NetCommand::Check { remove: true } | NetCommand::Reconcile => Mode::Repair,
+    };
+    let report = reconcile::run(&env.ctx, &mut store, mode)?;
+    if env.format == Format::Json {
+        output::json(&report)?;
+    } else {
+        print(&report, mode);
+    }
+    if mode == Mode::Check && !report.is_empty() {
+        return Err(CliError::Differences {
+            count: report.network.len() + report.ports.len() + report.files.len(),
+        });
     }
     Ok(())
+}
+
+fn print(report: &Report, mode: Mode) {
+    let done = if mode == Mode::Repair {
+        "repaired: "
+    } else {
+        ""
+    };
+    for id in &report.ports {
+        println!("{done}port of terminated instance {id} still in its VPC");
+    }
+    for difference in &report.network {
+        println!("{done}{difference}");
+    }
+    for path in &report.files {
+        println!("{done}{} is owned by no record", path.display());
+    }
+    if report.is_empty() {
+        println!("Linux and the state directory match the records");
+    }
 }

@@ -22,7 +22,7 @@ use super::process::ProcessRef;
 use super::seed::{self, Seed};
 use super::staging::Staging;
 use super::state_dir::StateDir;
-use super::store::Store;
+use super::store::{Store, Tx};
 use super::tags::{NAME, Tags};
 use super::tap_network::StaticIp;
 use super::tap_network::{self, TapNic};
@@ -224,13 +224,16 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
         reboot_requested: false,
         boots: 0,
     };
-    // One transaction: the record, the instance's port in its VPC and its
-    // files appear together, or none of them.
+    // One transaction: the record, the instance's place in its VPC and its
+    // files appear together, or none of them; the VPC then gets its port
+    // (a failure there takes the record and the files away again).
     let seed_disk = staged(&files.seed_disk);
-    let instance = realise::transaction(store, |tx, undo| {
-        if let (Some(request), Some(config)) = (&plan.placement, &net_config) {
+    let record = |tx: &Tx<'_>| {
+        let mut touched = Vec::new();
+        if let Some(request) = &plan.placement {
             let guest_mac = mac.parse().map_err(|_| Error::BadMac(mac.clone()))?;
-            let placed = port::place(tx, config, &id, guest_mac, request, undo)?;
+            let placed = port::place(tx, &id, guest_mac, request)?;
+            touched.push(placed.placement.vpc_id.clone());
             let address = placed.placement.private_ip;
             instance.network_interfaces.push(NetworkInterface {
                 tap: placed.placement.tap.clone(),
@@ -268,8 +271,12 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
         staging
             .publish()
             .map_err(Error::io("cannot move into place", &files.dir))?;
-        Ok(instance)
-    })?;
+        Ok((instance, touched))
+    };
+    let instance = match &net_config {
+        Some(config) => realise::change(store, config, record)?,
+        None => store.write(|tx| record(tx).map(|(instance, _)| instance))?,
+    };
     staging.keep();
     Ok(instance)
 }
@@ -320,11 +327,6 @@ pub fn launch(ctx: &Context, store: &mut Store, req: &LaunchRequest) -> Result<L
     let plan = plan(store, req)?;
     // Checked before anything is made (the store checks them again).
     super::tags::check_all(&plan.tags)?;
-    // The instance's tap is made in the VPC's namespace, which a host
-    // reboot takes away: restored first, as `start` does.
-    if let Some(placement) = &plan.placement {
-        super::vpc::restore::for_subnet(store, &placement.subnet)?;
-    }
     // All made before any starts, so that falling short of the minimum
     // takes back instances that never ran.
     let mut made = Vec::new();
@@ -693,7 +695,7 @@ pub fn start(ctx: &Context, store: &mut Store, reference: &str) -> Result<Instan
     reconcile(ctx, store)?;
     // After a host reboot the VPC's namespace, with the instance's tap,
     // is gone: the VMM could not open its port.
-    super::vpc::restore::for_instance(store, reference)?;
+    realise::converge_for_instance(store, reference)?;
     let (i, changed) = store.write(|tx| {
         let mut i = lookup::find_instance(tx, reference)?;
         if matches!(i.state, State::Pending | State::Running) {

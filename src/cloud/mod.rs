@@ -14,6 +14,7 @@ pub mod lookup;
 pub mod manifest;
 pub mod names;
 pub mod process;
+pub mod reconcile;
 pub mod seed;
 pub mod staging;
 pub mod state_dir;

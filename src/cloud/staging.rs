@@ -2,12 +2,18 @@
 //! staging name, renamed into place inside the store transaction that
 //! records the resource, and removed if anything fails before commit.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
 
 /// A directory being made. Dropped without [`Staging::keep`], it is
 /// removed, wherever it is.
 #[derive(Debug)]
 pub struct Staging {
+    /// An exclusive lock on the directory while it is being made: a
+    /// staging directory nobody holds is a leftover (`cloud::reconcile`).
+    _lock: Flock<File>,
     staging: PathBuf,
     dest: PathBuf,
     published: bool,
@@ -18,7 +24,10 @@ impl Staging {
     /// Creates an empty staging directory that will become `dest`.
     pub fn create(staging: PathBuf, dest: PathBuf) -> std::io::Result<Self> {
         std::fs::create_dir_all(&staging)?;
+        let lock = Flock::lock(File::open(&staging)?, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| std::io::Error::from(errno))?;
         Ok(Self {
+            _lock: lock,
             staging,
             dest,
             published: false,
@@ -62,6 +71,16 @@ impl Drop for Staging {
     }
 }
 
+/// Whether staging directory `dir` is a leftover: nobody is making it
+/// (its maker died, by SIGKILL say).
+pub fn abandoned(dir: &Path) -> std::io::Result<bool> {
+    match Flock::lock(File::open(dir)?, FlockArg::LockExclusiveNonblock) {
+        Ok(_) => Ok(true),
+        Err((_, nix::Error::EWOULDBLOCK)) => Ok(false),
+        Err((_, errno)) => Err(errno.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +90,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (s, d) = (dir.path().join("s/x"), dir.path().join("d/x"));
         let mut staging = Staging::create(s.clone(), d.clone()).unwrap();
+        assert!(!abandoned(&s).unwrap(), "held while being made");
         std::fs::write(staging.path().join("f"), b"1").unwrap();
         staging.publish().unwrap();
         drop(staging);

@@ -9,6 +9,7 @@
 //! open, newer ones refused) and the store's identity. Opening never
 //! makes a store over a file that is there (see `store_file`).
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -338,6 +339,7 @@ fn kind_tag(kind: Kind) -> &'static str {
 pub struct Store {
     conn: Connection,
     identity: String,
+    path: PathBuf,
 }
 
 impl Store {
@@ -374,7 +376,16 @@ impl Store {
                 path: path.to_path_buf(),
                 detail: "its meta table has no identity".into(),
             })?;
-        Ok(Self { conn, identity })
+        Ok(Self {
+            conn,
+            identity,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The directory the store file is in (the state directory).
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
     }
 
     /// This store's identity: 32 hex digits (128 random bits) chosen when
@@ -394,10 +405,48 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("start a write transaction"))?;
-        let tx = Tx(tx);
+        let tx = Tx(tx, None);
         let out = f(&tx)?;
         tx.0.commit().map_err(sql("commit"))?;
         Ok(out)
+    }
+
+    /// Like [`Store::write`], and also returns how to put every row the
+    /// transaction touched back as it was: for a change whose effect
+    /// outside the store fails after the commit.
+    pub fn write_undoable<T, E: From<Error>>(
+        &mut self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<(T, Undo), E> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("start a write transaction"))?;
+        let mut tx = Tx(tx, Some(RefCell::new(Vec::new())));
+        let out = f(&tx)?;
+        let rows = tx.1.take().map(RefCell::into_inner).unwrap_or_default();
+        tx.0.commit().map_err(sql("commit"))?;
+        Ok((out, Undo { rows }))
+    }
+
+    /// Puts the rows `undo` names back as they were before its
+    /// transaction, in one transaction.
+    pub fn undo(&mut self, undo: Undo) -> Result<(), Error> {
+        self.write(|tx| {
+            for before in undo.rows.into_iter().rev() {
+                tx.0.execute("DELETE FROM resources WHERE id = ?1", params![before.id])
+                    .map_err(sql("undo a change"))?;
+                if let Some((kind, name, body)) = before.row {
+                    tx.0.execute(
+                        "INSERT INTO resources (id, kind, name, body) VALUES (?1, ?2, ?3, ?4)",
+                        params![before.id, kind, name, body],
+                    )
+                    .map_err(sql("undo a change"))?;
+                    tx.set_tags(&before.id, &before.tags)?;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Runs `f` on one consistent snapshot.
@@ -409,15 +458,58 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Deferred)
             .map_err(sql("start a read transaction"))?;
-        f(&Tx(tx))
+        f(&Tx(tx, None))
     }
 }
 
-/// One transaction. Dropped without commit, it rolls back.
+/// How to put back the rows a committed transaction changed.
 #[derive(Debug)]
-pub struct Tx<'a>(rusqlite::Transaction<'a>);
+pub struct Undo {
+    rows: Vec<Before>,
+}
+
+/// A row as it was before a transaction first touched it (`row` is `None`
+/// for a row the transaction added).
+#[derive(Debug)]
+struct Before {
+    id: String,
+    row: Option<(String, Option<String>, String)>,
+    tags: Tags,
+}
+
+/// One transaction. Dropped without commit, it rolls back. It keeps the
+/// rows' earlier versions when it was opened by `write_undoable`.
+#[derive(Debug)]
+pub struct Tx<'a>(rusqlite::Transaction<'a>, Option<RefCell<Vec<Before>>>);
 
 impl Tx<'_> {
+    /// Keeps row `id` as it is now, the first time this transaction is
+    /// about to change it, when it keeps earlier versions at all.
+    fn remember(&self, id: &str) -> Result<(), Error> {
+        let Some(journal) = &self.1 else {
+            return Ok(());
+        };
+        if journal.borrow().iter().any(|before| before.id == id) {
+            return Ok(());
+        }
+        let row = self
+            .0
+            .query_row(
+                "SELECT kind, name, body FROM resources WHERE id = ?1",
+                params![id],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()
+            .map_err(sql("read a resource"))?;
+        let tags = self.tags(id)?;
+        journal.borrow_mut().push(Before {
+            id: id.to_owned(),
+            row,
+            tags,
+        });
+        Ok(())
+    }
+
     fn encode<R: Resource>(r: &R) -> Result<String, Error> {
         serde_json::to_string(r).map_err(|source| Error::Encode {
             noun: R::KIND.noun(),
@@ -450,6 +542,7 @@ impl Tx<'_> {
 
     /// Adds a new resource with its tags.
     pub fn insert<R: Resource>(&self, r: &R, tags: &Tags) -> Result<(), Error> {
+        self.remember(r.id())?;
         self.0
             .execute(
                 "INSERT INTO resources (id, kind, name, body) VALUES (?1, ?2, ?3, ?4)",
@@ -461,6 +554,7 @@ impl Tx<'_> {
 
     /// Replaces a stored resource's body.
     pub fn update<R: Resource>(&self, r: &R) -> Result<(), Error> {
+        self.remember(r.id())?;
         self.0
             .execute(
                 "UPDATE resources SET name = ?2, body = ?3 WHERE id = ?1",
@@ -546,6 +640,7 @@ impl Tx<'_> {
 
     /// Removes resource `id` and its tags. Says whether it existed.
     pub fn delete(&self, id: &str) -> Result<bool, Error> {
+        self.remember(id)?;
         let n = self
             .0
             .execute("DELETE FROM resources WHERE id = ?1", params![id])
@@ -569,6 +664,7 @@ impl Tx<'_> {
     /// checked here, however it was made (`--tag`, `--name`, a template).
     pub fn set_tags(&self, id: &str, tags: &Tags) -> Result<(), Error> {
         super::tags::check_all(tags)?;
+        self.remember(id)?;
         for (key, value) in tags {
             self.0
                 .execute(

@@ -7,6 +7,7 @@
 //! driven to completion one by one on a private single-thread runtime, so
 //! callers stay synchronous.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
@@ -14,7 +15,11 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::link::{InfoBridgePort, LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{
+    InfoBridgePort, InfoKind, InfoPortData, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol};
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute};
 use rtnetlink::{LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -94,29 +99,35 @@ pub struct Rtnl {
 }
 
 impl Rtnl {
-    /// Opens a connection acting in `netns`.
-    pub fn open(netns: &Netns) -> Result<Self, Error> {
+    /// Opens a connection acting in the namespace the calling thread is
+    /// in, named `netns` in messages (for a namespace being made).
+    pub fn open_here(netns: &str) -> Result<Self, Error> {
         let connect = |source| Error::Connect {
-            netns: netns.name().to_owned(),
+            netns: netns.to_owned(),
             source,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()
             .map_err(connect)?;
-        let (connection, handle) = netns
-            .run(|| {
-                // The socket registers with the runtime's reactor as it is made.
-                let _context = runtime.enter();
-                rtnetlink::new_connection().map(|(connection, handle, _)| (connection, handle))
-            })?
-            .map_err(connect)?;
+        let (connection, handle) = {
+            let _context = runtime.enter();
+            rtnetlink::new_connection()
+                .map(|(connection, handle, _)| (connection, handle))
+                .map_err(connect)?
+        };
         runtime.spawn(connection);
         Ok(Self {
-            netns: netns.name().to_owned(),
+            netns: netns.to_owned(),
             runtime: Arc::new(runtime),
             handle,
         })
+    }
+
+    /// Opens a connection acting in `netns`.
+    pub fn open(netns: &Netns) -> Result<Self, Error> {
+        // The socket acts in the namespace of the thread that makes it.
+        netns.run(|| Self::open_here(netns.name()))?
     }
 
     fn request<T>(
@@ -191,6 +202,156 @@ impl Rtnl {
                 Some((name?, alias))
             })
             .collect())
+    }
+
+    fn all_links(&self) -> Result<Vec<LinkMessage>, Error> {
+        self.request(
+            "list",
+            "links",
+            self.handle.link().get().execute().try_collect(),
+        )
+    }
+
+    fn names_by_index(&self) -> Result<BTreeMap<u32, String>, Error> {
+        Ok(index_names(&self.all_links()?))
+    }
+
+    /// Every link as it is: what the reconciler compares with what
+    /// should be.
+    pub fn link_states(&self) -> Result<Vec<LinkState>, Error> {
+        let links = self.all_links()?;
+        let names = index_names(&links);
+        Ok(links
+            .iter()
+            .filter_map(|link| {
+                let mut state = LinkState {
+                    name: link_name(link)?,
+                    up: link.header.flags.contains(LinkFlags::Up),
+                    ..LinkState::default()
+                };
+                for attribute in &link.attributes {
+                    match attribute {
+                        LinkAttribute::IfAlias(text) => state.alias = Some(text.clone()),
+                        LinkAttribute::Controller(index) => {
+                            state.controller = names.get(index).cloned();
+                        }
+                        LinkAttribute::LinkInfo(infos) => read_link_info(infos, &mut state),
+                        _ => {}
+                    }
+                }
+                Some(state)
+            })
+            .collect())
+    }
+
+    /// Every IPv4 address, as (link, address, prefix length).
+    pub fn addresses(&self) -> Result<Vec<(String, Ipv4Addr, u8)>, Error> {
+        let names = self.names_by_index()?;
+        let found: Vec<_> = self.request(
+            "list",
+            "addresses",
+            self.handle.address().get().execute().try_collect(),
+        )?;
+        Ok(found
+            .into_iter()
+            .filter_map(|message| {
+                let name = names.get(&message.header.index)?.clone();
+                let address = message.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(IpAddr::V4(address)) => Some(*address),
+                    _ => None,
+                })?;
+                Some((name, address, message.header.prefix_len))
+            })
+            .collect())
+    }
+
+    /// The IPv4 routes gureum may have made: every route of `table`
+    /// except those the kernel adds for local addresses.
+    pub fn routes(&self, table: u32) -> Result<Vec<RouteState>, Error> {
+        let names = self.names_by_index()?;
+        let found: Vec<_> = self.request(
+            "list",
+            "routes",
+            self.handle
+                .route()
+                .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+                .execute()
+                .try_collect(),
+        )?;
+        Ok(found
+            .into_iter()
+            .filter(|message| message.header.protocol != RouteProtocol::Kernel)
+            .filter_map(|message| {
+                let mut route_table = u32::from(message.header.table);
+                let mut destination = Ipv4Addr::UNSPECIFIED;
+                let mut gateway = None;
+                let mut device = None;
+                for attribute in &message.attributes {
+                    match attribute {
+                        RouteAttribute::Table(id) => route_table = *id,
+                        RouteAttribute::Destination(RouteAddress::Inet(a)) => destination = *a,
+                        RouteAttribute::Gateway(RouteAddress::Inet(a)) => gateway = Some(*a),
+                        RouteAttribute::Oif(index) => device = names.get(index).cloned(),
+                        _ => {}
+                    }
+                }
+                let destination =
+                    Ipv4Cidr::new(destination, message.header.destination_prefix_length)?;
+                (route_table == table).then_some(RouteState {
+                    destination,
+                    gateway,
+                    device: device?,
+                    table,
+                })
+            })
+            .collect())
+    }
+
+    /// The IPv4 routing rules, but the three every namespace starts with
+    /// (local, main, default).
+    pub fn rules(&self) -> Result<Vec<RuleState>, Error> {
+        let found: Vec<_> = self.request(
+            "list",
+            "routing rules",
+            self.handle
+                .rule()
+                .get(rtnetlink::IpVersion::V4)
+                .execute()
+                .try_collect(),
+        )?;
+        Ok(found
+            .into_iter()
+            .filter_map(|message| {
+                let mut rule = RuleState {
+                    priority: 0,
+                    input: None,
+                    table: u32::from(message.header.table),
+                    suppress_default: false,
+                };
+                for attribute in &message.attributes {
+                    match attribute {
+                        RuleAttribute::Priority(p) => rule.priority = *p,
+                        RuleAttribute::Iifname(name) => rule.input = Some(name.clone()),
+                        RuleAttribute::Table(id) => rule.table = *id,
+                        RuleAttribute::SuppressPrefixLen(0) => rule.suppress_default = true,
+                        _ => {}
+                    }
+                }
+                (!BUILTIN_RULE_PRIORITIES.contains(&rule.priority)).then_some(rule)
+            })
+            .collect())
+    }
+
+    /// Takes link `name` down.
+    pub fn set_down(&self, name: &str) -> Result<(), Error> {
+        let message = LinkUnspec::new_with_index(self.require(name)?)
+            .down()
+            .build();
+        self.request(
+            "take down",
+            &format!("link {name}"),
+            self.handle.link().set(message).execute(),
+        )
     }
 
     pub fn add_bridge(&self, name: &str) -> Result<(), Error> {
@@ -409,6 +570,108 @@ impl Rtnl {
             }
         }
         Ok(())
+    }
+}
+
+/// The priorities of the rules every namespace is made with.
+const BUILTIN_RULE_PRIORITIES: [u32; 3] = [0, 32766, 32767];
+
+fn index_names(links: &[LinkMessage]) -> BTreeMap<u32, String> {
+    links
+        .iter()
+        .filter_map(|link| Some((link.header.index, link_name(link)?)))
+        .collect()
+}
+
+fn link_name(link: &LinkMessage) -> Option<String> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(name) => Some(name.clone()),
+        _ => None,
+    })
+}
+
+fn read_link_info(infos: &[LinkInfo], state: &mut LinkState) {
+    for info in infos {
+        match info {
+            LinkInfo::Kind(kind) => {
+                state.kind = match kind {
+                    InfoKind::Bridge => LinkKind::Bridge,
+                    InfoKind::Veth => LinkKind::Veth,
+                    InfoKind::Tun => LinkKind::Tun,
+                    _ => LinkKind::Other,
+                };
+            }
+            LinkInfo::PortData(InfoPortData::BridgePort(port)) => {
+                state.isolated = port
+                    .iter()
+                    .any(|attribute| matches!(attribute, InfoBridgePort::Isolated(true)));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What kind of link a link is, as far as gureum cares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkKind {
+    Bridge,
+    Veth,
+    Tun,
+    #[default]
+    Other,
+}
+
+/// A link as observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkState {
+    pub name: String,
+    pub kind: LinkKind,
+    pub alias: Option<String>,
+    /// The bridge it is a port of.
+    pub controller: Option<String>,
+    /// Isolated from the bridge's other isolated ports.
+    pub isolated: bool,
+    pub up: bool,
+}
+
+/// A route as observed (owned names, unlike [`Route`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RouteState {
+    pub destination: Ipv4Cidr,
+    pub gateway: Option<Ipv4Addr>,
+    pub device: String,
+    pub table: u32,
+}
+
+impl RouteState {
+    pub fn route(&self) -> Route<'_> {
+        Route {
+            destination: self.destination,
+            gateway: self.gateway,
+            device: &self.device,
+            table: self.table,
+        }
+    }
+}
+
+/// A routing rule as observed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RuleState {
+    pub priority: u32,
+    pub input: Option<String>,
+    pub table: u32,
+    pub suppress_default: bool,
+}
+
+impl RuleState {
+    pub fn rule(&self) -> Rule<'_> {
+        Rule {
+            priority: self.priority,
+            input: self.input.as_deref(),
+            table: self.table,
+            suppress_default: self.suppress_default,
+        }
     }
 }
 

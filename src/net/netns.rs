@@ -16,6 +16,9 @@ use nix::sched::CloneFlags;
 /// Where named namespaces are bind-mounted (the `ip netns` convention).
 pub const NETNS_DIR: &str = "/run/netns";
 
+/// What fstatfs(2) says of a namespace file (`NSFS_MAGIC`).
+const NSFS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x6e73_6673);
+
 /// Longest namespace name accepted: names become file names and parts of
 /// nft comments; keeping them short keeps both readable.
 const MAX_NAME_LEN: usize = 64;
@@ -42,6 +45,13 @@ pub enum Error {
         name: String,
         source: nix::Error,
     },
+    #[error(
+        "'{0}' under /run/netns is not a network namespace (an empty mount point a creator \
+         left when it was killed?)"
+    )]
+    NotANamespace(String),
+    #[error("cannot prepare network namespace '{name}': {detail}")]
+    Init { name: String, detail: String },
     #[error("a thread working in network namespace '{0}' panicked")]
     ThreadPanicked(String),
 }
@@ -56,13 +66,26 @@ pub struct Netns {
 impl Netns {
     /// Creates the namespace `name` (with only a down loopback in it).
     pub fn create(name: &str) -> Result<Self, Error> {
+        Self::create_with(name, "", || Ok::<(), std::convert::Infallible>(()))
+    }
+
+    /// Creates the namespace `name`, running `init` inside it before it
+    /// gets its name: killed at any instant, the creator leaves either no
+    /// namespace or one `init` has prepared, or at worst a mount point
+    /// with nothing mounted on it (which `open` tells apart), holding
+    /// `label` (`label_of` reads it), so that its maker can know it.
+    pub fn create_with<E: std::fmt::Display>(
+        name: &str,
+        label: &str,
+        init: impl FnOnce() -> Result<(), E> + Send,
+    ) -> Result<Self, Error> {
         check_name(name)?;
         let path = path_of(name);
         fs::create_dir_all(NETNS_DIR)
             .map_err(|source| io_error("create the directory of", name, source))?;
         share_netns_dir(name)?;
         // create_new: two creators of one name must not share a namespace.
-        OpenOptions::new()
+        let mut point = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
@@ -70,11 +93,18 @@ impl Netns {
                 io::ErrorKind::AlreadyExists => Error::Exists(name.to_owned()),
                 _ => io_error("create the mount point of", name, source),
             })?;
+        io::Write::write_all(&mut point, label.as_bytes())
+            .map_err(|source| io_error("label the mount point of", name, source))?;
+        drop(point);
         let made = thread::scope(|scope| {
             scope
                 .spawn(|| {
                     nix::sched::unshare(CloneFlags::CLONE_NEWNET)
                         .map_err(|source| sys_error("unshare", name, source))?;
+                    init().map_err(|error| Error::Init {
+                        name: name.to_owned(),
+                        detail: error.to_string(),
+                    })?;
                     nix::mount::mount(
                         Some("/proc/thread-self/ns/net"),
                         &path,
@@ -108,6 +138,11 @@ impl Netns {
             io::ErrorKind::NotFound => Error::Missing(name.to_owned()),
             _ => io_error("open", name, source),
         })?;
+        let kind = nix::sys::statfs::fstatfs(&file)
+            .map_err(|source| sys_error("look at", name, source))?;
+        if kind.filesystem_type() != NSFS_MAGIC {
+            return Err(Error::NotANamespace(name.to_owned()));
+        }
         Ok(Self {
             name: name.to_owned(),
             file,
@@ -213,6 +248,17 @@ pub fn remove(name: &str) -> Result<(), Error> {
         Err(source) => return Err(sys_error("unmount", name, source)),
     }
     fs::remove_file(&path).map_err(|source| io_error("remove the mount point of", name, source))
+}
+
+/// What the mount point `name`, with no namespace mounted on it, holds:
+/// the label its creator wrote (`Netns::create_with`).
+pub fn label_of(name: &str) -> Result<String, Error> {
+    check_name(name)?;
+    let mut label = String::new();
+    File::open(path_of(name))
+        .and_then(|file| io::Read::read_to_string(&mut io::Read::take(file, 256), &mut label))
+        .map_err(|source| io_error("read the mount point of", name, source))?;
+    Ok(label)
 }
 
 /// Names of the namespaces whose name starts with `prefix`, sorted.

@@ -34,6 +34,20 @@ pub fn set(netns: &Netns, key: &str, value: &str) -> Result<(), Error> {
         })
 }
 
+/// The values of `keys` (`None` for a key that does not exist, as for a
+/// link that is not there), read on one thread inside `netns`.
+pub fn get_all(netns: &Netns, keys: &[String]) -> Result<Vec<Option<String>>, Error> {
+    Ok(netns.run(|| {
+        keys.iter()
+            .map(|key| {
+                fs::read_to_string(path_of(key))
+                    .ok()
+                    .map(|value| value.trim().to_owned())
+            })
+            .collect()
+    })?)
+}
+
 fn path_of(key: &str) -> PathBuf {
     PathBuf::from("/proc/sys").join(key.replace('.', "/"))
 }

@@ -7,42 +7,50 @@
 //!   bridge answers ARP for the whole subnet (proxy_arp_pvlan), so every
 //!   packet, even between two instances of one subnet, is routed: as in
 //!   AWS, the router sees all traffic, and the security groups live there;
-//! - the internet gateway is a veth pair whose other end is in a "public"
-//!   namespace; a subnet reaches it only when its route table says so
-//!   (a policy rule sends the subnet's traffic to the table holding the
-//!   default route);
+//! - the internet gateway is a veth pair whose other end is in the public
+//!   namespace (`public`); a subnet reaches it only when its route table
+//!   says so (a policy rule sends the subnet's traffic to the table
+//!   holding the default route);
 //! - the firewall (security groups, anti-spoofing, NAT) is gureum's own
-//!   nft tables, rebuilt whole in one transaction on every change.
+//!   nft tables, replaced whole in one transaction.
 //!
-//! Every method changes all or nothing: what a failing step's predecessors
-//! made is undone, and the in-memory state is only updated on success.
+//! The control plane says what a VPC is to hold (`VpcSpec`, from its
+//! records); `converge` reads what the namespace holds, notes every
+//! difference and, when repairing, makes only that difference. The
+//! namespace carries the store's identity (the alias of its loopback), and
+//! nothing without it is ever touched.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 
 use super::cidr::{self, Ipv4Cidr};
-use super::link::{self, MAX_IFNAME_LEN, Route, Rtnl, Rule};
+use super::link::{self, LinkKind, LinkState, MAX_IFNAME_LEN, RouteState, Rtnl, RuleState};
 use super::netns::{self, Netns};
 use super::nft::nat::Nat;
 use super::nft::ruleset::{self, Firewall};
 use super::nft::security_group::{self, SecurityGroup};
 use super::port::Port;
+use super::reconcile::{Difference, Found, Mode, Pass, split};
 use super::sysctl;
-use super::undo::Undo;
 
 /// The namespace prefix of gureum's VPCs (`GUREUM_NET_PREFIX` overrides it).
 pub const DEFAULT_PREFIX: &str = "gureum-";
 /// The internet gateway's link in the VPC namespace.
 pub const GATEWAY_LINK: &str = "igw";
+/// What every public-side gateway link's name starts with.
+pub const GATEWAY_PEER_PREFIX: &str = "gp";
 /// The routing table holding the default route through the gateway.
 const INTERNET_TABLE: u32 = 100;
-const MAIN_TABLE: u32 = 254;
+pub const MAIN_TABLE: u32 = 254;
 /// Rule priorities: first the VPC-local routes of the main table (any
 /// default route there ignored), then a public subnet's internet table.
 const LOCAL_RULE_PRIORITY: u32 = 1000;
 const INTERNET_RULE_PRIORITY: u32 = 2000;
 /// A bridge is named for its subnet's ID, cut to fit an interface name.
 const BRIDGE_PREFIX: &str = "br-";
+/// The loopback alias that says which store a namespace belongs to.
+const OWNER_PREFIX: &str = "gureum-store:";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -68,7 +76,7 @@ pub enum Error {
         noun: &'static str,
         id: String,
     },
-    #[error("VPC {vpc} already has a {noun} {id}")]
+    #[error("VPC {vpc} has {noun} {id} twice")]
     Duplicate {
         vpc: String,
         noun: &'static str,
@@ -80,711 +88,224 @@ pub enum Error {
         other: String,
         bridge: String,
     },
-    #[error("{noun} {id} is still used by {user}: {fix}")]
-    InUse {
-        noun: &'static str,
-        id: String,
-        user: String,
-        fix: &'static str,
-    },
-    #[error("VPC {vpc} already has an internet gateway attached")]
-    GatewayAttached { vpc: String },
     #[error("VPC {vpc} has no internet gateway attached: attach one first")]
     NoGateway { vpc: String },
     #[error("port {port} has no security group: give it at least one")]
     NoGroups { port: String },
+    #[error("ports {port} and {other} of VPC {vpc} both have {what}")]
+    PortClash {
+        vpc: String,
+        port: String,
+        other: String,
+        what: String,
+    },
     #[error("cannot make link {link} of port {port}: {source}")]
     PortLink {
         port: String,
         link: String,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error(
+        "network namespace '{netns}' belongs to {owner}, not to this store: another gureum \
+         state directory uses the same GUREUM_NET_PREFIX; give each its own prefix"
+    )]
+    Foreign { netns: String, owner: String },
+    #[error("cannot {what} {path}: {source}")]
+    Cache {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
+/// Where gureum's namespaces are, and whose they are.
 #[derive(Debug, Clone)]
-struct Subnet {
-    cidr: Ipv4Cidr,
-    bridge: String,
-    /// Whether the subnet's route table sends 0.0.0.0/0 to the gateway.
-    internet: bool,
+pub struct Host {
+    /// What the names of gureum's namespaces start with.
+    pub prefix: String,
+    /// The store's identity: namespaces carrying it are this store's.
+    pub owner: String,
+    /// The public side's router: every gateway's next hop.
+    pub router: Ipv4Addr,
+    /// Where the firewall listings of the last repair are kept, so that a
+    /// check can tell a ruleset changed behind gureum's back.
+    pub cache: PathBuf,
 }
 
-#[derive(Debug, Clone)]
-struct Gateway {
-    /// The gateway's public address: ordinary outbound traffic leaves
-    /// with it.
-    address: Ipv4Addr,
-    /// The public side's end of the veth pair, and a connection there.
-    peer: String,
-    public: Rtnl,
+impl Host {
+    pub fn vpc_netns(&self, vpc: &str) -> String {
+        format!("{}{vpc}", self.prefix)
+    }
+
+    pub fn public_netns(&self) -> String {
+        format!("{}public", self.prefix)
+    }
+
+    /// Where the firewall listing of namespace `netns` is kept.
+    fn listing(&self, netns: &str) -> PathBuf {
+        self.cache.join(format!("{netns}.nft"))
+    }
+
+    fn owner_alias(&self) -> String {
+        format!("{OWNER_PREFIX}{}", self.owner)
+    }
 }
 
-/// What a realised VPC holds, for `Vpc::open`.
-#[derive(Debug, Default)]
-pub struct Holdings {
-    /// Subnet ID, block, and whether its route table reaches the gateway.
-    pub subnets: Vec<(String, Ipv4Cidr, bool)>,
-    /// The public namespace and the gateway's address, when attached.
-    pub gateway: Option<(Netns, Ipv4Addr)>,
+/// One subnet as the records describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubnetSpec {
+    pub id: String,
+    pub cidr: Ipv4Cidr,
+    /// Whether its route table sends 0.0.0.0/0 to the gateway.
+    pub internet: bool,
+}
+
+/// What one VPC holds in Linux, as the records describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VpcSpec {
+    pub id: String,
+    pub cidr: Ipv4Cidr,
+    pub subnets: Vec<SubnetSpec>,
+    /// The attached gateway's public address.
+    pub gateway: Option<Ipv4Addr>,
     pub groups: Vec<SecurityGroup>,
     pub ports: Vec<Port>,
     /// Elastic IP and the ID of the port it maps to.
     pub elastic: Vec<(Ipv4Addr, String)>,
 }
 
-/// What the firewall is compiled from; cloned before a change so that a
-/// failed change leaves it as it was.
-#[derive(Debug, Clone, Default)]
-struct State {
-    subnets: BTreeMap<String, Subnet>,
-    ports: BTreeMap<String, Port>,
-    groups: BTreeMap<String, SecurityGroup>,
-    /// Elastic IP -> the ID of the port it maps to.
-    elastic: BTreeMap<Ipv4Addr, String>,
-    gateway: Option<Gateway>,
-}
-
-/// A live VPC namespace and what gureum made in it.
-#[derive(Debug)]
-pub struct Vpc {
-    id: String,
-    cidr: Ipv4Cidr,
-    netns: Netns,
-    rtnl: Rtnl,
-    state: State,
-}
-
-impl Vpc {
-    /// Creates VPC `id` with block `cidr` as namespace `prefix` + `id`.
-    /// The netmask rule is enforced here; the warning for a block outside
-    /// RFC 1918 is the caller's to show (`cidr::check_vpc`).
-    pub fn create(prefix: &str, id: &str, cidr: Ipv4Cidr) -> Result<Self, Error> {
-        check_id(id)?;
-        cidr::check_vpc(cidr)?;
-        let netns = Netns::create(&format!("{prefix}{id}"))?;
-        let mut undo = Undo::new();
-        let name = netns.name().to_owned();
-        undo.push(move || netns::remove(&name));
-        let rtnl = Rtnl::open(&netns)?;
-        rtnl.set_up("lo")?;
-        for (key, value) in [
-            ("net.ipv4.ip_forward", "1"),
-            // Instances of one subnet talk through the router, which would
-            // otherwise redirect them to each other.
-            ("net.ipv4.conf.all.send_redirects", "0"),
-            ("net.ipv4.conf.default.send_redirects", "0"),
-        ] {
-            sysctl::set(&netns, key, value)?;
-        }
-        rtnl.add_rule(&Rule {
-            priority: LOCAL_RULE_PRIORITY,
-            input: None,
-            table: MAIN_TABLE,
-            suppress_default: true,
-        })?;
-        let vpc = Self {
+impl VpcSpec {
+    pub fn new(id: &str, cidr: Ipv4Cidr) -> Self {
+        Self {
             id: id.to_owned(),
             cidr,
-            netns,
-            rtnl,
-            state: State::default(),
-        };
-        vpc.apply_firewall(&vpc.state)?;
-        undo.commit();
-        Ok(vpc)
+            subnets: Vec::new(),
+            gateway: None,
+            groups: Vec::new(),
+            ports: Vec::new(),
+            elastic: Vec::new(),
+        }
     }
 
-    /// Rebuilds VPC `id` from what the records say it holds, when its
-    /// namespace is gone (a host reboot empties /run): the holdings are
-    /// replayed through the methods that made them. `router` is the
-    /// public side's, for the gateway; `make_link` makes a port's link in
-    /// the new namespace before the port is attached. All or nothing: on
-    /// failure the namespace and the gateway link are gone again.
-    pub fn rebuild<E: std::error::Error + Send + Sync + 'static>(
-        prefix: &str,
-        id: &str,
-        cidr: Ipv4Cidr,
-        holds: Holdings,
-        router: Ipv4Addr,
-        mut make_link: impl FnMut(&Netns, &Port) -> Result<(), E>,
-    ) -> Result<Self, Error> {
-        let mut vpc = Self::create(prefix, id, cidr)?;
-        let mut undo = Undo::new();
-        let name = vpc.netns.name().to_owned();
-        undo.push(move || netns::remove(&name));
-        for (subnet, block, _) in &holds.subnets {
-            vpc.add_subnet(subnet, *block)?;
-        }
-        if let Some((public, address)) = &holds.gateway {
-            vpc.remove_stale_peer(public)?;
-            vpc.attach_gateway(public, *address, router)?;
-            // Deleting this end deletes the public one at once, rather
-            // than whenever the kernel frees the namespace.
-            let rtnl = vpc.rtnl.clone();
-            undo.push(move || rtnl.delete(GATEWAY_LINK));
-        }
-        vpc.put_groups(holds.groups)?;
-        for (subnet, _, internet) in &holds.subnets {
-            if *internet {
-                vpc.set_subnet_internet(subnet, true)?;
+    /// Checks that the description can be realised: names fit, subnets
+    /// lie inside the block without overlapping, ports sit in subnets
+    /// with addresses and links of their own and in groups that exist,
+    /// and whatever needs the gateway has one.
+    pub fn check(&self) -> Result<(), Error> {
+        check_id(&self.id)?;
+        cidr::check_vpc(self.cidr)?;
+        let mut bridges: BTreeMap<String, &str> = BTreeMap::new();
+        for (index, subnet) in self.subnets.iter().enumerate() {
+            check_id(&subnet.id)?;
+            let others = self.subnets.get(..index).unwrap_or_default();
+            cidr::check_subnet(subnet.cidr, self.cidr, others.iter().map(|s| &s.cidr))?;
+            if let Some(other) = bridges.insert(bridge_name(&subnet.id), &subnet.id) {
+                return Err(Error::BridgeNameClash {
+                    id: subnet.id.clone(),
+                    other: other.to_owned(),
+                    bridge: bridge_name(&subnet.id),
+                });
+            }
+            if subnet.internet && self.gateway.is_none() {
+                return Err(self.no_gateway());
             }
         }
-        for port in holds.ports {
-            make_link(&vpc.netns, &port).map_err(|source| Error::PortLink {
-                port: port.id.clone(),
-                link: port.link.clone(),
-                source: Box::new(source),
-            })?;
-            vpc.attach_port(port)?;
+        let groups = self.group_map();
+        for group in &self.groups {
+            check_id(&group.id)?;
+            group.check_peers(&groups)?;
         }
-        for (address, port) in &holds.elastic {
-            vpc.associate_address(*address, port)?;
-        }
-        undo.commit();
-        Ok(vpc)
-    }
-
-    /// Deletes the public end of this VPC's gateway link that an earlier
-    /// namespace of the same name left behind: the kernel deletes it only
-    /// once it frees that namespace, which may not have happened yet.
-    /// A link of that name serving another namespace is left to refuse
-    /// the attachment.
-    fn remove_stale_peer(&self, public: &Netns) -> Result<(), Error> {
-        let public = Rtnl::open(public)?;
-        let peer = self.gateway_peer_name();
-        let stale = public
-            .links()?
-            .into_iter()
-            .any(|(name, alias)| name == peer && alias.as_deref() == Some(self.netns.name()));
-        if stale {
-            if let Err(error) = public.delete(&peer) {
-                // Gone meanwhile is as good.
-                if public.index(&peer)?.is_some() {
-                    return Err(error.into());
+        for (index, port) in self.ports.iter().enumerate() {
+            check_id(&port.id)?;
+            check_link_name(&port.link)?;
+            let subnet = self
+                .subnets
+                .iter()
+                .find(|s| s.id == port.subnet)
+                .ok_or_else(|| self.missing("subnet", &port.subnet))?;
+            if !cidr::is_assignable(subnet.cidr, port.ip) {
+                return Err(cidr::Error::NotAssignable {
+                    subnet: subnet.cidr,
+                    address: port.ip,
+                }
+                .into());
+            }
+            if port.groups.is_empty() {
+                return Err(Error::NoGroups {
+                    port: port.id.clone(),
+                });
+            }
+            if let Some(group) = port.groups.iter().find(|g| !groups.contains_key(*g)) {
+                return Err(self.missing("security group", group));
+            }
+            for other in self.ports.get(..index).unwrap_or_default() {
+                let clash = if other.id == port.id {
+                    Some("one ID".to_owned())
+                } else if other.ip == port.ip {
+                    Some(format!("address {}", port.ip))
+                } else if other.link == port.link {
+                    Some(format!("link {}", port.link))
+                } else {
+                    None
+                };
+                if let Some(what) = clash {
+                    return Err(Error::PortClash {
+                        vpc: self.id.clone(),
+                        port: port.id.clone(),
+                        other: other.id.clone(),
+                        what,
+                    });
                 }
             }
         }
-        Ok(())
-    }
-
-    /// Reopens VPC `id`, made earlier (by another process) as namespace
-    /// `prefix` + `id`, with what the control plane's records say it
-    /// holds. Nothing in Linux changes: the next change rebuilds the
-    /// firewall whole from this state, so the records are the truth.
-    pub fn open(prefix: &str, id: &str, cidr: Ipv4Cidr, holds: Holdings) -> Result<Self, Error> {
-        check_id(id)?;
-        let netns = Netns::open(&format!("{prefix}{id}"))?;
-        let rtnl = Rtnl::open(&netns)?;
-        let gateway = match holds.gateway {
-            Some((public, address)) => Some(Gateway {
-                address,
-                peer: gateway_peer_name(netns.name()),
-                public: Rtnl::open(&public)?,
-            }),
-            None => None,
-        };
-        let state = State {
-            subnets: holds
-                .subnets
-                .into_iter()
-                .map(|(id, cidr, internet)| {
-                    let bridge = bridge_name(&id);
-                    (
-                        id,
-                        Subnet {
-                            cidr,
-                            bridge,
-                            internet,
-                        },
-                    )
-                })
-                .collect(),
-            ports: holds
-                .ports
-                .into_iter()
-                .map(|port| (port.id.clone(), port))
-                .collect(),
-            groups: holds
-                .groups
-                .into_iter()
-                .map(|group| (group.id.clone(), group))
-                .collect(),
-            elastic: holds.elastic.into_iter().collect(),
-            gateway,
-        };
-        Ok(Self {
-            id: id.to_owned(),
-            cidr,
-            netns,
-            rtnl,
-            state,
-        })
-    }
-
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    pub fn cidr(&self) -> Ipv4Cidr {
-        self.cidr
-    }
-
-    pub fn netns(&self) -> &Netns {
-        &self.netns
-    }
-
-    /// Deletes the VPC and everything in it: the gateway's link first, so
-    /// that its public end is gone when this returns, then the namespace.
-    pub fn delete(self) -> Result<(), Error> {
-        if self.state.gateway.is_some() {
-            self.rtnl.delete(GATEWAY_LINK)?;
-        }
-        let Self { netns, rtnl, .. } = self;
-        // The netlink socket holds the namespace; close it first.
-        drop(rtnl);
-        Ok(netns.delete()?)
-    }
-
-    /// Adds subnet `id`: a bridge holding the router address.
-    pub fn add_subnet(&mut self, id: &str, cidr: Ipv4Cidr) -> Result<(), Error> {
-        check_id(id)?;
-        if self.state.subnets.contains_key(id) {
-            return Err(self.duplicate("subnet", id));
-        }
-        cidr::check_subnet(
-            cidr,
-            self.cidr,
-            self.state.subnets.values().map(|subnet| &subnet.cidr),
-        )?;
-        let bridge = bridge_name(id);
-        if let Some((other, _)) = self
-            .state
-            .subnets
-            .iter()
-            .find(|(_, subnet)| subnet.bridge == bridge)
-        {
-            return Err(Error::BridgeNameClash {
-                id: id.to_owned(),
-                other: other.clone(),
-                bridge,
-            });
-        }
-        let router = cidr::router(cidr).ok_or(cidr::Error::Full {
-            subnet: cidr,
-            capacity: 0,
-        })?;
-        let mut undo = Undo::new();
-        self.rtnl.add_bridge(&bridge)?;
-        let (rtnl, name) = (self.rtnl.clone(), bridge.clone());
-        undo.push(move || rtnl.delete(&name));
-        for (key, value) in [
-            // Answer ARP for every address of the subnet: isolated ports
-            // then send everything to the router.
-            (format!("net.ipv4.conf.{bridge}.proxy_arp_pvlan"), "1"),
-            (format!("net.ipv4.neigh.{bridge}.proxy_delay"), "0"),
-            (format!("net.ipv4.conf.{bridge}.send_redirects"), "0"),
-        ] {
-            sysctl::set(&self.netns, &key, value)?;
-        }
-        self.rtnl.add_address(&bridge, router, cidr.prefix())?;
-        self.rtnl.set_up(&bridge)?;
-        undo.commit();
-        self.state.subnets.insert(
-            id.to_owned(),
-            Subnet {
-                cidr,
-                bridge,
-                internet: false,
-            },
-        );
-        Ok(())
-    }
-
-    /// Removes subnet `id`, which must have no ports.
-    pub fn remove_subnet(&mut self, id: &str) -> Result<(), Error> {
-        let subnet = self.subnet(id)?.clone();
-        if let Some(port) = self.state.ports.values().find(|port| port.subnet == id) {
-            return Err(in_use("subnet", id, &port.id, "detach its ports first"));
-        }
-        if subnet.internet {
-            self.set_subnet_internet(id, false)?;
-        }
-        self.rtnl.delete(&subnet.bridge)?;
-        self.state.subnets.remove(id);
-        Ok(())
-    }
-
-    /// Realises whether the route table of subnet `id` has a default route
-    /// to the attached internet gateway (which makes the subnet public).
-    pub fn set_subnet_internet(&mut self, id: &str, internet: bool) -> Result<(), Error> {
-        let subnet = self.subnet(id)?;
-        if subnet.internet == internet {
-            return Ok(());
-        }
-        if internet && self.state.gateway.is_none() {
-            return Err(Error::NoGateway {
-                vpc: self.id.clone(),
-            });
-        }
-        let rule = Rule {
-            priority: INTERNET_RULE_PRIORITY,
-            input: Some(&subnet.bridge),
-            table: INTERNET_TABLE,
-            suppress_default: false,
-        };
-        if internet {
-            self.rtnl.add_rule(&rule)?;
-        } else {
-            self.rtnl.delete_rule(&rule)?;
-        }
-        if let Some(subnet) = self.state.subnets.get_mut(id) {
-            subnet.internet = internet;
+        let mut mapped = BTreeSet::new();
+        for (address, port) in &self.elastic {
+            if self.gateway.is_none() {
+                return Err(self.no_gateway());
+            }
+            if !self.ports.iter().any(|p| p.id == *port) {
+                return Err(self.missing("port", port));
+            }
+            if !mapped.insert(address) {
+                return Err(Error::Duplicate {
+                    vpc: self.id.clone(),
+                    noun: "elastic IP",
+                    id: address.to_string(),
+                });
+            }
         }
         Ok(())
     }
 
-    /// Whether subnet `id` is realised as public (routed to the gateway).
-    pub fn is_public(&self, id: &str) -> Option<bool> {
-        self.state.subnets.get(id).map(|subnet| subnet.internet)
-    }
-
-    /// The name the public end of this VPC's gateway link has: unique per
-    /// VPC namespace, and short enough for an interface name.
-    pub fn gateway_peer_name(&self) -> String {
-        gateway_peer_name(self.netns.name())
-    }
-
-    /// Attaches an internet gateway: a veth pair to namespace `public`,
-    /// whose end there holds `router` (the next hop, the same for every
-    /// VPC attached there), while this end holds `address`, the public
-    /// address the VPC's outbound traffic is translated to.
-    pub fn attach_gateway(
-        &mut self,
-        public: &Netns,
-        address: Ipv4Addr,
-        router: Ipv4Addr,
-    ) -> Result<(), Error> {
-        if self.state.gateway.is_some() {
-            return Err(Error::GatewayAttached {
-                vpc: self.id.clone(),
-            });
-        }
-        let peer = self.gateway_peer_name();
-        let mut undo = Undo::new();
-        self.rtnl.add_veth(GATEWAY_LINK, &peer)?;
-        // Deleting one end deletes both, wherever the other end is; the
-        // addresses and routes on them go with them.
-        let rtnl = self.rtnl.clone();
-        undo.push(move || rtnl.delete(GATEWAY_LINK));
-        // The alias tells `cleanup` which VPC a public-side link serves.
-        self.rtnl.set_alias(&peer, self.netns.name())?;
-        self.rtnl.move_to(&peer, public)?;
-        let public_rtnl = Rtnl::open(public)?;
-        public_rtnl.add_address(&peer, router, 32)?;
-        public_rtnl.set_up(&peer)?;
-        public_rtnl.add_route(&host_route(address, &peer))?;
-        self.rtnl.add_address(GATEWAY_LINK, address, 32)?;
-        self.rtnl.set_up(GATEWAY_LINK)?;
-        self.rtnl.add_route(&Route {
-            destination: cidr::ANY,
-            gateway: Some(router),
-            device: GATEWAY_LINK,
-            table: INTERNET_TABLE,
-        })?;
-        let mut next = self.state.clone();
-        next.gateway = Some(Gateway {
-            address,
-            peer,
-            public: public_rtnl,
-        });
-        self.apply_firewall(&next)?;
-        undo.commit();
-        self.state = next;
-        Ok(())
-    }
-
-    /// Detaches the internet gateway; no subnet may route to it and no
-    /// elastic IP may be associated.
-    pub fn detach_gateway(&mut self) -> Result<(), Error> {
-        if self.state.gateway.is_none() {
-            return Err(Error::NoGateway {
-                vpc: self.id.clone(),
-            });
-        }
-        if let Some((id, _)) = self
-            .state
-            .subnets
-            .iter()
-            .find(|(_, subnet)| subnet.internet)
-        {
-            return Err(in_use(
-                "the internet gateway of",
-                &self.id,
-                &format!("the route table of subnet {id}"),
-                "remove its 0.0.0.0/0 route first",
-            ));
-        }
-        if let Some(address) = self.state.elastic.keys().next() {
-            return Err(in_use(
-                "the internet gateway of",
-                &self.id,
-                &format!("elastic IP {address}"),
-                "disassociate it first",
-            ));
-        }
-        let mut next = self.state.clone();
-        next.gateway = None;
-        self.apply_firewall(&next)?;
-        if let Err(error) = self.rtnl.delete(GATEWAY_LINK) {
-            let _ = self.apply_firewall(&self.state);
-            return Err(error.into());
-        }
-        self.state = next;
-        Ok(())
-    }
-
-    /// Adds or replaces security group `group`; the ports in it are
-    /// re-filtered at once.
-    pub fn put_group(&mut self, group: SecurityGroup) -> Result<(), Error> {
-        self.put_groups(vec![group])
-    }
-
-    /// Adds or replaces `groups` in one firewall change; they may name
-    /// each other as peers (restored groups do).
-    pub fn put_groups(&mut self, groups: Vec<SecurityGroup>) -> Result<(), Error> {
-        let mut next = self.state.clone();
-        for group in &groups {
-            check_id(&group.id)?;
-            next.groups.insert(group.id.clone(), group.clone());
-        }
-        for group in &groups {
-            group.check_peers(&next.groups)?;
-        }
-        self.commit_firewall(next)
-    }
-
-    /// Removes security group `id`, which no port may be in and no other
-    /// group may name.
-    pub fn remove_group(&mut self, id: &str) -> Result<(), Error> {
-        if !self.state.groups.contains_key(id) {
-            return Err(self.missing("security group", id));
-        }
-        if let Some(port) = self
-            .state
-            .ports
-            .values()
-            .find(|port| port.groups.iter().any(|g| g == id))
-        {
-            return Err(in_use(
-                "security group",
-                id,
-                &port.id,
-                "move the port to other groups first",
-            ));
-        }
-        if let Some(other) = self
-            .state
-            .groups
-            .values()
-            .find(|group| group.id != id && group.peer_groups().any(|peer| peer == id))
-        {
-            return Err(in_use(
-                "security group",
-                id,
-                &format!("a rule of group {}", other.id),
-                "remove that rule first",
-            ));
-        }
-        let mut next = self.state.clone();
-        next.groups.remove(id);
-        self.commit_firewall(next)
-    }
-
-    /// Attaches an instance port: its link (already in the VPC namespace)
-    /// joins the subnet's bridge and is filtered from the first packet.
-    pub fn attach_port(&mut self, port: Port) -> Result<(), Error> {
-        check_id(&port.id)?;
-        check_link_name(&port.link)?;
-        if self.state.ports.contains_key(&port.id) {
-            return Err(self.duplicate("port", &port.id));
-        }
-        let subnet = self.subnet(&port.subnet)?.clone();
-        let used: BTreeSet<Ipv4Addr> = self.state.ports.values().map(|other| other.ip).collect();
-        cidr::allocate(subnet.cidr, &used, Some(port.ip))?;
-        self.check_port_groups(&port)?;
-        if let Some(other) = self
-            .state
-            .ports
-            .values()
-            .find(|other| other.link == port.link)
-        {
-            return Err(in_use(
-                "link",
-                &port.link,
-                &other.id,
-                "give each port its own link",
-            ));
-        }
-        let mut undo = Undo::new();
-        self.rtnl.set_bridge(&port.link, Some(&subnet.bridge))?;
-        let (rtnl, link) = (self.rtnl.clone(), port.link.clone());
-        undo.push(move || rtnl.set_bridge(&link, None));
-        self.rtnl.set_up(&port.link)?;
-        let mut next = self.state.clone();
-        next.ports.insert(port.id.clone(), port);
-        self.commit_firewall(next)?;
-        undo.commit();
-        Ok(())
-    }
-
-    /// Detaches port `id` (its elastic IP must be disassociated first). The
-    /// link itself is its owner's (the VMM's tap) to delete.
-    pub fn detach_port(&mut self, id: &str) -> Result<(), Error> {
-        let port = self.port(id)?.clone();
-        if let Some((address, _)) = self.state.elastic.iter().find(|(_, owner)| *owner == id) {
-            return Err(in_use(
-                "port",
-                id,
-                &format!("elastic IP {address}"),
-                "disassociate it first",
-            ));
-        }
-        let mut next = self.state.clone();
-        next.ports.remove(id);
-        self.commit_firewall(next)?;
-        // Unfiltered from here on, but also off the bridge: it reaches nothing.
-        self.rtnl.set_bridge(&port.link, None)?;
-        Ok(())
-    }
-
-    /// Changes the security groups of port `id`.
-    pub fn set_port_groups(&mut self, id: &str, groups: Vec<String>) -> Result<(), Error> {
-        let mut port = self.port(id)?.clone();
-        port.groups = groups;
-        self.check_port_groups(&port)?;
-        let mut next = self.state.clone();
-        next.ports.insert(id.to_owned(), port);
-        self.commit_firewall(next)
-    }
-
-    /// Turns the source/destination check of port `id` on or off.
-    pub fn set_source_dest_check(&mut self, id: &str, on: bool) -> Result<(), Error> {
-        let mut port = self.port(id)?.clone();
-        port.source_dest_check = on;
-        let mut next = self.state.clone();
-        next.ports.insert(id.to_owned(), port);
-        self.commit_firewall(next)
-    }
-
-    /// Associates elastic IP `address` with port `port`: 1:1 translation
-    /// both ways at the gateway.
-    pub fn associate_address(&mut self, address: Ipv4Addr, port: &str) -> Result<(), Error> {
-        let gateway = self.gateway()?.clone();
-        self.port(port)?;
-        if let Some(owner) = self.state.elastic.get(&address) {
-            return Err(in_use(
-                "elastic IP",
-                &address.to_string(),
-                owner,
-                "disassociate it first",
-            ));
-        }
-        if let Some((other, _)) = self.state.elastic.iter().find(|(_, owner)| *owner == port) {
-            return Err(in_use(
-                "port",
-                port,
-                &format!("elastic IP {other}"),
-                "disassociate it first",
-            ));
-        }
-        let mut undo = Undo::new();
-        // Held here so that this end answers ARP for it on the gateway link.
-        self.rtnl.add_address(GATEWAY_LINK, address, 32)?;
-        let rtnl = self.rtnl.clone();
-        undo.push(move || rtnl.delete_address(GATEWAY_LINK, address));
-        gateway
-            .public
-            .add_route(&host_route(address, &gateway.peer))?;
-        let public = gateway.public.clone();
-        let peer = gateway.peer.clone();
-        undo.push(move || public.delete_route(&host_route(address, &peer)));
-        let mut next = self.state.clone();
-        next.elastic.insert(address, port.to_owned());
-        self.commit_firewall(next)?;
-        undo.commit();
-        Ok(())
-    }
-
-    /// Disassociates elastic IP `address` from its port.
-    pub fn disassociate_address(&mut self, address: Ipv4Addr) -> Result<(), Error> {
-        let gateway = self.gateway()?.clone();
-        if !self.state.elastic.contains_key(&address) {
-            return Err(self.missing("elastic IP", &address.to_string()));
-        }
-        let mut next = self.state.clone();
-        next.elastic.remove(&address);
-        self.commit_firewall(next)?;
-        gateway
-            .public
-            .delete_route(&host_route(address, &gateway.peer))?;
-        self.rtnl.delete_address(GATEWAY_LINK, address)?;
-        Ok(())
-    }
-
-    /// The nft script the VPC's firewall is, for `gureum` to show.
+    /// The nft script the VPC's firewall is.
     pub fn firewall_script(&self) -> String {
-        ruleset::script(&firewall(&self.state))
-    }
-
-    fn apply_firewall(&self, state: &State) -> Result<(), Error> {
-        Ok(super::nft::apply(
-            &self.netns,
-            &ruleset::script(&firewall(state)),
-        )?)
-    }
-
-    /// Applies the firewall of `next` and, only if the kernel took it,
-    /// makes `next` the state.
-    fn commit_firewall(&mut self, next: State) -> Result<(), Error> {
-        self.apply_firewall(&next)?;
-        self.state = next;
-        Ok(())
-    }
-
-    fn check_port_groups(&self, port: &Port) -> Result<(), Error> {
-        if port.groups.is_empty() {
-            return Err(Error::NoGroups {
-                port: port.id.clone(),
-            });
-        }
-        match port
-            .groups
-            .iter()
-            .find(|group| !self.state.groups.contains_key(*group))
-        {
-            Some(group) => Err(self.missing("security group", group)),
-            None => Ok(()),
-        }
-    }
-
-    fn subnet(&self, id: &str) -> Result<&Subnet, Error> {
-        self.state
-            .subnets
-            .get(id)
-            .ok_or_else(|| self.missing("subnet", id))
-    }
-
-    fn port(&self, id: &str) -> Result<&Port, Error> {
-        self.state
+        let ports: BTreeMap<String, Port> = self
             .ports
-            .get(id)
-            .ok_or_else(|| self.missing("port", id))
+            .iter()
+            .map(|port| (port.id.clone(), port.clone()))
+            .collect();
+        let groups = self.group_map();
+        let nat = self.gateway.map(|address| Nat {
+            link: GATEWAY_LINK,
+            address,
+            elastic: self
+                .elastic
+                .iter()
+                .filter_map(|(public, port)| Some((*public, ports.get(port)?.ip)))
+                .collect(),
+        });
+        ruleset::script(&Firewall {
+            ports: &ports,
+            groups: &groups,
+            nat,
+        })
     }
 
-    fn gateway(&self) -> Result<&Gateway, Error> {
-        self.state.gateway.as_ref().ok_or_else(|| Error::NoGateway {
-            vpc: self.id.clone(),
-        })
+    fn group_map(&self) -> BTreeMap<String, SecurityGroup> {
+        self.groups
+            .iter()
+            .map(|group| (group.id.clone(), group.clone()))
+            .collect()
     }
 
     fn missing(&self, noun: &'static str, id: &str) -> Error {
@@ -795,68 +316,680 @@ impl Vpc {
         }
     }
 
-    fn duplicate(&self, noun: &'static str, id: &str) -> Error {
-        Error::Duplicate {
+    fn no_gateway(&self) -> Error {
+        Error::NoGateway {
             vpc: self.id.clone(),
-            noun,
-            id: id.to_owned(),
         }
+    }
+
+    /// The links gureum makes in the namespace (the loopback aside).
+    fn links(&self) -> Vec<(String, Option<LinkKind>)> {
+        let bridges = self
+            .subnets
+            .iter()
+            .map(|s| (bridge_name(&s.id), Some(LinkKind::Bridge)));
+        let gateway = self
+            .gateway
+            .map(|_| (GATEWAY_LINK.to_owned(), Some(LinkKind::Veth)));
+        // A port's link is a tap in production and a veth in tests.
+        let ports = self.ports.iter().map(|p| (p.link.clone(), None));
+        bridges.chain(gateway).chain(ports).collect()
+    }
+
+    fn sysctls(&self) -> Vec<(String, &'static str)> {
+        let mut all: Vec<(String, &'static str)> = vec![
+            ("net.ipv4.ip_forward".into(), "1"),
+            // Instances of one subnet talk through the router, which would
+            // otherwise redirect them to each other.
+            ("net.ipv4.conf.all.send_redirects".into(), "0"),
+            ("net.ipv4.conf.default.send_redirects".into(), "0"),
+        ];
+        for subnet in &self.subnets {
+            let bridge = bridge_name(&subnet.id);
+            // Answer ARP for every address of the subnet: isolated ports
+            // then send everything to the router.
+            all.push((format!("net.ipv4.conf.{bridge}.proxy_arp_pvlan"), "1"));
+            all.push((format!("net.ipv4.neigh.{bridge}.proxy_delay"), "0"));
+            all.push((format!("net.ipv4.conf.{bridge}.send_redirects"), "0"));
+        }
+        all
+    }
+
+    fn addresses(&self) -> Vec<(String, Ipv4Addr, u8)> {
+        let mut all: Vec<(String, Ipv4Addr, u8)> = self
+            .subnets
+            .iter()
+            .filter_map(|s| Some((bridge_name(&s.id), cidr::router(s.cidr)?, s.cidr.prefix())))
+            .collect();
+        if let Some(address) = self.gateway {
+            all.push((GATEWAY_LINK.to_owned(), address, 32));
+            // Held here so that this end answers ARP for them.
+            for (elastic, _) in &self.elastic {
+                all.push((GATEWAY_LINK.to_owned(), *elastic, 32));
+            }
+        }
+        all
+    }
+
+    fn routes(&self, router: Ipv4Addr) -> Vec<RouteState> {
+        self.gateway
+            .map(|_| RouteState {
+                destination: cidr::ANY,
+                gateway: Some(router),
+                device: GATEWAY_LINK.to_owned(),
+                table: INTERNET_TABLE,
+            })
+            .into_iter()
+            .collect()
+    }
+
+    fn rules(&self) -> Vec<RuleState> {
+        let local = RuleState {
+            priority: LOCAL_RULE_PRIORITY,
+            input: None,
+            table: MAIN_TABLE,
+            suppress_default: true,
+        };
+        let internet = self
+            .subnets
+            .iter()
+            .filter(|s| s.internet)
+            .map(|s| RuleState {
+                priority: INTERNET_RULE_PRIORITY,
+                input: Some(bridge_name(&s.id)),
+                table: INTERNET_TABLE,
+                suppress_default: false,
+            });
+        std::iter::once(local).chain(internet).collect()
     }
 }
 
-fn firewall(state: &State) -> Firewall<'_> {
-    Firewall {
-        ports: &state.ports,
-        groups: &state.groups,
-        nat: state.gateway.as_ref().map(|gateway| Nat {
-            link: GATEWAY_LINK,
-            address: gateway.address,
-            elastic: state
-                .elastic
-                .iter()
-                .filter_map(|(public, port)| Some((*public, state.ports.get(port)?.ip)))
-                .collect(),
+/// Makes the link of a port that is missing (its persistent tap).
+pub type MakeLink<'a> =
+    dyn FnMut(&Netns, &Port) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + 'a;
+
+/// Opens namespace `name` if it is there and this store's. A namespace
+/// without an owner is adopted when the records name it (`adopt`), and
+/// otherwise left alone (`None`), as is another store's... which is an
+/// error when the records name it.
+fn open_owned(
+    host: &Host,
+    name: &str,
+    adopt: bool,
+    pass: &mut Pass,
+) -> Result<Option<(Netns, Rtnl)>, Error> {
+    let netns = match Netns::open(name) {
+        Ok(netns) => netns,
+        Err(netns::Error::Missing(_)) => return Ok(None),
+        // A creator killed before the namespace was bound, or a remover
+        // killed before it unlinked, leaves its mount point: taken away
+        // when the records name it or it carries this store's label.
+        Err(netns::Error::NotANamespace(_)) => {
+            if adopt || netns::label_of(name)? == host.owner_alias() {
+                let found = Found::Wrong {
+                    have: "a mount point with no namespace".into(),
+                    want: if adopt { "a namespace" } else { "nothing" }.into(),
+                };
+                if pass.note("the namespace", found) {
+                    netns::remove(name)?;
+                }
+            }
+            return Ok(None);
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let rtnl = Rtnl::open(&netns)?;
+    let want = host.owner_alias();
+    match owner_of(&rtnl)? {
+        Some(owner) if owner == want => Ok(Some((netns, rtnl))),
+        Some(owner) if adopt => Err(Error::Foreign {
+            netns: name.to_owned(),
+            owner,
+        }),
+        None if adopt => {
+            if pass.note("the owner of the namespace", Found::Missing) {
+                rtnl.set_alias("lo", &want)?;
+            }
+            Ok(Some((netns, rtnl)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Which store namespace `rtnl` is in belongs to, if any.
+fn owner_of(rtnl: &Rtnl) -> Result<Option<String>, Error> {
+    Ok(rtnl
+        .link_states()?
+        .into_iter()
+        .find(|link| link.name == "lo")
+        .and_then(|lo| lo.alias)
+        .filter(|alias| alias.starts_with(OWNER_PREFIX)))
+}
+
+/// Creates namespace `name` marked as this store's: the mark is set
+/// before the namespace is named, so no namespace of this store is ever
+/// without it.
+fn create_owned(host: &Host, name: &str) -> Result<(Netns, Rtnl), Error> {
+    let alias = host.owner_alias();
+    let netns = Netns::create_with(name, &alias, || {
+        Rtnl::open_here(name)?.set_alias("lo", &alias)
+    })?;
+    let rtnl = Rtnl::open(&netns)?;
+    Ok((netns, rtnl))
+}
+
+/// Brings VPC `spec` in Linux in line with its description; `public` is
+/// the public namespace (there when the VPC has a gateway).
+pub fn converge(
+    host: &Host,
+    spec: &VpcSpec,
+    public: Option<&Netns>,
+    mode: Mode,
+    make_link: &mut MakeLink<'_>,
+) -> Result<Vec<Difference>, Error> {
+    spec.check()?;
+    let name = host.vpc_netns(&spec.id);
+    let mut pass = Pass::new(&name, mode);
+    let (netns, rtnl) = match open_owned(host, &name, true, &mut pass)? {
+        Some(open) => open,
+        None => {
+            if !pass.note("the namespace", Found::Missing) {
+                return Ok(pass.into_differences());
+            }
+            create_owned(host, &name)?
+        }
+    };
+    converge_links(spec, &netns, &rtnl, public, &mut pass, make_link)?;
+    converge_sysctls(&netns, &spec.sysctls(), &mut pass)?;
+    converge_addresses(&rtnl, &spec.addresses(), |link| link != "lo", &mut pass)?;
+    let mut routes = spec.routes(host.router);
+    converge_routes(&rtnl, INTERNET_TABLE, &routes, |_| true, &mut pass)?;
+    routes.clear();
+    converge_routes(&rtnl, MAIN_TABLE, &routes, |_| true, &mut pass)?;
+    converge_rules(&rtnl, &spec.rules(), &mut pass)?;
+    converge_firewall(host, &netns, &spec.firewall_script(), &mut pass)?;
+    Ok(pass.into_differences())
+}
+
+fn converge_links(
+    spec: &VpcSpec,
+    netns: &Netns,
+    rtnl: &Rtnl,
+    public: Option<&Netns>,
+    pass: &mut Pass,
+    make_link: &mut MakeLink<'_>,
+) -> Result<(), Error> {
+    let want = spec.links();
+    let mut have: BTreeMap<String, LinkState> = rtnl
+        .link_states()?
+        .into_iter()
+        .map(|link| (link.name.clone(), link))
+        .collect();
+    // What no record owns goes first: it may hold a name to be made.
+    let extra: Vec<String> = have
+        .keys()
+        .filter(|name| *name != "lo" && !want.iter().any(|(w, _)| w == *name))
+        .cloned()
+        .collect();
+    for name in extra {
+        if pass.note(format_args!("link {name}"), Found::Extra) {
+            rtnl.delete(&name)?;
+        }
+        have.remove(&name);
+    }
+    let peer = gateway_peer_name(netns.name());
+    for (name, kind) in &want {
+        let state = have.get(name);
+        let wrong_kind = match (state, kind) {
+            (Some(state), Some(kind)) => state.kind != *kind,
+            _ => false,
+        };
+        // The gateway's other end must be in the public namespace.
+        let lost_peer = name == GATEWAY_LINK
+            && state.is_some()
+            && match public {
+                Some(public) => Rtnl::open(public)?.index(&peer)?.is_none(),
+                None => true,
+            };
+        if wrong_kind || lost_peer {
+            if !pass.note(
+                format_args!("link {name}"),
+                Found::Wrong {
+                    have: if lost_peer {
+                        "without its public end".into()
+                    } else {
+                        "of another kind".into()
+                    },
+                    want: "as gureum makes it".into(),
+                },
+            ) {
+                continue;
+            }
+            rtnl.delete(name)?;
+        } else if state.is_some() || !pass.note(format_args!("link {name}"), Found::Missing) {
+            continue;
+        }
+        if name == GATEWAY_LINK {
+            let public = public.ok_or_else(|| spec.no_gateway())?;
+            make_gateway_link(netns, rtnl, public, &peer)?;
+        } else if let Some(port) = spec.ports.iter().find(|p| p.link == *name) {
+            make_link(netns, port).map_err(|source| Error::PortLink {
+                port: port.id.clone(),
+                link: port.link.clone(),
+                source,
+            })?;
+        } else {
+            rtnl.add_bridge(name)?;
+        }
+    }
+    // Ports on their bridge, isolated; everything up.
+    let have: BTreeMap<String, LinkState> = rtnl
+        .link_states()?
+        .into_iter()
+        .map(|link| (link.name.clone(), link))
+        .collect();
+    for port in &spec.ports {
+        let Some(state) = have.get(&port.link) else {
+            continue;
+        };
+        let bridge = bridge_name(&port.subnet);
+        let want = format!("an isolated port of {bridge}");
+        let now = match (&state.controller, state.isolated) {
+            (Some(c), true) => format!("an isolated port of {c}"),
+            (Some(c), false) => format!("a port of {c}"),
+            (None, _) => "on no bridge".to_owned(),
+        };
+        if pass.compare(format_args!("link {}", port.link), &now, &want) {
+            rtnl.set_bridge(&port.link, Some(&bridge))?;
+        }
+    }
+    let up: Vec<String> = std::iter::once("lo".to_owned())
+        .chain(want.into_iter().map(|(name, _)| name))
+        .collect();
+    for name in up {
+        if let Some(state) = have.get(&name) {
+            if pass.compare(
+                format_args!("link {name}"),
+                &updown(state.up),
+                &updown(true),
+            ) {
+                rtnl.set_up(&name)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn updown(up: bool) -> &'static str {
+    if up { "up" } else { "down" }
+}
+
+/// Makes the gateway's veth pair, its far end moved into `public` and
+/// labelled with the VPC's namespace (so the public side knows whose it
+/// is). A far end an earlier namespace of the same name left behind (the
+/// kernel frees a deleted namespace's links only eventually) goes first.
+fn make_gateway_link(netns: &Netns, rtnl: &Rtnl, public: &Netns, peer: &str) -> Result<(), Error> {
+    let public_rtnl = Rtnl::open(public)?;
+    let stale = public_rtnl
+        .links()?
+        .into_iter()
+        .any(|(name, alias)| name == peer && alias.as_deref() == Some(netns.name()));
+    if stale {
+        public_rtnl.delete(peer)?;
+    }
+    rtnl.add_veth(GATEWAY_LINK, peer)?;
+    let moved = rtnl
+        .set_alias(peer, netns.name())
+        .and_then(|()| rtnl.move_to(peer, public));
+    if let Err(error) = moved {
+        // Deleting one end deletes both.
+        let _ = rtnl.delete(GATEWAY_LINK);
+        return Err(error.into());
+    }
+    Ok(())
+}
+
+fn converge_sysctls(netns: &Netns, want: &[(String, &str)], pass: &mut Pass) -> Result<(), Error> {
+    let keys: Vec<String> = want.iter().map(|(key, _)| key.clone()).collect();
+    let have = sysctl::get_all(netns, &keys)?;
+    for ((key, value), now) in want.iter().zip(have) {
+        let now = now.unwrap_or_else(|| "absent".to_owned());
+        if pass.compare(format_args!("sysctl {key}"), &now, &(*value).to_owned()) {
+            sysctl::set(netns, key, value)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes the addresses on the links `managed` picks exactly `want`.
+fn converge_addresses(
+    rtnl: &Rtnl,
+    want: &[(String, Ipv4Addr, u8)],
+    managed: impl Fn(&str) -> bool,
+    pass: &mut Pass,
+) -> Result<(), Error> {
+    let have: Vec<(String, Ipv4Addr, u8)> = rtnl
+        .addresses()?
+        .into_iter()
+        .filter(|(link, _, _)| managed(link))
+        .collect();
+    let (missing, extra) = split(want, &have);
+    for (link, address, prefix) in extra {
+        if pass.note(
+            format_args!("address {address}/{prefix} on {link}"),
+            Found::Extra,
+        ) {
+            rtnl.delete_address(link, *address)?;
+        }
+    }
+    for (link, address, prefix) in missing {
+        if pass.note(
+            format_args!("address {address}/{prefix} on {link}"),
+            Found::Missing,
+        ) {
+            rtnl.add_address(link, *address, *prefix)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes the routes of `table` through the links `managed` picks exactly
+/// `want` (routes the kernel makes for addresses are not gureum's).
+fn converge_routes(
+    rtnl: &Rtnl,
+    table: u32,
+    want: &[RouteState],
+    managed: impl Fn(&str) -> bool,
+    pass: &mut Pass,
+) -> Result<(), Error> {
+    let have: Vec<RouteState> = rtnl
+        .routes(table)?
+        .into_iter()
+        .filter(|route| managed(&route.device))
+        .collect();
+    let (missing, extra) = split(want, &have);
+    for route in extra {
+        if pass.note(route.route(), Found::Extra) {
+            rtnl.delete_route(&route.route())?;
+        }
+    }
+    for route in missing {
+        if pass.note(route.route(), Found::Missing) {
+            rtnl.add_route(&route.route())?;
+        }
+    }
+    Ok(())
+}
+
+fn converge_rules(rtnl: &Rtnl, want: &[RuleState], pass: &mut Pass) -> Result<(), Error> {
+    let have = rtnl.rules()?;
+    let (missing, extra) = split(want, &have);
+    for rule in extra {
+        if pass.note(rule.rule(), Found::Extra) {
+            rtnl.delete_rule(&rule.rule())?;
+        }
+    }
+    for rule in missing {
+        if pass.note(rule.rule(), Found::Missing) {
+            rtnl.add_rule(&rule.rule())?;
+        }
+    }
+    Ok(())
+}
+
+/// The ruleset of the namespace as the last repair left it is kept in the
+/// cache with a hash of the script it came from: a check compares the
+/// listing with it, a repair applies the script whole when they differ.
+fn converge_firewall(
+    host: &Host,
+    netns: &Netns,
+    script: &str,
+    pass: &mut Pass,
+) -> Result<(), Error> {
+    let cache = host.listing(netns.name());
+    let stamp = format!("# script {:016x}\n", fnv1a64(script.as_bytes()));
+    let have = super::nft::list_ruleset(netns)?;
+    let kept = match std::fs::read_to_string(&cache) {
+        Ok(kept) => Some(kept),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(Error::Cache {
+                what: "read",
+                path: cache,
+                source,
+            });
+        }
+    };
+    let matches = kept
+        .as_deref()
+        .and_then(|kept| kept.strip_prefix(&stamp))
+        .is_some_and(|listing| listing == have);
+    if matches {
+        return Ok(());
+    }
+    let found = if have.trim().is_empty() {
+        Found::Missing
+    } else {
+        Found::Wrong {
+            have: "another ruleset".into(),
+            want: "the one its records compile to".into(),
+        }
+    };
+    if !pass.note("the firewall (nft tables)", found) {
+        return Ok(());
+    }
+    super::nft::apply(netns, script)?;
+    let listing = super::nft::list_ruleset(netns)?;
+    write_cache(&cache, &format!("{stamp}{listing}"))
+}
+
+fn write_cache(path: &Path, text: &str) -> Result<(), Error> {
+    let cache_error = |what| {
+        move |source| Error::Cache {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(cache_error("create the directory of"))?;
+    }
+    // Written whole then renamed: a crash leaves the old listing or the
+    // new one, and either only makes the next pass apply the script again.
+    let partial = path.with_extension("nft.partial");
+    std::fs::write(&partial, text).map_err(cache_error("write"))?;
+    std::fs::rename(&partial, path).map_err(cache_error("rename into"))
+}
+
+/// The public namespace: where every attached gateway's far end is, with
+/// the router address and a route to each public address it serves.
+/// It exists while some VPC has a gateway.
+pub fn converge_public(
+    host: &Host,
+    specs: &[VpcSpec],
+    mode: Mode,
+) -> Result<(Option<Netns>, Vec<Difference>), Error> {
+    let name = host.public_netns();
+    let mut pass = Pass::new(&name, mode);
+    // A VPC whose description cannot be realised is left as it is (its
+    // own pass says why), public end included: it may need the namespace.
+    let gateways: Vec<&VpcSpec> = specs
+        .iter()
+        .filter(|s| s.gateway.is_some() || s.check().is_err())
+        .collect();
+    let open = open_owned(host, &name, !gateways.is_empty(), &mut pass)?;
+    if gateways.is_empty() {
+        if let Some((netns, rtnl)) = open {
+            if pass.note("the namespace", Found::Extra) {
+                remove_namespace(netns, rtnl)?;
+            }
+        }
+        return Ok((None, pass.into_differences()));
+    }
+    let (netns, rtnl) = match open {
+        Some(open) => open,
+        None => {
+            if !pass.note("the namespace", Found::Missing) {
+                return Ok((None, pass.into_differences()));
+            }
+            create_owned(host, &name)?
+        }
+    };
+    let lo = rtnl.link_states()?.into_iter().find(|l| l.name == "lo");
+    if pass.compare("link lo", &updown(lo.is_some_and(|l| l.up)), &updown(true)) {
+        rtnl.set_up("lo")?;
+    }
+    converge_sysctls(
+        &netns,
+        &[("net.ipv4.ip_forward".to_owned(), "1")],
+        &mut pass,
+    )?;
+    Ok((Some(netns), pass.into_differences()))
+}
+
+/// The gateway ends in the public namespace: each attached gateway's is
+/// up with the router address and routes its public addresses; ends no
+/// VPC of this store has any more go. Run after the VPCs, which make the
+/// ends.
+pub fn converge_public_links(
+    host: &Host,
+    specs: &[VpcSpec],
+    public: &Netns,
+    mode: Mode,
+) -> Result<Vec<Difference>, Error> {
+    let mut pass = Pass::new(public.name(), mode);
+    let rtnl = Rtnl::open(public)?;
+    let mut wanted = BTreeMap::new();
+    // The ends of VPCs whose descriptions cannot be realised stay as
+    // they are, as do those VPCs.
+    let mut untouched = BTreeSet::new();
+    for spec in specs {
+        let peer = gateway_peer_name(&host.vpc_netns(&spec.id));
+        if spec.check().is_err() {
+            untouched.insert(peer);
+        } else if let Some(address) = spec.gateway {
+            let mut addresses = vec![address];
+            addresses.extend(spec.elastic.iter().map(|(a, _)| *a));
+            wanted.insert(peer, addresses);
+        }
+    }
+    let ours = |name: &str| name.starts_with(GATEWAY_PEER_PREFIX) && !untouched.contains(name);
+    let links: Vec<LinkState> = rtnl
+        .link_states()?
+        .into_iter()
+        .filter(|l| ours(&l.name))
+        .collect();
+    for link in &links {
+        if !wanted.contains_key(&link.name) {
+            if pass.note(format_args!("link {}", link.name), Found::Extra) {
+                rtnl.delete(&link.name)?;
+            }
+        } else if pass.compare(
+            format_args!("link {}", link.name),
+            &updown(link.up),
+            &updown(true),
+        ) {
+            rtnl.set_up(&link.name)?;
+        }
+    }
+    let present: Vec<&String> = wanted
+        .keys()
+        .filter(|peer| links.iter().any(|l| l.name == **peer))
+        .collect();
+    let addresses: Vec<(String, Ipv4Addr, u8)> = present
+        .iter()
+        .map(|peer| ((*peer).clone(), host.router, 32))
+        .collect();
+    let is_present = |link: &str| present.iter().any(|p| *p == link);
+    converge_addresses(&rtnl, &addresses, is_present, &mut pass)?;
+    let routes: Vec<RouteState> = present
+        .iter()
+        .flat_map(|peer| {
+            wanted
+                .get(*peer)
+                .into_iter()
+                .flatten()
+                .map(|address| RouteState {
+                    destination: Ipv4Cidr::host(*address),
+                    gateway: None,
+                    device: (*peer).clone(),
+                    table: MAIN_TABLE,
+                })
+        })
+        .collect();
+    converge_routes(&rtnl, MAIN_TABLE, &routes, is_present, &mut pass)?;
+    Ok(pass.into_differences())
+}
+
+/// Of the namespaces `candidates` (named with the prefix, but no record's),
+/// those that are this store's are removed when repairing. Namespaces of
+/// other stores, and namespaces nobody marked, are never touched.
+pub fn converge_orphans(
+    host: &Host,
+    candidates: &[String],
+    mode: Mode,
+) -> Result<Vec<Difference>, Error> {
+    let public = host.public_netns();
+    let mut found = Vec::new();
+    for name in candidates.iter().filter(|name| **name != public) {
+        let mut pass = Pass::new(name, mode);
+        if let Some((netns, rtnl)) = open_owned(host, name, false, &mut pass)? {
+            if pass.note("the namespace", Found::Extra) {
+                remove_namespace(netns, rtnl)?;
+                forget_listing(host, name)?;
+            }
+        }
+        found.extend(pass.into_differences());
+    }
+    Ok(found)
+}
+
+/// Removes the firewall listing kept for namespace `name`, if any.
+fn forget_listing(host: &Host, name: &str) -> Result<(), Error> {
+    let path = host.listing(name);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::Cache {
+            what: "remove",
+            path,
+            source,
         }),
     }
+}
+
+/// Deletes a namespace of this store: the gateway link first, so that its
+/// public end goes at once rather than whenever the kernel frees the
+/// namespace.
+fn remove_namespace(netns: Netns, rtnl: Rtnl) -> Result<(), Error> {
+    rtnl.delete(GATEWAY_LINK)?;
+    // The netlink socket holds the namespace; close it first.
+    drop(rtnl);
+    Ok(netns.delete()?)
 }
 
 /// The public end of a VPC's gateway link: "gp" and a hash of the VPC's
 /// namespace name (names there must be unique across VPCs, and short).
 pub fn gateway_peer_name(netns: &str) -> String {
-    // FNV-1a: stable across runs and Rust versions, unlike the std hasher.
-    let hash = netns.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
-        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
-    });
-    format!("{GATEWAY_PEER_PREFIX}{hash:08x}")
+    let hash = fnv1a64(netns.as_bytes());
+    // The low 32 bits: a link name has room for 8 hex digits after "gp".
+    format!("{GATEWAY_PEER_PREFIX}{:08x}", hash & 0xffff_ffff)
 }
 
-/// What every public-side gateway link's name starts with.
-pub const GATEWAY_PEER_PREFIX: &str = "gp";
+/// FNV-1a: stable across runs and Rust versions, unlike the std hasher.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
 
-fn bridge_name(subnet: &str) -> String {
+/// The bridge of subnet `subnet`.
+pub fn bridge_name(subnet: &str) -> String {
     let room = MAX_IFNAME_LEN - BRIDGE_PREFIX.len();
     let tail = subnet
         .get(subnet.len().saturating_sub(room)..)
         .unwrap_or(subnet);
     format!("{BRIDGE_PREFIX}{tail}")
-}
-
-fn host_route(address: Ipv4Addr, device: &str) -> Route<'_> {
-    Route {
-        destination: Ipv4Cidr::host(address),
-        gateway: None,
-        device,
-        table: MAIN_TABLE,
-    }
-}
-
-fn in_use(noun: &'static str, id: &str, user: &str, fix: &'static str) -> Error {
-    Error::InUse {
-        noun,
-        id: id.to_owned(),
-        user: user.to_owned(),
-        fix,
-    }
 }
 
 fn is_name_char(byte: u8) -> bool {
@@ -884,6 +1017,7 @@ fn check_link_name(name: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::link::MacAddr;
 
     #[test]
     fn bridge_names_fit_an_interface_name() {
@@ -907,5 +1041,74 @@ mod tests {
         }
         check_link_name("tap-i-0abc").unwrap();
         assert!(check_link_name("tap-0123456789ab").is_err());
+    }
+
+    fn cidr(text: &str) -> Ipv4Cidr {
+        text.parse().unwrap()
+    }
+
+    fn spec() -> VpcSpec {
+        let mut spec = VpcSpec::new("vpc-1", cidr("10.0.0.0/16"));
+        spec.subnets.push(SubnetSpec {
+            id: "subnet-a".into(),
+            cidr: cidr("10.0.1.0/24"),
+            internet: true,
+        });
+        spec.gateway = Some(Ipv4Addr::new(203, 0, 113, 2));
+        spec.groups.push(SecurityGroup::new("sg-1"));
+        spec.ports.push(Port {
+            id: "i-1".into(),
+            link: "t-1".into(),
+            subnet: "subnet-a".into(),
+            mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            ip: Ipv4Addr::new(10, 0, 1, 10),
+            groups: vec!["sg-1".into()],
+            source_dest_check: true,
+        });
+        spec.elastic
+            .push((Ipv4Addr::new(203, 0, 113, 3), "i-1".into()));
+        spec
+    }
+
+    #[test]
+    fn a_coherent_spec_passes_and_derives_what_linux_holds() {
+        let spec = spec();
+        spec.check().unwrap();
+        assert_eq!(
+            spec.addresses(),
+            [
+                ("br-subnet-a".to_owned(), Ipv4Addr::new(10, 0, 1, 1), 24),
+                ("igw".to_owned(), Ipv4Addr::new(203, 0, 113, 2), 32),
+                ("igw".to_owned(), Ipv4Addr::new(203, 0, 113, 3), 32),
+            ]
+        );
+        assert_eq!(spec.rules().len(), 2);
+        assert_eq!(spec.routes(Ipv4Addr::new(203, 0, 113, 1)).len(), 1);
+        let links: Vec<String> = spec.links().into_iter().map(|(name, _)| name).collect();
+        assert_eq!(links, ["br-subnet-a", "igw", "t-1"]);
+        assert!(spec.firewall_script().contains("203.0.113.3"));
+    }
+
+    #[test]
+    fn incoherent_specs_are_refused_before_linux_is_touched() {
+        let mut no_gateway = spec();
+        no_gateway.gateway = None;
+        assert!(matches!(no_gateway.check(), Err(Error::NoGateway { .. })));
+        let mut twin = spec();
+        let mut port = twin.ports[0].clone();
+        port.id = "i-2".into();
+        port.link = "t-2".into();
+        twin.ports.push(port);
+        assert!(
+            matches!(twin.check(), Err(Error::PortClash { .. })),
+            "{:?}",
+            twin.check()
+        );
+        let mut unknown_group = spec();
+        unknown_group.ports[0].groups = vec!["sg-9".into()];
+        assert!(matches!(unknown_group.check(), Err(Error::Missing { .. })));
+        let mut outside = spec();
+        outside.subnets[0].cidr = cidr("10.1.0.0/24");
+        assert!(outside.check().is_err());
     }
 }

@@ -55,7 +55,7 @@ no_gureum_left() {
   $IP -o link | grep -E ' (t-|gp)' && fail "links left in L1's own namespace"
   out=$(gureum net check 2>&1)
   echo "$out"
-  [ "$out" = "nothing left over" ] || fail "net check: $out"
+  [ "$out" = "Linux and the state directory match the records" ] || fail "net check: $out"
 }
 
 begin_checks setup

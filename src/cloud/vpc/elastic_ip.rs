@@ -82,7 +82,7 @@ pub fn associate(
     reference: &str,
     instance: &str,
 ) -> Result<ElasticIp, cloud::Error> {
-    realise::transaction(store, |tx, undo| {
+    realise::change(store, config, |tx| {
         let mut eip = find(tx, reference)?;
         let mut instance = lookup::find_instance(tx, instance)?;
         if let Some(other) = eip.instance_id {
@@ -99,18 +99,22 @@ pub fn associate(
             }
             .into());
         };
-        let linux = realise::open_shared(tx, config, &placement.vpc_id)?;
+        if let Some(other) = placement.elastic_ip {
+            return Err(Error::InUse {
+                noun: "instance",
+                id: instance.id.clone(),
+                what: format!("elastic IP {other}"),
+                fix: "disassociate it first".into(),
+            }
+            .into());
+        }
         placement.elastic_ip = Some(eip.public_ip);
+        let vpc = placement.vpc_id.clone();
         eip.instance_id = Some(instance.id.clone());
         tx.update(&eip)?;
         tx.update(&instance)?;
-        let address = eip.public_ip;
-        linux
-            .borrow_mut()
-            .associate_address(address, &instance.id)
-            .map_err(Error::from)?;
-        undo.push(move || linux.borrow_mut().disassociate_address(address));
-        Ok(eip)
+        realise::check(tx, &vpc)?;
+        Ok((eip, vec![vpc]))
     })
 }
 
@@ -120,31 +124,21 @@ pub fn disassociate(
     config: &NetConfig,
     reference: &str,
 ) -> Result<ElasticIp, cloud::Error> {
-    realise::transaction(store, |tx, undo| {
+    realise::change(store, config, |tx| {
         let mut eip = find(tx, reference)?;
         let Some(instance) = eip.instance_id.take() else {
             return Err(Error::NotAssociatedEip { id: eip.id }.into());
         };
         let mut record = tx.get::<cloud::instance::Instance>(&instance)?;
-        let linux = match record.as_ref().and_then(|i| i.placement.as_ref()) {
-            Some(placement) => Some(realise::open_shared(tx, config, &placement.vpc_id)?),
-            None => None,
-        };
         tx.update(&eip)?;
+        let mut touched = Vec::new();
         if let Some(record) = record.as_mut() {
             if let Some(placement) = record.placement.as_mut() {
                 placement.elastic_ip = None;
+                touched.push(placement.vpc_id.clone());
             }
             tx.update(record)?;
         }
-        if let Some(linux) = linux {
-            let address = eip.public_ip;
-            linux
-                .borrow_mut()
-                .disassociate_address(address)
-                .map_err(Error::from)?;
-            undo.push(move || linux.borrow_mut().associate_address(address, &instance));
-        }
-        Ok(eip)
+        Ok((eip, touched))
     })
 }

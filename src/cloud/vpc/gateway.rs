@@ -11,7 +11,6 @@ use crate::cloud::ids::{self, Kind};
 use crate::cloud::store::{Store, Tx};
 use crate::cloud::tags::Tags;
 use crate::cloud::{self, lookup};
-use crate::net::netns;
 
 use super::elastic_ip::ElasticIp;
 use super::network::Vpc;
@@ -67,7 +66,7 @@ pub fn attach(
     igw: &str,
     vpc: &str,
 ) -> Result<InternetGateway, cloud::Error> {
-    realise::transaction(store, |tx, undo| {
+    realise::change(store, config, |tx| {
         let mut igw: InternetGateway = lookup::find_tagged(tx, igw, |_| true)?;
         let vpc: Vpc = lookup::find_tagged(tx, vpc, |_| true)?;
         if let Some(attached) = &igw.vpc_id {
@@ -85,17 +84,10 @@ pub fn attach(
             .into());
         }
         let address = config.allocate(&public_addresses(tx)?)?;
-        let linux = realise::open_shared(tx, config, &vpc.id)?;
-        igw.vpc_id = Some(vpc.id);
+        igw.vpc_id = Some(vpc.id.clone());
         igw.public_ip = Some(address);
         tx.update(&igw)?;
-        let public = config.open_public()?;
-        linux
-            .borrow_mut()
-            .attach_gateway(&public, address, config.router)
-            .map_err(Error::from)?;
-        undo.push(move || linux.borrow_mut().detach_gateway());
-        Ok(igw)
+        Ok((igw, vec![vpc.id]))
     })
 }
 
@@ -105,9 +97,9 @@ pub fn detach(
     config: &NetConfig,
     igw: &str,
 ) -> Result<InternetGateway, cloud::Error> {
-    realise::transaction(store, |tx, undo| {
+    realise::change(store, config, |tx| {
         let mut igw: InternetGateway = lookup::find_tagged(tx, igw, |_| true)?;
-        let (Some(vpc), Some(address)) = (igw.vpc_id.clone(), igw.public_ip) else {
+        let (Some(vpc), Some(_)) = (igw.vpc_id.clone(), igw.public_ip) else {
             return Err(Error::GatewayDetached { igw: igw.id }.into());
         };
         let routing: Vec<String> = in_vpc::<RouteTable>(tx, &vpc)?
@@ -125,32 +117,23 @@ pub fn detach(
             }
             .into());
         }
-        let linux = realise::open_shared(tx, config, &vpc)?;
+        let associated: Vec<String> = super::port::instances_in(tx, &vpc)?
+            .into_iter()
+            .filter_map(|(_, placement)| Some(placement.elastic_ip?.to_string()))
+            .collect();
+        if !associated.is_empty() {
+            return Err(Error::InUse {
+                noun: "internet gateway",
+                id: igw.id.clone(),
+                what: format!("elastic IPs {} mapped through it", associated.join(", ")),
+                fix: "`gureum eip disassociate` them first".to_owned(),
+            }
+            .into());
+        }
         igw.vpc_id = None;
         igw.public_ip = None;
         tx.update(&igw)?;
-        linux.borrow_mut().detach_gateway().map_err(Error::from)?;
-        let (public_config, router) = (config.clone(), config.router);
-        undo.push(move || -> Result<(), cloud::Error> {
-            let public = public_config.open_public()?;
-            linux
-                .borrow_mut()
-                .attach_gateway(&public, address, router)
-                .map_err(|e| Error::from(e).into())
-        });
-        // The last gateway gone, the public side goes too (the undo above
-        // makes it again).
-        if tx
-            .list::<InternetGateway>()?
-            .iter()
-            .all(|g| g.vpc_id.is_none())
-        {
-            match netns::remove(&config.public_netns()) {
-                Ok(()) | Err(netns::Error::Missing(_)) => {}
-                Err(error) => return Err(Error::from(error).into()),
-            }
-        }
-        Ok(igw)
+        Ok((igw, vec![vpc]))
     })
 }
 

@@ -1,7 +1,7 @@
 //! The VPC control plane: VPCs, subnets, route tables, internet gateways,
-//! security groups and elastic IPs as records in the store, each change
-//! realised in Linux (`crate::net`) inside the store transaction that
-//! records it (`realise`), so that both change or neither does.
+//! security groups and elastic IPs as records in the store. A change is
+//! committed as intent, then Linux is converged to the records
+//! (`realise`, through `crate::net`).
 
 /// Makes a VPC record (with an `id` field) a store `Resource` of kind
 /// `$kind`: VPC resources are found by ID or Name tag, so none has a
@@ -29,14 +29,12 @@ macro_rules! vpc_record {
     };
 }
 
-pub mod check;
 pub mod elastic_ip;
 pub mod gateway;
 pub mod network;
 pub mod port;
 pub mod public;
 pub mod realise;
-pub mod restore;
 pub mod route_table;
 pub mod security_group;
 pub mod subnet;
@@ -58,8 +56,6 @@ pub enum Error {
     Link(#[from] net::link::Error),
     #[error(transparent)]
     Sysctl(#[from] net::sysctl::Error),
-    #[error(transparent)]
-    Cleanup(#[from] net::cleanup::Error),
     #[error(transparent)]
     Tap(crate::vmm::devices::virtio::net::tap::Error),
     #[error("{var}={value} is not usable: {fix}")]
@@ -140,11 +136,6 @@ pub enum Error {
         what: &'static str,
     },
     #[error(
-        "network namespace '{netns}' does not exist: VPC {vpc} is recorded but not in Linux \
-         (a host reboot empties /run/netns); `gureum net restore` rebuilds it from its records"
-    )]
-    NotRealised { vpc: String, netns: String },
-    #[error(
         "VPC {vpc} was made as network namespace '{recorded}', but {var} now names it \
          '{now}': set {var} back to the prefix it was made with"
     )]
@@ -155,15 +146,10 @@ pub enum Error {
         var: &'static str,
     },
     #[error(
-        "VPC {vpc} had lost its network namespace (a host reboot?) and rebuilding it failed, \
-         leaving nothing of it: {source}; fix that, then `gureum net restore`"
+        "these VPCs could not be made to match their records (the others were): {vpcs}; \
+         fix that, then `gureum net reconcile`"
     )]
-    RestoreFailed {
-        vpc: String,
-        source: Box<crate::cloud::Error>,
-    },
-    #[error("VPCs {vpcs} could not be restored (see above); fix that, then run it again")]
-    NotRestored { vpcs: String },
+    NotConverged { vpcs: String },
 }
 
 /// A resource that lives in one VPC.

@@ -8,7 +8,6 @@ use crate::cloud::store::{Resource, Store};
 use crate::cloud::tags::Tags;
 use crate::cloud::{self, lookup};
 use crate::net::cidr::{self, Ipv4Cidr};
-use crate::net::{self, netns};
 
 use super::gateway::InternetGateway;
 use super::public::NetConfig;
@@ -58,16 +57,11 @@ pub fn create(
         default_security_group: group.id.clone(),
         created: cloud::time::now(),
     };
-    realise::transaction(store, |tx, undo| {
+    realise::change(store, config, |tx| {
         tx.insert(&vpc, tags)?;
         tx.insert(&table, &Tags::new())?;
         tx.insert(&group, &Tags::new())?;
-        let mut linux =
-            net::vpc::Vpc::create(&config.prefix, &vpc.id, cidr).map_err(Error::from)?;
-        let name = linux.netns().name().to_owned();
-        undo.push(move || netns::remove(&name));
-        linux.put_group(group.realised()).map_err(Error::from)?;
-        Ok(())
+        Ok(((), vec![vpc.id.clone()]))
     })?;
     Ok(Created {
         vpc,
@@ -78,7 +72,7 @@ pub fn create(
 /// Deletes an empty VPC (its main route table and default group go with
 /// it); refuses, saying what to remove first, while anything is in it.
 pub fn delete(store: &mut Store, config: &NetConfig, reference: &str) -> Result<Vpc, cloud::Error> {
-    realise::transaction(store, |tx, undo| {
+    realise::change(store, config, |tx| {
         let vpc: Vpc = lookup::find_tagged(tx, reference, |_| true)?;
         let gateways: Vec<InternetGateway> = in_vpc(tx, &vpc.id)?;
         let subnets: Vec<Subnet> = in_vpc(tx, &vpc.id)?;
@@ -116,7 +110,6 @@ pub fn delete(store: &mut Store, config: &NetConfig, reference: &str) -> Result<
             }
             .into());
         }
-        let linux = realise::open(tx, config, &vpc)?;
         tx.delete(&vpc.id)?;
         for table in &tables {
             tx.delete(&table.id)?;
@@ -124,18 +117,8 @@ pub fn delete(store: &mut Store, config: &NetConfig, reference: &str) -> Result<
         for group in &groups {
             tx.delete(&group.id)?;
         }
-        linux.delete().map_err(Error::from)?;
-        // Should the commit fail, the VPC comes back as it was: empty but
-        // for its groups.
-        let (prefix, id, cidr) = (config.prefix.clone(), vpc.id.clone(), vpc.cidr);
-        let realised: Vec<_> = groups.iter().map(SecurityGroup::realised).collect();
-        undo.push(move || {
-            let mut linux = net::vpc::Vpc::create(&prefix, &id, cidr)?;
-            realised
-                .into_iter()
-                .try_for_each(|group| linux.put_group(group))
-        });
-        Ok(vpc)
+        let id = vpc.id.clone();
+        Ok((vpc, vec![id]))
     })
 }
 

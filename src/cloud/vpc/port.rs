@@ -10,10 +10,9 @@ use crate::cloud::instance::{Instance, State};
 use crate::cloud::store::{self, Store, Tx};
 use crate::cloud::{self, lookup};
 use crate::net::cidr;
-use crate::net::link::{MacAddr, Rtnl};
+use crate::net::link::MacAddr;
 use crate::net::netns::Netns;
 use crate::net::port::Port;
-use crate::net::undo::Undo;
 use crate::vmm::devices::virtio::net::Tap;
 
 use super::elastic_ip::ElasticIp;
@@ -98,17 +97,16 @@ pub fn tap_name(id: &str) -> String {
     format!("{TAP_PREFIX}{tail}")
 }
 
-/// Places instance `id` in a subnet: picks its address, makes its tap
-/// in the VPC's namespace (persistent: it is the instance's port until
-/// terminate, over stops and starts) and attaches it as a port, filtered
-/// from the first packet, before any VMM opens it.
+/// Places instance `id` in a subnet: picks its address and its tap's
+/// name, in the records of `tx`. The tap (persistent: it is the
+/// instance's port until terminate, over stops and starts) is made and
+/// filtered when the VPC is converged after the commit, before any VMM
+/// opens it.
 pub fn place(
     tx: &Tx<'_>,
-    config: &NetConfig,
     id: &str,
     mac: MacAddr,
     request: &PlacementRequest,
-    undo: &mut Undo,
 ) -> Result<Placed, cloud::Error> {
     let subnet: Subnet = lookup::find_tagged(tx, &request.subnet, |_| true)?;
     let vpc: Vpc = lookup::find(tx, &subnet.vpc_id)?;
@@ -121,7 +119,6 @@ pub fn place(
         .map(|(_, p)| p.private_ip)
         .collect();
     let ip = cidr::allocate(subnet.cidr, &used, request.private_ip).map_err(Error::from)?;
-    let linux = realise::open_shared(tx, config, &vpc.id)?;
     let placement = Placement {
         vpc_id: vpc.id.clone(),
         subnet_id: subnet.id.clone(),
@@ -132,19 +129,9 @@ pub fn place(
         source_dest_check: request.source_dest_check,
         elastic_ip: None,
     };
-    let netns = linux.borrow().netns().name().to_owned();
-    make_tap(linux.borrow().netns(), &placement.tap)?;
-    let (name, tap) = (netns.clone(), placement.tap.clone());
-    undo.push(move || delete_tap(&name, &tap));
-    linux
-        .borrow_mut()
-        .attach_port(placement.port(id))
-        .map_err(Error::from)?;
-    let port = id.to_owned();
-    undo.push(move || linux.borrow_mut().detach_port(&port));
     Ok(Placed {
         placement,
-        netns,
+        netns: vpc.netns,
         prefix_len: subnet.cidr.prefix(),
         router: subnet.router,
     })
@@ -170,46 +157,31 @@ fn groups_in(tx: &Tx<'_>, vpc: &str, references: &[String]) -> Result<Vec<String
 }
 
 /// Makes persistent tap `name` in the VPC's namespace `netns`.
-pub(super) fn make_tap(netns: &Netns, name: &str) -> Result<(), Error> {
+pub fn make_tap(netns: &Netns, name: &str) -> Result<(), Error> {
     netns
         .run(|| Tap::open(name)?.set_persistent(true))?
         .map_err(Error::Tap)
 }
 
-/// Deletes tap `tap` in namespace `netns`, if it is there.
-fn delete_tap(netns: &str, tap: &str) -> Result<(), Error> {
-    let rtnl = Rtnl::open(&Netns::open(netns)?)?;
-    if rtnl.index(tap)?.is_some() {
-        rtnl.delete(tap)?;
-    }
-    Ok(())
-}
-
-/// Takes a terminated instance out of its VPC: its elastic IP off it, its
-/// port detached, its tap deleted, its placement cleared.
+/// Takes a terminated instance out of its VPC: its elastic IP off it and
+/// its placement cleared; converging the VPC then removes its port and
+/// tap.
 pub fn release(store: &mut Store, config: &NetConfig, id: &str) -> Result<(), cloud::Error> {
-    realise::transaction(store, |tx, _| {
+    realise::change(store, config, |tx| {
         let Some(mut instance) = tx.get::<Instance>(id)? else {
-            return Ok(());
+            return Ok(((), Vec::new()));
         };
         let Some(placement) = instance.placement.take() else {
-            return Ok(());
+            return Ok(((), Vec::new()));
         };
-        let linux = realise::open_shared(tx, config, &placement.vpc_id)?;
         for mut eip in tx.list::<ElasticIp>()? {
             if eip.instance_id.as_deref() == Some(id) {
-                linux
-                    .borrow_mut()
-                    .disassociate_address(eip.public_ip)
-                    .map_err(Error::from)?;
                 eip.instance_id = None;
                 tx.update(&eip)?;
             }
         }
-        linux.borrow_mut().detach_port(id).map_err(Error::from)?;
-        delete_tap(linux.borrow().netns().name(), &placement.tap)?;
         tx.update(&instance)?;
-        Ok(())
+        Ok(((), vec![placement.vpc_id]))
     })
 }
 
@@ -231,7 +203,7 @@ pub fn modify(
     reference: &str,
     change: &PortChange,
 ) -> Result<Instance, cloud::Error> {
-    realise::transaction(store, |tx, undo| {
+    realise::change(store, config, |tx| {
         let mut instance = lookup::find_instance(tx, reference)?;
         if matches!(instance.state, State::ShuttingDown | State::Terminated) {
             return Err(cloud::Error::LeavingVpc {
@@ -251,30 +223,14 @@ pub fn modify(
             Some(references) => Some(groups_in(tx, &placement.vpc_id, references)?),
             None => None,
         };
-        // Opened before the record changes: it must hold what Linux holds.
-        let linux = realise::open_shared(tx, config, &placement.vpc_id)?;
-        if let Some(groups) = groups.filter(|g| *g != placement.security_groups) {
-            let before = std::mem::replace(&mut placement.security_groups, groups.clone());
-            linux
-                .borrow_mut()
-                .set_port_groups(&id, groups)
-                .map_err(Error::from)?;
-            let (back, port) = (linux.clone(), id.clone());
-            undo.push(move || back.borrow_mut().set_port_groups(&port, before));
+        if let Some(groups) = groups {
+            placement.security_groups = groups;
         }
-        if let Some(on) = change
-            .source_dest_check
-            .filter(|on| *on != placement.source_dest_check)
-        {
+        if let Some(on) = change.source_dest_check {
             placement.source_dest_check = on;
-            linux
-                .borrow_mut()
-                .set_source_dest_check(&id, on)
-                .map_err(Error::from)?;
-            let port = id.clone();
-            undo.push(move || linux.borrow_mut().set_source_dest_check(&port, !on));
         }
+        let vpc = placement.vpc_id.clone();
         tx.update(&instance)?;
-        Ok(instance)
+        Ok((instance, vec![vpc]))
     })
 }

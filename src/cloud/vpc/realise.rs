@@ -1,131 +1,206 @@
-//! Keeping the store and Linux in step: a change runs in one store
-//! transaction that also makes the Linux change, with how to unmake it
-//! registered; a failure anywhere, the commit included, rolls back both.
-//!
-//! A VPC is reopened in each process from the records (`open`): the store
-//! is the truth, and the firewall is rebuilt whole from it on every change.
+//! Keeping Linux in step with the store. The store is the desired state:
+//! a change is validated and committed as intent, then the VPCs it touched
+//! are converged (`net::vpc::converge`), their namespaces made to hold
+//! what the records describe. Should that fail, the records go back as
+//! they were and the VPCs are converged again, so the user gets the error
+//! and nothing is left half made. A crash in between leaves the store
+//! ahead of Linux, which the next pass (`gureum net reconcile`, or the
+//! daemon's) repairs.
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
-use std::rc::Rc;
 
 use crate::cloud::store::{Store, Tx};
-use crate::cloud::{self, lookup};
-use crate::net::undo::Undo;
-use crate::net::vpc::Holdings;
-use crate::net::{self};
+use crate::cloud::{self};
+use crate::net::reconcile::{Difference, Mode};
+use crate::net::vpc::{self as net_vpc, Host, SubnetSpec, VpcSpec};
+use crate::net::{self, netns::Netns, port::Port};
 
 use super::elastic_ip::ElasticIp;
 use super::gateway::InternetGateway;
 use super::network::Vpc;
-use super::public::NetConfig;
+use super::public::{self, NetConfig};
 use super::route_table::RouteTable;
 use super::security_group::SecurityGroup;
 use super::subnet::Subnet;
-use super::{Error, in_vpc};
+use super::{Error, in_vpc, port};
 
-/// A reopened VPC shared with the undo steps that may need it after the
-/// transaction's closure has returned.
-pub type Shared = Rc<RefCell<net::vpc::Vpc>>;
+/// The VPCs a change touched, by ID: these are converged after it.
+pub type Touched = Vec<String>;
 
-/// Runs `change` in one write transaction. `change` makes its Linux change
-/// and pushes on `undo` how to unmake it; unless the transaction commits,
-/// the undo steps run.
-pub fn transaction<T>(
-    store: &mut Store,
-    change: impl FnOnce(&Tx<'_>, &mut Undo) -> Result<T, cloud::Error>,
-) -> Result<T, cloud::Error> {
-    let mut undo = Undo::new();
-    let out = store.write(|tx| change(tx, &mut undo))?;
-    undo.commit();
-    Ok(out)
-}
-
-/// Reopens `vpc` in Linux with what the records in `tx` say it holds.
-pub fn open(tx: &Tx<'_>, config: &NetConfig, vpc: &Vpc) -> Result<net::vpc::Vpc, cloud::Error> {
-    let netns = config.vpc_netns(&vpc.id);
-    // Checked first: nothing (the public side) is made for a VPC that is
-    // not there, and the user learns how to get it back.
-    if !net::netns::exists(&netns) {
-        return Err(Error::NotRealised {
-            vpc: vpc.id.clone(),
-            netns,
-        }
-        .into());
+/// Where this store's namespaces are, and its identity.
+pub fn host(store: &Store, config: &NetConfig) -> Host {
+    Host {
+        prefix: config.prefix.clone(),
+        owner: store.identity().to_owned(),
+        router: config.router,
+        cache: store.dir().join("net"),
     }
-    let holdings = holdings(tx, config, vpc)?;
-    Ok(net::vpc::Vpc::open(&config.prefix, &vpc.id, vpc.cidr, holdings).map_err(Error::from)?)
 }
 
-/// What the records in `tx` say `vpc` holds in Linux; opens (or makes)
-/// the public namespace when a gateway is attached.
-pub fn holdings(tx: &Tx<'_>, config: &NetConfig, vpc: &Vpc) -> Result<Holdings, cloud::Error> {
+/// Commits `change`, then converges the VPCs it says it touched. If they
+/// cannot be converged, the records go back as they were, Linux follows
+/// them, and the error is returned.
+pub fn change<T>(
+    store: &mut Store,
+    config: &NetConfig,
+    change: impl FnOnce(&Tx<'_>) -> Result<(T, Touched), cloud::Error>,
+) -> Result<T, cloud::Error> {
+    let ((out, touched), undo) = store.write_undoable(change)?;
+    match converge(store, config, Some(&touched), Mode::Repair) {
+        Ok(_) => Ok(out),
+        Err(error) => {
+            store.undo(undo)?;
+            // Best effort: what stays different is the next pass's.
+            let _ = converge(store, config, Some(&touched), Mode::Repair);
+            Err(error)
+        }
+    }
+}
+
+/// Compares Linux with the records (of VPCs `only`, or of everything, with
+/// this store's orphans), repairing the differences in `Mode::Repair`.
+pub fn converge(
+    store: &mut Store,
+    config: &NetConfig,
+    only: Option<&[String]>,
+    mode: Mode,
+) -> Result<Vec<Difference>, cloud::Error> {
+    let host = host(store, config);
+    let (vpcs, specs) = store.read(|tx| {
+        let vpcs = tx.list::<Vpc>()?;
+        let specs = vpcs
+            .iter()
+            .map(|vpc| spec(tx, vpc))
+            .collect::<Result<Vec<_>, cloud::Error>>()?;
+        Ok::<_, cloud::Error>((vpcs, specs))
+    })?;
+    let chosen = |id: &str| only.is_none_or(|only| only.iter().any(|o| o == id));
+    for vpc in vpcs.iter().filter(|vpc| chosen(&vpc.id)) {
+        // Made under another prefix, it would be made twice.
+        let now = host.vpc_netns(&vpc.id);
+        if vpc.netns != now {
+            return Err(Error::PrefixChanged {
+                vpc: vpc.id.clone(),
+                recorded: vpc.netns.clone(),
+                now,
+                var: public::PREFIX_VAR,
+            }
+            .into());
+        }
+    }
+    let (public, mut found) = net_vpc::converge_public(&host, &specs, mode).map_err(Error::from)?;
+    let mut make_tap = |netns: &Netns, port: &Port| {
+        port::make_tap(netns, &port.link).map_err(|e| Box::new(e) as Box<_>)
+    };
+    // One VPC whose records cannot be realised does not hold up the
+    // others: every failure is reported once the pass is over.
+    let mut failed: Vec<(String, net_vpc::Error)> = Vec::new();
+    for spec in specs.iter().filter(|spec| chosen(&spec.id)) {
+        match net_vpc::converge(&host, spec, public.as_ref(), mode, &mut make_tap) {
+            Ok(differences) => found.extend(differences),
+            Err(error) => failed.push((spec.id.clone(), error)),
+        }
+    }
+    if let Some(public) = &public {
+        found.extend(
+            net_vpc::converge_public_links(&host, &specs, public, mode).map_err(Error::from)?,
+        );
+    }
+    let recorded: BTreeSet<String> = vpcs.iter().map(|vpc| vpc.netns.clone()).collect();
+    let candidates: Vec<String> = match only {
+        Some(only) => only.iter().map(|id| host.vpc_netns(id)).collect(),
+        None => net::netns::list(&host.prefix).map_err(Error::from)?,
+    };
+    let orphans: Vec<String> = candidates
+        .into_iter()
+        .filter(|name| !recorded.contains(name))
+        .collect();
+    found.extend(net_vpc::converge_orphans(&host, &orphans, mode).map_err(Error::from)?);
+    if failed.is_empty() {
+        return Ok(found);
+    }
+    // A change touched one VPC: its own error says it best.
+    if only.is_some() && failed.len() == 1 {
+        if let Some((_, error)) = failed.pop() {
+            return Err(Error::from(error).into());
+        }
+    }
+    Err(Error::NotConverged {
+        vpcs: failed
+            .iter()
+            .map(|(vpc, error)| format!("VPC {vpc}: {error}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+    .into())
+}
+
+/// What the records in `tx` say `vpc` holds in Linux.
+pub fn spec(tx: &Tx<'_>, vpc: &Vpc) -> Result<VpcSpec, cloud::Error> {
     let subnets: Vec<Subnet> = in_vpc(tx, &vpc.id)?;
     let tables: Vec<RouteTable> = in_vpc(tx, &vpc.id)?;
     let gateway = in_vpc::<InternetGateway>(tx, &vpc.id)?.into_iter().next();
-    let gateway_address = gateway.as_ref().and_then(|g| g.public_ip);
-    let ports = cloud::vpc::subnet::ports_in(tx, &vpc.id)?;
-    let port_ids: BTreeSet<&str> = ports.iter().map(|port| port.id.as_str()).collect();
+    let ports = super::subnet::ports_in(tx, &vpc.id)?;
     let elastic = tx
         .list::<ElasticIp>()?
         .into_iter()
         .filter_map(|eip| Some((eip.public_ip, eip.instance_id?)))
-        .filter(|(_, instance)| port_ids.contains(instance.as_str()))
+        .filter(|(_, instance)| ports.iter().any(|port| port.id == *instance))
         .collect();
-    Ok(Holdings {
-        subnets: subnets
-            .iter()
-            .map(|subnet| {
-                let public = gateway
-                    .as_ref()
-                    .is_some_and(|g| RouteTable::is_public(&tables, &subnet.id, &g.id));
-                (subnet.id.clone(), subnet.cidr, public)
-            })
-            .collect(),
-        gateway: match gateway_address {
-            Some(address) => Some((config.open_public()?, address)),
-            None => None,
-        },
-        groups: in_vpc::<SecurityGroup>(tx, &vpc.id)?
-            .iter()
-            .map(SecurityGroup::realised)
-            .collect(),
-        ports,
-        elastic,
-    })
+    let mut spec = VpcSpec::new(&vpc.id, vpc.cidr);
+    spec.subnets = subnets
+        .iter()
+        .map(|subnet| SubnetSpec {
+            id: subnet.id.clone(),
+            cidr: subnet.cidr,
+            internet: gateway
+                .as_ref()
+                .is_some_and(|g| RouteTable::is_public(&tables, &subnet.id, &g.id)),
+        })
+        .collect();
+    spec.gateway = gateway.and_then(|g| g.public_ip);
+    spec.groups = in_vpc::<SecurityGroup>(tx, &vpc.id)?
+        .iter()
+        .map(SecurityGroup::realised)
+        .collect();
+    spec.ports = ports;
+    spec.elastic = elastic;
+    Ok(spec)
 }
 
-/// Reopens VPC `id` to be shared with undo steps.
-pub fn open_shared(tx: &Tx<'_>, config: &NetConfig, id: &str) -> Result<Shared, cloud::Error> {
-    let vpc: Vpc = lookup::find(tx, id)?;
-    Ok(Rc::new(RefCell::new(open(tx, config, &vpc)?)))
+/// Checks, inside a change, that VPC `vpc_id` as the change leaves it can
+/// be realised, so that a change that cannot is refused before its
+/// commit with the reason.
+pub fn check(tx: &Tx<'_>, vpc_id: &str) -> Result<(), cloud::Error> {
+    let vpc: Vpc = crate::cloud::lookup::find(tx, vpc_id)?;
+    Ok(spec(tx, &vpc)?.check().map_err(Error::from)?)
 }
 
-/// Makes the subnets of VPC `vpc_id` public or private as its route
-/// tables (as now recorded in `tx`) say, registering the way back.
-pub fn sync_routes(
-    tx: &Tx<'_>,
-    linux: &Shared,
-    vpc_id: &str,
-    undo: &mut Undo,
-) -> Result<(), cloud::Error> {
-    let subnets: Vec<Subnet> = in_vpc(tx, vpc_id)?;
-    let tables: Vec<RouteTable> = in_vpc(tx, vpc_id)?;
-    let gateway = in_vpc::<InternetGateway>(tx, vpc_id)?.into_iter().next();
-    for subnet in subnets {
-        let want = gateway
-            .as_ref()
-            .is_some_and(|g| RouteTable::is_public(&tables, &subnet.id, &g.id));
-        let was = linux.borrow().is_public(&subnet.id);
-        if was == Some(want) {
-            continue;
-        }
-        linux
-            .borrow_mut()
-            .set_subnet_internet(&subnet.id, want)
-            .map_err(Error::from)?;
-        let (back, id) = (linux.clone(), subnet.id.clone());
-        undo.push(move || back.borrow_mut().set_subnet_internet(&id, !want));
+/// Converges the VPC of instance `reference`, if it has one, before its
+/// VMM opens its port there (`instance start` after a host reboot, which
+/// empties /run/netns). Says on standard error what it repaired.
+pub fn converge_for_instance(store: &mut Store, reference: &str) -> Result<(), cloud::Error> {
+    let vpc = store.read(|tx| {
+        Ok::<_, cloud::Error>(
+            crate::cloud::lookup::find_instance(tx, reference)?
+                .placement
+                .map(|p| p.vpc_id),
+        )
+    })?;
+    let Some(vpc) = vpc else {
+        return Ok(());
+    };
+    let repaired = converge(
+        store,
+        &NetConfig::from_env()?,
+        Some(std::slice::from_ref(&vpc)),
+        Mode::Repair,
+    )?;
+    if !repaired.is_empty() {
+        eprintln!(
+            "gureum: VPC {vpc} differed from its records in {} places (a host reboot?): repaired it first",
+            repaired.len()
+        );
     }
     Ok(())
 }

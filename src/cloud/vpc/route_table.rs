@@ -230,14 +230,12 @@ fn change(
     table: &str,
     edit: impl FnOnce(&Tx<'_>, &mut RouteTable) -> Result<(), cloud::Error>,
 ) -> Result<RouteTable, cloud::Error> {
-    realise::transaction(store, |tx, undo| {
+    realise::change(store, config, |tx| {
         let mut table: RouteTable = lookup::find_tagged(tx, table, |_| true)?;
-        // Opened before the records change: it holds what Linux has now.
-        let linux = realise::open_shared(tx, config, &table.vpc_id)?;
         edit(tx, &mut table)?;
         tx.update(&table)?;
-        realise::sync_routes(tx, &linux, &table.vpc_id, undo)?;
-        Ok(table)
+        let vpc = table.vpc_id.clone();
+        Ok((table, vec![vpc]))
     })
 }
 

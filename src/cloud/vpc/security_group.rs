@@ -98,7 +98,7 @@ pub fn create(
     names::check(Kind::SecurityGroup, name)?;
     names::check_text("group description", description, names::MAX_DESCRIPTION)?;
     let id = ids::new_id(Kind::SecurityGroup)?;
-    realise::transaction(store, |tx, undo| {
+    realise::change(store, config, |tx| {
         let vpc: Vpc = lookup::find_tagged(tx, vpc, |_| true)?;
         if in_vpc::<SecurityGroup>(tx, &vpc.id)?
             .iter()
@@ -111,15 +111,8 @@ pub fn create(
             .into());
         }
         let group = SecurityGroup::new(id, &vpc.id, name, description);
-        let linux = realise::open_shared(tx, config, &vpc.id)?;
         tx.insert(&group, tags)?;
-        linux
-            .borrow_mut()
-            .put_group(group.realised())
-            .map_err(Error::from)?;
-        let id = group.id.clone();
-        undo.push(move || linux.borrow_mut().remove_group(&id));
-        Ok(group)
+        Ok((group, vec![vpc.id]))
     })
 }
 
@@ -129,7 +122,7 @@ pub fn delete(
     config: &NetConfig,
     reference: &str,
 ) -> Result<SecurityGroup, cloud::Error> {
-    realise::transaction(store, |tx, undo| {
+    realise::change(store, config, |tx| {
         let group: SecurityGroup = lookup::find_tagged(tx, reference, |_| true)?;
         if group.default {
             return Err(Error::OwnedByVpc {
@@ -138,15 +131,42 @@ pub fn delete(
             }
             .into());
         }
-        let linux = realise::open_shared(tx, config, &group.vpc_id)?;
+        let members: Vec<String> = super::port::instances_in(tx, &group.vpc_id)?
+            .into_iter()
+            .filter(|(_, placement)| placement.security_groups.contains(&group.id))
+            .map(|(id, _)| id)
+            .collect();
+        if !members.is_empty() {
+            return Err(Error::InUse {
+                noun: "security group",
+                id: group.id.clone(),
+                what: format!("instances {}", members.join(", ")),
+                fix: "move them to other groups (`gureum instance modify --sg`) first".into(),
+            }
+            .into());
+        }
+        let naming: Vec<String> = in_vpc::<SecurityGroup>(tx, &group.vpc_id)?
+            .into_iter()
+            .filter(|other| {
+                other.id != group.id && other.realised().peer_groups().any(|p| *p == group.id)
+            })
+            .map(|other| other.id)
+            .collect();
+        if !naming.is_empty() {
+            return Err(Error::InUse {
+                noun: "security group",
+                id: group.id.clone(),
+                what: format!(
+                    "a rule of group {} naming it",
+                    naming.join(", and of group ")
+                ),
+                fix: "revoke those rules first".into(),
+            }
+            .into());
+        }
         tx.delete(&group.id)?;
-        linux
-            .borrow_mut()
-            .remove_group(&group.id)
-            .map_err(Error::from)?;
-        let realised = group.realised();
-        undo.push(move || linux.borrow_mut().put_group(realised));
-        Ok(group)
+        let vpc = group.vpc_id.clone();
+        Ok((group, vec![vpc]))
     })
 }
 
@@ -180,7 +200,7 @@ pub fn change_rule(
     add: bool,
 ) -> Result<SecurityGroup, cloud::Error> {
     let ports = request.ports.as_deref().map(parse_ports).transpose()?;
-    realise::transaction(store, |tx, undo| {
+    realise::change(store, config, |tx| {
         let mut group: SecurityGroup = lookup::find_tagged(tx, reference, |_| true)?;
         let peer = match (&request.source_group, request.cidr) {
             (Some(other), _) => {
@@ -191,7 +211,6 @@ pub fn change_rule(
             (None, cidr) => Peer::Cidr(cidr.unwrap_or(crate::net::cidr::ANY)),
         };
         let rule = Rule::new(request.protocol, ports, peer).map_err(Error::from)?;
-        let before = group.realised();
         let id = group.id.clone();
         let rules = group.rules_mut(direction);
         match (add, rules.iter().position(|r| *r == rule)) {
@@ -202,13 +221,8 @@ pub fn change_rule(
                 rules.remove(index);
             }
         }
-        let linux = realise::open_shared(tx, config, &group.vpc_id)?;
         tx.update(&group)?;
-        linux
-            .borrow_mut()
-            .put_group(group.realised())
-            .map_err(Error::from)?;
-        undo.push(move || linux.borrow_mut().put_group(before));
-        Ok(group)
+        let vpc = group.vpc_id.clone();
+        Ok((group, vec![vpc]))
     })
 }

@@ -52,8 +52,11 @@ pub fn create(
         subnet: block,
         capacity: 0,
     }))?;
-    realise::transaction(store, |tx, undo| {
+    realise::change(store, config, |tx| {
         let vpc: Vpc = lookup::find_tagged(tx, vpc, |_| true)?;
+        let siblings: Vec<Subnet> = super::in_vpc(tx, &vpc.id)?;
+        cidr::check_subnet(block, vpc.cidr, siblings.iter().map(|s| &s.cidr))
+            .map_err(Error::from)?;
         let subnet = Subnet {
             id,
             vpc_id: vpc.id.clone(),
@@ -63,18 +66,10 @@ pub fn create(
             capacity: cidr::capacity(block),
             created: cloud::time::now(),
         };
-        // Opened before the records change: it holds what Linux has now.
-        let linux = realise::open_shared(tx, config, &vpc.id)?;
         tx.insert(&subnet, tags)?;
-        linux
-            .borrow_mut()
-            .add_subnet(&subnet.id, block)
-            .map_err(Error::from)?;
-        let (back, id) = (linux.clone(), subnet.id.clone());
-        undo.push(move || back.borrow_mut().remove_subnet(&id));
         // It follows the main table, which may make it public.
-        realise::sync_routes(tx, &linux, &vpc.id, undo)?;
-        Ok(subnet)
+        realise::check(tx, &vpc.id)?;
+        Ok((subnet, vec![vpc.id]))
     })
 }
 
@@ -84,7 +79,7 @@ pub fn delete(
     config: &NetConfig,
     reference: &str,
 ) -> Result<Subnet, cloud::Error> {
-    realise::transaction(store, |tx, undo| {
+    realise::change(store, config, |tx| {
         let subnet: Subnet = lookup::find_tagged(tx, reference, |_| true)?;
         let instances: Vec<String> = port::instances_in(tx, &subnet.vpc_id)?
             .into_iter()
@@ -100,21 +95,10 @@ pub fn delete(
             }
             .into());
         }
-        let linux = realise::open_shared(tx, config, &subnet.vpc_id)?;
         route_table::unassociate(tx, &subnet.vpc_id, &subnet.id, None)?;
         tx.delete(&subnet.id)?;
-        let was_public = linux.borrow().is_public(&subnet.id).unwrap_or(false);
-        linux
-            .borrow_mut()
-            .remove_subnet(&subnet.id)
-            .map_err(Error::from)?;
-        let (back, id, block) = (linux.clone(), subnet.id.clone(), subnet.cidr);
-        undo.push(move || {
-            let mut back = back.borrow_mut();
-            back.add_subnet(&id, block)?;
-            back.set_subnet_internet(&id, was_public)
-        });
-        Ok(subnet)
+        let vpc = subnet.vpc_id.clone();
+        Ok((subnet, vec![vpc]))
     })
 }
 

@@ -34,6 +34,11 @@ pub fn apply(netns: &Netns, script: &str) -> Result<(), Error> {
     run(netns, &["-f", "-"], script).map(drop)
 }
 
+/// The whole ruleset of `netns`, as nft lists it.
+pub fn list_ruleset(netns: &Netns) -> Result<String, Error> {
+    run(netns, &["list", "ruleset"], "")
+}
+
 /// The tables in `netns`, as `FAMILY NAME` pairs.
 pub fn tables(netns: &Netns) -> Result<Vec<(String, String)>, Error> {
     let listing = run(netns, &["list", "tables"], "")?;

@@ -398,18 +398,22 @@ pub fn launch(ctx: &Context, store: &mut Store, req: &LaunchRequest) -> Result<L
 /// Takes back instance `i`, made by a launch that fell short and never
 /// started: its port in its VPC, its files and its record.
 fn unmake(ctx: &Context, store: &mut Store, i: &Instance) -> Result<(), Error> {
-    if i.placement.is_some() {
-        port::release(store, &NetConfig::from_env()?, &i.id)?;
+    let forget = |tx: &Tx<'_>| Ok::<_, Error>(tx.delete(&i.id).map(drop)?);
+    match &i.placement {
+        // The record goes, and its VPC converges without the port.
+        Some(placement) => realise::change(store, &NetConfig::from_env()?, |tx| {
+            forget(tx)?;
+            Ok(((), vec![placement.vpc_id.clone()]))
+        })?,
+        None => store.write(forget)?,
     }
     let dir = ctx.state.instance_files(&i.id).dir;
     match std::fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(Error::io("cannot remove", dir)(e));
+            Err(Error::io("cannot remove", dir)(e))
         }
-        _ => {}
+        _ => Ok(()),
     }
-    store.write(|tx| Ok::<_, Error>(tx.delete(&i.id)?))?;
-    Ok(())
 }
 
 /// Records that instance `id`'s supervisor could not be started.

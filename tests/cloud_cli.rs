@@ -348,7 +348,7 @@ fn a_seeded_image_gets_a_seed_disk_with_its_host_name_user_and_key() {
     cloud.ok(&["image", "import", src.to_str().unwrap()]);
     cloud.ok(&["key", "create", "k"]);
     let key = cloud.json(&["key", "describe", "k"]);
-    let id = cloud.ok(&["run", "--name", "web-1", "--key", "k"]);
+    let id = cloud.run_stand_in(&["--name", "web-1", "--key", "k"]);
     let seed = cloud
         .state
         .path()
@@ -468,15 +468,17 @@ fn a_vmm_that_fails_leaves_the_instance_stopped_with_its_reason_and_terminate_cl
         "--tag",
         "role=web",
     ]);
-    let out = cloud.json(&[
-        "run",
+    let out: Value = serde_json::from_str(&cloud.run_stand_in(&[
         "--template",
         "lt",
         "--type",
         "t2.nano",
         "--name",
         "web-1",
-    ]);
+        "--output",
+        "json",
+    ]))
+    .unwrap();
     let id = out[0]["id"].as_str().unwrap().to_string();
     assert!(id.starts_with("i-") && id.len() == 19, "{id}");
 
@@ -568,7 +570,7 @@ fn an_instance_whose_supervisor_vanished_is_reconciled_to_stopped() {
     let cloud = Cloud::new();
     let src = cloud.image_source("tiny", "");
     cloud.ok(&["image", "import", src.to_str().unwrap()]);
-    let id = cloud.ok(&["run"]).trim().to_string();
+    let id = cloud.run_stand_in(&[]);
     wait_until(&cloud, &id, |i| i["state"] == "stopped");
     // Forge what a killed supervisor leaves: "running" with a dead PID.
     let mut dead = Command::new("true").spawn().unwrap();
@@ -592,7 +594,7 @@ fn processes_recorded_before_a_host_restart_are_gone_whatever_their_pids_name_no
     let cloud = Cloud::new();
     let src = cloud.image_source("tiny", "");
     cloud.ok(&["image", "import", src.to_str().unwrap()]);
-    let id = cloud.ok(&["run"]);
+    let id = cloud.run_stand_in(&[]);
     wait_until(&cloud, &id, |i| i["state"] == "stopped");
     // A live process stands in for one of the new boot that got the PID
     // and start time a supervisor and VMM had before the restart.

@@ -44,6 +44,11 @@ impl Cloud {
     fn image_source(&self, name: &str, extra: &str) -> PathBuf {
         cli_support::image_source(self.work(), name, extra)
     }
+
+    /// Whether `KIND list` shows nothing.
+    fn none(&self, kind: &str) -> bool {
+        self.json(&[kind, "list"]).as_array().unwrap().is_empty()
+    }
 }
 
 impl Gureum for Cloud {
@@ -202,13 +207,7 @@ fn image_files_must_be_inside_the_manifest_s_directory() {
             "{line}: {err}"
         );
     }
-    assert!(
-        cloud
-            .json(&["image", "list"])
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(cloud.none("image"));
     // A symlink that stays inside is fine.
     cli_support::image_source(cloud.work(), "evil", "root_disk=link-in");
     cloud.ok(&["image", "import", src.to_str().unwrap()]);
@@ -235,13 +234,7 @@ fn image_import_refuses_an_empty_or_non_kernel_file() {
     std::fs::write(src.join("initrd.cpio.gz"), b"").unwrap();
     let err = cloud.fails(&["image", "import", src.to_str().unwrap()]);
     assert!(err.contains("initrd") && err.contains("is empty"), "{err}");
-    assert!(
-        cloud
-            .json(&["image", "list"])
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(cloud.none("image"));
     let staging = cloud.state().join("staging");
     assert!(
         !staging.exists() || std::fs::read_dir(&staging).unwrap().next().is_none(),
@@ -320,8 +313,118 @@ fn names_tags_zones_and_descriptions_are_bounded_and_single_line() {
         let err = cloud.fails(&args);
         assert!(err.contains(says), "{args:?}: {err}");
     }
-    let instances = cloud.json(&["instance", "list"]);
-    assert!(instances.as_array().unwrap().is_empty(), "{instances}");
-    assert!(cloud.json(&["key", "list"]).as_array().unwrap().is_empty());
-    assert!(cloud.json(&["vpc", "list"]).as_array().unwrap().is_empty());
+    assert!(cloud.none("instance"));
+    assert!(cloud.none("key"));
+    assert!(cloud.none("vpc"));
+}
+
+/// Whether `reason` is a VMM's failure at start: on a host without
+/// vmx/svm (this one) KVM is refused; elsewhere the stand-in kernel is.
+fn vmm_failed_at_once(reason: &str) -> bool {
+    reason.contains("the VMM failed")
+        && (reason.contains("no vmx/svm") || reason.contains("cannot load kernel"))
+}
+
+#[test]
+fn run_and_start_report_a_vmm_that_fails_at_once() {
+    let cloud = Cloud::new();
+    let src = cloud.image_source("tiny", "");
+    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    let out = cloud.run(&["run", "--count", "3"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let ids: Vec<&str> = stdout.lines().collect();
+    assert_eq!(ids.len(), 3, "every ID is printed: {stdout}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    for id in &ids {
+        assert!(
+            stderr.contains(&format!("instance {id} did not start")),
+            "{stderr}"
+        );
+    }
+    assert!(vmm_failed_at_once(&stderr), "{stderr}");
+    // At once: the instances are already stopped with the reason.
+    let listed = cloud.json(&["instance", "list"]);
+    for i in listed.as_array().unwrap() {
+        assert_eq!(i["state"], "stopped", "{i}");
+        assert!(
+            vmm_failed_at_once(i["state_reason"].as_str().unwrap()),
+            "{i}"
+        );
+    }
+
+    let err = cloud.fails(&["instance", "start", ids[0]]);
+    assert!(
+        err.contains(&format!("instance {} did not start", ids[0])) && vmm_failed_at_once(&err),
+        "{err}"
+    );
+    let shown = cloud.json(&["instance", "describe", ids[0]]);
+    assert_eq!(shown[0]["state"], "stopped");
+    assert!(vmm_failed_at_once(
+        shown[0]["state_reason"].as_str().unwrap()
+    ));
+}
+
+#[test]
+fn counts_are_n_or_min_max() {
+    let cloud = Cloud::new();
+    let src = cloud.image_source("tiny", "");
+    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    for (count, says) in [
+        ("0", "the minimum must be at least 1"),
+        ("5:2", "minimum above its maximum"),
+        ("two", "is not N or MIN:MAX"),
+        ("1:", "is not N or MIN:MAX"),
+    ] {
+        let out = cloud.run(&["run", "--count", count]);
+        assert!(!out.status.success(), "{count}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{count}: {err}");
+    }
+    assert!(cloud.none("instance"));
+    let made = cloud.run_stand_in(&["--count", "2:4"]);
+    assert_eq!(made.lines().count(), 4, "{made}");
+}
+
+#[test]
+fn only_a_permission_problem_gets_the_permission_hint() {
+    let cloud = Cloud::new();
+    cloud.ok(&["key", "list"]);
+    // As another user (root reads everything), or as this one if not root.
+    let as_user = |args: &[&str]| {
+        let exe = env!("CARGO_BIN_EXE_gureum");
+        // Owned by whoever made it: this process's user.
+        let root =
+            std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(cloud.work()).unwrap()) == 0;
+        let mut c = if root {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", exe]);
+            c
+        } else {
+            Command::new(exe)
+        };
+        let out = c
+            .args(args)
+            .env("GUREUM_STATE_DIR", cloud.state())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let set_mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    set_mode(&cloud.state(), 0o755);
+    set_mode(&cloud.store(), 0o000);
+    let err = as_user(&["key", "list"]);
+    assert!(
+        err.contains("Permission denied") && err.contains("check that this user may read"),
+        "{err}"
+    );
+    set_mode(&cloud.store(), 0o444);
+    let err = as_user(&["key", "list"]);
+    assert!(
+        err.contains("for writing") && err.contains("check that this user may write"),
+        "{err}"
+    );
 }

@@ -798,8 +798,7 @@ fn an_instance_in_a_subnet_is_a_filtered_port_until_terminated() {
     assert_eq!(cloud.count("instance"), 0);
     assert_eq!(ip(&ns, &["-br", "link", "show", "type", "tun"]), "");
 
-    let id = cloud.ok(&[
-        "run",
+    let id = cloud.run_stand_in(&[
         "--subnet",
         "s",
         "--sg",
@@ -827,7 +826,7 @@ fn an_instance_in_a_subnet_is_a_filtered_port_until_terminated() {
     );
     assert!(ruleset.contains("ip saddr 10.0.1.10 return"), "{ruleset}");
     // The next instance gets the lowest free address (the first four are reserved).
-    let second = cloud.ok(&["run", "--subnet", "s"]);
+    let second = cloud.run_stand_in(&["--subnet", "s"]);
     let placed = cloud.json(&["instance", "describe", &second])[0]["placement"].clone();
     assert_eq!(placed["private_ip"], "10.0.1.4");
     assert_eq!(
@@ -920,7 +919,7 @@ fn stopped_instance_a(cloud: &Cloud) -> (String, String, String) {
     let vpc = cloud.vpc("v");
     cloud.subnet("10.0.1.0/24", "s");
     let web = cloud.ok(&["sg", "create", "--vpc", "v", "--name", "web"]);
-    let id = cloud.ok(&["run", "--subnet", "s", "--sg", "web", "--name", "a"]);
+    let id = cloud.run_stand_in(&["--subnet", "s", "--sg", "web", "--name", "a"]);
     cloud.ok(&["instance", "wait", &id, "--state", "stopped"]);
     (vpc, web, id)
 }
@@ -1055,7 +1054,7 @@ fn a_refused_instance_modify_changes_nothing() {
     cloud.ok(&["sg", "create", "--vpc", "v", "--name", "db"]);
     let other = cloud.vpc("w");
     let far = cloud.ok(&["sg", "create", "--vpc", &other, "--name", "far"]);
-    let plain = cloud.ok(&["run", "--name", "plain"]);
+    let plain = cloud.run_stand_in(&["--name", "plain"]);
     let before = placement_of(&cloud, "a");
     let ruleset = nft(&ns);
 
@@ -1143,7 +1142,7 @@ fn sg_default_is_the_default_group_of_the_subnet_s_vpc() {
         "--name",
         "s",
     ]);
-    let id = cloud.ok(&["run", "--subnet", "s", "--sg", "default"]);
+    let id = cloud.run_stand_in(&["--subnet", "s", "--sg", "default"]);
     let default_of = |vpc: &str| {
         field(
             &cloud.json(&["vpc", "describe", vpc]),
@@ -1153,4 +1152,48 @@ fn sg_default_is_the_default_group_of_the_subnet_s_vpc() {
     let groups = placement_of(&cloud, &id)["security_groups"].clone();
     assert_eq!(groups, serde_json::json!([default_of(&second)]));
     assert_ne!(default_of(&first), default_of(&second));
+}
+
+#[test]
+fn a_count_is_all_of_its_minimum_or_nothing_and_every_id_made_is_printed() {
+    let cloud = Cloud::new();
+    import_stand_in_image(&cloud);
+    let vpc = cloud.vpc("v");
+    let ns = cloud.netns(&vpc);
+    // 16 addresses, the first four and the last reserved: 11 for instances.
+    cloud.subnet("10.0.1.0/28", "s");
+    cloud.run_stand_in(&["--subnet", "s"]);
+    let taps = || {
+        ip(&ns, &["-br", "link", "show", "type", "tun"])
+            .lines()
+            .count()
+    };
+    assert_eq!(taps(), 1);
+
+    // 10 free, 12 asked for: none made, the 10 made on the way taken back.
+    let out = cloud.run(&["run", "--subnet", "s", "--count", "12"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("only 10 of --count 12 instances could be made") && err.contains("none were"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "nothing made, nothing printed");
+    assert_eq!(cloud.count("instance"), 1);
+    assert_eq!(taps(), 1);
+    assert!(
+        std::fs::read_dir(cloud.state.path().join("instances"))
+            .unwrap()
+            .count()
+            == 1
+    );
+
+    // At least 1, up to 12: the 10 that fit, each printed.
+    let out = cloud.run(&["run", "--subnet", "s", "--count", "1:12"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("launched 10 of up to 12"), "{err}");
+    let ids = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(ids.lines().count(), 10, "{ids}");
+    assert_eq!(cloud.count("instance"), 11);
+    assert_eq!(taps(), 11);
 }

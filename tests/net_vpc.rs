@@ -1364,15 +1364,7 @@ fn net_reconcile_brings_back_the_vpcs_of_a_rebooted_host_from_the_records() {
     }
     // The stand-in kernel does not boot: the instance stops, keeping its
     // port, as after a reboot.
-    let id = host.ok(&[
-        "run",
-        "--subnet",
-        "a",
-        "--sg",
-        "web",
-        "--private-ip",
-        "10.0.1.10",
-    ]);
+    let id = host.run_stand_in(&["--subnet", "a", "--sg", "web", "--private-ip", "10.0.1.10"]);
     let tap = format!("t-{}", &id[id.len() - 13..]);
     let stopped = || host.ok(&["instance", "wait", &id, "--state", "stopped"]);
     stopped();
@@ -1462,8 +1454,12 @@ fn net_reconcile_brings_back_the_vpcs_of_a_rebooted_host_from_the_records() {
     // stand-in kernel).
     host.reboot();
     let out = host.run(&["instance", "start", &id]);
-    assert!(out.status.success());
+    assert_eq!(out.status.code(), Some(1), "the VMM refuses the stand-in");
     let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("instance {id} did not start")),
+        "{said}"
+    );
     assert!(
         said.contains(&format!("VPC {vpc} differed from its records in"))
             && said.contains("repaired it first"),
@@ -1544,7 +1540,7 @@ fn run_into_a_subnet_brings_back_its_vpc_after_a_reboot_as_start_does() {
     let (host, vpc, a, b) = Host::with_vpc();
     // The stand-in kernel does not boot: instances stop, keeping their
     // ports.
-    let first = host.ok(&["run", "--subnet", "a"]);
+    let first = host.run_stand_in(&["--subnet", "a"]);
     host.ok(&["instance", "wait", &first, "--state", "stopped"]);
     let ns = host.netns(&vpc);
 
@@ -1558,7 +1554,8 @@ fn run_into_a_subnet_brings_back_its_vpc_after_a_reboot_as_start_does() {
     // VPC, which converges it whole: its namespace comes back first.
     let out = host.run(&["run", "--subnet", &b, "--private-ip", "10.0.2.20"]);
     let said = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{said}");
+    assert_eq!(out.status.code(), Some(1), "the VMM refuses the stand-in");
+    assert!(said.contains("did not start"), "{said}");
     let second = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert_eq!(host.namespaces(), std::slice::from_ref(&ns));
     // Both ports are there: the one restored, and the one the launch made
@@ -1580,12 +1577,9 @@ fn run_into_a_subnet_brings_back_its_vpc_after_a_reboot_as_start_does() {
     // In place, the next launch says nothing about it.
     host.ok(&["instance", "wait", &second, "--state", "stopped"]);
     let out = host.run(&["run", "--subnet", "a"]);
-    assert!(out.status.success());
-    assert!(
-        out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "the VMM refuses the stand-in");
+    assert!(!said.contains("network namespace"), "{said}");
     let third = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     for id in [&first, &second, &third] {
         host.ok(&["instance", "terminate", id]);

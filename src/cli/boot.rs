@@ -1,6 +1,8 @@
 //! `gureum boot`: one VM, its serial console on the terminal or on a
 //! socket.
 
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -66,6 +68,10 @@ pub struct BootArgs {
     /// Append all console output to this file.
     #[arg(long, requires = "console_socket")]
     console_log: Option<PathBuf>,
+    /// Write one byte to this inherited file descriptor once the VM runs
+    /// (how an instance's supervisor learns that its VMM started).
+    #[arg(long, value_name = "FD", hide = true)]
+    ready_fd: Option<u32>,
 }
 
 fn parse_disk(spec: &str) -> Result<DiskConfig, String> {
@@ -159,6 +165,21 @@ pub fn run(args: &BootArgs) -> ExitCode {
         disks: args.disks.clone(),
         nets: args.nets.clone(),
     };
+    // Opened anew through /proc: the number names an inherited descriptor,
+    // and this needs no claim that nothing else in the process owns it.
+    let ready = match args.ready_fd {
+        Some(fd) => match OpenOptions::new()
+            .write(true)
+            .open(format!("/proc/self/fd/{fd}"))
+        {
+            Ok(file) => Some(file),
+            Err(e) => {
+                eprintln!("gureum: cannot open --ready-fd {fd}: {e}");
+                return ExitCode::from(EXIT_VMM_ERROR);
+            }
+        },
+        None => None,
+    };
     let signals: SigSet = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]
         .into_iter()
         .collect();
@@ -181,7 +202,7 @@ pub fn run(args: &BootArgs) -> ExitCode {
         None => (None, Box::new(std::io::stdout())),
     };
     let exit = match vmm::start(&config, out) {
-        Ok(vm) => attach_and_wait(&vm, socket, signals),
+        Ok(vm) => attach_and_wait(&vm, socket, signals, ready),
         Err(e) => {
             eprintln!("gureum: {e}");
             Err(EXIT_VMM_ERROR)
@@ -209,6 +230,7 @@ fn attach_and_wait(
     vm: &RunningVm,
     socket: Option<SocketConsole>,
     signals: SigSet,
+    ready: Option<File>,
 ) -> Result<VmExit, u8> {
     let fail = |what: &str, e: std::io::Error| {
         eprintln!("gureum: cannot {what}: {e}");
@@ -226,6 +248,10 @@ fn attach_and_wait(
         }
         None => Some(Console::attach(input).map_err(|e| fail("attach the console", e))?),
     };
+    if let Some(mut ready) = ready {
+        // Whoever waits may be gone; the VM runs on regardless.
+        let _ = ready.write_all(b"R");
+    }
     let exit = vm.wait();
     drop(terminal);
     Ok(exit)

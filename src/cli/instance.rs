@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use gureum::cloud::instance::{Instance, State};
+use gureum::cloud::launch_count::LaunchCount;
 use gureum::cloud::lifecycle::{self, LaunchRequest};
 use gureum::cloud::tags::NAME;
 use gureum::cloud::tap_network::TapNic;
@@ -43,9 +44,10 @@ pub struct RunArgs {
     vpc: SubnetArgs,
     #[command(flatten)]
     network: TapArgs,
-    /// How many instances to launch.
-    #[arg(long, default_value_t = 1)]
-    count: u32,
+    /// How many instances to launch: N, or MIN:MAX for as many as can be
+    /// made up to MAX, but at least MIN or none.
+    #[arg(long, default_value = "1", value_name = "N|MIN:MAX")]
+    count: LaunchCount,
     #[command(flatten)]
     tags: TagArgs,
 }
@@ -220,14 +222,21 @@ pub fn launch(env: &Env, args: RunArgs) -> Result<(), CliError> {
     let mut store = env.store()?;
     let launched = lifecycle::launch(&env.ctx, &mut store, &req)?;
     match env.format {
-        Format::Json => output::json(&launched)?,
+        Format::Json => output::json(&launched.instances)?,
         Format::Table => {
-            for i in &launched {
+            for i in &launched.instances {
                 println!("{}", i.id);
             }
         }
     }
-    Ok(())
+    if let Some(short) = &launched.short {
+        eprintln!(
+            "gureum: launched {} of up to {}: {short}",
+            launched.instances.len(),
+            req.count.max
+        );
+    }
+    Ok(launched.failures()?)
 }
 
 /// Prints `id state` for each instance acted on.

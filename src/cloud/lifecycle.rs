@@ -17,6 +17,7 @@ use super::ids::{self, Kind};
 use super::image::Image;
 use super::instance::{Disk, Instance, NetworkInterface, State};
 use super::key_pair::KeyPair;
+use super::launch_count::LaunchCount;
 use super::process::ProcessRef;
 use super::seed::{self, Seed};
 use super::staging::Staging;
@@ -34,6 +35,9 @@ use super::{Error, disk_copy, instance_type, lookup};
 /// A pending instance without a supervisor is given this long to get
 /// one before it is declared failed (`gureum run` is starting it).
 const SUPERVISOR_GRACE_SECS: u64 = 30;
+/// How long `run` and `start` wait for a VMM to say its VM runs (or to
+/// fail) before answering with the instance still pending.
+const START_WAIT: Duration = Duration::from_secs(60);
 /// How often waiting commands look at the store.
 const POLL: Duration = Duration::from_millis(100);
 /// After SIGKILL, how long the supervisor gets to record the outcome.
@@ -77,7 +81,7 @@ pub struct LaunchRequest {
     /// A place in a VPC subnet (`--subnet`, `--sg`, ...).
     pub placement: Option<PlacementRequest>,
     pub tags: Tags,
-    pub count: u32,
+    pub count: LaunchCount,
 }
 
 /// A launch with every reference resolved.
@@ -277,20 +281,42 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
     Ok(instance)
 }
 
-/// Launches `req.count` instances, each started detached under its own
-/// supervisor.
-pub fn launch(
-    ctx: &Context,
-    store: &mut Store,
-    req: &LaunchRequest,
-) -> Result<Vec<Instance>, Error> {
-    if req.count == 0 {
+/// What a launch made.
+#[derive(Debug)]
+pub struct Launched {
+    /// Every instance made, as it was once its VMM started or failed.
+    pub instances: Vec<Instance>,
+    /// Why fewer than the maximum were made (at least the minimum were).
+    pub short: Option<Error>,
+    /// Of those made, the ones whose VMM failed at once, and why.
+    pub failed: Vec<String>,
+}
+
+impl Launched {
+    /// An error if a VMM failed at once: what `run` ends with, after
+    /// printing every ID.
+    pub fn failures(&self) -> Result<(), Error> {
+        if self.failed.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::DidNotStart(self.failed.clone()))
+        }
+    }
+}
+
+/// Launches up to `req.count.max` instances, each started detached under
+/// its own supervisor, and waits until each VMM started or failed. Fewer
+/// than `req.count.min` made: the ones made are taken back and the launch
+/// fails, as EC2's MinCount.
+pub fn launch(ctx: &Context, store: &mut Store, req: &LaunchRequest) -> Result<Launched, Error> {
+    let count = req.count;
+    if count.min == 0 {
         return Err(Error::ZeroCount);
     }
-    if req.count > 1 && req.nic.is_some() {
+    if count.max > 1 && req.nic.is_some() {
         return Err(Error::TapWithCount);
     }
-    if req.count > 1
+    if count.max > 1
         && req
             .placement
             .as_ref()
@@ -301,13 +327,132 @@ pub fn launch(
     let plan = plan(store, req)?;
     // Checked before anything is made (the store checks them again).
     super::tags::check_all(&plan.tags)?;
-    let mut launched = Vec::new();
-    for _ in 0..req.count {
-        let instance = create_instance(ctx, store, &plan)?;
-        spawn_supervisor(ctx, store, &instance.id)?;
-        launched.push(instance);
+    // All made before any starts, so that falling short of the minimum
+    // takes back instances that never ran.
+    let mut made = Vec::new();
+    let mut short = None;
+    for _ in 0..count.max {
+        match create_instance(ctx, store, &plan) {
+            Ok(instance) => made.push(instance),
+            Err(e) => {
+                short = Some(e);
+                break;
+            }
+        }
+    }
+    if let Some(cause) = short.take_if(|_| made.len() < count.min as usize) {
+        if made.is_empty() {
+            return Err(cause);
+        }
+        let not_undone: Vec<String> = made
+            .iter()
+            .filter_map(|i| {
+                unmake(ctx, store, i)
+                    .err()
+                    .map(|e| format!("{}: {e}", i.id))
+            })
+            .collect();
+        return Err(Error::BelowMinCount {
+            made: made.len(),
+            count,
+            source: Box::new(cause),
+            not_undone: if not_undone.is_empty() {
+                String::new()
+            } else {
+                format!(" (could not take back {})", not_undone.join("; "))
+            },
+        });
+    }
+    // Their grace for getting a supervisor runs from now, not from when
+    // each was made (the first may have waited on the others' disks).
+    let now = super::time::now_secs();
+    store.write(|tx| {
+        for made in &made {
+            if let Some(mut i) = tx.get::<Instance>(&made.id)? {
+                if i.state == State::Pending && i.supervisor.is_none() {
+                    i.state_since = now;
+                    tx.update(&i)?;
+                }
+            }
+        }
+        Ok::<_, Error>(())
+    })?;
+    for instance in &made {
+        if let Err(e) = spawn_supervisor(ctx, store, &instance.id) {
+            record_start_failure(store, &instance.id, &e)?;
+        }
+    }
+    let mut launched = Launched {
+        instances: Vec::new(),
+        short,
+        failed: Vec::new(),
+    };
+    for instance in made {
+        let now = await_start(ctx, store, &instance.id)?;
+        launched.failed.extend(failed_at_start(&now));
+        launched.instances.push(now);
     }
     Ok(launched)
+}
+
+/// Takes back instance `i`, made by a launch that fell short and never
+/// started: its port in its VPC, its files and its record.
+fn unmake(ctx: &Context, store: &mut Store, i: &Instance) -> Result<(), Error> {
+    let forget = |tx: &Tx<'_>| Ok::<_, Error>(tx.delete(&i.id).map(drop)?);
+    match &i.placement {
+        // The record goes, and its VPC converges without the port.
+        Some(placement) => realise::change(store, &NetConfig::from_env()?, |tx| {
+            forget(tx)?;
+            Ok(((), vec![placement.vpc_id.clone()]))
+        })?,
+        None => store.write(forget)?,
+    }
+    let dir = ctx.state.instance_files(&i.id).dir;
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::io("cannot remove", dir)(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Records that instance `id`'s supervisor could not be started.
+fn record_start_failure(store: &mut Store, id: &str, e: &Error) -> Result<(), Error> {
+    store.write(|tx| {
+        let mut i = lookup::find_instance(tx, id)?;
+        if i.state == State::Pending {
+            i.transition(State::Stopped, Some(format!("Server.InternalError: {e}")))?;
+            tx.update(&i)?;
+        }
+        Ok(())
+    })
+}
+
+/// Waits until instance `id` is no longer pending: its VMM said its VM
+/// runs, or it ended. One still pending after `START_WAIT` is returned as
+/// it is (`gureum instance wait` waits on).
+fn await_start(ctx: &Context, store: &mut Store, id: &str) -> Result<Instance, Error> {
+    let settled = |i: &Instance| i.state != State::Pending;
+    match poll_until(
+        ctx,
+        store,
+        id,
+        State::Running,
+        settled,
+        START_WAIT,
+        |_, _| {},
+    ) {
+        Err(Error::Timeout { .. }) => Ok(store.read(|tx| lookup::find_instance(tx, id))?),
+        other => other,
+    }
+}
+
+/// Why instance `i` did not start, if it stopped without being asked to.
+fn failed_at_start(i: &Instance) -> Option<String> {
+    let reason = i.state_reason.as_deref().unwrap_or_default();
+    (matches!(i.state, State::Stopped | State::Terminated)
+        && !reason.starts_with("Client.UserInitiatedShutdown"))
+    .then(|| format!("instance {} did not start: {reason}", i.id))
 }
 
 /// Starts `gureum supervise ID` in its own session, its output going to
@@ -564,10 +709,17 @@ pub fn start(ctx: &Context, store: &mut Store, reference: &str) -> Result<Instan
         tx.update(&i)?;
         Ok((i, true))
     })?;
-    if changed {
-        spawn_supervisor(ctx, store, &i.id)?;
+    if !changed {
+        return Ok(i);
     }
-    Ok(i)
+    if let Err(e) = spawn_supervisor(ctx, store, &i.id) {
+        record_start_failure(store, &i.id, &e)?;
+    }
+    let now = await_start(ctx, store, &i.id)?;
+    match failed_at_start(&now) {
+        Some(why) => Err(Error::DidNotStart(vec![why])),
+        None => Ok(now),
+    }
 }
 
 /// Reboots running instance `reference`: its guest shuts down on its

@@ -8,6 +8,7 @@ pub mod image;
 pub mod instance;
 pub mod instance_type;
 pub mod key_pair;
+pub mod launch_count;
 pub mod lifecycle;
 pub mod lookup;
 pub mod manifest;
@@ -141,6 +142,18 @@ pub enum Error {
     BadMac(String),
     #[error("--count must be at least 1")]
     ZeroCount,
+    #[error(
+        "only {made} of --count {count} instances could be made, fewer than the minimum, so \
+         none were launched{not_undone}: {source}"
+    )]
+    BelowMinCount {
+        made: usize,
+        count: launch_count::LaunchCount,
+        source: Box<Error>,
+        not_undone: String,
+    },
+    #[error("{}; `gureum instance logs ID` shows the console", .0.join("; "))]
+    DidNotStart(Vec<String>),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,

@@ -4,6 +4,10 @@
 //! Every change runs in one `BEGIN IMMEDIATE` transaction, so concurrent
 //! `gureum` processes queue on SQLite's lock (with a busy timeout) rather
 //! than interleave, and a failed operation leaves nothing behind.
+//!
+//! A `meta` table holds the schema version (older stores are migrated on
+//! open, newer ones refused) and the store's identity. Opening never
+//! makes a store over a file that is there (see `store_file`).
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -83,6 +87,14 @@ pub enum Error {
         what: &'static str,
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error(
+        "cannot open the store {path} for writing: {source}; check that this user may write \
+         it and its directory (SQLite keeps its -wal and -shm files beside it)"
+    )]
+    NotWritable {
+        path: PathBuf,
+        source: rusqlite::Error,
     },
     #[error("cannot open the store {path}: {source}")]
     Open {
@@ -207,6 +219,11 @@ fn damaged(path: &Path, source: rusqlite::Error) -> Error {
             path,
             detail: source.to_string(),
         },
+        Some(
+            rusqlite::ErrorCode::CannotOpen
+            | rusqlite::ErrorCode::ReadOnly
+            | rusqlite::ErrorCode::PermissionDenied,
+        ) => Error::NotWritable { path, source },
         _ => Error::Open { path, source },
     }
 }

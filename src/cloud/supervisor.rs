@@ -2,10 +2,15 @@
 //! VMM (`gureum boot ...`), waits for it, restarts it when the guest
 //! reboots, and records in the store how it ended.
 
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus, Stdio};
 
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sys::signal::Signal;
+use nix::unistd::pipe2;
 
 use super::image::Image;
 use super::instance::{Instance, State};
@@ -188,10 +193,14 @@ fn boot_once(ctx: &Context, store: &mut Store, id: &str) -> Result<Decision, Err
     std::fs::create_dir_all(&files.run_dir).map_err(Error::io("cannot create", &files.run_dir))?;
     // A socket left by a VMM that was killed would refuse the new bind.
     let _ = std::fs::remove_file(&files.console_socket);
+    let (mut ready, ready_end) =
+        ready_pipe().map_err(Error::io("cannot make a pipe for the VMM of", &files.dir))?;
     let mut child = Command::new(&ctx.exe)
         .args(vmm_command::boot_args(
             &ctx.state, &image, &instance, &files,
         ))
+        .arg("--ready-fd")
+        .arg(ready_end.as_raw_fd().to_string())
         .stdin(Stdio::null())
         .spawn()
         .map_err(|source| Error::SpawnSupervisor {
@@ -199,15 +208,14 @@ fn boot_once(ctx: &Context, store: &mut Store, id: &str) -> Result<Decision, Err
             exe: ctx.exe.clone(),
             source,
         })?;
+    // Only the VMM holds the write end now: its end closes it.
+    drop(ready_end);
     let vmm = ProcessRef::of(child.id());
     let stop_now = store.write(|tx| {
         let mut i: Instance = lookup::find_instance(tx, id)?;
         i.vmm = vmm;
         i.boots += 1;
         i.reboot_requested = false;
-        if i.state == State::Pending {
-            i.transition(State::Running, None)?;
-        }
         tx.update(&i)?;
         Ok::<_, Error>(matches!(i.state, State::Stopping | State::ShuttingDown))
     })?;
@@ -219,12 +227,45 @@ fn boot_once(ctx: &Context, store: &mut Store, id: &str) -> Result<Decision, Err
             vmm.signal(Signal::SIGKILL);
         }
     }
+    // Pending until the VMM says its VM runs, so that `run` and `start`
+    // can tell a VMM that failed at once (stopped, with its reason).
+    if vm_started(&mut ready) {
+        store.write(|tx| {
+            let mut i: Instance = lookup::find_instance(tx, id)?;
+            if i.state == State::Pending {
+                i.transition(State::Running, None)?;
+                tx.update(&i)?;
+            }
+            Ok::<_, Error>(())
+        })?;
+    }
+    drop(ready);
     let status = child
         .wait()
         .map_err(Error::io("cannot wait for the VMM of", &files.dir))?;
     let outcome = Outcome::of(status, || last_words(&files.vmm_log));
     let _ = std::fs::remove_dir_all(&files.run_dir);
     finish(store, id, &outcome)
+}
+
+/// A pipe the VMM writes a byte to once its VM runs (`gureum boot
+/// --ready-fd`): the end to read, and the end the VMM inherits.
+fn ready_pipe() -> std::io::Result<(File, OwnedFd)> {
+    let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
+    fcntl(&write, FcntlArg::F_SETFD(FdFlag::empty()))?;
+    Ok((File::from(read), write))
+}
+
+/// Whether the VMM said its VM runs; false once it ended without saying.
+fn vm_started(ready: &mut File) -> bool {
+    let mut byte = [0u8; 1];
+    loop {
+        match ready.read(&mut byte) {
+            Ok(n) => return n == 1,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 /// Records how a VMM run ended and what comes next.

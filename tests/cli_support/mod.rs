@@ -56,6 +56,26 @@ pub trait Gureum {
         String::from_utf8(out.stderr).unwrap()
     }
 
+    /// Runs `gureum run ARGS` with the stand-in image, whose VMM fails at
+    /// once: it must make the instances, print them and fail saying why.
+    /// Returns its stdout, trimmed (the IDs, or JSON with `--output json`).
+    fn run_stand_in(&self, args: &[&str]) -> String {
+        let mut all = vec!["run"];
+        all.extend(args);
+        let out = self.run(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "gureum {all:?} should fail at VMM start; stderr: {stderr}"
+        );
+        assert!(
+            stderr.contains("did not start") && stderr.contains("the VMM failed"),
+            "{stderr}"
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
     /// Runs a read command with `--output json`; its output.
     fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();

@@ -1155,7 +1155,7 @@ fn drift_is_reported_by_a_check_and_undone_by_a_repair() {
         found,
         [wrong(
             "the firewall (nft tables)",
-            "another ruleset",
+            "changed by hand",
             "the one its records compile to"
         )]
     );

@@ -13,6 +13,9 @@ use gureum::vmm::devices::virtio::net::MacAddr;
 use gureum::vmm::exit::{
     EXIT_CRASH, EXIT_DETACHED, EXIT_REBOOT, EXIT_TERMINATED, EXIT_VMM_ERROR, VmExit,
 };
+use gureum::vmm::sandbox::cgroup;
+use gureum::vmm::sandbox::jail::{self, Ids};
+use gureum::vmm::sandbox::seccomp::{self, Mode as SeccompMode, ThreadKind};
 use gureum::vmm::{self, DiskConfig, NetConfig, RunningVm, VmConfig};
 
 use super::console::Console;
@@ -32,8 +35,8 @@ const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
 ))]
 pub struct BootArgs {
     /// Kernel image: a bzImage (vmlinuz) or an uncompressed ELF vmlinux.
-    #[arg(long)]
-    kernel: PathBuf,
+    #[arg(long, required_unless_present = "print_seccomp")]
+    kernel: Option<PathBuf>,
     /// Initial ramdisk (initramfs) to hand to the kernel.
     #[arg(long)]
     initrd: Option<PathBuf>,
@@ -66,6 +69,24 @@ pub struct BootArgs {
     /// Append all console output to this file.
     #[arg(long, requires = "console_socket")]
     console_log: Option<PathBuf>,
+    /// What a thread's seccomp filter does with a syscall outside its
+    /// list: kill the VMM (SIGSYS), log it to the kernel log and allow
+    /// it (for finding what a list misses), or no filters at all.
+    #[arg(long, value_name = "kill|log|off", default_value = "kill")]
+    seccomp: SeccompMode,
+    /// Print each thread kind's seccomp filter and exit.
+    #[arg(long)]
+    print_seccomp: bool,
+    /// Run the VMM jailed (needs root): pid 1 of its own PID namespace,
+    /// in its own mount namespace with an empty root once its files are
+    /// open, as UID:GID (GID defaults to UID) with no capabilities, with
+    /// limited open files and file sizes.
+    #[arg(long, value_name = "UID[:GID]")]
+    jail: Option<Ids>,
+    /// Join this cgroup v2 directory first (its limits then hold the
+    /// whole VMM).
+    #[arg(long, value_name = "DIR")]
+    cgroup: Option<PathBuf>,
 }
 
 fn parse_disk(spec: &str) -> Result<DiskConfig, String> {
@@ -128,6 +149,7 @@ fn handle_signals(vm: &RunningVm, signals: SigSet) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
+            seccomp::enter(ThreadKind::Main);
             let mut pressed = false;
             while let Ok(signal) = signals.wait() {
                 if signal == Signal::SIGTERM && !pressed {
@@ -148,9 +170,25 @@ fn handle_signals(vm: &RunningVm, signals: SigSet) -> std::io::Result<()> {
 
 /// Boots the VM and waits for it to stop.
 pub fn run(args: &BootArgs) -> ExitCode {
+    if args.print_seccomp {
+        return match seccomp::describe(args.seccomp) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gureum: {e}");
+                ExitCode::from(EXIT_VMM_ERROR)
+            }
+        };
+    }
+    let Some(kernel) = args.kernel.clone() else {
+        // clap requires --kernel without --print-seccomp.
+        return ExitCode::from(2);
+    };
     let config = VmConfig {
         boot: BootSource {
-            kernel: args.kernel.clone(),
+            kernel,
             initrd: args.initrd.clone(),
             cmdline: args.cmdline.clone(),
         },
@@ -164,6 +202,10 @@ pub fn run(args: &BootArgs) -> ExitCode {
         .collect();
     if let Err(e) = signals.thread_block() {
         eprintln!("gureum: cannot block signals: {e}");
+        return ExitCode::from(EXIT_VMM_ERROR);
+    }
+    if let Err(message) = enter_sandbox(args) {
+        eprintln!("gureum: {message}");
         return ExitCode::from(EXIT_VMM_ERROR);
     }
     let socket = match &args.console_socket {
@@ -187,8 +229,9 @@ pub fn run(args: &BootArgs) -> ExitCode {
             Err(EXIT_VMM_ERROR)
         }
     };
-    if let Some(path) = &args.console_socket {
-        // Best effort: the socket is useless once the VM is gone.
+    if let (Some(path), None) = (&args.console_socket, args.jail) {
+        // Best effort: the socket is useless once the VM is gone. (A
+        // jailed VMM cannot see it; whoever made its directory removes it.)
         let _ = std::fs::remove_file(path);
     }
     let exit = match exit {
@@ -203,6 +246,20 @@ pub fn run(args: &BootArgs) -> ExitCode {
         VmExit::Crash(what) => eprintln!("gureum: the guest crashed: {what}"),
     }
     ExitCode::from(exit.code())
+}
+
+/// What `gureum boot` does before anything else: compiles the seccomp
+/// filters, joins the cgroup, and (with --jail) splits into keeper and
+/// VMM; the VMM enters the jail once its files are open (in vmm::start).
+fn enter_sandbox(args: &BootArgs) -> Result<(), String> {
+    seccomp::configure(args.seccomp).map_err(|e| e.to_string())?;
+    if let Some(dir) = &args.cgroup {
+        cgroup::join(dir).map_err(|e| e.to_string())?;
+    }
+    if let Some(ids) = args.jail {
+        jail::enter_pid_namespace(ids).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn attach_and_wait(
@@ -226,6 +283,9 @@ fn attach_and_wait(
         }
         None => Some(Console::attach(input).map_err(|e| fail("attach the console", e))?),
     };
+    // The main thread's filter goes on last: it started the others, which
+    // must not inherit it. vCPUs enter the guest only from here on.
+    seccomp::enter(ThreadKind::Main);
     let exit = vm.wait();
     drop(terminal);
     Ok(exit)

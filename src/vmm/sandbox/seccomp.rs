@@ -191,6 +191,8 @@ fn runtime() -> Vec<Allowed> {
         SYS_exit_group,
     ])
     .collect();
+    // Debug builds check that a descriptor is open before closing it.
+    list.push(fcntl(&[(libc::F_GETFD, "F_GETFD")]));
     // abort() (a panic in a release build) raises SIGABRT at itself.
     list.push(only(
         "tgkill",
@@ -201,14 +203,24 @@ fn runtime() -> Vec<Allowed> {
     list
 }
 
+fn fcntl(commands: &[(libc::c_int, &str)]) -> Allowed {
+    let values: Vec<(u64, &str)> = commands
+        .iter()
+        .map(|&(c, n)| (u64::from(c.unsigned_abs()), n))
+        .collect();
+    only("fcntl", libc::SYS_fcntl, 1, &values)
+}
+
 /// Starting a thread (glibc's pthread_create and the new thread's own
-/// setup, which runs under its creator's filter).
+/// setup, which runs under its creator's filter: Rust's stack guard
+/// asks for the thread's attributes, which include its CPU affinity).
 fn spawn() -> Vec<Allowed> {
     let mut list: Vec<Allowed> = any(&syscalls![
         SYS_clone3,
         SYS_clone,
         SYS_set_robust_list,
-        SYS_rseq
+        SYS_rseq,
+        SYS_sched_getaffinity
     ])
     .collect();
     list.push(only(
@@ -271,16 +283,35 @@ fn allowed(kind: ThreadKind, child: Option<i32>) -> Vec<Allowed> {
                     (KVM_GET_SREGS(), "KVM_GET_SREGS"),
                 ],
             ));
-            // Activating a device: its queue eventfds and worker.
+            // Activating a device: its queue eventfds and worker, which
+            // installs its own filter.
             list.extend(any(&syscalls![
                 SYS_eventfd2,
                 SYS_epoll_create1,
                 SYS_epoll_ctl,
                 SYS_dup,
-                SYS_fcntl,
             ]));
+            list.push(fcntl(&[(libc::F_DUPFD_CLOEXEC, "F_DUPFD_CLOEXEC")]));
             list.extend(spawn());
             list.extend(worker());
+            list.push(only(
+                "prctl",
+                libc::SYS_prctl,
+                0,
+                &[(
+                    u64::from(libc::PR_SET_NO_NEW_PRIVS.unsigned_abs()),
+                    "PR_SET_NO_NEW_PRIVS",
+                )],
+            ));
+            list.push(only(
+                "seccomp",
+                libc::SYS_seccomp,
+                0,
+                &[(
+                    u64::from(libc::SECCOMP_SET_MODE_FILTER),
+                    "SECCOMP_SET_MODE_FILTER",
+                )],
+            ));
         }
         ThreadKind::Worker => list.extend(worker()),
         ThreadKind::Console => {
@@ -291,8 +322,8 @@ fn allowed(kind: ThreadKind, child: Option<i32>) -> Vec<Allowed> {
                 SYS_recvfrom,
                 SYS_shutdown,
                 SYS_dup,
-                SYS_fcntl,
             ]));
+            list.push(fcntl(&[(libc::F_DUPFD_CLOEXEC, "F_DUPFD_CLOEXEC")]));
             list.extend(spawn());
         }
         ThreadKind::Keeper => {

@@ -75,6 +75,9 @@ d=$CG/$id
 echo "cpu.max=$(cat $d/cpu.max)"
 echo "memory.max=$(cat $d/memory.max)"
 echo "procs=$(sort -n $d/cgroup.procs | tr '\n' ' ')"
+for p in $(sort -un $d/cgroup.procs); do
+  echo "proc $p $(cat /proc/$p/comm 2>/dev/null) ppid=$(field "$p" PPid) state=$(field "$p" State)"
+done
 grep -qx "$vmm" $d/cgroup.procs || fail "the VMM is not in $d"
 grep -qx "$keeper" $d/cgroup.procs || fail "the keeper is not in $d"
 # What the VMM costs beyond guest RAM: the cgroup's charge less what the

@@ -205,10 +205,13 @@ impl Parent {
         remove_dir(&self.instance(id))
     }
 
-    /// Removes the cgroups under the parent whose instance `keep` does
-    /// not claim (for the reconciler: after a crash of the supervisors
-    /// and VMMs, or a host's). Touches nothing outside the parent.
-    /// Returns the names removed.
+    /// Removes the empty cgroups under the parent whose instance `keep`
+    /// does not claim (for the reconciler: after a crash of the
+    /// supervisors and VMMs, or a host's). One that still holds
+    /// processes is left for a later pass (a VMM whose keeper was just
+    /// killed ends with it): this never kills, so the VMMs of another
+    /// store given the same parent are safe. Touches nothing outside the
+    /// parent. Returns the names removed.
     pub fn remove_stale(&self, keep: impl Fn(&str) -> bool) -> Result<Vec<String>, Error> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
@@ -221,10 +224,11 @@ impl Parent {
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            if !entry.path().is_dir() || keep(&name) {
+            let dir = entry.path();
+            if !dir.is_dir() || keep(&name) || populated(&dir) {
                 continue;
             }
-            remove_dir(&entry.path())?;
+            remove_dir(&dir)?;
             removed.push(name);
         }
         Ok(removed)

@@ -31,7 +31,8 @@ const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
      when it asks to reboot, {EXIT_CRASH} when it crashes (triple fault, KVM internal \
      error), {EXIT_DETACHED} when stopped from the console with Ctrl-A x, {EXIT_TERMINATED} \
      when stopped at once by SIGINT, SIGHUP or a second SIGTERM, {EXIT_VMM_ERROR} on a VMM \
-     error, 2 on bad usage."
+     error, 2 on bad usage; killed by SIGSYS when a thread makes a syscall outside its \
+     seccomp filter."
 ))]
 pub struct BootArgs {
     /// Kernel image: a bzImage (vmlinuz) or an uncompressed ELF vmlinux.

@@ -329,11 +329,10 @@ fn changes_killed_at_random_instants_leave_nothing_one_pass_does_not_repair() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
-            std::time::SystemTime::now()
+            let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
+                .unwrap();
+            (now.as_secs() << 30) ^ u64::from(now.subsec_nanos()) | 1
         });
     let changes: usize = std::env::var("GUREUM_CHAOS_CHANGES")
         .ok()

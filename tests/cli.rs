@@ -171,3 +171,46 @@ fn host_without_hardware_virtualization_is_named_or_vcpu_limit_is_enforced() {
         );
     }
 }
+
+#[test]
+fn a_jailed_vmm_reports_bad_input_through_its_keeper() {
+    // The keeper outside the VMM's PID namespace ends with its status.
+    let dir = scratch();
+    let not_a_kernel = dir.path().join("kernel");
+    std::fs::write(&not_a_kernel, b"hello").unwrap();
+    assert_fails_with(
+        &[
+            "boot",
+            "--jail",
+            "1879048193",
+            "--kernel",
+            not_a_kernel.to_str().unwrap(),
+        ],
+        "is not a Linux kernel",
+    );
+    let out = gureum(&["boot", "--jail", "0", "--kernel", "/k"]);
+    assert_eq!(out.status.code(), Some(2), "root is refused as usage");
+    assert!(stderr(&out).contains("numbers other than 0"));
+}
+
+#[test]
+fn the_seccomp_filters_print_and_a_bad_trip_is_refused() {
+    let out = gureum(&["boot", "--print-seccomp"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for kind in ["main (", "vcpu (", "worker (", "console (", "keeper ("] {
+        assert!(text.contains(kind), "{kind} missing:\n{text}");
+    }
+    assert!(text.contains("ioctl (argument 1 one of: KVM_RUN"), "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_gureum"))
+        .args(["boot", "--kernel", "/nonexistent"])
+        .env("GUREUM_TEST_SECCOMP_TRIP", "everything")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("names no thread kind"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -15,6 +15,9 @@ use gureum::vmm::devices::virtio::net::MacAddr;
 use gureum::vmm::exit::{
     EXIT_CRASH, EXIT_DETACHED, EXIT_REBOOT, EXIT_TERMINATED, EXIT_VMM_ERROR, VmExit,
 };
+use gureum::vmm::sandbox::cgroup;
+use gureum::vmm::sandbox::jail::{self, Ids};
+use gureum::vmm::sandbox::seccomp::{self, Mode as SeccompMode, ThreadKind};
 use gureum::vmm::{self, DiskConfig, NetConfig, RunningVm, VmConfig};
 
 use super::console::Console;
@@ -30,12 +33,13 @@ const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
      when it asks to reboot, {EXIT_CRASH} when it crashes (triple fault, KVM internal \
      error), {EXIT_DETACHED} when stopped from the console with Ctrl-A x, {EXIT_TERMINATED} \
      when stopped at once by SIGINT, SIGHUP or a second SIGTERM, {EXIT_VMM_ERROR} on a VMM \
-     error, 2 on bad usage."
+     error, 2 on bad usage; killed by SIGSYS when a thread makes a syscall outside its \
+     seccomp filter."
 ))]
 pub struct BootArgs {
     /// Kernel image: a bzImage (vmlinuz) or an uncompressed ELF vmlinux.
-    #[arg(long)]
-    kernel: PathBuf,
+    #[arg(long, required_unless_present = "print_seccomp")]
+    kernel: Option<PathBuf>,
     /// Initial ramdisk (initramfs) to hand to the kernel.
     #[arg(long)]
     initrd: Option<PathBuf>,
@@ -72,6 +76,24 @@ pub struct BootArgs {
     /// (how an instance's supervisor learns that its VMM started).
     #[arg(long, value_name = "FD", hide = true)]
     ready_fd: Option<u32>,
+    /// What a thread's seccomp filter does with a syscall outside its
+    /// list: kill the VMM (SIGSYS), log it to the kernel log and allow
+    /// it (for finding what a list misses), or no filters at all.
+    #[arg(long, value_name = "kill|log|off", default_value = "kill")]
+    seccomp: SeccompMode,
+    /// Print each thread kind's seccomp filter and exit.
+    #[arg(long)]
+    print_seccomp: bool,
+    /// Run the VMM jailed (needs root): pid 1 of its own PID namespace,
+    /// in its own mount namespace with an empty root once its files are
+    /// open, as UID:GID (GID defaults to UID) with no capabilities, with
+    /// limited open files and file sizes.
+    #[arg(long, value_name = "UID[:GID]")]
+    jail: Option<Ids>,
+    /// Join this cgroup v2 directory first (its limits then hold the
+    /// whole VMM).
+    #[arg(long, value_name = "DIR")]
+    cgroup: Option<PathBuf>,
 }
 
 fn parse_disk(spec: &str) -> Result<DiskConfig, String> {
@@ -134,6 +156,7 @@ fn handle_signals(vm: &RunningVm, signals: SigSet) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
+            seccomp::enter(ThreadKind::Main);
             let mut pressed = false;
             while let Ok(signal) = signals.wait() {
                 if signal == Signal::SIGTERM && !pressed {
@@ -154,9 +177,25 @@ fn handle_signals(vm: &RunningVm, signals: SigSet) -> std::io::Result<()> {
 
 /// Boots the VM and waits for it to stop.
 pub fn run(args: &BootArgs) -> ExitCode {
+    if args.print_seccomp {
+        return match seccomp::describe(args.seccomp) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gureum: {e}");
+                ExitCode::from(EXIT_VMM_ERROR)
+            }
+        };
+    }
+    let Some(kernel) = args.kernel.clone() else {
+        // clap requires --kernel without --print-seccomp.
+        return ExitCode::from(2);
+    };
     let config = VmConfig {
         boot: BootSource {
-            kernel: args.kernel.clone(),
+            kernel,
             initrd: args.initrd.clone(),
             cmdline: args.cmdline.clone(),
         },
@@ -187,6 +226,10 @@ pub fn run(args: &BootArgs) -> ExitCode {
         eprintln!("gureum: cannot block signals: {e}");
         return ExitCode::from(EXIT_VMM_ERROR);
     }
+    if let Err(message) = enter_sandbox(args) {
+        eprintln!("gureum: {message}");
+        return ExitCode::from(EXIT_VMM_ERROR);
+    }
     let socket = match &args.console_socket {
         Some(path) => match SocketConsole::bind(path, args.console_log.as_deref()) {
             Ok(pair) => Some(pair),
@@ -208,8 +251,9 @@ pub fn run(args: &BootArgs) -> ExitCode {
             Err(EXIT_VMM_ERROR)
         }
     };
-    if let Some(path) = &args.console_socket {
-        // Best effort: the socket is useless once the VM is gone.
+    if let (Some(path), None) = (&args.console_socket, args.jail) {
+        // Best effort: the socket is useless once the VM is gone. (A
+        // jailed VMM cannot see it; whoever made its directory removes it.)
         let _ = std::fs::remove_file(path);
     }
     let exit = match exit {
@@ -224,6 +268,20 @@ pub fn run(args: &BootArgs) -> ExitCode {
         VmExit::Crash(what) => eprintln!("gureum: the guest crashed: {what}"),
     }
     ExitCode::from(exit.code())
+}
+
+/// What `gureum boot` does before anything else: compiles the seccomp
+/// filters, joins the cgroup, and (with --jail) splits into keeper and
+/// VMM; the VMM enters the jail once its files are open (in vmm::start).
+fn enter_sandbox(args: &BootArgs) -> Result<(), String> {
+    seccomp::configure(args.seccomp).map_err(|e| e.to_string())?;
+    if let Some(dir) = &args.cgroup {
+        cgroup::join(dir).map_err(|e| e.to_string())?;
+    }
+    if let Some(ids) = args.jail {
+        jail::enter_pid_namespace(ids).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn attach_and_wait(
@@ -248,6 +306,9 @@ fn attach_and_wait(
         }
         None => Some(Console::attach(input).map_err(|e| fail("attach the console", e))?),
     };
+    // The main thread's filter goes on last: it started the others, which
+    // must not inherit it. vCPUs enter the guest only from here on.
+    seccomp::enter(ThreadKind::Main);
     if let Some(mut ready) = ready {
         // Whoever waits may be gone; the VM runs on regardless.
         let _ = ready.write_all(b"R");

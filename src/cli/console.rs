@@ -7,6 +7,7 @@ use std::os::fd::AsFd;
 use nix::sys::termios::{self, SetArg, Termios};
 
 use gureum::vmm::ConsoleInput;
+use gureum::vmm::sandbox::seccomp::{self, ThreadKind};
 
 /// Ctrl-A starts an escape; Ctrl-A x stops the VM, Ctrl-A Ctrl-A sends a
 /// literal Ctrl-A.
@@ -65,7 +66,10 @@ impl Console {
         }
         std::thread::Builder::new()
             .name("console-in".into())
-            .spawn(move || forward(&input, interactive))?;
+            .spawn(move || {
+                seccomp::enter(ThreadKind::Console);
+                forward(&input, interactive)
+            })?;
         Ok(Self {
             _terminal: terminal,
         })

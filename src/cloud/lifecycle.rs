@@ -31,6 +31,7 @@ use super::vpc::port::{self, PlacementRequest};
 use super::vpc::public::NetConfig;
 use super::vpc::realise;
 use super::{Error, disk_copy, instance_type, lookup};
+use crate::vmm::sandbox::cgroup;
 
 /// A pending instance without a supervisor is given this long to get
 /// one before it is declared failed (`gureum run` is starting it).
@@ -576,6 +577,29 @@ pub fn reconcile(ctx: &Context, store: &mut Store) -> Result<(), Error> {
     for i in &fixed {
         clean_up(ctx, i);
     }
+    remove_stale_cgroups(store)
+}
+
+/// Removes the cgroups of instances no supervisor owns any more (left
+/// when everything was killed at once, or the host crashed). The next
+/// pass retries what fails; only gureum's own parent is looked at.
+fn remove_stale_cgroups(store: &mut Store) -> Result<(), Error> {
+    let Ok(Some(parent)) = cgroup::Parent::from_env() else {
+        return Ok(());
+    };
+    let owned: Vec<String> = store.read(|tx| {
+        Ok::<_, Error>(
+            // An unreadable record's cgroup is never empty while its VMM
+            // runs, and only empty ones are removed.
+            tx.list_readable::<Instance>()?
+                .items
+                .into_iter()
+                .filter(|i| i.state.is_supervised())
+                .map(|i| i.id)
+                .collect(),
+        )
+    })?;
+    let _ = parent.remove_stale(|name| owned.iter().any(|id| id == name));
     Ok(())
 }
 

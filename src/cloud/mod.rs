@@ -160,6 +160,8 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Cgroup(#[from] crate::vmm::sandbox::cgroup::Error),
     #[error("cannot start the supervisor of {id} ({exe}): {source}")]
     SpawnSupervisor {
         id: String,

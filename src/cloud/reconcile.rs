@@ -46,7 +46,8 @@ pub fn run(ctx: &Context, store: &mut Store, mode: Mode) -> Result<Report, Error
     let mut report = Report::default();
     let leaving: Vec<String> = store.read(|tx| {
         Ok::<_, Error>(
-            tx.list::<Instance>()?
+            tx.list_readable::<Instance>()?
+                .items
                 .into_iter()
                 .filter(|i| i.state == State::Terminated && i.placement.is_some())
                 .map(|i| i.id)

@@ -18,6 +18,7 @@ use super::lifecycle::{self, Context, USER_STOP, USER_TERMINATE};
 use super::process::ProcessRef;
 use super::store::Store;
 use super::{Error, lookup, vmm_command};
+use crate::vmm::sandbox::cgroup;
 
 // `gureum boot` exit codes (the VMM's contract).
 const EXIT_POWER_OFF: i32 = 0;
@@ -193,23 +194,53 @@ fn boot_once(ctx: &Context, store: &mut Store, id: &str) -> Result<Decision, Err
     std::fs::create_dir_all(&files.run_dir).map_err(Error::io("cannot create", &files.run_dir))?;
     // A socket left by a VMM that was killed would refuse the new bind.
     let _ = std::fs::remove_file(&files.console_socket);
-    let (mut ready, ready_end) =
-        ready_pipe().map_err(Error::io("cannot make a pipe for the VMM of", &files.dir))?;
-    let mut child = Command::new(&ctx.exe)
+    // Its cgroup exists before it starts and goes when it ends.
+    let cgroups = cgroup::Parent::from_env()?;
+    let limits = cgroup::Limits {
+        vcpus: instance.vcpus,
+        memory_mib: instance.memory_mib,
+    };
+    let cgroup = match &cgroups {
+        Some(parent) => Some(parent.create(id, limits)?),
+        None => {
+            eprintln!(
+                "gureum: {}=off: the VMM runs without CPU and memory limits",
+                cgroup::PARENT_ENV
+            );
+            None
+        }
+    };
+    let (mut ready, ready_end) = match ready_pipe() {
+        Ok(pipe) => pipe,
+        Err(source) => {
+            remove_cgroup(cgroups.as_ref(), id);
+            return Err(Error::io("cannot make a pipe for the VMM of", &files.dir)(
+                source,
+            ));
+        }
+    };
+    let spawned = Command::new(&ctx.exe)
         .args(vmm_command::boot_args(
             &ctx.state, &image, &instance, &files,
         ))
+        .args(vmm_command::sandbox_args(&instance, cgroup.as_deref()))
         .arg("--ready-fd")
         .arg(ready_end.as_raw_fd().to_string())
         .stdin(Stdio::null())
-        .spawn()
-        .map_err(|source| Error::SpawnSupervisor {
-            id: id.into(),
-            exe: ctx.exe.clone(),
-            source,
-        })?;
+        .spawn();
     // Only the VMM holds the write end now: its end closes it.
     drop(ready_end);
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(source) => {
+            remove_cgroup(cgroups.as_ref(), id);
+            return Err(Error::SpawnSupervisor {
+                id: id.into(),
+                exe: ctx.exe.clone(),
+                source,
+            });
+        }
+    };
     let vmm = ProcessRef::of(child.id());
     let stop_now = store.write(|tx| {
         let mut i: Instance = lookup::find_instance(tx, id)?;
@@ -243,6 +274,7 @@ fn boot_once(ctx: &Context, store: &mut Store, id: &str) -> Result<Decision, Err
     let status = child
         .wait()
         .map_err(Error::io("cannot wait for the VMM of", &files.dir))?;
+    remove_cgroup(cgroups.as_ref(), id);
     let outcome = Outcome::of(status, || last_words(&files.vmm_log));
     let _ = std::fs::remove_dir_all(&files.run_dir);
     finish(store, id, &outcome)
@@ -265,6 +297,14 @@ fn vm_started(ready: &mut File) -> bool {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return false,
         }
+    }
+}
+
+/// Removes instance `id`'s cgroup; one left behind is removed by the
+/// next reconcile (`lifecycle::reconcile`), so a failure is only told.
+fn remove_cgroup(parent: Option<&cgroup::Parent>, id: &str) {
+    if let Some(Err(e)) = parent.map(|p| p.remove(id)) {
+        eprintln!("gureum: {e}");
     }
 }
 

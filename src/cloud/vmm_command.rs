@@ -1,6 +1,9 @@
 //! The `gureum boot` command line that runs an instance's VMM.
 
 use std::ffi::OsString;
+use std::path::Path;
+
+use crate::vmm::sandbox::jail::Ids;
 
 use super::image::Image;
 use super::instance::Instance;
@@ -54,6 +57,52 @@ pub fn boot_args(
     args.push(files.console_socket.clone().into());
     args.push("--console-log".into());
     args.push(files.console_log.clone().into());
+    args
+}
+
+/// The first uid (and gid) of instances' jails; `GUREUM_JAIL_ID_BASE`
+/// moves it. Far above the users and groups of a host and the ranges
+/// user namespaces are usually given.
+pub const JAIL_ID_BASE: u32 = 0x7000_0000;
+/// Instances' ids spread over this many uids above the base.
+const JAIL_ID_SPAN: u32 = 1 << 24;
+/// Overrides [`JAIL_ID_BASE`].
+pub const JAIL_ID_BASE_ENV: &str = "GUREUM_JAIL_ID_BASE";
+
+/// The uid and gid instance `id`'s VMM runs as: the base plus the low 24
+/// bits of the id's random hex digits, stable over the instance's life.
+/// Two instances share one in about 1 in 16 million pairs; even then
+/// neither can see the other (own PID and mount namespaces, no files).
+pub fn jail_ids(id: &str, base: u32) -> Ids {
+    let digits = id.trim_start_matches("i-");
+    let offset = u64::from_str_radix(digits, 16).unwrap_or_else(|_| {
+        digits
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+    }) % u64::from(JAIL_ID_SPAN);
+    let id = base.saturating_add(u32::try_from(offset).unwrap_or_default());
+    Ids { uid: id, gid: id }
+}
+
+/// The base of jail ids on this host (see [`JAIL_ID_BASE_ENV`]).
+pub fn jail_id_base() -> u32 {
+    std::env::var(JAIL_ID_BASE_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&b: &u32| b > 0 && b.checked_add(JAIL_ID_SPAN).is_some())
+        .unwrap_or(JAIL_ID_BASE)
+}
+
+/// The sandbox of an instance's VMM: its jail, and its cgroup if any.
+pub fn sandbox_args(instance: &Instance, cgroup: Option<&Path>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "--jail".into(),
+        jail_ids(&instance.id, jail_id_base()).to_string().into(),
+    ];
+    if let Some(dir) = cgroup {
+        args.push("--cgroup".into());
+        args.push(dir.into());
+    }
     args
 }
 
@@ -129,6 +178,26 @@ mod tests {
                 &log,
             ]
         );
+    }
+
+    #[test]
+    fn each_instance_gets_its_own_stable_unprivileged_ids_and_its_cgroup() {
+        let a = jail_ids("i-0123456789abcdef0", JAIL_ID_BASE);
+        assert_eq!(a, jail_ids("i-0123456789abcdef0", JAIL_ID_BASE));
+        assert_eq!(a.uid, a.gid);
+        assert_eq!(a.uid, JAIL_ID_BASE + 0xbcdef0);
+        assert_ne!(a, jail_ids("i-0123456789abcdef1", JAIL_ID_BASE));
+        let b = jail_ids("not-hex", 1000);
+        assert!(b.uid >= 1000 && b.uid < 1000 + JAIL_ID_SPAN);
+        let mut inst = instance(State::Pending);
+        inst.id = "i-0123456789abcdef0".into();
+        let args: Vec<String> = sandbox_args(&inst, Some(Path::new("/cg/gureum/i-1")))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        assert_eq!(args[..2], ["--jail".to_string(), a.to_string()]);
+        assert_eq!(args[2..], ["--cgroup", "/cg/gureum/i-1"]);
+        assert_eq!(sandbox_args(&inst, None).len(), 2);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::ConsoleInput;
+use super::sandbox::seccomp::{self, ThreadKind};
 
 /// Errors of console setup.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +108,7 @@ impl SocketConsole {
         std::thread::Builder::new()
             .name("console-sock".into())
             .spawn(move || {
+                seccomp::enter(ThreadKind::Console);
                 for stream in self.listener.incoming().flatten() {
                     let Ok(reader) = stream.try_clone() else {
                         continue;

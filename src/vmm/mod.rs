@@ -9,6 +9,7 @@ pub mod exit;
 pub mod kvm;
 pub mod layout;
 pub mod memory;
+pub mod sandbox;
 pub mod vm;
 
 use std::io::Write;
@@ -71,6 +72,8 @@ pub enum Error {
     Tap(#[from] tap::Error),
     #[error(transparent)]
     Transport(#[from] mmio::Error),
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::Error),
     #[error("cannot register the notify address of {device} with KVM: {source}")]
     IoEvent {
         device: String,
@@ -285,6 +288,8 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
             Ok(vcpu)
         })
         .collect::<Result<Vec<_>, Error>>()?;
+    // Every file is open and no thread runs yet: the jail's moment.
+    sandbox::lock_down()?;
     for vcpu in vcpu_fds {
         vcpu.spawn(buses.clone(), exit_tx.clone())?;
     }

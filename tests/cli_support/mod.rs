@@ -17,10 +17,16 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-/// `gureum ARGS` with its store in `state`.
+/// `gureum ARGS` with its store in `state`. Instances here run VMMs
+/// that refuse their stand-in kernel on any host, with or without a
+/// cgroup v2 to give them: they get none (tests/rig_sandbox.rs proves the
+/// cgroups).
 pub fn gureum(state: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_gureum"));
-    command.args(args).env("GUREUM_STATE_DIR", state);
+    command
+        .args(args)
+        .env("GUREUM_STATE_DIR", state)
+        .env("GUREUM_CGROUP_PARENT", "off");
     command
 }
 

@@ -235,7 +235,10 @@ impl Vcpu {
         let id = self.id;
         std::thread::Builder::new()
             .name(format!("vcpu{id}"))
-            .spawn(move || self.run(&buses, &exits))
+            .spawn(move || {
+                super::sandbox::seccomp::enter(super::sandbox::seccomp::ThreadKind::Vcpu);
+                self.run(&buses, &exits)
+            })
             .map(drop)
             .map_err(|source| Error::Thread { id, source })
     }

@@ -10,6 +10,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{ActivateError, Interrupt};
+use crate::vmm::sandbox::seccomp::{self, ThreadKind};
 
 /// What a handler tells the worker loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,7 @@ impl Worker {
             epoll.ctl(ControlOperation::Add, *fd, EpollEvent::new(events, index))?;
         }
         let thread = std::thread::Builder::new().name(name).spawn(move || {
+            seccomp::enter(ThreadKind::Worker);
             let mut events = vec![EpollEvent::default(); sources.len() + 1];
             loop {
                 let n = match epoll.wait(-1, &mut events) {

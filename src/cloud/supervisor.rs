@@ -3,7 +3,9 @@
 //! reboots, and records in the store how it ended.
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
@@ -12,7 +14,7 @@ use super::instance::{Instance, State};
 use super::lifecycle::{self, Context, USER_STOP, USER_TERMINATE};
 use super::process::ProcessRef;
 use super::store::Store;
-use super::{Error, lookup, vmm_command};
+use super::{Error, lookup, time, vmm_command};
 
 // `gureum boot` exit codes (the VMM's contract).
 const EXIT_POWER_OFF: i32 = 0;
@@ -22,6 +24,10 @@ const EXIT_REBOOT: i32 = 3;
 const EXIT_CRASH: i32 = 4;
 const EXIT_DETACHED: i32 = 5;
 const EXIT_SIGNALLED: i32 = 6;
+
+/// How often the supervisor looks whether a VMM asked to shut down is
+/// past its deadline.
+const DEADLINE_CHECK: Duration = Duration::from_millis(500);
 
 /// How one VMM run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,7 +194,7 @@ fn boot_once(ctx: &Context, store: &mut Store, id: &str) -> Result<Decision, Err
     std::fs::create_dir_all(&files.run_dir).map_err(Error::io("cannot create", &files.run_dir))?;
     // A socket left by a VMM that was killed would refuse the new bind.
     let _ = std::fs::remove_file(&files.console_socket);
-    let mut child = Command::new(&ctx.exe)
+    let child = Command::new(&ctx.exe)
         .args(vmm_command::boot_args(
             &ctx.state, &image, &instance, &files,
         ))
@@ -205,6 +211,7 @@ fn boot_once(ctx: &Context, store: &mut Store, id: &str) -> Result<Decision, Err
         i.vmm = vmm;
         i.boots += 1;
         i.reboot_requested = false;
+        i.kill_after = None;
         if i.state == State::Pending {
             i.transition(State::Running, None)?;
         }
@@ -219,12 +226,53 @@ fn boot_once(ctx: &Context, store: &mut Store, id: &str) -> Result<Decision, Err
             vmm.signal(Signal::SIGKILL);
         }
     }
-    let status = child
-        .wait()
+    let status = wait_vmm(store, id, child, vmm)
         .map_err(Error::io("cannot wait for the VMM of", &files.dir))?;
     let outcome = Outcome::of(status, || last_words(&files.vmm_log));
     let _ = std::fs::remove_dir_all(&files.run_dir);
     finish(store, id, &outcome)
+}
+
+/// Waits for the VMM to end, killing it once the instance's
+/// `kill_after` deadline has passed (a stop, reboot or terminate whose
+/// guest did not shut down in time).
+fn wait_vmm(
+    store: &mut Store,
+    id: &str,
+    mut child: Child,
+    vmm: Option<ProcessRef>,
+) -> std::io::Result<ExitStatus> {
+    let (done, ended) = mpsc::channel();
+    // The waiting thread owns the child; this one watches the deadline.
+    std::thread::Builder::new()
+        .name("vmm-wait".into())
+        .spawn(move || {
+            // The receiver lives until a status arrives.
+            let _ = done.send(child.wait());
+        })?;
+    let mut killed = false;
+    loop {
+        match ended.recv_timeout(DEADLINE_CHECK) {
+            Ok(status) => return status,
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(std::io::Error::other("the VMM's waiting thread ended"));
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if killed {
+            continue;
+        }
+        // A store that cannot be read now is read again at the next look.
+        let due = store
+            .read(|tx| tx.get::<Instance>(id))
+            .ok()
+            .flatten()
+            .and_then(|i| i.kill_after)
+            .is_some_and(|at| time::now_secs() >= at);
+        if let Some(vmm) = vmm.filter(|_| due) {
+            killed = vmm.signal(Signal::SIGKILL);
+        }
+    }
 }
 
 /// Records how a VMM run ended and what comes next.

@@ -64,7 +64,7 @@ impl Context {
 
 /// What `gureum run` asks for. Unset fields come from the template, then
 /// from defaults.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct LaunchRequest {
     pub image: Option<String>,
     pub instance_type: Option<String>,

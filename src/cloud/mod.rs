@@ -2,6 +2,7 @@
 //! templates and instances, kept in one transactional store, with each
 //! instance's VMM run detached under a supervisor process.
 
+pub mod api;
 pub mod disk_copy;
 pub mod ids;
 pub mod image;
@@ -160,6 +161,14 @@ pub enum Error {
         "instance {id} is {state}: it is leaving its VPC, so its network settings stay as they are"
     )]
     LeavingVpc { id: String, state: instance::State },
+}
+
+/// Makes what exists match the store: the one pass the daemon runs at
+/// start, after every change and periodically. For now that is the
+/// instances against their processes (`lifecycle::reconcile`); the
+/// network's pass joins it here.
+pub fn reconcile(ctx: &lifecycle::Context, store: &mut store::Store) -> Result<(), Error> {
+    lifecycle::reconcile(ctx, store)
 }
 
 impl Error {

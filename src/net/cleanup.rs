@@ -18,7 +18,7 @@ pub enum Error {
 }
 
 /// What no resource owns.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Leftovers {
     /// VPC namespaces.
     pub namespaces: Vec<String>,

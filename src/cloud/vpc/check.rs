@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cloud;
 use crate::cloud::instance::{Instance, State};
@@ -22,7 +22,7 @@ use super::port::{self, TAP_PREFIX};
 use super::public::NetConfig;
 
 /// What `net check` found.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Report {
     #[serde(flatten)]
     pub leftovers: Leftovers,
@@ -35,7 +35,7 @@ pub struct Report {
 }
 
 /// A VPC without its namespace.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct MissingVpc {
     pub vpc: String,
     pub netns: String,

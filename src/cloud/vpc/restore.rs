@@ -8,7 +8,7 @@
 //! transaction: the records cannot change meanwhile, and a second restore
 //! waits, then finds the namespace there and leaves it alone.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cloud::store::Store;
 use crate::cloud::{self, lookup};
@@ -21,7 +21,7 @@ use super::subnet::Subnet;
 use super::{Error, realise};
 
 /// What restoring one VPC came to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum Outcome {
     /// Its namespace was missing and was rebuilt from the records.
@@ -33,7 +33,7 @@ pub enum Outcome {
 }
 
 /// One VPC's outcome.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Restore {
     pub vpc: String,
     pub netns: String,

@@ -2,10 +2,11 @@
 
 use clap::Subcommand;
 
-use gureum::cloud::vpc::restore::{self, Outcome};
-use gureum::cloud::vpc::{self, check};
+use gureum::cloud::api::{Action, Response};
+use gureum::cloud::vpc;
+use gureum::cloud::vpc::restore::Outcome;
 
-use super::cloud::{CliError, Env};
+use super::cloud::{CliError, Env, unexpected};
 use super::output::{self, Format};
 
 /// What gureum made in Linux for VPCs.
@@ -26,10 +27,12 @@ pub enum NetCommand {
 }
 
 pub fn run(env: &Env, command: NetCommand) -> Result<(), CliError> {
-    let mut store = env.store()?;
     match command {
         NetCommand::Check { remove } => {
-            let report = check::run(&mut store, &env.net()?, remove)?;
+            let response = env.call(Action::CheckNetwork { remove })?;
+            let Response::NetworkCheck(report) = response else {
+                return Err(unexpected(&response));
+            };
             if env.format == Format::Json {
                 output::json(&report)?;
                 return Ok(());
@@ -64,7 +67,10 @@ pub fn run(env: &Env, command: NetCommand) -> Result<(), CliError> {
             }
         }
         NetCommand::Restore => {
-            let restored = restore::run(&mut store, &env.net()?)?;
+            let response = env.call(Action::RestoreNetwork)?;
+            let Response::NetworkRestore(restored) = response else {
+                return Err(unexpected(&response));
+            };
             if env.format == Format::Json {
                 output::json(&restored)?;
             } else {
@@ -93,9 +99,9 @@ pub fn run(env: &Env, command: NetCommand) -> Result<(), CliError> {
                 .map(|r| r.vpc.as_str())
                 .collect();
             if !failed.is_empty() {
-                return Err(vpc::Error::NotRestored {
+                return Err(gureum::cloud::Error::from(vpc::Error::NotRestored {
                     vpcs: failed.join(", "),
-                }
+                })
                 .into());
             }
         }

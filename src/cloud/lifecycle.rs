@@ -323,9 +323,8 @@ fn spawn_supervisor(ctx: &Context, store: &mut Store, id: &str) -> Result<(), Er
         exe: ctx.exe.clone(),
         source,
     };
-    // Not waited for: the supervisor outlives this command by design and
-    // is reaped by init once this process exits.
-    #[allow(clippy::zombie_processes)]
+    // Not waited for: the supervisor outlives this command by design;
+    // `children` reaps it in a process that lives longer than it.
     let child = Command::new(&ctx.exe)
         .arg("--state-dir")
         .arg(ctx.state.root())
@@ -339,7 +338,9 @@ fn spawn_supervisor(ctx: &Context, store: &mut Store, id: &str) -> Result<(), Er
     // The supervisor records itself too; whoever is first, the same
     // process is recorded, so that a supervisor dying before it gets to
     // run is noticed.
-    if let Some(me) = ProcessRef::of(child.id()) {
+    let me = ProcessRef::of(child.id());
+    super::children::keep(child);
+    if let Some(me) = me {
         store.write(|tx| {
             if let Some(mut i) = tx.get::<Instance>(id)? {
                 if i.state.is_supervised() && i.supervisor.is_none() {

@@ -3,6 +3,7 @@
 //! instance's VMM run detached under a supervisor process.
 
 pub mod api;
+pub mod children;
 pub mod disk_copy;
 pub mod ids;
 pub mod image;

@@ -39,16 +39,26 @@ pub trait Gureum {
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
-    /// Runs a command that must fail with status 1; returns its stderr.
+    /// Runs a command that must fail with an error's exit status (1, or
+    /// 3..=7 by category; not 2, bad usage); returns its stderr.
     fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "gureum {args:?} should fail; stdout: {}",
+        let code = out.status.code();
+        assert!(
+            matches!(code, Some(1 | 3..=7)),
+            "gureum {args:?} should fail with an error's status, not {code:?}; stdout: {}",
             String::from_utf8_lossy(&out.stdout)
         );
         String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// Runs a command that must fail with exit status `code`; returns its
+    /// stderr.
+    fn fails_with(&self, code: i32, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(code), "gureum {args:?}: {stderr}");
+        stderr
     }
 
     /// Runs a read command with `--output json`; its output.

@@ -104,3 +104,15 @@ pub fn edit_record(state: &Path, id: &str, edit: impl FnOnce(&mut Value)) {
     )
     .unwrap();
 }
+
+/// The stored body of resource `id` in the store in `state`, read
+/// directly (no command runs, so nothing reconciles it first).
+pub fn read_record(state: &Path, id: &str) -> Value {
+    let db = rusqlite::Connection::open(state.join("gureum.db")).unwrap();
+    let body: String = db
+        .query_row("SELECT body FROM resources WHERE id = ?1", [id], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    serde_json::from_str(&body).unwrap()
+}

@@ -189,6 +189,8 @@ fn the_daemon_answers_as_the_cli_does_in_process() {
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 
+    assert!(host.ok(&["daemon", "--check"]).starts_with("a daemon answers on"));
+
     // Changes through the daemon.
     host.ok(&["key", "create", "k1", "--tag", "env=dev"]);
     assert!(host.work.path().join("k1.pem").exists());
@@ -309,6 +311,8 @@ fn a_daemon_killed_with_sigkill_comes_back_adopts_instances_and_converges() {
     // The socket file is left behind; nobody answers on it. The CLI runs
     // in-process.
     assert!(host.socket().exists() && !host.answers());
+    let err = host.fails_with(4, &["daemon", "--check"]);
+    assert!(err.contains("no daemon answers"), "{err}");
     assert_eq!(host.json(&["image", "list"])[0]["name"], "tiny");
 
     // While no daemon runs: one instance's supervisor is alive (a live

@@ -33,6 +33,22 @@ fn run_starts_a_detached_instance_that_boots_to_its_init() {
     assert!(case.output.contains("web-1"), "{}", case.output);
 }
 
+/// What the command printed for the instance: `ID STATE`, at once.
+fn assert_printed(case: &Case, key: &str, state: &str) {
+    let printed = case.values(key).join("");
+    assert!(
+        printed.starts_with("i-") && printed.ends_with(&format!(" {state}")),
+        "{key}={printed}, want 'ID {state}':\n{}",
+        case.output
+    );
+}
+
+#[test]
+fn stop_returns_at_once_stopping_and_wait_sees_it_stopped() {
+    let case = passed("stop");
+    assert_printed(case, "stop_printed", "stopping");
+}
+
 #[test]
 fn stop_stops_the_vmm_and_removes_runtime_files() {
     let case = passed("stop");
@@ -104,6 +120,7 @@ fn reboot_restarts_the_vmm_and_the_instance_stays_running() {
     assert_boots(case, 3);
     // The guest shut down before it booted again (the stop's was the first).
     assert_eq!(case.values("shutdowns"), ["2"], "{}", case.output);
+    assert_printed(case, "reboot_printed", "running");
 }
 
 #[test]
@@ -117,6 +134,7 @@ fn a_vmm_killed_with_sigkill_leaves_the_instance_stopped_with_a_reason_and_nothi
 #[test]
 fn terminate_ends_the_instance_and_deletes_its_files() {
     let case = passed("terminate");
+    assert_printed(case, "terminate_printed", "shutting-down");
     assert_eq!(case.values("state"), ["terminated"], "{}", case.output);
 }
 

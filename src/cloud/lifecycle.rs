@@ -483,9 +483,14 @@ fn signal_halt(i: &Instance, force: bool) {
     }
 }
 
-/// The deadline `timeout` from now, as `Instance::kill_after` keeps it.
+/// The deadline `timeout` from now, as `Instance::kill_after` keeps it:
+/// whole seconds, rounded up, so that the guest gets at least `timeout`.
 fn deadline(timeout: Duration) -> Option<u64> {
-    Some(super::time::now_secs().saturating_add(timeout.as_secs()))
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_add(timeout);
+    Some(at.as_secs() + u64::from(at.subsec_nanos() > 0))
 }
 
 /// Stops instance `reference`: returns at once, stopping (or stopped).

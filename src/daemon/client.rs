@@ -9,6 +9,11 @@ use std::path::Path;
 use super::Reply;
 use crate::cloud::api::{Action, ApiError, Category, Response};
 
+/// Whether a daemon answers on `socket`.
+pub fn answers(socket: &Path) -> bool {
+    UnixStream::connect(socket).is_ok()
+}
+
 /// Sends `action` to the daemon on `socket`. `None` when no daemon
 /// answers there.
 pub fn call(socket: &Path, action: &Action) -> Option<Result<Response, ApiError>> {

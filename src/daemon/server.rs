@@ -61,7 +61,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
 /// file whose daemon is gone is replaced; a live one is refused.
 fn bind(path: &Path) -> Result<UnixListener, Error> {
     if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        if super::client::answers(path) {
             return Err(Error::AlreadyRunning(path.to_owned()));
         }
         std::fs::remove_file(path).map_err(Error::socket("remove the stale socket", path))?;

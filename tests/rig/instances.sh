@@ -21,12 +21,15 @@ uptime_ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
 # how often its kernel powered off, by its console log.
 shutdowns() { gureum instance logs "$1" | grep -c 'going down NOW! (ACPI power button)'; }
 power_downs() { gureum instance logs "$1" | grep -c 'reboot: Power down'; }
-# Stops instance ID with --timeout SECS and shows how long it took and
+# Stops instance ID with --timeout SECS (the command returns at once,
+# stopping), waits until it is stopped, and shows how long that took and
 # how it went.
 timed_stop() {  # ID SECS
   local t0
   t0=$(uptime_ms)
-  gureum instance stop "$1" --timeout "$2" 2>&1 || fail "stop"
+  out=$(gureum instance stop "$1" --timeout "$2" 2>&1) || fail "stop: $out"
+  echo "stop_printed=$out"
+  gureum instance wait "$1" --state stopped --timeout $(($2 + 30)) 2>&1 || fail "never stopped"
   echo "stop_ms=$(($(uptime_ms) - t0))"
   echo "state=$(describe instance "$1" state)"
   echo "reason=$(describe instance "$1" state_reason)"
@@ -73,9 +76,10 @@ end_checks start
 
 begin_checks reboot
 t0=$(uptime_ms)
-gureum instance reboot "$id" --timeout 30 2>&1 || fail "reboot"
-echo "reboot_ms=$(($(uptime_ms) - t0))"
+out=$(gureum instance reboot "$id" --timeout 30 2>&1) || fail "reboot: $out"
+echo "reboot_printed=$out"
 wait_log "$id" @@IDLE 3 300 || fail "no @@IDLE after reboot"
+echo "reboot_ms=$(($(uptime_ms) - t0))"
 echo "state=$(describe instance "$id" state)"
 echo "boots=$(describe instance "$id" boots)"
 echo "crash_retries=$crash_retries"
@@ -98,7 +102,13 @@ vmm_processes && fail "a VMM process is left"
 end_checks kill9
 
 begin_checks terminate
-gureum instance terminate "$id" 2>&1 || fail "terminate"
+# Running again, so that terminate has a VMM to end: it returns at once,
+# shutting down, and `instance wait` sees it terminated.
+gureum instance start "$id" 2>&1 || fail "start before terminate"
+gureum instance wait "$id" --state running --timeout 120 || fail "never running before terminate"
+out=$(gureum instance terminate "$id" --timeout 5 2>&1) || fail "terminate: $out"
+echo "terminate_printed=$out"
+gureum instance wait "$id" --state terminated --timeout 90 || fail "never terminated"
 echo "state=$(describe instance "$id" state)"
 [ -e "$S/instances/$id" ] && fail "instance files left after terminate"
 vmm_processes && fail "a VMM process is left"

@@ -189,7 +189,10 @@ fn the_daemon_answers_as_the_cli_does_in_process() {
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 
-    assert!(host.ok(&["daemon", "--check"]).starts_with("a daemon answers on"));
+    assert!(
+        host.ok(&["daemon", "--check"])
+            .starts_with("a daemon answers on")
+    );
 
     // Changes through the daemon.
     host.ok(&["key", "create", "k1", "--tag", "env=dev"]);

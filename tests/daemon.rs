@@ -15,7 +15,6 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use gureum::cloud::process::ProcessRef;
@@ -36,15 +35,10 @@ struct Host {
 
 impl Host {
     fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
         Self {
             state: tempfile::tempdir().unwrap(),
             work: tempfile::tempdir().unwrap(),
-            prefix: format!(
-                "gdt{}x{}-",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::SeqCst)
-            ),
+            prefix: cli_support::unique_prefix("gdt"),
             daemon: None,
         }
     }
@@ -153,16 +147,7 @@ impl Drop for Host {
             let _ = daemon.kill();
             let _ = daemon.wait();
         }
-        let names: Vec<String> = std::fs::read_dir("/run/netns")
-            .map(|dir| {
-                dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                    .filter(|name| name.starts_with(&self.prefix))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for name in names {
-            let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        }
+        cli_support::remove_namespaces(&self.prefix);
     }
 }
 

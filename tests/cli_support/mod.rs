@@ -116,3 +116,34 @@ pub fn read_record(state: &Path, id: &str) -> Value {
         .unwrap();
     serde_json::from_str(&body).unwrap()
 }
+
+/// A network namespace prefix no other test (or test process) uses:
+/// `TAG`, this process's ID and a counter.
+pub fn unique_prefix(tag: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    format!(
+        "{tag}{}x{}-",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    )
+}
+
+/// The network namespaces whose names start with `prefix`, sorted.
+pub fn namespaces(prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|name| name.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Removes every network namespace whose name starts with `prefix`.
+pub fn remove_namespaces(prefix: &str) {
+    for name in namespaces(prefix) {
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+    }
+}

@@ -4,7 +4,9 @@
 //! SIGKILL and terminate are recorded as EC2 would, with nothing left
 //! behind. Stop and reboot press the guest's ACPI power button: the guest
 //! shuts down by itself, and one that ignores the button is killed after
-//! the timeout.
+//! the timeout. Stop, reboot and terminate return at once; `instance
+//! wait` waits. A daemon killed with SIGKILL and started again adopts a
+//! running instance.
 //!
 //! One rig run executes every case of tests/rig/instances.sh in order;
 //! each test below asserts on its own case.
@@ -148,4 +150,13 @@ fn a_guest_that_ignores_its_power_button_is_killed_after_the_timeout() {
     );
     // Killed after the 5 s timeout, not before.
     assert_waited(case, "stop_ms", 5_000);
+}
+
+#[test]
+fn a_daemon_killed_with_sigkill_and_started_again_adopts_the_running_instance() {
+    let case = passed("daemon");
+    assert_eq!(case.values("stale_socket"), ["yes"], "{}", case.output);
+    assert_eq!(case.values("adopted_state"), ["running"], "{}", case.output);
+    assert_printed(case, "daemon_stop_printed", "stopping");
+    assert_eq!(case.values("state"), ["stopped"], "{}", case.output);
 }

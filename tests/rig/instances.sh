@@ -110,6 +110,9 @@ out=$(gureum instance terminate "$id" --timeout 5 2>&1) || fail "terminate: $out
 echo "terminate_printed=$out"
 gureum instance wait "$id" --state terminated --timeout 90 || fail "never terminated"
 echo "state=$(describe instance "$id" state)"
+# The supervisor removes the files right after it records the end.
+n=0
+while [ -e "$S/instances/$id" ] && [ $n -lt 10 ]; do sleep 1; n=$((n + 1)); done
 [ -e "$S/instances/$id" ] && fail "instance files left after terminate"
 vmm_processes && fail "a VMM process is left"
 gureum instance list
@@ -127,3 +130,40 @@ timed_stop "$id" 5
 gureum instance terminate "$id" >/dev/null 2>&1 || fail "terminate"
 vmm_processes && fail "a VMM process is left"
 end_checks deaf
+
+# The daemon: an instance launched through it keeps running when the
+# daemon is killed with SIGKILL (the CLI carries on in-process past the
+# stale socket); started again, the daemon adopts it and stops it.
+begin_checks daemon
+start_daemon() {
+  gureum daemon --reconcile-every 2 >>/tmp/daemon.log 2>&1 &
+  dpid=$!
+  n=0
+  until gureum daemon --check >/dev/null 2>&1 || [ $n -ge 30 ]; do sleep 1; n=$((n + 1)); done
+  gureum daemon --check || fail "no daemon answers"
+}
+start_daemon
+id=$(gureum run --image busybox --type t2.nano --name d-1 --cmdline-append rig.scenario=idle 2>&1)
+echo "launched $id"
+gureum instance wait "$id" --state running --timeout 120 || fail "never running"
+wait_log "$id" @@IDLE 1 300 || fail "no @@IDLE on the console"
+pid=$(vmm_pid "$id")
+kill -9 "$dpid"
+wait "$dpid" 2>/dev/null
+sleep 1
+alive "$pid" || fail "the VMM died with the daemon"
+[ -S "$S/gureum.sock" ] && echo "stale_socket=yes"
+gureum instance list >/dev/null || fail "the CLI fails past a stale socket"
+start_daemon
+echo "adopted_state=$(describe instance "$id" state)"
+[ "$(vmm_pid "$id")" = "$pid" ] || fail "the VMM is not the one that ran"
+out=$(gureum instance stop "$id" 2>&1) || fail "stop: $out"
+echo "daemon_stop_printed=$out"
+gureum instance wait "$id" --state stopped --timeout 60 || fail "never stopped"
+echo "state=$(describe instance "$id" state)"
+alive "$pid" && fail "VMM $pid still runs after stop"
+gureum instance terminate "$id" >/dev/null 2>&1 || fail "terminate"
+kill "$dpid"
+wait "$dpid" 2>/dev/null
+tail -n 5 /tmp/daemon.log
+end_checks daemon

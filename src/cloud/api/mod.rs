@@ -351,6 +351,10 @@ pub fn execute(ctx: &Context, action: &Action) -> Result<Response, ApiError> {
 }
 
 fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
+    if let Action::ListInstanceTypes = action {
+        // A table in the program: no store needed (nor made).
+        return Ok(types());
+    }
     let store = &mut ctx.open_store()?;
     let net = || NetConfig::from_env().map_err(Error::from);
     let secs = Duration::from_secs;
@@ -508,7 +512,7 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
         Action::DeleteLaunchTemplate { template } => {
             gone::<LaunchTemplate>(store.write(|tx| lookup::remove(tx, template))?)
         }
-        Action::ListInstanceTypes => Response::InstanceTypes(instance_type::all()),
+        Action::ListInstanceTypes => types(),
         Action::CreateVpc { cidr, tags } => {
             let created = network::create(store, &net()?, *cidr, tags)?;
             Response::NewVpc {
@@ -617,6 +621,10 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
         // A VPC that failed is reported in the list; what worked stays.
         Action::RestoreNetwork => Response::NetworkRestore(restore::run(store, &net()?)?),
     })
+}
+
+fn types() -> Response {
+    Response::InstanceTypes(instance_type::all())
 }
 
 /// Runs `act` on each referenced instance in turn; stops at the first

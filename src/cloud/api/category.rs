@@ -192,7 +192,10 @@ impl net::vpc::Error {
         use net::vpc::Error as E;
         match self {
             E::Cidr(e) => e.category(),
-            E::SecurityGroup(_) | E::NoGroups { .. } => InvalidInput,
+            E::NoGroups { .. } => InvalidInput,
+            // Rules are checked where a request names them; one that does
+            // not compile here comes from a broken record.
+            E::SecurityGroup(_) => Internal,
             E::BridgeNameClash { .. }
             | E::InUse { .. }
             | E::GatewayAttached { .. }

@@ -4,5 +4,6 @@
 //! integration tests can drive them directly.
 
 pub mod cloud;
+pub mod daemon;
 pub mod net;
 pub mod vmm;

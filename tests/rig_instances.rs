@@ -4,7 +4,9 @@
 //! SIGKILL and terminate are recorded as EC2 would, with nothing left
 //! behind. Stop and reboot press the guest's ACPI power button: the guest
 //! shuts down by itself, and one that ignores the button is killed after
-//! the timeout.
+//! the timeout. Stop, reboot and terminate return at once; `instance
+//! wait` waits. A daemon killed with SIGKILL and started again adopts a
+//! running instance.
 //!
 //! One rig run executes every case of tests/rig/instances.sh in order;
 //! each test below asserts on its own case.
@@ -31,6 +33,22 @@ fn run_starts_a_detached_instance_that_boots_to_its_init() {
     let case = passed("run");
     assert_eq!(case.values("state"), ["running"], "{}", case.output);
     assert!(case.output.contains("web-1"), "{}", case.output);
+}
+
+/// What the command printed for the instance: `ID STATE`, at once.
+fn assert_printed(case: &Case, key: &str, state: &str) {
+    let printed = case.values(key).join("");
+    assert!(
+        printed.starts_with("i-") && printed.ends_with(&format!(" {state}")),
+        "{key}={printed}, want 'ID {state}':\n{}",
+        case.output
+    );
+}
+
+#[test]
+fn stop_returns_at_once_stopping_and_wait_sees_it_stopped() {
+    let case = passed("stop");
+    assert_printed(case, "stop_printed", "stopping");
 }
 
 #[test]
@@ -104,6 +122,7 @@ fn reboot_restarts_the_vmm_and_the_instance_stays_running() {
     assert_boots(case, 3);
     // The guest shut down before it booted again (the stop's was the first).
     assert_eq!(case.values("shutdowns"), ["2"], "{}", case.output);
+    assert_printed(case, "reboot_printed", "running");
 }
 
 #[test]
@@ -117,6 +136,7 @@ fn a_vmm_killed_with_sigkill_leaves_the_instance_stopped_with_a_reason_and_nothi
 #[test]
 fn terminate_ends_the_instance_and_deletes_its_files() {
     let case = passed("terminate");
+    assert_printed(case, "terminate_printed", "shutting-down");
     assert_eq!(case.values("state"), ["terminated"], "{}", case.output);
 }
 
@@ -130,4 +150,13 @@ fn a_guest_that_ignores_its_power_button_is_killed_after_the_timeout() {
     );
     // Killed after the 5 s timeout, not before.
     assert_waited(case, "stop_ms", 5_000);
+}
+
+#[test]
+fn a_daemon_killed_with_sigkill_and_started_again_adopts_the_running_instance() {
+    let case = passed("daemon");
+    assert_eq!(case.values("stale_socket"), ["yes"], "{}", case.output);
+    assert_eq!(case.values("adopted_state"), ["running"], "{}", case.output);
+    assert_printed(case, "daemon_stop_printed", "stopping");
+    assert_eq!(case.values("state"), ["stopped"], "{}", case.output);
 }

@@ -1,19 +1,19 @@
 //! What the control-plane commands share: global flags, the context they
-//! run in, and how their errors are reported.
+//! run in, how they reach the core API (the daemon when it answers, this
+//! process otherwise), and how their errors end the process.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 
+use gureum::cloud::api::{self, Action, ApiError, Category, Records, Response, Tagged};
 use gureum::cloud::lifecycle::{self, Context};
 use gureum::cloud::state_dir::StateDir;
-use gureum::cloud::store::{Resource, Store, Tx};
-use gureum::cloud::tags::Filter;
-use gureum::cloud::vpc::public::NetConfig;
-use gureum::cloud::{self, lookup, tags};
+use gureum::cloud::{self, tags};
+use gureum::daemon;
 
-use super::output::{self, Format, Tagged};
+use super::output::{self, Format};
 
 /// Flags every command takes.
 #[derive(Debug, Args)]
@@ -22,14 +22,42 @@ pub struct GlobalArgs {
     /// [env: GUREUM_STATE_DIR] [default: /var/lib/gureum].
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// The daemon's socket; commands go through the daemon when it
+    /// answers there, else run in this process
+    /// [env: GUREUM_SOCKET] [default: STATE_DIR/gureum.sock].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
     /// How read commands print.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t)]
     pub output: Format,
 }
 
+/// The variable that names the daemon's socket.
+const SOCKET_ENV: &str = "GUREUM_SOCKET";
+
+impl GlobalArgs {
+    pub fn state(&self) -> StateDir {
+        StateDir::resolve(self.state_dir.clone())
+    }
+
+    /// `--socket`, else `$GUREUM_SOCKET`, else the state directory's.
+    pub fn socket(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .or_else(|| {
+                std::env::var_os(SOCKET_ENV)
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| daemon::default_socket(&self.state()))
+    }
+}
+
 /// Errors of control-plane commands.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
     #[error(transparent)]
     Cloud(#[from] cloud::Error),
     #[error(
@@ -37,6 +65,8 @@ pub enum CliError {
          `gureum net reconcile` repairs them"
     )]
     Differences { count: usize },
+    #[error(transparent)]
+    Daemon(#[from] daemon::Error),
     #[error("cannot print the output: {0}")]
     Output(#[from] serde_json::Error),
     #[error("cannot attach to the console of {id} at {path}: {source}")]
@@ -45,22 +75,27 @@ pub enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot read the console log {path}: {source}")]
-    Logs {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot write the console log to standard output: {0}")]
+    Logs(std::io::Error),
+    #[error("the core API answered with an unexpected {0}; this is a bug in gureum")]
+    Unexpected(String),
 }
 
-impl From<cloud::store::Error> for CliError {
-    fn from(e: cloud::store::Error) -> Self {
-        CliError::Cloud(e.into())
-    }
-}
-
-impl From<cloud::vpc::Error> for CliError {
-    fn from(e: cloud::vpc::Error) -> Self {
-        CliError::Cloud(e.into())
+impl CliError {
+    fn category(&self) -> Category {
+        match self {
+            CliError::Api(e) => e.category,
+            CliError::Cloud(e) => e.category(),
+            CliError::Daemon(daemon::Error::AlreadyRunning(_)) => Category::Conflict,
+            // A check that found something ends as checks do, with 1.
+            CliError::Differences { .. } => Category::Internal,
+            CliError::Daemon(daemon::Error::Cloud(e)) => e.category(),
+            CliError::Daemon(_)
+            | CliError::Output(_)
+            | CliError::Console { .. }
+            | CliError::Logs(_)
+            | CliError::Unexpected(_) => Category::Internal,
+        }
     }
 }
 
@@ -74,30 +109,54 @@ impl From<tags::Error> for CliError {
 #[derive(Debug)]
 pub struct Env {
     pub ctx: Context,
+    pub socket: PathBuf,
     pub format: Format,
 }
 
 impl Env {
-    pub fn store(&self) -> Result<Store, CliError> {
-        Ok(self.ctx.open_store()?)
+    /// Runs `action` through the daemon if one answers on the socket,
+    /// else in this process: the same `api::execute` either way.
+    pub fn call(&self, action: Action) -> Result<Response, CliError> {
+        let result = match daemon::client::call(&self.socket, &action) {
+            Some(result) => result,
+            None => api::execute(&self.ctx, &action),
+        };
+        Ok(result?)
     }
 
-    /// The host's network settings (`GUREUM_NET_PREFIX`, ...).
-    pub fn net(&self) -> Result<NetConfig, CliError> {
-        Ok(NetConfig::from_env()?)
+    /// `call`, for an action that answers records of kind `R`.
+    pub fn records<R: Records>(&self, action: Action) -> Result<Vec<Tagged<R>>, CliError> {
+        let response = self.call(action)?;
+        let got = kind_name(&response);
+        R::from_response(response).ok_or(CliError::Unexpected(got))
     }
 }
 
-/// Runs a control-plane command; errors go to stderr with status 1.
+/// The kind of `response`, as the wire names it.
+fn kind_name(response: &Response) -> String {
+    serde_json::to_value(response)
+        .ok()
+        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| "response".into())
+}
+
+/// The error for a response of the wrong kind.
+pub fn unexpected(response: &Response) -> CliError {
+    CliError::Unexpected(kind_name(response))
+}
+
+/// Runs a control-plane command; an error goes to stderr and its
+/// category decides the exit status.
 pub fn run(global: &GlobalArgs, command: impl FnOnce(&Env) -> Result<(), CliError>) -> ExitCode {
     let result = lifecycle::current_exe()
         .map_err(CliError::from)
         .and_then(|exe| {
             let env = Env {
                 ctx: Context {
-                    state: StateDir::resolve(global.state_dir.clone()),
+                    state: global.state(),
                     exe,
                 },
+                socket: global.socket(),
                 format: global.output,
             };
             command(&env)
@@ -106,116 +165,61 @@ pub fn run(global: &GlobalArgs, command: impl FnOnce(&Env) -> Result<(), CliErro
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gureum: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.category().exit_code())
         }
     }
 }
 
-/// Every `R` with its tags, keeping those that pass every filter.
-/// `state` gives a resource's state for state filters.
-pub fn list_tagged<R: Resource>(
-    store: &mut Store,
-    filters: &[Filter],
-    state: impl Fn(&R) -> Option<&str>,
-) -> Result<Vec<Tagged<R>>, CliError> {
-    store.read(|tx| {
-        let mut out = Vec::new();
-        let listed = tx.list_readable::<R>()?;
-        for skipped in &listed.unreadable {
-            eprintln!("gureum: warning: {skipped}");
-        }
-        for item in listed.items {
-            let tags = tx.tags(item.id())?;
-            if filters.iter().all(|f| f.matches(&tags, state(&item))) {
-                out.push(Tagged { item, tags });
-            }
-        }
-        Ok(out)
-    })
-}
-
-/// Prints every `R` that passes `filter` (a kind without states: state
-/// filters match none) and returns them, for commands that say more.
-pub fn list<R: Resource>(
+/// Lists `R` with `action` and prints the listing: JSON, or a table with
+/// `headers` and one `row` per resource. Returns the records.
+pub fn list<R: Records + serde::Serialize>(
     env: &Env,
-    store: &mut Store,
-    filter: &FilterArgs,
+    action: Action,
     headers: &[&str],
     row: impl Fn(&Tagged<R>) -> Vec<String>,
 ) -> Result<Vec<Tagged<R>>, CliError> {
-    let items = list_tagged::<R>(store, &filter.parse()?, |_| None)?;
-    print_list(env.format, &items, headers, row)?;
+    let items = env.records::<R>(action)?;
+    match env.format {
+        Format::Json => output::json(&items)?,
+        Format::Table => output::table(headers, &items.iter().map(row).collect::<Vec<_>>()),
+    }
     Ok(items)
 }
 
-/// Prints a listing: JSON, or a table with `headers` and one `row` per
-/// resource.
-pub fn print_list<R: Resource>(
-    format: Format,
-    items: &[Tagged<R>],
-    headers: &[&str],
-    row: impl Fn(&Tagged<R>) -> Vec<String>,
-) -> Result<(), CliError> {
-    match format {
-        Format::Json => output::json(items)?,
-        Format::Table => output::table(headers, &items.iter().map(row).collect::<Vec<_>>()),
+/// Prints the one record `action` describes.
+pub fn describe<R: Records + serde::Serialize>(env: &Env, action: Action) -> Result<(), CliError> {
+    for item in env.records::<R>(action)? {
+        output::describe(env.format, &item)?;
     }
     Ok(())
 }
 
-/// Prints the `R` named `reference` (by ID or unique name) with its tags.
-pub fn describe<R: Resource>(
-    env: &Env,
-    store: &mut Store,
-    reference: &str,
-) -> Result<(), CliError> {
-    describe_found(env, store, |tx| lookup::find::<R>(tx, reference))
+/// Runs a removing `action` and prints the ID of what went.
+pub fn removed(env: &Env, action: Action) -> Result<(), CliError> {
+    match env.call(action)? {
+        Response::Removed { id } => {
+            println!("{id}");
+            Ok(())
+        }
+        other => Err(unexpected(&other)),
+    }
 }
 
-/// Prints the `R` named `reference` (by ID or Name tag) with its tags.
-pub fn describe_tagged<R: Resource>(
-    env: &Env,
-    store: &mut Store,
-    reference: &str,
-) -> Result<(), CliError> {
-    describe_found(env, store, |tx| {
-        lookup::find_tagged::<R>(tx, reference, |_| true)
-    })
-}
-
-/// Prints the resource `find` finds, with its tags.
-fn describe_found<R: Resource>(
-    env: &Env,
-    store: &mut Store,
-    find: impl FnOnce(&Tx<'_>) -> Result<R, cloud::Error>,
-) -> Result<(), CliError> {
-    let shown = store.read(|tx| {
-        let item = find(tx)?;
-        let tags = tx.tags(item.id())?;
-        Ok::<_, CliError>(Tagged { item, tags })
-    })?;
-    output::describe(env.format, &shown)?;
+/// Runs `action`, which makes, changes or deletes one `R`, and prints
+/// its ID.
+pub fn change<R: Records>(env: &Env, action: Action) -> Result<(), CliError> {
+    for item in env.records::<R>(action)? {
+        println!("{}", item.item.id());
+    }
     Ok(())
 }
 
-/// Prints the ID of the resource a command made or changed.
-pub fn print_id<R: Resource>(item: &R) {
-    println!("{}", item.id());
-}
-
 /// The Name tag of a listed resource, or "-".
-pub fn name_of<R: Resource>(item: &Tagged<R>) -> String {
+pub fn name_of<R>(item: &Tagged<R>) -> String {
     item.tags
         .get(tags::NAME)
         .cloned()
         .unwrap_or_else(|| "-".into())
-}
-
-/// Deletes the `R` named `reference` and prints its ID.
-pub fn remove<R: Resource>(store: &mut Store, reference: &str) -> Result<(), CliError> {
-    let gone = store.write(|tx| lookup::remove::<R>(tx, reference))?;
-    println!("{gone}");
-    Ok(())
 }
 
 /// `--tag KEY=VALUE` values as tags.
@@ -242,10 +246,14 @@ pub struct NameArgs {
 }
 
 impl TagArgs {
+    pub fn parse(&self) -> Result<tags::Tags, CliError> {
+        parse_tags(&self.tags)
+    }
+
     /// The tags with Name set to `name`: a resource with a name of its own
     /// carries it as its Name tag too.
     pub fn named(&self, name: &str) -> Result<tags::Tags, CliError> {
-        let mut tags = parse_tags(&self.tags)?;
+        let mut tags = self.parse()?;
         tags::check(tags::NAME, name)?;
         tags.insert(tags::NAME.into(), name.to_owned());
         Ok(tags)
@@ -257,7 +265,7 @@ impl NameArgs {
     pub fn tags(&self) -> Result<tags::Tags, CliError> {
         match &self.name {
             Some(name) => self.tags.named(name),
-            None => parse_tags(&self.tags.tags),
+            None => self.tags.parse(),
         }
     }
 }
@@ -274,16 +282,12 @@ pub struct FilterArgs {
 }
 
 impl FilterArgs {
-    /// Every filter given, tags included.
-    pub fn parse(&self) -> Result<Vec<Filter>, CliError> {
-        let mut filters = self
-            .filters
-            .iter()
-            .map(|f| Filter::parse(f))
-            .collect::<Result<Vec<_>, _>>()?;
-        for (key, value) in parse_tags(&self.tags)? {
-            filters.push(Filter::Tag { key, value });
-        }
+    /// Every filter given, as the core API takes them (`--tag K=V` is the
+    /// filter `tag:K=V`).
+    pub fn filters(self) -> Result<Vec<String>, CliError> {
+        let tags = parse_tags(&self.tags)?;
+        let mut filters = self.filters;
+        filters.extend(tags.iter().map(|(k, v)| format!("tag:{k}={v}")));
         Ok(filters)
     }
 }

@@ -2,9 +2,10 @@
 
 use clap::Subcommand;
 
-use gureum::cloud::vpc::elastic_ip::{self, ElasticIp};
+use gureum::cloud::api::Action;
+use gureum::cloud::vpc::elastic_ip::ElasticIp;
 
-use super::cloud::{CliError, Env, FilterArgs, NameArgs, describe_tagged, list, name_of, print_id};
+use super::cloud::{CliError, Env, FilterArgs, NameArgs, change, describe, list, name_of};
 use super::output::Format;
 
 /// Elastic IPs: static public addresses, held (and costing) until released.
@@ -37,23 +38,17 @@ pub enum EipCommand {
 const HELD: &str = "held, unassociated";
 
 pub fn run(env: &Env, command: EipCommand) -> Result<(), CliError> {
-    let mut store = env.store()?;
-    let changed = match command {
-        EipCommand::Allocate { name } => {
-            elastic_ip::allocate(&mut store, &env.net()?, &name.tags()?)?
-        }
-        EipCommand::Associate { eip, instance } => {
-            elastic_ip::associate(&mut store, &env.net()?, &eip, &instance)?
-        }
-        EipCommand::Disassociate { eip } => {
-            elastic_ip::disassociate(&mut store, &env.net()?, &eip)?
-        }
-        EipCommand::Release { eip } => elastic_ip::release(&mut store, &eip)?,
+    let action = match command {
+        EipCommand::Allocate { name } => Action::AllocateAddress { tags: name.tags()? },
+        EipCommand::Associate { eip, instance } => Action::AssociateAddress { eip, instance },
+        EipCommand::Disassociate { eip } => Action::DisassociateAddress { eip },
+        EipCommand::Release { eip } => Action::ReleaseAddress { eip },
         EipCommand::List(filter) => {
             let eips = list::<ElasticIp>(
                 env,
-                &mut store,
-                &filter,
+                Action::ListAddresses {
+                    filters: filter.filters()?,
+                },
                 &["ID", "NAME", "ADDRESS", "INSTANCE"],
                 |e| {
                     vec![
@@ -74,9 +69,8 @@ pub fn run(env: &Env, command: EipCommand) -> Result<(), CliError> {
             return Ok(());
         }
         EipCommand::Describe { eip } => {
-            return describe_tagged::<ElasticIp>(env, &mut store, &eip);
+            return describe::<ElasticIp>(env, Action::DescribeAddress { eip });
         }
     };
-    print_id(&changed);
-    Ok(())
+    change::<ElasticIp>(env, action)
 }

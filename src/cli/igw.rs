@@ -2,9 +2,10 @@
 
 use clap::Subcommand;
 
-use gureum::cloud::vpc::gateway::{self, InternetGateway};
+use gureum::cloud::api::Action;
+use gureum::cloud::vpc::gateway::InternetGateway;
 
-use super::cloud::{CliError, Env, FilterArgs, NameArgs, describe_tagged, list, name_of, print_id};
+use super::cloud::{CliError, Env, FilterArgs, NameArgs, change, describe, list, name_of};
 
 /// Internet gateways: a VPC's door to the public side, with source NAT.
 #[derive(Debug, Subcommand)]
@@ -33,17 +34,17 @@ pub enum IgwCommand {
 }
 
 pub fn run(env: &Env, command: IgwCommand) -> Result<(), CliError> {
-    let mut store = env.store()?;
-    let changed = match command {
-        IgwCommand::Create { name } => gateway::create(&mut store, &name.tags()?)?,
-        IgwCommand::Attach { igw, vpc } => gateway::attach(&mut store, &env.net()?, &igw, &vpc)?,
-        IgwCommand::Detach { igw } => gateway::detach(&mut store, &env.net()?, &igw)?,
-        IgwCommand::Delete { igw } => gateway::delete(&mut store, &igw)?,
+    let action = match command {
+        IgwCommand::Create { name } => Action::CreateInternetGateway { tags: name.tags()? },
+        IgwCommand::Attach { igw, vpc } => Action::AttachInternetGateway { igw, vpc },
+        IgwCommand::Detach { igw } => Action::DetachInternetGateway { igw },
+        IgwCommand::Delete { igw } => Action::DeleteInternetGateway { igw },
         IgwCommand::List(filter) => {
             list::<InternetGateway>(
                 env,
-                &mut store,
-                &filter,
+                Action::ListInternetGateways {
+                    filters: filter.filters()?,
+                },
                 &["ID", "NAME", "VPC", "PUBLIC IP"],
                 |g| {
                     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
@@ -58,9 +59,8 @@ pub fn run(env: &Env, command: IgwCommand) -> Result<(), CliError> {
             return Ok(());
         }
         IgwCommand::Describe { igw } => {
-            return describe_tagged::<InternetGateway>(env, &mut store, &igw);
+            return describe::<InternetGateway>(env, Action::DescribeInternetGateway { igw });
         }
     };
-    print_id(&changed);
-    Ok(())
+    change::<InternetGateway>(env, action)
 }

@@ -4,9 +4,11 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use gureum::cloud::image::{self, Image};
+use gureum::cloud::Error;
+use gureum::cloud::api::Action;
+use gureum::cloud::image::Image;
 
-use super::cloud::{CliError, Env, FilterArgs, TagArgs, describe, list, parse_tags};
+use super::cloud::{CliError, Env, FilterArgs, TagArgs, describe, list, removed};
 use super::output;
 
 /// Images instances boot from.
@@ -47,40 +49,36 @@ pub enum ImageCommand {
 }
 
 pub fn run(env: &Env, command: ImageCommand) -> Result<(), CliError> {
-    let mut store = env.store()?;
-    let state = &env.ctx.state;
-    let created = match command {
+    let action = match command {
         ImageCommand::Import {
             source,
             name,
             description,
             tags,
-        } => image::import(
-            state,
-            &mut store,
-            &source,
-            name.as_deref(),
-            description.as_deref(),
-            &parse_tags(&tags.tags)?,
-        )?,
+        } => Action::ImportImage {
+            // The daemon does not share this process's directory.
+            source: std::path::absolute(&source).map_err(Error::io("cannot find", &source))?,
+            name,
+            description,
+            tags: tags.parse()?,
+        },
         ImageCommand::Create {
             instance,
             name,
             description,
             tags,
-        } => image::create_from_instance(
-            state,
-            &mut store,
-            &instance,
-            &name,
-            description.as_deref(),
-            &parse_tags(&tags.tags)?,
-        )?,
+        } => Action::CreateImage {
+            instance,
+            name,
+            description,
+            tags: tags.parse()?,
+        },
         ImageCommand::List(filter) => {
             list::<Image>(
                 env,
-                &mut store,
-                &filter,
+                Action::ListImages {
+                    filters: filter.filters()?,
+                },
                 &[
                     "ID",
                     "NAME",
@@ -105,16 +103,16 @@ pub fn run(env: &Env, command: ImageCommand) -> Result<(), CliError> {
             )?;
             return Ok(());
         }
-        ImageCommand::Describe { image } => return describe::<Image>(env, &mut store, &image),
-        ImageCommand::Rm { image } => {
-            let gone = image::remove(state, &mut store, &image)?;
-            println!("{gone}");
-            return Ok(());
+        ImageCommand::Describe { image } => {
+            return describe::<Image>(env, Action::DescribeImage { image });
         }
+        ImageCommand::Rm { image } => return removed(env, Action::DeleteImage { image }),
     };
-    match env.format {
-        output::Format::Json => output::json(&created)?,
-        output::Format::Table => println!("{}", created.id),
+    for made in env.records::<Image>(action)? {
+        match env.format {
+            output::Format::Json => output::json(&made)?,
+            output::Format::Table => println!("{}", made.item.id),
+        }
     }
     Ok(())
 }

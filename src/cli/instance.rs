@@ -1,23 +1,23 @@
 //! `gureum run` and `gureum instance`: launching and managing instances.
 
 use std::io::Write;
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
+use gureum::cloud::Error;
+use gureum::cloud::api::{Action, Response};
 use gureum::cloud::instance::{Instance, State};
 use gureum::cloud::launch_count::LaunchCount;
-use gureum::cloud::lifecycle::{self, LaunchRequest};
+use gureum::cloud::lifecycle::LaunchRequest;
 use gureum::cloud::tags::NAME;
 use gureum::cloud::tap_network::TapNic;
-use gureum::cloud::vpc::port::{self, PlacementRequest, PortChange};
-use gureum::cloud::{Error, lookup};
+use gureum::cloud::vpc::port::{PlacementRequest, PortChange};
 
 use super::cloud::{
-    CliError, Env, FilterArgs, TagArgs, list_tagged, parse_tags, print_id, print_list,
+    CliError, Env, FilterArgs, TagArgs, change as change_one, list, parse_tags, unexpected,
 };
 use super::console_client;
-use super::output::{self, Format, Tagged};
+use super::output::{self, Format};
 
 /// Launch instances from an image or a launch template; prints their IDs.
 #[derive(Debug, Args)]
@@ -105,7 +105,8 @@ pub enum InstanceCommand {
     /// Show instances in full.
     Describe { instances: Vec<String> },
     /// Stop instances: the guest shuts down on its ACPI power button
-    /// (SIGTERM to the VMM); SIGKILL after --timeout.
+    /// (SIGTERM to the VMM); SIGKILL after --timeout. Returns at once
+    /// (`instance wait ID --state stopped` waits).
     Stop {
         #[arg(required = true)]
         instances: Vec<String>,
@@ -122,6 +123,7 @@ pub enum InstanceCommand {
     },
     /// Reboot running instances (they stay running): the guest shuts down
     /// on its power button and boots again; SIGKILL after --timeout.
+    /// Returns at once.
     Reboot {
         #[arg(required = true)]
         instances: Vec<String>,
@@ -129,6 +131,7 @@ pub enum InstanceCommand {
         timeout: TimeoutArgs,
     },
     /// Terminate instances: stop them and delete their disks and files.
+    /// Returns at once (`instance wait ID --state terminated` waits).
     #[command(visible_alias = "rm")]
     Terminate {
         #[arg(required = true)]
@@ -136,12 +139,14 @@ pub enum InstanceCommand {
         #[command(flatten)]
         timeout: TimeoutArgs,
     },
-    /// Wait until an instance is in a state.
+    /// Wait until an instance is in a state (as `aws ec2 wait`); fails
+    /// at once if it settles in another one.
     Wait {
         instance: String,
         /// pending, running, stopping, stopped, shutting-down or terminated.
         #[arg(long, value_parser = parse_state, default_value = "running")]
         state: State,
+        /// Give up after this many seconds.
         #[arg(long, default_value_t = 300, value_name = "SECS")]
         timeout: u64,
     },
@@ -203,7 +208,7 @@ pub fn launch(env: &Env, args: RunArgs) -> Result<(), CliError> {
         net.gateway.as_deref(),
     )
     .map_err(Error::from)?;
-    let req = LaunchRequest {
+    let request = LaunchRequest {
         image: args.image,
         instance_type: args.instance_type,
         key: args.key,
@@ -219,42 +224,53 @@ pub fn launch(env: &Env, args: RunArgs) -> Result<(), CliError> {
         tags,
         count: args.count,
     };
-    let mut store = env.store()?;
-    let launched = lifecycle::launch(&env.ctx, &mut store, &req)?;
+    let max = request.count.max;
+    let response = env.call(Action::RunInstances { request })?;
+    let Response::Launched {
+        instances,
+        short,
+        failed,
+    } = response
+    else {
+        return Err(unexpected(&response));
+    };
     match env.format {
-        Format::Json => output::json(&launched.instances)?,
+        Format::Json => output::json(&instances)?,
         Format::Table => {
-            for i in &launched.instances {
-                println!("{}", i.id);
+            for i in &instances {
+                println!("{}", i.item.id);
             }
         }
     }
-    if let Some(short) = &launched.short {
+    if let Some(short) = short {
         eprintln!(
-            "gureum: launched {} of up to {}: {short}",
-            launched.instances.len(),
-            req.count.max
+            "gureum: launched {} of up to {max}: {short}",
+            instances.len()
         );
     }
-    Ok(launched.failures()?)
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::DidNotStart(failed).into())
+    }
 }
 
 /// Prints `id state` for each instance acted on.
-fn report(i: &Instance) {
-    println!("{} {}", i.id, i.state);
+fn report(env: &Env, action: Action) -> Result<(), CliError> {
+    for i in env.records::<Instance>(action)? {
+        println!("{} {}", i.item.id, i.item.state);
+    }
+    Ok(())
 }
 
 pub fn run(env: &Env, command: InstanceCommand) -> Result<(), CliError> {
-    let ctx = &env.ctx;
-    let mut store = env.store()?;
     match command {
         InstanceCommand::List(filter) => {
-            lifecycle::reconcile(ctx, &mut store)?;
-            let instances =
-                list_tagged::<Instance>(&mut store, &filter.parse()?, |i| Some(i.state.as_str()))?;
-            print_list(
-                env.format,
-                &instances,
+            list::<Instance>(
+                env,
+                Action::ListInstances {
+                    filters: filter.filters()?,
+                },
                 &["ID", "NAME", "STATE", "TYPE", "IMAGE", "LAUNCHED"],
                 |t| {
                     let i = &t.item;
@@ -270,26 +286,8 @@ pub fn run(env: &Env, command: InstanceCommand) -> Result<(), CliError> {
             )?;
         }
         InstanceCommand::Describe { instances } => {
-            lifecycle::reconcile(ctx, &mut store)?;
-            let shown = store.read(|tx| {
-                let chosen = if instances.is_empty() {
-                    tx.list::<Instance>()?
-                } else {
-                    instances
-                        .iter()
-                        .map(|r| lookup::find_instance(tx, r))
-                        .collect::<Result<_, _>>()?
-                };
-                chosen
-                    .into_iter()
-                    .map(|item| {
-                        let tags = tx.tags(&item.id)?;
-                        Ok(Tagged { item, tags })
-                    })
-                    .collect::<Result<Vec<_>, CliError>>()
-            })?;
+            let shown = env.records::<Instance>(Action::DescribeInstances { instances })?;
             match (env.format, shown.as_slice()) {
-                (Format::Table, [one]) => output::describe(env.format, one)?,
                 (Format::Table, many) => {
                     for (n, one) in many.iter().enumerate() {
                         if n > 0 {
@@ -305,78 +303,73 @@ pub fn run(env: &Env, command: InstanceCommand) -> Result<(), CliError> {
             instances,
             force,
             timeout,
-        } => {
-            for r in instances {
-                let timeout = Duration::from_secs(timeout.timeout);
-                report(&lifecycle::stop(ctx, &mut store, &r, force, timeout)?);
-            }
-        }
+        } => report(
+            env,
+            Action::StopInstances {
+                instances,
+                force,
+                timeout_secs: timeout.timeout,
+            },
+        )?,
         InstanceCommand::Start { instances } => {
-            for r in instances {
-                report(&lifecycle::start(ctx, &mut store, &r)?);
-            }
+            report(env, Action::StartInstances { instances })?;
         }
-        InstanceCommand::Reboot { instances, timeout } => {
-            for r in instances {
-                let timeout = Duration::from_secs(timeout.timeout);
-                report(&lifecycle::reboot(ctx, &mut store, &r, timeout)?);
-            }
-        }
-        InstanceCommand::Terminate { instances, timeout } => {
-            for r in instances {
-                let timeout = Duration::from_secs(timeout.timeout);
-                report(&lifecycle::terminate(ctx, &mut store, &r, timeout)?);
-            }
-        }
+        InstanceCommand::Reboot { instances, timeout } => report(
+            env,
+            Action::RebootInstances {
+                instances,
+                timeout_secs: timeout.timeout,
+            },
+        )?,
+        InstanceCommand::Terminate { instances, timeout } => report(
+            env,
+            Action::TerminateInstances {
+                instances,
+                timeout_secs: timeout.timeout,
+            },
+        )?,
         InstanceCommand::Wait {
             instance,
             state,
             timeout,
-        } => {
-            let timeout = Duration::from_secs(timeout);
-            report(&lifecycle::wait_for(
-                ctx, &mut store, &instance, state, timeout,
-            )?);
-        }
+        } => report(
+            env,
+            Action::WaitInstance {
+                instance,
+                state,
+                timeout_secs: timeout,
+            },
+        )?,
         InstanceCommand::Console { instance } => {
-            lifecycle::reconcile(ctx, &mut store)?;
-            let i = store.read(|tx| lookup::find_instance(tx, &instance))?;
-            if i.state != State::Running {
-                return Err(Error::NotRunning {
-                    id: i.id,
-                    state: i.state,
-                }
-                .into());
-            }
-            let socket = ctx.state.instance_files(&i.id).console_socket;
-            console_client::attach(&i.id, &socket).map_err(|source| CliError::Console {
-                id: i.id.clone(),
+            let response = env.call(Action::GetConsole { instance })?;
+            let Response::Console { instance, socket } = response else {
+                return Err(unexpected(&response));
+            };
+            console_client::attach(&instance, &socket).map_err(|source| CliError::Console {
+                id: instance.clone(),
                 path: socket,
                 source,
             })?;
         }
         InstanceCommand::Logs { instance } => {
-            let i = store.read(|tx| lookup::find_instance(tx, &instance))?;
-            let path = ctx.state.instance_files(&i.id).console_log;
-            match std::fs::read(&path) {
-                Ok(log) => std::io::stdout()
-                    .write_all(&log)
-                    .map_err(|source| CliError::Logs { path, source })?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    eprintln!("gureum: {} has no console output (yet)", i.id);
-                }
-                Err(source) => return Err(CliError::Logs { path, source }),
+            let response = env.call(Action::GetConsoleLog { instance })?;
+            let Response::ConsoleLog { instance, log } = response else {
+                return Err(unexpected(&response));
+            };
+            match log {
+                Some(log) => std::io::stdout()
+                    .write_all(log.as_bytes())
+                    .map_err(CliError::Logs)?,
+                None => eprintln!("gureum: {instance} has no console output (yet)"),
             }
         }
-        InstanceCommand::Modify { instance, change } => {
-            lifecycle::reconcile(ctx, &mut store)?;
-            print_id(&port::modify(
-                &mut store,
-                &env.net()?,
-                &instance,
-                &change.into(),
-            )?);
-        }
+        InstanceCommand::Modify { instance, change } => change_one::<Instance>(
+            env,
+            Action::ModifyInstance {
+                instance,
+                change: change.into(),
+            },
+        )?,
     }
     Ok(())
 }

@@ -5,9 +5,12 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use gureum::cloud::Error;
-use gureum::cloud::key_pair::{self, KeyPair, NewKey};
+use gureum::cloud::api::{Action, Response};
+use gureum::cloud::key_pair::{self, KeyPair};
 
-use super::cloud::{CliError, Env, FilterArgs, TagArgs, describe, list, remove};
+use super::cloud::{
+    CliError, Env, FilterArgs, TagArgs, change, describe, list, removed, unexpected,
+};
 
 /// Key pairs for SSH into instances.
 #[derive(Debug, Subcommand)]
@@ -43,32 +46,32 @@ pub enum KeyCommand {
 }
 
 pub fn run(env: &Env, command: KeyCommand) -> Result<(), CliError> {
-    let mut store = env.store()?;
     match command {
         KeyCommand::Create { name, out, tags } => {
             let tags = tags.named(&name)?;
-            let key = NewKey::generate(&name).map_err(Error::from)?;
             let out = out.unwrap_or_else(|| PathBuf::from(format!("{name}.pem")));
-            // The private key is written inside the transaction: if the
-            // name is taken or the file cannot be made, nothing is kept.
-            let written = std::cell::Cell::new(false);
-            let result = store.write(|tx| {
-                tx.insert(&key.pair, &tags)?;
-                key.write_private(&out).map_err(Error::from)?;
-                written.set(true);
-                Ok::<_, Error>(())
-            });
-            if let Err(e) = result {
-                if written.get() {
-                    let _ = std::fs::remove_file(&out);
+            // The file is made first and the key recorded after: if the
+            // file cannot be made or the name is taken, nothing is kept.
+            let file = key_pair::open_private(&out).map_err(Error::from)?;
+            let response = env.call(Action::CreateKeyPair { name, tags });
+            let written = match response {
+                Ok(Response::NewKeyPair { key, private_key }) => {
+                    key_pair::write_pem(file, &out, &private_key)
+                        .map(|()| key)
+                        .map_err(|e| CliError::from(Error::from(e)))
                 }
-                return Err(e.into());
-            }
+                Ok(other) => Err(unexpected(&other)),
+                Err(e) => Err(e),
+            };
+            let key = written.inspect_err(|_| {
+                // Nothing was written to it that anyone could use.
+                let _ = std::fs::remove_file(&out);
+            })?;
             eprintln!(
                 "gureum: wrote the private key to {} (mode 0600); it cannot be fetched again",
                 out.display()
             );
-            println!("{}", key.pair.id);
+            println!("{}", key.item.id);
         }
         KeyCommand::Import {
             name,
@@ -76,15 +79,23 @@ pub fn run(env: &Env, command: KeyCommand) -> Result<(), CliError> {
             tags,
         } => {
             let tags = tags.named(&name)?;
-            let pair = key_pair::import(&name, &public_key).map_err(Error::from)?;
-            store.write(|tx| tx.insert(&pair, &tags))?;
-            println!("{}", pair.id);
+            let public_key =
+                std::path::absolute(&public_key).map_err(Error::io("cannot find", &public_key))?;
+            change::<KeyPair>(
+                env,
+                Action::ImportKeyPair {
+                    name,
+                    public_key,
+                    tags,
+                },
+            )?;
         }
         KeyCommand::List(filter) => {
             list::<KeyPair>(
                 env,
-                &mut store,
-                &filter,
+                Action::ListKeyPairs {
+                    filters: filter.filters()?,
+                },
                 &["NAME", "ID", "TYPE", "FINGERPRINT", "CREATED"],
                 |k| {
                     let k = &k.item;
@@ -98,8 +109,8 @@ pub fn run(env: &Env, command: KeyCommand) -> Result<(), CliError> {
                 },
             )?;
         }
-        KeyCommand::Describe { key } => describe::<KeyPair>(env, &mut store, &key)?,
-        KeyCommand::Rm { key } => remove::<KeyPair>(&mut store, &key)?,
+        KeyCommand::Describe { key } => describe::<KeyPair>(env, Action::DescribeKeyPair { key })?,
+        KeyCommand::Rm { key } => removed(env, Action::DeleteKeyPair { key })?,
     }
     Ok(())
 }

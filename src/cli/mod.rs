@@ -5,6 +5,7 @@ mod boot;
 mod cloud;
 mod console;
 mod console_client;
+mod daemon;
 mod eip;
 mod igw;
 mod image;
@@ -64,6 +65,8 @@ enum Command {
     /// Instance types and their vCPUs and memory.
     #[command(visible_alias = "instance-types")]
     Types(types::TypesArgs),
+    /// The control plane as a long-running process (see README "The daemon").
+    Daemon(daemon::DaemonArgs),
     #[command(hide = true)]
     Supervise(supervise::SuperviseArgs),
 }
@@ -86,6 +89,7 @@ pub fn main() -> ExitCode {
         Command::Sg(c) => cloud::run(&cli.global, |env| sg::run(env, c)),
         Command::Net(c) => cloud::run(&cli.global, |env| net::run(env, c)),
         Command::Types(args) => cloud::run(&cli.global, |env| types::run(env, &args)),
+        Command::Daemon(args) => cloud::run(&cli.global, |env| daemon::run(env, &args)),
         Command::Supervise(args) => cloud::run(&cli.global, |env| supervise::run(env, &args)),
     }
 }

@@ -2,10 +2,10 @@
 
 use clap::Subcommand;
 
-use gureum::cloud::reconcile::{self, Report};
-use gureum::net::reconcile::Mode;
+use gureum::cloud::api::{Action, Response};
+use gureum::cloud::reconcile::Report;
 
-use super::cloud::{CliError, Env};
+use super::cloud::{CliError, Env, unexpected};
 use super::output::{self, Format};
 
 /// What gureum made in Linux (and under its state directory) against
@@ -28,18 +28,17 @@ pub enum NetCommand {
 }
 
 pub fn run(env: &Env, command: NetCommand) -> Result<(), CliError> {
-    let mut store = env.store()?;
-    let mode = match command {
-        NetCommand::Check { remove: false } => Mode::Check,
-        NetCommand::Check { remove: true } | NetCommand::Reconcile => Mode::Repair,
+    let repair = !matches!(command, NetCommand::Check { remove: false });
+    let response = env.call(Action::Reconcile { repair })?;
+    let Response::Reconciled(report) = response else {
+        return Err(unexpected(&response));
     };
-    let report = reconcile::run(&env.ctx, &mut store, mode)?;
     if env.format == Format::Json {
         output::json(&report)?;
     } else {
-        print(&report, mode);
+        print(&report, repair);
     }
-    if mode == Mode::Check && !report.is_empty() {
+    if !repair && !report.is_empty() {
         return Err(CliError::Differences {
             count: report.network.len() + report.ports.len() + report.files.len(),
         });
@@ -47,12 +46,8 @@ pub fn run(env: &Env, command: NetCommand) -> Result<(), CliError> {
     Ok(())
 }
 
-fn print(report: &Report, mode: Mode) {
-    let done = if mode == Mode::Repair {
-        "repaired: "
-    } else {
-        ""
-    };
+fn print(report: &Report, repair: bool) {
+    let done = if repair { "repaired: " } else { "" };
     for id in &report.ports {
         println!("{done}port of terminated instance {id} still in its VPC");
     }

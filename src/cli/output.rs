@@ -6,22 +6,12 @@ use std::collections::BTreeMap;
 use clap::ValueEnum;
 use serde::Serialize;
 
-use gureum::cloud::tags::Tags;
-
 /// `--output`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     #[default]
     Table,
     Json,
-}
-
-/// A resource with its tags, as shown.
-#[derive(Debug, Serialize)]
-pub struct Tagged<T: Serialize> {
-    #[serde(flatten)]
-    pub item: T,
-    pub tags: Tags,
 }
 
 /// Prints `value` as pretty JSON.

@@ -2,10 +2,11 @@
 
 use clap::Subcommand;
 
-use gureum::cloud::vpc::route_table::{self, RouteTable};
+use gureum::cloud::api::Action;
+use gureum::cloud::vpc::route_table::RouteTable;
 use gureum::net::cidr::Ipv4Cidr;
 
-use super::cloud::{CliError, Env, FilterArgs, NameArgs, describe_tagged, list, name_of, print_id};
+use super::cloud::{CliError, Env, FilterArgs, NameArgs, change, describe, list, name_of};
 
 /// Route tables: a subnet whose table routes 0.0.0.0/0 to an internet
 /// gateway is public.
@@ -57,16 +58,17 @@ pub enum RouteTableCommand {
 }
 
 pub fn run(env: &Env, command: RouteTableCommand) -> Result<(), CliError> {
-    let mut store = env.store()?;
-    let changed = match command {
-        RouteTableCommand::Create { vpc, name } => {
-            route_table::create(&mut store, &vpc, &name.tags()?)?
-        }
+    let action = match command {
+        RouteTableCommand::Create { vpc, name } => Action::CreateRouteTable {
+            vpc,
+            tags: name.tags()?,
+        },
         RouteTableCommand::List(filter) => {
             list::<RouteTable>(
                 env,
-                &mut store,
-                &filter,
+                Action::ListRouteTables {
+                    filters: filter.filters()?,
+                },
                 &["ID", "NAME", "VPC", "MAIN", "ROUTES", "SUBNETS"],
                 |t| {
                     let routes: Vec<String> = t
@@ -88,24 +90,27 @@ pub fn run(env: &Env, command: RouteTableCommand) -> Result<(), CliError> {
             return Ok(());
         }
         RouteTableCommand::Describe { table } => {
-            return describe_tagged::<RouteTable>(env, &mut store, &table);
+            return describe::<RouteTable>(env, Action::DescribeRouteTable { table });
         }
-        RouteTableCommand::Delete { table } => route_table::delete(&mut store, &table)?,
+        RouteTableCommand::Delete { table } => Action::DeleteRouteTable { table },
         RouteTableCommand::Associate { table, subnet } => {
-            route_table::associate(&mut store, &env.net()?, &table, &subnet)?
+            Action::AssociateRouteTable { table, subnet }
         }
         RouteTableCommand::Disassociate { table, subnet } => {
-            route_table::disassociate(&mut store, &env.net()?, &table, &subnet)?
+            Action::DisassociateRouteTable { table, subnet }
         }
         RouteTableCommand::CreateRoute {
             table,
             destination,
             gateway,
-        } => route_table::create_route(&mut store, &env.net()?, &table, destination, &gateway)?,
+        } => Action::CreateRoute {
+            table,
+            destination,
+            gateway,
+        },
         RouteTableCommand::DeleteRoute { table, destination } => {
-            route_table::delete_route(&mut store, &env.net()?, &table, destination)?
+            Action::DeleteRoute { table, destination }
         }
     };
-    print_id(&changed);
-    Ok(())
+    change::<RouteTable>(env, action)
 }

@@ -2,11 +2,12 @@
 
 use clap::{Args, Subcommand};
 
-use gureum::cloud::vpc::security_group::{self, Direction, RuleRequest, SecurityGroup};
+use gureum::cloud::api::Action;
+use gureum::cloud::vpc::security_group::{Direction, RuleRequest, SecurityGroup};
 use gureum::net::cidr::Ipv4Cidr;
 use gureum::net::nft::security_group::Protocol;
 
-use super::cloud::{CliError, Env, FilterArgs, TagArgs, describe_tagged, list, print_id};
+use super::cloud::{CliError, Env, FilterArgs, TagArgs, change, describe, list};
 
 /// Security groups: stateful allow-only firewalls on instances.
 #[derive(Debug, Subcommand)]
@@ -71,8 +72,7 @@ fn parse_protocol(text: &str) -> Result<Protocol, String> {
 }
 
 pub fn run(env: &Env, command: SgCommand) -> Result<(), CliError> {
-    let mut store = env.store()?;
-    let (rule, direction, add) = match command {
+    let (args, direction, add) = match command {
         SgCommand::Create {
             vpc,
             name,
@@ -80,16 +80,22 @@ pub fn run(env: &Env, command: SgCommand) -> Result<(), CliError> {
             tags,
         } => {
             let tags = tags.named(&name)?;
-            let net = env.net()?;
-            let group = security_group::create(&mut store, &net, &vpc, &name, &description, &tags)?;
-            print_id(&group);
-            return Ok(());
+            return change::<SecurityGroup>(
+                env,
+                Action::CreateSecurityGroup {
+                    vpc,
+                    name,
+                    description,
+                    tags,
+                },
+            );
         }
         SgCommand::List(filter) => {
             list::<SecurityGroup>(
                 env,
-                &mut store,
-                &filter,
+                Action::ListSecurityGroups {
+                    filters: filter.filters()?,
+                },
                 &["ID", "NAME", "VPC", "INBOUND", "OUTBOUND", "DESCRIPTION"],
                 |g| {
                     vec![
@@ -105,26 +111,35 @@ pub fn run(env: &Env, command: SgCommand) -> Result<(), CliError> {
             return Ok(());
         }
         SgCommand::Describe { group } => {
-            return describe_tagged::<SecurityGroup>(env, &mut store, &group);
+            return describe::<SecurityGroup>(env, Action::DescribeSecurityGroup { group });
         }
         SgCommand::Delete { group } => {
-            print_id(&security_group::delete(&mut store, &env.net()?, &group)?);
-            return Ok(());
+            return change::<SecurityGroup>(env, Action::DeleteSecurityGroup { group });
         }
         SgCommand::AuthorizeIngress(rule) => (rule, Direction::Ingress, true),
         SgCommand::AuthorizeEgress(rule) => (rule, Direction::Egress, true),
         SgCommand::RevokeIngress(rule) => (rule, Direction::Ingress, false),
         SgCommand::RevokeEgress(rule) => (rule, Direction::Egress, false),
     };
-    let request = RuleRequest {
-        protocol: rule.protocol,
-        ports: rule.port,
-        cidr: rule.cidr,
-        source_group: rule.source_group,
+    let group = args.group;
+    let rule = RuleRequest {
+        protocol: args.protocol,
+        ports: args.port,
+        cidr: args.cidr,
+        source_group: args.source_group,
     };
-    let net = env.net()?;
-    let group =
-        security_group::change_rule(&mut store, &net, &rule.group, direction, &request, add)?;
-    print_id(&group);
-    Ok(())
+    let action = if add {
+        Action::AuthorizeSecurityGroupRule {
+            group,
+            direction,
+            rule,
+        }
+    } else {
+        Action::RevokeSecurityGroupRule {
+            group,
+            direction,
+            rule,
+        }
+    };
+    change::<SecurityGroup>(env, action)
 }

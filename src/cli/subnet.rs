@@ -2,10 +2,11 @@
 
 use clap::Subcommand;
 
-use gureum::cloud::vpc::subnet::{self, Subnet};
+use gureum::cloud::api::Action;
+use gureum::cloud::vpc::subnet::Subnet;
 use gureum::net::cidr::Ipv4Cidr;
 
-use super::cloud::{CliError, Env, FilterArgs, NameArgs, describe_tagged, list, name_of, print_id};
+use super::cloud::{CliError, Env, FilterArgs, NameArgs, change, describe, list, name_of};
 
 /// Subnets: a bridge in their VPC holding the router (.1) address.
 #[derive(Debug, Subcommand)]
@@ -35,7 +36,6 @@ pub enum SubnetCommand {
 }
 
 pub fn run(env: &Env, command: SubnetCommand) -> Result<(), CliError> {
-    let mut store = env.store()?;
     match command {
         SubnetCommand::Create {
             vpc,
@@ -44,14 +44,22 @@ pub fn run(env: &Env, command: SubnetCommand) -> Result<(), CliError> {
             name,
         } => {
             let tags = name.tags()?;
-            let made = subnet::create(&mut store, &env.net()?, &vpc, cidr, zone.as_deref(), &tags)?;
-            print_id(&made);
+            change::<Subnet>(
+                env,
+                Action::CreateSubnet {
+                    vpc,
+                    cidr,
+                    zone,
+                    tags,
+                },
+            )?;
         }
         SubnetCommand::List(filter) => {
             list::<Subnet>(
                 env,
-                &mut store,
-                &filter,
+                Action::ListSubnets {
+                    filters: filter.filters()?,
+                },
                 &["ID", "NAME", "VPC", "CIDR", "ZONE", "ROUTER"],
                 |s| {
                     vec![
@@ -65,10 +73,10 @@ pub fn run(env: &Env, command: SubnetCommand) -> Result<(), CliError> {
                 },
             )?;
         }
-        SubnetCommand::Describe { subnet } => describe_tagged::<Subnet>(env, &mut store, &subnet)?,
-        SubnetCommand::Delete { subnet } => {
-            print_id(&subnet::delete(&mut store, &env.net()?, &subnet)?);
+        SubnetCommand::Describe { subnet } => {
+            describe::<Subnet>(env, Action::DescribeSubnet { subnet })?;
         }
+        SubnetCommand::Delete { subnet } => change::<Subnet>(env, Action::DeleteSubnet { subnet })?,
     }
     Ok(())
 }

@@ -2,9 +2,10 @@
 
 use clap::Subcommand;
 
-use gureum::cloud::template::{self, LaunchTemplate, TemplateRequest};
+use gureum::cloud::api::Action;
+use gureum::cloud::template::{LaunchTemplate, TemplateRequest};
 
-use super::cloud::{CliError, Env, FilterArgs, TagArgs, describe, list, parse_tags, remove};
+use super::cloud::{CliError, Env, FilterArgs, TagArgs, change, describe, list, removed};
 
 /// Saved launch settings: image, type, key, tags.
 #[derive(Debug, Subcommand)]
@@ -40,7 +41,6 @@ pub enum TemplateCommand {
 }
 
 pub fn run(env: &Env, command: TemplateCommand) -> Result<(), CliError> {
-    let mut store = env.store()?;
     match command {
         TemplateCommand::Create {
             name,
@@ -50,24 +50,22 @@ pub fn run(env: &Env, command: TemplateCommand) -> Result<(), CliError> {
             cmdline_append,
             tags,
         } => {
-            let t = template::create(
-                &mut store,
-                TemplateRequest {
-                    name,
-                    image,
-                    instance_type,
-                    key,
-                    cmdline_append,
-                    instance_tags: parse_tags(&tags.tags)?,
-                },
-            )?;
-            println!("{}", t.id);
+            let request = TemplateRequest {
+                name,
+                image,
+                instance_type,
+                key,
+                cmdline_append,
+                instance_tags: tags.parse()?,
+            };
+            change::<LaunchTemplate>(env, Action::CreateLaunchTemplate { request })?;
         }
         TemplateCommand::List(filter) => {
             list::<LaunchTemplate>(
                 env,
-                &mut store,
-                &filter,
+                Action::ListLaunchTemplates {
+                    filters: filter.filters()?,
+                },
                 &["ID", "NAME", "IMAGE", "TYPE", "KEY", "CREATED"],
                 |t| {
                     let t = &t.item;
@@ -84,9 +82,11 @@ pub fn run(env: &Env, command: TemplateCommand) -> Result<(), CliError> {
             )?;
         }
         TemplateCommand::Describe { template } => {
-            describe::<LaunchTemplate>(env, &mut store, &template)?;
+            describe::<LaunchTemplate>(env, Action::DescribeLaunchTemplate { template })?;
         }
-        TemplateCommand::Rm { template } => remove::<LaunchTemplate>(&mut store, &template)?,
+        TemplateCommand::Rm { template } => {
+            removed(env, Action::DeleteLaunchTemplate { template })?;
+        }
     }
     Ok(())
 }

@@ -2,9 +2,9 @@
 
 use clap::{Args, Subcommand};
 
-use gureum::cloud::instance_type;
+use gureum::cloud::api::{Action, Response};
 
-use super::cloud::{CliError, Env};
+use super::cloud::{CliError, Env, unexpected};
 use super::output::{self, Format};
 
 /// Instance types and their vCPUs and memory.
@@ -25,7 +25,10 @@ pub fn run(env: &Env, args: &TypesArgs) -> Result<(), CliError> {
     // `list` is the only view; the subcommand is there for symmetry
     // with the other nouns.
     let (None | Some(TypesCommand::List)) = args.command;
-    let types = instance_type::all();
+    let response = env.call(Action::ListInstanceTypes)?;
+    let Response::InstanceTypes(types) = response else {
+        return Err(unexpected(&response));
+    };
     match env.format {
         Format::Json => output::json(&types)?,
         Format::Table => output::table(

@@ -2,10 +2,13 @@
 
 use clap::Subcommand;
 
-use gureum::cloud::vpc::network::{self, Vpc};
+use gureum::cloud::api::{Action, Response};
+use gureum::cloud::vpc::network::Vpc;
 use gureum::net::cidr::Ipv4Cidr;
 
-use super::cloud::{CliError, Env, FilterArgs, NameArgs, describe_tagged, list, name_of, print_id};
+use super::cloud::{
+    CliError, Env, FilterArgs, NameArgs, change, describe, list, name_of, unexpected,
+};
 
 /// Isolated virtual networks, each its own network namespace.
 #[derive(Debug, Subcommand)]
@@ -29,23 +32,27 @@ pub enum VpcCommand {
 }
 
 pub fn run(env: &Env, command: VpcCommand) -> Result<(), CliError> {
-    let mut store = env.store()?;
     match command {
         VpcCommand::Create { cidr, name } => {
-            let created = network::create(&mut store, &env.net()?, cidr, &name.tags()?)?;
-            if created.not_private {
+            let tags = name.tags()?;
+            let response = env.call(Action::CreateVpc { cidr, tags })?;
+            let Response::NewVpc { vpc, not_private } = response else {
+                return Err(unexpected(&response));
+            };
+            if not_private {
                 eprintln!(
                     "gureum: warning: {cidr} is not in an RFC 1918 private range (10.0.0.0/8, \
                      172.16.0.0/12, 192.168.0.0/16); instances may shadow public addresses"
                 );
             }
-            print_id(&created.vpc);
+            println!("{}", vpc.item.id);
         }
         VpcCommand::List(filter) => {
             list::<Vpc>(
                 env,
-                &mut store,
-                &filter,
+                Action::ListVpcs {
+                    filters: filter.filters()?,
+                },
                 &["ID", "NAME", "CIDR", "MAIN ROUTE TABLE", "DEFAULT GROUP"],
                 |v| {
                     vec![
@@ -58,8 +65,8 @@ pub fn run(env: &Env, command: VpcCommand) -> Result<(), CliError> {
                 },
             )?;
         }
-        VpcCommand::Describe { vpc } => describe_tagged::<Vpc>(env, &mut store, &vpc)?,
-        VpcCommand::Delete { vpc } => print_id(&network::delete(&mut store, &env.net()?, &vpc)?),
+        VpcCommand::Describe { vpc } => describe::<Vpc>(env, Action::DescribeVpc { vpc })?,
+        VpcCommand::Delete { vpc } => change::<Vpc>(env, Action::DeleteVpc { vpc })?,
     }
     Ok(())
 }

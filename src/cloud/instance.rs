@@ -127,6 +127,10 @@ pub struct Instance {
     pub vmm: Option<ProcessRef>,
     /// `gureum instance reboot` asked for the VMM to be restarted.
     pub reboot_requested: bool,
+    /// Seconds since the epoch after which the supervisor kills a VMM
+    /// that was asked to shut down (stop, reboot, terminate) and has not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_after: Option<u64>,
     /// How many times a VMM has been started for it.
     pub boots: u32,
 }
@@ -167,6 +171,7 @@ impl Instance {
             self.supervisor = None;
             self.vmm = None;
             self.reboot_requested = false;
+            self.kill_after = None;
         }
         Ok(())
     }
@@ -197,6 +202,7 @@ pub(crate) mod tests {
             supervisor: None,
             vmm: None,
             reboot_requested: false,
+            kill_after: None,
             boots: 0,
         }
     }

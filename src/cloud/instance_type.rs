@@ -6,10 +6,10 @@
 //! letters (`i` Intel, `g` Graviton/arm64, `n` network ...), a dot and a
 //! size.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One instance type of the table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceType {
     pub name: String,
     pub vcpus: u16,

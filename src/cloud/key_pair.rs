@@ -2,6 +2,7 @@
 //! at creation, and never kept; the store holds the public key and its
 //! fingerprint.
 
+use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -103,32 +104,47 @@ impl NewKey {
         Ok(Self { pair, private })
     }
 
+    /// The private key in OpenSSH format, to hand out once.
+    pub fn private_pem(&self) -> Result<String, Error> {
+        Ok(self
+            .private
+            .to_openssh(LineEnding::LF)
+            .map_err(Error::Encode)?
+            .to_string())
+    }
+
     /// Writes the private key in OpenSSH format to a new file `path`,
     /// readable by its owner only. Never overwrites.
     pub fn write_private(&self, path: &Path) -> Result<(), Error> {
-        let pem = self
-            .private
-            .to_openssh(LineEnding::LF)
-            .map_err(Error::Encode)?;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| match source.kind() {
-                std::io::ErrorKind::AlreadyExists => Error::OutExists(path.into()),
-                _ => Error::WritePrivate {
-                    path: path.into(),
-                    source,
-                },
-            })?;
-        file.write_all(pem.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|source| Error::WritePrivate {
+        write_pem(open_private(path)?, path, &self.private_pem()?)
+    }
+}
+
+/// Creates the new file `path` for a private key, readable by its owner
+/// only; refuses an existing one.
+pub fn open_private(path: &Path) -> Result<File, Error> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::OutExists(path.into()),
+            _ => Error::WritePrivate {
                 path: path.into(),
                 source,
-            })
-    }
+            },
+        })
+}
+
+/// Writes `pem` to `file` (made by `open_private` at `path`) and syncs it.
+pub fn write_pem(mut file: File, path: &Path, pem: &str) -> Result<(), Error> {
+    file.write_all(pem.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|source| Error::WritePrivate {
+            path: path.into(),
+            source,
+        })
 }
 
 /// A key pair from an existing OpenSSH public key file.

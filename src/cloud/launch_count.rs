@@ -4,7 +4,7 @@
 use std::str::FromStr;
 
 /// `--count N` (exactly N) or `--count MIN:MAX`, as the aws CLI writes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LaunchCount {
     pub min: u32,
     pub max: u32,

@@ -1,10 +1,11 @@
 //! What people do to instances: launch, start, stop, reboot, terminate;
 //! and reconciling the store with the processes that really run.
 //!
-//! Commands change the state in the store and signal the VMM; the
-//! instance's supervisor process records how the VMM ended. When the
-//! supervisor itself is gone, the next command that looks repairs the
-//! record.
+//! Commands change the state in the store, signal the VMM and return at
+//! once; the instance's supervisor process kills a VMM that outlives its
+//! deadline and records how the VMM ended (`wait_for` waits for that).
+//! When the supervisor itself is gone, the next command that looks
+//! repairs the record.
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -41,8 +42,6 @@ const SUPERVISOR_GRACE_SECS: u64 = 30;
 const START_WAIT: Duration = Duration::from_secs(60);
 /// How often waiting commands look at the store.
 const POLL: Duration = Duration::from_millis(100);
-/// After SIGKILL, how long the supervisor gets to record the outcome.
-const KILL_GRACE: Duration = Duration::from_secs(10);
 
 /// The state reason of instances stopped with `gureum instance stop`.
 pub const USER_STOP: &str = "Client.UserInitiatedShutdown: stopped by gureum instance stop";
@@ -70,7 +69,7 @@ impl Context {
 
 /// What `gureum run` asks for. Unset fields come from the template, then
 /// from defaults.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct LaunchRequest {
     pub image: Option<String>,
     pub instance_type: Option<String>,
@@ -223,6 +222,7 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
         supervisor: None,
         vmm: None,
         reboot_requested: false,
+        kill_after: None,
         boots: 0,
     };
     // One transaction: the record, the instance's place in its VPC and its
@@ -434,15 +434,7 @@ fn record_start_failure(store: &mut Store, id: &str, e: &Error) -> Result<(), Er
 /// it is (`gureum instance wait` waits on).
 fn await_start(ctx: &Context, store: &mut Store, id: &str) -> Result<Instance, Error> {
     let settled = |i: &Instance| i.state != State::Pending;
-    match poll_until(
-        ctx,
-        store,
-        id,
-        State::Running,
-        settled,
-        START_WAIT,
-        |_, _| {},
-    ) {
+    match wait_until(ctx, store, id, State::Running, settled, START_WAIT) {
         Err(Error::Timeout { .. }) => Ok(store.read(|tx| lookup::find_instance(tx, id))?),
         other => other,
     }
@@ -473,9 +465,8 @@ fn spawn_supervisor(ctx: &Context, store: &mut Store, id: &str) -> Result<(), Er
         exe: ctx.exe.clone(),
         source,
     };
-    // Not waited for: the supervisor outlives this command by design and
-    // is reaped by init once this process exits.
-    #[allow(clippy::zombie_processes)]
+    // Not waited for: the supervisor outlives this command by design;
+    // `children` reaps it in a process that lives longer than it.
     let child = Command::new(&ctx.exe)
         .arg("--state-dir")
         .arg(ctx.state.root())
@@ -489,7 +480,9 @@ fn spawn_supervisor(ctx: &Context, store: &mut Store, id: &str) -> Result<(), Er
     // The supervisor records itself too; whoever is first, the same
     // process is recorded, so that a supervisor dying before it gets to
     // run is noticed.
-    if let Some(me) = ProcessRef::of(child.id()) {
+    let me = ProcessRef::of(child.id());
+    super::children::keep(child);
+    if let Some(me) = me {
         store.write(|tx| {
             if let Some(mut i) = tx.get::<Instance>(id)? {
                 if i.state.is_supervised() && i.supervisor.is_none() {
@@ -603,34 +596,33 @@ fn remove_stale_cgroups(store: &mut Store) -> Result<(), Error> {
     Ok(())
 }
 
-/// Polls instance `id` until it is in `want`, calling `each` on every
-/// look; fails after `timeout`, or at once if the instance settled in
-/// another state it cannot leave by itself.
-fn poll(
+/// Waits until instance `reference` is in `want`; fails after
+/// `timeout`, or at once if the instance settled in another state it
+/// cannot leave by itself.
+pub fn wait_for(
     ctx: &Context,
     store: &mut Store,
-    id: &str,
+    reference: &str,
     want: State,
     timeout: Duration,
-    each: impl FnMut(&Instance, Duration),
 ) -> Result<Instance, Error> {
-    poll_until(ctx, store, id, want, |i| i.state == want, timeout, each)
+    wait_until(ctx, store, reference, want, |i| i.state == want, timeout)
 }
 
-/// `poll`, until `done` (in state `want`, for the errors).
-fn poll_until(
+/// `wait_for`, until `done` (in state `want`, for the errors).
+fn wait_until(
     ctx: &Context,
     store: &mut Store,
-    id: &str,
+    reference: &str,
     want: State,
     done: impl Fn(&Instance) -> bool,
     timeout: Duration,
-    mut each: impl FnMut(&Instance, Duration),
 ) -> Result<Instance, Error> {
+    let id = store.read(|tx| lookup::find_instance(tx, reference))?.id;
     let start = Instant::now();
     loop {
         reconcile(ctx, store)?;
-        let i = store.read(|tx| lookup::find_instance(tx, id))?;
+        let i = store.read(|tx| lookup::find_instance(tx, &id))?;
         if done(&i) {
             return Ok(i);
         }
@@ -651,51 +643,35 @@ fn poll_until(
                 secs: elapsed.as_secs(),
             });
         }
-        each(&i, elapsed);
         std::thread::sleep(POLL);
     }
 }
 
-/// Waits until instance `reference` is in `want`.
-pub fn wait_for(
-    ctx: &Context,
-    store: &mut Store,
-    reference: &str,
-    want: State,
-    timeout: Duration,
-) -> Result<Instance, Error> {
-    let id = store.read(|tx| lookup::find_instance(tx, reference))?.id;
-    poll(ctx, store, &id, want, timeout, |_, _| {})
-}
-
-/// Signals the VMM until the instance reaches `want`: SIGTERM, which
-/// presses the guest's power button (SIGKILL if `force`), then SIGKILL
-/// after `timeout`.
-fn halt(
-    ctx: &Context,
-    store: &mut Store,
-    id: &str,
-    want: State,
-    force: bool,
-    timeout: Duration,
-) -> Result<Instance, Error> {
-    let mut signalled: Option<(ProcessRef, Signal)> = None;
-    poll(ctx, store, id, want, timeout + KILL_GRACE, |i, elapsed| {
-        let sig = if force || elapsed >= timeout {
+/// Asks the VMM of `i` to shut down: SIGTERM presses the guest's power
+/// button (SIGKILL at once if `force`); its supervisor kills it after
+/// `timeout` (`Instance::kill_after`). A VMM not started yet is stopped
+/// by the supervisor when it starts it.
+fn signal_halt(i: &Instance, force: bool) {
+    if let Some(vmm) = i.vmm {
+        vmm.signal(if force {
             Signal::SIGKILL
         } else {
             Signal::SIGTERM
-        };
-        if let Some(vmm) = i.vmm {
-            if signalled != Some((vmm, sig)) {
-                vmm.signal(sig);
-                signalled = Some((vmm, sig));
-            }
-        }
-    })
+        });
+    }
 }
 
-/// Stops instance `reference`; returns it once stopped.
+/// The deadline `timeout` from now, as `Instance::kill_after` keeps it:
+/// whole seconds, rounded up, so that the guest gets at least `timeout`.
+fn deadline(timeout: Duration) -> Option<u64> {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_add(timeout);
+    Some(at.as_secs() + u64::from(at.subsec_nanos() > 0))
+}
+
+/// Stops instance `reference`: returns at once, stopping (or stopped).
 pub fn stop(
     ctx: &Context,
     store: &mut Store,
@@ -704,18 +680,22 @@ pub fn stop(
     timeout: Duration,
 ) -> Result<Instance, Error> {
     reconcile(ctx, store)?;
-    let i = store.write(|tx| {
+    let (i, changed) = store.write(|tx| {
         let mut i = lookup::find_instance(tx, reference)?;
-        if !matches!(i.state, State::Stopped | State::Stopping) {
-            i.transition(State::Stopping, Some(USER_STOP.into()))?;
-            tx.update(&i)?;
+        if matches!(i.state, State::Stopped | State::Stopping) {
+            return Ok::<_, Error>((i, false));
         }
-        Ok::<_, Error>(i)
+        i.transition(State::Stopping, Some(USER_STOP.into()))?;
+        i.kill_after = deadline(timeout);
+        tx.update(&i)?;
+        Ok((i, true))
     })?;
-    if i.state == State::Stopped {
-        return Ok(i);
+    // A second SIGTERM would stop the VM at once: only the stop that
+    // changed the state presses the button.
+    if changed || (force && i.state == State::Stopping) {
+        signal_halt(&i, force);
     }
-    halt(ctx, store, &i.id, State::Stopped, force, timeout)
+    Ok(i)
 }
 
 /// Starts stopped instance `reference` under a new supervisor.
@@ -749,7 +729,7 @@ pub fn start(ctx: &Context, store: &mut Store, reference: &str) -> Result<Instan
 /// Reboots running instance `reference`: its guest shuts down on its
 /// power button (its VMM is killed if it has not within `timeout`), the
 /// supervisor boots it again, and the instance stays running (as in EC2).
-/// Returns once the new VMM runs.
+/// Returns at once; the boot count (`boots`) grows when the new VMM runs.
 pub fn reboot(
     ctx: &Context,
     store: &mut Store,
@@ -766,32 +746,19 @@ pub fn reboot(
             });
         }
         i.reboot_requested = true;
+        i.kill_after = deadline(timeout);
         tx.update(&i)?;
         Ok(i)
     })?;
-    let Some(vmm) = i.vmm else {
-        // Between two boots: the supervisor starts the next one anyway.
-        return Ok(i);
-    };
-    vmm.signal(Signal::SIGTERM);
-    let mut killed = false;
-    poll_until(
-        ctx,
-        store,
-        &i.id,
-        State::Running,
-        |now| now.boots > i.boots,
-        timeout + KILL_GRACE,
-        |_, elapsed| {
-            if elapsed >= timeout && !killed {
-                killed = vmm.signal(Signal::SIGKILL);
-            }
-        },
-    )
+    // Between two boots there is no VMM: the supervisor starts the next
+    // one anyway.
+    signal_halt(&i, false);
+    Ok(i)
 }
 
 /// Terminates instance `reference`: stops its VM and deletes its files;
-/// the record stays, terminated.
+/// the record stays, terminated. Returns at once, shutting down (or
+/// terminated).
 pub fn terminate(
     ctx: &Context,
     store: &mut Store,
@@ -799,21 +766,25 @@ pub fn terminate(
     timeout: Duration,
 ) -> Result<Instance, Error> {
     reconcile(ctx, store)?;
-    let i = store.write(|tx| {
+    let (i, changed) = store.write(|tx| {
         let mut i = lookup::find_instance(tx, reference)?;
         match i.state {
-            State::Terminated | State::ShuttingDown => {}
+            State::Terminated | State::ShuttingDown => return Ok::<_, Error>((i, false)),
             State::Stopped => i.transition(State::Terminated, Some(USER_TERMINATE.into()))?,
-            _ => i.transition(State::ShuttingDown, Some(USER_TERMINATE.into()))?,
+            _ => {
+                i.transition(State::ShuttingDown, Some(USER_TERMINATE.into()))?;
+                i.kill_after = deadline(timeout);
+            }
         }
         tx.update(&i)?;
-        Ok::<_, Error>(i)
+        Ok((i, true))
     })?;
-    if i.state == State::Terminated {
-        clean_up(ctx, &i);
-        return Ok(i);
+    match i.state {
+        State::Terminated => clean_up(ctx, &i),
+        _ if changed => signal_halt(&i, false),
+        _ => {}
     }
-    halt(ctx, store, &i.id, State::Terminated, false, timeout)
+    Ok(i)
 }
 
 /// The program path for `Context::exe` when running as `gureum` itself.

@@ -2,6 +2,8 @@
 //! templates and instances, kept in one transactional store, with each
 //! instance's VMM run detached under a supervisor process.
 
+pub mod api;
+pub mod children;
 pub mod disk_copy;
 pub mod ids;
 pub mod image;

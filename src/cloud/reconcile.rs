@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::net::reconcile::{Difference, Mode};
 
@@ -22,7 +22,7 @@ use super::vpc::{port, realise};
 use super::{Error, staging};
 
 /// What a pass found (and, repairing, made good).
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Report {
     /// Terminated instances whose port was still in their VPC.
     pub ports: Vec<String>,

@@ -6,7 +6,9 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sys::signal::Signal;
@@ -17,7 +19,7 @@ use super::instance::{Instance, State};
 use super::lifecycle::{self, Context, USER_STOP, USER_TERMINATE};
 use super::process::ProcessRef;
 use super::store::Store;
-use super::{Error, lookup, vmm_command};
+use super::{Error, lookup, time, vmm_command};
 use crate::vmm::sandbox::cgroup;
 
 // `gureum boot` exit codes (the VMM's contract).
@@ -28,6 +30,10 @@ const EXIT_REBOOT: i32 = 3;
 const EXIT_CRASH: i32 = 4;
 const EXIT_DETACHED: i32 = 5;
 const EXIT_SIGNALLED: i32 = 6;
+
+/// How often the supervisor looks whether a VMM asked to shut down is
+/// past its deadline.
+const DEADLINE_CHECK: Duration = Duration::from_millis(500);
 
 /// How one VMM run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,7 +236,7 @@ fn boot_once(ctx: &Context, store: &mut Store, id: &str) -> Result<Decision, Err
         .spawn();
     // Only the VMM holds the write end now: its end closes it.
     drop(ready_end);
-    let mut child = match spawned {
+    let child = match spawned {
         Ok(child) => child,
         Err(source) => {
             remove_cgroup(cgroups.as_ref(), id);
@@ -247,6 +253,7 @@ fn boot_once(ctx: &Context, store: &mut Store, id: &str) -> Result<Decision, Err
         i.vmm = vmm;
         i.boots += 1;
         i.reboot_requested = false;
+        i.kill_after = None;
         tx.update(&i)?;
         Ok::<_, Error>(matches!(i.state, State::Stopping | State::ShuttingDown))
     })?;
@@ -271,8 +278,7 @@ fn boot_once(ctx: &Context, store: &mut Store, id: &str) -> Result<Decision, Err
         })?;
     }
     drop(ready);
-    let status = child
-        .wait()
+    let status = wait_vmm(store, id, child, vmm)
         .map_err(Error::io("cannot wait for the VMM of", &files.dir))?;
     remove_cgroup(cgroups.as_ref(), id);
     let outcome = Outcome::of(status, || last_words(&files.vmm_log));
@@ -296,6 +302,48 @@ fn vm_started(ready: &mut File) -> bool {
             Ok(n) => return n == 1,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return false,
+        }
+    }
+}
+
+/// Waits for the VMM to end, killing it once the instance's
+/// `kill_after` deadline has passed (a stop, reboot or terminate whose
+/// guest did not shut down in time).
+fn wait_vmm(
+    store: &mut Store,
+    id: &str,
+    mut child: Child,
+    vmm: Option<ProcessRef>,
+) -> std::io::Result<ExitStatus> {
+    let (done, ended) = mpsc::channel();
+    // The waiting thread owns the child; this one watches the deadline.
+    std::thread::Builder::new()
+        .name("vmm-wait".into())
+        .spawn(move || {
+            // The receiver lives until a status arrives.
+            let _ = done.send(child.wait());
+        })?;
+    let mut killed = false;
+    loop {
+        match ended.recv_timeout(DEADLINE_CHECK) {
+            Ok(status) => return status,
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(std::io::Error::other("the VMM's waiting thread ended"));
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if killed {
+            continue;
+        }
+        // A store that cannot be read now is read again at the next look.
+        let due = store
+            .read(|tx| tx.get::<Instance>(id))
+            .ok()
+            .flatten()
+            .and_then(|i| i.kill_after)
+            .is_some_and(|at| time::now_secs() >= at);
+        if let Some(vmm) = vmm.filter(|_| due) {
+            killed = vmm.signal(Signal::SIGKILL);
         }
     }
 }

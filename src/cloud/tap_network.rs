@@ -23,7 +23,7 @@ pub struct StaticIp {
 }
 
 /// What `--tap`, `--ip` and `--gateway` ask for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TapNic {
     pub tap: String,
     pub static_ip: Option<StaticIp>,

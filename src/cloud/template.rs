@@ -36,7 +36,7 @@ impl Resource for LaunchTemplate {
 }
 
 /// What `gureum template create` asks for.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TemplateRequest {
     pub name: String,
     pub image: String,

@@ -50,13 +50,14 @@ pub trait Gureum {
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
-    /// Runs a command that must fail with status 1; returns its stderr.
+    /// Runs a command that must fail with an error's exit status (1, or
+    /// 3..=7 by category; not 2, bad usage); returns its stderr.
     fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "gureum {args:?} should fail; stdout: {}",
+        let code = out.status.code();
+        assert!(
+            matches!(code, Some(1 | 3..=7)),
+            "gureum {args:?} should fail with an error's status, not {code:?}; stdout: {}",
             String::from_utf8_lossy(&out.stdout)
         );
         String::from_utf8(out.stderr).unwrap()
@@ -80,6 +81,15 @@ pub trait Gureum {
             "{stderr}"
         );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// Runs a command that must fail with exit status `code`; returns its
+    /// stderr.
+    fn fails_with(&self, code: i32, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(code), "gureum {args:?}: {stderr}");
+        stderr
     }
 
     /// Runs a read command with `--output json`; its output.
@@ -138,4 +148,47 @@ pub fn edit_record(state: &Path, id: &str, edit: impl FnOnce(&mut Value)) {
         [value.to_string().as_str(), id],
     )
     .unwrap();
+}
+
+/// The stored body of resource `id` in the store in `state`, read
+/// directly (no command runs, so nothing reconciles it first).
+pub fn read_record(state: &Path, id: &str) -> Value {
+    let db = rusqlite::Connection::open(state.join("gureum.db")).unwrap();
+    let body: String = db
+        .query_row("SELECT body FROM resources WHERE id = ?1", [id], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    serde_json::from_str(&body).unwrap()
+}
+
+/// A network namespace prefix no other test (or test process) uses:
+/// `TAG`, this process's ID and a counter.
+pub fn unique_prefix(tag: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    format!(
+        "{tag}{}x{}-",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    )
+}
+
+/// The network namespaces whose names start with `prefix`, sorted.
+pub fn namespaces(prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|name| name.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Removes every network namespace whose name starts with `prefix`.
+pub fn remove_namespaces(prefix: &str) {
+    for name in namespaces(prefix) {
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+    }
 }

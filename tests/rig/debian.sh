@@ -127,6 +127,7 @@ ssh_as /tmp/mykey.pem 10.77.0.2 'echo gureum-was-here | sudo tee /var/lib/marker
   fail "cannot write the marker"
 t0=$(uptime_s)
 gureum instance stop "$id1" --timeout 30 2>&1 || fail "stop"
+gureum instance wait "$id1" --state stopped --timeout 60 || fail "never stopped"
 # systemd-logind powers off on the ACPI power button.
 echo "stop_s=$(($(uptime_s) - t0))"
 echo "state=$(describe instance "$id1" state)"
@@ -142,9 +143,11 @@ end_checks persist
 
 begin_checks image-create
 gureum instance stop "$id1" --timeout 30 2>&1 || fail "stop"
+gureum instance wait "$id1" --state stopped --timeout 60 || fail "never stopped"
 gureum image create --instance "$id1" --name debian-marked 2>&1 || fail "image create"
 gureum image describe debian-marked | grep source_instance
 gureum instance terminate "$id1" 2>&1 || fail "terminate $id1"
+gureum instance wait "$id1" --state terminated --timeout 60 || fail "$id1 never terminated"
 id2=$(launch web-2 debian-marked 10.77.0.3 2>&1)
 echo "launched $id2"
 if wait_ssh "$id2" /tmp/mykey.pem 10.77.0.3; then
@@ -159,6 +162,7 @@ else
   show_console "$id2"
 fi
 gureum instance terminate "$id2" 2>&1 || fail "terminate $id2"
+gureum instance wait "$id2" --state terminated --timeout 60 || fail "$id2 never terminated"
 end_checks image-create
 
 # The first image's own disk, read with debugfs rather than booted (a

@@ -21,12 +21,15 @@ uptime_ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
 # how often its kernel powered off, by its console log.
 shutdowns() { gureum instance logs "$1" | grep -c 'going down NOW! (ACPI power button)'; }
 power_downs() { gureum instance logs "$1" | grep -c 'reboot: Power down'; }
-# Stops instance ID with --timeout SECS and shows how long it took and
+# Stops instance ID with --timeout SECS (the command returns at once,
+# stopping), waits until it is stopped, and shows how long that took and
 # how it went.
 timed_stop() {  # ID SECS
   local t0
   t0=$(uptime_ms)
-  gureum instance stop "$1" --timeout "$2" 2>&1 || fail "stop"
+  out=$(gureum instance stop "$1" --timeout "$2" 2>&1) || fail "stop: $out"
+  echo "stop_printed=$out"
+  gureum instance wait "$1" --state stopped --timeout $(($2 + 30)) 2>&1 || fail "never stopped"
   echo "stop_ms=$(($(uptime_ms) - t0))"
   echo "state=$(describe instance "$1" state)"
   echo "reason=$(describe instance "$1" state_reason)"
@@ -73,9 +76,10 @@ end_checks start
 
 begin_checks reboot
 t0=$(uptime_ms)
-gureum instance reboot "$id" --timeout 30 2>&1 || fail "reboot"
-echo "reboot_ms=$(($(uptime_ms) - t0))"
+out=$(gureum instance reboot "$id" --timeout 30 2>&1) || fail "reboot: $out"
+echo "reboot_printed=$out"
 wait_log "$id" @@IDLE 3 300 || fail "no @@IDLE after reboot"
+echo "reboot_ms=$(($(uptime_ms) - t0))"
 echo "state=$(describe instance "$id" state)"
 echo "boots=$(describe instance "$id" boots)"
 echo "crash_retries=$crash_retries"
@@ -98,8 +102,17 @@ vmm_processes && fail "a VMM process is left"
 end_checks kill9
 
 begin_checks terminate
-gureum instance terminate "$id" 2>&1 || fail "terminate"
+# Running again, so that terminate has a VMM to end: it returns at once,
+# shutting down, and `instance wait` sees it terminated.
+gureum instance start "$id" 2>&1 || fail "start before terminate"
+gureum instance wait "$id" --state running --timeout 120 || fail "never running before terminate"
+out=$(gureum instance terminate "$id" --timeout 5 2>&1) || fail "terminate: $out"
+echo "terminate_printed=$out"
+gureum instance wait "$id" --state terminated --timeout 90 || fail "never terminated"
 echo "state=$(describe instance "$id" state)"
+# The supervisor removes the files right after it records the end.
+n=0
+while [ -e "$S/instances/$id" ] && [ $n -lt 10 ]; do sleep 1; n=$((n + 1)); done
 [ -e "$S/instances/$id" ] && fail "instance files left after terminate"
 vmm_processes && fail "a VMM process is left"
 gureum instance list
@@ -117,3 +130,40 @@ timed_stop "$id" 5
 gureum instance terminate "$id" >/dev/null 2>&1 || fail "terminate"
 vmm_processes && fail "a VMM process is left"
 end_checks deaf
+
+# The daemon: an instance launched through it keeps running when the
+# daemon is killed with SIGKILL (the CLI carries on in-process past the
+# stale socket); started again, the daemon adopts it and stops it.
+begin_checks daemon
+start_daemon() {
+  gureum daemon --reconcile-every 2 >>/tmp/daemon.log 2>&1 &
+  dpid=$!
+  n=0
+  until gureum daemon --check >/dev/null 2>&1 || [ $n -ge 30 ]; do sleep 1; n=$((n + 1)); done
+  gureum daemon --check || fail "no daemon answers"
+}
+start_daemon
+id=$(gureum run --image busybox --type t2.nano --name d-1 --cmdline-append rig.scenario=idle 2>&1)
+echo "launched $id"
+gureum instance wait "$id" --state running --timeout 120 || fail "never running"
+wait_log "$id" @@IDLE 1 300 || fail "no @@IDLE on the console"
+pid=$(vmm_pid "$id")
+kill -9 "$dpid"
+wait "$dpid" 2>/dev/null
+sleep 1
+alive "$pid" || fail "the VMM died with the daemon"
+[ -S "$S/gureum.sock" ] && echo "stale_socket=yes"
+gureum instance list >/dev/null || fail "the CLI fails past a stale socket"
+start_daemon
+echo "adopted_state=$(describe instance "$id" state)"
+[ "$(vmm_pid "$id")" = "$pid" ] || fail "the VMM is not the one that ran"
+out=$(gureum instance stop "$id" 2>&1) || fail "stop: $out"
+echo "daemon_stop_printed=$out"
+gureum instance wait "$id" --state stopped --timeout 60 || fail "never stopped"
+echo "state=$(describe instance "$id" state)"
+alive "$pid" && fail "VMM $pid still runs after stop"
+gureum instance terminate "$id" >/dev/null 2>&1 || fail "terminate"
+kill "$dpid"
+wait "$dpid" 2>/dev/null
+tail -n 5 /tmp/daemon.log
+end_checks daemon

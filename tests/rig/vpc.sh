@@ -198,6 +198,7 @@ echo "inbound_seen_as=$got"
 [ "$got" = "$INET" ] || fail "the internet host reaching $eip got '$got'"
 expect_fetch outbound_from_eip "$s1" http://$INET/cgi-bin/peer "$eip"
 gureum instance stop s1 --timeout 30 || fail "stop s1"
+gureum instance wait s1 --state stopped --timeout 60 || fail "s1 never stopped"
 gureum instance start s1 || fail "start s1"
 wait_log "$s1" @@SERVING 2 240 || fail "s1 not serving after start"
 got=$($IP netns exec inet timeout 10 wget -q -O - "http://$eip/cgi-bin/peer" 2>&1) || got=FAILED
@@ -225,6 +226,9 @@ end_checks two-vpcs
 
 begin_checks teardown
 for i in $s1 $c1 $b1 $w1; do gureum instance terminate "$i" >/dev/null || fail "terminate $i"; done
+for i in $s1 $c1 $b1 $w1; do
+  gureum instance wait "$i" --state terminated --timeout 60 || fail "$i never terminated"
+done
 # As in EC2, terminating the instance took its elastic IP off it.
 [ -z "$(describe eip e instance_id)" ] || fail "the EIP is still associated after terminate"
 gureum eip release e || fail "eip release"

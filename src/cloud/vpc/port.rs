@@ -66,7 +66,7 @@ pub fn instances_in(tx: &Tx<'_>, vpc: &str) -> Result<Vec<(String, Placement)>, 
 }
 
 /// What `gureum run --subnet` asks for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlacementRequest {
     /// The subnet: ID or Name tag.
     pub subnet: String,
@@ -186,7 +186,7 @@ pub fn release(store: &mut Store, config: &NetConfig, id: &str) -> Result<(), cl
 }
 
 /// What `gureum instance modify` changes; `None` keeps what is.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PortChange {
     /// The security groups (ID or Name tag) that replace the instance's,
     /// as AWS's `--groups` does.

@@ -35,7 +35,8 @@ pub struct SecurityGroup {
 vpc_record!(SecurityGroup, Kind::SecurityGroup, in_vpc);
 
 /// Inbound (ingress) or outbound (egress) rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Direction {
     Ingress,
     Egress,
@@ -172,7 +173,7 @@ pub fn delete(
 
 /// What `sg authorize-*` and `sg revoke-*` name: a protocol, a port or
 /// range (`22`, `8000-8100`), and a block or a group as the peer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RuleRequest {
     pub protocol: Protocol,
     pub ports: Option<String>,

@@ -1,0 +1,46 @@
+//! `gureum daemon`: the control plane as a long-running process.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use gureum::cloud::api::{ApiError, Category};
+use gureum::daemon::{self, Config};
+
+use super::cloud::{CliError, Env};
+
+/// Serve the core API on a unix socket (mode 0600: who may use it is who
+/// may open it) and reconcile at start, after every change and
+/// periodically. Instances keep running when it stops.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Seconds between reconcile passes when nothing happens.
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    reconcile_every: u64,
+    /// Only say whether a daemon answers on the socket (status 0), or
+    /// not (status 4), and end.
+    #[arg(long)]
+    check: bool,
+}
+
+/// Serves on `--socket` (default: the state directory's `gureum.sock`).
+pub fn run(env: &Env, args: &DaemonArgs) -> Result<(), CliError> {
+    if args.check {
+        let socket = env.socket.display();
+        if daemon::client::answers(&env.socket) {
+            println!("a daemon answers on {socket}");
+            return Ok(());
+        }
+        return Err(ApiError::new(
+            Category::NotFound,
+            format!("no daemon answers on {socket}; commands run in their own process"),
+        )
+        .into());
+    }
+    let config = Config {
+        ctx: env.ctx.clone(),
+        socket: env.socket.clone(),
+        reconcile_every: Duration::from_secs(args.reconcile_every),
+    };
+    Ok(daemon::run(&config)?)
+}

@@ -1,0 +1,725 @@
+//! The one door to the control plane: typed actions in, typed results
+//! or a categorised error out. Every front end calls `execute`: the CLI
+//! (in its own process or through the daemon), the EC2 endpoint next.
+//! Policy that is not about presentation lives here: list filters,
+//! reconciling instances before they are read, the console only of a
+//! running instance.
+
+mod category;
+mod records;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::image::{self, Image};
+use super::instance::{Instance, State};
+use super::instance_type::{self, InstanceType};
+use super::key_pair::{self, KeyPair, NewKey};
+use super::lifecycle::{self, Context, LaunchRequest};
+use super::reconcile::{self, Report};
+use super::store::{Resource, Store, Tx};
+use super::tags::{Filter, Tags};
+use super::template::{self, LaunchTemplate, TemplateRequest};
+use super::vpc::elastic_ip::{self, ElasticIp};
+use super::vpc::gateway::{self, InternetGateway};
+use super::vpc::network::{self, Vpc};
+use super::vpc::port::{self, PortChange};
+use super::vpc::public::NetConfig;
+use super::vpc::route_table::{self, RouteTable};
+use super::vpc::security_group::{self, Direction, RuleRequest, SecurityGroup};
+use super::vpc::subnet::{self, Subnet};
+use super::{Error, lookup};
+use crate::net::cidr::Ipv4Cidr;
+use crate::net::reconcile::Mode;
+
+pub use category::{ApiError, Category};
+pub use records::{Records, Tagged};
+
+/// One control-plane operation, with everything it needs. References
+/// (`instance`, `vpc`, ...) are an ID or a name, as the CLI takes them;
+/// `filters` are `Name=V`, `tag:K=V` or `state=S`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Action {
+    RunInstances {
+        request: LaunchRequest,
+    },
+    ListInstances {
+        filters: Vec<String>,
+    },
+    /// Every instance when `instances` is empty.
+    DescribeInstances {
+        instances: Vec<String>,
+    },
+    StopInstances {
+        instances: Vec<String>,
+        /// SIGKILL at once instead of the power button.
+        force: bool,
+        /// Seconds the guest gets to shut down before its VMM is killed.
+        timeout_secs: u64,
+    },
+    StartInstances {
+        instances: Vec<String>,
+    },
+    RebootInstances {
+        instances: Vec<String>,
+        timeout_secs: u64,
+    },
+    TerminateInstances {
+        instances: Vec<String>,
+        timeout_secs: u64,
+    },
+    /// Returns once the instance is in `state` (as `aws ec2 wait`).
+    WaitInstance {
+        instance: String,
+        state: State,
+        timeout_secs: u64,
+    },
+    ModifyInstance {
+        instance: String,
+        change: PortChange,
+    },
+    /// Where a running instance's serial console is served.
+    GetConsole {
+        instance: String,
+    },
+    GetConsoleLog {
+        instance: String,
+    },
+    CreateKeyPair {
+        name: String,
+        tags: Tags,
+    },
+    ImportKeyPair {
+        name: String,
+        /// An OpenSSH public key file (one line), absolute.
+        public_key: PathBuf,
+        tags: Tags,
+    },
+    ListKeyPairs {
+        filters: Vec<String>,
+    },
+    DescribeKeyPair {
+        key: String,
+    },
+    DeleteKeyPair {
+        key: String,
+    },
+    ImportImage {
+        /// A directory with a `manifest`, or the manifest; absolute.
+        source: PathBuf,
+        name: Option<String>,
+        description: Option<String>,
+        tags: Tags,
+    },
+    CreateImage {
+        instance: String,
+        name: String,
+        description: Option<String>,
+        tags: Tags,
+    },
+    ListImages {
+        filters: Vec<String>,
+    },
+    DescribeImage {
+        image: String,
+    },
+    DeleteImage {
+        image: String,
+    },
+    CreateLaunchTemplate {
+        request: TemplateRequest,
+    },
+    ListLaunchTemplates {
+        filters: Vec<String>,
+    },
+    DescribeLaunchTemplate {
+        template: String,
+    },
+    DeleteLaunchTemplate {
+        template: String,
+    },
+    ListInstanceTypes,
+    CreateVpc {
+        cidr: Ipv4Cidr,
+        tags: Tags,
+    },
+    ListVpcs {
+        filters: Vec<String>,
+    },
+    DescribeVpc {
+        vpc: String,
+    },
+    DeleteVpc {
+        vpc: String,
+    },
+    CreateSubnet {
+        vpc: String,
+        cidr: Ipv4Cidr,
+        zone: Option<String>,
+        tags: Tags,
+    },
+    ListSubnets {
+        filters: Vec<String>,
+    },
+    DescribeSubnet {
+        subnet: String,
+    },
+    DeleteSubnet {
+        subnet: String,
+    },
+    CreateRouteTable {
+        vpc: String,
+        tags: Tags,
+    },
+    ListRouteTables {
+        filters: Vec<String>,
+    },
+    DescribeRouteTable {
+        table: String,
+    },
+    DeleteRouteTable {
+        table: String,
+    },
+    AssociateRouteTable {
+        table: String,
+        subnet: String,
+    },
+    DisassociateRouteTable {
+        table: String,
+        subnet: String,
+    },
+    CreateRoute {
+        table: String,
+        destination: Ipv4Cidr,
+        gateway: String,
+    },
+    DeleteRoute {
+        table: String,
+        destination: Ipv4Cidr,
+    },
+    CreateInternetGateway {
+        tags: Tags,
+    },
+    AttachInternetGateway {
+        igw: String,
+        vpc: String,
+    },
+    DetachInternetGateway {
+        igw: String,
+    },
+    DeleteInternetGateway {
+        igw: String,
+    },
+    ListInternetGateways {
+        filters: Vec<String>,
+    },
+    DescribeInternetGateway {
+        igw: String,
+    },
+    AllocateAddress {
+        tags: Tags,
+    },
+    AssociateAddress {
+        eip: String,
+        instance: String,
+    },
+    DisassociateAddress {
+        eip: String,
+    },
+    ReleaseAddress {
+        eip: String,
+    },
+    ListAddresses {
+        filters: Vec<String>,
+    },
+    DescribeAddress {
+        eip: String,
+    },
+    CreateSecurityGroup {
+        vpc: String,
+        name: String,
+        description: String,
+        tags: Tags,
+    },
+    ListSecurityGroups {
+        filters: Vec<String>,
+    },
+    DescribeSecurityGroup {
+        group: String,
+    },
+    DeleteSecurityGroup {
+        group: String,
+    },
+    AuthorizeSecurityGroupRule {
+        group: String,
+        direction: Direction,
+        rule: RuleRequest,
+    },
+    RevokeSecurityGroupRule {
+        group: String,
+        direction: Direction,
+        rule: RuleRequest,
+    },
+    /// One pass comparing Linux and the state directory with the records
+    /// (`cloud::reconcile`); with `repair`, making them match.
+    Reconcile {
+        repair: bool,
+    },
+}
+
+impl Action {
+    /// Whether it may change the store or Linux (a reconcile pass follows
+    /// it in the daemon).
+    pub fn changes(&self) -> bool {
+        !matches!(
+            self,
+            Action::ListInstances { .. }
+                | Action::DescribeInstances { .. }
+                | Action::WaitInstance { .. }
+                | Action::GetConsole { .. }
+                | Action::GetConsoleLog { .. }
+                | Action::ListKeyPairs { .. }
+                | Action::DescribeKeyPair { .. }
+                | Action::ListImages { .. }
+                | Action::DescribeImage { .. }
+                | Action::ListLaunchTemplates { .. }
+                | Action::DescribeLaunchTemplate { .. }
+                | Action::ListInstanceTypes
+                | Action::ListVpcs { .. }
+                | Action::DescribeVpc { .. }
+                | Action::ListSubnets { .. }
+                | Action::DescribeSubnet { .. }
+                | Action::ListRouteTables { .. }
+                | Action::DescribeRouteTable { .. }
+                | Action::ListInternetGateways { .. }
+                | Action::DescribeInternetGateway { .. }
+                | Action::ListAddresses { .. }
+                | Action::DescribeAddress { .. }
+                | Action::ListSecurityGroups { .. }
+                | Action::DescribeSecurityGroup { .. }
+        ) && !matches!(self, Action::Reconcile { repair: false })
+    }
+}
+
+/// What an action answers: the records it listed, made or changed, with
+/// their tags (a deleted one's are gone), or what it found.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "kebab-case")]
+pub enum Response {
+    Instances(Vec<Tagged<Instance>>),
+    Images(Vec<Tagged<Image>>),
+    KeyPairs(Vec<Tagged<KeyPair>>),
+    LaunchTemplates(Vec<Tagged<LaunchTemplate>>),
+    InstanceTypes(Vec<InstanceType>),
+    Vpcs(Vec<Tagged<Vpc>>),
+    Subnets(Vec<Tagged<Subnet>>),
+    RouteTables(Vec<Tagged<RouteTable>>),
+    InternetGateways(Vec<Tagged<InternetGateway>>),
+    Addresses(Vec<Tagged<ElasticIp>>),
+    SecurityGroups(Vec<Tagged<SecurityGroup>>),
+    /// A new key pair and its private key, handed out this once.
+    NewKeyPair {
+        key: Tagged<KeyPair>,
+        private_key: String,
+    },
+    /// A new VPC; `not_private` when its block is outside RFC 1918.
+    NewVpc {
+        vpc: Tagged<Vpc>,
+        not_private: bool,
+    },
+    Console {
+        instance: String,
+        socket: PathBuf,
+    },
+    /// What the instance's console printed (lossy UTF-8); none yet if
+    /// `None`.
+    ConsoleLog {
+        instance: String,
+        log: Option<String>,
+    },
+    /// The instances `run` made (all of them, whether their VMM started),
+    /// why fewer than the maximum were made, and which VMMs failed at once
+    /// and why.
+    Launched {
+        instances: Vec<Tagged<Instance>>,
+        short: Option<String>,
+        failed: Vec<String>,
+    },
+    /// What a reconcile pass found (and, repairing, made good).
+    Reconciled(Report),
+    /// The ID of what was removed (a record that could not be read can be
+    /// removed too).
+    Removed {
+        id: String,
+    },
+}
+
+/// Runs `action` against the control plane in `ctx`.
+pub fn execute(ctx: &Context, action: &Action) -> Result<Response, ApiError> {
+    run(ctx, action).map_err(ApiError::from)
+}
+
+fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
+    if let Action::ListInstanceTypes = action {
+        // A table in the program: no store needed (nor made).
+        return Ok(types());
+    }
+    let store = &mut ctx.open_store()?;
+    let net = || NetConfig::from_env().map_err(Error::from);
+    let secs = Duration::from_secs;
+    Ok(match action {
+        Action::RunInstances { request } => {
+            let launched = lifecycle::launch(ctx, store, request)?;
+            Response::Launched {
+                instances: with_tags(store, launched.instances)?,
+                short: launched.short.map(|why| why.to_string()),
+                failed: launched.failed,
+            }
+        }
+        Action::ListInstances { filters } => {
+            lifecycle::reconcile(ctx, store)?;
+            Response::Instances(list(store, filters, |i: &Instance| Some(i.state.as_str()))?)
+        }
+        Action::DescribeInstances { instances } => {
+            lifecycle::reconcile(ctx, store)?;
+            let chosen = store.read(|tx| {
+                if instances.is_empty() {
+                    Ok(tx.list::<Instance>()?)
+                } else {
+                    instances
+                        .iter()
+                        .map(|r| lookup::find_instance(tx, r))
+                        .collect()
+                }
+            })?;
+            Response::Instances(with_tags(store, chosen)?)
+        }
+        Action::StopInstances {
+            instances,
+            force,
+            timeout_secs,
+        } => each(store, instances, |store, r| {
+            lifecycle::stop(ctx, store, r, *force, secs(*timeout_secs))
+        })?,
+        Action::StartInstances { instances } => {
+            each(store, instances, |store, r| lifecycle::start(ctx, store, r))?
+        }
+        Action::RebootInstances {
+            instances,
+            timeout_secs,
+        } => each(store, instances, |store, r| {
+            lifecycle::reboot(ctx, store, r, secs(*timeout_secs))
+        })?,
+        Action::TerminateInstances {
+            instances,
+            timeout_secs,
+        } => each(store, instances, |store, r| {
+            lifecycle::terminate(ctx, store, r, secs(*timeout_secs))
+        })?,
+        Action::WaitInstance {
+            instance,
+            state,
+            timeout_secs,
+        } => {
+            let i = lifecycle::wait_for(ctx, store, instance, *state, secs(*timeout_secs))?;
+            Response::Instances(with_tags(store, vec![i])?)
+        }
+        Action::ModifyInstance { instance, change } => {
+            lifecycle::reconcile(ctx, store)?;
+            let i = port::modify(store, &net()?, instance, change)?;
+            Response::Instances(with_tags(store, vec![i])?)
+        }
+        Action::GetConsole { instance } => {
+            lifecycle::reconcile(ctx, store)?;
+            let i = store.read(|tx| lookup::find_instance(tx, instance))?;
+            if i.state != State::Running {
+                return Err(Error::NotRunning {
+                    id: i.id,
+                    state: i.state,
+                });
+            }
+            let socket = ctx.state.instance_files(&i.id).console_socket;
+            Response::Console {
+                instance: i.id,
+                socket,
+            }
+        }
+        Action::GetConsoleLog { instance } => {
+            let i = store.read(|tx| lookup::find_instance(tx, instance))?;
+            let path = ctx.state.instance_files(&i.id).console_log;
+            let log = match std::fs::read(&path) {
+                Ok(log) => Some(String::from_utf8_lossy(&log).into_owned()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(Error::io("cannot read the console log", path)(e)),
+            };
+            Response::ConsoleLog {
+                instance: i.id,
+                log,
+            }
+        }
+        Action::CreateKeyPair { name, tags } => {
+            let key = NewKey::generate(name)?;
+            let private_key = key.private_pem()?;
+            store.write(|tx| tx.insert(&key.pair, tags))?;
+            Response::NewKeyPair {
+                key: Tagged::new(key.pair, tags.clone()),
+                private_key,
+            }
+        }
+        Action::ImportKeyPair {
+            name,
+            public_key,
+            tags,
+        } => {
+            let pair = key_pair::import(name, public_key)?;
+            store.write(|tx| tx.insert(&pair, tags))?;
+            KeyPair::records(vec![Tagged::new(pair, tags.clone())])
+        }
+        Action::ListKeyPairs { filters } => KeyPair::records(list_plain(store, filters)?),
+        Action::DescribeKeyPair { key } => describe::<KeyPair>(store, key)?,
+        Action::DeleteKeyPair { key } => Response::Removed {
+            id: store.write(|tx| lookup::remove::<KeyPair>(tx, key))?,
+        },
+        Action::ImportImage {
+            source,
+            name,
+            description,
+            tags,
+        } => one(
+            image::import(
+                &ctx.state,
+                store,
+                source,
+                name.as_deref(),
+                description.as_deref(),
+                tags,
+            )?,
+            store,
+        )?,
+        Action::CreateImage {
+            instance,
+            name,
+            description,
+            tags,
+        } => one(
+            image::create_from_instance(
+                &ctx.state,
+                store,
+                instance,
+                name,
+                description.as_deref(),
+                tags,
+            )?,
+            store,
+        )?,
+        Action::ListImages { filters } => Image::records(list_plain(store, filters)?),
+        Action::DescribeImage { image } => describe::<Image>(store, image)?,
+        Action::DeleteImage { image } => Response::Removed {
+            id: image::remove(&ctx.state, store, image)?,
+        },
+        Action::CreateLaunchTemplate { request } => {
+            one(template::create(store, request.clone())?, store)?
+        }
+        Action::ListLaunchTemplates { filters } => {
+            LaunchTemplate::records(list_plain(store, filters)?)
+        }
+        Action::DescribeLaunchTemplate { template } => describe::<LaunchTemplate>(store, template)?,
+        Action::DeleteLaunchTemplate { template } => Response::Removed {
+            id: store.write(|tx| lookup::remove::<LaunchTemplate>(tx, template))?,
+        },
+        Action::ListInstanceTypes => types(),
+        Action::CreateVpc { cidr, tags } => {
+            let created = network::create(store, &net()?, *cidr, tags)?;
+            Response::NewVpc {
+                vpc: Tagged::read(store, created.vpc)?,
+                not_private: created.not_private,
+            }
+        }
+        Action::ListVpcs { filters } => Vpc::records(list_plain(store, filters)?),
+        Action::DescribeVpc { vpc } => describe_tagged::<Vpc>(store, vpc)?,
+        Action::DeleteVpc { vpc } => gone(network::delete(store, &net()?, vpc)?),
+        Action::CreateSubnet {
+            vpc,
+            cidr,
+            zone,
+            tags,
+        } => one(
+            subnet::create(store, &net()?, vpc, *cidr, zone.as_deref(), tags)?,
+            store,
+        )?,
+        Action::ListSubnets { filters } => Subnet::records(list_plain(store, filters)?),
+        Action::DescribeSubnet { subnet } => describe_tagged::<Subnet>(store, subnet)?,
+        Action::DeleteSubnet { subnet } => gone(subnet::delete(store, &net()?, subnet)?),
+        Action::CreateRouteTable { vpc, tags } => {
+            one(route_table::create(store, vpc, tags)?, store)?
+        }
+        Action::ListRouteTables { filters } => RouteTable::records(list_plain(store, filters)?),
+        Action::DescribeRouteTable { table } => describe_tagged::<RouteTable>(store, table)?,
+        Action::DeleteRouteTable { table } => gone(route_table::delete(store, table)?),
+        Action::AssociateRouteTable { table, subnet } => one(
+            route_table::associate(store, &net()?, table, subnet)?,
+            store,
+        )?,
+        Action::DisassociateRouteTable { table, subnet } => one(
+            route_table::disassociate(store, &net()?, table, subnet)?,
+            store,
+        )?,
+        Action::CreateRoute {
+            table,
+            destination,
+            gateway,
+        } => one(
+            route_table::create_route(store, &net()?, table, *destination, gateway)?,
+            store,
+        )?,
+        Action::DeleteRoute { table, destination } => one(
+            route_table::delete_route(store, &net()?, table, *destination)?,
+            store,
+        )?,
+        Action::CreateInternetGateway { tags } => one(gateway::create(store, tags)?, store)?,
+        Action::AttachInternetGateway { igw, vpc } => {
+            one(gateway::attach(store, &net()?, igw, vpc)?, store)?
+        }
+        Action::DetachInternetGateway { igw } => one(gateway::detach(store, &net()?, igw)?, store)?,
+        Action::DeleteInternetGateway { igw } => gone(gateway::delete(store, igw)?),
+        Action::ListInternetGateways { filters } => {
+            InternetGateway::records(list_plain(store, filters)?)
+        }
+        Action::DescribeInternetGateway { igw } => describe_tagged::<InternetGateway>(store, igw)?,
+        Action::AllocateAddress { tags } => {
+            one(elastic_ip::allocate(store, &net()?, tags)?, store)?
+        }
+        Action::AssociateAddress { eip, instance } => {
+            one(elastic_ip::associate(store, &net()?, eip, instance)?, store)?
+        }
+        Action::DisassociateAddress { eip } => {
+            one(elastic_ip::disassociate(store, &net()?, eip)?, store)?
+        }
+        Action::ReleaseAddress { eip } => gone(elastic_ip::release(store, eip)?),
+        Action::ListAddresses { filters } => ElasticIp::records(list_plain(store, filters)?),
+        Action::DescribeAddress { eip } => describe_tagged::<ElasticIp>(store, eip)?,
+        Action::CreateSecurityGroup {
+            vpc,
+            name,
+            description,
+            tags,
+        } => one(
+            security_group::create(store, &net()?, vpc, name, description, tags)?,
+            store,
+        )?,
+        Action::ListSecurityGroups { filters } => {
+            SecurityGroup::records(list_plain(store, filters)?)
+        }
+        Action::DescribeSecurityGroup { group } => describe_tagged::<SecurityGroup>(store, group)?,
+        Action::DeleteSecurityGroup { group } => {
+            gone(security_group::delete(store, &net()?, group)?)
+        }
+        Action::AuthorizeSecurityGroupRule {
+            group,
+            direction,
+            rule,
+        } => one(
+            security_group::change_rule(store, &net()?, group, *direction, rule, true)?,
+            store,
+        )?,
+        Action::RevokeSecurityGroupRule {
+            group,
+            direction,
+            rule,
+        } => one(
+            security_group::change_rule(store, &net()?, group, *direction, rule, false)?,
+            store,
+        )?,
+        Action::Reconcile { repair } => {
+            let mode = if *repair { Mode::Repair } else { Mode::Check };
+            Response::Reconciled(reconcile::run(ctx, store, mode)?)
+        }
+    })
+}
+
+fn types() -> Response {
+    Response::InstanceTypes(instance_type::all())
+}
+
+/// Runs `act` on each referenced instance in turn; stops at the first
+/// error, as the CLI always did.
+fn each(
+    store: &mut Store,
+    references: &[String],
+    mut act: impl FnMut(&mut Store, &str) -> Result<Instance, Error>,
+) -> Result<Response, Error> {
+    let mut done = Vec::new();
+    for r in references {
+        done.push(act(store, r)?);
+    }
+    Ok(Response::Instances(with_tags(store, done)?))
+}
+
+/// `items` with their tags.
+fn with_tags<R: Resource>(store: &mut Store, items: Vec<R>) -> Result<Vec<Tagged<R>>, Error> {
+    store.read(|tx| items.into_iter().map(|item| tagged(tx, item)).collect())
+}
+
+fn tagged<R: Resource>(tx: &Tx<'_>, item: R) -> Result<Tagged<R>, Error> {
+    let tags = tx.tags(item.id())?;
+    Ok(Tagged::new(item, tags))
+}
+
+/// The record an action made or changed, with its tags.
+fn one<R: Records>(item: R, store: &mut Store) -> Result<Response, Error> {
+    Ok(R::records(vec![Tagged::read(store, item)?]))
+}
+
+/// The record an action deleted (its tags went with it).
+fn gone<R: Records>(item: R) -> Response {
+    R::records(vec![Tagged::new(item, Tags::new())])
+}
+
+/// Every `R` with its tags that passes every filter; `state` gives a
+/// record's state for state filters.
+fn list<R: Resource>(
+    store: &mut Store,
+    filters: &[String],
+    state: impl Fn(&R) -> Option<&str>,
+) -> Result<Vec<Tagged<R>>, Error> {
+    let filters = filters
+        .iter()
+        .map(|f| Filter::parse(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    store.read(|tx| {
+        let mut out = Vec::new();
+        let listed = tx.list_readable::<R>()?;
+        // Told where the action runs (the CLI, or the daemon's log); the
+        // listing goes on without them.
+        for skipped in &listed.unreadable {
+            eprintln!("gureum: warning: {skipped}");
+        }
+        for item in listed.items {
+            let tags = tx.tags(item.id())?;
+            if filters.iter().all(|f| f.matches(&tags, state(&item))) {
+                out.push(Tagged::new(item, tags));
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// `list` of a kind without states: state filters match none.
+fn list_plain<R: Resource>(store: &mut Store, filters: &[String]) -> Result<Vec<Tagged<R>>, Error> {
+    list(store, filters, |_: &R| None)
+}
+
+/// The `R` named `reference` (by ID or unique name) with its tags.
+fn describe<R: Records>(store: &mut Store, reference: &str) -> Result<Response, Error> {
+    let found = store.read(|tx| tagged(tx, lookup::find::<R>(tx, reference)?))?;
+    Ok(R::records(vec![found]))
+}
+
+/// The `R` named `reference` (by ID or Name tag) with its tags.
+fn describe_tagged<R: Records>(store: &mut Store, reference: &str) -> Result<Response, Error> {
+    let found = store.read(|tx| tagged(tx, lookup::find_tagged::<R>(tx, reference, |_| true)?))?;
+    Ok(R::records(vec![found]))
+}

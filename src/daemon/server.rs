@@ -1,0 +1,119 @@
+//! The daemon's socket: accepts clients, reads one action per line,
+//! hands it to the executor and writes the reply as one line.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::mpsc;
+
+use nix::sys::stat::{Mode, umask};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::oneshot;
+
+use super::executor::{self, Job};
+use super::{Config, Error, Reply};
+use crate::cloud::api::{Action, ApiError, Category};
+
+/// Serves until the process is ended: reconciles first, then answers
+/// clients and reconciles every `config.reconcile_every`.
+pub fn run(config: &Config) -> Result<(), Error> {
+    // Creates the state directory and checks that the store opens.
+    config.ctx.open_store()?;
+    executor::reconcile(&config.ctx);
+    let jobs = executor::start(config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(Error::Runtime)?;
+    runtime.block_on(async {
+        let listener = bind(&config.socket)?;
+        eprintln!(
+            "gureum daemon: serving {} on {} (reconciling every {} s)",
+            config.ctx.state.root().display(),
+            config.socket.display(),
+            config.reconcile_every.as_secs()
+        );
+        let periodic = jobs.clone();
+        let every = config.reconcile_every;
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            // The first tick is now: the pass at start has just run.
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                if periodic.send(Job::Reconcile).is_err() {
+                    return;
+                }
+            }
+        });
+        loop {
+            let (stream, _) = listener
+                .accept()
+                .await
+                .map_err(Error::socket("accept clients on", &config.socket))?;
+            tokio::spawn(serve(stream, jobs.clone()));
+        }
+    })
+}
+
+/// Listens on `path`, readable and writable by this user only. A socket
+/// file whose daemon is gone is replaced; a live one is refused.
+fn bind(path: &Path) -> Result<UnixListener, Error> {
+    if path.exists() {
+        if super::client::answers(path) {
+            return Err(Error::AlreadyRunning(path.to_owned()));
+        }
+        std::fs::remove_file(path).map_err(Error::socket("remove the stale socket", path))?;
+    }
+    // Made 0600 from the start: no instant in which others may connect.
+    let old = umask(Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    umask(old);
+    let listener = bound.map_err(Error::socket("listen on", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(Error::socket("set the mode of", path))?;
+    Ok(listener)
+}
+
+/// Answers one client's requests until it hangs up.
+async fn serve(stream: UnixStream, jobs: mpsc::Sender<Job>) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    // A read error is a client gone mid-line: nothing to answer.
+    while let Ok(Some(line)) = lines.next_line().await {
+        let reply = match serde_json::from_str::<Action>(&line) {
+            Ok(action) => execute(&jobs, action).await,
+            Err(e) => Reply::Error(ApiError::new(
+                Category::InvalidInput,
+                format!("the request is not an action: {e}"),
+            )),
+        };
+        let mut text = match serde_json::to_string(&reply) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("gureum daemon: cannot encode a reply: {e}");
+                return;
+            }
+        };
+        text.push('\n');
+        if write.write_all(text.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Has the executor run `action`; its reply.
+async fn execute(jobs: &mpsc::Sender<Job>, action: Action) -> Reply {
+    let (done, reply) = oneshot::channel();
+    let gone = || {
+        Reply::Error(ApiError::new(
+            Category::Internal,
+            "the daemon's executor has stopped; restart the daemon",
+        ))
+    };
+    if jobs.send(Job::Execute(Box::new(action), done)).is_err() {
+        return gone();
+    }
+    reply.await.unwrap_or_else(|_| gone())
+}

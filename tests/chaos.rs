@@ -1,8 +1,8 @@
 //! Crash consistency of the control plane: hundreds of changes of every
 //! kind, each killed with SIGKILL at a random instant (some before they
 //! commit, some between their commit and Linux, some half way through
-//! Linux, some after), reconcile passes killed half way too; then one
-//! reconcile pass. Afterwards Linux (links, addresses, routes, rules,
+//! Linux, some after), reconcile passes killed half way too, and the
+//! daemon killed during its first pass; then one reconcile pass. Afterwards Linux (links, addresses, routes, rules,
 //! sysctls, nft rulesets of this store's namespaces) and the state
 //! directory's files equal a fresh realisation of the same store, `net
 //! check` finds nothing, and a second pass changes nothing.
@@ -397,6 +397,26 @@ fn changes_killed_at_random_instants_leave_nothing_one_pass_does_not_repair() {
         killed >= changes / 2,
         "too few changes were killed to prove anything"
     );
+
+    let found = chaos.run(&["net", "check"]);
+    eprintln!(
+        "chaos: the storm left {} differences",
+        String::from_utf8_lossy(&found.stdout).lines().count()
+    );
+    // The daemon reconciles as it starts: killed at random instants, its
+    // passes stop half way too.
+    for _ in 0..5 {
+        let mut daemon = chaos
+            .command(&["daemon"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(random.below(300) as u64));
+        daemon.kill().unwrap();
+        daemon.wait().unwrap();
+    }
 
     let repaired = chaos.ok(&["net", "reconcile"]);
     eprintln!("chaos: the pass after the storm repaired:\n{repaired}");

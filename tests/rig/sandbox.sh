@@ -103,6 +103,7 @@ end_checks console
 
 begin_checks stop
 gureum instance stop "$id" --timeout 60 2>&1 || fail "stop"
+gureum instance wait "$id" --state stopped --timeout 90 || fail "never stopped"
 echo "state=$(describe instance "$id" state)"
 echo "reason=$(describe instance "$id" state_reason)"
 [ -d "$CG/$id" ] && fail "cgroup left after stop"

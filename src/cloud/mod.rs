@@ -4,12 +4,14 @@
 
 pub mod api;
 pub mod children;
+pub mod control;
 pub mod disk_copy;
 pub mod ids;
 pub mod image;
 pub mod instance;
 pub mod instance_type;
 pub mod key_pair;
+pub mod launch;
 pub mod launch_count;
 pub mod lifecycle;
 pub mod lookup;

@@ -13,11 +13,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::control;
 use super::image::{self, Image};
 use super::instance::{Instance, State};
 use super::instance_type::{self, InstanceType};
 use super::key_pair::{self, KeyPair, NewKey};
-use super::lifecycle::{self, Context, LaunchRequest};
+use super::launch::{self, LaunchRequest};
+use super::lifecycle::{self, Context};
 use super::reconcile::{self, Report};
 use super::store::{Resource, Store, Tx};
 use super::tags::{Filter, Tags};
@@ -372,7 +374,7 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
     let secs = Duration::from_secs;
     Ok(match action {
         Action::RunInstances { request } => {
-            let launched = lifecycle::launch(ctx, store, request)?;
+            let launched = launch::launch(ctx, store, request)?;
             Response::Launched {
                 instances: with_tags(store, launched.instances)?,
                 short: launched.short.map(|why| why.to_string()),
@@ -402,29 +404,29 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
             force,
             timeout_secs,
         } => each(store, instances, |store, r| {
-            lifecycle::stop(ctx, store, r, *force, secs(*timeout_secs))
+            control::stop(ctx, store, r, *force, secs(*timeout_secs))
         })?,
         Action::StartInstances { instances } => {
-            each(store, instances, |store, r| lifecycle::start(ctx, store, r))?
+            each(store, instances, |store, r| control::start(ctx, store, r))?
         }
         Action::RebootInstances {
             instances,
             timeout_secs,
         } => each(store, instances, |store, r| {
-            lifecycle::reboot(ctx, store, r, secs(*timeout_secs))
+            control::reboot(ctx, store, r, secs(*timeout_secs))
         })?,
         Action::TerminateInstances {
             instances,
             timeout_secs,
         } => each(store, instances, |store, r| {
-            lifecycle::terminate(ctx, store, r, secs(*timeout_secs))
+            control::terminate(ctx, store, r, secs(*timeout_secs))
         })?,
         Action::WaitInstance {
             instance,
             state,
             timeout_secs,
         } => {
-            let i = lifecycle::wait_for(ctx, store, instance, *state, secs(*timeout_secs))?;
+            let i = control::wait_for(ctx, store, instance, *state, secs(*timeout_secs))?;
             Response::Instances(with_tags(store, vec![i])?)
         }
         Action::ModifyInstance { instance, change } => {

@@ -1,0 +1,376 @@
+//! Launching instances: a request resolved against the store (image,
+//! type, key, template, place in a VPC), each instance's record, files
+//! and port made in one change, and its supervisor started; `run` waits
+//! until each VMM says its VM runs or fails.
+
+use std::path::{Path, PathBuf};
+
+use super::ids::{self, Kind};
+use super::image::Image;
+use super::instance::{Disk, Instance, NetworkInterface, State};
+use super::key_pair::KeyPair;
+use super::launch_count::LaunchCount;
+use super::lifecycle::{
+    Context, await_start, failed_at_start, record_start_failure, spawn_supervisor,
+};
+use super::seed::{self, Seed};
+use super::staging::Staging;
+use super::store::{Store, Tx};
+use super::tags::{NAME, Tags};
+use super::tap_network::StaticIp;
+use super::tap_network::{self, TapNic};
+use super::template::LaunchTemplate;
+use super::vpc::port::{self, PlacementRequest};
+use super::vpc::public::NetConfig;
+use super::vpc::realise;
+use super::{Error, disk_copy, instance_type, lookup};
+
+/// What `gureum run` asks for. Unset fields come from the template, then
+/// from defaults.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct LaunchRequest {
+    pub image: Option<String>,
+    pub instance_type: Option<String>,
+    pub key: Option<String>,
+    pub template: Option<String>,
+    pub cmdline_append: Option<String>,
+    /// The pre-VPC network interface (`--tap`, `--ip`, `--gateway`).
+    pub nic: Option<TapNic>,
+    /// A place in a VPC subnet (`--subnet`, `--sg`, ...).
+    pub placement: Option<PlacementRequest>,
+    pub tags: Tags,
+    pub count: LaunchCount,
+}
+
+/// A launch with every reference resolved.
+#[derive(Debug)]
+struct Plan {
+    image: Image,
+    instance_type: instance_type::InstanceType,
+    key: Option<KeyPair>,
+    template_id: Option<String>,
+    cmdline: String,
+    nic: Option<TapNic>,
+    placement: Option<PlacementRequest>,
+    tags: Tags,
+}
+
+fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
+    store.read(|tx| {
+        let template: Option<LaunchTemplate> = req
+            .template
+            .as_deref()
+            .map(|t| lookup::find(tx, t))
+            .transpose()?;
+        let t = template.as_ref();
+        let image: Image = match req.image.as_deref().or(t.map(|t| t.image_id.as_str())) {
+            Some(image) => lookup::find(tx, image)?,
+            None => {
+                let mut all = tx.list::<Image>()?;
+                if all.len() != 1 {
+                    return Err(Error::NoImageChosen { count: all.len() });
+                }
+                all.swap_remove(0)
+            }
+        };
+        let type_name = req
+            .instance_type
+            .as_deref()
+            .or(t.and_then(|t| t.instance_type.as_deref()))
+            .unwrap_or(instance_type::DEFAULT);
+        let instance_type = instance_type::lookup(type_name)?;
+        if instance_type.memory_mib < image.min_memory_mib {
+            return Err(Error::TooLittleMemory {
+                image: image.name,
+                min: image.min_memory_mib,
+                instance_type: instance_type.name,
+                has: instance_type.memory_mib,
+            });
+        }
+        let key = match req.key.as_deref().or(t.and_then(|t| t.key_name.as_deref())) {
+            Some(key) => Some(lookup::find::<KeyPair>(tx, key)?),
+            None => None,
+        };
+        if !image.seed && req.nic.as_ref().is_some_and(|n| n.static_ip.is_some()) {
+            return Err(Error::IpWithoutSeed { image: image.name });
+        }
+        let append = req
+            .cmdline_append
+            .as_deref()
+            .or(t.and_then(|t| t.cmdline_append.as_deref()));
+        let cmdline = match append {
+            Some(extra) if !extra.trim().is_empty() => {
+                format!("{} {}", image.cmdline, extra.trim())
+            }
+            _ => image.cmdline.clone(),
+        };
+        let mut tags = t.map(|t| t.instance_tags.clone()).unwrap_or_default();
+        tags.extend(req.tags.clone());
+        Ok(Plan {
+            image,
+            instance_type,
+            key,
+            template_id: t.map(|t| t.id.clone()),
+            cmdline,
+            nic: req.nic.clone(),
+            placement: req.placement.clone(),
+            tags,
+        })
+    })
+}
+
+/// Creates one instance's record and files, all or nothing.
+fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Instance, Error> {
+    let id = ids::new_id(Kind::Instance)?;
+    let files = ctx.state.instance_files(&id);
+    let mut staging = Staging::create(ctx.state.staging(&id), files.dir.clone())
+        .map_err(Error::io("cannot create", ctx.state.staging(&id)))?;
+    // Where a file of the instance directory is while it is staged.
+    let staged = |file: &Path| {
+        staging
+            .path()
+            .join(file.file_name().map(PathBuf::from).unwrap_or_default())
+    };
+    let mut disks = Vec::new();
+    if let Some(root) = &plan.image.root_disk {
+        disk_copy::copy(
+            &plan.image.file(&ctx.state, root),
+            &staged(&files.root_disk),
+        )?;
+        disks.push(Disk {
+            device: "vda".into(),
+            path: files.root_disk.clone(),
+            read_only: false,
+            delete_on_termination: true,
+        });
+    }
+    let mac = tap_network::mac_for(&id);
+    let network_interfaces: Vec<NetworkInterface> = plan
+        .nic
+        .iter()
+        .map(|nic| NetworkInterface {
+            tap: nic.tap.clone(),
+            mac: mac.clone(),
+            static_ip: nic.static_ip,
+            netns: None,
+        })
+        .collect();
+    let net_config = match plan.placement {
+        Some(_) => Some(NetConfig::from_env()?),
+        None => None,
+    };
+    let now = super::time::now_secs();
+    let mut instance = Instance {
+        id: id.clone(),
+        image_id: plan.image.id.clone(),
+        instance_type: plan.instance_type.name.clone(),
+        vcpus: plan.instance_type.vcpus,
+        memory_mib: plan.instance_type.memory_mib,
+        key_name: plan.key.as_ref().map(|k| k.name.clone()),
+        template_id: plan.template_id.clone(),
+        cmdline: plan.cmdline.clone(),
+        state: State::Pending,
+        state_reason: None,
+        state_since: now,
+        launch_time: super::time::format_utc(now),
+        availability_zone: "local-1a".into(),
+        disks,
+        network_interfaces,
+        placement: None,
+        supervisor: None,
+        vmm: None,
+        reboot_requested: false,
+        kill_after: None,
+        boots: 0,
+    };
+    // One transaction: the record, the instance's place in its VPC and its
+    // files appear together, or none of them; the VPC then gets its port
+    // (a failure there takes the record and the files away again).
+    let seed_disk = staged(&files.seed_disk);
+    let record = |tx: &Tx<'_>| {
+        let mut touched = Vec::new();
+        if let Some(request) = &plan.placement {
+            let guest_mac = mac.parse().map_err(|_| Error::BadMac(mac.clone()))?;
+            let placed = port::place(tx, &id, guest_mac, request)?;
+            touched.push(placed.placement.vpc_id.clone());
+            let address = placed.placement.private_ip;
+            instance.network_interfaces.push(NetworkInterface {
+                tap: placed.placement.tap.clone(),
+                mac: mac.clone(),
+                static_ip: Some(StaticIp {
+                    address,
+                    prefix_len: placed.prefix_len,
+                    gateway: Some(placed.router),
+                }),
+                netns: Some(placed.netns),
+            });
+            if !plan.image.seed {
+                // Images without a seed read it from the kernel command
+                // line (images/busybox/init).
+                instance.cmdline.push_str(&format!(
+                    " gureum.ip={address}/{} gureum.gw={}",
+                    placed.prefix_len, placed.router
+                ));
+            }
+            instance.placement = Some(placed.placement);
+        }
+        if plan.image.seed {
+            // Written once: like EC2's instance data, it keeps the key and
+            // name the instance was launched with.
+            Seed {
+                instance_id: id.clone(),
+                hostname: seed::hostname(plan.tags.get(NAME).map(String::as_str), &id),
+                user: plan.image.default_user.clone(),
+                authorized_key: plan.key.as_ref().map(|k| k.public_key.clone()),
+                interface: instance.network_interfaces.first().cloned(),
+            }
+            .write(&seed_disk)?;
+        }
+        tx.insert(&instance, &plan.tags)?;
+        staging
+            .publish()
+            .map_err(Error::io("cannot move into place", &files.dir))?;
+        Ok((instance, touched))
+    };
+    let instance = match &net_config {
+        Some(config) => realise::change(store, config, record)?,
+        None => store.write(|tx| record(tx).map(|(instance, _)| instance))?,
+    };
+    staging.keep();
+    Ok(instance)
+}
+
+/// What a launch made.
+#[derive(Debug)]
+pub struct Launched {
+    /// Every instance made, as it was once its VMM started or failed.
+    pub instances: Vec<Instance>,
+    /// Why fewer than the maximum were made (at least the minimum were).
+    pub short: Option<Error>,
+    /// Of those made, the ones whose VMM failed at once, and why.
+    pub failed: Vec<String>,
+}
+
+impl Launched {
+    /// An error if a VMM failed at once: what `run` ends with, after
+    /// printing every ID.
+    pub fn failures(&self) -> Result<(), Error> {
+        if self.failed.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::DidNotStart(self.failed.clone()))
+        }
+    }
+}
+
+/// Launches up to `req.count.max` instances, each started detached under
+/// its own supervisor, and waits until each VMM started or failed. Fewer
+/// than `req.count.min` made: the ones made are taken back and the launch
+/// fails, as EC2's MinCount.
+pub fn launch(ctx: &Context, store: &mut Store, req: &LaunchRequest) -> Result<Launched, Error> {
+    let count = req.count;
+    if count.min == 0 {
+        return Err(Error::ZeroCount);
+    }
+    if count.max > 1 && req.nic.is_some() {
+        return Err(Error::TapWithCount);
+    }
+    if count.max > 1
+        && req
+            .placement
+            .as_ref()
+            .is_some_and(|p| p.private_ip.is_some())
+    {
+        return Err(Error::PrivateIpWithCount);
+    }
+    let plan = plan(store, req)?;
+    // Checked before anything is made (the store checks them again).
+    super::tags::check_all(&plan.tags)?;
+    // All made before any starts, so that falling short of the minimum
+    // takes back instances that never ran.
+    let mut made = Vec::new();
+    let mut short = None;
+    for _ in 0..count.max {
+        match create_instance(ctx, store, &plan) {
+            Ok(instance) => made.push(instance),
+            Err(e) => {
+                short = Some(e);
+                break;
+            }
+        }
+    }
+    if let Some(cause) = short.take_if(|_| made.len() < count.min as usize) {
+        if made.is_empty() {
+            return Err(cause);
+        }
+        let not_undone: Vec<String> = made
+            .iter()
+            .filter_map(|i| {
+                unmake(ctx, store, i)
+                    .err()
+                    .map(|e| format!("{}: {e}", i.id))
+            })
+            .collect();
+        return Err(Error::BelowMinCount {
+            made: made.len(),
+            count,
+            source: Box::new(cause),
+            not_undone: if not_undone.is_empty() {
+                String::new()
+            } else {
+                format!(" (could not take back {})", not_undone.join("; "))
+            },
+        });
+    }
+    // Their grace for getting a supervisor runs from now, not from when
+    // each was made (the first may have waited on the others' disks).
+    let now = super::time::now_secs();
+    store.write(|tx| {
+        for made in &made {
+            if let Some(mut i) = tx.get::<Instance>(&made.id)? {
+                if i.state == State::Pending && i.supervisor.is_none() {
+                    i.state_since = now;
+                    tx.update(&i)?;
+                }
+            }
+        }
+        Ok::<_, Error>(())
+    })?;
+    for instance in &made {
+        if let Err(e) = spawn_supervisor(ctx, store, &instance.id) {
+            record_start_failure(store, &instance.id, &e)?;
+        }
+    }
+    let mut launched = Launched {
+        instances: Vec::new(),
+        short,
+        failed: Vec::new(),
+    };
+    for instance in made {
+        let now = await_start(ctx, store, &instance.id)?;
+        launched.failed.extend(failed_at_start(&now));
+        launched.instances.push(now);
+    }
+    Ok(launched)
+}
+
+/// Takes back instance `i`, made by a launch that fell short and never
+/// started: its port in its VPC, its files and its record.
+fn unmake(ctx: &Context, store: &mut Store, i: &Instance) -> Result<(), Error> {
+    let forget = |tx: &Tx<'_>| Ok::<_, Error>(tx.delete(&i.id).map(drop)?);
+    match &i.placement {
+        // The record goes, and its VPC converges without the port.
+        Some(placement) => realise::change(store, &NetConfig::from_env()?, |tx| {
+            forget(tx)?;
+            Ok(((), vec![placement.vpc_id.clone()]))
+        })?,
+        None => store.write(forget)?,
+    }
+    let dir = ctx.state.instance_files(&i.id).dir;
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::io("cannot remove", dir)(e))
+        }
+        _ => Ok(()),
+    }
+}

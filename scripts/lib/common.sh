@@ -32,6 +32,13 @@ kernel_dir() {
 }
 kernel_version() { basename "$(kernel_dir)"; }
 
+# place_file SRC DEST: DEST becomes a copy of SRC (an image's files must
+# lie inside its directory: `gureum image import` refuses symlinks out).
+place_file() {
+  [[ -L $2 ]] && rm -f "$2"
+  cmp -s "$1" "$2" 2>/dev/null || cp "$1" "$2"
+}
+
 # Cheap content fingerprint of files/trees (paths, sizes, mtimes; symlinks
 # followed) plus any extra words; a cached artifact is rebuilt when the
 # fingerprint it was built from changes.

@@ -70,8 +70,8 @@ else
   fail "cannot unpack the root disk"
 fi
 cp "$P/manifest" /tmp/debian/
-ln -s "$RIG_GUEST_KERNEL" /tmp/debian/vmlinuz
-ln -s "$RIG_GUEST_INITRD" /tmp/debian/initrd.cpio.gz
+cp "$RIG_GUEST_KERNEL" /tmp/debian/vmlinuz
+cp "$RIG_GUEST_INITRD" /tmp/debian/initrd.cpio.gz
 gureum image import /tmp/debian 2>&1 || fail "image import"
 rm -rf /tmp/debian
 gureum image describe debian-12 || fail "image describe"

@@ -1,12 +1,15 @@
-//! Where the guest's serial console goes when the VMM runs detached: an
-//! append-only log file and a unix socket one client at a time attaches
-//! to (`gureum console`).
+//! Where the guest's serial console goes when the VMM runs detached: a
+//! log file rotated at 1 MiB (one previous log kept) and a unix socket
+//! one client at a time attaches to (`gureum console`); a new client
+//! replaces the previous one, a client stalled for longer than a write
+//! timeout is dropped.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use super::ConsoleInput;
 
@@ -25,26 +28,110 @@ pub enum Error {
     },
 }
 
-/// The attached client, if any.
-type Client = Arc<Mutex<Option<UnixStream>>>;
+/// Size at which the console log is rotated: the current log moves to
+/// `<log>.1` (replacing the previous one) and a new one starts, so a
+/// guest's console takes at most twice this on disk.
+pub const LOG_ROTATE_BYTES: u64 = 1 << 20;
+/// How long one write to the attached client may take before the client
+/// counts as stalled and is dropped (it can attach again).
+pub const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Guest console output: to the log and the attached client.
+/// The attached client, if any.
+type Client = Arc<Mutex<Option<Arc<UnixStream>>>>;
+
+/// The console log, rotated at a size.
+#[derive(Debug)]
+pub struct RotatingLog {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    limit: u64,
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl RotatingLog {
+    /// Opens `path` for appending; it rotates once it holds `limit` bytes.
+    pub fn open(path: &Path, limit: u64) -> Result<Self, Error> {
+        let err = |source| Error::Log {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = open_append(path).map_err(err)?;
+        let size = file.metadata().map_err(err)?.len();
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            size,
+            limit,
+        })
+    }
+
+    /// The path of the previous log.
+    pub fn rotated_path(path: &Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".1");
+        PathBuf::from(name)
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        std::fs::rename(&self.path, Self::rotated_path(&self.path))?;
+        self.file = open_append(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+impl Write for RotatingLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.size > 0 && self.size.saturating_add(buf.len() as u64) > self.limit {
+            self.rotate()?;
+        }
+        // One chunk may overshoot the limit once; the next write rotates.
+        self.file.write_all(buf)?;
+        self.size = self.size.saturating_add(buf.len() as u64);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Guest console output: to the log and the attached client. It runs on
+/// the console's own output thread (see [`super::console_queue`]), so a
+/// slow client delays neither the guest nor, beyond one write timeout,
+/// the log.
 #[derive(Debug)]
 pub struct ConsoleOutput {
-    log: Option<File>,
+    log: Option<RotatingLog>,
     client: Client,
 }
 
 impl Write for ConsoleOutput {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if let Some(log) = &mut self.log {
-            log.write_all(buf)?;
+            // A full disk loses log lines, not the guest's progress.
+            let _ = log.write_all(buf);
         }
-        let mut client = self.client.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(stream) = client.as_mut() {
-            // A client that went away is dropped; the guest carries on.
-            if stream.write_all(buf).is_err() {
-                *client = None;
+        // Written outside the lock, so that a new client can replace a
+        // stalled one while this write waits.
+        let client = self
+            .client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(stream) = client {
+            // A client that went away or stalled is dropped; the guest
+            // carries on.
+            if (&*stream).write_all(buf).is_err() {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                let mut slot = self.client.lock().unwrap_or_else(PoisonError::into_inner);
+                if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, &stream)) {
+                    *slot = None;
+                }
             }
         }
         Ok(buf.len())
@@ -64,19 +151,11 @@ pub struct SocketConsole {
 
 impl SocketConsole {
     /// Binds `socket` (replacing a stale socket file) and opens `log` for
-    /// appending. Returns the console and the output to give the VM.
+    /// appending (rotated at [`LOG_ROTATE_BYTES`], one previous log kept).
+    /// Returns the console and the output to give the VM.
     pub fn bind(socket: &Path, log: Option<&Path>) -> Result<(Self, ConsoleOutput), Error> {
         let log = log
-            .map(|path| {
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|source| Error::Log {
-                        path: path.to_path_buf(),
-                        source,
-                    })
-            })
+            .map(|path| RotatingLog::open(path, LOG_ROTATE_BYTES))
             .transpose()?;
         let listen_err = |source| Error::Listen {
             path: socket.to_path_buf(),
@@ -103,6 +182,12 @@ impl SocketConsole {
     /// Serves clients on a thread: each new client replaces the previous
     /// one; what a client sends goes to the guest.
     pub fn serve(self, input: ConsoleInput) -> std::io::Result<()> {
+        self.serve_with(move |bytes| input.send(bytes))
+    }
+
+    /// As [`SocketConsole::serve`], with what clients send going to
+    /// `input`.
+    pub fn serve_with(self, input: impl Fn(&[u8]) + Send + Sync + 'static) -> std::io::Result<()> {
         let input = Arc::new(input);
         std::thread::Builder::new()
             .name("console-sock".into())
@@ -111,29 +196,113 @@ impl SocketConsole {
                     let Ok(reader) = stream.try_clone() else {
                         continue;
                     };
+                    if stream
+                        .set_write_timeout(Some(CLIENT_WRITE_TIMEOUT))
+                        .is_err()
+                    {
+                        continue;
+                    }
                     let previous = self
                         .client
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .replace(stream);
+                        .replace(Arc::new(stream));
                     if let Some(old) = previous {
                         let _ = old.shutdown(std::net::Shutdown::Both);
                     }
                     let input = input.clone();
                     let _ = std::thread::Builder::new()
                         .name("console-client".into())
-                        .spawn(move || forward(reader, &input));
+                        .spawn(move || forward(reader, &*input));
                 }
             })
             .map(drop)
     }
 }
 
-fn forward(mut stream: UnixStream, input: &ConsoleInput) {
+fn forward(mut stream: UnixStream, input: &impl Fn(&[u8])) {
     let mut buf = [0u8; 256];
     while let Ok(n) = stream.read(&mut buf) {
-        if n == 0 || input.send(buf.get(..n).unwrap_or_default()).is_err() {
+        if n == 0 {
             return;
         }
+        input(buf.get(..n).unwrap_or_default());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmm::console_queue::BufferedOutput;
+
+    /// Writes `marker` until `client` reads it back: the client is
+    /// attached. Returns the bytes read before it.
+    fn attach(out: &mut impl Write, client: &mut UnixStream, marker: u8) -> usize {
+        client
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut before = 0;
+        loop {
+            out.write_all(&[marker]).unwrap();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = client.read(&mut buf) {
+                if buf[..n].contains(&marker) {
+                    return before;
+                }
+                before += n;
+            }
+        }
+    }
+
+    #[test]
+    fn a_stalled_client_holds_nothing_up_and_a_new_one_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("console.sock");
+        let log = dir.path().join("console.log");
+        let (console, out) = SocketConsole::bind(&socket, Some(&log)).unwrap();
+        console.serve_with(|_| {}).unwrap();
+        let mut out = BufferedOutput::start(Box::new(out)).unwrap();
+        let mut stalled = UnixStream::connect(&socket).unwrap();
+        attach(&mut out, &mut stalled, b'a');
+        // The client stops reading; the guest prints 3 MiB: far more than
+        // the socket buffers, the queue and the log's rotation size.
+        for _ in 0..768 {
+            out.write_all(&[b'x'; 4096]).unwrap();
+        }
+        let mut fresh = UnixStream::connect(&socket).unwrap();
+        attach(&mut out, &mut fresh, b'b');
+        // The stalled client was disconnected.
+        stalled.set_read_timeout(None).unwrap();
+        let mut rest = Vec::new();
+        stalled.read_to_end(&mut rest).unwrap();
+        // The log rotated and holds at most twice its rotation size.
+        let logged = std::fs::metadata(&log).unwrap().len();
+        let rotated = std::fs::metadata(RotatingLog::rotated_path(&log))
+            .unwrap()
+            .len();
+        assert!(rotated <= LOG_ROTATE_BYTES + OUTPUT_SLACK, "{rotated}");
+        assert!(logged <= LOG_ROTATE_BYTES + OUTPUT_SLACK, "{logged}");
+    }
+
+    /// One drained chunk may overshoot the rotation size once.
+    const OUTPUT_SLACK: u64 = crate::vmm::console_queue::OUTPUT_CAPACITY as u64;
+
+    #[test]
+    fn the_log_rotates_into_one_previous_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let mut log = RotatingLog::open(&path, 10).unwrap();
+        log.write_all(b"0123456").unwrap();
+        log.write_all(b"789").unwrap();
+        log.write_all(b"abc").unwrap();
+        log.write_all(b"defghijk").unwrap();
+        let rotated = RotatingLog::rotated_path(&path);
+        assert_eq!(std::fs::read(&rotated).unwrap(), b"abc");
+        assert_eq!(std::fs::read(&path).unwrap(), b"defghijk");
+        // A restarted VMM appends and counts what is there.
+        let mut log = RotatingLog::open(&path, 10).unwrap();
+        log.write_all(b"lmn").unwrap();
+        assert_eq!(std::fs::read(&rotated).unwrap(), b"defghijk");
+        assert_eq!(std::fs::read(&path).unwrap(), b"lmn");
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod boot;
 pub mod console;
+pub mod console_queue;
 pub mod cpu;
 pub mod devices;
 pub mod exit;
@@ -78,6 +79,8 @@ pub enum Error {
     },
     #[error("cannot read the CPUID KVM supports: {0}")]
     SupportedCpuid(kvm_ioctls::Error),
+    #[error("cannot start the console threads: {0}")]
+    Console(std::io::Error),
     #[error("cannot create an eventfd for {what}: {source}")]
     EventFd {
         what: &'static str,
@@ -117,8 +120,7 @@ pub struct RunningVm {
     exits: std::sync::mpsc::Receiver<VmExit>,
     exit_tx: ExitSignal,
     power_button: PowerButton,
-    serial: Arc<Mutex<SerialPort>>,
-    serial_drained: EventFd,
+    console_in: console_queue::QueuedInput,
     // Held so that guest memory and devices outlive the vCPU threads
     // using them (those end with the process).
     _memory: memory::GuestMemory,
@@ -254,8 +256,10 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
                 what: "serial input",
                 source,
             })?,
-        console_out,
+        Box::new(console_queue::BufferedOutput::start(console_out).map_err(Error::Console)?),
     )));
+    let console_in = console_queue::QueuedInput::start(serial.clone(), serial_drained)
+        .map_err(Error::Console)?;
     buses.pio.insert(u64::from(COM1_PORT), 8, serial.clone())?;
     buses.pio.insert(
         u64::from(I8042_PORT),
@@ -292,8 +296,7 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
         exits,
         exit_tx,
         power_button: PowerButton::new(ged),
-        serial,
-        serial_drained,
+        console_in,
         _memory: mem,
         _vm: vm,
     })
@@ -303,8 +306,7 @@ impl RunningVm {
     /// A handle that can feed console input from another thread.
     pub fn console(&self) -> std::io::Result<ConsoleInput> {
         Ok(ConsoleInput {
-            serial: self.serial.clone(),
-            drained: self.serial_drained.try_clone()?,
+            queue: self.console_in.clone(),
             exits: self.exit_tx.clone(),
         })
     }
@@ -333,8 +335,7 @@ impl RunningVm {
 /// Feeds console input to a running VM from another thread.
 #[derive(Debug)]
 pub struct ConsoleInput {
-    serial: Arc<Mutex<SerialPort>>,
-    drained: EventFd,
+    queue: console_queue::QueuedInput,
     exits: ExitSignal,
 }
 
@@ -344,8 +345,10 @@ impl ConsoleInput {
         self.exits.stop(VmExit::Detached);
     }
 
-    /// Queues `bytes` for the guest, waiting while the UART FIFO is full.
-    pub fn send(&self, bytes: &[u8]) -> std::io::Result<()> {
-        devices::serial::feed(&self.serial, &self.drained, bytes)
+    /// Queues `bytes` for the guest; never waits for the guest to read
+    /// them (input past [`console_queue::INPUT_CAPACITY`] unread bytes is
+    /// dropped, as a UART overruns).
+    pub fn send(&self, bytes: &[u8]) {
+        self.queue.send(bytes);
     }
 }

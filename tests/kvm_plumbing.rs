@@ -17,7 +17,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gureum::vmm::cpu::{Vcpu, regs};
+use gureum::vmm::cpu::{Vcpu, VcpuHandle, regs};
 use gureum::vmm::devices::acpi_ged::{self, AcpiGed, EVENT_POWER_BUTTON, PowerButton};
 use gureum::vmm::devices::acpi_power::{self, AcpiPower};
 use gureum::vmm::devices::bus::{BusDevice, Buses};
@@ -52,6 +52,8 @@ struct Guest {
     port: Receiver<u8>,
     exits: Receiver<VmExit>,
     power_button: PowerButton,
+    stopper: ExitSignal,
+    vcpu: VcpuHandle,
 }
 
 /// Boots `code` at `ENTRY` on one vCPU in the state the Linux boot
@@ -104,15 +106,17 @@ fn run_guest_with(
         .unwrap();
     let vcpu = Vcpu::new(&vm_fd, 0).unwrap();
     vcpu.configure(&supported, 1, GuestAddress(ENTRY)).unwrap();
-    vcpu.spawn(Arc::new(buses), exit_tx).unwrap();
+    let handle = vcpu.spawn(Arc::new(buses), exit_tx.clone()).unwrap();
     // The VM and its memory must outlive the vCPU thread, which runs
-    // until the test process ends.
+    // until the test process ends (or a test stops it).
     std::mem::forget(vm_fd);
     std::mem::forget(mem);
     Guest {
         port: port_rx,
         exits: exit_rx,
         power_button: PowerButton::new(ged),
+        stopper: exit_tx,
+        vcpu: handle,
     }
 }
 
@@ -278,4 +282,39 @@ fn hostile_virtio_request_fails_alone_and_the_device_carries_on() {
     assert_eq!(interrupt, 0x1, "a used-ring interrupt only: {interrupt:#x}");
     // The VMM carried on and served the guest's power-off.
     assert_eq!(exits.recv_timeout(TIMEOUT).unwrap(), VmExit::PowerOff);
+}
+
+#[test]
+fn a_spinning_or_halted_vcpu_is_kicked_out_of_the_guest_and_joined() {
+    #[rustfmt::skip]
+    let spin = [
+        0x66, 0xba, 0xf0, 0x04,             // mov dx, 0x4f0
+        0xee,                               // out dx, al (running)
+        0xeb, 0xfe,                         // jmp $
+    ];
+    #[rustfmt::skip]
+    let halt = [
+        0x66, 0xba, 0xf0, 0x04,             // mov dx, 0x4f0
+        0xee,                               // out dx, al (running)
+        0xfa,                               // cli
+        0xf4,                               // hlt: no interrupt ever wakes it
+        0xeb, 0xfc,                         // jmp back to cli
+    ];
+    for code in [&spin[..], &halt[..]] {
+        let Guest {
+            port,
+            exits,
+            stopper,
+            mut vcpu,
+            ..
+        } = run_guest(code);
+        port.recv_timeout(TIMEOUT).unwrap();
+        stopper.stop(VmExit::Terminated);
+        assert!(
+            vcpu.stop(std::time::Instant::now() + TIMEOUT),
+            "the vCPU thread ended"
+        );
+        assert!(vcpu.is_finished());
+        assert_eq!(exits.try_recv(), Ok(VmExit::Terminated));
+    }
 }

@@ -14,7 +14,7 @@ pub mod vm;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use kvm_ioctls::{IoEventAddress, VmFd};
 use vmm_sys_util::eventfd::EventFd;
@@ -121,10 +121,10 @@ pub struct RunningVm {
     exit_tx: ExitSignal,
     power_button: PowerButton,
     console_in: console_queue::QueuedInput,
-    // Held so that guest memory and devices outlive the vCPU threads
-    // using them (those end with the process).
-    _memory: memory::GuestMemory,
-    _vm: VmFd,
+    vcpus: Mutex<Vec<cpu::VcpuHandle>>,
+    // Unmapped only once every vCPU thread has been joined (see Drop).
+    memory: Option<memory::GuestMemory>,
+    vm: Option<VmFd>,
 }
 
 impl std::fmt::Debug for RunningVm {
@@ -289,17 +289,59 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
             Ok(vcpu)
         })
         .collect::<Result<Vec<_>, Error>>()?;
+    let mut handles = Vec::new();
     for vcpu in vcpu_fds {
-        vcpu.spawn(buses.clone(), exit_tx.clone())?;
+        match vcpu.spawn(buses.clone(), exit_tx.clone()) {
+            Ok(handle) => handles.push(handle),
+            Err(e) => {
+                exit_tx.stop(VmExit::Terminated);
+                if !stop_vcpus(&mut handles) {
+                    // Never unmap guest memory under a running vCPU.
+                    std::mem::forget(mem);
+                    std::mem::forget(vm);
+                }
+                return Err(e.into());
+            }
+        }
     }
     Ok(RunningVm {
         exits,
         exit_tx,
         power_button: PowerButton::new(ged),
         console_in,
-        _memory: mem,
-        _vm: vm,
+        vcpus: Mutex::new(handles),
+        memory: Some(mem),
+        vm: Some(vm),
     })
+}
+
+/// How long stopping vCPUs may take before the VMM gives up on them
+/// (and keeps guest memory mapped until the process ends).
+pub const VCPU_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Kicks every vCPU out of the guest and joins its thread, within
+/// [`VCPU_STOP_TIMEOUT`]; returns whether all of them ended. The VM must
+/// be stopping already.
+fn stop_vcpus(vcpus: &mut [cpu::VcpuHandle]) -> bool {
+    let deadline = std::time::Instant::now() + VCPU_STOP_TIMEOUT;
+    // Every vCPU is stopped, whether or not an earlier one failed to.
+    let stopped = vcpus
+        .iter_mut()
+        .map(|v| v.stop(deadline))
+        .collect::<Vec<_>>();
+    stopped.into_iter().all(|s| s)
+}
+
+impl Drop for RunningVm {
+    fn drop(&mut self) {
+        self.exit_tx.stop(VmExit::Terminated);
+        let mut vcpus = self.vcpus.lock().unwrap_or_else(PoisonError::into_inner);
+        if !stop_vcpus(&mut vcpus) {
+            // A vCPU still runs: its guest memory must stay mapped.
+            std::mem::forget(self.memory.take());
+            std::mem::forget(self.vm.take());
+        }
+    }
 }
 
 impl RunningVm {
@@ -322,13 +364,31 @@ impl RunningVm {
         self.power_button.clone()
     }
 
-    /// Blocks until the VM stops, and says why.
+    /// Blocks until the VM stops, stops every vCPU, and says why.
     pub fn wait(&self) -> VmExit {
-        // All senders gone means every vCPU thread ended without a word,
-        // which only a crash of the thread itself does.
-        self.exits
-            .recv()
-            .unwrap_or_else(|_| VmExit::Crash("all vCPU threads ended".into()))
+        let exit = loop {
+            match self
+                .exits
+                .recv_timeout(std::time::Duration::from_millis(200))
+            {
+                Ok(exit) => break exit,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    // Every vCPU thread ended without a word: only a crash
+                    // of the thread itself does that.
+                    let vcpus = self.vcpus.lock().unwrap_or_else(PoisonError::into_inner);
+                    if vcpus.iter().all(cpu::VcpuHandle::is_finished) {
+                        break VmExit::Crash("all vCPU threads ended".into());
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    break VmExit::Crash("all vCPU threads ended".into());
+                }
+            }
+        };
+        self.exit_tx.stop(exit.clone());
+        let mut vcpus = self.vcpus.lock().unwrap_or_else(PoisonError::into_inner);
+        stop_vcpus(&mut vcpus);
+        exit
     }
 }
 

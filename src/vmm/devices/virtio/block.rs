@@ -21,7 +21,7 @@ use vm_memory::ByteValued;
 use super::chain::{self, Buffers, Chain, Table};
 use super::counters::BlockCounters;
 use super::rate_limit::{RateLimit, Throttle};
-use super::worker::Worker;
+use super::worker::{Retired, Worker};
 use super::{
     ActivateError, ActiveQueue, DeviceMetrics, Interrupt, VirtioDevice, expect_queues,
     read_config_bytes,
@@ -295,6 +295,8 @@ pub struct BlockQueue {
     throttle: Option<Throttle>,
     /// A request the rate limit held back, served first next time.
     held: Option<Chain>,
+    /// Set when the device is reset: stop before the next request.
+    retired: Retired,
 }
 
 impl BlockQueue {
@@ -302,7 +304,7 @@ impl BlockQueue {
     /// one back). Returns whether the driver wants an interrupt.
     pub fn process(&mut self) -> Result<bool, QueueError> {
         let mut used_any = false;
-        loop {
+        while !self.retired.is_set() {
             let chain = match self.held.take() {
                 Some(chain) => chain,
                 None => {
@@ -496,6 +498,7 @@ impl Block {
             queue,
             throttle: None,
             held: None,
+            retired: Retired::default(),
         }
     }
 }
@@ -541,7 +544,9 @@ impl VirtioDevice for Block {
         interrupt: Arc<Interrupt>,
     ) -> Result<(), ActivateError> {
         let [ActiveQueue { queue, notify }] = expect_queues(&self.name, queues)?;
+        Worker::join_slot(&mut self.worker);
         let mut server = self.queue_server(mem, queue);
+        let retired = server.retired.clone();
         let mut sources = vec![(notify.as_raw_fd(), false)];
         if !self.limit.is_unlimited() {
             let throttle = Throttle::new(self.limit).map_err(|source| ActivateError::Worker {
@@ -551,7 +556,7 @@ impl VirtioDevice for Block {
             sources.push((throttle.timer_fd(), false));
             server.throttle = Some(throttle);
         }
-        let worker = Worker::start(&self.name, sources, interrupt, move |source| {
+        let worker = Worker::start(&self.name, sources, interrupt, retired, move |source| {
             match source {
                 // Consume the notification before draining the ring, so
                 // that a notification racing with the drain wakes us again.
@@ -566,7 +571,7 @@ impl VirtioDevice for Block {
     }
 
     fn reset(&mut self) {
-        Worker::stop_slot(&mut self.worker);
+        Worker::retire_slot(&self.worker);
     }
 }
 

@@ -15,7 +15,7 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use super::chain::{self, Chain, Table};
 use super::counters::NetCounters;
 use super::rate_limit::{RateLimit, Throttle};
-use super::worker::Worker;
+use super::worker::{Retired, Worker};
 use super::{
     ActivateError, ActiveQueue, DeviceMetrics, Interrupt, VirtioDevice, expect_queues,
     read_config_bytes,
@@ -138,6 +138,8 @@ pub struct Datapath<T: FrameIo> {
     rx_throttle: Option<Throttle>,
     tx_throttle: Option<Throttle>,
     counters: Arc<NetCounters>,
+    /// Set when the device is reset: stop before the next frame.
+    retired: Retired,
 }
 
 impl<T: FrameIo> std::fmt::Debug for Datapath<T> {
@@ -171,6 +173,7 @@ impl<T: FrameIo> Datapath<T> {
             rx_throttle: None,
             tx_throttle: None,
             counters: Arc::default(),
+            retired: Retired::default(),
         }
     }
 
@@ -208,6 +211,9 @@ impl<T: FrameIo> Datapath<T> {
     pub fn receive(&mut self) -> Result<bool, QueueError> {
         let mut used = false;
         loop {
+            if self.retired.is_set() {
+                return Ok(used);
+            }
             let len = match self.pending {
                 Some(len) => len,
                 None => match self.io.read_frame(&mut self.rx_frame) {
@@ -266,6 +272,9 @@ impl<T: FrameIo> Datapath<T> {
     pub fn transmit(&mut self) -> Result<bool, QueueError> {
         let mut used = false;
         loop {
+            if self.retired.is_set() {
+                return Ok(used);
+            }
             let chain = match self.tx_held.take() {
                 Some(chain) => chain,
                 None => match Self::next_chain(&self.mem, &mut self.tx, &self.counters)? {
@@ -412,10 +421,12 @@ impl VirtioDevice for Net {
         interrupt: Arc<Interrupt>,
     ) -> Result<(), ActivateError> {
         let [rx, tx] = expect_queues(&self.name, queues)?;
+        Worker::join_slot(&mut self.worker);
         let mut path = Datapath::new(self.tap.clone(), mem, rx.queue, tx.queue);
         path.counters = self.counters.clone();
         path.rx_throttle = throttle(&self.name, self.limits.rx)?;
         path.tx_throttle = throttle(&self.name, self.limits.tx)?;
+        let retired = path.retired.clone();
         let mut sources = vec![
             (rx.notify.as_raw_fd(), false),
             (tx.notify.as_raw_fd(), false),
@@ -430,7 +441,7 @@ impl VirtioDevice for Net {
             }
         }
         let (rx_evt, tx_evt) = (rx.notify, tx.notify);
-        let worker = Worker::start(&self.name, sources, interrupt, move |source| {
+        let worker = Worker::start(&self.name, sources, interrupt, retired, move |source| {
             let source = kinds.get(source).copied().unwrap_or(usize::MAX);
             let used = match source {
                 RX_QUEUE => {
@@ -478,7 +489,7 @@ impl VirtioDevice for Net {
     }
 
     fn reset(&mut self) {
-        Worker::stop_slot(&mut self.worker);
+        Worker::retire_slot(&self.worker);
     }
 }
 

@@ -10,6 +10,7 @@ pub mod exit;
 pub mod kvm;
 pub mod layout;
 pub mod memory;
+pub mod metrics;
 pub mod vm;
 
 use std::io::Write;
@@ -27,13 +28,15 @@ use devices::i8042::I8042;
 use devices::serial::SerialPort;
 use devices::virtio::block::{self, Block};
 use devices::virtio::mmio::{self, MMIO_WINDOW, MmioTransport};
-use devices::virtio::net::{MacAddr, Net, Tap, tap};
-use devices::virtio::{Interrupt, VirtioDevice};
+use devices::virtio::net::{MacAddr, Net, NetLimits, Tap, tap};
+use devices::virtio::rate_limit::RateLimit;
+use devices::virtio::{DeviceMetrics, Interrupt, VirtioDevice};
 use exit::{ExitSignal, VmExit};
 use layout::{
     ACPI_GED_GSI, ACPI_GED_PORT, ACPI_SLEEP_CONTROL_PORT, COM1_IRQ, COM1_PORT, I8042_PORT,
     VIRTIO_FIRST_GSI, VIRTIO_LAST_GSI, VIRTIO_MMIO_BASE,
 };
+use metrics::MetricsSource;
 
 /// Smallest guest memory accepted, in MiB: below this no Linux boots.
 pub const MIN_MEMORY_MIB: u64 = 16;
@@ -93,6 +96,8 @@ pub enum Error {
 pub struct DiskConfig {
     pub path: PathBuf,
     pub read_only: bool,
+    /// Bytes and requests per second the guest may do; 0 is no limit.
+    pub limit: RateLimit,
 }
 
 /// A network interface to attach as virtio-net.
@@ -103,6 +108,8 @@ pub struct NetConfig {
     /// The named network namespace the (existing) tap is in, if not this
     /// process's.
     pub netns: Option<String>,
+    /// Bytes and frames per second each way; 0 is no limit.
+    pub limits: NetLimits,
 }
 
 /// A VM to boot.
@@ -121,6 +128,8 @@ pub struct RunningVm {
     exit_tx: ExitSignal,
     power_button: PowerButton,
     console_in: console_queue::QueuedInput,
+    console_out: console_queue::BufferedOutput,
+    device_metrics: Vec<(String, Arc<dyn DeviceMetrics>)>,
     vcpus: Mutex<Vec<cpu::VcpuHandle>>,
     // Unmapped only once every vCPU thread has been joined (see Drop).
     memory: Option<memory::GuestMemory>,
@@ -162,18 +171,18 @@ fn open_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, Error> 
     }
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
     for (i, disk) in config.disks.iter().enumerate() {
-        devices.push(Box::new(Block::open(
-            &disk.path,
-            disk.read_only,
-            &disk_name(i),
-        )?));
+        devices.push(Box::new(
+            Block::open(&disk.path, disk.read_only, &disk_name(i))?.with_rate_limit(disk.limit),
+        ));
     }
     for net in &config.nets {
         let tap = match &net.netns {
             Some(netns) => Tap::open_in(&net.tap, netns)?,
             None => Tap::open(&net.tap)?,
         };
-        devices.push(Box::new(Net::new(tap, net.mac)));
+        devices.push(Box::new(
+            Net::new(tap, net.mac).with_rate_limits(net.limits),
+        ));
     }
     Ok(devices)
 }
@@ -229,6 +238,10 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
     let files = boot::BootFiles::open(&config.boot)?;
     files.check_fits(config.memory_mib)?;
     let devices = open_devices(config)?;
+    let device_metrics = devices
+        .iter()
+        .map(|d| (d.name().to_string(), d.metrics()))
+        .collect();
 
     let kvm = kvm::open()?;
     kvm::check_hardware_virtualization()?;
@@ -242,6 +255,7 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
     cpu::regs::write_boot_structures(&mem)?;
 
     let (exit_tx, exits) = ExitSignal::new();
+    let console_out = console_queue::BufferedOutput::start(console_out).map_err(Error::Console)?;
     let serial_irq = eventfd("the serial interrupt")?;
     vm::register_irqfd(&vm, &serial_irq, COM1_IRQ)?;
     let serial_drained = EventFd::new(0).map_err(|source| Error::EventFd {
@@ -256,7 +270,7 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
                 what: "serial input",
                 source,
             })?,
-        Box::new(console_queue::BufferedOutput::start(console_out).map_err(Error::Console)?),
+        Box::new(console_out.clone()),
     )));
     let console_in = console_queue::QueuedInput::start(serial.clone(), serial_drained)
         .map_err(Error::Console)?;
@@ -309,6 +323,8 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
         exit_tx,
         power_button: PowerButton::new(ged),
         console_in,
+        console_out,
+        device_metrics,
         vcpus: Mutex::new(handles),
         memory: Some(mem),
         vm: Some(vm),
@@ -351,6 +367,11 @@ impl RunningVm {
             queue: self.console_in.clone(),
             exits: self.exit_tx.clone(),
         })
+    }
+
+    /// A handle that reads the VM's counters from another thread.
+    pub fn metrics_source(&self) -> MetricsSource {
+        MetricsSource::new(self.device_metrics.clone(), self.console_out.clone())
     }
 
     /// A handle that stops the VM from another thread.

@@ -233,59 +233,6 @@ fn forward(mut stream: UnixStream, input: &impl Fn(&[u8])) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vmm::console_queue::BufferedOutput;
-
-    /// Writes `marker` until `client` reads it back: the client is
-    /// attached. Returns the bytes read before it.
-    fn attach(out: &mut impl Write, client: &mut UnixStream, marker: u8) -> usize {
-        client
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let mut before = 0;
-        loop {
-            out.write_all(&[marker]).unwrap();
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = client.read(&mut buf) {
-                if buf[..n].contains(&marker) {
-                    return before;
-                }
-                before += n;
-            }
-        }
-    }
-
-    #[test]
-    fn a_stalled_client_holds_nothing_up_and_a_new_one_replaces_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("console.sock");
-        let log = dir.path().join("console.log");
-        let (console, out) = SocketConsole::bind(&socket, Some(&log)).unwrap();
-        console.serve_with(|_| {}).unwrap();
-        let mut out = BufferedOutput::start(Box::new(out)).unwrap();
-        let mut stalled = UnixStream::connect(&socket).unwrap();
-        attach(&mut out, &mut stalled, b'a');
-        // The client stops reading; the guest prints 3 MiB: far more than
-        // the socket buffers, the queue and the log's rotation size.
-        for _ in 0..768 {
-            out.write_all(&[b'x'; 4096]).unwrap();
-        }
-        let mut fresh = UnixStream::connect(&socket).unwrap();
-        attach(&mut out, &mut fresh, b'b');
-        // The stalled client was disconnected.
-        stalled.set_read_timeout(None).unwrap();
-        let mut rest = Vec::new();
-        stalled.read_to_end(&mut rest).unwrap();
-        // The log rotated and holds at most twice its rotation size.
-        let logged = std::fs::metadata(&log).unwrap().len();
-        let rotated = std::fs::metadata(RotatingLog::rotated_path(&log))
-            .unwrap()
-            .len();
-        assert!(rotated <= LOG_ROTATE_BYTES + OUTPUT_SLACK, "{rotated}");
-        assert!(logged <= LOG_ROTATE_BYTES + OUTPUT_SLACK, "{logged}");
-    }
-
-    /// One drained chunk may overshoot the rotation size once.
-    const OUTPUT_SLACK: u64 = crate::vmm::console_queue::OUTPUT_CAPACITY as u64;
 
     #[test]
     fn the_log_rotates_into_one_previous_file() {

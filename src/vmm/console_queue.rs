@@ -95,6 +95,30 @@ impl ByteQueue {
     fn dropped(&self) -> u64 {
         self.lock().dropped
     }
+
+    /// A queue and the thread `name` that hands everything pushed into it
+    /// to `consume`, until `consume` says to stop.
+    fn start(
+        name: &str,
+        capacity: usize,
+        overflow: Overflow,
+        mut consume: impl FnMut(&[u8]) -> bool + Send + 'static,
+    ) -> std::io::Result<Arc<Self>> {
+        let queue = Self::new(capacity, overflow);
+        let taken = queue.clone();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let mut chunk = Vec::new();
+                loop {
+                    taken.take(&mut chunk);
+                    if !consume(&chunk) {
+                        return;
+                    }
+                }
+            })?;
+        Ok(queue)
+    }
 }
 
 /// The UART's output end: appends to a queue a thread drains into `sink`.
@@ -106,19 +130,17 @@ pub struct BufferedOutput {
 impl BufferedOutput {
     /// Starts the thread that writes guest output into `sink`.
     pub fn start(mut sink: Box<dyn Write + Send>) -> std::io::Result<Self> {
-        let queue = ByteQueue::new(OUTPUT_CAPACITY, Overflow::DropOldest);
-        let drained = queue.clone();
-        std::thread::Builder::new()
-            .name("console-out".into())
-            .spawn(move || {
-                let mut chunk = Vec::new();
-                loop {
-                    drained.take(&mut chunk);
-                    // A sink that fails (closed stdout) loses the output,
-                    // as a UART with nothing attached would.
-                    let _ = sink.write_all(&chunk).and_then(|()| sink.flush());
-                }
-            })?;
+        let queue = ByteQueue::start(
+            "console-out",
+            OUTPUT_CAPACITY,
+            Overflow::DropOldest,
+            move |chunk| {
+                // A sink that fails (closed stdout) loses the output, as a
+                // UART with nothing attached would.
+                let _ = sink.write_all(chunk).and_then(|()| sink.flush());
+                true
+            },
+        )?;
         Ok(Self { queue })
     }
 
@@ -149,19 +171,12 @@ impl QueuedInput {
     /// Starts the thread that feeds queued input into `port` as the guest
     /// drains its receive FIFO (`drained` signals that).
     pub fn start(port: Arc<Mutex<SerialPort>>, drained: EventFd) -> std::io::Result<Self> {
-        let queue = ByteQueue::new(INPUT_CAPACITY, Overflow::DropNewest);
-        let fed = queue.clone();
-        std::thread::Builder::new()
-            .name("console-feed".into())
-            .spawn(move || {
-                let mut chunk = Vec::new();
-                loop {
-                    fed.take(&mut chunk);
-                    if serial::feed(&port, &drained, &chunk).is_err() {
-                        return;
-                    }
-                }
-            })?;
+        let queue = ByteQueue::start(
+            "console-feed",
+            INPUT_CAPACITY,
+            Overflow::DropNewest,
+            move |chunk| serial::feed(&port, &drained, chunk).is_ok(),
+        )?;
         Ok(Self { queue })
     }
 

@@ -133,7 +133,8 @@ pub struct Datapath<T: FrameIo> {
     /// from one that fits exactly.
     rx_frame: Vec<u8>,
     tx_frame: Vec<u8>,
-    /// A transmit the rate limit held back.
+    /// A receive buffer and a transmit the rate limit held back.
+    rx_held: Option<Chain>,
     tx_held: Option<Chain>,
     rx_throttle: Option<Throttle>,
     tx_throttle: Option<Throttle>,
@@ -169,6 +170,7 @@ impl<T: FrameIo> Datapath<T> {
             pending: None,
             rx_frame: vec![0u8; MAX_FRAME + 1],
             tx_frame: vec![0u8; MAX_FRAME],
+            rx_held: None,
             tx_held: None,
             rx_throttle: None,
             tx_throttle: None,
@@ -228,16 +230,21 @@ impl<T: FrameIo> Datapath<T> {
                     Err(_) => return Ok(used), // drained (EAGAIN) or tap gone
                 },
             };
+            // No buffer: keep the frame until the driver adds some.
+            let chain = match self.rx_held.take() {
+                Some(chain) => chain,
+                None => match Self::next_chain(&self.mem, &mut self.rx, &self.counters)? {
+                    Some(chain) => chain,
+                    None => return Ok(used),
+                },
+            };
             if let Some(throttle) = &mut self.rx_throttle {
                 if !throttle.admit(len as u64) {
                     self.counters.throttled.inc();
+                    self.rx_held = Some(chain);
                     return Ok(used);
                 }
             }
-            // No buffer: keep the frame until the driver adds some.
-            let Some(chain) = Self::next_chain(&self.mem, &mut self.rx, &self.counters)? else {
-                return Ok(used);
-            };
             self.pending = None;
             let head = chain.head;
             let frame = self.rx_frame.get(..len).unwrap_or_default();
@@ -620,6 +627,38 @@ mod tests {
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].len(), 60);
         assert_eq!(path.counters().dropped.get(), 2);
+    }
+
+    #[test]
+    fn a_receive_rate_limit_holds_frames_back() {
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let script = Arc::new(Script::default());
+        let (rxq, _txq, mut path) = datapath(&mem, &script);
+        path.rx_throttle = Some(
+            Throttle::new(RateLimit {
+                bytes_per_sec: 0,
+                ops_per_sec: 1,
+            })
+            .unwrap(),
+        );
+        script
+            .incoming
+            .lock()
+            .unwrap()
+            .extend([frame(1, 60), frame(2, 60)]);
+        rxq.add_desc_chains(
+            &[
+                desc(RX_BUF, 512, WRITE, 0),
+                desc(RX_BUF + 0x1000, 512, WRITE, 0),
+            ],
+            0,
+        )
+        .unwrap();
+        assert!(path.receive().unwrap());
+        assert_eq!(rxq.used().idx().load(), 1, "the second frame waits");
+        assert_eq!(path.pending, Some(60));
+        assert!(path.rx_held.is_some());
+        assert_eq!(path.counters().throttled.get(), 1);
     }
 
     #[test]

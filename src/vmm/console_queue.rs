@@ -32,6 +32,8 @@ enum Overflow {
 struct Inner {
     bytes: VecDeque<u8>,
     dropped: u64,
+    /// The consumer holds bytes it has not finished with.
+    busy: bool,
 }
 
 /// A bounded byte queue with one consumer.
@@ -39,6 +41,7 @@ struct Inner {
 struct ByteQueue {
     inner: Mutex<Inner>,
     ready: Condvar,
+    idle: Condvar,
     capacity: usize,
     overflow: Overflow,
 }
@@ -48,6 +51,7 @@ impl ByteQueue {
         Arc::new(Self {
             inner: Mutex::default(),
             ready: Condvar::new(),
+            idle: Condvar::new(),
             capacity,
             overflow,
         })
@@ -90,6 +94,27 @@ impl ByteQueue {
         }
         out.clear();
         out.extend(inner.bytes.drain(..));
+        inner.busy = true;
+    }
+
+    /// The consumer is done with what it took.
+    fn done(&self) {
+        let mut inner = self.lock();
+        inner.busy = false;
+        if inner.bytes.is_empty() {
+            self.idle.notify_all();
+        }
+    }
+
+    /// Waits until the consumer has handled everything pushed, or for
+    /// `timeout`; returns whether it has.
+    fn wait_idle(&self, timeout: std::time::Duration) -> bool {
+        let inner = self.lock();
+        let (inner, _) = self
+            .idle
+            .wait_timeout_while(inner, timeout, |i| i.busy || !i.bytes.is_empty())
+            .unwrap_or_else(PoisonError::into_inner);
+        !inner.busy && inner.bytes.is_empty()
     }
 
     fn dropped(&self) -> u64 {
@@ -112,7 +137,9 @@ impl ByteQueue {
                 let mut chunk = Vec::new();
                 loop {
                     taken.take(&mut chunk);
-                    if !consume(&chunk) {
+                    let go_on = consume(&chunk);
+                    taken.done();
+                    if !go_on {
                         return;
                     }
                 }
@@ -142,6 +169,13 @@ impl BufferedOutput {
             },
         )?;
         Ok(Self { queue })
+    }
+
+    /// Waits until the sink has taken all output so far, or for
+    /// `timeout` (a stalled sink): what a stopping VM printed last is
+    /// not lost when the process ends.
+    pub fn drain(&self, timeout: std::time::Duration) -> bool {
+        self.queue.wait_idle(timeout)
     }
 
     /// Bytes given up because the sink did not keep up.
@@ -203,6 +237,27 @@ mod tests {
         q.take(&mut out);
         assert_eq!(out, b"23456789");
         assert_eq!(q.dropped(), 5);
+    }
+
+    #[test]
+    fn drain_waits_for_the_sink_to_take_everything() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        struct Slow(std::sync::mpsc::Sender<Vec<u8>>);
+        impl Write for Slow {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                self.0.send(buf.to_vec()).unwrap();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut out = BufferedOutput::start(Box::new(Slow(tx))).unwrap();
+        out.write_all(b"last words").unwrap();
+        assert!(out.drain(std::time::Duration::from_secs(60)));
+        let got: Vec<u8> = rx.try_iter().flatten().collect();
+        assert_eq!(got, b"last words");
     }
 
     #[test]

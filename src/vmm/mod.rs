@@ -409,6 +409,8 @@ impl RunningVm {
         self.exit_tx.stop(exit.clone());
         let mut vcpus = self.vcpus.lock().unwrap_or_else(PoisonError::into_inner);
         stop_vcpus(&mut vcpus);
+        // The guest's last words reach the console before the VMM ends.
+        self.console_out.drain(2 * console::CLIENT_WRITE_TIMEOUT);
         exit
     }
 }

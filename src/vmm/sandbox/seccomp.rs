@@ -363,6 +363,13 @@ fn allowed(kind: ThreadKind, child: Option<i32>) -> Vec<Allowed> {
                 SYS_dup,
             ]));
             list.push(fcntl(&[(libc::F_DUPFD_CLOEXEC, "F_DUPFD_CLOEXEC")]));
+            // A new client's write timeout (a stalled one is dropped).
+            list.push(only(
+                "setsockopt",
+                libc::SYS_setsockopt,
+                2,
+                &[(u64::from(libc::SO_SNDTIMEO.unsigned_abs()), "SO_SNDTIMEO")],
+            ));
             list.extend(spawn());
         }
         ThreadKind::ConsoleOut => {
@@ -521,6 +528,7 @@ fn parse_trip(value: &str) -> Result<ThreadKind, Error> {
 /// Compiles this process's filters; from then on [`enter`] installs
 /// them. Without it (the library used by tests), threads run unfiltered.
 pub fn configure(mode: Mode) -> Result<(), Error> {
+    bound_malloc_arenas();
     let trip = match std::env::var(TEST_TRIP_ENV) {
         Ok(value) if !value.is_empty() => Some(parse_trip(&value)?),
         _ => None,
@@ -541,6 +549,18 @@ pub fn configure(mode: Mode) -> Result<(), Error> {
         trip,
     });
     Ok(())
+}
+
+/// Fixes glibc's limit on malloc arenas now: left unset, the thread that
+/// first needs a ninth arena asks how many CPUs are online by opening a
+/// file in /sys, which no filter allows (and the jail would not show).
+fn bound_malloc_arenas() {
+    // glibc's own default: eight arenas per CPU.
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let arenas = libc::c_int::try_from(cpus.saturating_mul(8)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: mallopt sets a malloc parameter; it touches no memory of
+    // ours. A refusal leaves glibc's default, no worse than before.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) };
 }
 
 fn install(kind: ThreadKind, bpf: &BpfProgram) {

@@ -39,6 +39,15 @@ fn disk_is_read_and_written_and_read_only_is_enforced() {
         Some("00"),
         "read-only disk unchanged"
     );
+    // vda's rate limit held the guest back, and every request succeeded.
+    let count = |name| -> u64 {
+        case.marker(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing: {}", case.output))
+    };
+    assert!(count("@@VDA-REQUESTS") > 0, "{}", case.output);
+    assert!(count("@@VDA-THROTTLED") > 0, "{}", case.output);
+    assert_eq!(count("@@VDA-ERRORS"), 0, "{}", case.output);
 }
 
 #[test]

@@ -128,6 +128,12 @@ fn the_console_socket_and_log_serve_from_inside_the_jail() {
 }
 
 #[test]
+fn the_metrics_file_is_replaced_from_inside_the_jail() {
+    let case = passed("metrics");
+    assert_eq!(value(case, "rewritten"), "yes", "{}", case.output);
+}
+
+#[test]
 fn a_jailed_guest_shuts_down_on_its_power_button_and_its_cgroup_goes() {
     let case = passed("stop");
     assert_eq!(value(case, "state"), "stopped");

@@ -11,10 +11,12 @@ use nix::sys::signal::{SigSet, Signal};
 
 use gureum::vmm::boot::BootSource;
 use gureum::vmm::console::SocketConsole;
-use gureum::vmm::devices::virtio::net::MacAddr;
+use gureum::vmm::devices::virtio::net::{MacAddr, NetLimits};
+use gureum::vmm::devices::virtio::rate_limit::RateLimit;
 use gureum::vmm::exit::{
     EXIT_CRASH, EXIT_DETACHED, EXIT_REBOOT, EXIT_TERMINATED, EXIT_VMM_ERROR, VmExit,
 };
+use gureum::vmm::metrics::{MetricsFile, MetricsWriter};
 use gureum::vmm::sandbox::cgroup;
 use gureum::vmm::sandbox::jail::{self, Ids};
 use gureum::vmm::sandbox::seccomp::{self, Mode as SeccompMode, ThreadKind};
@@ -52,19 +54,31 @@ pub struct BootArgs {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 512)]
     memory: u64,
-    /// A raw disk image as virtio-blk (vda, vdb, ... in order);
-    /// `PATH,ro` attaches it read-only. Repeatable.
-    #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = parse_disk)]
+    /// A raw disk image or block device as virtio-blk (vda, vdb, ... in
+    /// order); `,ro` attaches it read-only; `,bw=BYTES` and `,iops=N`
+    /// limit the guest's bytes and requests per second (BYTES takes a K,
+    /// M or G suffix, powers of 1024). Repeatable.
+    #[arg(
+        long = "disk",
+        value_name = "PATH[,ro][,bw=BYTES][,iops=N]",
+        value_parser = parse_disk
+    )]
     disks: Vec<DiskConfig>,
     /// A virtio-net interface on tap NAME (created if missing, for the
     /// VM's lifetime), with an optional MAC; with netns=NS, the existing
-    /// tap NAME in network namespace NS (/run/netns/NS). Repeatable.
+    /// tap NAME in network namespace NS (/run/netns/NS); rx_bw, rx_pps,
+    /// tx_bw, tx_pps limit bytes and frames per second to (rx) and from
+    /// (tx) the guest. Repeatable.
     #[arg(
         long = "net",
-        value_name = "tap=NAME[,mac=MAC][,netns=NS]",
+        value_name = "tap=NAME[,mac=MAC][,netns=NS][,rx_bw=BYTES][,rx_pps=N][,tx_bw=BYTES][,tx_pps=N]",
         value_parser = parse_net
     )]
     nets: Vec<NetConfig>,
+    /// Write the VM's device counters (requests, bytes, errors, dropped
+    /// frames, throttles) as JSON to this file every 5 s and on SIGUSR1.
+    #[arg(long)]
+    metrics: Option<PathBuf>,
     /// Serve the serial console on this unix socket instead of the
     /// terminal (`gureum console` attaches to it).
     #[arg(long)]
@@ -96,18 +110,49 @@ pub struct BootArgs {
     cgroup: Option<PathBuf>,
 }
 
-fn parse_disk(spec: &str) -> Result<DiskConfig, String> {
-    let (path, read_only) = match spec.rsplit_once(',') {
-        Some((path, "ro")) => (path, true),
-        Some((path, "rw")) => (path, false),
-        _ => (spec, false),
+/// A byte rate: digits with an optional K, M or G suffix (powers of 1024).
+fn parse_bytes(value: &str) -> Result<u64, String> {
+    let (digits, unit) = match value.char_indices().last() {
+        Some((at, 'K' | 'k')) => (value.get(..at), 1u64 << 10),
+        Some((at, 'M' | 'm')) => (value.get(..at), 1 << 20),
+        Some((at, 'G' | 'g')) => (value.get(..at), 1 << 30),
+        _ => (Some(value), 1),
     };
+    digits
+        .and_then(|d| d.parse::<u64>().ok())
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("{value:?} is not a rate: expected a number like 500, 64K or 100M"))
+}
+
+fn parse_count(value: &str) -> Result<u64, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a whole number"))
+}
+
+fn parse_disk(spec: &str) -> Result<DiskConfig, String> {
+    // Options are taken from the end while they look like options, so
+    // that a path may hold commas.
+    let mut path = spec;
+    let mut read_only = false;
+    let mut limit = RateLimit::default();
+    while let Some((rest, option)) = path.rsplit_once(',') {
+        match option.split_once('=') {
+            None if option == "ro" => read_only = true,
+            None if option == "rw" => read_only = false,
+            Some(("bw", v)) => limit.bytes_per_sec = parse_bytes(v)?,
+            Some(("iops", v)) => limit.ops_per_sec = parse_count(v)?,
+            _ => break,
+        }
+        path = rest;
+    }
     if path.is_empty() {
-        return Err("expected PATH or PATH,ro".into());
+        return Err("expected PATH[,ro][,bw=BYTES][,iops=N]".into());
     }
     Ok(DiskConfig {
         path: PathBuf::from(path),
         read_only,
+        limit,
     })
 }
 
@@ -124,21 +169,32 @@ fn parse_net(spec: &str) -> Result<NetConfig, String> {
     let mut tap = None;
     let mut mac = None;
     let mut netns = None;
+    let mut limits = NetLimits::default();
     for part in spec.split(',') {
         match part.split_once('=') {
             Some(("tap", name)) => tap = Some(name.to_string()),
             Some(("mac", m)) => mac = Some(m.parse::<MacAddr>().map_err(|e| e.to_string())?),
             Some(("netns", ns)) if !ns.is_empty() => netns = Some(ns.to_string()),
+            Some(("rx_bw", v)) => limits.rx.bytes_per_sec = parse_bytes(v)?,
+            Some(("rx_pps", v)) => limits.rx.ops_per_sec = parse_count(v)?,
+            Some(("tx_bw", v)) => limits.tx.bytes_per_sec = parse_bytes(v)?,
+            Some(("tx_pps", v)) => limits.tx.ops_per_sec = parse_count(v)?,
             _ => {
                 return Err(format!(
-                    "unexpected {part:?}; expected tap=NAME[,mac=MAC][,netns=NS]"
+                    "unexpected {part:?}; expected tap=NAME[,mac=MAC][,netns=NS]\
+                     [,rx_bw=BYTES][,rx_pps=N][,tx_bw=BYTES][,tx_pps=N]"
                 ));
             }
         }
     }
     let tap = tap.ok_or("missing tap=NAME")?;
     let mac = mac.unwrap_or_else(|| default_mac(&tap));
-    Ok(NetConfig { tap, mac, netns })
+    Ok(NetConfig {
+        tap,
+        mac,
+        netns,
+        limits,
+    })
 }
 
 /// The first SIGTERM presses the guest's power button, as EC2's stop
@@ -150,7 +206,11 @@ fn parse_net(spec: &str) -> Result<NetConfig, String> {
 /// at once. The signals are blocked in every thread (set before any is
 /// spawned) and taken here with sigwait, so no handler runs inside a vCPU
 /// thread.
-fn handle_signals(vm: &RunningVm, signals: SigSet) -> std::io::Result<()> {
+fn handle_signals(
+    vm: &RunningVm,
+    signals: SigSet,
+    metrics: Option<MetricsWriter>,
+) -> std::io::Result<()> {
     let stopper = vm.stopper();
     let button = vm.power_button();
     std::thread::Builder::new()
@@ -159,7 +219,11 @@ fn handle_signals(vm: &RunningVm, signals: SigSet) -> std::io::Result<()> {
             seccomp::enter(ThreadKind::Main);
             let mut pressed = false;
             while let Ok(signal) = signals.wait() {
-                if signal == Signal::SIGTERM && !pressed {
+                if signal == Signal::SIGUSR1 {
+                    if let Some(m) = &metrics {
+                        m.write_now();
+                    }
+                } else if signal == Signal::SIGTERM && !pressed {
                     pressed = true;
                     eprintln!(
                         "gureum: SIGTERM: pressed the guest's power button; \
@@ -219,9 +283,14 @@ pub fn run(args: &BootArgs) -> ExitCode {
         },
         None => None,
     };
-    let signals: SigSet = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]
-        .into_iter()
-        .collect();
+    let signals: SigSet = [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+    ]
+    .into_iter()
+    .collect();
     if let Err(e) = signals.thread_block() {
         eprintln!("gureum: cannot block signals: {e}");
         return ExitCode::from(EXIT_VMM_ERROR);
@@ -240,12 +309,37 @@ pub fn run(args: &BootArgs) -> ExitCode {
         },
         None => None,
     };
+    // The files the VMM writes from inside the jail, through their
+    // directories (opened now, and given to the jail's user).
+    let metrics = match args.metrics.as_deref().map(MetricsFile::open).transpose() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("gureum: {e}");
+            return ExitCode::from(EXIT_VMM_ERROR);
+        }
+    };
+    if let Some(ids) = args.jail {
+        let given = metrics
+            .as_ref()
+            .map_or(Ok(()), |m| m.give_dir_to(ids.uid, ids.gid))
+            .and_then(|()| {
+                socket
+                    .as_ref()
+                    .map_or(Ok(()), |(_, out)| out.give_log_dir_to(ids.uid, ids.gid))
+            });
+        if let Err(e) = given {
+            eprintln!(
+                "gureum: cannot give the console log's and metrics' directories to the jail's user {ids}: {e}"
+            );
+            return ExitCode::from(EXIT_VMM_ERROR);
+        }
+    }
     let (socket, out): (_, Box<dyn std::io::Write + Send>) = match socket {
         Some((console, out)) => (Some(console), Box::new(out)),
         None => (None, Box::new(std::io::stdout())),
     };
     let exit = match vmm::start(&config, out) {
-        Ok(vm) => attach_and_wait(&vm, socket, signals, ready),
+        Ok(vm) => attach_and_wait(&vm, socket, signals, ready, metrics),
         Err(e) => {
             eprintln!("gureum: {e}");
             Err(EXIT_VMM_ERROR)
@@ -289,12 +383,17 @@ fn attach_and_wait(
     socket: Option<SocketConsole>,
     signals: SigSet,
     ready: Option<File>,
+    metrics: Option<MetricsFile>,
 ) -> Result<VmExit, u8> {
     let fail = |what: &str, e: std::io::Error| {
         eprintln!("gureum: cannot {what}: {e}");
         EXIT_VMM_ERROR
     };
-    handle_signals(vm, signals).map_err(|e| fail("watch for signals", e))?;
+    let metrics = metrics
+        .map(|m| m.start(vm.metrics_source()))
+        .transpose()
+        .map_err(|e| fail("start the metrics writer", e))?;
+    handle_signals(vm, signals, metrics.clone()).map_err(|e| fail("watch for signals", e))?;
     let input = vm.console().map_err(|e| fail("attach the console", e))?;
     // The terminal is restored when `terminal` drops, before any message.
     let terminal = match socket {
@@ -315,6 +414,10 @@ fn attach_and_wait(
     }
     let exit = vm.wait();
     drop(terminal);
+    if let Some(metrics) = &metrics {
+        // The final counters, written before the process ends.
+        metrics.finish();
+    }
     Ok(exit)
 }
 
@@ -331,6 +434,17 @@ mod tests {
         assert_eq!(d.path, PathBuf::from("/a/b,c.img"));
         assert!(!d.read_only);
         assert!(parse_disk(",ro").is_err());
+        let d = parse_disk("/a/b,c.img,ro,bw=100M,iops=500").unwrap();
+        assert_eq!(d.path, PathBuf::from("/a/b,c.img"));
+        assert!(d.read_only);
+        assert_eq!(d.limit.bytes_per_sec, 100 << 20);
+        assert_eq!(d.limit.ops_per_sec, 500);
+        assert_eq!(
+            parse_disk("/d,bw=64K").unwrap().limit.bytes_per_sec,
+            64 << 10
+        );
+        assert!(parse_disk("/d,bw=fast").is_err());
+        assert!(parse_disk("/d,iops=1K").is_err());
     }
 
     #[test]
@@ -349,5 +463,11 @@ mod tests {
         assert_eq!(n.netns.as_deref(), Some("gureum-vpc-1"));
         assert_eq!(parse_net("tap=t").unwrap().netns, None);
         assert!(parse_net("tap=t,netns=").is_err());
+        let n = parse_net("tap=t,rx_bw=1G,rx_pps=10,tx_bw=5,tx_pps=1000").unwrap();
+        assert_eq!(n.limits.rx.bytes_per_sec, 1 << 30);
+        assert_eq!(n.limits.rx.ops_per_sec, 10);
+        assert_eq!(n.limits.tx.bytes_per_sec, 5);
+        assert_eq!(n.limits.tx.ops_per_sec, 1000);
+        assert!(parse_net("tap=t,rx_bw=-1").is_err());
     }
 }

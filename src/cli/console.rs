@@ -126,7 +126,10 @@ pub fn pump_stdin(interactive: bool, mut send: impl FnMut(&[u8]) -> std::io::Res
 
 fn forward(input: &ConsoleInput, interactive: bool) {
     // At the end of input the VM runs on.
-    if pump_stdin(interactive, |bytes| input.send(bytes)) {
+    if pump_stdin(interactive, |bytes| {
+        input.send(bytes);
+        Ok(())
+    }) {
         input.detach();
     }
 }

@@ -8,6 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::vmm::devices::virtio::net::NetLimits;
+use crate::vmm::devices::virtio::rate_limit::RateLimit;
+
 /// One instance type of the table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceType {
@@ -168,6 +171,48 @@ fn x86_twin(arm: &Name<'_>, types: &[InstanceType]) -> String {
         .map_or_else(|| DEFAULT.to_string(), |t| t.name.clone())
 }
 
+/// The device rate limits of an instance type: EBS-like disk bandwidth
+/// and IOPS, and network bandwidth each way, from AWS's "up to" figures
+/// for the size (nano to small: 2,085 Mbit/s and 11,800 IOPS of EBS, 5
+/// Gbit/s of network; larger: 4,750 Mbit/s and 18,750 IOPS, 10 Gbit/s).
+/// A type not in the table gets no limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoLimits {
+    pub disk: RateLimit,
+    pub net: NetLimits,
+}
+
+/// Bytes per second of `mbit` megabits per second.
+const fn mbit(mbit: u64) -> u64 {
+    mbit * 1_000_000 / 8
+}
+
+pub fn io_limits(name: &str) -> IoLimits {
+    let Ok(parsed) = Name::parse(name) else {
+        return IoLimits::default();
+    };
+    if lookup(name).is_err() {
+        return IoLimits::default();
+    }
+    let small = matches!(parsed.size, "nano" | "micro" | "small");
+    let (disk_mbit, iops, net_mbit) = if small {
+        (2_085, 11_800, 5_000)
+    } else {
+        (4_750, 18_750, 10_000)
+    };
+    let net = RateLimit {
+        bytes_per_sec: mbit(net_mbit),
+        ops_per_sec: 0,
+    };
+    IoLimits {
+        disk: RateLimit {
+            bytes_per_sec: mbit(disk_mbit),
+            ops_per_sec: iops,
+        },
+        net: NetLimits { rx: net, tx: net },
+    }
+}
+
 /// Looks `name` up, with an error that says what to use instead.
 pub fn lookup(name: &str) -> Result<InstanceType, Error> {
     let parsed = Name::parse(name)?;
@@ -195,6 +240,19 @@ pub fn lookup(name: &str) -> Result<InstanceType, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_limits_grow_with_the_size_and_unknown_types_have_none() {
+        let micro = io_limits("t2.micro");
+        assert_eq!(micro.disk.bytes_per_sec, 260_625_000);
+        assert_eq!(micro.disk.ops_per_sec, 11_800);
+        assert_eq!(micro.net.rx.bytes_per_sec, 625_000_000);
+        assert_eq!(micro.net.rx, micro.net.tx);
+        let large = io_limits("m5.large");
+        assert!(large.disk.bytes_per_sec > micro.disk.bytes_per_sec);
+        assert!(large.net.tx.bytes_per_sec > micro.net.tx.bytes_per_sec);
+        assert_eq!(io_limits("x9.huge"), IoLimits::default());
+    }
 
     #[test]
     fn names_split_into_family_generation_capabilities_size() {

@@ -24,6 +24,8 @@ pub struct InstanceFiles {
     pub console_log: PathBuf,
     /// The VMM's and supervisor's own messages.
     pub vmm_log: PathBuf,
+    /// The VMM's device counters, as JSON (`gureum boot --metrics`).
+    pub metrics: PathBuf,
     /// Files that exist only while the VMM runs.
     pub run_dir: PathBuf,
     pub console_socket: PathBuf,
@@ -92,6 +94,7 @@ impl StateDir {
             seed_disk: dir.join("seed.img"),
             console_log: dir.join("console.log"),
             vmm_log: dir.join("vmm.log"),
+            metrics: dir.join("metrics.json"),
             console_socket: run_dir.join("console.sock"),
             run_dir,
             dir,

@@ -7,9 +7,20 @@ use crate::vmm::sandbox::jail::Ids;
 
 use super::image::Image;
 use super::instance::Instance;
+use super::instance_type::io_limits;
 use super::state_dir::{InstanceFiles, StateDir};
 
-/// Arguments after the program name: `boot --kernel ...`.
+/// `,key=value` for each limit that is set (0 is none).
+fn limit_options(limits: &[(&str, u64)]) -> String {
+    limits
+        .iter()
+        .filter(|(_, v)| *v > 0)
+        .map(|(k, v)| format!(",{k}={v}"))
+        .collect()
+}
+
+/// Arguments after the program name: `boot --kernel ...`; the instance
+/// type sets the disks' and interfaces' rate limits.
 pub fn boot_args(
     state: &StateDir,
     image: &Image,
@@ -30,11 +41,17 @@ pub fn boot_args(
         "--memory".into(),
         instance.memory_mib.to_string().into(),
     ]);
+    let limits = io_limits(&instance.instance_type);
+    let disk_limit = limit_options(&[
+        ("bw", limits.disk.bytes_per_sec),
+        ("iops", limits.disk.ops_per_sec),
+    ]);
     for disk in &instance.disks {
         let mut spec = disk.path.clone().into_os_string();
         if disk.read_only {
             spec.push(",ro");
         }
+        spec.push(&disk_limit);
         args.push("--disk".into());
         args.push(spec);
     }
@@ -45,14 +62,23 @@ pub fn boot_args(
         args.push("--disk".into());
         args.push(spec);
     }
+    let net_limit = limit_options(&[
+        ("rx_bw", limits.net.rx.bytes_per_sec),
+        ("rx_pps", limits.net.rx.ops_per_sec),
+        ("tx_bw", limits.net.tx.bytes_per_sec),
+        ("tx_pps", limits.net.tx.ops_per_sec),
+    ]);
     for nic in &instance.network_interfaces {
         let mut spec = format!("tap={},mac={}", nic.tap, nic.mac);
         if let Some(netns) = &nic.netns {
             spec.push_str(&format!(",netns={netns}"));
         }
+        spec.push_str(&net_limit);
         args.push("--net".into());
         args.push(spec.into());
     }
+    args.push("--metrics".into());
+    args.push(files.metrics.clone().into());
     args.push("--console-socket".into());
     args.push(files.console_socket.clone().into());
     args.push("--console-log".into());
@@ -154,6 +180,7 @@ mod tests {
             .collect();
         let sock = format!("/s/instances/{}/run/console.sock", inst.id);
         let log = format!("/s/instances/{}/console.log", inst.id);
+        let metrics = format!("/s/instances/{}/metrics.json", inst.id);
         assert_eq!(
             args,
             [
@@ -169,9 +196,12 @@ mod tests {
                 "--memory",
                 "1024",
                 "--disk",
-                "/s/instances/i-1/root.img",
+                "/s/instances/i-1/root.img,bw=260625000,iops=11800",
                 "--net",
-                "tap=tap0,mac=02:00:00:00:00:01,netns=gureum-vpc-1",
+                "tap=tap0,mac=02:00:00:00:00:01,netns=gureum-vpc-1,\
+                 rx_bw=625000000,tx_bw=625000000",
+                "--metrics",
+                &metrics,
                 "--console-socket",
                 &sock,
                 "--console-log",
@@ -219,6 +249,13 @@ mod tests {
             .map(|w| w[1].clone().into_string().unwrap())
             .collect();
         let seed = format!("/s/instances/{}/seed.img,ro", inst.id);
-        assert_eq!(disks, ["/s/instances/i-1/root.img", seed.as_str()]);
+        // The instance type limits the instance's disks, not the seed.
+        assert_eq!(
+            disks,
+            [
+                "/s/instances/i-1/root.img,bw=260625000,iops=11800",
+                seed.as_str()
+            ]
+        );
     }
 }

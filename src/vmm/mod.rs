@@ -3,18 +3,21 @@
 
 pub mod boot;
 pub mod console;
+pub mod console_queue;
 pub mod cpu;
 pub mod devices;
 pub mod exit;
 pub mod kvm;
 pub mod layout;
 pub mod memory;
+pub mod metrics;
+pub mod named_file;
 pub mod sandbox;
 pub mod vm;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use kvm_ioctls::{IoEventAddress, VmFd};
 use vmm_sys_util::eventfd::EventFd;
@@ -27,13 +30,15 @@ use devices::i8042::I8042;
 use devices::serial::SerialPort;
 use devices::virtio::block::{self, Block};
 use devices::virtio::mmio::{self, MMIO_WINDOW, MmioTransport};
-use devices::virtio::net::{MacAddr, Net, Tap, tap};
-use devices::virtio::{Interrupt, VirtioDevice};
+use devices::virtio::net::{MacAddr, Net, NetLimits, Tap, tap};
+use devices::virtio::rate_limit::RateLimit;
+use devices::virtio::{DeviceMetrics, Interrupt, VirtioDevice};
 use exit::{ExitSignal, VmExit};
 use layout::{
     ACPI_GED_GSI, ACPI_GED_PORT, ACPI_SLEEP_CONTROL_PORT, COM1_IRQ, COM1_PORT, I8042_PORT,
     VIRTIO_FIRST_GSI, VIRTIO_LAST_GSI, VIRTIO_MMIO_BASE,
 };
+use metrics::MetricsSource;
 
 /// Smallest guest memory accepted, in MiB: below this no Linux boots.
 pub const MIN_MEMORY_MIB: u64 = 16;
@@ -81,6 +86,8 @@ pub enum Error {
     },
     #[error("cannot read the CPUID KVM supports: {0}")]
     SupportedCpuid(kvm_ioctls::Error),
+    #[error("cannot start the console threads: {0}")]
+    Console(std::io::Error),
     #[error("cannot create an eventfd for {what}: {source}")]
     EventFd {
         what: &'static str,
@@ -93,6 +100,8 @@ pub enum Error {
 pub struct DiskConfig {
     pub path: PathBuf,
     pub read_only: bool,
+    /// Bytes and requests per second the guest may do; 0 is no limit.
+    pub limit: RateLimit,
 }
 
 /// A network interface to attach as virtio-net.
@@ -103,6 +112,8 @@ pub struct NetConfig {
     /// The named network namespace the (existing) tap is in, if not this
     /// process's.
     pub netns: Option<String>,
+    /// Bytes and frames per second each way; 0 is no limit.
+    pub limits: NetLimits,
 }
 
 /// A VM to boot.
@@ -120,12 +131,13 @@ pub struct RunningVm {
     exits: std::sync::mpsc::Receiver<VmExit>,
     exit_tx: ExitSignal,
     power_button: PowerButton,
-    serial: Arc<Mutex<SerialPort>>,
-    serial_drained: EventFd,
-    // Held so that guest memory and devices outlive the vCPU threads
-    // using them (those end with the process).
-    _memory: memory::GuestMemory,
-    _vm: VmFd,
+    console_in: console_queue::QueuedInput,
+    console_out: console_queue::BufferedOutput,
+    device_metrics: Vec<(String, Arc<dyn DeviceMetrics>)>,
+    vcpus: Mutex<Vec<cpu::VcpuHandle>>,
+    // Unmapped only once every vCPU thread has been joined (see Drop).
+    memory: Option<memory::GuestMemory>,
+    vm: Option<VmFd>,
 }
 
 impl std::fmt::Debug for RunningVm {
@@ -163,18 +175,18 @@ fn open_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, Error> 
     }
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
     for (i, disk) in config.disks.iter().enumerate() {
-        devices.push(Box::new(Block::open(
-            &disk.path,
-            disk.read_only,
-            &disk_name(i),
-        )?));
+        devices.push(Box::new(
+            Block::open(&disk.path, disk.read_only, &disk_name(i))?.with_rate_limit(disk.limit),
+        ));
     }
     for net in &config.nets {
         let tap = match &net.netns {
             Some(netns) => Tap::open_in(&net.tap, netns)?,
             None => Tap::open(&net.tap)?,
         };
-        devices.push(Box::new(Net::new(tap, net.mac)));
+        devices.push(Box::new(
+            Net::new(tap, net.mac).with_rate_limits(net.limits),
+        ));
     }
     Ok(devices)
 }
@@ -230,6 +242,10 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
     let files = boot::BootFiles::open(&config.boot)?;
     files.check_fits(config.memory_mib)?;
     let devices = open_devices(config)?;
+    let device_metrics = devices
+        .iter()
+        .map(|d| (d.name().to_string(), d.metrics()))
+        .collect();
 
     let kvm = kvm::open()?;
     kvm::check_hardware_virtualization()?;
@@ -243,6 +259,7 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
     cpu::regs::write_boot_structures(&mem)?;
 
     let (exit_tx, exits) = ExitSignal::new();
+    let (console_out, console_out_thread) = console_queue::BufferedOutput::new(console_out);
     let serial_irq = eventfd("the serial interrupt")?;
     vm::register_irqfd(&vm, &serial_irq, COM1_IRQ)?;
     let serial_drained = EventFd::new(0).map_err(|source| Error::EventFd {
@@ -257,8 +274,10 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
                 what: "serial input",
                 source,
             })?,
-        console_out,
+        Box::new(console_out.clone()),
     )));
+    let (console_in, console_in_thread) =
+        console_queue::QueuedInput::new(serial.clone(), serial_drained);
     buses.pio.insert(u64::from(COM1_PORT), 8, serial.clone())?;
     buses.pio.insert(
         u64::from(I8042_PORT),
@@ -290,28 +309,77 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
         .collect::<Result<Vec<_>, Error>>()?;
     // Every file is open and no thread runs yet: the jail's moment.
     sandbox::lock_down()?;
+    console_out_thread.start().map_err(Error::Console)?;
+    console_in_thread.start().map_err(Error::Console)?;
+    let mut handles = Vec::new();
     for vcpu in vcpu_fds {
-        vcpu.spawn(buses.clone(), exit_tx.clone())?;
+        match vcpu.spawn(buses.clone(), exit_tx.clone()) {
+            Ok(handle) => handles.push(handle),
+            Err(e) => {
+                exit_tx.stop(VmExit::Terminated);
+                if !stop_vcpus(&mut handles) {
+                    // Never unmap guest memory under a running vCPU.
+                    std::mem::forget(mem);
+                    std::mem::forget(vm);
+                }
+                return Err(e.into());
+            }
+        }
     }
     Ok(RunningVm {
         exits,
         exit_tx,
         power_button: PowerButton::new(ged),
-        serial,
-        serial_drained,
-        _memory: mem,
-        _vm: vm,
+        console_in,
+        console_out,
+        device_metrics,
+        vcpus: Mutex::new(handles),
+        memory: Some(mem),
+        vm: Some(vm),
     })
+}
+
+/// How long stopping vCPUs may take before the VMM gives up on them
+/// (and keeps guest memory mapped until the process ends).
+pub const VCPU_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Kicks every vCPU out of the guest and joins its thread, within
+/// [`VCPU_STOP_TIMEOUT`]; returns whether all of them ended. The VM must
+/// be stopping already.
+fn stop_vcpus(vcpus: &mut [cpu::VcpuHandle]) -> bool {
+    let deadline = std::time::Instant::now() + VCPU_STOP_TIMEOUT;
+    // Every vCPU is stopped, whether or not an earlier one failed to.
+    let stopped = vcpus
+        .iter_mut()
+        .map(|v| v.stop(deadline))
+        .collect::<Vec<_>>();
+    stopped.into_iter().all(|s| s)
+}
+
+impl Drop for RunningVm {
+    fn drop(&mut self) {
+        self.exit_tx.stop(VmExit::Terminated);
+        let mut vcpus = self.vcpus.lock().unwrap_or_else(PoisonError::into_inner);
+        if !stop_vcpus(&mut vcpus) {
+            // A vCPU still runs: its guest memory must stay mapped.
+            std::mem::forget(self.memory.take());
+            std::mem::forget(self.vm.take());
+        }
+    }
 }
 
 impl RunningVm {
     /// A handle that can feed console input from another thread.
     pub fn console(&self) -> std::io::Result<ConsoleInput> {
         Ok(ConsoleInput {
-            serial: self.serial.clone(),
-            drained: self.serial_drained.try_clone()?,
+            queue: self.console_in.clone(),
             exits: self.exit_tx.clone(),
         })
+    }
+
+    /// A handle that reads the VM's counters from another thread.
+    pub fn metrics_source(&self) -> MetricsSource {
+        MetricsSource::new(self.device_metrics.clone(), self.console_out.clone())
     }
 
     /// A handle that stops the VM from another thread.
@@ -325,21 +393,40 @@ impl RunningVm {
         self.power_button.clone()
     }
 
-    /// Blocks until the VM stops, and says why.
+    /// Blocks until the VM stops, stops every vCPU, and says why.
     pub fn wait(&self) -> VmExit {
-        // All senders gone means every vCPU thread ended without a word,
-        // which only a crash of the thread itself does.
-        self.exits
-            .recv()
-            .unwrap_or_else(|_| VmExit::Crash("all vCPU threads ended".into()))
+        let exit = loop {
+            match self
+                .exits
+                .recv_timeout(std::time::Duration::from_millis(200))
+            {
+                Ok(exit) => break exit,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    // Every vCPU thread ended without a word: only a crash
+                    // of the thread itself does that.
+                    let vcpus = self.vcpus.lock().unwrap_or_else(PoisonError::into_inner);
+                    if vcpus.iter().all(cpu::VcpuHandle::is_finished) {
+                        break VmExit::Crash("all vCPU threads ended".into());
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    break VmExit::Crash("all vCPU threads ended".into());
+                }
+            }
+        };
+        self.exit_tx.stop(exit.clone());
+        let mut vcpus = self.vcpus.lock().unwrap_or_else(PoisonError::into_inner);
+        stop_vcpus(&mut vcpus);
+        // The guest's last words reach the console before the VMM ends.
+        self.console_out.drain(2 * console::CLIENT_WRITE_TIMEOUT);
+        exit
     }
 }
 
 /// Feeds console input to a running VM from another thread.
 #[derive(Debug)]
 pub struct ConsoleInput {
-    serial: Arc<Mutex<SerialPort>>,
-    drained: EventFd,
+    queue: console_queue::QueuedInput,
     exits: ExitSignal,
 }
 
@@ -349,8 +436,10 @@ impl ConsoleInput {
         self.exits.stop(VmExit::Detached);
     }
 
-    /// Queues `bytes` for the guest, waiting while the UART FIFO is full.
-    pub fn send(&self, bytes: &[u8]) -> std::io::Result<()> {
-        devices::serial::feed(&self.serial, &self.drained, bytes)
+    /// Queues `bytes` for the guest; never waits for the guest to read
+    /// them (input past [`console_queue::INPUT_CAPACITY`] unread bytes is
+    /// dropped, as a UART overruns).
+    pub fn send(&self, bytes: &[u8]) {
+        self.queue.send(bytes);
     }
 }

@@ -58,8 +58,9 @@ pub fn register_memory(vm: &VmFd, mem: &GuestMemory) -> Result<(), Error> {
             userspace_addr: host,
         };
         // SAFETY: the region is a live mmap of `memory_size` bytes owned by
-        // `mem`, which the caller keeps alive for as long as the VM runs
-        // (both live until the VMM process exits).
+        // `mem`, which the caller keeps mapped for as long as a vCPU may
+        // run: `RunningVm` unmaps it only after joining every vCPU thread,
+        // and leaks it when one does not stop.
         unsafe { vm.set_user_memory_region(region_desc) }
             .map_err(|source| Error::MemorySlot { slot, source })?;
     }

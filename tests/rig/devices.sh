@@ -9,15 +9,22 @@ BASE="console=ttyS0 reboot=k panic=-1"
 . /rig/cases.sh
 
 # Disks: a writable vda with a marker the guest reads and one it writes
-# back, and a read-only vdb.
+# back, and a read-only vdb. vda is held to 1 request and 64 KiB per second, which
+# the guest's boot (partition scan, reads, writes) runs into: the VMM's
+# metrics file counts the throttles.
 begin disk
 dd if=/dev/zero of=/tmp/vda.img bs=1M count=0 seek=64 2>/dev/null
 printf GUREUM-DISK-OK | dd of=/tmp/vda.img bs=1 seek=1048576 conv=notrunc 2>/dev/null
 dd if=/dev/zero of=/tmp/vdb.img bs=1M count=0 seek=8 2>/dev/null
 run_vmm timeout -k 10 180 gureum boot --kernel "$K" --initrd "$I" --vcpus 2 --memory 256 \
-  --disk /tmp/vda.img --disk /tmp/vdb.img,ro \
+  --disk /tmp/vda.img,iops=1,bw=64K --disk /tmp/vdb.img,ro --metrics /tmp/disk-metrics.json \
   --cmdline "$BASE rig.scenario=disk" 2>&1
 rc=$?
+# The first device's counters are vda's.
+counter() { grep -o "\"$1\":[0-9]*" /tmp/disk-metrics.json | head -1 | cut -d: -f2; }
+echo "@@VDA-REQUESTS $(counter requests)"
+echo "@@VDA-THROTTLED $(counter throttled)"
+echo "@@VDA-ERRORS $(counter errors)"
 echo "@@HOST-READ $(dd if=/tmp/vda.img bs=1 skip=2097152 count=16 2>/dev/null)"
 echo "@@HOST-VDB-BYTES $(od -An -tx1 -N1 /tmp/vdb.img | tr -d ' ')"
 end disk $rc

@@ -101,6 +101,20 @@ echo "state=$(describe instance "$id" state)"
 [ "$(ls /proc/$vmm/task | wc -l)" -gt 0 ] || fail "the VMM died on a console client"
 end_checks console
 
+begin_checks metrics
+# The metrics file, replaced from inside the jail through its directory:
+# removed here, it comes back on SIGUSR1.
+m=$GUREUM_STATE_DIR/instances/$id/metrics.json
+[ -s "$m" ] || fail "no metrics.json"
+rm -f "$m"
+kill -USR1 "$vmm"
+n=0
+while [ ! -s "$m" ] && [ $n -lt 50 ]; do sleep 0.2; n=$((n + 1)); done
+[ -s "$m" ] || fail "metrics.json not rewritten after SIGUSR1"
+echo "rewritten=yes"
+grep -q '"devices"' "$m" || fail "metrics.json without devices"
+end_checks metrics
+
 begin_checks stop
 gureum instance stop "$id" --timeout 60 2>&1 || fail "stop"
 gureum instance wait "$id" --state stopped --timeout 90 || fail "never stopped"
@@ -114,7 +128,8 @@ end_checks stop
 # filter right after installing it.
 for kind in vcpu console; do
   begin_checks "trip-$kind"
-  GUREUM_TEST_SECCOMP_TRIP=$kind gureum instance start "$id" 2>&1 || fail "start"
+  # The trip may kill the VMM before it reports ready: start then fails.
+  GUREUM_TEST_SECCOMP_TRIP=$kind gureum instance start "$id" 2>&1 || echo "start failed"
   i=0
   until [ "$(describe instance "$id" state)" = stopped ]; do
     i=$((i + 1)); [ $i -gt 600 ] && { fail "still $(describe instance "$id" state)"; break; }

@@ -74,7 +74,7 @@ fn memory_too_small(memory_mib: u64, kernel_end: u64, initrd_len: u64) -> Error 
         kernel_mib: mib_ceil(kernel_end),
         initrd_mib: mib_ceil(initrd_len),
         // Room for the kernel's own allocations after boot.
-        suggested_mib: (mib_ceil(kernel_end + initrd_len) + 64).next_multiple_of(64),
+        suggested_mib: (mib_ceil(kernel_end.saturating_add(initrd_len)) + 64).next_multiple_of(64),
     }
 }
 
@@ -211,5 +211,62 @@ impl BootFiles {
             entry: loaded.entry,
             format: loaded.format,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Found by the boot_loader fuzz target: an ELF whose PT_LOAD ends
+    /// near 2^64 overflowed the "memory too small" advice.
+    #[test]
+    fn a_kernel_claiming_all_of_memory_is_refused_not_a_crash() {
+        let mut elf = b"\x7fELF\x02\x01\x01\x00".to_vec();
+        elf.resize(16, 0);
+        for (value, size) in [
+            (2u64, 2),
+            (0x3e, 2),
+            (1, 4),
+            (0x100_0000, 8),
+            (64, 8),
+            (0, 8),
+            (0, 4),
+            (64, 2),
+            (56, 2),
+            (1, 2),
+            (64, 2),
+            (0, 2),
+            (0, 2),
+        ] {
+            elf.extend_from_slice(&value.to_le_bytes()[..size]);
+        }
+        // One PT_LOAD at 16 MiB whose memsz runs to the end of the space.
+        for (value, size) in [
+            (1u64, 4),
+            (5, 4),
+            (120, 8),
+            (0x100_0000, 8),
+            (0x100_0000, 8),
+            (4, 8),
+            (u64::MAX - 0x10, 8),
+            (0x1000, 8),
+        ] {
+            elf.extend_from_slice(&value.to_le_bytes()[..size]);
+        }
+        elf.extend_from_slice(&[0xf4, 0xeb, 0xfd, 0x90]);
+        let mut kernel = tempfile::NamedTempFile::new().unwrap();
+        kernel.write_all(&elf).unwrap();
+        let mut initrd = tempfile::NamedTempFile::new().unwrap();
+        initrd.write_all(&[0u8; 4096]).unwrap();
+        let files = BootFiles::open(&BootSource {
+            kernel: kernel.path().to_path_buf(),
+            initrd: Some(initrd.path().to_path_buf()),
+            cmdline: "console=ttyS0".into(),
+        })
+        .unwrap();
+        let err = files.check_fits(32).unwrap_err();
+        assert!(matches!(err, Error::MemoryTooSmall { .. }), "{err}");
     }
 }

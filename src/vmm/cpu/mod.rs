@@ -4,6 +4,7 @@ pub mod cpuid;
 pub mod msr;
 pub mod regs;
 
+use std::os::unix::thread::JoinHandleExt;
 use std::sync::Arc;
 
 use kvm_bindings::{CpuId, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN, kvm_regs, kvm_sregs};
@@ -211,7 +212,7 @@ impl Vcpu {
     }
 
     /// Runs the vCPU until the guest stops it, then reports why.
-    fn run(mut self, buses: &Buses, exits: &ExitSignal) {
+    fn run(&mut self, buses: &Buses, exits: &ExitSignal) {
         let exit = loop {
             match self.step(buses) {
                 // A device asked the VM to stop: leave the guest where it is.
@@ -230,17 +231,115 @@ impl Vcpu {
         exits.stop(exit);
     }
 
-    /// Starts the vCPU on its own thread.
-    pub fn spawn(self, buses: Arc<Buses>, exits: ExitSignal) -> Result<(), Error> {
+    /// Starts the vCPU on its own thread. The thread hands the vCPU back
+    /// when it ends, so that its `kvm_run` page outlives every kick.
+    pub fn spawn(mut self, buses: Arc<Buses>, exits: ExitSignal) -> Result<VcpuHandle, Error> {
         let id = self.id;
-        std::thread::Builder::new()
+        install_kick_handler().map_err(|source| Error::Thread {
+            id,
+            source: source.into(),
+        })?;
+        let run = KvmRunPtr(std::ptr::from_mut(self.fd.get_kvm_run()));
+        let thread = std::thread::Builder::new()
             .name(format!("vcpu{id}"))
             .spawn(move || {
                 super::sandbox::seccomp::enter(super::sandbox::seccomp::ThreadKind::Vcpu);
-                self.run(&buses, &exits)
+                self.run(&buses, &exits);
+                self
             })
-            .map(drop)
-            .map_err(|source| Error::Thread { id, source })
+            .map_err(|source| Error::Thread { id, source })?;
+        Ok(VcpuHandle {
+            id,
+            thread: Some(thread),
+            run,
+        })
+    }
+}
+
+/// The signal that kicks a vCPU thread out of `KVM_RUN`.
+pub(crate) fn kick_signal() -> libc::c_int {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Nothing to do: arriving is the point (KVM_RUN returns EINTR).
+}
+
+/// Installs the (empty) handler of the kick signal, once per process.
+fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
+    static INSTALLED: std::sync::OnceLock<Result<(), vmm_sys_util::errno::Error>> =
+        std::sync::OnceLock::new();
+    *INSTALLED.get_or_init(|| vmm_sys_util::signal::register_signal_handler(kick_signal(), on_kick))
+}
+
+/// A vCPU's `kvm_run` page, written by the thread that stops the VM.
+#[derive(Debug)]
+struct KvmRunPtr(*mut kvm_bindings::kvm_run);
+
+// SAFETY: the page is mapped for as long as the vCPU fd lives, which the
+// vCPU thread hands back to its `VcpuHandle` instead of dropping; only
+// the `immediate_exit` byte is written from another thread, a byte KVM
+// reads once on entry to KVM_RUN.
+unsafe impl Send for KvmRunPtr {}
+
+/// A running vCPU thread.
+#[derive(Debug)]
+pub struct VcpuHandle {
+    id: u8,
+    thread: Option<std::thread::JoinHandle<Vcpu>>,
+    run: KvmRunPtr,
+}
+
+impl VcpuHandle {
+    /// Makes the vCPU leave `KVM_RUN` at once and stay out: sets
+    /// `immediate_exit` (for a thread about to enter) and signals the
+    /// thread (for one inside). The VM must be stopping
+    /// ([`ExitSignal::stop`]) so that the run loop ends.
+    pub fn kick(&self) {
+        let Some(thread) = &self.thread else { return };
+        if thread.is_finished() {
+            return;
+        }
+        let flag = self
+            .run
+            .0
+            .cast::<u8>()
+            .wrapping_add(std::mem::offset_of!(kvm_bindings::kvm_run, immediate_exit));
+        // SAFETY: `flag` is the immediate_exit byte of the vCPU's kvm_run
+        // page, mapped while this handle holds the thread (see KvmRunPtr).
+        unsafe { std::ptr::write_volatile(flag, 1) };
+        // SAFETY: the thread has not been joined (we hold its handle), so
+        // its pthread_t is valid; the signal has a handler.
+        unsafe { libc::pthread_kill(thread.as_pthread_t(), kick_signal()) };
+    }
+
+    /// Kicks the vCPU until its thread ends or `deadline` passes; returns
+    /// whether it ended (and was joined).
+    pub fn stop(&mut self, deadline: std::time::Instant) -> bool {
+        loop {
+            let Some(thread) = &self.thread else {
+                return true;
+            };
+            if thread.is_finished() {
+                if let Some(thread) = self.thread.take() {
+                    // The vCPU comes back and is dropped here, after
+                    // every kick.
+                    let _ = thread.join();
+                }
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                eprintln!("gureum: vCPU {} did not stop in time", self.id);
+                return false;
+            }
+            self.kick();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Whether the vCPU thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 }
 

@@ -27,7 +27,8 @@ vmm_sys_util::ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
 vmm_sys_util::ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_sregs);
 
 /// The environment variable of the test-only trigger: set to a thread
-/// kind's name (`vcpu`, `worker`, `console`, `main`), the first thread of
+/// kind's name (`vcpu`, `worker`, `console`, `console-out`, `metrics`,
+/// `main`), the first thread of
 /// that kind makes a syscall outside its filter right after installing
 /// it, which must kill the process with SIGSYS. For tests only: it can
 /// do nothing but end the VMM.
@@ -48,7 +49,9 @@ pub enum Error {
     },
     #[error("unknown --seccomp mode '{0}'; expected kill, log or off")]
     Mode(String),
-    #[error("{TEST_TRIP_ENV}={0} names no thread kind; expected vcpu, worker, console or main")]
+    #[error(
+        "{TEST_TRIP_ENV}={0} names no thread kind; expected vcpu, worker, console, console-out, metrics or main"
+    )]
     Trip(String),
 }
 
@@ -89,17 +92,24 @@ pub enum ThreadKind {
     /// The console's: the socket's listener and clients, the terminal's
     /// input.
     Console,
+    /// The console's output queue: writes guest output to the terminal,
+    /// the log (which it rotates) and the attached client.
+    ConsoleOut,
+    /// The metrics writer: replaces the metrics file now and then.
+    Metrics,
     /// The jail's keeper: the process outside the VMM's PID namespace
     /// that forwards signals to it and mirrors its end.
     Keeper,
 }
 
 impl ThreadKind {
-    pub const ALL: [ThreadKind; 5] = [
+    pub const ALL: [ThreadKind; 7] = [
         ThreadKind::Main,
         ThreadKind::Vcpu,
         ThreadKind::Worker,
         ThreadKind::Console,
+        ThreadKind::ConsoleOut,
+        ThreadKind::Metrics,
         ThreadKind::Keeper,
     ];
 
@@ -109,6 +119,8 @@ impl ThreadKind {
             ThreadKind::Vcpu => "vcpu",
             ThreadKind::Worker => "worker",
             ThreadKind::Console => "console",
+            ThreadKind::ConsoleOut => "console-out",
+            ThreadKind::Metrics => "metrics",
             ThreadKind::Keeper => "keeper",
         }
     }
@@ -118,7 +130,9 @@ impl ThreadKind {
             ThreadKind::Main => "the main thread and the signal thread",
             ThreadKind::Vcpu => "vCPU threads (they start the device workers)",
             ThreadKind::Worker => "virtio device workers",
-            ThreadKind::Console => "console socket, its clients, terminal input",
+            ThreadKind::Console => "console socket, its clients, terminal input, input queue",
+            ThreadKind::ConsoleOut => "console output queue: terminal, log, client",
+            ThreadKind::Metrics => "the metrics file's writer (--metrics)",
             ThreadKind::Keeper => "the jail's keeper process (--jail)",
         }
     }
@@ -249,8 +263,20 @@ fn worker() -> Vec<Allowed> {
         SYS_pwritev2,
         SYS_fsync,
         SYS_fdatasync,
+        SYS_flock,
+        // Rate limits wait on a timer.
+        SYS_timerfd_create,
+        SYS_timerfd_settime,
+        SYS_timerfd_gettime,
     ])
     .collect()
+}
+
+/// Creating and renaming files in a directory held open since before the
+/// jail (see `vmm::named_file`): the console log's rotation and the
+/// metrics file's replacement. Inside the jail no path leads elsewhere.
+fn files_in_dir() -> Vec<Allowed> {
+    any(&syscalls![SYS_openat, SYS_renameat, SYS_renameat2]).collect()
 }
 
 /// The syscalls `kind`'s filter allows (the keeper's kill is allowed
@@ -264,6 +290,16 @@ fn allowed(kind: ThreadKind, child: Option<i32>) -> Vec<Allowed> {
                 SYS_unlink,
                 SYS_unlinkat
             ]));
+            // Kicking vCPUs out of KVM_RUN as the VM stops.
+            list.push(only(
+                "tgkill",
+                libc::SYS_tgkill,
+                2,
+                &[(
+                    u64::from(crate::vmm::cpu::kick_signal().unsigned_abs()),
+                    "SIGRTMIN",
+                )],
+            ));
             // Restoring the terminal's mode when the VM ends.
             list.push(only(
                 "ioctl",
@@ -327,8 +363,21 @@ fn allowed(kind: ThreadKind, child: Option<i32>) -> Vec<Allowed> {
                 SYS_dup,
             ]));
             list.push(fcntl(&[(libc::F_DUPFD_CLOEXEC, "F_DUPFD_CLOEXEC")]));
+            // A new client's write timeout (a stalled one is dropped).
+            list.push(only(
+                "setsockopt",
+                libc::SYS_setsockopt,
+                2,
+                &[(u64::from(libc::SO_SNDTIMEO.unsigned_abs()), "SO_SNDTIMEO")],
+            ));
             list.extend(spawn());
         }
+        ThreadKind::ConsoleOut => {
+            // A stalled or gone client is shut down.
+            list.extend(any(&syscalls![SYS_sendto, SYS_shutdown]));
+            list.extend(files_in_dir());
+        }
+        ThreadKind::Metrics => list.extend(files_in_dir()),
         ThreadKind::Keeper => {
             list.extend(any(&syscalls![
                 SYS_rt_sigtimedwait,
@@ -479,6 +528,7 @@ fn parse_trip(value: &str) -> Result<ThreadKind, Error> {
 /// Compiles this process's filters; from then on [`enter`] installs
 /// them. Without it (the library used by tests), threads run unfiltered.
 pub fn configure(mode: Mode) -> Result<(), Error> {
+    bound_malloc_arenas();
     let trip = match std::env::var(TEST_TRIP_ENV) {
         Ok(value) if !value.is_empty() => Some(parse_trip(&value)?),
         _ => None,
@@ -499,6 +549,18 @@ pub fn configure(mode: Mode) -> Result<(), Error> {
         trip,
     });
     Ok(())
+}
+
+/// Fixes glibc's limit on malloc arenas now: left unset, the thread that
+/// first needs a ninth arena asks how many CPUs are online by opening a
+/// file in /sys, which no filter allows (and the jail would not show).
+fn bound_malloc_arenas() {
+    // glibc's own default: eight arenas per CPU.
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let arenas = libc::c_int::try_from(cpus.saturating_mul(8)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: mallopt sets a malloc parameter; it touches no memory of
+    // ours. A refusal leaves glibc's default, no worse than before.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) };
 }
 
 fn install(kind: ThreadKind, bpf: &BpfProgram) {
@@ -598,11 +660,21 @@ mod tests {
             .find(|a| a.name == "ioctl")
             .unwrap();
         assert_eq!(ioctl.only.unwrap().values.len(), 3);
-        // No thread may open files, make sockets or change privileges.
+        // No thread may open files, make sockets or change privileges;
+        // the console output and metrics threads may create files only
+        // relative to a directory (openat; open is refused).
         for kind in ThreadKind::ALL {
+            let relative = matches!(kind, ThreadKind::ConsoleOut | ThreadKind::Metrics);
+            assert_eq!(
+                allowed(kind, Some(1))
+                    .iter()
+                    .any(|a| a.nr == libc::SYS_openat),
+                relative,
+                "{}",
+                kind.name()
+            );
             for forbidden in [
                 libc::SYS_open,
-                libc::SYS_openat,
                 libc::SYS_socket,
                 libc::SYS_execve,
                 libc::SYS_setuid,

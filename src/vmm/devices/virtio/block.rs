@@ -1,36 +1,64 @@
-//! virtio-blk over a raw image file: read, write, flush, get-id, and
-//! read-only attachment.
+//! virtio-blk over a raw image file or block device: read, write, flush,
+//! get-id, and read-only attachment.
+//!
+//! Data moves straight between the file and the guest's buffers
+//! (preadv/pwritev on iovecs over guest memory): the VMM allocates
+//! nothing per request, whatever size the guest asks for. A request is
+//! capped at `SEG_MAX` buffers of `SIZE_MAX` bytes, which the device
+//! advertises; a request it cannot serve is completed with an error
+//! status and the queue carries on. Images are locked (flock) so that two
+//! VMMs never write one.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT, Reader, Writer};
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::ByteValued;
 
-use super::worker::Worker;
+use super::chain::{self, Buffers, Chain, Table};
+use super::counters::BlockCounters;
+use super::rate_limit::{RateLimit, Throttle};
+use super::worker::{Retired, Worker};
 use super::{
-    ActivateError, ActiveQueue, Interrupt, VirtioDevice, expect_queues, read_config_bytes,
+    ActivateError, ActiveQueue, DeviceMetrics, Interrupt, VirtioDevice, expect_queues,
+    read_config_bytes,
 };
 use crate::vmm::memory::GuestMemory;
 
 const VIRTIO_ID_BLOCK: u32 = 2;
+const VIRTIO_BLK_F_SIZE_MAX: u64 = 1 << 1;
+const VIRTIO_BLK_F_SEG_MAX: u64 = 1 << 2;
 const VIRTIO_BLK_F_RO: u64 = 1 << 5;
 const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
 const QUEUE_SIZE: u16 = 256;
 const SECTOR_SIZE: u64 = 512;
+/// Largest buffer of a request, advertised as `size_max`.
+pub const SIZE_MAX: u32 = 1 << 20;
+/// Most data buffers in a request, advertised as `seg_max` (the header
+/// and status take two more descriptors of the queue).
+pub const SEG_MAX: u32 = 126;
+/// Largest data transfer of one request: what `size_max` and `seg_max`
+/// allow a driver. Larger requests fail with an I/O error.
+pub const MAX_REQUEST_BYTES: u64 = SEG_MAX as u64 * SIZE_MAX as u64;
+/// Most iovecs one preadv/pwritev takes (Linux's `UIO_MAXIOV`).
+const IOV_MAX: usize = 1024;
 
 const VIRTIO_BLK_T_IN: u32 = 0;
 const VIRTIO_BLK_T_OUT: u32 = 1;
 const VIRTIO_BLK_T_FLUSH: u32 = 4;
 const VIRTIO_BLK_T_GET_ID: u32 = 8;
-const VIRTIO_BLK_S_OK: u8 = 0;
-const VIRTIO_BLK_S_IOERR: u8 = 1;
-const VIRTIO_BLK_S_UNSUPP: u8 = 2;
+pub const VIRTIO_BLK_S_OK: u8 = 0;
+pub const VIRTIO_BLK_S_IOERR: u8 = 1;
+pub const VIRTIO_BLK_S_UNSUPP: u8 = 2;
 /// Length of the device ID string GET_ID returns.
 const ID_BYTES: usize = 20;
+/// Size of the request header.
+const HEADER_BYTES: u64 = 16;
+
+nix::ioctl_read!(blk_getsize64, 0x12, 114, u64);
 
 /// Errors of opening a disk.
 #[derive(Debug, thiserror::Error)]
@@ -40,11 +68,24 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot read the size of block device {path}: {source}")]
+    DeviceSize { path: PathBuf, source: nix::Error },
     #[error(
         "disk image {path} is {len} bytes, not a multiple of 512; \
          resize it (truncate -s) to whole sectors"
     )]
     NotSectorAligned { path: PathBuf, len: u64 },
+    #[error(
+        "disk image {path} is in use{holder}: another VMM has it open {how}; \
+         stop that VM first, or attach the image read-only (,ro) if it is only read"
+    )]
+    Locked {
+        path: PathBuf,
+        holder: String,
+        how: &'static str,
+    },
+    #[error("cannot lock disk image {path}: {source}")]
+    Lock { path: PathBuf, source: nix::Error },
 }
 
 /// The request header at the start of every chain.
@@ -59,15 +100,10 @@ struct RequestHeader {
 // SAFETY: plain old data of three integers, no padding, any bit pattern valid.
 unsafe impl vm_memory::ByteValued for RequestHeader {}
 
-/// Why a request chain was refused; each makes the device broken.
+/// Guest queue state the device cannot work around; it makes the device
+/// broken until the driver resets it. A bad request never does.
 #[derive(Debug, thiserror::Error)]
-enum ChainError {
-    #[error("invalid descriptor chain: {0:?}")]
-    Descriptors(virtio_queue::Error),
-    #[error("request shorter than its header")]
-    NoHeader,
-    #[error("request without room for its status byte")]
-    NoStatus,
+pub enum QueueError {
     #[error("invalid available ring: {0:?}")]
     AvailRing(virtio_queue::Error),
     #[error("cannot write the used ring: {0:?}")]
@@ -81,108 +117,310 @@ struct Backing {
     sectors: u64,
     read_only: bool,
     id: [u8; ID_BYTES],
+    counters: Arc<BlockCounters>,
+}
+
+/// Moves `iovs` forward past `n` bytes already transferred.
+fn advance(iovs: &mut Vec<libc::iovec>, mut n: usize) {
+    let done = iovs.iter().take_while(|iov| {
+        if n >= iov.iov_len {
+            n -= iov.iov_len;
+            true
+        } else {
+            false
+        }
+    });
+    let done = done.count();
+    iovs.drain(..done);
+    if let Some(first) = iovs.first_mut() {
+        first.iov_base = first.iov_base.cast::<u8>().wrapping_add(n).cast();
+        first.iov_len -= n;
+    }
+}
+
+/// Which way a transfer goes.
+#[derive(Debug, Clone, Copy)]
+enum Direction {
+    /// File to guest (a read request).
+    Read,
+    /// Guest to file (a write request).
+    Write,
 }
 
 impl Backing {
-    fn in_range(&self, sector: u64, len: usize) -> bool {
-        let sectors = (len as u64).div_ceil(SECTOR_SIZE);
+    fn in_range(&self, sector: u64, len: u64) -> bool {
         sector
-            .checked_add(sectors)
+            .checked_add(len.div_ceil(SECTOR_SIZE))
             .is_some_and(|end| end <= self.sectors)
     }
 
-    /// Executes one request; returns the status and the bytes written to
-    /// the guest.
-    fn execute(
+    /// Moves all of `buffers` between the file at `offset` and guest
+    /// memory, straight through iovecs over the guest's pages.
+    fn transfer(
         &self,
-        header: RequestHeader,
-        reader: &mut Reader<'_>,
-        data: &mut Writer<'_>,
-    ) -> (u8, u32) {
+        mem: &GuestMemory,
+        buffers: &Buffers,
+        offset: u64,
+        direction: Direction,
+    ) -> std::io::Result<()> {
+        let mut iovs = buffers
+            .iovecs(mem)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let mut offset = offset;
+        let fd = self.file.as_raw_fd();
+        while !iovs.is_empty() {
+            let count = libc::c_int::try_from(iovs.len().min(IOV_MAX)).unwrap_or(1);
+            let at = libc::off_t::try_from(offset)
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+            let n = match direction {
+                // SAFETY: every iovec points into guest memory that `mem`
+                // maps for as long as it lives, which outlasts this call;
+                // `count` is at most the number of iovecs.
+                Direction::Read => unsafe { libc::preadv(fd, iovs.as_ptr(), count, at) },
+                // SAFETY: as above; pwritev only reads the buffers.
+                Direction::Write => unsafe { libc::pwritev(fd, iovs.as_ptr(), count, at) },
+            };
+            let n = match usize::try_from(n) {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => n,
+                Err(_) => {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() == std::io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(e);
+                }
+            };
+            offset = offset.saturating_add(n as u64);
+            advance(&mut iovs, n);
+        }
+        Ok(())
+    }
+
+    /// Executes one request whose header is `header`; `data` is the data
+    /// buffers (device-readable for a write, writable otherwise). Returns
+    /// the status and the bytes written into the guest.
+    fn execute(&self, mem: &GuestMemory, header: RequestHeader, data: &Buffers) -> (u8, u64) {
         let offset = header.sector.saturating_mul(SECTOR_SIZE);
+        let len = data.len();
+        let counters = &self.counters;
         match header.kind {
-            VIRTIO_BLK_T_IN => {
-                let len = data.available_bytes();
-                if !self.in_range(header.sector, len) {
-                    return (VIRTIO_BLK_S_IOERR, 0);
-                }
-                let mut buf = vec![0u8; len];
-                if self.file.read_exact_at(&mut buf, offset).is_err()
-                    || data.write_all(&buf).is_err()
+            VIRTIO_BLK_T_IN | VIRTIO_BLK_T_OUT => {
+                let write = header.kind == VIRTIO_BLK_T_OUT;
+                if len > MAX_REQUEST_BYTES
+                    || !self.in_range(header.sector, len)
+                    || (write && self.read_only)
                 {
                     return (VIRTIO_BLK_S_IOERR, 0);
                 }
-                (VIRTIO_BLK_S_OK, u32::try_from(len).unwrap_or(u32::MAX))
-            }
-            VIRTIO_BLK_T_OUT => {
-                let len = reader.available_bytes();
-                if self.read_only || !self.in_range(header.sector, len) {
+                let direction = if write {
+                    Direction::Write
+                } else {
+                    Direction::Read
+                };
+                if self.transfer(mem, data, offset, direction).is_err() {
                     return (VIRTIO_BLK_S_IOERR, 0);
                 }
-                let mut buf = vec![0u8; len];
-                if reader.read_exact(&mut buf).is_err()
-                    || self.file.write_all_at(&buf, offset).is_err()
-                {
-                    return (VIRTIO_BLK_S_IOERR, 0);
+                if write {
+                    counters.write_bytes.add(len);
+                    (VIRTIO_BLK_S_OK, 0)
+                } else {
+                    counters.read_bytes.add(len);
+                    (VIRTIO_BLK_S_OK, len)
                 }
-                (VIRTIO_BLK_S_OK, 0)
             }
             VIRTIO_BLK_T_FLUSH => match self.file.sync_data() {
                 Ok(()) => (VIRTIO_BLK_S_OK, 0),
                 Err(_) => (VIRTIO_BLK_S_IOERR, 0),
             },
             VIRTIO_BLK_T_GET_ID => {
-                let n = data.available_bytes().min(ID_BYTES);
-                match data.write_all(self.id.get(..n).unwrap_or_default()) {
-                    Ok(()) => (VIRTIO_BLK_S_OK, u32::try_from(n).unwrap_or_default()),
-                    Err(_) => (VIRTIO_BLK_S_IOERR, 0),
+                let n = usize::try_from(len).unwrap_or(ID_BYTES).min(ID_BYTES);
+                match data.write_from(mem, self.id.get(..n).unwrap_or_default()) {
+                    Some(()) => (VIRTIO_BLK_S_OK, n as u64),
+                    None => (VIRTIO_BLK_S_IOERR, 0),
                 }
             }
             _ => (VIRTIO_BLK_S_UNSUPP, 0),
         }
     }
 
-    /// Handles one chain: header, data, status byte at the very end.
-    fn handle_chain(
-        &self,
-        mem: &GuestMemory,
-        chain: DescriptorChain<&GuestMemory>,
-    ) -> Result<u32, ChainError> {
-        let mut reader = Reader::new(mem, chain.clone()).map_err(ChainError::Descriptors)?;
-        let mut writer = Writer::new(mem, chain).map_err(ChainError::Descriptors)?;
-        let header: RequestHeader = reader.read_obj().map_err(|_| ChainError::NoHeader)?;
-        let writable = writer.available_bytes();
-        if writable == 0 {
-            return Err(ChainError::NoStatus);
+    /// Serves one chain: header, data, status byte at the very end.
+    /// Returns the used length to report; a request that cannot be
+    /// served gets an error status, a chain without room for one is
+    /// returned with nothing written.
+    fn serve(&self, mem: &GuestMemory, mut chain: Chain) -> u32 {
+        self.counters.requests.inc();
+        let Some(status) = chain.writable.split_back(1) else {
+            self.counters.errors.inc();
+            return 0;
+        };
+        let (code, written) = match chain.readable.split_front(HEADER_BYTES) {
+            Some(header_buf) => {
+                let mut header = RequestHeader::default();
+                match header_buf.read_into(mem, header.as_mut_slice()) {
+                    Some(()) => {
+                        let header = RequestHeader {
+                            kind: u32::from_le(header.kind),
+                            _reserved: 0,
+                            sector: u64::from_le(header.sector),
+                        };
+                        let data = if header.kind == VIRTIO_BLK_T_OUT {
+                            &chain.readable
+                        } else {
+                            &chain.writable
+                        };
+                        self.execute(mem, header, data)
+                    }
+                    None => (VIRTIO_BLK_S_IOERR, 0),
+                }
+            }
+            None => (VIRTIO_BLK_S_IOERR, 0),
+        };
+        if code != VIRTIO_BLK_S_OK {
+            self.counters.errors.inc();
         }
-        let mut status_writer = writer
-            .split_at(writable - 1)
-            .map_err(ChainError::Descriptors)?;
-        let (status, written) = self.execute(header, &mut reader, &mut writer);
-        status_writer
-            .write_all(&[status])
-            .map_err(|_| ChainError::NoStatus)?;
-        Ok(written.saturating_add(1))
+        // The status buffer was checked to be guest RAM by the walk.
+        let _ = status.write_from(mem, &[code]);
+        u32::try_from(written.saturating_add(1)).unwrap_or(u32::MAX)
     }
+}
 
-    /// Serves every available request; an error means the device is broken.
-    fn process(&self, mem: &GuestMemory, queue: &mut Queue) -> Result<bool, ChainError> {
+/// Serves one virtio-blk queue: pops requests, honours the rate limit,
+/// returns them used. The worker runs one; so can a test or a fuzzer.
+#[derive(Debug)]
+pub struct BlockQueue {
+    backing: Arc<Backing>,
+    mem: GuestMemory,
+    queue: Queue,
+    throttle: Option<Throttle>,
+    /// A request the rate limit held back, served first next time.
+    held: Option<Chain>,
+    /// Set when the device is reset: stop before the next request.
+    retired: Retired,
+}
+
+impl BlockQueue {
+    /// Serves every available request (or until the rate limit holds
+    /// one back). Returns whether the driver wants an interrupt.
+    pub fn process(&mut self) -> Result<bool, QueueError> {
         let mut used_any = false;
-        loop {
-            let chain = match queue.iter(mem) {
-                Ok(mut iter) => iter.next(),
-                Err(e) => return Err(ChainError::AvailRing(e)),
+        while !self.retired.is_set() {
+            let chain = match self.held.take() {
+                Some(chain) => chain,
+                None => {
+                    let next = match self.queue.iter(&self.mem) {
+                        Ok(mut iter) => iter.next().map(|c| c.head_index()),
+                        Err(e) => return Err(QueueError::AvailRing(e)),
+                    };
+                    let Some(head) = next else { break };
+                    match chain::walk(&self.mem, Table::of(&self.queue), head) {
+                        Ok(chain) => chain,
+                        Err(_) => {
+                            // Nothing of it can be trusted, not even where
+                            // a status would go: give it back untouched.
+                            self.backing.counters.errors.inc();
+                            self.queue
+                                .add_used(&self.mem, head, 0)
+                                .map_err(QueueError::UsedRing)?;
+                            used_any = true;
+                            continue;
+                        }
+                    }
+                }
             };
-            let Some(chain) = chain else { break };
-            let head = chain.head_index();
-            let len = self.handle_chain(mem, chain)?;
-            queue
-                .add_used(mem, head, len)
-                .map_err(ChainError::UsedRing)?;
+            if let Some(throttle) = &mut self.throttle {
+                let bytes = chain.readable.len() + chain.writable.len();
+                if !throttle.admit(bytes) {
+                    self.backing.counters.throttled.inc();
+                    self.held = Some(chain);
+                    break;
+                }
+            }
+            let head = chain.head;
+            let len = self.backing.serve(&self.mem, chain);
+            self.queue
+                .add_used(&self.mem, head, len)
+                .map_err(QueueError::UsedRing)?;
             used_any = true;
         }
-        Ok(used_any)
+        Ok(used_any && self.queue.needs_notification(&self.mem).unwrap_or(true))
     }
+
+    /// Called when the rate limit's timer fired.
+    fn timer_fired(&mut self) {
+        if let Some(throttle) = &mut self.throttle {
+            throttle.timer_fired();
+        }
+    }
+}
+
+/// Locks the image for this process: exclusively when the guest may
+/// write it, shared when it may only read it.
+fn lock(file: &File, path: &Path, read_only: bool) -> Result<(), Error> {
+    let (arg, how) = if read_only {
+        (nix::fcntl::FlockArg::LockSharedNonblock, "for writing")
+    } else {
+        (
+            nix::fcntl::FlockArg::LockExclusiveNonblock,
+            "for reading or writing",
+        )
+    };
+    #[allow(deprecated)] // nix's Flock owns the file; this one is shared.
+    match nix::fcntl::flock(file.as_raw_fd(), arg) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EWOULDBLOCK) => Err(Error::Locked {
+            path: path.to_path_buf(),
+            holder: lock_holder(file)
+                .map(|pid| format!(" by process {pid}"))
+                .unwrap_or_default(),
+            how,
+        }),
+        Err(source) => Err(Error::Lock {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The process holding a flock on `file`, from /proc/locks.
+fn lock_holder(file: &File) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    let dev = meta.dev();
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(dev),
+        libc::minor(dev),
+        meta.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
+        let (kind, pid, inode) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
+        (*kind == "FLOCK" && *inode == id)
+            .then(|| pid.parse().ok())
+            .flatten()
+    })
+}
+
+/// Size in bytes of the image or block device behind `file`.
+fn disk_size(file: &File, path: &Path) -> Result<u64, Error> {
+    let meta = file.metadata().map_err(|source| Error::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.file_type().is_block_device() {
+        return Ok(meta.len());
+    }
+    let mut size = 0u64;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which
+    // points at `size`, alive for the call.
+    unsafe { blk_getsize64(file.as_raw_fd(), &mut size) }.map_err(|source| Error::DeviceSize {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(size)
 }
 
 /// A virtio block device.
@@ -190,12 +428,14 @@ impl Backing {
 pub struct Block {
     name: String,
     backing: Arc<Backing>,
-    config: [u8; 8],
+    config: [u8; 16],
+    limit: RateLimit,
     worker: Option<Worker>,
 }
 
 impl Block {
-    /// Opens the image at `path`; `name` is for messages and the device ID.
+    /// Opens and locks the image (or block device) at `path`; `name` is
+    /// for messages and the device ID.
     pub fn open(path: &Path, read_only: bool, name: &str) -> Result<Self, Error> {
         let open_err = |source| Error::Open {
             path: path.to_path_buf(),
@@ -206,7 +446,8 @@ impl Block {
             .write(!read_only)
             .open(path)
             .map_err(open_err)?;
-        let len = file.metadata().map_err(open_err)?.len();
+        lock(&file, path, read_only)?;
+        let len = disk_size(&file, path)?;
         if len % SECTOR_SIZE != 0 {
             return Err(Error::NotSectorAligned {
                 path: path.to_path_buf(),
@@ -218,6 +459,10 @@ impl Block {
         for (dst, src) in id.iter_mut().zip(name.bytes()) {
             *dst = src;
         }
+        let mut config = [0u8; 16];
+        config[..8].copy_from_slice(&sectors.to_le_bytes());
+        config[8..12].copy_from_slice(&SIZE_MAX.to_le_bytes());
+        config[12..].copy_from_slice(&SEG_MAX.to_le_bytes());
         Ok(Self {
             name: format!("virtio-blk {name}"),
             backing: Arc::new(Backing {
@@ -225,12 +470,42 @@ impl Block {
                 sectors,
                 read_only,
                 id,
+                counters: Arc::default(),
             }),
-            config: sectors.to_le_bytes(),
+            config,
+            limit: RateLimit::default(),
             worker: None,
         })
     }
+
+    /// Holds the guest to `limit` (bytes and requests per second).
+    pub fn with_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Capacity in 512-byte sectors, as the guest sees it.
+    pub fn sectors(&self) -> u64 {
+        self.backing.sectors
+    }
+
+    /// A server for `queue`, without a rate limit: what the worker runs,
+    /// for tests and fuzzing.
+    pub fn queue_server(&self, mem: GuestMemory, queue: Queue) -> BlockQueue {
+        BlockQueue {
+            backing: self.backing.clone(),
+            mem,
+            queue,
+            throttle: None,
+            held: None,
+            retired: Retired::default(),
+        }
+    }
 }
+
+/// Worker event sources, in order.
+const NOTIFY: usize = 0;
+const TIMER: usize = 1;
 
 impl VirtioDevice for Block {
     fn device_type(&self) -> u32 {
@@ -251,11 +526,15 @@ impl VirtioDevice for Block {
         } else {
             0
         };
-        VIRTIO_BLK_F_FLUSH | ro
+        VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_SIZE_MAX | VIRTIO_BLK_F_SEG_MAX | ro
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config, offset, data);
+    }
+
+    fn metrics(&self) -> Arc<dyn DeviceMetrics> {
+        self.backing.counters.clone()
     }
 
     fn activate(
@@ -265,36 +544,45 @@ impl VirtioDevice for Block {
         interrupt: Arc<Interrupt>,
     ) -> Result<(), ActivateError> {
         let [ActiveQueue { queue, notify }] = expect_queues(&self.name, queues)?;
-        let backing = self.backing.clone();
-        let queue = Mutex::new(queue);
-        let fd = notify.as_raw_fd();
-        let worker = Worker::start(&self.name, vec![(fd, false)], interrupt, move |_| {
-            // Consume the notification before draining the ring, so that
-            // a notification racing with the drain wakes us again.
-            let _ = notify.read();
-            let mut queue = queue.lock().unwrap_or_else(PoisonError::into_inner);
-            backing
-                .process(&mem, &mut queue)
-                .map(|used| used && queue.needs_notification(&mem).unwrap_or(true))
+        Worker::join_slot(&mut self.worker);
+        let mut server = self.queue_server(mem, queue);
+        let retired = server.retired.clone();
+        let mut sources = vec![(notify.as_raw_fd(), false)];
+        if !self.limit.is_unlimited() {
+            let throttle = Throttle::new(self.limit).map_err(|source| ActivateError::Worker {
+                device: self.name.clone(),
+                source,
+            })?;
+            sources.push((throttle.timer_fd(), false));
+            server.throttle = Some(throttle);
+        }
+        let worker = Worker::start(&self.name, sources, interrupt, retired, move |source| {
+            match source {
+                // Consume the notification before draining the ring, so
+                // that a notification racing with the drain wakes us again.
+                NOTIFY => drop(notify.read()),
+                TIMER => server.timer_fired(),
+                _ => {}
+            }
+            server.process()
         })?;
         self.worker = Some(worker);
         Ok(())
     }
 
     fn reset(&mut self) {
-        Worker::stop_slot(&mut self.worker);
+        Worker::retire_slot(&self.worker);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use virtio_queue::desc::{RawDescriptor, split::Descriptor as SplitDescriptor};
+    use crate::vmm::devices::virtio::chain::tests::{NEXT, WRITE, desc};
+    use std::os::unix::fs::FileExt;
+    use virtio_queue::desc::RawDescriptor;
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::{Bytes, GuestAddress};
-
-    const VIRTQ_DESC_F_NEXT: u16 = 1;
-    const VIRTQ_DESC_F_WRITE: u16 = 2;
 
     fn disk(sectors: u64, read_only: bool) -> (tempfile::NamedTempFile, Block) {
         let f = tempfile::NamedTempFile::new().unwrap();
@@ -302,17 +590,6 @@ mod tests {
         f.as_file().write_all_at(b"hello, disk", 512).unwrap();
         let blk = Block::open(f.path(), read_only, "vda").unwrap();
         (f, blk)
-    }
-
-    fn desc(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
-        RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
-    }
-
-    /// Builds a queue in `mem` holding one chain of `descs`.
-    fn queue_with(mem: &GuestMemory, descs: &[RawDescriptor]) -> Queue {
-        let vq = MockSplitQueue::new(mem, 16);
-        vq.build_desc_chain(descs).unwrap();
-        vq.create_queue().unwrap()
     }
 
     fn header(kind: u32, sector: u64) -> RequestHeader {
@@ -327,25 +604,42 @@ mod tests {
     const DATA_AT: u64 = 0x20_0000;
     const STATUS_AT: u64 = 0x30_0000;
 
+    /// Serves the chains `descs` (split where NEXT is clear) and returns
+    /// the used ring's lengths.
+    fn serve(blk: &Block, mem: &GuestMemory, descs: &[RawDescriptor]) -> Vec<u32> {
+        let vq = MockSplitQueue::new(mem, 16);
+        vq.add_desc_chains(descs, 0).unwrap();
+        let mut server = blk.queue_server(mem.clone(), vq.create_queue().unwrap());
+        assert!(server.process().unwrap());
+        let used = vq.used().idx().load();
+        (0..used)
+            .map(|i| {
+                let elem = vq.used().ring().ref_at(i.into()).unwrap().load();
+                elem.len()
+            })
+            .collect()
+    }
+
+    fn request_descs(kind: u32, len: u32) -> [RawDescriptor; 3] {
+        let data_flags = if kind == VIRTIO_BLK_T_OUT {
+            NEXT
+        } else {
+            NEXT | WRITE
+        };
+        [
+            desc(HEADER_AT, 16, NEXT, 1),
+            desc(DATA_AT, len, data_flags, 2),
+            desc(STATUS_AT, 1, WRITE, 0),
+        ]
+    }
+
     /// Runs one request (header, one data buffer of `len` bytes, status)
     /// through the device and returns its status byte.
     fn request(blk: &Block, mem: &GuestMemory, kind: u32, sector: u64, len: u32) -> u8 {
         mem.write_obj(header(kind, sector), GuestAddress(HEADER_AT))
             .unwrap();
-        let data_flags = if kind == VIRTIO_BLK_T_OUT {
-            VIRTQ_DESC_F_NEXT
-        } else {
-            VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE
-        };
-        let mut q = queue_with(
-            mem,
-            &[
-                desc(HEADER_AT, 16, VIRTQ_DESC_F_NEXT, 1),
-                desc(DATA_AT, len, data_flags, 2),
-                desc(STATUS_AT, 1, VIRTQ_DESC_F_WRITE, 0),
-            ],
-        );
-        assert!(blk.backing.process(mem, &mut q).unwrap());
+        mem.write_obj(0xffu8, GuestAddress(STATUS_AT)).unwrap();
+        serve(blk, mem, &request_descs(kind, len));
         mem.read_obj(GuestAddress(STATUS_AT)).unwrap()
     }
 
@@ -360,6 +654,38 @@ mod tests {
         let mut got = [0u8; 11];
         mem.read_slice(&mut got, GuestAddress(DATA_AT)).unwrap();
         assert_eq!(&got, b"hello, disk");
+    }
+
+    #[test]
+    fn a_request_spread_over_many_buffers_reads_them_in_order() {
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let (f, blk) = disk(8, false);
+        let pattern: Vec<u8> = (0..1024u32).map(|i| (i % 251) as u8).collect();
+        f.as_file().write_all_at(&pattern, 0).unwrap();
+        mem.write_obj(header(VIRTIO_BLK_T_IN, 0), GuestAddress(HEADER_AT))
+            .unwrap();
+        // Header split over two buffers, data over three of odd sizes.
+        let used = serve(
+            &blk,
+            &mem,
+            &[
+                desc(HEADER_AT, 5, NEXT, 1),
+                desc(HEADER_AT + 5, 11, NEXT, 2),
+                desc(DATA_AT, 100, NEXT | WRITE, 3),
+                desc(DATA_AT + 0x1000, 700, NEXT | WRITE, 4),
+                desc(DATA_AT + 0x2000, 224, NEXT | WRITE, 5),
+                desc(STATUS_AT, 1, WRITE, 0),
+            ],
+        );
+        assert_eq!(used, [1025]);
+        let mut got = vec![0u8; 1024];
+        mem.read_slice(&mut got[..100], GuestAddress(DATA_AT))
+            .unwrap();
+        mem.read_slice(&mut got[100..800], GuestAddress(DATA_AT + 0x1000))
+            .unwrap();
+        mem.read_slice(&mut got[800..], GuestAddress(DATA_AT + 0x2000))
+            .unwrap();
+        assert_eq!(got, pattern);
     }
 
     #[test]
@@ -394,6 +720,35 @@ mod tests {
     }
 
     #[test]
+    fn a_request_over_the_cap_fails_without_touching_its_buffers() {
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().set_len(8 << 30).unwrap();
+        let blk = Block::open(f.path(), false, "vda").unwrap();
+        mem.write_obj(header(VIRTIO_BLK_T_IN, 0), GuestAddress(HEADER_AT))
+            .unwrap();
+        mem.write_slice(&[0x5a; 4096], GuestAddress(DATA_AT))
+            .unwrap();
+        // Eight 16 MiB buffers, all on the same guest pages: 128 MiB,
+        // over the 126 x 1 MiB the device advertises.
+        let mut descs = vec![desc(HEADER_AT, 16, NEXT, 1)];
+        for i in 0..8u16 {
+            descs.push(desc(0, 16 << 20, NEXT | WRITE, i + 2));
+        }
+        descs.push(desc(STATUS_AT, 1, WRITE, 0));
+        assert_eq!(serve(&blk, &mem, &descs), [1]);
+        assert_eq!(
+            mem.read_obj::<u8>(GuestAddress(STATUS_AT)).unwrap(),
+            VIRTIO_BLK_S_IOERR
+        );
+        let mut untouched = [0u8; 4096];
+        mem.read_slice(&mut untouched, GuestAddress(DATA_AT))
+            .unwrap();
+        assert_eq!(untouched, [0x5a; 4096]);
+        assert_eq!(blk.backing.counters.errors.get(), 1);
+    }
+
+    #[test]
     fn get_id_returns_the_device_name_and_unknown_requests_are_unsupported() {
         let mem = crate::vmm::memory::create(16).unwrap();
         let (_f, blk) = disk(8, false);
@@ -408,71 +763,98 @@ mod tests {
     }
 
     #[test]
-    fn hostile_chains_break_the_device_without_touching_memory_outside_ram() {
+    fn a_bad_chain_fails_its_request_only_and_the_next_succeeds() {
         let mem = crate::vmm::memory::create(16).unwrap();
         let (_f, blk) = disk(8, false);
-        // Data buffer far outside guest RAM.
-        let mut q = queue_with(
-            &mem,
-            &[
-                desc(0x10_0000, 16, VIRTQ_DESC_F_NEXT, 1),
-                desc(
-                    0xdead_0000_0000,
-                    4096,
-                    VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE,
-                    2,
-                ),
-                desc(0x30_0000, 1, VIRTQ_DESC_F_WRITE, 0),
-            ],
-        );
-        assert!(matches!(
-            blk.backing.process(&mem, &mut q),
-            Err(ChainError::Descriptors(_))
-        ));
-        // A chain whose lengths overflow.
-        let mut q = queue_with(
-            &mem,
-            &[
-                desc(0x10_0000, u32::MAX, VIRTQ_DESC_F_NEXT, 1),
-                desc(0x10_0000, u32::MAX, VIRTQ_DESC_F_NEXT, 2),
-                desc(0x30_0000, 1, VIRTQ_DESC_F_WRITE, 0),
-            ],
-        );
-        assert!(blk.backing.process(&mem, &mut q).is_err());
-        // A header-only chain: no status byte.
-        mem.write_obj(header(VIRTIO_BLK_T_IN, 0), GuestAddress(0x10_0000))
+        mem.write_obj(header(VIRTIO_BLK_T_IN, 1), GuestAddress(HEADER_AT))
             .unwrap();
-        let mut q = queue_with(&mem, &[desc(0x10_0000, 16, 0, 0)]);
-        assert!(matches!(
-            blk.backing.process(&mem, &mut q),
-            Err(ChainError::NoStatus)
-        ));
-        // A too-short header.
-        let mut q = queue_with(
-            &mem,
+        let good = request_descs(VIRTIO_BLK_T_IN, 512);
+        let bad_chains: [&[RawDescriptor]; 4] = [
+            // A data buffer far outside guest RAM.
             &[
-                desc(0x10_0000, 4, VIRTQ_DESC_F_NEXT, 1),
-                desc(0x30_0000, 1, VIRTQ_DESC_F_WRITE, 0),
+                desc(HEADER_AT, 16, NEXT, 1),
+                desc(0xdead_0000_0000, 4096, NEXT | WRITE, 2),
+                desc(STATUS_AT + 8, 1, WRITE, 0),
             ],
+            // Header only: no status byte.
+            &[desc(HEADER_AT, 16, 0, 0)],
+            // A header too short, with a status byte.
+            &[
+                desc(HEADER_AT, 4, NEXT, 1),
+                desc(STATUS_AT + 8, 1, WRITE, 0),
+            ],
+            // An indirect descriptor, a feature not offered.
+            &[desc(HEADER_AT, 16, 4, 0)],
+        ];
+        for bad in bad_chains {
+            let mut descs = bad.to_vec();
+            let offset = descs.len();
+            descs.extend(good.iter().map(|d| {
+                let d = virtio_queue::desc::split::Descriptor::from(*d);
+                let next = if d.has_next() {
+                    d.next() + u16::try_from(offset).unwrap()
+                } else {
+                    0
+                };
+                desc(d.addr().0, d.len(), d.flags(), next)
+            }));
+            mem.write_obj(0xffu8, GuestAddress(STATUS_AT)).unwrap();
+            let used = serve(&blk, &mem, &descs);
+            assert_eq!(used.len(), 2, "{bad:?}");
+            assert_eq!(used[1], 513, "{bad:?}");
+            assert_eq!(
+                mem.read_obj::<u8>(GuestAddress(STATUS_AT)).unwrap(),
+                VIRTIO_BLK_S_OK
+            );
+        }
+        // The short header got an error status where it had room for one.
+        assert_eq!(
+            mem.read_obj::<u8>(GuestAddress(STATUS_AT + 8)).unwrap(),
+            VIRTIO_BLK_S_IOERR
         );
-        assert!(matches!(
-            blk.backing.process(&mem, &mut q),
-            Err(ChainError::NoHeader)
-        ));
+        assert_eq!(blk.backing.counters.errors.get(), 4);
+        assert_eq!(blk.backing.counters.read_bytes.get(), 4 * 512);
     }
 
     #[test]
-    fn avail_index_beyond_the_queue_is_refused() {
+    fn avail_index_beyond_the_queue_breaks_the_device() {
         let mem = crate::vmm::memory::create(16).unwrap();
         let (_f, blk) = disk(8, false);
         let vq = MockSplitQueue::new(&mem, 16);
-        let mut q: Queue = vq.create_queue().unwrap();
+        let q: Queue = vq.create_queue().unwrap();
         // The driver claims 1000 new entries in a 16-entry ring.
         vq.avail().idx().store(1000);
-        assert!(matches!(
-            blk.backing.process(&mem, &mut q),
-            Err(ChainError::AvailRing(_))
-        ));
+        let mut server = blk.queue_server(mem.clone(), q);
+        assert!(matches!(server.process(), Err(QueueError::AvailRing(_))));
+    }
+
+    #[test]
+    fn a_rate_limit_holds_requests_back_until_its_timer() {
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let (_f, blk) = disk(8, false);
+        mem.write_obj(header(VIRTIO_BLK_T_IN, 0), GuestAddress(HEADER_AT))
+            .unwrap();
+        let vq = MockSplitQueue::new(&mem, 16);
+        let one = request_descs(VIRTIO_BLK_T_IN, 512);
+        let mut descs = one.to_vec();
+        descs.extend([
+            desc(HEADER_AT, 16, NEXT, 4),
+            desc(DATA_AT, 512, NEXT | WRITE, 5),
+            desc(STATUS_AT, 1, WRITE, 0),
+        ]);
+        vq.add_desc_chains(&descs, 0).unwrap();
+        let mut server = blk.queue_server(mem.clone(), vq.create_queue().unwrap());
+        server.throttle = Some(
+            Throttle::new(RateLimit {
+                bytes_per_sec: 0,
+                ops_per_sec: 1,
+            })
+            .unwrap(),
+        );
+        server.process().unwrap();
+        assert_eq!(vq.used().idx().load(), 1, "the second request waits");
+        assert_eq!(blk.backing.counters.throttled.get(), 1);
+        assert!(server.held.is_some());
     }
 
     #[test]
@@ -481,5 +863,32 @@ mod tests {
         f.as_file().set_len(1000).unwrap();
         let err = Block::open(f.path(), false, "vda").unwrap_err();
         assert!(err.to_string().contains("not a multiple of 512"), "{err}");
+    }
+
+    #[test]
+    fn a_writable_image_is_locked_against_a_second_vmm() {
+        let (f, _blk) = disk(8, false);
+        let err = Block::open(f.path(), false, "vdb").unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Locked { .. }), "{msg}");
+        assert!(msg.contains(&f.path().display().to_string()), "{msg}");
+        assert!(
+            msg.contains(&format!("process {}", std::process::id())),
+            "{msg}"
+        );
+        assert!(
+            Block::open(f.path(), true, "vdb").is_err(),
+            "not even read-only"
+        );
+    }
+
+    #[test]
+    fn read_only_images_share_their_lock() {
+        let (f, _a) = disk(8, true);
+        let _b = Block::open(f.path(), true, "vdb").unwrap();
+        assert!(matches!(
+            Block::open(f.path(), false, "vdc"),
+            Err(Error::Locked { .. })
+        ));
     }
 }

@@ -6,13 +6,17 @@
 //! so neither bounces through a vCPU thread. Each activated device runs
 //! its queues on its own worker thread ([`worker`]).
 //!
-//! Queues are guest-controlled input: the rust-vmm virtio-queue crate
-//! validates every descriptor, and a device that meets a chain it cannot
-//! accept marks itself broken (`DEVICE_NEEDS_RESET`) instead of guessing.
+//! Queues are guest-controlled input: every chain is walked and checked
+//! ([`chain`]) before a device touches it; a chain a device cannot accept
+//! fails that request or frame only. Only a ring the device cannot read
+//! or write marks it broken (`DEVICE_NEEDS_RESET`).
 
 pub mod block;
+pub mod chain;
+pub mod counters;
 pub mod mmio;
 pub mod net;
+pub mod rate_limit;
 pub mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -130,6 +134,11 @@ impl Interrupt {
     }
 }
 
+/// A device's counters, readable while it runs.
+pub trait DeviceMetrics: Send + Sync + std::fmt::Debug {
+    fn to_json(&self) -> serde_json::Value;
+}
+
 /// A virtio device model.
 pub trait VirtioDevice: Send {
     /// Virtio device ID (1 = net, 2 = block).
@@ -142,6 +151,8 @@ pub trait VirtioDevice: Send {
     fn features(&self) -> u64;
     /// Reads the device-specific configuration space.
     fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// The device's counters.
+    fn metrics(&self) -> std::sync::Arc<dyn DeviceMetrics>;
     /// Starts processing the queues.
     fn activate(
         &mut self,

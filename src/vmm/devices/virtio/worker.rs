@@ -4,6 +4,7 @@
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -20,10 +21,24 @@ pub enum Flow {
     Stop,
 }
 
-/// A running worker; dropping it does not stop it, [`Worker::stop`] does.
+/// Set when a worker is retired (its device reset): the device's queue
+/// loops check it between requests, so a retired worker touches no ring
+/// after the request in hand.
+#[derive(Debug, Clone, Default)]
+pub struct Retired(Arc<AtomicBool>);
+
+impl Retired {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A running worker; dropping it does not stop it, [`Worker::retire`]
+/// and [`Worker::join_slot`] do.
 #[derive(Debug)]
 pub struct Worker {
     stop: EventFd,
+    retired: Retired,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -82,17 +97,20 @@ impl Worker {
         })?;
         Ok(Self {
             stop,
+            retired: Retired::default(),
             thread: Some(thread),
         })
     }
 
     /// Starts the worker of `device`, as [`Worker::spawn`]: `pass` serves
     /// the source at the index it is given and says whether the driver
-    /// wants an interrupt; each pass ends with [`finish_pass`].
+    /// wants an interrupt; each pass ends with [`finish_pass`]. `retired`
+    /// is the flag the device's queue loops check.
     pub fn start<P, E>(
         device: &str,
         sources: Vec<(RawFd, bool)>,
         interrupt: Arc<Interrupt>,
+        retired: Retired,
         mut pass: P,
     ) -> Result<Self, ActivateError>
     where
@@ -101,25 +119,42 @@ impl Worker {
     {
         let name = device.to_string();
         let handler = move |source| finish_pass(&interrupt, &name, pass(source));
-        Self::spawn(device.to_string(), sources, handler).map_err(|source| ActivateError::Worker {
-            device: device.to_string(),
-            source,
-        })
+        let mut worker = Self::spawn(device.to_string(), sources, handler).map_err(|source| {
+            ActivateError::Worker {
+                device: device.to_string(),
+                source,
+            }
+        })?;
+        worker.retired = retired;
+        Ok(worker)
     }
 
-    /// Stops the worker in `slot`, if one runs.
-    pub fn stop_slot(slot: &mut Option<Self>) {
-        if let Some(worker) = slot.take() {
-            worker.stop();
+    /// Tells the thread to stop after the request in hand, without
+    /// waiting for it: a reset on a vCPU thread must not wait for a busy
+    /// worker.
+    pub fn retire(&self) {
+        self.retired.0.store(true, Ordering::SeqCst);
+        // If the write fails the thread has already ended.
+        let _ = self.stop.write(1);
+    }
+
+    /// Retires the worker in `slot`, if one runs; it stays there until
+    /// [`Worker::join_slot`] joins it.
+    pub fn retire_slot(slot: &Option<Self>) {
+        if let Some(worker) = slot {
+            worker.retire();
         }
     }
 
-    /// Stops the thread and waits for it.
-    pub fn stop(mut self) {
-        // If the write fails the thread has already ended.
-        let _ = self.stop.write(1);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+    /// Retires and joins the worker in `slot`, if any: it stops after at
+    /// most the request it was serving. Called before a new worker takes
+    /// over the device's queues, so two never serve them at once.
+    pub fn join_slot(slot: &mut Option<Self>) {
+        if let Some(mut old) = slot.take() {
+            old.retire();
+            if let Some(thread) = old.thread.take() {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -143,5 +178,46 @@ fn finish_pass<E: std::fmt::Display>(
             interrupt.mark_broken(device, &e);
             Flow::Stop
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+
+    #[test]
+    fn retiring_a_busy_worker_does_not_wait_for_it() {
+        let kick = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let interrupt = Arc::new(Interrupt::new(irq));
+        let (started_tx, started) = channel();
+        let (release, released) = channel::<()>();
+        let retired = Retired::default();
+        let seen = retired.clone();
+        let kicked = kick.try_clone().unwrap();
+        let worker = Worker::start(
+            "virtio-test",
+            vec![(kick.as_raw_fd(), false)],
+            interrupt,
+            retired,
+            move |_| {
+                kicked.read().unwrap();
+                started_tx.send(()).unwrap();
+                // Busy: as a long request would be.
+                released.recv().unwrap();
+                Ok::<_, std::io::Error>(!seen.is_set())
+            },
+        )
+        .unwrap();
+        kick.write(1).unwrap();
+        started.recv().unwrap();
+        let mut slot = Some(worker);
+        // What a reset on a vCPU thread does: returns while the pass runs.
+        Worker::retire_slot(&slot);
+        assert!(slot.as_ref().unwrap().retired.is_set());
+        release.send(()).unwrap();
+        Worker::join_slot(&mut slot);
+        assert!(slot.is_none());
     }
 }

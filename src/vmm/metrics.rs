@@ -1,0 +1,187 @@
+//! The VMM's counters, readable from outside the process: a small JSON
+//! file rewritten (atomically, by rename) every few seconds, whenever
+//! the VMM gets SIGUSR1 and as it ends.
+//!
+//! ```json
+//! {"time": 1764750000, "devices": [{"name": "virtio-blk vda",
+//!   "counters": {"requests": 1, ...}}], "console": {"dropped_bytes": 0}}
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
+use std::time::Duration;
+
+use super::console_queue::BufferedOutput;
+use super::devices::virtio::DeviceMetrics;
+use super::named_file::NamedFile;
+use super::sandbox::seccomp::{self, ThreadKind};
+
+/// How often the metrics file is rewritten.
+pub const INTERVAL: Duration = Duration::from_secs(5);
+
+/// Reads a running VM's counters.
+#[derive(Debug, Clone)]
+pub struct MetricsSource {
+    devices: Vec<(String, Arc<dyn DeviceMetrics>)>,
+    console_out: BufferedOutput,
+}
+
+impl MetricsSource {
+    pub fn new(
+        devices: Vec<(String, Arc<dyn DeviceMetrics>)>,
+        console_out: BufferedOutput,
+    ) -> Self {
+        Self {
+            devices,
+            console_out,
+        }
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let devices: Vec<_> = self
+            .devices
+            .iter()
+            .map(|(name, m)| serde_json::json!({ "name": name, "counters": m.to_json() }))
+            .collect();
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        serde_json::json!({
+            "time": time,
+            "devices": devices,
+            "console": { "dropped_bytes": self.console_out.dropped() },
+        })
+    }
+}
+
+/// Errors of the metrics file.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open the directory of the metrics file {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The metrics file, reached through its directory (it is rewritten
+/// from inside the jail, where paths lead nowhere).
+#[derive(Debug)]
+pub struct MetricsFile {
+    file: NamedFile,
+    path: PathBuf,
+}
+
+impl MetricsFile {
+    /// Holds `path`'s directory open; nothing is written yet.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let file = NamedFile::new(path).map_err(|source| Error::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Lets the jail's `uid`:`gid` replace the file in its directory.
+    pub fn give_dir_to(&self, uid: u32, gid: u32) -> std::io::Result<()> {
+        self.file.give_dir_to(uid, gid)
+    }
+
+    /// Writes `value` through a temporary file and a rename, so a reader
+    /// never sees half a file; a failure is reported, not fatal.
+    fn write(&self, value: &serde_json::Value) {
+        if let Err(e) = self.file.replace(format!("{value}\n").as_bytes()) {
+            eprintln!(
+                "gureum: cannot write metrics to {}: {e}",
+                self.path.display()
+            );
+        }
+    }
+
+    /// Starts the thread that writes `source` to the file now and every
+    /// [`INTERVAL`]; call once the sandbox is locked down.
+    pub fn start(self, source: MetricsSource) -> std::io::Result<MetricsWriter> {
+        let (ask, asked) = channel();
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                seccomp::enter(ThreadKind::Metrics);
+                loop {
+                    self.write(&source.snapshot());
+                    match asked.recv_timeout(INTERVAL) {
+                        Ok(Ask::Now) | Err(RecvTimeoutError::Timeout) => {}
+                        Ok(Ask::Last(done)) => {
+                            self.write(&source.snapshot());
+                            let _ = done.send(());
+                            return;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            })?;
+        Ok(MetricsWriter { ask })
+    }
+}
+
+/// What the metrics thread is asked to do.
+#[derive(Debug)]
+enum Ask {
+    /// Write the file now.
+    Now,
+    /// Write it a last time, say so, and end.
+    Last(Sender<()>),
+}
+
+/// How long the last write may take as the VMM ends.
+const LAST_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The thread that keeps the metrics file fresh.
+#[derive(Debug, Clone)]
+pub struct MetricsWriter {
+    ask: Sender<Ask>,
+}
+
+impl MetricsWriter {
+    /// Writes the file now (on SIGUSR1).
+    pub fn write_now(&self) {
+        // The thread is gone only once the process is ending.
+        let _ = self.ask.send(Ask::Now);
+    }
+
+    /// Writes the final counters and waits (briefly) until they are out.
+    pub fn finish(&self) {
+        let (done, written) = channel();
+        if self.ask.send(Ask::Last(done)).is_ok() {
+            let _ = written.recv_timeout(LAST_WRITE_TIMEOUT);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmm::devices::virtio::counters::BlockCounters;
+
+    #[test]
+    fn the_file_holds_every_device_counter() {
+        let blk = Arc::new(BlockCounters::default());
+        blk.requests.add(3);
+        blk.throttled.inc();
+        let out = BufferedOutput::start(Box::new(std::io::sink())).unwrap();
+        let source = MetricsSource::new(vec![("virtio-blk vda".into(), blk.clone())], out);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.json");
+        MetricsFile::open(&path).unwrap().write(&source.snapshot());
+        let read: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(read["devices"][0]["name"], "virtio-blk vda");
+        assert_eq!(read["devices"][0]["counters"]["requests"], 3);
+        assert_eq!(read["devices"][0]["counters"]["throttled"], 1);
+        assert_eq!(read["console"]["dropped_bytes"], 0);
+    }
+}

@@ -20,7 +20,7 @@ use rtnetlink::packet_route::link::{
     InfoBridgePort, InfoKind, InfoPortData, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol};
-use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute};
+use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::{LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::cidr::Ipv4Cidr;
@@ -307,10 +307,8 @@ impl Rtnl {
             .collect())
     }
 
-    /// The IPv4 routing rules, but the three every namespace starts with
-    /// (local, main, default).
-    pub fn rules(&self) -> Result<Vec<RuleState>, Error> {
-        let found: Vec<_> = self.request(
+    fn rule_messages(&self) -> Result<Vec<RuleMessage>, Error> {
+        self.request(
             "list",
             "routing rules",
             self.handle
@@ -318,8 +316,14 @@ impl Rtnl {
                 .get(rtnetlink::IpVersion::V4)
                 .execute()
                 .try_collect(),
-        )?;
-        Ok(found
+        )
+    }
+
+    /// The IPv4 routing rules, but the three every namespace starts with
+    /// (local, main, default).
+    pub fn rules(&self) -> Result<Vec<RuleState>, Error> {
+        Ok(self
+            .rule_messages()?
             .into_iter()
             .filter_map(|message| {
                 let mut rule = RuleState {
@@ -541,16 +545,7 @@ impl Rtnl {
     }
 
     pub fn delete_rule(&self, rule: &Rule<'_>) -> Result<(), Error> {
-        let rules: Vec<_> = self.request(
-            "list",
-            "routing rules",
-            self.handle
-                .rule()
-                .get(rtnetlink::IpVersion::V4)
-                .execute()
-                .try_collect(),
-        )?;
-        for message in rules {
+        for message in self.rule_messages()? {
             let same_priority = message.attributes.iter().any(
                 |attribute| matches!(attribute, RuleAttribute::Priority(p) if *p == rule.priority),
             );

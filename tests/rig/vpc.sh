@@ -28,9 +28,28 @@ guest() {  # ID COMMAND
     gureum instance console "$1" >/dev/null 2>&1
   t0=$(uptime_s)
   until line=$(gureum instance logs "$1" | tr -d '\r' | grep -a "^@@$tag=") ; do
-    [ $(($(uptime_s) - t0)) -gt 60 ] && { echo "NO-ANSWER"; return; }; sleep 0.3
+    if [ $(($(uptime_s) - t0)) -gt 60 ]; then
+      if revive "$1"; then guest "$1" "$2"; else echo "NO-ANSWER"; fi
+      return
+    fi
+    sleep 0.3
   done
   echo "${line#@@$tag=}"
+}
+# Says on the console (stderr: callers capture stdout) why instance ID
+# gave no answer. A guest crash is forgiven once per instance, as in
+# wait_log: the instance is started again and the caller asks once more.
+revive() {  # ID
+  reason=$(describe instance "$1" state_reason)
+  echo "@@NO-ANSWER from $1: $(describe instance "$1" state) $reason" >&2
+  tail -n 5 "$GUREUM_STATE_DIR/instances/$1/vmm.log" >&2
+  gureum instance logs "$1" 2>&1 | tail -n 8 >&2
+  case $reason in *"guest crashed"*) ;; *) return 1 ;; esac
+  [ -e "/tmp/revived-$1" ] && return 1
+  touch "/tmp/revived-$1"
+  echo "@@RETRY after a guest crash: $1" >&2
+  served=$(gureum instance logs "$1" | grep -c @@SERVING)
+  gureum instance start "$1" >/dev/null && wait_log "$1" @@SERVING $((served + 1)) 240 >&2
 }
 # An HTTP GET from instance ID, answered by the peer's address as the
 # server saw it (or FAILED).

@@ -40,14 +40,16 @@ fn disk_is_read_and_written_and_read_only_is_enforced() {
         "read-only disk unchanged"
     );
     // vda's rate limit held the guest back, and every request succeeded.
-    let count = |name| -> u64 {
-        case.marker(name)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing: {}", case.output))
-    };
-    assert!(count("@@VDA-REQUESTS") > 0, "{}", case.output);
-    assert!(count("@@VDA-THROTTLED") > 0, "{}", case.output);
-    assert_eq!(count("@@VDA-ERRORS"), 0, "{}", case.output);
+    assert!(count(case, "@@VDA-REQUESTS") > 0, "{}", case.output);
+    assert!(count(case, "@@VDA-THROTTLED") > 0, "{}", case.output);
+    assert_eq!(count(case, "@@VDA-ERRORS"), 0, "{}", case.output);
+}
+
+/// The number after marker `name`.
+fn count(case: &common::Case, name: &str) -> u64 {
+    case.marker(name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing: {}", case.output))
 }
 
 #[test]
@@ -72,6 +74,16 @@ fn network_reaches_the_host_both_ways_over_the_tap() {
         "host to guest: {}",
         case.output
     );
+    // The guest's flood arrived whole, held to the interface's 512 KiB/s:
+    // with a bucket of one second, 4 MiB take at least 7 s; twice the
+    // rate would mean the limit did not hold.
+    assert_eq!(case.marker("@@FLOOD-SENT"), Some("0"), "{}", case.output);
+    assert_eq!(count(case, "@@FLOOD-BYTES"), 4 << 20, "{}", case.output);
+    assert!(count(case, "@@NET-THROTTLED") > 0, "{}", case.output);
+    let millis = count(case, "@@FLOOD-MS").max(1);
+    let rate = (4u64 << 20) * 1000 / millis;
+    eprintln!("guest flood: 4 MiB in {millis} ms ({} KiB/s)", rate >> 10);
+    assert!(rate < 2 * (512 << 10), "{rate} B/s: {}", case.output);
     assert_eq!(
         case.marker("@@TAP-LEFT"),
         Some("no"),

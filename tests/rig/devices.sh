@@ -8,6 +8,9 @@ BASE="console=ttyS0 reboot=k panic=-1"
 
 . /rig/cases.sh
 
+# Counter NAME of the first device in the VMM's metrics file FILE.
+counter() { grep -o "\"$1\":[0-9]*" "$2" | head -1 | cut -d: -f2; }
+
 # Disks: a writable vda with a marker the guest reads and one it writes
 # back, and a read-only vdb. vda is held to 1 request and 64 KiB per second, which
 # the guest's boot (partition scan, reads, writes) runs into: the VMM's
@@ -21,18 +24,26 @@ run_vmm timeout -k 10 180 gureum boot --kernel "$K" --initrd "$I" --vcpus 2 --me
   --cmdline "$BASE rig.scenario=disk" 2>&1
 rc=$?
 # The first device's counters are vda's.
-counter() { grep -o "\"$1\":[0-9]*" /tmp/disk-metrics.json | head -1 | cut -d: -f2; }
-echo "@@VDA-REQUESTS $(counter requests)"
-echo "@@VDA-THROTTLED $(counter throttled)"
-echo "@@VDA-ERRORS $(counter errors)"
+echo "@@VDA-REQUESTS $(counter requests /tmp/disk-metrics.json)"
+echo "@@VDA-THROTTLED $(counter throttled /tmp/disk-metrics.json)"
+echo "@@VDA-ERRORS $(counter errors /tmp/disk-metrics.json)"
 echo "@@HOST-READ $(dd if=/tmp/vda.img bs=1 skip=2097152 count=16 2>/dev/null)"
 echo "@@HOST-VDB-BYTES $(od -An -tx1 -N1 /tmp/vdb.img | tr -d ' ')"
 end disk $rc
 
-# Network: the guest's eth0 on tap0, L1 at the other end.
+# Network: the guest's eth0 on tap0, L1 at the other end. What the guest
+# sends is held to 512 KiB/s; its flood lands in L1's nc on port 9000.
 begin net
+# L1's nc reads a FIFO held open (fd 4) as its stdin: an input at its end
+# would close the connection. The flood's first byte and its end are timed.
+ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
+mkfifo /tmp/hold
+exec 4<>/tmp/hold
+(timeout 200 nc -l -p 9000 </tmp/hold >/tmp/flood; ms >/tmp/flood.end) &
+flood=$!
+(i=0; until [ -s /tmp/flood ] || [ $i -gt 3000 ]; do i=$((i + 1)); sleep 0.05; done; ms >/tmp/flood.start) &
 timeout -k 10 180 gureum boot --kernel "$K" --initrd "$I" --vcpus 2 --memory 256 \
-  --net tap=tap0,mac=02:00:00:00:00:2a \
+  --net tap=tap0,mac=02:00:00:00:00:2a,tx_bw=512K --metrics /tmp/net-metrics.json \
   --cmdline "$BASE rig.scenario=net" >/tmp/net.out 2>&1 &
 vmm=$!
 i=0
@@ -48,7 +59,12 @@ done
 if ping -c 3 -W 5 172.30.0.2 >/dev/null; then echo "@@HOST-PING ok"; else echo "@@HOST-PING failed"; fi
 wait $vmm
 rc=$?
+wait $flood
+exec 4>&-
 cat /tmp/net.out
+echo "@@FLOOD-BYTES $(wc -c </tmp/flood)"
+echo "@@FLOOD-MS $(($(cat /tmp/flood.end) - $(cat /tmp/flood.start)))"
+echo "@@NET-THROTTLED $(counter throttled /tmp/net-metrics.json)"
 # The tap was the VMM's own: it is gone with it.
 if ip link show tap0 >/dev/null 2>&1; then echo "@@TAP-LEFT yes"; else echo "@@TAP-LEFT no"; fi
 end net $rc

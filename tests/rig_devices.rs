@@ -2,6 +2,8 @@
 //! inside the nested KVM rig. The guest finds the devices through the
 //! ACPI DSDT and Debian's own virtio modules.
 
+#![allow(clippy::panic)]
+
 mod common;
 
 common::rig_run!("tests/rig/devices.sh", &["--timeout", "600"]);

@@ -4,7 +4,7 @@
 //! One rig run executes every case of tests/rig/boot.sh; each test below
 //! asserts on its own case.
 
-#![allow(clippy::expect_used)]
+#![allow(clippy::expect_used, clippy::panic)]
 
 mod common;
 
@@ -38,14 +38,42 @@ fn assert_booted_with_two_cpus_and_512_mib(case: &Case) {
     );
 }
 
+/// What the guest read in /sys/class/dmi/id/`file`.
+fn dmi<'a>(case: &'a Case, file: &str) -> &'a str {
+    case.marker(&format!("@@DMI-{file}"))
+        .unwrap_or_else(|| panic!("no {file}: {}", case.output))
+}
+
 #[test]
 fn boots_debian_bzimage_with_2_vcpus_and_512_mib() {
-    assert_booted_with_two_cpus_and_512_mib(rig().case("info-bzimage"));
+    let case = rig().case("info-bzimage");
+    assert_booted_with_two_cpus_and_512_mib(case);
+    // Without an identity given, the machine is still "EC2" to the guest.
+    assert_eq!(dmi(case, "sys_vendor"), "Amazon EC2", "{}", case.output);
+    assert_eq!(dmi(case, "product_name"), "gureum");
+    assert!(
+        dmi(case, "product_uuid").starts_with("ec2"),
+        "{}",
+        case.output
+    );
+    assert_eq!(dmi(case, "board_asset_tag"), "");
 }
 
 #[test]
 fn boots_debian_elf_vmlinux_with_2_vcpus_and_512_mib() {
     assert_booted_with_two_cpus_and_512_mib(rig().case("info-elf"));
+}
+
+#[test]
+fn the_guests_smbios_tables_carry_the_instance_identity() {
+    let case = rig().case("info-elf");
+    assert_eq!(dmi(case, "sys_vendor"), "Amazon EC2", "{}", case.output);
+    assert_eq!(dmi(case, "product_name"), "t3.micro");
+    assert_eq!(
+        dmi(case, "product_uuid"),
+        "ec201234-5678-9abc-def0-000000000000"
+    );
+    assert_eq!(dmi(case, "board_asset_tag"), "i-0123456789abcdef0");
 }
 
 #[test]

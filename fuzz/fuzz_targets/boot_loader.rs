@@ -8,6 +8,7 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
+use gureum::vmm::boot::smbios::{Platform, Uuid};
 use gureum::vmm::boot::{BootFiles, BootSource};
 use gureum::vmm::memory;
 use libfuzzer_sys::fuzz_target;
@@ -43,5 +44,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let mem = memory::create(32).expect("32 MiB of guest memory");
-    let _ = files.load(&mem, 1, &[]);
+    let platform = Platform {
+        uuid: Uuid([0xec; 16]),
+        product: "fuzz".into(),
+        asset_tag: None,
+    };
+    let _ = files.load(&mem, 1, &[], &platform);
 });

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Args;
 use nix::sys::signal::{SigSet, Signal};
 
-use gureum::vmm::boot::BootSource;
+use gureum::vmm::boot::{BootSource, smbios};
 use gureum::vmm::console::SocketConsole;
 use gureum::vmm::devices::virtio::net::{MacAddr, NetLimits};
 use gureum::vmm::devices::virtio::rate_limit::RateLimit;
@@ -108,6 +108,18 @@ pub struct BootArgs {
     /// whole VMM).
     #[arg(long, value_name = "DIR")]
     cgroup: Option<PathBuf>,
+    /// The system UUID in the guest's SMBIOS tables
+    /// (/sys/class/dmi/id/product_uuid); a random one beginning with
+    /// "ec2", as EC2's do, if not given.
+    #[arg(long, value_parser = smbios::Uuid::parse)]
+    uuid: Option<smbios::Uuid>,
+    /// The system's product name in the SMBIOS tables (an instance's
+    /// type).
+    #[arg(long, default_value = "gureum")]
+    product_name: String,
+    /// The baseboard's asset tag in the SMBIOS tables (an instance's ID).
+    #[arg(long)]
+    asset_tag: Option<String>,
 }
 
 /// A byte rate: digits with an optional K, M or G suffix (powers of 1024).
@@ -257,6 +269,13 @@ pub fn run(args: &BootArgs) -> ExitCode {
         // clap requires --kernel without --print-seccomp.
         return ExitCode::from(2);
     };
+    let uuid = match args.uuid.map_or_else(smbios::Uuid::ec2_random, Ok) {
+        Ok(uuid) => uuid,
+        Err(e) => {
+            eprintln!("gureum: cannot make a system UUID (pass --uuid): {e}");
+            return ExitCode::from(EXIT_VMM_ERROR);
+        }
+    };
     let config = VmConfig {
         boot: BootSource {
             kernel,
@@ -267,6 +286,11 @@ pub fn run(args: &BootArgs) -> ExitCode {
         memory_mib: args.memory,
         disks: args.disks.clone(),
         nets: args.nets.clone(),
+        platform: smbios::Platform {
+            uuid,
+            product: args.product_name.clone(),
+            asset_tag: args.asset_tag.clone(),
+        },
     };
     // Opened anew through /proc: the number names an inherited descriptor,
     // and this needs no claim that nothing else in the process owns it.

@@ -19,8 +19,30 @@ fn limit_options(limits: &[(&str, u64)]) -> String {
         .collect()
 }
 
+/// The system UUID instance `id`'s guest sees: "ec2" and the id's hex
+/// digits, as stable as the id (EC2's begin with "ec2" too, which is how
+/// cloud-init and others tell EC2 apart).
+pub fn system_uuid(id: &str) -> String {
+    let digits: String = "ec2"
+        .chars()
+        .chain(
+            id.trim_start_matches("i-")
+                .chars()
+                .filter(char::is_ascii_hexdigit),
+        )
+        .chain(std::iter::repeat('0'))
+        .take(32)
+        .collect();
+    let (a, rest) = digits.split_at(8);
+    let (b, rest) = rest.split_at(4);
+    let (c, rest) = rest.split_at(4);
+    let (d, e) = rest.split_at(4);
+    format!("{a}-{b}-{c}-{d}-{e}")
+}
+
 /// Arguments after the program name: `boot --kernel ...`; the instance
-/// type sets the disks' and interfaces' rate limits.
+/// type sets the disks' and interfaces' rate limits, and the instance
+/// its SMBIOS identity.
 pub fn boot_args(
     state: &StateDir,
     image: &Image,
@@ -40,6 +62,12 @@ pub fn boot_args(
         instance.vcpus.to_string().into(),
         "--memory".into(),
         instance.memory_mib.to_string().into(),
+        "--uuid".into(),
+        system_uuid(&instance.id).into(),
+        "--product-name".into(),
+        instance.instance_type.clone().into(),
+        "--asset-tag".into(),
+        instance.id.clone().into(),
     ]);
     let limits = io_limits(&instance.instance_type);
     let disk_limit = limit_options(&[
@@ -195,6 +223,12 @@ mod tests {
                 "1",
                 "--memory",
                 "1024",
+                "--uuid",
+                "ec201234-5678-9abc-def0-000000000000",
+                "--product-name",
+                "t2.micro",
+                "--asset-tag",
+                &inst.id,
                 "--disk",
                 "/s/instances/i-1/root.img,bw=260625000,iops=11800",
                 "--net",
@@ -208,6 +242,21 @@ mod tests {
                 &log,
             ]
         );
+    }
+
+    #[test]
+    fn an_instances_system_uuid_is_ec2_and_its_id() {
+        assert_eq!(
+            system_uuid("i-0123456789abcdef0"),
+            "ec201234-5678-9abc-def0-000000000000"
+        );
+        for id in ["", "i-", "i-zz", "i-0123456789abcdef0123456789abcdef"] {
+            let uuid = system_uuid(id);
+            assert!(
+                crate::vmm::boot::smbios::Uuid::parse(&uuid).is_ok(),
+                "{id}: {uuid}"
+            );
+        }
     }
 
     #[test]

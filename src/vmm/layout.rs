@@ -24,8 +24,12 @@ pub const CMDLINE_MAX_SIZE: usize = 2048;
 pub const EBDA_START: u64 = 0x9fc00;
 /// ACPI tables, inside the BIOS read-only area the kernel scans for the RSDP.
 pub const ACPI_TABLES_ADDR: u64 = 0xe0000;
-/// End of the ACPI area (exclusive).
-pub const ACPI_TABLES_END: u64 = 0x100000;
+/// End of the ACPI area (exclusive), where the SMBIOS area begins.
+pub const ACPI_TABLES_END: u64 = SMBIOS_ADDR;
+/// The SMBIOS entry point and tables: the kernel scans 0xF0000-0xFFFFF.
+pub const SMBIOS_ADDR: u64 = 0xf0000;
+/// End of the SMBIOS area and of the reserved BIOS area (exclusive).
+pub const SMBIOS_END: u64 = 0x100000;
 /// First byte above the legacy hole; kernels load here or higher.
 pub const HIMEM_START: u64 = 0x100000;
 

@@ -124,6 +124,8 @@ pub struct VmConfig {
     pub memory_mib: u64,
     pub disks: Vec<DiskConfig>,
     pub nets: Vec<NetConfig>,
+    /// What the SMBIOS tables say the machine is.
+    pub platform: boot::smbios::Platform,
 }
 
 /// A VM that has been built and is running.
@@ -255,7 +257,7 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
     let vm = vm::create(&kvm, &mem)?;
     let mut buses = Buses::default();
     let virtio = attach_virtio(&vm, &mem, &mut buses, devices)?;
-    let boot = files.load(&mem, vcpus, &virtio)?;
+    let boot = files.load(&mem, vcpus, &virtio, &config.platform)?;
     cpu::regs::write_boot_structures(&mem)?;
 
     let (exit_tx, exits) = ExitSignal::new();

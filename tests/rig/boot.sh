@@ -11,15 +11,19 @@ BASE="console=ttyS0 reboot=k panic=-1"
 
 . /rig/cases.sh
 
-boot() {  # NAME KERNEL SCENARIO
-  begin "$1"
-  run_vmm timeout -k 10 180 gureum boot --kernel "$2" --initrd "$I" --vcpus 2 --memory 512 \
-    --cmdline "$BASE rig.scenario=$3" 2>&1
-  end "$1" $?
+boot() {  # NAME KERNEL SCENARIO [OPTION...]
+  name=$1 kernel=$2 scenario=$3
+  shift 3
+  begin "$name"
+  run_vmm timeout -k 10 180 gureum boot --kernel "$kernel" --initrd "$I" --vcpus 2 --memory 512 \
+    --cmdline "$BASE rig.scenario=$scenario" "$@" 2>&1
+  end "$name" $?
 }
 
 boot info-bzimage "$K" info
-boot info-elf "$V" info
+# As an instance's VMM is started: its identity in the SMBIOS tables.
+boot info-elf "$V" info --uuid ec201234-5678-9abc-def0-000000000000 --product-name t3.micro \
+  --asset-tag i-0123456789abcdef0
 boot reboot "$K" reboot
 
 # A shell on the serial console answers a command sent on stdin.

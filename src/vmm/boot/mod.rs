@@ -4,6 +4,7 @@
 pub mod acpi;
 pub mod kernel;
 pub mod params;
+pub mod smbios;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,8 @@ pub enum Error {
     Params(#[from] params::Error),
     #[error(transparent)]
     Acpi(#[from] acpi::Error),
+    #[error(transparent)]
+    Smbios(#[from] smbios::Error),
 }
 
 /// What to boot.
@@ -160,6 +163,7 @@ impl BootFiles {
         mem: &GuestMemory,
         vcpus: u8,
         virtio: &[acpi::VirtioMmioDevice],
+        platform: &smbios::Platform,
     ) -> Result<BootInfo, Error> {
         let ram_bytes = mem.iter().map(GuestMemoryRegion::len).sum::<u64>();
         let memory_mib = ram_bytes >> 20;
@@ -196,6 +200,7 @@ impl BootFiles {
         load_cmdline(mem, GuestAddress(CMDLINE_ADDR), &self.cmdline)
             .map_err(Error::CmdlineWrite)?;
         let rsdp_addr = acpi::write_tables(mem, vcpus, virtio)?;
+        smbios::write_tables(mem, platform)?;
         let e820 = params::e820_map(mem);
         params::write(
             mem,

@@ -6,7 +6,7 @@ use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use crate::vmm::layout::{
-    ACPI_TABLES_ADDR, ACPI_TABLES_END, CMDLINE_ADDR, EBDA_START, HIMEM_START, ZERO_PAGE_ADDR,
+    ACPI_TABLES_ADDR, CMDLINE_ADDR, EBDA_START, HIMEM_START, SMBIOS_END, ZERO_PAGE_ADDR,
 };
 use crate::vmm::memory::GuestMemory;
 
@@ -36,7 +36,7 @@ pub struct InitrdPlacement {
 }
 
 /// Builds the e820 map: conventional memory below the EBDA, the ACPI
-/// tables, and every RAM region from 1 MiB up.
+/// and SMBIOS tables, and every RAM region from 1 MiB up.
 pub fn e820_map(mem: &GuestMemory) -> Vec<boot_e820_entry> {
     let mut map = vec![
         boot_e820_entry {
@@ -46,7 +46,7 @@ pub fn e820_map(mem: &GuestMemory) -> Vec<boot_e820_entry> {
         },
         boot_e820_entry {
             addr: ACPI_TABLES_ADDR,
-            size: ACPI_TABLES_END - ACPI_TABLES_ADDR,
+            size: SMBIOS_END - ACPI_TABLES_ADDR,
             r#type: E820_RESERVED,
         },
     ];

@@ -21,18 +21,18 @@ function median(v, m, cnt,   a, i, j, t) {
   return cnt % 2 ? a[(cnt + 1) / 2] : (a[cnt / 2] + a[cnt / 2 + 1]) / 2
 }
 END {
-  printf "%-8s %5s", "vmm", "runs"
+  printf "%-14s %5s", "vmm", "runs"
   for (k = 1; k <= nm; k++) printf " %16s", metrics[k] "(med)"
   printf "\n"
   for (x = 1; x <= nv; x++) {
     v = vmms[x]
-    printf "%-8s %5d", v, n[v]
+    printf "%-14s %5d", v, n[v]
     for (k = 1; k <= nm; k++) { med[v, metrics[k]] = median(v, metrics[k], n[v]); printf " %16.1f", med[v, metrics[k]] }
     printf "\n"
   }
   if (num == "") { num = "gureum"; den = "qemu" }
   if ((num in n) && (den in n)) {
-    printf "%-8s %5s", "ratio", substr(num, 1, 1) "/" substr(den, 1, 1)
+    printf "%-14s %5s", "ratio", substr(num, 1, 1) "/" substr(den, 1, 1)
     for (k = 1; k <= nm; k++) {
       q = med[den, metrics[k]]
       if (q != 0) printf " %16.3f", med[num, metrics[k]] / q; else printf " %16s", "-"

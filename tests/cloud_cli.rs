@@ -329,6 +329,10 @@ fn run_refuses_bad_input_before_creating_anything() {
     assert!(err.contains("KEY=VALUE"), "{err}");
     let err = cloud.fails(&["run", "--key", "missing"]);
     assert!(err.contains("no key pair 'missing'"), "{err}");
+    let err = cloud.fails_with(2, &["run", "--limits", "speed=1"]);
+    assert!(err.contains("disk_bw, disk_iops"), "{err}");
+    let err = cloud.fails_with(2, &["run", "--limits", "disk_bw=fast"]);
+    assert!(err.contains("not a rate"), "{err}");
     let err = cloud.fails(&["instance", "stop", "i-0123456789abcdef0"]);
     assert!(err.contains("no instance 'i-0123456789abcdef0'"), "{err}");
     assert!(
@@ -339,6 +343,20 @@ fn run_refuses_bad_input_before_creating_anything() {
             .is_empty()
     );
     assert!(cloud.dir_entries("instances").is_empty());
+}
+
+#[test]
+fn an_instance_keeps_its_own_rate_limits() {
+    let cloud = Cloud::new();
+    let src = cloud.image_source("tiny", "");
+    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    let id = cloud.run_stand_in(&["--limits", "disk_bw=1M,tx_pps=100,rx_bw=0"]);
+    let i = cloud.json(&["instance", "describe", id.trim()]);
+    let limits = &i[0]["limits"];
+    assert_eq!(limits["disk_bw"], 1 << 20, "{i}");
+    assert_eq!(limits["tx_pps"], 100, "{i}");
+    assert_eq!(limits["rx_bw"], 0, "{i}");
+    assert!(limits.get("disk_iops").is_none(), "{i}");
 }
 
 #[test]

@@ -123,7 +123,7 @@ pub struct BootArgs {
 }
 
 /// A byte rate: digits with an optional K, M or G suffix (powers of 1024).
-fn parse_bytes(value: &str) -> Result<u64, String> {
+pub(super) fn parse_bytes(value: &str) -> Result<u64, String> {
     let (digits, unit) = match value.char_indices().last() {
         Some((at, 'K' | 'k')) => (value.get(..at), 1u64 << 10),
         Some((at, 'M' | 'm')) => (value.get(..at), 1 << 20),
@@ -136,7 +136,7 @@ fn parse_bytes(value: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{value:?} is not a rate: expected a number like 500, 64K or 100M"))
 }
 
-fn parse_count(value: &str) -> Result<u64, String> {
+pub(super) fn parse_count(value: &str) -> Result<u64, String> {
     value
         .parse()
         .map_err(|_| format!("{value:?} is not a whole number"))

@@ -7,12 +7,14 @@ use clap::{Args, Subcommand};
 use gureum::cloud::Error;
 use gureum::cloud::api::{Action, Response};
 use gureum::cloud::instance::{Instance, State};
+use gureum::cloud::instance_type::LimitOverrides;
 use gureum::cloud::launch::LaunchRequest;
 use gureum::cloud::launch_count::LaunchCount;
 use gureum::cloud::tags::NAME;
 use gureum::cloud::tap_network::TapNic;
 use gureum::cloud::vpc::port::{PlacementRequest, PortChange};
 
+use super::boot::{parse_bytes, parse_count};
 use super::cloud::{
     CliError, Env, FilterArgs, TagArgs, change as change_one, list, parse_tags, unexpected,
 };
@@ -48,8 +50,42 @@ pub struct RunArgs {
     /// made up to MAX, but at least MIN or none.
     #[arg(long, default_value = "1", value_name = "N|MIN:MAX")]
     count: LaunchCount,
+    /// Device rate limits of its own, each replacing its type's (0 lifts
+    /// one): disk bytes and requests per second, network bytes and frames
+    /// per second to (rx) and from (tx) it; BYTES takes K, M or G.
+    #[arg(
+        long,
+        value_name = "[disk_bw=BYTES][,disk_iops=N][,rx_bw=BYTES][,rx_pps=N][,tx_bw=BYTES][,tx_pps=N]",
+        value_parser = parse_limits
+    )]
+    limits: Option<LimitOverrides>,
     #[command(flatten)]
     tags: TagArgs,
+}
+
+type ParseFigure = fn(&str) -> Result<u64, String>;
+
+fn parse_limits(spec: &str) -> Result<LimitOverrides, String> {
+    let mut o = LimitOverrides::default();
+    for part in spec.split(',') {
+        let (key, value) = part.split_once('=').unwrap_or((part, ""));
+        let (figure, parse): (&mut Option<u64>, ParseFigure) = match key {
+            "disk_bw" => (&mut o.disk_bw, parse_bytes),
+            "disk_iops" => (&mut o.disk_iops, parse_count),
+            "rx_bw" => (&mut o.rx_bw, parse_bytes),
+            "rx_pps" => (&mut o.rx_pps, parse_count),
+            "tx_bw" => (&mut o.tx_bw, parse_bytes),
+            "tx_pps" => (&mut o.tx_pps, parse_count),
+            _ => {
+                return Err(format!(
+                    "unexpected {part:?}; expected KEY=VALUE pairs with the keys disk_bw, \
+                     disk_iops, rx_bw, rx_pps, tx_bw, tx_pps"
+                ));
+            }
+        };
+        *figure = Some(parse(value)?);
+    }
+    Ok(o)
 }
 
 /// A place in a VPC.
@@ -155,6 +191,9 @@ pub enum InstanceCommand {
     Console { instance: String },
     /// Print what an instance's console has shown.
     Logs { instance: String },
+    /// Print an instance's device counters (requests, bytes, errors,
+    /// dropped frames, rate-limit throttles), as its VMM last wrote them.
+    Metrics { instance: String },
     /// Change the security groups or the source/destination check of an
     /// instance in a VPC, running or stopped (its firewall changes at once).
     Modify {
@@ -223,6 +262,7 @@ pub fn launch(env: &Env, args: RunArgs) -> Result<(), CliError> {
         }),
         tags,
         count: args.count,
+        limits: args.limits.unwrap_or_default(),
     };
     let max = request.count.max;
     let response = env.call(Action::RunInstances { request })?;
@@ -361,6 +401,16 @@ pub fn run(env: &Env, command: InstanceCommand) -> Result<(), CliError> {
                     .write_all(log.as_bytes())
                     .map_err(CliError::Logs)?,
                 None => eprintln!("gureum: {instance} has no console output (yet)"),
+            }
+        }
+        InstanceCommand::Metrics { instance } => {
+            let response = env.call(Action::GetInstanceMetrics { instance })?;
+            let Response::Metrics { instance, metrics } = response else {
+                return Err(unexpected(&response));
+            };
+            match metrics {
+                Some(metrics) => output::describe(env.format, &metrics)?,
+                None => eprintln!("gureum: {instance} has no metrics (its VMM never ran)"),
             }
         }
         InstanceCommand::Modify { instance, change } => change_one::<Instance>(

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::ids::Kind;
+use super::instance_type::LimitOverrides;
 use super::process::ProcessRef;
 use super::store::Resource;
 use super::tap_network::StaticIp;
@@ -133,6 +134,9 @@ pub struct Instance {
     pub kill_after: Option<u64>,
     /// How many times a VMM has been started for it.
     pub boots: u32,
+    /// Its own device rate limits, over its type's.
+    #[serde(default, skip_serializing_if = "LimitOverrides::is_empty")]
+    pub limits: LimitOverrides,
 }
 
 impl Resource for Instance {
@@ -204,6 +208,7 @@ pub(crate) mod tests {
             reboot_requested: false,
             kill_after: None,
             boots: 0,
+            limits: LimitOverrides::default(),
         }
     }
 

@@ -187,6 +187,49 @@ const fn mbit(mbit: u64) -> u64 {
     mbit * 1_000_000 / 8
 }
 
+/// An instance's own rate limits (`run --limits`), each replacing its
+/// type's (0 lifts that limit); what is not given stays the type's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitOverrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bw: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_iops: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rx_bw: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rx_pps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_bw: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_pps: Option<u64>,
+}
+
+impl LimitOverrides {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl IoLimits {
+    /// These limits with `o`'s figures in place of theirs.
+    pub fn with(mut self, o: &LimitOverrides) -> Self {
+        for (figure, over) in [
+            (&mut self.disk.bytes_per_sec, o.disk_bw),
+            (&mut self.disk.ops_per_sec, o.disk_iops),
+            (&mut self.net.rx.bytes_per_sec, o.rx_bw),
+            (&mut self.net.rx.ops_per_sec, o.rx_pps),
+            (&mut self.net.tx.bytes_per_sec, o.tx_bw),
+            (&mut self.net.tx.ops_per_sec, o.tx_pps),
+        ] {
+            if let Some(v) = over {
+                *figure = v;
+            }
+        }
+        self
+    }
+}
+
 pub fn io_limits(name: &str) -> IoLimits {
     let Ok(parsed) = Name::parse(name) else {
         return IoLimits::default();
@@ -347,5 +390,20 @@ mod tests {
             "{err}"
         );
         assert!(matches!(lookup("t2.huge"), Err(Error::Unknown { .. })));
+    }
+
+    #[test]
+    fn an_instances_own_limits_replace_just_those_of_its_type() {
+        let of_type = io_limits("t2.micro");
+        let own = of_type.with(&LimitOverrides {
+            disk_iops: Some(50),
+            tx_bw: Some(0),
+            ..LimitOverrides::default()
+        });
+        assert_eq!(own.disk.ops_per_sec, 50);
+        assert_eq!(own.disk.bytes_per_sec, of_type.disk.bytes_per_sec);
+        assert_eq!(own.net.tx.bytes_per_sec, 0, "0 lifts the limit");
+        assert_eq!(own.net.rx, of_type.net.rx);
+        assert_eq!(of_type.with(&LimitOverrides::default()), of_type);
     }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::ids::{self, Kind};
 use super::image::Image;
 use super::instance::{Disk, Instance, NetworkInterface, State};
+use super::instance_type::LimitOverrides;
 use super::key_pair::KeyPair;
 use super::launch_count::LaunchCount;
 use super::lifecycle::{
@@ -40,6 +41,9 @@ pub struct LaunchRequest {
     pub placement: Option<PlacementRequest>,
     pub tags: Tags,
     pub count: LaunchCount,
+    /// Rate limits of its own, over its type's.
+    #[serde(default)]
+    pub limits: LimitOverrides,
 }
 
 /// A launch with every reference resolved.
@@ -53,6 +57,7 @@ struct Plan {
     nic: Option<TapNic>,
     placement: Option<PlacementRequest>,
     tags: Tags,
+    limits: LimitOverrides,
 }
 
 fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
@@ -115,6 +120,7 @@ fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
             nic: req.nic.clone(),
             placement: req.placement.clone(),
             tags,
+            limits: req.limits,
         })
     })
 }
@@ -182,6 +188,7 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
         reboot_requested: false,
         kill_after: None,
         boots: 0,
+        limits: plan.limits,
     };
     // One transaction: the record, the instance's place in its VPC and its
     // files appear together, or none of them; the VPC then gets its port

@@ -69,7 +69,7 @@ pub fn boot_args(
         "--asset-tag".into(),
         instance.id.clone().into(),
     ]);
-    let limits = io_limits(&instance.instance_type);
+    let limits = io_limits(&instance.instance_type).with(&instance.limits);
     let disk_limit = limit_options(&[
         ("bw", limits.disk.bytes_per_sec),
         ("iops", limits.disk.ops_per_sec),
@@ -241,6 +241,25 @@ mod tests {
                 "--console-log",
                 &log,
             ]
+        );
+    }
+
+    #[test]
+    fn an_instances_own_limits_reach_its_vmm() {
+        let state = StateDir::resolve(Some("/s".into()));
+        let mut inst = instance(State::Pending);
+        inst.disks.push(Disk {
+            device: "vda".into(),
+            path: "/d.img".into(),
+            read_only: false,
+            delete_on_termination: true,
+        });
+        inst.limits.disk_iops = Some(5);
+        let files = state.instance_files(&inst.id);
+        let args = boot_args(&state, &image(), &inst, &files);
+        assert!(
+            args.iter().any(|a| a == "/d.img,bw=260625000,iops=5"),
+            "{args:?}"
         );
     }
 

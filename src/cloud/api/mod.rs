@@ -90,6 +90,10 @@ pub enum Action {
     GetConsoleLog {
         instance: String,
     },
+    /// The device counters its VMM last wrote (every 5 s while it runs).
+    GetInstanceMetrics {
+        instance: String,
+    },
     CreateKeyPair {
         name: String,
         tags: Tags,
@@ -283,6 +287,7 @@ impl Action {
                 | Action::WaitInstance { .. }
                 | Action::GetConsole { .. }
                 | Action::GetConsoleLog { .. }
+                | Action::GetInstanceMetrics { .. }
                 | Action::ListKeyPairs { .. }
                 | Action::DescribeKeyPair { .. }
                 | Action::ListImages { .. }
@@ -342,6 +347,12 @@ pub enum Response {
         instance: String,
         log: Option<String>,
     },
+    /// An instance's device counters as its VMM wrote them (`gureum boot
+    /// --metrics`); none if its VMM never ran.
+    Metrics {
+        instance: String,
+        metrics: Option<serde_json::Value>,
+    },
     /// The instances `run` made (all of them, whether their VMM started),
     /// why fewer than the maximum were made, and which VMMs failed at once
     /// and why.
@@ -357,6 +368,15 @@ pub enum Response {
     Removed {
         id: String,
     },
+}
+
+/// The contents of `path`, or none if it does not exist.
+fn read_if_any(path: &std::path::Path, what: &'static str) -> Result<Option<Vec<u8>>, Error> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(what, path)(e)),
+    }
 }
 
 /// Runs `action` against the control plane in `ctx`.
@@ -452,14 +472,25 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
         Action::GetConsoleLog { instance } => {
             let i = store.read(|tx| lookup::find_instance(tx, instance))?;
             let path = ctx.state.instance_files(&i.id).console_log;
-            let log = match std::fs::read(&path) {
-                Ok(log) => Some(String::from_utf8_lossy(&log).into_owned()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(Error::io("cannot read the console log", path)(e)),
-            };
+            let log = read_if_any(&path, "cannot read the console log")?;
             Response::ConsoleLog {
                 instance: i.id,
-                log,
+                log: log.map(|l| String::from_utf8_lossy(&l).into_owned()),
+            }
+        }
+        Action::GetInstanceMetrics { instance } => {
+            let i = store.read(|tx| lookup::find_instance(tx, instance))?;
+            let path = ctx.state.instance_files(&i.id).metrics;
+            let metrics = match read_if_any(&path, "cannot read the metrics file")? {
+                // Replaced whole (rename), so never seen half written.
+                Some(text) => Some(serde_json::from_slice(&text).map_err(|e| {
+                    Error::io("cannot read the metrics file", path)(std::io::Error::other(e))
+                })?),
+                None => None,
+            };
+            Response::Metrics {
+                instance: i.id,
+                metrics,
             }
         }
         Action::CreateKeyPair { name, tags } => {

@@ -131,6 +131,12 @@ fn the_console_socket_and_log_serve_from_inside_the_jail() {
 fn the_metrics_file_is_replaced_from_inside_the_jail() {
     let case = passed("metrics");
     assert_eq!(value(case, "rewritten"), "yes", "{}", case.output);
+    assert_eq!(
+        value(case, "shown"),
+        "yes",
+        "instance metrics: {}",
+        case.output
+    );
 }
 
 #[test]

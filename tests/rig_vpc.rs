@@ -41,6 +41,18 @@ fn instances_in_one_subnet_and_across_subnets_reach_each_other() {
 }
 
 #[test]
+fn an_instance_sees_its_id_and_type_in_its_smbios_tables() {
+    passed_with(
+        "identity",
+        &[
+            ("asset_tag_is_id", "yes"),
+            ("product_name", "t2.nano"),
+            ("vendor", "Amazon EC2"),
+        ],
+    );
+}
+
+#[test]
 fn a_port_without_a_rule_does_not_connect() {
     passed_with(
         "no-rule",
@@ -77,6 +89,17 @@ fn an_outbound_deny_works() {
     passed_with(
         "egress",
         &[("egress_denied", "FAILED"), ("egress_allowed", "10.0.2.10")],
+    );
+}
+
+/// Two guests on one bridge each download 64 MiB of the other's random
+/// data at the same time; both copies have their source's checksum.
+#[test]
+fn a_64_mib_stream_each_way_arrives_intact() {
+    let case = passed_with("stream", &[]);
+    eprintln!(
+        "64 MiB each way in {} s (L1 time)",
+        value(case, "stream_seconds")
     );
 }
 

@@ -113,6 +113,10 @@ while [ ! -s "$m" ] && [ $n -lt 50 ]; do sleep 0.2; n=$((n + 1)); done
 [ -s "$m" ] || fail "metrics.json not rewritten after SIGUSR1"
 echo "rewritten=yes"
 grep -q '"devices"' "$m" || fail "metrics.json without devices"
+# The control plane reads them back.
+shown=$(gureum instance metrics "$id") || fail "instance metrics: $shown"
+echo "$shown"
+echo "$shown" | grep -q '^console.dropped_bytes: *[0-9]' && echo "shown=yes"
 end_checks metrics
 
 begin_checks stop

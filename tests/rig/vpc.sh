@@ -99,6 +99,13 @@ echo "launched s1=$s1 c1=$c1 b1=$b1"
 gureum instance list
 end_checks setup
 
+# The guest sees its instance's identity in the SMBIOS tables.
+begin_checks identity
+echo "asset_tag_is_id=$([ "$(guest "$s1" 'cat /sys/class/dmi/id/board_asset_tag')" = "$s1" ] && echo yes)"
+echo "product_name=$(guest "$s1" 'cat /sys/class/dmi/id/product_name')"
+echo "vendor=$(guest "$s1" 'cat /sys/class/dmi/id/sys_vendor')"
+end_checks identity
+
 # c1 (group "client": no inbound rules) gets s1's answers: the reply to
 # its own flow is let in (stateful).
 begin_checks same-subnet
@@ -147,6 +154,35 @@ expect_fetch egress_denied "$b1" http://10.0.1.10/cgi-bin/peer FAILED
 gureum sg authorize-egress other --protocol all --cidr 0.0.0.0/0 || fail "authorize egress"
 expect_fetch egress_allowed "$b1" http://10.0.1.10/cgi-bin/peer 10.0.2.10
 end_checks egress
+
+# 64 MiB each way at once between s1 and c1 over subnet a's bridge: each
+# downloads the other's random blob over HTTP, checksummed at both ends.
+begin_checks stream
+gureum sg authorize-ingress client --protocol tcp --port 80 --cidr 10.0.1.10/32 || fail "authorize client :80"
+for i in "$s1" "$c1"; do
+  sum=$(guest "$i" 'dd if=/dev/urandom of=/www/blob bs=1M count=64 2>/dev/null && md5sum </www/blob')
+  [ "${#sum}" -ge 32 ] || fail "$i made no blob: $sum"
+  echo "${sum%% *}" >"/tmp/blob-$i"
+done
+t0=$(uptime_s)
+for pair in "$s1 10.0.1.11" "$c1 10.0.1.10"; do
+  set -- $pair
+  started=$(guest "$1" "(wget -q -O - http://$2/blob | md5sum >/tmp/got.part && mv /tmp/got.part /tmp/got) >/dev/null 2>&1 & echo started")
+  [ "$started" = started ] || fail "$1 did not start its download: $started"
+done
+for pair in "$s1 $c1" "$c1 $s1"; do
+  set -- $pair
+  until got=$(guest "$1" 'cat /tmp/got') && [ "$got" != FAILED ]; do
+    [ $(($(uptime_s) - t0)) -gt 600 ] && break
+    sleep 2
+  done
+  echo "$1 got ${got%% *} of $(cat "/tmp/blob-$2")"
+  [ "${got%% *}" = "$(cat "/tmp/blob-$2")" ] || fail "$1's copy of $2's blob differs: '$got'"
+done
+echo "stream_seconds=$(($(uptime_s) - t0))"
+gureum sg revoke-ingress client --protocol tcp --port 80 --cidr 10.0.1.10/32 || fail "revoke client :80"
+for i in "$s1" "$c1"; do guest "$i" 'rm -f /www/blob /tmp/got' >/dev/null; done
+end_checks stream
 
 # Source/destination check: c1 sending from an address or a MAC not its
 # own gets nothing through (unless the check is off); with its own, it

@@ -5,5 +5,6 @@
 
 pub mod cloud;
 pub mod daemon;
+pub mod host;
 pub mod net;
 pub mod vmm;

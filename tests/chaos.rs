@@ -24,9 +24,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use gureum::host::netns::{self, Netns};
+use gureum::host::sysctl;
 use gureum::net::link::Rtnl;
-use gureum::net::netns::{self, Netns};
-use gureum::net::{nft, sysctl};
+use gureum::net::nft;
 use serde_json::Value;
 
 mod cli_support;

@@ -29,9 +29,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use gureum::host::mac::MacAddr;
+use gureum::host::netns::{self, Netns};
 use gureum::net::cidr::Ipv4Cidr;
-use gureum::net::link::{MacAddr, Route, Rtnl};
-use gureum::net::netns::{self, Netns};
+use gureum::net::link::{Route, Rtnl};
 use gureum::net::nft;
 use gureum::net::nft::security_group::{Peer, PortRange, Protocol, Rule, SecurityGroup};
 use gureum::net::port::Port;

@@ -9,9 +9,10 @@ use std::process::ExitCode;
 use clap::Args;
 use nix::sys::signal::{SigSet, Signal};
 
+use gureum::host::mac::MacAddr;
 use gureum::vmm::boot::{BootSource, smbios};
 use gureum::vmm::console::SocketConsole;
-use gureum::vmm::devices::virtio::net::{MacAddr, NetLimits};
+use gureum::vmm::devices::virtio::net::NetLimits;
 use gureum::vmm::devices::virtio::rate_limit::RateLimit;
 use gureum::vmm::exit::{
     EXIT_CRASH, EXIT_DETACHED, EXIT_REBOOT, EXIT_TERMINATED, EXIT_VMM_ERROR, VmExit,

@@ -24,7 +24,8 @@ use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::{LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::cidr::Ipv4Cidr;
-use super::netns::{self, Netns};
+use crate::host::mac::MacAddr;
+use crate::host::netns::{self, Netns};
 
 /// Longest interface name Linux accepts (IFNAMSIZ less the NUL).
 pub const MAX_IFNAME_LEN: usize = 15;
@@ -45,49 +46,6 @@ pub enum Error {
     Connect { netns: String, source: io::Error },
     #[error(transparent)]
     Netns(#[from] netns::Error),
-}
-
-/// A 48-bit Ethernet address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl std::fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
-
-impl std::str::FromStr for MacAddr {
-    type Err = String;
-
-    /// Parses `aa:bb:cc:dd:ee:ff`.
-    fn from_str(text: &str) -> Result<Self, String> {
-        let bad = || format!("'{text}' is not a MAC address: write it as aa:bb:cc:dd:ee:ff");
-        let mut bytes = [0u8; 6];
-        let mut parts = text.split(':');
-        for byte in &mut bytes {
-            let part = parts.next().filter(|p| p.len() == 2).ok_or_else(bad)?;
-            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-        }
-        match parts.next() {
-            Some(_) => Err(bad()),
-            None => Ok(Self(bytes)),
-        }
-    }
-}
-
-impl serde::Serialize for MacAddr {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for MacAddr {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
 }
 
 /// A rtnetlink connection bound to one network namespace. Cheap to clone.

@@ -8,9 +8,7 @@
 
 pub mod cidr;
 pub mod link;
-pub mod netns;
 pub mod nft;
 pub mod port;
 pub mod reconcile;
-pub mod sysctl;
 pub mod vpc;

@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::link::MacAddr;
+use crate::host::mac::MacAddr;
 
 /// One network interface of an instance, as the VPC realisation sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

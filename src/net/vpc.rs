@@ -26,13 +26,13 @@ use std::path::{Path, PathBuf};
 
 use super::cidr::{self, Ipv4Cidr};
 use super::link::{self, LinkKind, LinkState, MAX_IFNAME_LEN, RouteState, Rtnl, RuleState};
-use super::netns::{self, Netns};
 use super::nft::nat::Nat;
 use super::nft::ruleset::{self, Firewall};
 use super::nft::security_group::{self, SecurityGroup};
 use super::port::Port;
 use super::reconcile::{Difference, Found, Mode, Pass, split};
-use super::sysctl;
+use crate::host::netns::{self, Netns};
+use crate::host::sysctl;
 
 /// The namespace prefix of gureum's VPCs (`GUREUM_NET_PREFIX` overrides it).
 pub const DEFAULT_PREFIX: &str = "gureum-";
@@ -1024,7 +1024,7 @@ fn check_link_name(name: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::link::MacAddr;
+    use crate::host::mac::MacAddr;
 
     #[test]
     fn bridge_names_fit_an_interface_name() {

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use kvm_ioctls::{IoEventAddress, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::host::mac::MacAddr;
 use boot::BootSource;
 use devices::acpi_ged::{self, AcpiGed, PowerButton};
 use devices::acpi_power::{self, AcpiPower};
@@ -30,7 +31,7 @@ use devices::i8042::I8042;
 use devices::serial::SerialPort;
 use devices::virtio::block::{self, Block};
 use devices::virtio::mmio::{self, MMIO_WINDOW, MmioTransport};
-use devices::virtio::net::{MacAddr, Net, NetLimits, Tap, tap};
+use devices::virtio::net::{Net, NetLimits, Tap, tap};
 use devices::virtio::rate_limit::RateLimit;
 use devices::virtio::{DeviceMetrics, Interrupt, VirtioDevice};
 use exit::{ExitSignal, VmExit};

@@ -167,7 +167,8 @@ done
 t0=$(uptime_s)
 for pair in "$s1 10.0.1.11" "$c1 10.0.1.10"; do
   set -- $pair
-  started=$(guest "$1" "(wget -q -O - http://$2/blob | md5sum >/tmp/got.part && mv /tmp/got.part /tmp/got) >/dev/null 2>&1 & echo started")
+  # A space after guest's "$(": "$((" would begin arithmetic.
+  started=$(guest "$1" " (wget -q -O - http://$2/blob | md5sum >/tmp/got.part && mv /tmp/got.part /tmp/got) >/dev/null 2>&1 & echo started")
   [ "$started" = started ] || fail "$1 did not start its download: $started"
 done
 for pair in "$s1 $c1" "$c1 $s1"; do

@@ -265,9 +265,9 @@ fn host(e: &impl HostError) -> Category {
     }
 }
 
-impl HostError for net::netns::Error {
+impl HostError for crate::host::netns::Error {
     fn is_host_failure(&self) -> bool {
-        use net::netns::Error as E;
+        use crate::host::netns::Error as E;
         match self {
             // Made by another owner, or gone under gureum.
             E::Exists(_) | E::Missing(_) => false,
@@ -300,11 +300,11 @@ impl HostError for nft::Error {
     }
 }
 
-impl HostError for net::sysctl::Error {
+impl HostError for crate::host::sysctl::Error {
     fn is_host_failure(&self) -> bool {
         match self {
-            net::sysctl::Error::Netns(e) => e.is_host_failure(),
-            net::sysctl::Error::Write { .. } => true,
+            crate::host::sysctl::Error::Netns(e) => e.is_host_failure(),
+            crate::host::sysctl::Error::Write { .. } => true,
         }
     }
 }

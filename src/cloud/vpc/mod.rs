@@ -51,11 +51,11 @@ pub enum Error {
     #[error(transparent)]
     Rule(#[from] net::nft::security_group::Error),
     #[error(transparent)]
-    Netns(#[from] net::netns::Error),
+    Netns(#[from] crate::host::netns::Error),
     #[error(transparent)]
     Link(#[from] net::link::Error),
     #[error(transparent)]
-    Sysctl(#[from] net::sysctl::Error),
+    Sysctl(#[from] crate::host::sysctl::Error),
     #[error(transparent)]
     Tap(crate::vmm::devices::virtio::net::tap::Error),
     #[error("{var}={value} is not usable: {fix}")]

@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::cloud::instance::{Instance, State};
 use crate::cloud::store::{self, Store, Tx};
 use crate::cloud::{self, lookup};
+use crate::host::mac::MacAddr;
+use crate::host::netns::Netns;
 use crate::net::cidr;
-use crate::net::link::MacAddr;
-use crate::net::netns::Netns;
 use crate::net::port::Port;
 use crate::vmm::devices::virtio::net::Tap;
 

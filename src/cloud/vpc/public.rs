@@ -11,10 +11,11 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
+use crate::host::netns::{self, Netns};
+use crate::host::sysctl;
 use crate::net::cidr::Ipv4Cidr;
 use crate::net::link::Rtnl;
-use crate::net::netns::{self, Netns};
-use crate::net::{sysctl, vpc};
+use crate::net::vpc;
 
 use super::Error;
 

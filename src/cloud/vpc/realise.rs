@@ -11,9 +11,10 @@ use std::collections::BTreeSet;
 
 use crate::cloud::store::{Store, Tx};
 use crate::cloud::{self};
+use crate::host::netns::Netns;
+use crate::net::port::Port;
 use crate::net::reconcile::{Difference, Mode};
 use crate::net::vpc::{self as net_vpc, Host, SubnetSpec, VpcSpec};
-use crate::net::{self, netns::Netns, port::Port};
 
 use super::elastic_ip::ElasticIp;
 use super::gateway::InternetGateway;
@@ -109,7 +110,7 @@ pub fn converge(
     let recorded: BTreeSet<String> = vpcs.iter().map(|vpc| vpc.netns.clone()).collect();
     let candidates: Vec<String> = match only {
         Some(only) => only.iter().map(|id| host.vpc_netns(id)).collect(),
-        None => net::netns::list(&host.prefix).map_err(Error::from)?,
+        None => crate::host::netns::list(&host.prefix).map_err(Error::from)?,
     };
     let orphans: Vec<String> = candidates
         .into_iter()

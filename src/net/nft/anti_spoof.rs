@@ -58,7 +58,7 @@ pub fn table_body(out: &mut String, ports: &[&Port]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::link::MacAddr;
+    use crate::host::mac::MacAddr;
     use std::net::Ipv4Addr;
 
     fn port(check: bool) -> Port {

@@ -14,7 +14,7 @@ pub mod security_group;
 use std::io::{self, Write};
 use std::process::{Command, Stdio};
 
-use super::netns::{self, Netns};
+use crate::host::netns::{self, Netns};
 
 /// The name of every table gureum owns.
 pub const TABLE: &str = "gureum";

@@ -108,7 +108,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::net::link::MacAddr;
+    use crate::host::mac::MacAddr;
     use crate::net::nft::security_group::{Peer, PortRange, Protocol, Rule};
 
     fn port(id: &str, ip: [u8; 4], groups: &[&str]) -> (String, Port) {

@@ -20,6 +20,7 @@ use super::{
     ActivateError, ActiveQueue, DeviceMetrics, Interrupt, VirtioDevice, expect_queues,
     read_config_bytes,
 };
+use crate::host::mac::MacAddr;
 use crate::vmm::memory::GuestMemory;
 pub use tap::Tap;
 
@@ -35,40 +36,6 @@ const NET_HDR_LEN: usize = 12;
 const RX_HEADER: [u8; NET_HDR_LEN] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
 /// Largest frame a tap hands over without offloads (64 KiB + Ethernet).
 const MAX_FRAME: usize = 65562;
-
-/// A MAC address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MacAddr(pub [u8; 6]);
-
-/// Errors of parsing a MAC address.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid MAC address {0:?}: expected six hex pairs like 02:00:00:00:00:01")]
-pub struct MacParseError(String);
-
-impl std::str::FromStr for MacAddr {
-    type Err = MacParseError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || MacParseError(s.to_string());
-        let mut mac = [0u8; 6];
-        let mut parts = s.split(':');
-        for byte in &mut mac {
-            let part = parts.next().filter(|p| p.len() == 2).ok_or_else(err)?;
-            *byte = u8::from_str_radix(part, 16).map_err(|_| err())?;
-        }
-        if parts.next().is_some() {
-            return Err(err());
-        }
-        Ok(Self(mac))
-    }
-}
-
-impl std::fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
 
 /// Guest queue state the device cannot work around; it makes the device
 /// broken until the driver resets it. A bad chain never does.
@@ -680,21 +647,5 @@ mod tests {
         assert_eq!(txq.used().idx().load(), 4);
         assert_eq!(script.sent.lock().unwrap().len(), 1);
         assert_eq!(path.counters().errors.get(), 3);
-    }
-
-    #[test]
-    fn mac_addresses_parse_and_print() {
-        let mac: MacAddr = "02:00:0a:00:00:05".parse().unwrap();
-        assert_eq!(mac.0, [2, 0, 10, 0, 0, 5]);
-        assert_eq!(mac.to_string(), "02:00:0a:00:00:05");
-        for bad in [
-            "",
-            "02:00:0a:00:00",
-            "02:00:0a:00:00:05:06",
-            "zz:00:0a:00:00:05",
-            "2:0:a:0:0:5",
-        ] {
-            assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
-        }
     }
 }

@@ -38,7 +38,7 @@ pub enum Error {
     )]
     NoNetns(String),
     #[error(transparent)]
-    Netns(crate::net::netns::Error),
+    Netns(crate::host::netns::Error),
     #[error(
         "tap {name} does not exist in network namespace {netns}: the control plane makes it \
          before the VM starts (`gureum instance start` does)"
@@ -107,7 +107,7 @@ impl Tap {
     /// a short-lived thread of its own: the VMM's other threads stay where
     /// they are, and the fd keeps its tap whichever thread uses it.
     pub fn open_in(name: &str, netns: &str) -> Result<Self, Error> {
-        use crate::net::netns::{Error as NetnsError, Netns};
+        use crate::host::netns::{Error as NetnsError, Netns};
         if !valid_name(name) {
             return Err(Error::InvalidName(name.to_string()));
         }

@@ -7,7 +7,7 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 
-use super::netns::{self, Netns};
+use crate::host::netns::{self, Netns};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -10,8 +10,8 @@ mod common;
 
 use common::Case;
 
-const EXIT_REBOOT: i32 = gureum::vmm::exit::EXIT_REBOOT as i32;
-const EXIT_VMM_ERROR: i32 = gureum::vmm::exit::EXIT_VMM_ERROR as i32;
+const EXIT_REBOOT: i32 = gureum::vmm::exit::Status::Reboot.code() as i32;
+const EXIT_VMM_ERROR: i32 = gureum::vmm::exit::Status::VmmError.code() as i32;
 
 common::rig_run!("tests/rig/boot.sh", &["--timeout", "600"]);
 

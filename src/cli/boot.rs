@@ -14,9 +14,7 @@ use gureum::vmm::boot::{BootSource, smbios};
 use gureum::vmm::console::SocketConsole;
 use gureum::vmm::devices::virtio::net::NetLimits;
 use gureum::vmm::devices::virtio::rate_limit::RateLimit;
-use gureum::vmm::exit::{
-    EXIT_CRASH, EXIT_DETACHED, EXIT_REBOOT, EXIT_TERMINATED, EXIT_VMM_ERROR, VmExit,
-};
+use gureum::vmm::exit::{Status, VmExit};
 use gureum::vmm::metrics::{MetricsFile, MetricsWriter};
 use gureum::vmm::sandbox::cgroup;
 use gureum::vmm::sandbox::jail::{self, Ids};
@@ -32,12 +30,19 @@ const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
 #[command(after_help = format!(
     "SIGTERM presses the guest's ACPI power button: a guest that handles it shuts down \
      and powers off; a second SIGTERM stops the VM at once, as SIGINT and SIGHUP do.\n\n\
-     Exit status: 0 when the guest powers off (by itself or after SIGTERM), {EXIT_REBOOT} \
-     when it asks to reboot, {EXIT_CRASH} when it crashes (triple fault, KVM internal \
-     error), {EXIT_DETACHED} when stopped from the console with Ctrl-A x, {EXIT_TERMINATED} \
-     when stopped at once by SIGINT, SIGHUP or a second SIGTERM, {EXIT_VMM_ERROR} on a VMM \
-     error, 2 on bad usage; killed by SIGSYS when a thread makes a syscall outside its \
-     seccomp filter."
+     Exit status: {} when the guest powers off (by itself or after SIGTERM), {} \
+     when it asks to reboot, {} when it crashes (triple fault, KVM internal \
+     error), {} when stopped from the console with Ctrl-A x, {} \
+     when stopped at once by SIGINT, SIGHUP or a second SIGTERM, {} on a VMM \
+     error, {} on bad usage; killed by SIGSYS when a thread makes a syscall outside its \
+     seccomp filter.",
+    Status::PowerOff.code(),
+    Status::Reboot.code(),
+    Status::Crash.code(),
+    Status::Detached.code(),
+    Status::Terminated.code(),
+    Status::VmmError.code(),
+    Status::Usage.code(),
 ))]
 pub struct BootArgs {
     /// Kernel image: a bzImage (vmlinuz) or an uncompressed ELF vmlinux.
@@ -262,7 +267,7 @@ pub fn run(args: &BootArgs) -> ExitCode {
             }
             Err(e) => {
                 eprintln!("gureum: {e}");
-                ExitCode::from(EXIT_VMM_ERROR)
+                ExitCode::from(Status::VmmError)
             }
         };
     }
@@ -274,7 +279,7 @@ pub fn run(args: &BootArgs) -> ExitCode {
         Ok(uuid) => uuid,
         Err(e) => {
             eprintln!("gureum: cannot make a system UUID (pass --uuid): {e}");
-            return ExitCode::from(EXIT_VMM_ERROR);
+            return ExitCode::from(Status::VmmError);
         }
     };
     let config = VmConfig {
@@ -303,7 +308,7 @@ pub fn run(args: &BootArgs) -> ExitCode {
             Ok(file) => Some(file),
             Err(e) => {
                 eprintln!("gureum: cannot open --ready-fd {fd}: {e}");
-                return ExitCode::from(EXIT_VMM_ERROR);
+                return ExitCode::from(Status::VmmError);
             }
         },
         None => None,
@@ -318,18 +323,18 @@ pub fn run(args: &BootArgs) -> ExitCode {
     .collect();
     if let Err(e) = signals.thread_block() {
         eprintln!("gureum: cannot block signals: {e}");
-        return ExitCode::from(EXIT_VMM_ERROR);
+        return ExitCode::from(Status::VmmError);
     }
     if let Err(message) = enter_sandbox(args) {
         eprintln!("gureum: {message}");
-        return ExitCode::from(EXIT_VMM_ERROR);
+        return ExitCode::from(Status::VmmError);
     }
     let socket = match &args.console_socket {
         Some(path) => match SocketConsole::bind(path, args.console_log.as_deref()) {
             Ok(pair) => Some(pair),
             Err(e) => {
                 eprintln!("gureum: {e}");
-                return ExitCode::from(EXIT_VMM_ERROR);
+                return ExitCode::from(Status::VmmError);
             }
         },
         None => None,
@@ -340,7 +345,7 @@ pub fn run(args: &BootArgs) -> ExitCode {
         Ok(m) => m,
         Err(e) => {
             eprintln!("gureum: {e}");
-            return ExitCode::from(EXIT_VMM_ERROR);
+            return ExitCode::from(Status::VmmError);
         }
     };
     if let Some(ids) = args.jail {
@@ -356,7 +361,7 @@ pub fn run(args: &BootArgs) -> ExitCode {
             eprintln!(
                 "gureum: cannot give the console log's and metrics' directories to the jail's user {ids}: {e}"
             );
-            return ExitCode::from(EXIT_VMM_ERROR);
+            return ExitCode::from(Status::VmmError);
         }
     }
     let (socket, out): (_, Box<dyn std::io::Write + Send>) = match socket {
@@ -367,7 +372,7 @@ pub fn run(args: &BootArgs) -> ExitCode {
         Ok(vm) => attach_and_wait(&vm, socket, signals, ready, metrics),
         Err(e) => {
             eprintln!("gureum: {e}");
-            Err(EXIT_VMM_ERROR)
+            Err(Status::VmmError)
         }
     };
     if let (Some(path), None) = (&args.console_socket, args.jail) {
@@ -386,7 +391,7 @@ pub fn run(args: &BootArgs) -> ExitCode {
         VmExit::Terminated => eprintln!("gureum: stopped by a signal"),
         VmExit::Crash(what) => eprintln!("gureum: the guest crashed: {what}"),
     }
-    ExitCode::from(exit.code())
+    ExitCode::from(exit.status())
 }
 
 /// What `gureum boot` does before anything else: compiles the seccomp
@@ -409,10 +414,10 @@ fn attach_and_wait(
     signals: SigSet,
     ready: Option<File>,
     metrics: Option<MetricsFile>,
-) -> Result<VmExit, u8> {
+) -> Result<VmExit, Status> {
     let fail = |what: &str, e: std::io::Error| {
         eprintln!("gureum: cannot {what}: {e}");
-        EXIT_VMM_ERROR
+        Status::VmmError
     };
     let metrics = metrics
         .map(|m| m.start(vm.metrics_source()))

@@ -20,16 +20,8 @@ use super::lifecycle::{self, Context, USER_STOP, USER_TERMINATE};
 use super::process::ProcessRef;
 use super::store::Store;
 use super::{Error, lookup, time, vmm_command};
+use crate::vmm::exit::Status;
 use crate::vmm::sandbox::cgroup;
-
-// `gureum boot` exit codes (the VMM's contract).
-const EXIT_POWER_OFF: i32 = 0;
-const EXIT_VMM_ERROR: i32 = 1;
-const EXIT_USAGE: i32 = 2;
-const EXIT_REBOOT: i32 = 3;
-const EXIT_CRASH: i32 = 4;
-const EXIT_DETACHED: i32 = 5;
-const EXIT_SIGNALLED: i32 = 6;
 
 /// How often the supervisor looks whether a VMM asked to shut down is
 /// past its deadline.
@@ -55,14 +47,16 @@ pub enum Outcome {
 impl Outcome {
     /// Reads an exit status; `last_words` is the VMM's last message.
     pub fn of(status: ExitStatus, last_words: impl FnOnce() -> String) -> Self {
-        match (status.code(), status.signal()) {
-            (Some(EXIT_POWER_OFF), _) => Outcome::PowerOff,
-            (Some(EXIT_REBOOT), _) => Outcome::Reboot,
-            (Some(EXIT_CRASH), _) => Outcome::Crash,
-            (Some(EXIT_DETACHED), _) => Outcome::Detached,
-            (Some(EXIT_SIGNALLED), _) => Outcome::Signalled,
-            (Some(EXIT_VMM_ERROR | EXIT_USAGE), _) => Outcome::Failed(last_words()),
-            (Some(code), _) => Outcome::UnknownCode(code),
+        match (status.code().map(|c| (c, Status::of_code(c))), status.signal()) {
+            (Some((_, Some(Status::PowerOff))), _) => Outcome::PowerOff,
+            (Some((_, Some(Status::Reboot))), _) => Outcome::Reboot,
+            (Some((_, Some(Status::Crash))), _) => Outcome::Crash,
+            (Some((_, Some(Status::Detached))), _) => Outcome::Detached,
+            (Some((_, Some(Status::Terminated))), _) => Outcome::Signalled,
+            (Some((_, Some(Status::VmmError | Status::Usage))), _) => {
+                Outcome::Failed(last_words())
+            }
+            (Some((code, None)), _) => Outcome::UnknownCode(code),
             (None, Some(sig)) => Outcome::Killed(sig),
             (None, None) => Outcome::UnknownCode(-1),
         }

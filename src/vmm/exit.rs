@@ -1,5 +1,5 @@
-//! Why a VM stopped, the process exit code each reason maps to, and the
-//! signal through which devices and vCPUs stop the VM.
+//! Why a VM stopped, the process exit status each reason maps to, and
+//! the signal through which devices and vCPUs stop the VM.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,28 +25,72 @@ pub enum VmExit {
 }
 
 impl VmExit {
-    /// Process exit code of `gureum boot` for this reason.
-    pub fn code(&self) -> u8 {
+    /// The exit status of `gureum boot` for this reason.
+    pub fn status(&self) -> Status {
         match self {
-            VmExit::PowerOff => 0,
-            VmExit::Reboot => EXIT_REBOOT,
-            VmExit::Crash(_) => EXIT_CRASH,
-            VmExit::Detached => EXIT_DETACHED,
-            VmExit::Terminated => EXIT_TERMINATED,
+            VmExit::PowerOff => Status::PowerOff,
+            VmExit::Reboot => Status::Reboot,
+            VmExit::Crash(_) => Status::Crash,
+            VmExit::Detached => Status::Detached,
+            VmExit::Terminated => Status::Terminated,
         }
     }
 }
 
-/// Exit code for VMM errors (bad input, KVM failures).
-pub const EXIT_VMM_ERROR: u8 = 1;
-/// Exit code when the guest requested a reboot.
-pub const EXIT_REBOOT: u8 = 3;
-/// Exit code for a guest crash: triple fault or KVM internal error.
-pub const EXIT_CRASH: u8 = 4;
-/// Exit code when the console user stopped the VM with Ctrl-A x.
-pub const EXIT_DETACHED: u8 = 5;
-/// Exit code when a signal stopped the VM at once.
-pub const EXIT_TERMINATED: u8 = 6;
+/// The exit statuses of `gureum boot`: the VMM's contract with whoever
+/// runs it (an instance's supervisor, the rig's scripts, a person).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// The guest powered off.
+    PowerOff,
+    /// The VMM failed: bad input, a KVM failure.
+    VmmError,
+    /// Bad usage (clap's status).
+    Usage,
+    /// The guest asked to reboot.
+    Reboot,
+    /// The guest crashed: triple fault, KVM internal error.
+    Crash,
+    /// The console user stopped the VM with Ctrl-A x.
+    Detached,
+    /// A signal stopped the VM at once.
+    Terminated,
+}
+
+impl Status {
+    const ALL: [Status; 7] = [
+        Status::PowerOff,
+        Status::VmmError,
+        Status::Usage,
+        Status::Reboot,
+        Status::Crash,
+        Status::Detached,
+        Status::Terminated,
+    ];
+
+    pub const fn code(self) -> u8 {
+        match self {
+            Status::PowerOff => 0,
+            Status::VmmError => 1,
+            Status::Usage => 2,
+            Status::Reboot => 3,
+            Status::Crash => 4,
+            Status::Detached => 5,
+            Status::Terminated => 6,
+        }
+    }
+
+    /// The status a process exit code stands for, if any.
+    pub fn of_code(code: i32) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| i32::from(s.code()) == code)
+    }
+}
+
+impl From<Status> for std::process::ExitCode {
+    fn from(status: Status) -> Self {
+        Self::from(status.code())
+    }
+}
 
 /// Stops the VM: the first reason given wins, and from then on every vCPU
 /// leaves its run loop at its next exit instead of running the guest on.

@@ -47,15 +47,16 @@ pub enum Outcome {
 impl Outcome {
     /// Reads an exit status; `last_words` is the VMM's last message.
     pub fn of(status: ExitStatus, last_words: impl FnOnce() -> String) -> Self {
-        match (status.code().map(|c| (c, Status::of_code(c))), status.signal()) {
+        match (
+            status.code().map(|c| (c, Status::of_code(c))),
+            status.signal(),
+        ) {
             (Some((_, Some(Status::PowerOff))), _) => Outcome::PowerOff,
             (Some((_, Some(Status::Reboot))), _) => Outcome::Reboot,
             (Some((_, Some(Status::Crash))), _) => Outcome::Crash,
             (Some((_, Some(Status::Detached))), _) => Outcome::Detached,
             (Some((_, Some(Status::Terminated))), _) => Outcome::Signalled,
-            (Some((_, Some(Status::VmmError | Status::Usage))), _) => {
-                Outcome::Failed(last_words())
-            }
+            (Some((_, Some(Status::VmmError | Status::Usage))), _) => Outcome::Failed(last_words()),
             (Some((code, None)), _) => Outcome::UnknownCode(code),
             (None, Some(sig)) => Outcome::Killed(sig),
             (None, None) => Outcome::UnknownCode(-1),

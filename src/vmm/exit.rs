@@ -124,3 +124,18 @@ impl ExitSignal {
         self.stopping.load(Ordering::SeqCst)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_reads_back_from_its_code_and_others_are_unknown() {
+        for status in Status::ALL {
+            assert_eq!(Status::of_code(i32::from(status.code())), Some(status));
+        }
+        assert_eq!(Status::of_code(7), None);
+        assert_eq!(Status::of_code(-1), None);
+        assert_eq!(VmExit::Crash("x".into()).status(), Status::Crash);
+    }
+}

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::control;
+use super::iam::{self, IamAction, IamResponse};
 use super::image::{self, Image};
 use super::instance::{Instance, State};
 use super::instance_type::{self, InstanceType};
@@ -270,12 +271,17 @@ pub enum Action {
     Reconcile {
         repair: bool,
     },
+    /// Users, access keys and their policies.
+    Iam(IamAction),
 }
 
 impl Action {
     /// Whether it may change the store or Linux (a reconcile pass follows
     /// it in the daemon).
     pub fn changes(&self) -> bool {
+        if let Action::Iam(iam) = self {
+            return iam.changes();
+        }
         !matches!(
             self,
             Action::ListInstances { .. }
@@ -357,6 +363,7 @@ pub enum Response {
     Removed {
         id: String,
     },
+    Iam(IamResponse),
 }
 
 /// Runs `action` against the control plane in `ctx`.
@@ -639,6 +646,7 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
             let mode = if *repair { Mode::Repair } else { Mode::Check };
             Response::Reconciled(reconcile::run(ctx, store, mode)?)
         }
+        Action::Iam(iam) => Response::Iam(iam::execute(store, iam)?),
     })
 }
 

@@ -137,7 +137,7 @@ pub fn arn(ctx: &Context, kind: &str, id: &str) -> String {
     let account = ctx
         .open_store()
         .ok()
-        .and_then(|mut store| store.read(|tx| tables::account_id(tx)).ok())
+        .and_then(|mut store| store.read(tables::account_id).ok())
         .unwrap_or_default();
     arns::ec2(&account, kind, id)
 }

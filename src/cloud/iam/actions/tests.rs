@@ -37,19 +37,19 @@ fn new_key(store: &mut Store, owner: Owner) -> Result<(AccessKey, String), Error
 #[test]
 fn the_account_is_made_once_with_the_store() {
     let (dir, mut store) = store();
-    let first = store.read(|tx| tables::account_id(tx)).unwrap();
+    let first = store.read(tables::account_id).unwrap();
     assert_eq!(first.len(), 12);
     assert!(!first.starts_with('0'));
     drop(store);
     let mut again = Store::open(&dir.path().join("gureum.db")).unwrap();
-    assert_eq!(again.read(|tx| tables::account_id(tx)).unwrap(), first);
+    assert_eq!(again.read(tables::account_id).unwrap(), first);
 }
 
 #[test]
 fn users_are_made_listed_and_unique_whatever_their_case() {
     let (_dir, mut store) = store();
     let bob = create_user(&mut store, "bob");
-    let account = store.read(|tx| tables::account_id(tx)).unwrap();
+    let account = store.read(tables::account_id).unwrap();
     assert_eq!(bob.arn, format!("arn:aws:iam::{account}:user/bob"));
     assert!(bob.id.starts_with("AIDA") && bob.id.len() == 21);
     let err = run(

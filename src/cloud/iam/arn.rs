@@ -6,17 +6,19 @@ use crate::cloud::ids::Kind;
 
 /// The partition every ARN names.
 pub const PARTITION: &str = "aws";
-/// The region gureum's EC2 resources are in: the host is one region
-/// whose one zone is `local-1a` (the zone of gureum's subnets).
+/// The region of ARNs made without a request's: the host is one region
+/// whose one zone is `local-1a` (the zone of gureum's subnets). The
+/// endpoint answers as the region a request is signed for, and names
+/// that one.
 pub const REGION: &str = "local-1";
 
 /// The ARN of EC2 resource `id` of resource type `kind` (`vpc`,
 /// `security-group`, `instance`, ... as AWS names them; `id` may be `*`
-/// for one not made yet). Images belong to no account in their ARN, as
-/// AWS's public images do.
-pub fn ec2(account: &str, kind: &str, id: &str) -> String {
+/// for one not made yet) in `region`. Images belong to no account in
+/// their ARN, as AWS's public images do.
+pub fn ec2(account: &str, region: &str, kind: &str, id: &str) -> String {
     let account = if kind == "image" { "" } else { account };
-    format!("arn:{PARTITION}:ec2:{REGION}:{account}:{kind}/{id}")
+    format!("arn:{PARTITION}:ec2:{region}:{account}:{kind}/{id}")
 }
 
 /// The ARN of IAM user `name` under `path` (`/` or `/a/b/`).

@@ -131,13 +131,20 @@ fn policies_of(tx: &Tx<'_>, user: &str) -> Result<Vec<Policy>, Error> {
 
 /// The ARN of a gureum EC2 resource, for `authorize`: `kind` is its ARN
 /// resource type (`vpc`, `security-group`, `instance`, ...; see
-/// `arn::resource_type`), `id` its ID or `*`. Without a readable store the
-/// account part is empty, which no policy naming the account matches.
+/// `arn::resource_type`), `id` its ID or `*`; in gureum's own region
+/// (`arn::REGION`). Without a readable store the account part is empty,
+/// which no policy naming the account matches.
 pub fn arn(ctx: &Context, kind: &str, id: &str) -> String {
+    arn_in(ctx, arns::REGION, kind, id)
+}
+
+/// `arn` in `region`: the one a request is signed for, which the
+/// endpoint answers as.
+pub fn arn_in(ctx: &Context, region: &str, kind: &str, id: &str) -> String {
     let account = ctx
         .open_store()
         .ok()
         .and_then(|mut store| store.read(tables::account_id).ok())
         .unwrap_or_default();
-    arns::ec2(&account, kind, id)
+    arns::ec2(&account, region, kind, id)
 }

@@ -396,12 +396,10 @@ fn policies_decide_what_signed_callers_may_do() {
     assert_eq!(err.category, Category::Unauthorised);
 
     // Only the security groups of one VPC, as written.
-    let policy = format!(
-        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"ec2:*SecurityGroup*",
+    let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ec2:*SecurityGroup*",
             "Resource":["arn:aws:ec2:*:*:vpc/vpc-0123456789abcdef0",
-                        "arn:aws:ec2:*:*:security-group/sg-0aaaaaaaaaaaaaaaa"]}}]}}"#
-    );
-    let (groups, ..) = user(&host, "groups", &[], &[&policy]);
+                        "arn:aws:ec2:*:*:security-group/sg-0aaaaaaaaaaaaaaaa"]}]}"#;
+    let (groups, ..) = user(&host, "groups", &[], &[policy]);
     assert_eq!(
         authorize(&ctx, &groups, "ec2:CreateSecurityGroup", &vpc),
         Ok(())

@@ -55,19 +55,24 @@ mod tests {
     fn arns_have_aws_shapes() {
         let acct = "123456789012";
         assert_eq!(
-            ec2(acct, "vpc", "vpc-0123456789abcdef0"),
+            ec2(acct, REGION, "vpc", "vpc-0123456789abcdef0"),
             "arn:aws:ec2:local-1:123456789012:vpc/vpc-0123456789abcdef0"
         );
         assert_eq!(
-            ec2(acct, resource_type(Kind::SecurityGroup), "sg-1"),
-            "arn:aws:ec2:local-1:123456789012:security-group/sg-1"
+            ec2(
+                acct,
+                "us-east-1",
+                resource_type(Kind::SecurityGroup),
+                "sg-1"
+            ),
+            "arn:aws:ec2:us-east-1:123456789012:security-group/sg-1"
         );
         assert_eq!(
-            ec2(acct, "image", "ami-1"),
+            ec2(acct, REGION, "image", "ami-1"),
             "arn:aws:ec2:local-1::image/ami-1"
         );
         assert_eq!(
-            ec2(acct, "instance", "*"),
+            ec2(acct, REGION, "instance", "*"),
             "arn:aws:ec2:local-1:123456789012:instance/*"
         );
         assert_eq!(user(acct, "/", "bob"), "arn:aws:iam::123456789012:user/bob");

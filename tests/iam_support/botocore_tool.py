@@ -5,12 +5,20 @@
       http://127.0.0.1:8773, region us-east-1), as JSON: method, path,
       query, headers (with the Host header its HTTP client sends), body.
       Nothing is sent: the request is taken before it leaves.
+  call SERVICE OPERATION PARAMS_JSON KEY SECRET ENDPOINT
+      makes the call against ENDPOINT and prints {"result": ...} or
+      {"error": {"Code", "Message"}, "status": N}.
   parse  (a JSON list of {service, operation, status, body} on stdin)
       prints what botocore's parser makes of each response (with the
       handlers botocore runs after a call), as a JSON list.
+
+With GUREUM_SIGN_AT=SECONDS (since the epoch) in the environment,
+requests are signed as at that time instead of now.
 """
 
+import datetime
 import json
+import os
 import sys
 from urllib.parse import urlsplit
 
@@ -19,6 +27,14 @@ import botocore.session
 from botocore.awsrequest import AWSResponse
 
 ENDPOINT = "http://127.0.0.1:8773"
+
+if "GUREUM_SIGN_AT" in os.environ:
+    import botocore.auth
+
+    _at = datetime.datetime.fromtimestamp(
+        int(os.environ["GUREUM_SIGN_AT"]), datetime.timezone.utc
+    ).replace(tzinfo=None)
+    botocore.auth.get_current_datetime = lambda *_, **__: _at
 
 
 class _Raw:
@@ -29,12 +45,12 @@ class _Raw:
         yield self._body
 
 
-def _client(service, key, secret):
+def _client(service, key, secret, endpoint=ENDPOINT):
     session = botocore.session.get_session()
     return session.create_client(
         service,
         region_name="us-east-1",
-        endpoint_url=ENDPOINT,
+        endpoint_url=endpoint,
         aws_access_key_id=key,
         aws_secret_access_key=secret,
     )
@@ -84,6 +100,18 @@ def sign(service, operation, params, key, secret, presign=False):
     return _raw(request.method, request.url, request.headers, request.body)
 
 
+def call(service, operation, params, key, secret, endpoint):
+    import botocore.exceptions
+
+    client = _client(service, key, secret, endpoint)
+    try:
+        result = getattr(client, operation)(**params)
+    except botocore.exceptions.ClientError as e:
+        return {"error": e.response["Error"], "status": e.response["ResponseMetadata"]["HTTPStatusCode"]}
+    result.pop("ResponseMetadata", None)
+    return {"result": result}
+
+
 def parse(service, operation, status, body):
     client = _client(service, "AKIDEXAMPLE", "secret")
     model = client.meta.service_model.operation_model(operation)
@@ -107,6 +135,9 @@ def main(argv):
     if argv[1] == "sign":
         service, operation, params, key, secret = argv[2:7]
         out = sign(service, operation, json.loads(params), key, secret, argv[7:8] == ["presign"])
+    elif argv[1] == "call":
+        service, operation, params, key, secret, endpoint = argv[2:8]
+        out = call(service, operation, json.loads(params), key, secret, endpoint)
     else:
         jobs = json.load(sys.stdin)
         out = [

@@ -707,4 +707,32 @@ fn the_iam_and_sts_handlers_answer_what_botocore_parses() {
         sts.body
             .contains("xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"")
     );
+    // A request that fails authentication, in each service's envelope.
+    let mut unknown = sign(
+        "sts",
+        "get_caller_identity",
+        &json!({}),
+        "AKIAAAAAAAAAAAAAAAAA",
+        eve_secret,
+    );
+    let err = authenticate(&ctx, &unknown.signed(), std::time::SystemTime::now()).unwrap_err();
+    let (iam_refused, sts_refused) = (
+        endpoint::iam::refused(&err, "rid-11"),
+        endpoint::sts::refused(&err, "rid-12"),
+    );
+    unknown.headers.retain(|(k, _)| k != "Authorization");
+    let missing = authenticate(&ctx, &unknown.signed(), std::time::SystemTime::now()).unwrap_err();
+    let missing = endpoint::sts::refused(&missing, "rid-13");
+    let parsed = parse(&[
+        ("iam", "ListUsers", &iam_refused),
+        ("sts", "GetCallerIdentity", &sts_refused),
+        ("sts", "GetCallerIdentity", &missing),
+    ]);
+    assert_eq!(
+        (iam_refused.status, sts_refused.status, missing.status),
+        (403, 403, 403)
+    );
+    assert_eq!(parsed[0]["Error"]["Code"], "InvalidClientTokenId");
+    assert_eq!(parsed[1]["Error"]["Code"], "InvalidClientTokenId");
+    assert_eq!(parsed[2]["Error"]["Code"], "MissingAuthenticationToken");
 }

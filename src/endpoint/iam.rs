@@ -10,7 +10,7 @@ use quick_xml::escape::escape;
 use super::Reply;
 use crate::cloud::api::Category;
 use crate::cloud::iam::records::{AccessKey, Owner, User};
-use crate::cloud::iam::{self, Caller, IamAction, IamResponse, arn, tables};
+use crate::cloud::iam::{self, AuthError, Caller, IamAction, IamResponse, arn, tables};
 use crate::cloud::lifecycle::Context;
 
 const NAMESPACE: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
@@ -99,6 +99,12 @@ impl Failure {
     }
 }
 
+impl From<&AuthError> for Failure {
+    fn from(e: &AuthError) -> Self {
+        Self::new(e.status(), e.code(), e.to_string())
+    }
+}
+
 impl From<iam::Error> for Failure {
     fn from(e: iam::Error) -> Self {
         Self::new(e.status(), e.code(), e.to_string())
@@ -158,6 +164,11 @@ impl<'a> Params<'a> {
             .map(str::to_owned)
             .ok_or_else(|| iam::Error::Missing(name).into())
     }
+}
+
+/// IAM's answer to a request that failed authentication.
+pub fn refused(e: &AuthError, request_id: &str) -> Reply {
+    Failure::from(e).reply(NAMESPACE, request_id)
 }
 
 /// Answers the IAM request `params` from `caller`.

@@ -3,10 +3,15 @@
 
 use super::Reply;
 use super::iam::{Failure, Params, Xml, success};
-use crate::cloud::iam::{Caller, tables};
+use crate::cloud::iam::{AuthError, Caller, tables};
 use crate::cloud::lifecycle::Context;
 
 const NAMESPACE: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
+
+/// STS's answer to a request that failed authentication.
+pub fn refused(e: &AuthError, request_id: &str) -> Reply {
+    Failure::from(e).reply(NAMESPACE, request_id)
+}
 
 /// Answers the STS request `params` from `caller`.
 pub fn handle(

@@ -131,20 +131,16 @@ fn policies_of(tx: &Tx<'_>, user: &str) -> Result<Vec<Policy>, Error> {
 
 /// The ARN of a gureum EC2 resource, for `authorize`: `kind` is its ARN
 /// resource type (`vpc`, `security-group`, `instance`, ...; see
-/// `arn::resource_type`), `id` its ID or `*`; in gureum's own region
+/// `arn::resource_type`), `id` its ID or `*`, in gureum's own region
 /// (`arn::REGION`). Without a readable store the account part is empty,
-/// which no policy naming the account matches.
+/// which no policy naming the account matches. (The endpoint knows the
+/// caller's account and the region the request is signed for, and calls
+/// `arn::ec2` with them instead, without opening the store.)
 pub fn arn(ctx: &Context, kind: &str, id: &str) -> String {
-    arn_in(ctx, arns::REGION, kind, id)
-}
-
-/// `arn` in `region`: the one a request is signed for, which the
-/// endpoint answers as.
-pub fn arn_in(ctx: &Context, region: &str, kind: &str, id: &str) -> String {
     let account = ctx
         .open_store()
         .ok()
         .and_then(|mut store| store.read(tables::account_id).ok())
         .unwrap_or_default();
-    arns::ec2(&account, region, kind, id)
+    arns::ec2(&account, arns::REGION, kind, id)
 }

@@ -18,6 +18,6 @@ pub mod tables;
 mod wildcard;
 
 pub use actions::{IamAction, IamResponse, execute};
-pub use auth::{Authenticated, Caller, arn, arn_in, authenticate, authorize};
+pub use auth::{Authenticated, Caller, arn, authenticate, authorize};
 pub use error::Error;
 pub use sigv4::{AuthError, SignedRequest};

@@ -102,7 +102,7 @@ pub fn run(env: &Env, command: IamCommand) -> Result<(), CliError> {
             let IamResponse::NewAccessKey { key, secret } =
                 call(env, IamAction::CreateAccessKey { owner })?
             else {
-                return Err(CliError::Unexpected("IAM answer".into()));
+                return Err(wrong());
             };
             new_key(env.format, &key, &secret)?;
         }
@@ -114,7 +114,7 @@ pub fn run(env: &Env, command: IamCommand) -> Result<(), CliError> {
             };
             let IamResponse::AccessKeys(keys) = call(env, IamAction::ListAccessKeys { owner })?
             else {
-                return Err(CliError::Unexpected("IAM answer".into()));
+                return Err(wrong());
             };
             list_keys(env.format, &keys)?;
         }
@@ -131,7 +131,7 @@ pub fn run(env: &Env, command: IamCommand) -> Result<(), CliError> {
         }
         C::CreateUser { name, path } => {
             let IamResponse::Users(users) = call(env, IamAction::CreateUser { name, path })? else {
-                return Err(CliError::Unexpected("IAM answer".into()));
+                return Err(wrong());
             };
             list_users(env.format, &users)?;
         }
@@ -139,7 +139,7 @@ pub fn run(env: &Env, command: IamCommand) -> Result<(), CliError> {
         C::ListUsers => {
             let IamResponse::Users(users) = call(env, IamAction::ListUsers { path_prefix: None })?
             else {
-                return Err(CliError::Unexpected("IAM answer".into()));
+                return Err(wrong());
             };
             list_users(env.format, &users)?;
         }
@@ -163,18 +163,11 @@ pub fn run(env: &Env, command: IamCommand) -> Result<(), CliError> {
             let IamResponse::AttachedPolicies(policies) =
                 call(env, IamAction::ListAttachedUserPolicies { user })?
             else {
-                return Err(CliError::Unexpected("IAM answer".into()));
+                return Err(wrong());
             };
-            match env.format {
-                Format::Json => output::json(&policies)?,
-                Format::Table => output::table(
-                    &["NAME", "ARN"],
-                    &policies
-                        .iter()
-                        .map(|p| vec![p.name.clone(), p.arn.clone()])
-                        .collect::<Vec<_>>(),
-                ),
-            }
+            show(env.format, &policies, &["NAME", "ARN"], |p| {
+                vec![p.name.clone(), p.arn.clone()]
+            })?;
         }
         C::PutUserPolicy {
             user,
@@ -196,15 +189,9 @@ pub fn run(env: &Env, command: IamCommand) -> Result<(), CliError> {
         C::ListUserPolicies { user } => {
             let IamResponse::PolicyNames(names) = call(env, IamAction::ListUserPolicies { user })?
             else {
-                return Err(CliError::Unexpected("IAM answer".into()));
+                return Err(wrong());
             };
-            match env.format {
-                Format::Json => output::json(&names)?,
-                Format::Table => output::table(
-                    &["NAME"],
-                    &names.into_iter().map(|n| vec![n]).collect::<Vec<_>>(),
-                ),
-            }
+            show(env.format, &names, &["NAME"], |n| vec![n.clone()])?;
         }
         C::DeleteUserPolicy { user, name } => done(
             env,
@@ -261,44 +248,48 @@ fn new_key(format: Format, key: &AccessKey, secret: &str) -> Result<(), CliError
     Ok(())
 }
 
-fn list_keys(format: Format, keys: &[AccessKey]) -> Result<(), CliError> {
+/// Prints `items`: JSON, or a table with `headers` and one `row` each.
+fn show<T: serde::Serialize>(
+    format: Format,
+    items: &[T],
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> Result<(), CliError> {
     match format {
-        Format::Json => output::json(keys)?,
-        Format::Table => output::table(
-            &["ACCESS-KEY-ID", "OWNER", "STATUS", "CREATED"],
-            &keys
-                .iter()
-                .map(|k| {
-                    vec![
-                        k.id.clone(),
-                        k.owner.user().unwrap_or("(root)").to_owned(),
-                        k.status.as_str().to_owned(),
-                        k.created.clone(),
-                    ]
-                })
-                .collect::<Vec<_>>(),
-        ),
+        Format::Json => output::json(items)?,
+        Format::Table => output::table(headers, &items.iter().map(row).collect::<Vec<_>>()),
     }
     Ok(())
 }
 
+/// An answer of another kind than the action's.
+fn wrong() -> CliError {
+    CliError::Unexpected("IAM answer of another kind".into())
+}
+
+fn list_keys(format: Format, keys: &[AccessKey]) -> Result<(), CliError> {
+    show(
+        format,
+        keys,
+        &["ACCESS-KEY-ID", "OWNER", "STATUS", "CREATED"],
+        |k| {
+            vec![
+                k.id.clone(),
+                k.owner.user().unwrap_or("(root)").to_owned(),
+                k.status.as_str().to_owned(),
+                k.created.clone(),
+            ]
+        },
+    )
+}
+
 fn list_users(format: Format, users: &[User]) -> Result<(), CliError> {
-    match format {
-        Format::Json => output::json(users)?,
-        Format::Table => output::table(
-            &["NAME", "ID", "ARN", "CREATED"],
-            &users
-                .iter()
-                .map(|u| {
-                    vec![
-                        u.name.clone(),
-                        u.id.clone(),
-                        u.arn.clone(),
-                        u.created.clone(),
-                    ]
-                })
-                .collect::<Vec<_>>(),
-        ),
-    }
-    Ok(())
+    show(format, users, &["NAME", "ID", "ARN", "CREATED"], |u| {
+        vec![
+            u.name.clone(),
+            u.id.clone(),
+            u.arn.clone(),
+            u.created.clone(),
+        ]
+    })
 }

@@ -4,24 +4,17 @@
 //! (`<XResponse><XResult>…</XResult><ResponseMetadata>…`), or IAM's error
 //! envelope (`<ErrorResponse><Error><Type>…<Code>…`).
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
 use quick_xml::escape::escape;
 
 use super::Reply;
 use crate::cloud::api::Category;
 use crate::cloud::iam::records::{AccessKey, Owner, User};
+use crate::cloud::iam::sigv4::UNRESERVED;
 use crate::cloud::iam::{self, AuthError, Caller, IamAction, IamResponse, arn, tables};
 use crate::cloud::lifecycle::Context;
 
 const NAMESPACE: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
-
-/// What IAM leaves unencoded in a policy document it returns (RFC 3986's
-/// unreserved characters); botocore decodes the rest.
-const DOCUMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
 
 /// An XML document under construction; text is escaped.
 #[derive(Debug, Default)]
@@ -120,14 +113,23 @@ impl From<crate::cloud::Error> for Failure {
     }
 }
 
-/// The successful answer to `action`: `result` fills `<ACTIONResult>`,
-/// or there is none.
-pub(super) fn success(
+/// The answer to `action` of the service whose namespace is `namespace`:
+/// its result, or its error.
+pub(super) fn answer(
     namespace: &str,
     action: &str,
     request_id: &str,
-    result: Option<Xml>,
+    outcome: Result<Option<Xml>, Failure>,
 ) -> Reply {
+    match outcome {
+        Ok(result) => success(namespace, action, request_id, result),
+        Err(failure) => failure.reply(namespace, request_id),
+    }
+}
+
+/// The successful answer to `action`: `result` fills `<ACTIONResult>`,
+/// or there is none.
+fn success(namespace: &str, action: &str, request_id: &str, result: Option<Xml>) -> Reply {
     let mut x = Xml::default();
     x.0.push_str(&format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{action}Response xmlns=\"{namespace}\">"
@@ -180,10 +182,12 @@ pub fn handle(
 ) -> Reply {
     let params = Params(params);
     let action = params.get("Action").unwrap_or_default();
-    match run(ctx, caller, &params, action) {
-        Ok(result) => success(NAMESPACE, action, request_id, result),
-        Err(failure) => failure.reply(NAMESPACE, request_id),
-    }
+    answer(
+        NAMESPACE,
+        action,
+        request_id,
+        run(ctx, caller, &params, action),
+    )
 }
 
 fn run(
@@ -413,7 +417,7 @@ fn render(action: &str, response: &IamResponse) -> Option<Xml> {
                 .leaf("PolicyName", &p.name)
                 .leaf(
                     "PolicyDocument",
-                    &utf8_percent_encode(&p.document, DOCUMENT).to_string(),
+                    &utf8_percent_encode(&p.document, UNRESERVED).to_string(),
                 );
         }
     }

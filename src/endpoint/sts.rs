@@ -2,7 +2,7 @@
 //! no permission (as in AWS): who signed the request.
 
 use super::Reply;
-use super::iam::{Failure, Params, Xml, success};
+use super::iam::{Failure, Params, Xml, answer};
 use crate::cloud::iam::{AuthError, Caller, tables};
 use crate::cloud::lifecycle::Context;
 
@@ -21,14 +21,11 @@ pub fn handle(
     request_id: &str,
 ) -> Reply {
     let action = Params(params).get("Action").unwrap_or_default();
-    let answer = match action {
-        "GetCallerIdentity" => caller_identity(ctx, caller),
+    let outcome = match action {
+        "GetCallerIdentity" => caller_identity(ctx, caller).map(Some),
         other => Err(Failure::invalid_action(other)),
     };
-    match answer {
-        Ok(result) => success(NAMESPACE, action, request_id, Some(result)),
-        Err(failure) => failure.reply(NAMESPACE, request_id),
-    }
+    answer(NAMESPACE, action, request_id, outcome)
 }
 
 /// The caller's account, ARN and ID: a user's `AIDA…`, or the account's

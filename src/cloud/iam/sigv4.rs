@@ -27,14 +27,14 @@ const TERMINATOR: &str = "aws4_request";
 const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
 /// Query strings: everything but RFC 3986's unreserved characters is
-/// percent-encoded.
-const QUERY: &AsciiSet = &NON_ALPHANUMERIC
+/// percent-encoded (as in IAM's policy documents in its answers).
+pub const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
 /// Paths: the same, keeping the slashes.
-const PATH: &AsciiSet = &QUERY.remove(b'/');
+const PATH: &AsciiSet = &UNRESERVED.remove(b'/');
 
 /// The parts of an HTTP request that SigV4 covers.
 #[derive(Debug, Clone, Copy)]
@@ -522,7 +522,7 @@ fn canonical_query(query: &str, presigned: bool) -> String {
         .map(|(k, v)| {
             let enc = |t: &str| {
                 let bytes: Vec<u8> = percent_decode_str(t).collect();
-                percent_encode(&bytes, QUERY).to_string()
+                percent_encode(&bytes, UNRESERVED).to_string()
             };
             (enc(k), enc(v))
         })

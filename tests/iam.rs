@@ -1,6 +1,6 @@
 //! IAM end to end without the HTTP server: `gureum iam` (in-process and
 //! through the daemon), SigV4 against requests botocore signed (a stored
-//! fixture and live ones), policy evaluation through `authenticate` and
+//! fixture, with one of curl's, and live ones), policy evaluation through `authenticate` and
 //! `authorize`, and the IAM and STS handlers' XML as botocore parses it.
 //! Needs the aws CLI virtualenv (`scripts/setup-deps`); not root.
 
@@ -217,7 +217,7 @@ fn keep_root_key(host: &Host, key: &str, secret: &str) {
 }
 
 fn fixture() -> Value {
-    let text = include_str!("iam_support/botocore_signed.json");
+    let text = include_str!("iam_support/signed_requests.json");
     serde_json::from_str(text).unwrap()
 }
 

@@ -1,7 +1,8 @@
 //! IAM end to end without the HTTP server: `gureum iam` (in-process and
 //! through the daemon), SigV4 against requests botocore signed (a stored
-//! fixture, with one of curl's, and live ones), policy evaluation through `authenticate` and
-//! `authorize`, and the IAM and STS handlers' XML as botocore parses it.
+//! fixture, with one of curl's, and live ones), policy evaluation through
+//! `authenticate` and `authorize`, and the IAM and STS handlers' XML as
+//! botocore parses it.
 //! Needs the aws CLI virtualenv (`scripts/setup-deps`); not root.
 
 #![allow(

@@ -451,6 +451,24 @@ fn policies_decide_what_signed_callers_may_do() {
     };
     assert_eq!(authorize(&ctx, &root, "ec2:DeleteVpc", &vpc), Ok(()));
 
+    // An inactive key does not authenticate; active again, it does.
+    let (_, key, secret) = user(&host, "paused", &[], &[]);
+    host.ok(&["iam", "update-access-key", &key, "--status", "Inactive"]);
+    let raw = sign("sts", "get_caller_identity", &json!({}), &key, &secret);
+    let err = authenticate(&ctx, &raw.signed(), std::time::SystemTime::now()).unwrap_err();
+    assert_eq!(err.code(), "InvalidClientTokenId");
+    assert!(err.to_string().contains("inactive"), "{err}");
+    host.ok(&[
+        "iam",
+        "update-access-key",
+        &key,
+        "--status",
+        "Active",
+        "--user",
+        "paused",
+    ]);
+    authenticate(&ctx, &raw.signed(), std::time::SystemTime::now()).unwrap();
+
     // A deleted user's key no longer authenticates.
     let (_, key, secret) = user(&host, "gone", &[], &[]);
     host.ok(&["iam", "delete-access-key", &key]);
@@ -708,6 +726,35 @@ fn the_iam_and_sts_handlers_answer_what_botocore_parses() {
         sts.body
             .contains("xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"")
     );
+    // Root makes Eve's key inactive through the API; it no longer
+    // authenticates.
+    let update = iam(
+        &root,
+        &[
+            ("Action", "UpdateAccessKey"),
+            ("UserName", "eve"),
+            ("AccessKeyId", &eve_key),
+            ("Status", "Inactive"),
+        ],
+    );
+    let bad_status = iam(
+        &root,
+        &[
+            ("Action", "UpdateAccessKey"),
+            ("UserName", "eve"),
+            ("AccessKeyId", &eve_key),
+            ("Status", "Paused"),
+        ],
+    );
+    let parsed = parse(&[
+        ("iam", "UpdateAccessKey", &update),
+        ("iam", "UpdateAccessKey", &bad_status),
+    ]);
+    assert_eq!(update.status, 200, "{}", update.body);
+    assert_eq!(parsed[1]["Error"]["Code"], "ValidationError");
+    let err = authenticate(&ctx, &raw.signed(), std::time::SystemTime::now()).unwrap_err();
+    assert_eq!(err.code(), "InvalidClientTokenId");
+
     // A request that fails authentication, in each service's envelope.
     let mut unknown = sign(
         "sts",

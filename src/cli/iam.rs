@@ -8,7 +8,7 @@ use serde_json::json;
 
 use gureum::cloud::Error;
 use gureum::cloud::api::{Action, Response};
-use gureum::cloud::iam::records::{AccessKey, Owner, User};
+use gureum::cloud::iam::records::{AccessKey, KeyStatus, Owner, User};
 use gureum::cloud::iam::{IamAction, IamResponse};
 
 use super::cloud::{CliError, Env, unexpected};
@@ -34,6 +34,14 @@ pub enum IamCommand {
     /// Delete an access key (of --user only, if given).
     DeleteAccessKey {
         id: String,
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Make an access key inactive (it authenticates nothing) or active.
+    UpdateAccessKey {
+        id: String,
+        #[arg(long, value_parser = ["Active", "Inactive"])]
+        status: String,
         #[arg(long)]
         user: Option<String>,
     },
@@ -128,6 +136,20 @@ pub fn run(env: &Env, command: IamCommand) -> Result<(), CliError> {
                 },
                 &id,
             )?;
+        }
+        C::UpdateAccessKey { id, status, user } => {
+            let status = if status == "Active" {
+                KeyStatus::Active
+            } else {
+                KeyStatus::Inactive
+            };
+            let owner = user.map(Owner::User);
+            let action = IamAction::UpdateAccessKey {
+                id: id.clone(),
+                owner,
+                status,
+            };
+            done(env, action, &id)?;
         }
         C::CreateUser { name, path } => {
             let IamResponse::Users(users) = call(env, IamAction::CreateUser { name, path })? else {

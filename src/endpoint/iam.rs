@@ -9,7 +9,7 @@ use quick_xml::escape::escape;
 
 use super::Reply;
 use crate::cloud::api::Category;
-use crate::cloud::iam::records::{AccessKey, Owner, User};
+use crate::cloud::iam::records::{AccessKey, KeyStatus, Owner, User};
 use crate::cloud::iam::sigv4::UNRESERVED;
 use crate::cloud::iam::{self, AuthError, Caller, IamAction, IamResponse, arn, tables};
 use crate::cloud::lifecycle::Context;
@@ -255,6 +255,11 @@ fn request(caller: &Caller, params: &Params<'_>, action: &str) -> Result<Request
             id: params.need("AccessKeyId")?,
             owner: Some(owner(caller, params)),
         }),
+        "UpdateAccessKey" => act(IamAction::UpdateAccessKey {
+            id: params.need("AccessKeyId")?,
+            owner: Some(owner(caller, params)),
+            status: status(&params.need("Status")?)?,
+        }),
         "ListAccessKeys" => act(IamAction::ListAccessKeys {
             owner: Some(owner(caller, params)),
         }),
@@ -285,6 +290,20 @@ fn request(caller: &Caller, params: &Params<'_>, action: &str) -> Result<Request
     })
 }
 
+/// `Active` or `Inactive`.
+fn status(text: &str) -> Result<KeyStatus, Failure> {
+    match text {
+        "Active" => Ok(KeyStatus::Active),
+        "Inactive" => Ok(KeyStatus::Inactive),
+        other => Err(iam::Error::Invalid {
+            what: "status",
+            value: other.to_owned(),
+            rule: "Active or Inactive".into(),
+        }
+        .into()),
+    }
+}
+
 /// The ARN `authorize` checks the request on: the user it is about (the
 /// root account for root's own keys), or the users for ListUsers.
 fn resource(ctx: &Context, caller: &Caller, request: &Request) -> Result<String, Failure> {
@@ -312,9 +331,9 @@ fn resource(ctx: &Context, caller: &Caller, request: &Request) -> Result<String,
             A::CreateUser { name, path } => user_named(name, Some(path.as_deref().unwrap_or("/"))),
             A::ListUsers { .. } => Ok(arn::user(account, "/", "")),
             A::CreateAccessKey { owner } => of_owner(owner),
-            A::DeleteAccessKey { owner, .. } | A::ListAccessKeys { owner } => {
-                of_owner(owner.as_ref().unwrap_or(&Owner::Root))
-            }
+            A::DeleteAccessKey { owner, .. }
+            | A::UpdateAccessKey { owner, .. }
+            | A::ListAccessKeys { owner } => of_owner(owner.as_ref().unwrap_or(&Owner::Root)),
             A::DeleteUser { name } | A::GetUser { name } => user_named(name, None),
             A::AttachUserPolicy { user, .. }
             | A::DetachUserPolicy { user, .. }

@@ -44,6 +44,12 @@ pub enum IamAction {
         id: String,
         owner: Option<Owner>,
     },
+    /// An inactive key authenticates nothing until made active again.
+    UpdateAccessKey {
+        id: String,
+        owner: Option<Owner>,
+        status: KeyStatus,
+    },
     /// Every key when `owner` is not given.
     ListAccessKeys {
         owner: Option<Owner>,
@@ -197,17 +203,15 @@ pub fn execute(store: &mut Store, action: &IamAction) -> Result<IamResponse, Err
         }
         A::DeleteAccessKey { id, owner } => {
             store.write(|tx| {
-                let owner = owner.as_ref().map(|o| canonical_owner(tx, o)).transpose()?;
-                let found = tables::access_key(tx, id)?.map(|(key, _)| key);
-                match (found, &owner) {
-                    (Some(key), Some(o)) if key.owner != *o => {}
-                    (Some(_), _) => return tables::delete_key(tx, id),
-                    (None, _) => {}
-                }
-                Err(Error::NoSuchAccessKey {
-                    id: id.clone(),
-                    owner: owner.map(|o| format!(" for {o}")).unwrap_or_default(),
-                })
+                owned_key(tx, id, owner.as_ref())?;
+                tables::delete_key(tx, id)
+            })?;
+            IamResponse::Done
+        }
+        A::UpdateAccessKey { id, owner, status } => {
+            store.write(|tx| {
+                owned_key(tx, id, owner.as_ref())?;
+                tables::set_key_status(tx, id, *status)
             })?;
             IamResponse::Done
         }
@@ -329,6 +333,23 @@ fn canonical_owner(tx: &crate::cloud::store::Tx<'_>, owner: &Owner) -> Result<Ow
     match owner {
         Owner::Root => Ok(Owner::Root),
         Owner::User(name) => Ok(Owner::User(tables::existing_user(tx, name)?.name)),
+    }
+}
+
+/// Access key `id`, which must be `owner`'s when an owner is named;
+/// NoSuchEntity otherwise.
+fn owned_key(
+    tx: &crate::cloud::store::Tx<'_>,
+    id: &str,
+    owner: Option<&Owner>,
+) -> Result<AccessKey, Error> {
+    let owner = owner.map(|o| canonical_owner(tx, o)).transpose()?;
+    match tables::access_key(tx, id)? {
+        Some((key, _)) if owner.as_ref().is_none_or(|o| key.owner == *o) => Ok(key),
+        _ => Err(Error::NoSuchAccessKey {
+            id: id.to_owned(),
+            owner: owner.map(|o| format!(" for {o}")).unwrap_or_default(),
+        }),
     }
 }
 

@@ -163,6 +163,16 @@ pub fn insert_key(tx: &Tx<'_>, key: &AccessKey, secret: &str) -> Result<(), Erro
     Ok(())
 }
 
+pub fn set_key_status(tx: &Tx<'_>, id: &str, status: KeyStatus) -> Result<(), Error> {
+    tx.connection()
+        .execute(
+            "UPDATE iam_access_keys SET status = ?2 WHERE id = ?1",
+            [id, status.as_str()],
+        )
+        .map_err(sql("change an access key's status"))?;
+    Ok(())
+}
+
 pub fn delete_key(tx: &Tx<'_>, id: &str) -> Result<(), Error> {
     tx.connection()
         .execute("DELETE FROM iam_access_keys WHERE id = ?1", [id])

@@ -143,6 +143,23 @@ fn keys_belong_to_root_or_a_user_two_at_most_and_their_secrets_stay_private() {
     )
     .unwrap();
     assert_eq!(listed(&mut store, None).len(), 2);
+    let deactivate = |store: &mut Store, owner| {
+        run(
+            store,
+            IamAction::UpdateAccessKey {
+                id: root_key.id.clone(),
+                owner,
+                status: KeyStatus::Inactive,
+            },
+        )
+    };
+    let err = deactivate(&mut store, Some(Owner::User("bob".into()))).unwrap_err();
+    assert_eq!(err.code(), "NoSuchEntity");
+    deactivate(&mut store, Some(Owner::Root)).unwrap();
+    assert_eq!(
+        listed(&mut store, Some(Owner::Root))[0].status,
+        KeyStatus::Inactive
+    );
     // The store, which holds the secrets, is its owner's alone, in a
     // directory that is too; a store others can read gets no secret.
     let path = dir.path().join("gureum.db");

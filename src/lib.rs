@@ -5,6 +5,7 @@
 
 pub mod cloud;
 pub mod daemon;
+pub mod endpoint;
 pub mod host;
 pub mod net;
 pub mod vmm;

@@ -7,6 +7,7 @@ mod console;
 mod console_client;
 mod daemon;
 mod eip;
+mod iam;
 mod igw;
 mod image;
 mod instance;
@@ -60,6 +61,9 @@ enum Command {
     Eip(eip::EipCommand),
     #[command(subcommand, visible_alias = "security-group")]
     Sg(sg::SgCommand),
+    /// Users, access keys and policies for the EC2/IAM/STS API.
+    #[command(subcommand)]
+    Iam(iam::IamCommand),
     #[command(subcommand)]
     Net(net::NetCommand),
     /// Instance types and their vCPUs and memory.
@@ -87,6 +91,7 @@ pub fn main() -> ExitCode {
         Command::Igw(c) => cloud::run(&cli.global, |env| igw::run(env, c)),
         Command::Eip(c) => cloud::run(&cli.global, |env| eip::run(env, c)),
         Command::Sg(c) => cloud::run(&cli.global, |env| sg::run(env, c)),
+        Command::Iam(c) => cloud::run(&cli.global, |env| iam::run(env, c)),
         Command::Net(c) => cloud::run(&cli.global, |env| net::run(env, c)),
         Command::Types(args) => cloud::run(&cli.global, |env| types::run(env, &args)),
         Command::Daemon(args) => cloud::run(&cli.global, |env| daemon::run(env, &args)),

@@ -6,6 +6,7 @@ pub mod api;
 pub mod children;
 pub mod control;
 pub mod disk_copy;
+pub mod iam;
 pub mod ids;
 pub mod image;
 pub mod instance;
@@ -59,6 +60,8 @@ pub enum Error {
     TapNetwork(#[from] tap_network::Error),
     #[error(transparent)]
     Vpc(#[from] vpc::Error),
+    #[error(transparent)]
+    Iam(#[from] iam::Error),
     #[error(
         "--tap names one interface, so it launches one instance: drop --count or launch them \
          one by one, each with its own tap"

@@ -26,7 +26,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The schema this binary reads and writes. Older stores are migrated up
 /// to it when opened; newer ones are refused.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// `MIGRATIONS[i]` takes a store from schema version `i` to `i + 1`.
 /// Version 0 is a store made before versioning (`resources` and `tags`,
@@ -55,6 +55,40 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
         value TEXT NOT NULL
     );
     INSERT INTO meta (key, value) VALUES ('identity', lower(hex(randomblob(16))));
+    ",
+    // 2: IAM (`cloud::iam::tables`): the account's 12-digit ID, made here
+    // once; users (names unique whatever their case, as IAM's); access
+    // keys, whose owner is a user or, when NULL, the root account; the
+    // managed policies attached to users and their inline policies. A
+    // user with keys or policies cannot be removed (IAM's DeleteConflict).
+    "
+    INSERT INTO meta (key, value)
+        VALUES ('account_id', printf('%d', 100000000000 + abs(random() % 900000000000)));
+    CREATE TABLE iam_users (
+        name    TEXT PRIMARY KEY COLLATE NOCASE,
+        id      TEXT NOT NULL UNIQUE,
+        path    TEXT NOT NULL,
+        created TEXT NOT NULL
+    );
+    CREATE TABLE iam_access_keys (
+        id      TEXT PRIMARY KEY,
+        secret  TEXT NOT NULL,
+        user    TEXT REFERENCES iam_users (name),
+        status  TEXT NOT NULL CHECK (status IN ('Active', 'Inactive')),
+        created TEXT NOT NULL
+    );
+    CREATE INDEX iam_access_keys_user ON iam_access_keys (user);
+    CREATE TABLE iam_attached_policies (
+        user TEXT NOT NULL REFERENCES iam_users (name),
+        arn  TEXT NOT NULL,
+        PRIMARY KEY (user, arn)
+    );
+    CREATE TABLE iam_inline_policies (
+        user     TEXT NOT NULL REFERENCES iam_users (name),
+        name     TEXT NOT NULL COLLATE NOCASE,
+        document TEXT NOT NULL,
+        PRIMARY KEY (user, name)
+    );
     ",
 ];
 
@@ -383,6 +417,11 @@ impl Store {
         })
     }
 
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The directory the store file is in (the state directory).
     pub fn dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("."))
@@ -483,6 +522,12 @@ struct Before {
 pub struct Tx<'a>(rusqlite::Transaction<'a>, Option<RefCell<Vec<Before>>>);
 
 impl Tx<'_> {
+    /// The transaction's connection, for modules that keep tables of
+    /// their own (IAM's).
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.0
+    }
+
     /// Keeps row `id` as it is now, the first time this transaction is
     /// about to change it, when it keeps earlier versions at all.
     fn remember(&self, id: &str) -> Result<(), Error> {

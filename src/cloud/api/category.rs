@@ -78,6 +78,7 @@ impl cloud::Error {
             E::Seed(e) => e.category(),
             E::Vpc(e) => e.category(),
             E::InstanceType(e) => e.category(),
+            E::Iam(e) => e.category(),
             E::Random(_)
             | E::Copy(_)
             | E::Io { .. }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::control;
+use super::iam::{self, IamAction, IamResponse};
 use super::image::{self, Image};
 use super::instance::{Instance, State};
 use super::instance_type::{self, InstanceType};
@@ -274,12 +275,17 @@ pub enum Action {
     Reconcile {
         repair: bool,
     },
+    /// Users, access keys and their policies.
+    Iam(IamAction),
 }
 
 impl Action {
     /// Whether it may change the store or Linux (a reconcile pass follows
     /// it in the daemon).
     pub fn changes(&self) -> bool {
+        if let Action::Iam(iam) = self {
+            return iam.changes();
+        }
         !matches!(
             self,
             Action::ListInstances { .. }
@@ -368,6 +374,7 @@ pub enum Response {
     Removed {
         id: String,
     },
+    Iam(IamResponse),
 }
 
 /// The contents of `path`, or none if it does not exist.
@@ -670,6 +677,7 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
             let mode = if *repair { Mode::Repair } else { Mode::Check };
             Response::Reconciled(reconcile::run(ctx, store, mode)?)
         }
+        Action::Iam(iam) => Response::Iam(iam::execute(store, iam)?),
     })
 }
 

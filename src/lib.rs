@@ -5,5 +5,6 @@
 
 pub mod cloud;
 pub mod daemon;
+pub mod endpoint;
 pub mod net;
 pub mod vmm;

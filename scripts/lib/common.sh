@@ -124,3 +124,28 @@ install_modules() {
   done < <(module_files "$kdir" "$kver" "$@")
   [[ -s $dir/load-order ]] || die "modules $* not found in $kdir"
 }
+
+# The aws CLI and boto3 (and, with `ensure_aws_cli moto`, moto's server for
+# scripts/bench/api) in a virtualenv under the user's cache, shared by
+# every checkout; prints the venv's bin directory. Tests find `aws` there
+# (tests/endpoint_support). Installed once; later calls only check.
+AWS_VENV="${GUREUM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gureum}/aws-venv"
+ensure_aws_cli() {
+  local want=(awscli boto3) probe="$AWS_VENV/bin/aws"
+  if [[ ${1:-} == moto ]]; then
+    want+=("moto[server]")
+    probe="$AWS_VENV/bin/moto_server"
+  fi
+  mkdir -p "$(dirname "$AWS_VENV")"
+  (
+    # Two checkouts setting up at once share one venv: one installs.
+    flock 9
+    if [[ ! -x $probe ]]; then
+      [[ -x $AWS_VENV/bin/python ]] || python3 -m venv "$AWS_VENV" ||
+        die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+      log "installing ${want[*]} into $AWS_VENV"
+      "$AWS_VENV/bin/pip" install -q "${want[@]}" >&2 || die "pip install ${want[*]} failed"
+    fi
+  ) 9>"$AWS_VENV.lock" || exit 1
+  printf '%s\n' "$AWS_VENV/bin"
+}

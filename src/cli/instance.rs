@@ -223,6 +223,7 @@ pub fn launch(env: &Env, args: RunArgs) -> Result<(), CliError> {
         }),
         tags,
         count: args.count,
+        client_token: None,
     };
     let max = request.count.max;
     let response = env.call(Action::RunInstances { request })?;

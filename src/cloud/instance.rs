@@ -133,6 +133,9 @@ pub struct Instance {
     pub kill_after: Option<u64>,
     /// How many times a VMM has been started for it.
     pub boots: u32,
+    /// The ClientToken it was launched with (`LaunchRequest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
 }
 
 impl Resource for Instance {
@@ -204,6 +207,7 @@ pub(crate) mod tests {
             reboot_requested: false,
             kill_after: None,
             boots: 0,
+            client_token: None,
         }
     }
 

@@ -40,6 +40,10 @@ pub struct LaunchRequest {
     pub placement: Option<PlacementRequest>,
     pub tags: Tags,
     pub count: LaunchCount,
+    /// Makes the launch idempotent (EC2's ClientToken): a launch with a
+    /// token instances already have answers those instances.
+    #[serde(default)]
+    pub client_token: Option<String>,
 }
 
 /// A launch with every reference resolved.
@@ -53,6 +57,7 @@ struct Plan {
     nic: Option<TapNic>,
     placement: Option<PlacementRequest>,
     tags: Tags,
+    client_token: Option<String>,
 }
 
 fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
@@ -115,6 +120,7 @@ fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
             nic: req.nic.clone(),
             placement: req.placement.clone(),
             tags,
+            client_token: req.client_token.clone(),
         })
     })
 }
@@ -182,6 +188,7 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
         reboot_requested: false,
         kill_after: None,
         boots: 0,
+        client_token: plan.client_token.clone(),
     };
     // One transaction: the record, the instance's place in its VPC and its
     // files appear together, or none of them; the VPC then gets its port
@@ -282,6 +289,23 @@ pub fn launch(ctx: &Context, store: &mut Store, req: &LaunchRequest) -> Result<L
             .is_some_and(|p| p.private_ip.is_some())
     {
         return Err(Error::PrivateIpWithCount);
+    }
+    if let Some(token) = &req.client_token {
+        let earlier: Vec<Instance> = store.read(|tx| {
+            Ok::<_, Error>(
+                tx.list::<Instance>()?
+                    .into_iter()
+                    .filter(|i| i.client_token.as_ref() == Some(token))
+                    .collect(),
+            )
+        })?;
+        if !earlier.is_empty() {
+            return Ok(Launched {
+                instances: earlier,
+                short: None,
+                failed: Vec::new(),
+            });
+        }
     }
     let plan = plan(store, req)?;
     // Checked before anything is made (the store checks them again).

@@ -6,6 +6,7 @@
 //! running instance.
 
 mod category;
+mod reason;
 mod records;
 
 use std::path::PathBuf;
@@ -37,6 +38,7 @@ use crate::net::cidr::Ipv4Cidr;
 use crate::net::reconcile::Mode;
 
 pub use category::{ApiError, Category};
+pub use reason::Reason;
 pub use records::{Records, Tagged};
 
 /// One control-plane operation, with everything it needs. References
@@ -265,6 +267,19 @@ pub enum Action {
         direction: Direction,
         rule: RuleRequest,
     },
+    /// Adds or overwrites `tags` on each resource (by ID).
+    CreateTags {
+        resources: Vec<String>,
+        tags: Tags,
+    },
+    /// Removes each key of `tags` from each resource (by ID); a key with
+    /// a value only if it has that value.
+    DeleteTags {
+        resources: Vec<String>,
+        tags: Vec<(String, Option<String>)>,
+    },
+    /// Every tag of every resource.
+    ListTags,
     /// One pass comparing Linux and the state directory with the records
     /// (`cloud::reconcile`); with `repair`, making them match.
     Reconcile {
@@ -302,6 +317,7 @@ impl Action {
                 | Action::DescribeAddress { .. }
                 | Action::ListSecurityGroups { .. }
                 | Action::DescribeSecurityGroup { .. }
+                | Action::ListTags
         ) && !matches!(self, Action::Reconcile { repair: false })
     }
 }
@@ -350,6 +366,8 @@ pub enum Response {
         short: Option<String>,
         failed: Vec<String>,
     },
+    /// Tags as (resource ID, key, value).
+    Tags(Vec<(String, String, String)>),
     /// What a reconcile pass found (and, repairing, made good).
     Reconciled(Report),
     /// The ID of what was removed (a record that could not be read can be
@@ -635,10 +653,46 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
             security_group::change_rule(store, &net()?, group, *direction, rule, false)?,
             store,
         )?,
+        Action::CreateTags { resources, tags } => {
+            store.write(|tx| {
+                for id in resources {
+                    existing(tx, id)?;
+                    tx.set_tags(id, tags)?;
+                }
+                Ok::<_, Error>(())
+            })?;
+            Response::Tags(Vec::new())
+        }
+        Action::DeleteTags { resources, tags } => {
+            store.write(|tx| {
+                for id in resources {
+                    existing(tx, id)?;
+                    for (key, value) in tags {
+                        tx.remove_tag(id, key, value.as_deref())?;
+                    }
+                }
+                Ok::<_, Error>(())
+            })?;
+            Response::Tags(Vec::new())
+        }
+        Action::ListTags => Response::Tags(store.read(|tx| tx.all_tags())?),
         Action::Reconcile { repair } => {
             let mode = if *repair { Mode::Repair } else { Mode::Check };
             Response::Reconciled(reconcile::run(ctx, store, mode)?)
         }
+    })
+}
+
+/// Refuses an ID no resource has.
+fn existing(tx: &Tx<'_>, id: &str) -> Result<(), Error> {
+    if tx.exists(id)? {
+        return Ok(());
+    }
+    let kind = super::ids::kind_of(id);
+    Err(Error::NotFound {
+        noun: kind.map_or("resource", |k| k.noun()),
+        reference: id.to_owned(),
+        list: kind.map_or("gureum instance list", |k| k.list_command()),
     })
 }
 

@@ -8,6 +8,10 @@ use crate::cloud::ids;
 
 use super::xml;
 
+/// The code of an instance whose VMM failed at once: EC2's state reason
+/// code for a launch or start that failed on the host's side.
+pub const DID_NOT_START: &str = "Server.InternalError";
+
 /// One failed EC2 request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -123,6 +127,7 @@ fn reason_code(reason: &Reason) -> &'static str {
         Reason::InstanceState => "IncorrectInstanceState",
         Reason::AlreadyAttached => "Resource.AlreadyAssociated",
         Reason::NotAttached => "Gateway.NotAttached",
+        Reason::DidNotStart => DID_NOT_START,
     }
 }
 

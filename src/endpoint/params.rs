@@ -80,18 +80,15 @@ impl Params {
     /// The flattened list `prefix.1`, `prefix.2`, ... in index order.
     pub fn list(&self, prefix: &str) -> Vec<String> {
         self.indexed(prefix)
-            .into_iter()
-            .filter_map(|(_, member)| member.get("").map(str::to_owned))
+            .into_values()
+            .filter_map(|member| member.get("").map(str::to_owned))
             .collect()
     }
 
     /// The members of the flattened list of structures `prefix.N.*`, in
     /// index order, each with its own names (`prefix.N.` removed).
     pub fn members(&self, prefix: &str) -> Vec<Params> {
-        self.indexed(prefix)
-            .into_iter()
-            .map(|(_, member)| member)
-            .collect()
+        self.indexed(prefix).into_values().collect()
     }
 
     /// The structure `prefix.*` (names with `prefix.` removed).

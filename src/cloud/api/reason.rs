@@ -45,6 +45,9 @@ pub enum Reason {
     AlreadyAttached,
     /// The gateway is not attached (to that VPC).
     NotAttached,
+    /// The instance's VMM failed at once: the instance is stopped again,
+    /// with the reason in its record.
+    DidNotStart,
 }
 
 impl cloud::Error {
@@ -61,6 +64,7 @@ impl cloud::Error {
                 Some(Reason::InstanceState)
             }
             E::ImageInUse { .. } => Some(Reason::InUse),
+            E::DidNotStart(_) => Some(Reason::DidNotStart),
             _ => None,
         }
     }

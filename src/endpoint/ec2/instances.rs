@@ -14,7 +14,7 @@ use crate::cloud::launch::LaunchRequest;
 use crate::cloud::launch_count::LaunchCount;
 use crate::cloud::vpc::port::{PlacementRequest, PortChange};
 
-use super::super::error::Ec2Error;
+use super::super::error::{DID_NOT_START, Ec2Error};
 use super::super::xml::Xml;
 use super::{Call, Filters, Operation, Target, derived_id, done, named};
 
@@ -255,7 +255,14 @@ fn change(
     let before = call.records::<Instance>(Action::DescribeInstances {
         instances: ids.clone(),
     })?;
-    let after = call.records::<Instance>(action(ids))?;
+    let after = match call.records::<Instance>(action(ids.clone())) {
+        // As EC2 answers a start the host then fails: the instance is
+        // stopped again, and DescribeInstances says why.
+        Err(e) if e.code == DID_NOT_START => {
+            call.records::<Instance>(Action::DescribeInstances { instances: ids })?
+        }
+        result => result?,
+    };
     let mut x = Xml::new();
     x.list(tag, after.iter().zip(&before), |x, (now, was)| {
         x.leaf("instanceId", &now.item.id);

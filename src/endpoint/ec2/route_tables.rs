@@ -3,11 +3,8 @@
 //! ID (`rtbassoc-…`) is made from its subnet's, as a subnet has at most
 //! one table; a main table's from the table's.
 
-use std::collections::BTreeMap;
-
 use crate::cloud::api::{Action, Tagged};
 use crate::cloud::ids::Kind;
-use crate::cloud::vpc::network::Vpc;
 use crate::cloud::vpc::route_table::RouteTable;
 
 use super::super::error::Ec2Error;
@@ -33,9 +30,8 @@ fn create(call: &Call<'_>) -> Result<Xml, Ec2Error> {
         vpc: call.params.required("VpcId")?.to_owned(),
         tags: call.tag_spec("route-table")?,
     })?;
-    let blocks = vpc_blocks(call)?;
     let mut x = Xml::new();
-    x.node("routeTable", |x| write(x, &table, &blocks, call.account));
+    x.node("routeTable", |x| write(x, &table, call.account));
     Ok(x)
 }
 
@@ -52,21 +48,9 @@ fn describe(call: &Call<'_>) -> Result<Xml, Ec2Error> {
         |table| Action::DescribeRouteTable { table },
         field,
     )?;
-    let blocks = vpc_blocks(call)?;
     let mut x = Xml::new();
-    x.list("routeTableSet", &tables, |x, t| {
-        write(x, t, &blocks, call.account)
-    });
+    x.list("routeTableSet", &tables, |x, t| write(x, t, call.account));
     Ok(x)
-}
-
-/// Each VPC's block, for the `local` route every table has.
-fn vpc_blocks(call: &Call<'_>) -> Result<BTreeMap<String, String>, Ec2Error> {
-    Ok(call
-        .records::<Vpc>(Action::ListVpcs { filters: vec![] })?
-        .into_iter()
-        .map(|v| (v.item.id, v.item.cidr.to_string()))
-        .collect())
 }
 
 fn field(t: &RouteTable, name: &str) -> Option<Vec<String>> {
@@ -91,27 +75,24 @@ fn associations(t: &RouteTable) -> Vec<String> {
         .collect()
 }
 
-fn write(x: &mut Xml, t: &Tagged<RouteTable>, blocks: &BTreeMap<String, String>, account: &str) {
+fn write(x: &mut Xml, t: &Tagged<RouteTable>, account: &str) {
     let table = &t.item;
-    let local = blocks.get(&table.vpc_id);
     x.leaf("routeTableId", &table.id)
         .leaf("vpcId", &table.vpc_id)
         .leaf("ownerId", account)
         .node("routeSet", |x| {
-            if let Some(block) = local {
-                x.node("item", |x| {
-                    x.leaf("destinationCidrBlock", block)
-                        .leaf("gatewayId", "local")
-                        .leaf("state", "active")
-                        .leaf("origin", "CreateRouteTable");
-                });
-            }
             for r in &table.routes {
+                // The `local` route comes with the table.
+                let origin = if r.target == "local" {
+                    "CreateRouteTable"
+                } else {
+                    "CreateRoute"
+                };
                 x.node("item", |x| {
                     x.leaf("destinationCidrBlock", r.destination)
                         .leaf("gatewayId", &r.target)
                         .leaf("state", "active")
-                        .leaf("origin", "CreateRoute");
+                        .leaf("origin", origin);
                 });
             }
         })

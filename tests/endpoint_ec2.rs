@@ -209,6 +209,23 @@ fn a_whole_vpc_and_its_instances_through_the_aws_cli() {
     assert!(s(&key["KeyMaterial"]).contains("PRIVATE KEY"), "{key}");
     let keys = host.ec2(&["describe-key-pairs", "--key-names", "deploy"]);
     assert_eq!(keys["KeyPairs"][0]["KeyFingerprint"], key["KeyFingerprint"]);
+    let with_public = host.ec2(&[
+        "describe-key-pairs",
+        "--key-names",
+        "deploy",
+        "--include-public-key",
+    ]);
+    let pub_file = host.work.path().join("deploy.pub");
+    std::fs::write(&pub_file, s(&with_public["KeyPairs"][0]["PublicKey"])).unwrap();
+    let imported = host.ec2(&[
+        "import-key-pair",
+        "--key-name",
+        "laptop",
+        "--public-key-material",
+        &format!("fileb://{}", pub_file.display()),
+    ]);
+    assert_eq!(imported["KeyFingerprint"], key["KeyFingerprint"]);
+    host.ec2(&["delete-key-pair", "--key-name", "laptop"]);
 
     // An instance in the public subnet; the same client token answers
     // the same instance.
@@ -272,6 +289,37 @@ fn a_whole_vpc_and_its_instances_through_the_aws_cli() {
         serde_json::from_str(&host.ok(&["instance", "list", "--output", "json"])).unwrap();
     assert_eq!(cli[0]["id"], instance.as_str());
     assert_eq!(cli[0]["state"], "stopped");
+
+    // A launch template, and an instance launched from it.
+    let template = host.ec2(&[
+        "create-launch-template",
+        "--launch-template-name",
+        "small",
+        "--launch-template-data",
+        &format!("{{\"ImageId\":\"{ami}\",\"InstanceType\":\"t3.nano\",\"KeyName\":\"deploy\"}}"),
+    ]);
+    let template = s(&template["LaunchTemplate"]["LaunchTemplateId"]).to_owned();
+    let from_template = host.ec2(&[
+        "run-instances",
+        "--launch-template",
+        "LaunchTemplateName=small",
+        "--count",
+        "1",
+    ]);
+    assert_eq!(from_template["Instances"][0]["InstanceType"], "t3.nano");
+    assert_eq!(from_template["Instances"][0]["KeyName"], "deploy");
+    let templated = s(&from_template["Instances"][0]["InstanceId"]).to_owned();
+    let versions = host.ec2(&[
+        "describe-launch-template-versions",
+        "--launch-template-id",
+        &template,
+    ]);
+    assert_eq!(
+        versions["LaunchTemplateVersions"][0]["LaunchTemplateData"]["ImageId"],
+        ami.as_str()
+    );
+    host.ec2(&["terminate-instances", "--instance-ids", &templated]);
+    host.ec2(&["delete-launch-template", "--launch-template-id", &template]);
 
     // Start (the VMM fails again: stopped), tags, an address, console.
     let started = host.ec2(&["start-instances", "--instance-ids", &instance]);

@@ -18,7 +18,7 @@ use super::control;
 use super::image::{self, Image};
 use super::instance::{Instance, State};
 use super::instance_type::{self, InstanceType};
-use super::key_pair::{self, KeyPair, NewKey};
+use super::key_pair::{self, KeyPair, NewKey, PublicKeySource};
 use super::launch::{self, LaunchRequest};
 use super::lifecycle::{self, Context};
 use super::reconcile::{self, Report};
@@ -98,8 +98,7 @@ pub enum Action {
     },
     ImportKeyPair {
         name: String,
-        /// An OpenSSH public key file (one line), absolute.
-        public_key: PathBuf,
+        public_key: PublicKeySource,
         tags: Tags,
     },
     ListKeyPairs {

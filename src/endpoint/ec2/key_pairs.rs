@@ -1,8 +1,11 @@
-//! Create/Delete/DescribeKeyPairs.
+//! Create/Import/Delete/DescribeKeyPairs.
 
 use crate::cloud::api::{Action, Response, Tagged};
 use crate::cloud::ids::Kind;
-use crate::cloud::key_pair::KeyPair;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use crate::cloud::key_pair::{KeyPair, PublicKeySource};
 
 use super::super::error::Ec2Error;
 use super::super::xml::Xml;
@@ -10,6 +13,7 @@ use super::{Call, Operation, Target, done, named};
 
 pub const OPERATIONS: &[Operation] = &[
     Operation::new("CreateKeyPair", Target::Any, create),
+    Operation::new("ImportKeyPair", Target::Any, import),
     Operation::new("DeleteKeyPair", named(Kind::KeyPair, "KeyName"), delete),
     Operation::new("DescribeKeyPairs", Target::Any, describe),
 ];
@@ -32,6 +36,31 @@ fn create(call: &Call<'_>) -> Result<Xml, Ec2Error> {
     x.leaf("keyName", &key.item.name)
         .leaf("keyFingerprint", &key.item.fingerprint)
         .leaf("keyMaterial", private_key)
+        .leaf("keyPairId", &key.item.id)
+        .tags(&key.tags);
+    Ok(x)
+}
+
+/// `PublicKeyMaterial`: the base64 of the OpenSSH public key line.
+fn import(call: &Call<'_>) -> Result<Xml, Ec2Error> {
+    let material = call.params.required("PublicKeyMaterial")?;
+    let bad = || {
+        Ec2Error::invalid(
+            "PublicKeyMaterial",
+            "(key)",
+            "the base64 of an OpenSSH public key",
+        )
+    };
+    let text = BASE64.decode(material).map_err(|_| bad())?;
+    let text = String::from_utf8(text).map_err(|_| bad())?;
+    let key = call.one::<KeyPair>(Action::ImportKeyPair {
+        name: call.params.required("KeyName")?.to_owned(),
+        public_key: PublicKeySource::Text(text),
+        tags: call.tag_spec("key-pair")?,
+    })?;
+    let mut x = Xml::new();
+    x.leaf("keyFingerprint", &key.item.fingerprint)
+        .leaf("keyName", &key.item.name)
         .leaf("keyPairId", &key.item.id)
         .tags(&key.tags);
     Ok(x)
@@ -90,7 +119,7 @@ fn write(x: &mut Xml, k: &Tagged<KeyPair>, include_public: bool) {
     x.leaf("keyPairId", &key.id)
         .leaf("keyName", &key.name)
         .leaf("keyFingerprint", &key.fingerprint)
-        .leaf("keyType", &key.key_type)
+        .leaf("keyType", key.key_type.trim_start_matches("ssh-"))
         .leaf("createTime", &key.created)
         .opt("publicKey", include_public.then_some(&key.public_key))
         .tags(&k.tags);

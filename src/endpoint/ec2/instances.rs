@@ -19,7 +19,10 @@ use super::super::xml::Xml;
 use super::{Call, Filters, Operation, Target, derived_id, done, named};
 
 const INSTANCE: Target = named(Kind::Instance, "InstanceId");
-const INSTANCES: Target = named(Kind::Instance, "InstanceId.1");
+const INSTANCES: Target = Target::Each {
+    kind: Kind::Instance,
+    list: "InstanceId",
+};
 
 /// Seconds a guest gets to shut down before its VMM is killed (the
 /// CLI's default `--timeout`).

@@ -169,6 +169,8 @@ pub enum Target {
     Any,
     /// The resource of `kind` whose ID is parameter `param`.
     Named { kind: Kind, param: &'static str },
+    /// Each resource of `kind` in the list `list.N` (e.g. `InstanceId.N`).
+    Each { kind: Kind, list: &'static str },
 }
 
 /// One EC2 operation.
@@ -193,11 +195,19 @@ impl Operation {
         format!("ec2:{}", self.name)
     }
 
-    /// The kind and ID of the resource it is authorized on, if one.
-    pub fn resource<'p>(&self, params: &'p Params) -> Option<(Kind, &'p str)> {
+    /// The kind and ID of each resource it is authorized on; none for
+    /// `"*"`.
+    pub fn resources(&self, params: &Params) -> Vec<(Kind, String)> {
         match self.target {
-            Target::Any => None,
-            Target::Named { kind, param } => params.get(param).map(|id| (kind, id)),
+            Target::Any => Vec::new(),
+            Target::Named { kind, param } => params
+                .get(param)
+                .map(|id| (kind, id.to_owned()))
+                .into_iter()
+                .collect(),
+            Target::Each { kind, list } => {
+                params.list(list).into_iter().map(|id| (kind, id)).collect()
+            }
         }
     }
 }
@@ -261,8 +271,9 @@ fn answer(
             format!("The action {action} is not valid for this web service."),
         )
     })?;
-    // merge: authorize here: iam::authorize(ctx, caller, &operation.iam_action(),
-    // &operation.resource(params).map_or("*".into(), |(kind, id)| iam::arn(ctx, kind, id)))
+    // merge: authorize here: iam::authorize(ctx, caller, &operation.iam_action(), ARN)
+    // for each of operation.resources(params) (ARN = iam::arn(ctx, kind, &id)),
+    // or once with "*" when it names none.
     if params.bool("DryRun")? == Some(true) {
         return Err(Ec2Error::dry_run());
     }
@@ -312,9 +323,12 @@ mod tests {
         assert_eq!(vpc.iam_action(), "ec2:DeleteVpc");
         let params = Params::parse(b"VpcId=vpc-0123456789abcdef0", b"");
         assert_eq!(
-            vpc.resource(&params),
-            Some((Kind::Vpc, "vpc-0123456789abcdef0"))
+            vpc.resources(&params),
+            [(Kind::Vpc, "vpc-0123456789abcdef0".to_owned())]
         );
+        let stop = operation("StopInstances").unwrap();
+        let params = Params::parse(b"InstanceId.1=i-a&InstanceId.2=i-b", b"");
+        assert_eq!(stop.resources(&params).len(), 2);
         let assoc = derived_id("eipassoc", "eipalloc-0123456789abcdef0");
         assert_eq!(assoc, "eipassoc-0123456789abcdef0");
         assert_eq!(

@@ -143,20 +143,10 @@ mod tests {
 
     #[test]
     fn ids_have_the_prefix_and_17_lowercase_hex_digits() {
-        for kind in [
-            Kind::Instance,
-            Kind::Image,
-            Kind::KeyPair,
-            Kind::LaunchTemplate,
-            Kind::Vpc,
-            Kind::Subnet,
-            Kind::RouteTable,
-            Kind::InternetGateway,
-            Kind::ElasticIp,
-            Kind::SecurityGroup,
-        ] {
+        for kind in ALL {
             let id = new_id(kind).unwrap();
             assert!(is_id(kind, &id), "{id}");
+            assert_eq!(kind_of(&id), Some(kind));
             let (prefix, hex) = id.split_once('-').unwrap();
             assert_eq!(prefix, kind.prefix());
             assert_eq!(hex.len(), 17);

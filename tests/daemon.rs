@@ -130,14 +130,7 @@ impl Host {
 
 impl Gureum for Host {
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = cli_support::gureum(self.state.path(), args);
-        command
-            .current_dir(self.work.path())
-            .env("GUREUM_NET_PREFIX", &self.prefix)
-            .env_remove("GUREUM_SOCKET")
-            .env_remove("GUREUM_PUBLIC_POOL")
-            .env_remove("GUREUM_PUBLIC_ROUTER");
-        command
+        cli_support::host_command(self.state.path(), self.work.path(), &self.prefix, args)
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::Args;
 
 use gureum::cloud::api::{ApiError, Category};
-use gureum::daemon::{self, Config};
+use gureum::daemon::{self, Config, Listen};
 
 use super::cloud::{CliError, Env};
 
@@ -17,6 +17,10 @@ pub struct DaemonArgs {
     /// Seconds between reconcile passes when nothing happens.
     #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     reconcile_every: u64,
+    /// Where the EC2 Query endpoint listens (HOST:PORT), or `off`
+    /// [default: 127.0.0.1:8773 when free].
+    #[arg(long, value_name = "ADDRESS|off", value_parser = parse_listen)]
+    listen: Option<Listen>,
     /// Only say whether a daemon answers on the socket (status 0), or
     /// not (status 4), and end.
     #[arg(long)]
@@ -41,6 +45,16 @@ pub fn run(env: &Env, args: &DaemonArgs) -> Result<(), CliError> {
         ctx: env.ctx.clone(),
         socket: env.socket.clone(),
         reconcile_every: Duration::from_secs(args.reconcile_every),
+        listen: args.listen.unwrap_or(Listen::Default),
     };
     Ok(daemon::run(&config)?)
+}
+
+fn parse_listen(text: &str) -> Result<Listen, String> {
+    if text == "off" {
+        return Ok(Listen::Off);
+    }
+    text.parse()
+        .map(Listen::At)
+        .map_err(|e| format!("'{text}' is not HOST:PORT (e.g. 127.0.0.1:8773) nor off: {e}"))
 }

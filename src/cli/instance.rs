@@ -263,6 +263,7 @@ pub fn launch(env: &Env, args: RunArgs) -> Result<(), CliError> {
         tags,
         count: args.count,
         limits: args.limits.unwrap_or_default(),
+        client_token: None,
     };
     let max = request.count.max;
     let response = env.call(Action::RunInstances { request })?;

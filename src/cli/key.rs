@@ -6,7 +6,7 @@ use clap::Subcommand;
 
 use gureum::cloud::Error;
 use gureum::cloud::api::{Action, Response};
-use gureum::cloud::key_pair::{self, KeyPair};
+use gureum::cloud::key_pair::{self, KeyPair, PublicKeySource};
 
 use super::cloud::{
     CliError, Env, FilterArgs, TagArgs, change, describe, list, removed, unexpected,
@@ -85,7 +85,7 @@ pub fn run(env: &Env, command: KeyCommand) -> Result<(), CliError> {
                 env,
                 Action::ImportKeyPair {
                     name,
-                    public_key,
+                    public_key: PublicKeySource::File(public_key),
                     tags,
                 },
             )?;

@@ -105,6 +105,25 @@ pub fn new_id(kind: Kind) -> Result<String, RandomError> {
     Ok(format!("{}-{hex}", kind.prefix()))
 }
 
+/// Every kind, for finding the kind of an ID.
+pub const ALL: [Kind; 10] = [
+    Kind::Instance,
+    Kind::Image,
+    Kind::KeyPair,
+    Kind::LaunchTemplate,
+    Kind::Vpc,
+    Kind::Subnet,
+    Kind::RouteTable,
+    Kind::InternetGateway,
+    Kind::ElasticIp,
+    Kind::SecurityGroup,
+];
+
+/// The kind whose IDs look like `id`, if any.
+pub fn kind_of(id: &str) -> Option<Kind> {
+    ALL.into_iter().find(|k| is_id(*k, id))
+}
+
 /// Whether `text` has the shape of an ID of `kind`. Names never do, so
 /// this tells an ID from a name.
 pub fn is_id(kind: Kind, text: &str) -> bool {
@@ -124,20 +143,10 @@ mod tests {
 
     #[test]
     fn ids_have_the_prefix_and_17_lowercase_hex_digits() {
-        for kind in [
-            Kind::Instance,
-            Kind::Image,
-            Kind::KeyPair,
-            Kind::LaunchTemplate,
-            Kind::Vpc,
-            Kind::Subnet,
-            Kind::RouteTable,
-            Kind::InternetGateway,
-            Kind::ElasticIp,
-            Kind::SecurityGroup,
-        ] {
+        for kind in ALL {
             let id = new_id(kind).unwrap();
             assert!(is_id(kind, &id), "{id}");
+            assert_eq!(kind_of(&id), Some(kind));
             let (prefix, hex) = id.split_once('-').unwrap();
             assert_eq!(prefix, kind.prefix());
             assert_eq!(hex.len(), 17);

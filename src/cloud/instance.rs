@@ -137,6 +137,9 @@ pub struct Instance {
     /// Its own device rate limits, over its type's.
     #[serde(default, skip_serializing_if = "LimitOverrides::is_empty")]
     pub limits: LimitOverrides,
+    /// The ClientToken it was launched with (`LaunchRequest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
 }
 
 impl Resource for Instance {
@@ -209,6 +212,7 @@ pub(crate) mod tests {
             kill_after: None,
             boots: 0,
             limits: LimitOverrides::default(),
+            client_token: None,
         }
     }
 

@@ -53,11 +53,12 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error(
-        "{path} is not an OpenSSH public key ({source}); give the one-line .pub file, \
+        "{from} is not an OpenSSH public key ({source}); give the one line of a .pub file, \
          e.g. ~/.ssh/id_ed25519.pub"
     )]
     BadPublicKey {
-        path: PathBuf,
+        /// The file, or "the key material".
+        from: String,
         source: ssh_key::Error,
     },
     #[error(
@@ -147,17 +148,31 @@ pub fn write_pem(mut file: File, path: &Path, pem: &str) -> Result<(), Error> {
         })
 }
 
-/// A key pair from an existing OpenSSH public key file.
-pub fn import(name: &str, public_key_file: &Path) -> Result<KeyPair, Error> {
+/// Where an imported public key comes from.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PublicKeySource {
+    /// An OpenSSH public key file (one line), absolute.
+    File(PathBuf),
+    /// The key's line itself (EC2's PublicKeyMaterial).
+    Text(String),
+}
+
+/// A key pair from an existing OpenSSH public key.
+pub fn import(name: &str, public_key: &PublicKeySource) -> Result<KeyPair, Error> {
     names::check(Kind::KeyPair, name)?;
-    let text = std::fs::read_to_string(public_key_file).map_err(|source| Error::ReadPublicKey {
-        path: public_key_file.into(),
-        source,
-    })?;
-    let public = PublicKey::from_openssh(text.trim()).map_err(|source| Error::BadPublicKey {
-        path: public_key_file.into(),
-        source,
-    })?;
+    let (text, from) = match public_key {
+        PublicKeySource::File(path) => (
+            std::fs::read_to_string(path).map_err(|source| Error::ReadPublicKey {
+                path: path.clone(),
+                source,
+            })?,
+            path.display().to_string(),
+        ),
+        PublicKeySource::Text(text) => (text.clone(), "the key material".to_owned()),
+    };
+    let public = PublicKey::from_openssh(text.trim())
+        .map_err(|source| Error::BadPublicKey { from, source })?;
     record(name, &public)
 }
 
@@ -205,15 +220,21 @@ mod tests {
         let key = NewKey::generate("orig").unwrap();
         let pub_file = dir.path().join("k.pub");
         std::fs::write(&pub_file, format!("{}\n", key.pair.public_key)).unwrap();
-        let imported = import("copy", &pub_file).unwrap();
+        let file = |p: &Path| PublicKeySource::File(p.to_owned());
+        let imported = import("copy", &file(&pub_file)).unwrap();
         assert_eq!(imported.fingerprint, key.pair.fingerprint);
         assert_eq!(imported.name, "copy");
 
         std::fs::write(&pub_file, "not a key").unwrap();
-        let err = import("copy", &pub_file).unwrap_err();
+        let err = import("copy", &file(&pub_file)).unwrap_err();
         assert!(matches!(err, Error::BadPublicKey { .. }), "{err}");
+        let text = PublicKeySource::Text(key.pair.public_key.clone());
+        assert_eq!(
+            import("text", &text).unwrap().fingerprint,
+            key.pair.fingerprint
+        );
         assert!(matches!(
-            import("copy", &dir.path().join("missing")),
+            import("copy", &file(&dir.path().join("missing"))),
             Err(Error::ReadPublicKey { .. })
         ));
     }

@@ -44,6 +44,10 @@ pub struct LaunchRequest {
     /// Rate limits of its own, over its type's.
     #[serde(default)]
     pub limits: LimitOverrides,
+    /// Makes the launch idempotent (EC2's ClientToken): a launch with a
+    /// token instances already have answers those instances.
+    #[serde(default)]
+    pub client_token: Option<String>,
 }
 
 /// A launch with every reference resolved.
@@ -58,6 +62,7 @@ struct Plan {
     placement: Option<PlacementRequest>,
     tags: Tags,
     limits: LimitOverrides,
+    client_token: Option<String>,
 }
 
 fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
@@ -121,6 +126,7 @@ fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
             placement: req.placement.clone(),
             tags,
             limits: req.limits,
+            client_token: req.client_token.clone(),
         })
     })
 }
@@ -189,6 +195,7 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
         kill_after: None,
         boots: 0,
         limits: plan.limits,
+        client_token: plan.client_token.clone(),
     };
     // One transaction: the record, the instance's place in its VPC and its
     // files appear together, or none of them; the VPC then gets its port
@@ -289,6 +296,23 @@ pub fn launch(ctx: &Context, store: &mut Store, req: &LaunchRequest) -> Result<L
             .is_some_and(|p| p.private_ip.is_some())
     {
         return Err(Error::PrivateIpWithCount);
+    }
+    if let Some(token) = &req.client_token {
+        let earlier: Vec<Instance> = store.read(|tx| {
+            Ok::<_, Error>(
+                tx.list::<Instance>()?
+                    .into_iter()
+                    .filter(|i| i.client_token.as_ref() == Some(token))
+                    .collect(),
+            )
+        })?;
+        if !earlier.is_empty() {
+            return Ok(Launched {
+                instances: earlier,
+                short: None,
+                failed: Vec::new(),
+            });
+        }
     }
     let plan = plan(store, req)?;
     // Checked before anything is made (the store checks them again).

@@ -705,6 +705,43 @@ impl Tx<'_> {
         rows.collect::<Result<Tags, _>>().map_err(sql("read tags"))
     }
 
+    /// Whether a resource `id` is stored (whatever its kind).
+    pub fn exists(&self, id: &str) -> Result<bool, Error> {
+        self.0
+            .query_row("SELECT 1 FROM resources WHERE id = ?1", params![id], |_| {
+                Ok(())
+            })
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(sql("read a resource"))
+    }
+
+    /// Every tag of every resource: (resource ID, key, value), sorted.
+    pub fn all_tags(&self) -> Result<Vec<(String, String, String)>, Error> {
+        let mut stmt = self
+            .0
+            .prepare("SELECT resource_id, key, value FROM tags ORDER BY resource_id, key")
+            .map_err(sql("read tags"))?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .map_err(sql("read tags"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(sql("read tags"))
+    }
+
+    /// Removes tag `key` from resource `id`; only if its value is
+    /// `value` when one is given (as EC2's DeleteTags).
+    pub fn remove_tag(&self, id: &str, key: &str, value: Option<&str>) -> Result<(), Error> {
+        self.remember(id)?;
+        self.0
+            .execute(
+                "DELETE FROM tags WHERE resource_id = ?1 AND key = ?2 AND (?3 IS NULL OR value = ?3)",
+                params![id, key, value],
+            )
+            .map_err(sql("remove a tag"))?;
+        Ok(())
+    }
+
     /// Sets (adds or overwrites) tags on resource `id`. Every tag is
     /// checked here, however it was made (`--tag`, `--name`, a template).
     pub fn set_tags(&self, id: &str, tags: &Tags) -> Result<(), Error> {

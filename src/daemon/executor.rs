@@ -7,23 +7,59 @@ use std::sync::mpsc;
 use tokio::sync::oneshot;
 
 use super::{Config, Reply};
-use crate::cloud::api::{self, Action};
+use crate::cloud::api::{self, Action, ApiError, Category, Response};
 use crate::cloud::lifecycle::Context;
 use crate::cloud::{self, children};
 use crate::net::reconcile::Mode;
 
 /// Work for the executor.
 #[derive(Debug)]
-pub enum Job {
+enum Job {
     /// Run the action and send its reply.
     Execute(Box<Action>, oneshot::Sender<Reply>),
     /// Reconcile (the periodic pass).
     Reconcile,
 }
 
-/// Starts the executor thread; jobs sent to the returned sender run in
-/// order. The thread ends when every sender is gone.
-pub fn start(config: &Config) -> Result<mpsc::Sender<Job>, super::Error> {
+/// Where front ends send actions: the executor's queue.
+#[derive(Debug, Clone)]
+pub struct Executor(mpsc::Sender<Job>);
+
+impl Executor {
+    /// Has the executor run `action`; its reply.
+    pub async fn execute(&self, action: Action) -> Reply {
+        let (done, reply) = oneshot::channel();
+        if self.0.send(Job::Execute(Box::new(action), done)).is_err() {
+            return stopped();
+        }
+        reply.await.unwrap_or_else(|_| stopped())
+    }
+
+    /// `execute` from a thread outside the runtime (one that may block).
+    pub fn run(&self, action: Action) -> Result<Response, ApiError> {
+        let (done, reply) = oneshot::channel();
+        if self.0.send(Job::Execute(Box::new(action), done)).is_err() {
+            return stopped().into();
+        }
+        reply.blocking_recv().unwrap_or_else(|_| stopped()).into()
+    }
+
+    /// Queues a periodic reconcile pass; false once the executor is gone.
+    pub fn reconcile(&self) -> bool {
+        self.0.send(Job::Reconcile).is_ok()
+    }
+}
+
+fn stopped() -> Reply {
+    Reply::Error(ApiError::new(
+        Category::Internal,
+        "the daemon's executor has stopped; restart the daemon",
+    ))
+}
+
+/// Starts the executor thread; actions sent through the returned handle
+/// run in order. The thread ends when every handle is gone.
+pub fn start(config: &Config) -> Result<Executor, super::Error> {
     let (jobs, queue) = mpsc::channel::<Job>();
     let ctx = config.ctx.clone();
     std::thread::Builder::new()
@@ -37,7 +73,7 @@ pub fn start(config: &Config) -> Result<mpsc::Sender<Job>, super::Error> {
             }
         })
         .map_err(super::Error::Thread)?;
-    Ok(jobs)
+    Ok(Executor(jobs))
 }
 
 fn run(ctx: &Context, action: Action, reply: oneshot::Sender<Reply>) {

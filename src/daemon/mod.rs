@@ -23,6 +23,7 @@ use crate::cloud::api::{ApiError, Response};
 use crate::cloud::lifecycle::Context;
 use crate::cloud::state_dir::StateDir;
 
+pub use executor::Executor;
 pub use server::run;
 
 /// The socket's name in the state directory.
@@ -40,6 +41,20 @@ pub struct Config {
     pub socket: PathBuf,
     /// Time between two reconcile passes when nothing happens.
     pub reconcile_every: Duration,
+    /// Where the EC2 endpoint listens.
+    pub listen: Listen,
+}
+
+/// Where the EC2 Query endpoint (`crate::endpoint`) listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    /// Not at all.
+    Off,
+    /// On `endpoint::DEFAULT_LISTEN` if that is free: a second daemon
+    /// (another state directory) serves its socket without an endpoint.
+    Default,
+    /// On this address, or the daemon does not start.
+    At(std::net::SocketAddr),
 }
 
 /// One reply line: the action's result, or its error.
@@ -80,6 +95,14 @@ pub enum Error {
     Socket {
         what: &'static str,
         path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot listen on {address} for the EC2 endpoint: {source}; pick another --listen \
+         address (or --listen off)"
+    )]
+    Listen {
+        address: std::net::SocketAddr,
         source: std::io::Error,
     },
     #[error("cannot start the daemon's runtime: {0}")]

@@ -1,18 +1,16 @@
 //! The daemon's socket: accepts clients, reads one action per line,
 //! hands it to the executor and writes the reply as one line.
 
+use nix::sys::stat::{Mode, umask};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::mpsc;
-
-use nix::sys::stat::{Mode, umask};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::oneshot;
 
-use super::executor::{self, Job};
-use super::{Config, Error, Reply};
+use super::executor::{self, Executor};
+use super::{Config, Error, Listen, Reply};
 use crate::cloud::api::{Action, ApiError, Category};
+use crate::endpoint;
 
 /// Serves until the process is ended: reconciles first, then answers
 /// clients and reconciles every `config.reconcile_every`.
@@ -34,6 +32,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
             config.socket.display(),
             config.reconcile_every.as_secs()
         );
+        listen(config.listen, &jobs).await?;
         let periodic = jobs.clone();
         let every = config.reconcile_every;
         tokio::spawn(async move {
@@ -42,7 +41,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
             ticks.tick().await;
             loop {
                 ticks.tick().await;
-                if periodic.send(Job::Reconcile).is_err() {
+                if !periodic.reconcile() {
                     return;
                 }
             }
@@ -55,6 +54,33 @@ pub fn run(config: &Config) -> Result<(), Error> {
             tokio::spawn(serve(stream, jobs.clone()));
         }
     })
+}
+
+/// Starts the EC2 endpoint where `listen` says.
+async fn listen(listen: Listen, jobs: &Executor) -> Result<(), Error> {
+    let (address, required) = match listen {
+        Listen::Off => return Ok(()),
+        Listen::At(address) => (address, true),
+        Listen::Default => match endpoint::DEFAULT_LISTEN.parse() {
+            Ok(address) => (address, false),
+            Err(_) => return Ok(()),
+        },
+    };
+    match endpoint::bind(address).await {
+        Ok(listener) => {
+            eprintln!("gureum daemon: EC2 endpoint on http://{address}");
+            tokio::spawn(endpoint::serve(listener, jobs.clone()));
+            Ok(())
+        }
+        Err(source) if required => Err(Error::Listen { address, source }),
+        Err(e) => {
+            eprintln!(
+                "gureum daemon: no EC2 endpoint: cannot listen on {address} ({e}); pass \
+                 --listen ADDRESS for another"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Listens on `path`, readable and writable by this user only. A socket
@@ -77,13 +103,13 @@ fn bind(path: &Path) -> Result<UnixListener, Error> {
 }
 
 /// Answers one client's requests until it hangs up.
-async fn serve(stream: UnixStream, jobs: mpsc::Sender<Job>) {
+async fn serve(stream: UnixStream, jobs: Executor) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     // A read error is a client gone mid-line: nothing to answer.
     while let Ok(Some(line)) = lines.next_line().await {
         let reply = match serde_json::from_str::<Action>(&line) {
-            Ok(action) => execute(&jobs, action).await,
+            Ok(action) => jobs.execute(action).await,
             Err(e) => Reply::Error(ApiError::new(
                 Category::InvalidInput,
                 format!("the request is not an action: {e}"),
@@ -101,19 +127,4 @@ async fn serve(stream: UnixStream, jobs: mpsc::Sender<Job>) {
             return;
         }
     }
-}
-
-/// Has the executor run `action`; its reply.
-async fn execute(jobs: &mpsc::Sender<Job>, action: Action) -> Reply {
-    let (done, reply) = oneshot::channel();
-    let gone = || {
-        Reply::Error(ApiError::new(
-            Category::Internal,
-            "the daemon's executor has stopped; restart the daemon",
-        ))
-    };
-    if jobs.send(Job::Execute(Box::new(action), done)).is_err() {
-        return gone();
-    }
-    reply.await.unwrap_or_else(|_| gone())
 }

@@ -30,6 +30,20 @@ pub fn gureum(state: &Path, args: &[&str]) -> Command {
     command
 }
 
+/// `gureum ARGS` on a test host of its own: its state directory, working
+/// directory and namespace prefix, and none of the caller's socket or
+/// public pool settings.
+pub fn host_command(state: &Path, work: &Path, prefix: &str, args: &[&str]) -> Command {
+    let mut command = gureum(state, args);
+    command
+        .current_dir(work)
+        .env("GUREUM_NET_PREFIX", prefix)
+        .env_remove("GUREUM_SOCKET")
+        .env_remove("GUREUM_PUBLIC_POOL")
+        .env_remove("GUREUM_PUBLIC_ROUTER");
+    command
+}
+
 /// A test's private setup, and the checked ways to run a command in it.
 pub trait Gureum {
     /// `gureum ARGS` as this test runs it.

@@ -178,3 +178,70 @@ disk=$GUREUM_STATE_DIR/images/$ami/root.img
 out=$(debugfs -R 'cat /var/lib/marker' "$disk" 2>/dev/null)
 echo "original_marker=${out:-absent}"
 end_checks original-image
+
+# The EC2 endpoint: the daemon serves it, curl signs the requests (SigV4),
+# and a VPC, subnet, security group and key pair made through it hold an
+# instance launched through it, reached by SSH with the key pair it
+# handed out, from inside the VPC's namespace.
+begin_checks api
+API=http://127.0.0.1:8773/
+# merge: an access key from `gureum iam create-access-key -o json`.
+CREDENTIALS=AKIAGUREUMRIG0000001:rig-secret
+gureum daemon --listen 127.0.0.1:8773 >/tmp/daemon.log 2>&1 &
+daemon=$!
+t=$(now)
+until curl -s -o /dev/null "$API"; do
+  [ "$(elapsed "$t" | cut -d. -f1)" -ge 30 ] && { fail "the endpoint never answered"; cat /tmp/daemon.log; break; }
+  sleep 0.2
+done
+ec2() {  # PARAMS: the response in $xml; a failed call is a failed check
+  xml=$(curl -s --aws-sigv4 aws:amz:us-east-1:ec2 --user "$CREDENTIALS" \
+    --data "Version=2016-11-15&$1" "$API") || { fail "curl $1"; xml=; return 1; }
+  case $xml in *"<Errors>"*) fail "$1: $xml"; return 1 ;; esac
+}
+field() {  # TAG: the first <TAG>value</TAG> of $xml
+  printf '%s\n' "$xml" | sed -n "s:.*<$1>\([^<]*\)</$1>.*:\1:p" | head -n 1
+}
+ec2 "Action=CreateVpc&CidrBlock=10.9.0.0/16"; vpc=$(field vpcId)
+ec2 "Action=CreateSubnet&VpcId=$vpc&CidrBlock=10.9.1.0/24"; subnet=$(field subnetId)
+ec2 "Action=CreateSecurityGroup&VpcId=$vpc&GroupName=ssh&GroupDescription=ssh"; sg=$(field groupId)
+ec2 "Action=AuthorizeSecurityGroupIngress&GroupId=$sg&IpPermissions.1.IpProtocol=tcp&IpPermissions.1.FromPort=22&IpPermissions.1.ToPort=22&IpPermissions.1.IpRanges.1.CidrIp=10.9.0.0%2F16"
+ec2 "Action=CreateKeyPair&KeyName=apikey"
+printf '%s\n' "$xml" |
+  awk '/<keyMaterial>/ { on = 1 } on { print } /<\/keyMaterial>/ { on = 0 }' |
+  sed 's:.*<keyMaterial>::; s:</keyMaterial>.*::' >/tmp/apikey.pem
+chmod 600 /tmp/apikey.pem
+grep -q "PRIVATE KEY" /tmp/apikey.pem || fail "CreateKeyPair gave no private key"
+ami=$(describe image debian-12 id)
+ec2 "Action=RunInstances&ImageId=$ami&InstanceType=t2.nano&MinCount=1&MaxCount=1&KeyName=apikey&SubnetId=$subnet&SecurityGroupId.1=$sg&PrivateIpAddress=10.9.1.10"
+api_id=$(field instanceId)
+echo "api_instance=$api_id vpc=$vpc subnet=$subnet sg=$sg"
+ns=$(describe vpc "$vpc" netns)
+t0=$(now) state=
+until [ "$state" = running ]; do
+  ec2 "Action=DescribeInstances&InstanceId.1=$api_id"; state=$(field name)
+  [ "$(elapsed "$t0" | cut -d. -f1)" -ge 120 ] && break
+  sleep 1
+done
+echo "api_state=$state"
+out=
+t=$(now)
+until out=$($IP netns exec "$ns" ssh -i /tmp/apikey.pem -o BatchMode=yes -o ConnectTimeout=5 \
+    -o LogLevel=ERROR -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+    admin@10.9.1.10 'hostname -I' 2>&1); do
+  [ "$(elapsed "$t" | cut -d. -f1)" -ge $SSH_WAIT ] && { fail "no SSH into the API's instance: $out"; show_console "$api_id"; break; }
+  case $(describe instance "$api_id" state_reason) in
+    *"guest crashed"*) echo "@@RETRY after a guest crash: $api_id"; gureum instance start "$api_id" >/dev/null ;;
+  esac
+  sleep 1
+done
+echo "api_ssh_addresses=$(echo $out)"
+echo "api_boot_to_ssh_seconds=$(elapsed "$t0")"
+ec2 "Action=TerminateInstances&InstanceId.1=$api_id"
+gureum instance wait "$api_id" --state terminated --timeout 60 || fail "$api_id never terminated"
+ec2 "Action=DeleteSecurityGroup&GroupId=$sg"
+ec2 "Action=DeleteSubnet&SubnetId=$subnet"
+ec2 "Action=DeleteVpc&VpcId=$vpc"
+kill "$daemon"
+wait "$daemon" 2>/dev/null
+end_checks api

@@ -50,6 +50,9 @@ impl Category {
 pub struct ApiError {
     pub category: Category,
     pub message: String,
+    /// What exactly failed, where a front end has a word for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<super::Reason>,
 }
 
 impl ApiError {
@@ -57,13 +60,17 @@ impl ApiError {
         Self {
             category,
             message: message.into(),
+            reason: None,
         }
     }
 }
 
 impl From<cloud::Error> for ApiError {
     fn from(e: cloud::Error) -> Self {
-        Self::new(e.category(), e.to_string())
+        Self {
+            reason: e.reason(),
+            ..Self::new(e.category(), e.to_string())
+        }
     }
 }
 

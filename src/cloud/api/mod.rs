@@ -6,6 +6,7 @@
 //! running instance.
 
 mod category;
+mod reason;
 mod records;
 
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use super::iam::{self, IamAction, IamResponse};
 use super::image::{self, Image};
 use super::instance::{Instance, State};
 use super::instance_type::{self, InstanceType};
-use super::key_pair::{self, KeyPair, NewKey};
+use super::key_pair::{self, KeyPair, NewKey, PublicKeySource};
 use super::launch::{self, LaunchRequest};
 use super::lifecycle::{self, Context};
 use super::reconcile::{self, Report};
@@ -38,6 +39,7 @@ use crate::net::cidr::Ipv4Cidr;
 use crate::net::reconcile::Mode;
 
 pub use category::{ApiError, Category};
+pub use reason::Reason;
 pub use records::{Records, Tagged};
 
 /// One control-plane operation, with everything it needs. References
@@ -101,8 +103,7 @@ pub enum Action {
     },
     ImportKeyPair {
         name: String,
-        /// An OpenSSH public key file (one line), absolute.
-        public_key: PathBuf,
+        public_key: PublicKeySource,
         tags: Tags,
     },
     ListKeyPairs {
@@ -270,6 +271,19 @@ pub enum Action {
         direction: Direction,
         rule: RuleRequest,
     },
+    /// Adds or overwrites `tags` on each resource (by ID).
+    CreateTags {
+        resources: Vec<String>,
+        tags: Tags,
+    },
+    /// Removes each key of `tags` from each resource (by ID); a key with
+    /// a value only if it has that value.
+    DeleteTags {
+        resources: Vec<String>,
+        tags: Vec<(String, Option<String>)>,
+    },
+    /// Every tag of every resource.
+    ListTags,
     /// One pass comparing Linux and the state directory with the records
     /// (`cloud::reconcile`); with `repair`, making them match.
     Reconcile {
@@ -313,6 +327,7 @@ impl Action {
                 | Action::DescribeAddress { .. }
                 | Action::ListSecurityGroups { .. }
                 | Action::DescribeSecurityGroup { .. }
+                | Action::ListTags
         ) && !matches!(self, Action::Reconcile { repair: false })
     }
 }
@@ -367,6 +382,8 @@ pub enum Response {
         short: Option<String>,
         failed: Vec<String>,
     },
+    /// Tags as (resource ID, key, value).
+    Tags(Vec<(String, String, String)>),
     /// What a reconcile pass found (and, repairing, made good).
     Reconciled(Report),
     /// The ID of what was removed (a record that could not be read can be
@@ -673,11 +690,47 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
             security_group::change_rule(store, &net()?, group, *direction, rule, false)?,
             store,
         )?,
+        Action::CreateTags { resources, tags } => {
+            store.write(|tx| {
+                for id in resources {
+                    existing(tx, id)?;
+                    tx.set_tags(id, tags)?;
+                }
+                Ok::<_, Error>(())
+            })?;
+            Response::Tags(Vec::new())
+        }
+        Action::DeleteTags { resources, tags } => {
+            store.write(|tx| {
+                for id in resources {
+                    existing(tx, id)?;
+                    for (key, value) in tags {
+                        tx.remove_tag(id, key, value.as_deref())?;
+                    }
+                }
+                Ok::<_, Error>(())
+            })?;
+            Response::Tags(Vec::new())
+        }
+        Action::ListTags => Response::Tags(store.read(|tx| tx.all_tags())?),
         Action::Reconcile { repair } => {
             let mode = if *repair { Mode::Repair } else { Mode::Check };
             Response::Reconciled(reconcile::run(ctx, store, mode)?)
         }
         Action::Iam(iam) => Response::Iam(iam::execute(store, iam)?),
+    })
+}
+
+/// Refuses an ID no resource has.
+fn existing(tx: &Tx<'_>, id: &str) -> Result<(), Error> {
+    if tx.exists(id)? {
+        return Ok(());
+    }
+    let kind = super::ids::kind_of(id);
+    Err(Error::NotFound {
+        noun: kind.map_or("resource", |k| k.noun()),
+        reference: id.to_owned(),
+        list: kind.map_or("gureum instance list", |k| k.list_command()),
     })
 }
 

@@ -70,6 +70,16 @@ impl PortRange {
             to: port,
         }
     }
+
+    /// The first port.
+    pub fn from(self) -> u16 {
+        self.from
+    }
+
+    /// The last port.
+    pub fn to(self) -> u16 {
+        self.to
+    }
 }
 
 impl fmt::Display for PortRange {

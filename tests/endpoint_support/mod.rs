@@ -1,0 +1,188 @@
+//! A daemon serving the EC2 endpoint on a free port of 127.0.0.1, with
+//! its own state directory and namespace prefix, and the real aws CLI
+//! (and boto3) pointed at it. The aws CLI comes from the virtualenv
+//! `scripts/setup-deps` makes (`ensure_aws_cli` in scripts/lib/common.sh).
+
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::cli_support::{self, Gureum};
+
+/// The access key and secret every request is signed with.
+// merge: `gureum iam create-access-key -o json` against the test's state.
+pub fn credentials(_host: &Host) -> (String, String) {
+    (
+        "AKIAGUREUMTEST000001".to_owned(),
+        "gureum-test-secret".to_owned(),
+    )
+}
+
+/// The venv's bin directory, as scripts/lib/common.sh names it; the
+/// test fails, saying what to run, when the aws CLI is not there.
+pub fn aws_bin_dir() -> PathBuf {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/common.sh");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("source \"$1\" && printf %s \"$AWS_VENV/bin\"")
+        .arg("bash")
+        .arg(lib)
+        .output()
+        .unwrap();
+    let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap());
+    assert!(
+        dir.join("aws").is_file() && dir.join("python").is_file(),
+        "no aws CLI in {}: run scripts/setup-deps",
+        dir.display()
+    );
+    dir
+}
+
+/// A daemon with the EC2 endpoint, and the ways to call it.
+pub struct Host {
+    pub state: tempfile::TempDir,
+    pub work: tempfile::TempDir,
+    pub prefix: String,
+    pub port: u16,
+    pub region: String,
+    bin: PathBuf,
+    daemon: Option<Child>,
+}
+
+impl Host {
+    /// Starts the daemon; returns once the endpoint accepts connections.
+    pub fn start(region: &str) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut host = Self {
+            state: tempfile::tempdir().unwrap(),
+            work: tempfile::tempdir().unwrap(),
+            prefix: cli_support::unique_prefix("gep"),
+            port,
+            region: region.to_owned(),
+            bin: aws_bin_dir(),
+            daemon: None,
+        };
+        let log = std::fs::File::create(host.work.path().join("daemon.log")).unwrap();
+        let listen = format!("127.0.0.1:{port}");
+        let child = host
+            .command(&["daemon", "--reconcile-every", "5", "--listen", &listen])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        host.daemon = Some(child);
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = host.daemon.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the daemon ended ({status}): {}", host.daemon_log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the endpoint never answered: {}",
+                host.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        host
+    }
+
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.work.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A program from the venv with the credentials and region set.
+    pub fn tool(&self, program: &str) -> Command {
+        let (key, secret) = credentials(self);
+        let mut command = Command::new(self.bin.join(program));
+        command
+            .current_dir(self.work.path())
+            .env("AWS_ACCESS_KEY_ID", key)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_DEFAULT_REGION", &self.region)
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_PAGER", "")
+            .env("GUREUM_ENDPOINT", self.endpoint())
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN");
+        command
+    }
+
+    /// `aws --endpoint-url … ec2 ARGS --output json`.
+    pub fn aws(&self, args: &[&str]) -> Output {
+        self.tool("aws")
+            .args([
+                "--endpoint-url",
+                &self.endpoint(),
+                "--output",
+                "json",
+                "ec2",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// An aws command that must succeed; its JSON (Null when it prints none).
+    pub fn ec2(&self, args: &[&str]) -> Value {
+        let out = self.aws(args);
+        assert!(
+            out.status.success(),
+            "aws ec2 {args:?} failed: {}\ndaemon: {}",
+            String::from_utf8_lossy(&out.stderr),
+            self.daemon_log()
+        );
+        if out.stdout.iter().all(u8::is_ascii_whitespace) {
+            return Value::Null;
+        }
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// An aws command that must fail; the EC2 error code it names.
+    pub fn ec2_error(&self, args: &[&str]) -> String {
+        let out = self.aws(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "aws ec2 {args:?} should fail");
+        let code = stderr
+            .split_once("An error occurred (")
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(code, _)| code.to_owned());
+        code.unwrap_or_else(|| panic!("aws ec2 {args:?}: no error code in: {stderr}"))
+    }
+}
+
+impl Gureum for Host {
+    fn command(&self, args: &[&str]) -> Command {
+        cli_support::host_command(self.state.path(), self.work.path(), &self.prefix, args)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(mut daemon) = self.daemon.take() {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+        }
+        cli_support::remove_namespaces(&self.prefix);
+    }
+}

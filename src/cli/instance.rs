@@ -266,7 +266,9 @@ pub fn launch(env: &Env, args: RunArgs) -> Result<(), CliError> {
         client_token: None,
     };
     let max = request.count.max;
-    let response = env.call(Action::RunInstances { request })?;
+    let response = env.call(Action::RunInstances {
+        request: Box::new(request),
+    })?;
     let Response::Launched {
         instances,
         short,

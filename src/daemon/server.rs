@@ -10,6 +10,7 @@ use tokio::net::{UnixListener, UnixStream};
 use super::executor::{self, Executor};
 use super::{Config, Error, Listen, Reply};
 use crate::cloud::api::{Action, ApiError, Category};
+use crate::cloud::lifecycle::Context;
 use crate::endpoint;
 
 /// Serves until the process is ended: reconciles first, then answers
@@ -32,7 +33,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
             config.socket.display(),
             config.reconcile_every.as_secs()
         );
-        listen(config.listen, &jobs).await?;
+        listen(config.listen, &jobs, &config.ctx).await?;
         let periodic = jobs.clone();
         let every = config.reconcile_every;
         tokio::spawn(async move {
@@ -57,7 +58,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
 }
 
 /// Starts the EC2 endpoint where `listen` says.
-async fn listen(listen: Listen, jobs: &Executor) -> Result<(), Error> {
+async fn listen(listen: Listen, jobs: &Executor, ctx: &Context) -> Result<(), Error> {
     let (address, required) = match listen {
         Listen::Off => return Ok(()),
         Listen::At(address) => (address, true),
@@ -69,7 +70,7 @@ async fn listen(listen: Listen, jobs: &Executor) -> Result<(), Error> {
     match endpoint::bind(address).await {
         Ok(listener) => {
             eprintln!("gureum daemon: EC2 endpoint on http://{address}");
-            tokio::spawn(endpoint::serve(listener, jobs.clone()));
+            tokio::spawn(endpoint::serve(listener, jobs.clone(), ctx.clone()));
             Ok(())
         }
         Err(source) if required => Err(Error::Listen { address, source }),

@@ -8,8 +8,8 @@
 //! from it too.
 
 pub mod ec2;
-pub mod iam;
 pub mod error;
+pub mod iam;
 pub mod params;
 pub mod sts;
 mod xml;
@@ -17,6 +17,7 @@ mod xml;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -28,6 +29,8 @@ use hyper_util::rt::TokioIo;
 use ssh_key::rand_core::{OsRng, RngCore};
 use tokio::net::TcpListener;
 
+use crate::cloud::iam::{SignedRequest, authenticate};
+use crate::cloud::lifecycle::Context;
 use crate::daemon::Executor;
 use error::Ec2Error;
 use params::Params;
@@ -60,12 +63,13 @@ impl Reply {
 #[derive(Debug)]
 struct Endpoint {
     executor: Executor,
+    ctx: Context,
 }
 
 /// Serves `listener` until the runtime ends; each connection on a task
 /// of its own, each request's actions on a blocking thread.
-pub async fn serve(listener: TcpListener, executor: Executor) {
-    let endpoint = Arc::new(Endpoint { executor });
+pub async fn serve(listener: TcpListener, executor: Executor, ctx: Context) {
+    let endpoint = Arc::new(Endpoint { executor, ctx });
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -108,7 +112,21 @@ async fn answer(
                 .headers
                 .get(AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
-            dispatch(&endpoint, params, authorization, &request_id).await
+            let received = Received {
+                method: parts.method.as_str().to_owned(),
+                path: parts.uri.path().to_owned(),
+                query: query.to_owned(),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                        (k.as_str().to_owned(), value)
+                    })
+                    .collect(),
+                body,
+            };
+            dispatch(&endpoint, received, params, authorization, &request_id).await
         }
         Err(e) => Reply::error(
             &Ec2Error::client(
@@ -132,43 +150,79 @@ async fn answer(
     Ok(response)
 }
 
+/// The parts of a request SigV4 covers, owned by the thread that checks
+/// them.
+struct Received {
+    method: String,
+    path: String,
+    query: String,
+    headers: Vec<(String, String)>,
+    body: Bytes,
+}
+
 async fn dispatch(
     endpoint: &Arc<Endpoint>,
+    received: Received,
     params: Params,
     authorization: Option<&str>,
     request_id: &str,
 ) -> Reply {
+    // The service as the request states it, for the envelope of an error
+    // found before its signature is checked.
     let scope = match Scope::of(authorization, &params) {
         Ok(scope) => scope,
         Err(e) => return Reply::error(&e, request_id),
     };
-    // merge: authenticate here (crate::cloud::iam::authenticate over the
-    // request's SignedRequest); until then every caller acts as root.
-    let caller = ec2::Caller::root();
-    match scope.service.as_str() {
-        "ec2" => {
-            let endpoint = endpoint.clone();
-            let id = request_id.to_owned();
-            let running = tokio::task::spawn_blocking(move || {
-                ec2::handle(&endpoint.executor, &caller, &scope.region, &params, &id)
-            })
-            .await;
-            running.unwrap_or_else(|e| {
-                Reply::error(
-                    &Ec2Error::new("InternalError", format!("the request failed: {e}"), 500),
-                    request_id,
-                )
-            })
-        }
-        // merge: "iam" => iam::handle(..), "sts" => sts::handle(..)
-        other => Reply::error(
-            &Ec2Error::client(
-                "InvalidAction",
-                format!("this endpoint does not serve the service '{other}' (it serves ec2)"),
+    let endpoint = endpoint.clone();
+    let id = request_id.to_owned();
+    let running = tokio::task::spawn_blocking(move || {
+        let signed = SignedRequest {
+            method: &received.method,
+            path: &received.path,
+            query: &received.query,
+            headers: &received.headers,
+            body: &received.body,
+        };
+        let who = match authenticate(&endpoint.ctx, &signed, SystemTime::now()) {
+            Ok(who) => who,
+            Err(e) => {
+                return match scope.service.as_str() {
+                    "iam" => iam::refused(&e, &id),
+                    "sts" => sts::refused(&e, &id),
+                    _ => Reply::error(&Ec2Error::new(e.code(), e.to_string(), e.status()), &id),
+                };
+            }
+        };
+        match who.service.as_str() {
+            "ec2" => ec2::handle(
+                &endpoint.ctx,
+                &endpoint.executor,
+                &who.caller,
+                &who.region,
+                &params,
+                &id,
             ),
+            "iam" => iam::handle(&endpoint.ctx, &who.caller, params.pairs(), &id),
+            "sts" => sts::handle(&endpoint.ctx, &who.caller, params.pairs(), &id),
+            other => Reply::error(
+                &Ec2Error::client(
+                    "InvalidAction",
+                    format!(
+                        "this endpoint does not serve the service '{other}' (it serves ec2, iam \
+                         and sts)"
+                    ),
+                ),
+                &id,
+            ),
+        }
+    })
+    .await;
+    running.unwrap_or_else(|e| {
+        Reply::error(
+            &Ec2Error::new("InternalError", format!("the request failed: {e}"), 500),
             request_id,
-        ),
-    }
+        )
+    })
 }
 
 /// The service and region a request is signed for.

@@ -20,12 +20,23 @@ use serde_json::Value;
 
 use crate::cli_support::{self, Gureum};
 
-/// The access key and secret every request is signed with.
-// merge: `gureum iam create-access-key -o json` against the test's state.
-pub fn credentials(_host: &Host) -> (String, String) {
+/// A new access key of the account's root in `host`'s store, as `gureum
+/// iam create-access-key -o json` hands it out (the secret this once).
+fn root_access_key(host: &Host) -> (String, String) {
+    let out = host
+        .command(&["iam", "create-access-key", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "gureum iam create-access-key: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = &made["AccessKey"];
     (
-        "AKIAGUREUMTEST000001".to_owned(),
-        "gureum-test-secret".to_owned(),
+        key["AccessKeyId"].as_str().unwrap().to_owned(),
+        key["SecretAccessKey"].as_str().unwrap().to_owned(),
     )
 }
 
@@ -58,6 +69,8 @@ pub struct Host {
     pub region: String,
     bin: PathBuf,
     daemon: Option<Child>,
+    /// The root's access key every request is signed with.
+    key: (String, String),
 }
 
 impl Host {
@@ -76,6 +89,7 @@ impl Host {
             region: region.to_owned(),
             bin: aws_bin_dir(),
             daemon: None,
+            key: (String::new(), String::new()),
         };
         let log = std::fs::File::create(host.work.path().join("daemon.log")).unwrap();
         let listen = format!("127.0.0.1:{port}");
@@ -99,6 +113,7 @@ impl Host {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        host.key = root_access_key(&host);
         host
     }
 
@@ -112,7 +127,7 @@ impl Host {
 
     /// A program from the venv with the credentials and region set.
     pub fn tool(&self, program: &str) -> Command {
-        let (key, secret) = credentials(self);
+        let (key, secret) = &self.key;
         let mut command = Command::new(self.bin.join(program));
         command
             .current_dir(self.work.path())

@@ -49,7 +49,7 @@ pub use records::{Records, Tagged};
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Action {
     RunInstances {
-        request: LaunchRequest,
+        request: Box<LaunchRequest>,
     },
     ListInstances {
         filters: Vec<String>,

@@ -108,7 +108,10 @@ fn run(call: &Call<'_>) -> Result<Xml, Ec2Error> {
         // EC2 has no per-instance rate limits: the type's hold.
         limits: LimitOverrides::default(),
     };
-    let Response::Launched { instances, .. } = call.run(Action::RunInstances { request })? else {
+    let Response::Launched { instances, .. } = call.run(Action::RunInstances {
+        request: Box::new(request),
+    })?
+    else {
         return Err(super::unexpected());
     };
     // A VMM that failed at once leaves its instance stopped with a reason,

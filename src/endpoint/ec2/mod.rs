@@ -18,7 +18,9 @@ mod templates;
 mod vpcs;
 
 use crate::cloud::api::{Action, Records, Response, Tagged};
+use crate::cloud::iam;
 use crate::cloud::ids::Kind;
+use crate::cloud::lifecycle::Context;
 use crate::cloud::tags::Tags;
 use crate::daemon::Executor;
 
@@ -28,24 +30,7 @@ use super::params::Params;
 use super::xml::Xml;
 pub use filter::Filters;
 
-/// The account every resource belongs to until the IAM half's accounts
-/// are merged in (then: the caller's account).
-const ROOT_ACCOUNT: &str = "000000000000";
-
-/// Who calls.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub account: String,
-}
-
-impl Caller {
-    /// The account's root, which may do everything.
-    pub fn root() -> Self {
-        Self {
-            account: ROOT_ACCOUNT.to_owned(),
-        }
-    }
-}
+pub use crate::cloud::iam::Caller;
 
 /// One request being answered.
 #[derive(Debug)]
@@ -243,13 +228,14 @@ pub fn operation(name: &str) -> Option<&'static Operation> {
 
 /// Answers one EC2 request (on a thread that may block).
 pub fn handle(
+    ctx: &Context,
     executor: &Executor,
     caller: &Caller,
     region: &str,
     params: &Params,
     request_id: &str,
 ) -> Reply {
-    match answer(executor, caller, region, params) {
+    match answer(ctx, executor, caller, region, params) {
         Ok((name, body)) => Reply {
             status: 200,
             body: body.document(name, request_id),
@@ -259,6 +245,7 @@ pub fn handle(
 }
 
 fn answer(
+    ctx: &Context,
     executor: &Executor,
     caller: &Caller,
     region: &str,
@@ -271,9 +258,21 @@ fn answer(
             format!("The action {action} is not valid for this web service."),
         )
     })?;
-    // merge: authorize here: iam::authorize(ctx, caller, &operation.iam_action(), ARN)
-    // for each of operation.resources(params) (ARN = iam::arn(ctx, kind, &id)),
-    // or once with "*" when it names none.
+    // Before DryRun: a dry run answers whether the caller may.
+    let resources = operation.resources(params);
+    let arns: Vec<String> = if resources.is_empty() {
+        vec!["*".to_owned()]
+    } else {
+        resources
+            .iter()
+            .map(|(kind, id)| {
+                iam::arn::ec2(&caller.account, region, iam::arn::resource_type(*kind), id)
+            })
+            .collect()
+    };
+    for arn in &arns {
+        iam::authorize(ctx, caller, &operation.iam_action(), arn)?;
+    }
     if params.bool("DryRun")? == Some(true) {
         return Err(Ec2Error::dry_run());
     }

@@ -61,7 +61,7 @@ fn describe(call: &Call<'_>) -> Result<Xml, Ec2Error> {
         "GroupId",
         Action::ListSecurityGroups { filters: vec![] },
         |group| Action::DescribeSecurityGroup { group },
-        field,
+        |item, name| field(item, name, call.account),
     )?;
     let names = call.params.list("GroupName");
     if !names.is_empty() {
@@ -72,13 +72,13 @@ fn describe(call: &Call<'_>) -> Result<Xml, Ec2Error> {
     Ok(x)
 }
 
-fn field(g: &SecurityGroup, name: &str) -> Option<Vec<String>> {
+fn field(g: &SecurityGroup, name: &str, account: &str) -> Option<Vec<String>> {
     Some(vec![match name {
         "group-id" => g.id.clone(),
         "group-name" => g.group_name.clone(),
         "vpc-id" => g.vpc_id.clone(),
         "description" => g.description.clone(),
-        "owner-id" => super::ROOT_ACCOUNT.into(),
+        "owner-id" => account.into(),
         _ => return None,
     }])
 }

@@ -44,20 +44,20 @@ fn describe(call: &Call<'_>) -> Result<Xml, Ec2Error> {
         "VpcId",
         Action::ListVpcs { filters: vec![] },
         |vpc| Action::DescribeVpc { vpc },
-        field,
+        |item, name| field(item, name, call.account),
     )?;
     let mut x = Xml::new();
     x.list("vpcSet", &vpcs, |x, v| write(x, v, call.account));
     Ok(x)
 }
 
-fn field(v: &Vpc, name: &str) -> Option<Vec<String>> {
+fn field(v: &Vpc, name: &str, account: &str) -> Option<Vec<String>> {
     Some(vec![match name {
         "vpc-id" => v.id.clone(),
         "cidr" | "cidr-block-association.cidr-block" | "cidrBlock" => v.cidr.to_string(),
         "state" => "available".into(),
         "is-default" => "false".into(),
-        "owner-id" => super::ROOT_ACCOUNT.into(),
+        "owner-id" => account.into(),
         "dhcp-options-id" => "default".into(),
         _ => return None,
     }])

@@ -1,10 +1,3 @@
-//! PENDING until the merge of the ec2-api and iam branches: rename this
-//! file to tests/endpoint_iam.rs once the daemon's endpoint (ec2-api)
-//! authenticates requests with `cloud::iam::authenticate`, authorizes EC2
-//! operations with `cloud::iam::authorize`, and routes the "iam" and
-//! "sts" services to `endpoint::iam::handle` and `endpoint::sts::handle`.
-//! (It needs nothing else: it starts `gureum daemon --listen` itself.)
-//!
 //! IAM as the real aws CLI meets it: a user with AmazonEC2ReadOnlyAccess
 //! describes but gets UnauthorizedOperation on create-vpc; a customer
 //! policy allowing only `ec2:*SecurityGroup*` on one VPC's groups works

@@ -61,7 +61,7 @@ common::rig_run!(
         "--timeout",
         "1500",
         "--with-tools",
-        "ssh tar ip debugfs curl",
+        "ssh tar ip nft debugfs curl",
         "--payload",
         payload().to_str().unwrap(),
     ]

@@ -185,10 +185,12 @@ end_checks original-image
 # handed out, from inside the VPC's namespace.
 begin_checks api
 API=http://127.0.0.1:8773/
-# merge: an access key from `gureum iam create-access-key -o json`.
-CREDENTIALS=AKIAGUREUMRIG0000001:rig-secret
 gureum daemon --listen 127.0.0.1:8773 >/tmp/daemon.log 2>&1 &
 daemon=$!
+# The account root's access key, handed out once (JSON as the aws CLI's).
+key=$(gureum iam create-access-key -o json) || fail "iam create-access-key: $key"
+CREDENTIALS=$(printf '%s\n' "$key" | sed -n 's/.*"AccessKeyId": *"\([^"]*\)".*/\1/p'):$(
+  printf '%s\n' "$key" | sed -n 's/.*"SecretAccessKey": *"\([^"]*\)".*/\1/p')
 t=$(now)
 until curl -s -o /dev/null "$API"; do
   [ "$(elapsed "$t" | cut -d. -f1)" -ge 30 ] && { fail "the endpoint never answered"; cat /tmp/daemon.log; break; }
@@ -218,7 +220,8 @@ api_id=$(field instanceId)
 echo "api_instance=$api_id vpc=$vpc subnet=$subnet sg=$sg"
 ns=$(describe vpc "$vpc" netns)
 t0=$(now) state=
-until [ "$state" = running ]; do
+[ -n "$api_id" ] || state=none
+until [ "$state" = running ] || [ "$state" = none ]; do
   ec2 "Action=DescribeInstances&InstanceId.1=$api_id"; state=$(field name)
   [ "$(elapsed "$t0" | cut -d. -f1)" -ge 120 ] && break
   sleep 1
@@ -226,7 +229,7 @@ done
 echo "api_state=$state"
 out=
 t=$(now)
-until out=$($IP netns exec "$ns" ssh -i /tmp/apikey.pem -o BatchMode=yes -o ConnectTimeout=5 \
+[ "$state" = running ] && until out=$($IP netns exec "$ns" ssh -i /tmp/apikey.pem -o BatchMode=yes -o ConnectTimeout=5 \
     -o LogLevel=ERROR -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
     admin@10.9.1.10 'hostname -I' 2>&1); do
   [ "$(elapsed "$t" | cut -d. -f1)" -ge $SSH_WAIT ] && { fail "no SSH into the API's instance: $out"; show_console "$api_id"; break; }

@@ -57,7 +57,10 @@ impl Endpoint {
         let start = Instant::now();
         while TcpStream::connect(&address).is_err() {
             assert!(daemon.try_wait().unwrap().is_none(), "the daemon ended");
-            assert!(start.elapsed() < Duration::from_secs(60), "the endpoint never answered");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the endpoint never answered"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Self {
@@ -76,7 +79,11 @@ impl Endpoint {
             .env("GUREUM_NET_PREFIX", &self.prefix)
             .output()
             .unwrap();
-        assert!(out.status.success(), "gureum {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "gureum {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -84,14 +91,27 @@ impl Endpoint {
     fn user(&self, name: &str, managed: &[&str], inline: &[&str]) -> (String, String) {
         self.gureum(&["iam", "create-user", name]);
         for arn in managed {
-            self.gureum(&["iam", "attach-user-policy", "--user", name, "--policy-arn", arn]);
+            self.gureum(&[
+                "iam",
+                "attach-user-policy",
+                "--user",
+                name,
+                "--policy-arn",
+                arn,
+            ]);
         }
         for (i, doc) in inline.iter().enumerate() {
             let path = self.host.dir.path().join(format!("{name}-{i}.json"));
             std::fs::write(&path, doc).unwrap();
             self.gureum(&[
-                "iam", "put-user-policy", "--user", name, "--name", &format!("p{i}"),
-                "--document", path.to_str().unwrap(),
+                "iam",
+                "put-user-policy",
+                "--user",
+                name,
+                "--name",
+                &format!("p{i}"),
+                "--document",
+                path.to_str().unwrap(),
             ]);
         }
         self.host.access_key(Some(name))
@@ -103,7 +123,14 @@ impl Endpoint {
         let empty = self.host.dir.path().join("no-aws-config");
         std::process::Command::new(aws_venv_bin().join("aws"))
             .args(args)
-            .args(["--endpoint-url", &self.url, "--region", "us-east-1", "--output", "json"])
+            .args([
+                "--endpoint-url",
+                &self.url,
+                "--region",
+                "us-east-1",
+                "--output",
+                "json",
+            ])
             .env("AWS_ACCESS_KEY_ID", key)
             .env("AWS_SECRET_ACCESS_KEY", secret)
             .env("AWS_CONFIG_FILE", &empty)
@@ -120,7 +147,11 @@ impl Endpoint {
     /// `aws ARGS`, which must succeed: its JSON output.
     fn aws_ok(&self, key: &(String, String), args: &[&str]) -> Value {
         let out = self.aws(key, args);
-        assert!(out.status.success(), "aws {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "aws {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
     }
 
@@ -155,23 +186,50 @@ fn a_read_only_user_describes_but_may_not_create() {
     let ep = Endpoint::start();
     let root = ep.host.access_key(None);
     let reader = ep.user("reader", &[READ_ONLY], &[]);
-    ep.aws_ok(&root, &["ec2", "create-vpc", "--cidr-block", "10.70.0.0/16"]);
+    ep.aws_ok(
+        &root,
+        &["ec2", "create-vpc", "--cidr-block", "10.70.0.0/16"],
+    );
     let vpcs = ep.aws_ok(&reader, &["ec2", "describe-vpcs"]);
     assert_eq!(vpcs["Vpcs"].as_array().unwrap().len(), 1, "{vpcs}");
     assert_eq!(
-        ep.aws_error(&reader, &["ec2", "create-vpc", "--cidr-block", "10.71.0.0/16"]),
+        ep.aws_error(
+            &reader,
+            &["ec2", "create-vpc", "--cidr-block", "10.71.0.0/16"]
+        ),
         "UnauthorizedOperation"
     );
     // DryRun answers with the same decision.
     assert_eq!(
-        ep.aws_error(&reader, &["ec2", "create-vpc", "--cidr-block", "10.71.0.0/16", "--dry-run"]),
+        ep.aws_error(
+            &reader,
+            &[
+                "ec2",
+                "create-vpc",
+                "--cidr-block",
+                "10.71.0.0/16",
+                "--dry-run"
+            ]
+        ),
         "UnauthorizedOperation"
     );
     assert_eq!(
-        ep.aws_error(&root, &["ec2", "create-vpc", "--cidr-block", "10.71.0.0/16", "--dry-run"]),
+        ep.aws_error(
+            &root,
+            &[
+                "ec2",
+                "create-vpc",
+                "--cidr-block",
+                "10.71.0.0/16",
+                "--dry-run"
+            ]
+        ),
         "DryRunOperation"
     );
-    assert_eq!(ep.aws_error(&reader, &["iam", "create-user", "--user-name", "x"]), "AccessDenied");
+    assert_eq!(
+        ep.aws_error(&reader, &["iam", "create-user", "--user-name", "x"]),
+        "AccessDenied"
+    );
     let users = ep.aws_ok(&root, &["iam", "list-users"]);
     assert_eq!(users["Users"][0]["UserName"], "reader");
 }
@@ -190,8 +248,16 @@ fn a_customer_policy_on_one_vpc_s_groups_works_as_written() {
     let group = |vpc: &str, name: &str| {
         ep.aws_ok(
             &root,
-            &["ec2", "create-security-group", "--vpc-id", vpc, "--group-name", name,
-              "--description", name],
+            &[
+                "ec2",
+                "create-security-group",
+                "--vpc-id",
+                vpc,
+                "--group-name",
+                name,
+                "--description",
+                name,
+            ],
         )["GroupId"]
             .as_str()
             .unwrap()
@@ -213,28 +279,61 @@ fn a_customer_policy_on_one_vpc_s_groups_works_as_written() {
     .to_string();
     let user = ep.user("netadmin", &[], &[&policy]);
     let ingress = |group: &str| {
-        vec!["ec2", "authorize-security-group-ingress", "--group-id", group, "--protocol", "tcp",
-             "--port", "22", "--cidr", "10.0.0.0/8"]
-            .into_iter()
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
+        vec![
+            "ec2",
+            "authorize-security-group-ingress",
+            "--group-id",
+            group,
+            "--protocol",
+            "tcp",
+            "--port",
+            "22",
+            "--cidr",
+            "10.0.0.0/8",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
     };
     ep.aws_ok(&user, &strs(&ingress(&my_group)));
-    assert_eq!(ep.aws_error(&user, &strs(&ingress(&other_group))), "UnauthorizedOperation");
+    assert_eq!(
+        ep.aws_error(&user, &strs(&ingress(&other_group))),
+        "UnauthorizedOperation"
+    );
     ep.aws_ok(
         &user,
-        &["ec2", "create-security-group", "--vpc-id", &mine, "--group-name", "db",
-          "--description", "db"],
+        &[
+            "ec2",
+            "create-security-group",
+            "--vpc-id",
+            &mine,
+            "--group-name",
+            "db",
+            "--description",
+            "db",
+        ],
     );
     for denied in [
-        vec!["ec2", "create-security-group", "--vpc-id", &other, "--group-name", "db",
-             "--description", "db"],
+        vec![
+            "ec2",
+            "create-security-group",
+            "--vpc-id",
+            &other,
+            "--group-name",
+            "db",
+            "--description",
+            "db",
+        ],
         vec!["ec2", "delete-security-group", "--group-id", &other_group],
         vec!["ec2", "delete-vpc", "--vpc-id", &mine],
         vec!["ec2", "create-vpc", "--cidr-block", "10.74.0.0/16"],
         vec!["ec2", "describe-vpcs"],
     ] {
-        assert_eq!(ep.aws_error(&user, &denied), "UnauthorizedOperation", "{denied:?}");
+        assert_eq!(
+            ep.aws_error(&user, &denied),
+            "UnauthorizedOperation",
+            "{denied:?}"
+        );
     }
 }
 
@@ -253,17 +352,32 @@ fn bad_signatures_old_requests_and_unknown_keys_are_refused_and_sts_names_the_ca
     let mut wrong = user.1.clone();
     wrong.replace_range(0..1, if wrong.starts_with('A') { "B" } else { "A" });
     let wrong = (user.0.clone(), wrong);
-    assert_eq!(ep.aws_error(&wrong, &["ec2", "describe-vpcs"]), "SignatureDoesNotMatch");
-    assert_eq!(ep.aws_error(&wrong, &["sts", "get-caller-identity"]), "SignatureDoesNotMatch");
+    assert_eq!(
+        ep.aws_error(&wrong, &["ec2", "describe-vpcs"]),
+        "SignatureDoesNotMatch"
+    );
+    assert_eq!(
+        ep.aws_error(&wrong, &["sts", "get-caller-identity"]),
+        "SignatureDoesNotMatch"
+    );
     let unknown = ("AKIAAAAAAAAAAAAAAAAA".to_owned(), user.1.clone());
-    assert_eq!(ep.aws_error(&unknown, &["ec2", "describe-vpcs"]), "InvalidClientTokenId");
-    assert_eq!(ep.aws_error(&unknown, &["sts", "get-caller-identity"]), "InvalidClientTokenId");
+    assert_eq!(
+        ep.aws_error(&unknown, &["ec2", "describe-vpcs"]),
+        "InvalidClientTokenId"
+    );
+    assert_eq!(
+        ep.aws_error(&unknown, &["sts", "get-caller-identity"]),
+        "InvalidClientTokenId"
+    );
 
     // Signed (by botocore, as the aws CLI signs) 20 minutes ago.
     let twenty_minutes_ago = (gureum::cloud::time::now_secs() - 20 * 60).to_string();
     let old = |service: &str, operation: &str| {
         let out = std::process::Command::new(aws_venv_bin().join("python"))
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/iam_support/botocore_tool.py"))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/iam_support/botocore_tool.py"
+            ))
             .args(["call", service, operation, "{}", &user.0, &user.1, &ep.url])
             .env("GUREUM_SIGN_AT", &twenty_minutes_ago)
             .env("AWS_MAX_ATTEMPTS", "1")
@@ -271,14 +385,28 @@ fn bad_signatures_old_requests_and_unknown_keys_are_refused_and_sts_names_the_ca
             .unwrap();
         let answer: Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
-        answer["error"]["Code"].as_str().unwrap_or_default().to_owned()
+        answer["error"]["Code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     };
     assert_eq!(old("ec2", "describe_vpcs"), "RequestExpired");
     assert_eq!(old("sts", "get_caller_identity"), "SignatureDoesNotMatch");
     // The same call signed now passes.
     let now = botocore(
-        &["call", "sts", "get_caller_identity", "{}", &user.0, &user.1, &ep.url],
+        &[
+            "call",
+            "sts",
+            "get_caller_identity",
+            "{}",
+            &user.0,
+            &user.1,
+            &ep.url,
+        ],
         "",
     );
-    assert_eq!(now["result"]["Arn"], format!("arn:aws:iam::{account}:user/ann"));
+    assert_eq!(
+        now["result"]["Arn"],
+        format!("arn:aws:iam::{account}:user/ann")
+    );
 }

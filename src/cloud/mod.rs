@@ -32,6 +32,7 @@ pub mod template;
 pub mod time;
 pub mod vmm_command;
 pub mod vpc;
+pub mod wildcard;
 
 use std::path::PathBuf;
 

@@ -15,7 +15,6 @@ pub mod policy;
 pub mod records;
 pub mod sigv4;
 pub mod tables;
-mod wildcard;
 
 pub use actions::{IamAction, IamResponse, execute};
 pub use auth::{Authenticated, Caller, arn, authenticate, authorize};

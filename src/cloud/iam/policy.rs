@@ -10,7 +10,7 @@
 
 use serde_json::{Map, Value};
 
-use super::wildcard;
+use crate::cloud::wildcard;
 
 /// The version strings IAM accepts; a document without one is "2008-10-17".
 const VERSIONS: [&str; 2] = ["2012-10-17", "2008-10-17"];

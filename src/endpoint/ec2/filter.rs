@@ -5,6 +5,7 @@
 
 use crate::cloud::api::Tagged;
 use crate::cloud::tags::Tags;
+use crate::cloud::wildcard;
 
 use super::super::error::Ec2Error;
 use super::super::params::Params;
@@ -65,35 +66,10 @@ fn tag_values(tags: &Tags, name: &str) -> Option<Vec<String>> {
     }
 }
 
-/// Whether `text` matches `pattern` (`*` any run, `?` any one character).
+/// Whether `text` matches `pattern` (`*` any run, `?` any one character),
+/// as EC2 compares filter values: case and all.
 pub fn matches(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    // Iterative matching with backtracking to the last `*`.
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        match p.get(pi) {
-            Some('*') => {
-                star = Some((pi, ti));
-                pi += 1;
-            }
-            Some(c) if *c == '?' || Some(c) == t.get(ti) => {
-                pi += 1;
-                ti += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    pi = sp + 1;
-                    ti = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    p.get(pi..)
-        .is_some_and(|rest| rest.iter().all(|c| *c == '*'))
+    wildcard::matches(pattern, text, false)
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! IAM's wildcard patterns: `*` matches any run of characters (none
-//! too), `?` exactly one; everything else matches itself.
+//! The wildcard patterns of IAM policies and EC2 filters: `*` matches
+//! any run of characters (none too), `?` exactly one; everything else
+//! matches itself.
 
 /// Whether `text` matches `pattern`; with `fold_case`, ASCII letters
 /// match either case (action names are case-insensitive in IAM, ARNs

@@ -13,7 +13,7 @@
     clippy::panic
 )]
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
@@ -593,6 +593,52 @@ fn a_vpc_whose_namespace_was_deleted_is_rebuilt_by_the_next_change() {
     cloud.ok(&["subnet", "delete", &subnet]);
     cloud.ok(&["vpc", "delete", &vpc]);
     assert!(cloud.namespaces().is_empty());
+}
+
+/// Instances terminated at once each release their port in their own
+/// process, all into one VPC: every release lands (passes over a VPC take
+/// turns), and the subnet can go. In CI's rig a release whose pass
+/// tripped over another's was rolled back and left its port behind.
+#[test]
+fn ports_released_at_once_by_several_processes_all_go() {
+    let cloud = Cloud::new();
+    import_stand_in_image(&cloud);
+    let vpc = cloud.vpc("v");
+    let subnet = cloud.subnet("10.0.1.0/24", "s");
+    cloud.ok(&["sg", "create", "--vpc", "v", "--name", "web"]);
+    let ids: Vec<String> = (0..6)
+        .map(|_| {
+            cloud
+                .run_stand_in(&["--subnet", "s", "--sg", "web"])
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    let terminating: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            cloud
+                .command(&["instance", "terminate", id])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in terminating {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ns = cloud.netns(&vpc);
+    assert_eq!(ip(&ns, &["-br", "link", "show", "type", "tun"]), "");
+    assert_eq!(cloud.ok(&["net", "check"]), NOTHING_DIFFERS);
+    cloud.ok(&["sg", "delete", "web"]);
+    cloud.ok(&["subnet", "delete", &subnet]);
+    cloud.ok(&["vpc", "delete", &vpc]);
 }
 
 /// What `net check` prints when Linux matches the records.

@@ -8,6 +8,10 @@
 //! daemon's) repairs.
 
 use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::cloud::store::{Store, Tx};
 use crate::cloud::{self};
@@ -58,6 +62,23 @@ pub fn change<T>(
     }
 }
 
+/// Held while a process converges this store's VPCs. Two passes at once
+/// trip over each other (one deletes what the other is changing), and a
+/// change whose pass failed that way would be rolled back: seen when
+/// four terminated instances' supervisors released their ports at once.
+/// A killed holder's lock goes with it.
+fn converging(store: &Store) -> Result<Flock<File>, cloud::Error> {
+    let path = store.dir().join("converge.lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(cloud::Error::io("cannot open", &path))?;
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, errno)| cloud::Error::io("cannot lock", &path)(errno.into()))
+}
+
 /// Compares Linux with the records (of VPCs `only`, or of everything, with
 /// this store's orphans), repairing the differences in `Mode::Repair`.
 pub fn converge(
@@ -66,6 +87,7 @@ pub fn converge(
     only: Option<&[String]>,
     mode: Mode,
 ) -> Result<Vec<Difference>, cloud::Error> {
+    let _converging = converging(store)?;
     let host = host(store, config);
     let (vpcs, specs) = store.read(|tx| {
         let vpcs = tx.list::<Vpc>()?;

@@ -23,6 +23,7 @@ use gureum::cloud::iam::{self, Caller, arn, authenticate, authorize, tables};
 use gureum::endpoint::{self, Reply};
 use serde_json::{Value, json};
 
+mod cli_support;
 mod iam_support;
 
 use iam_support::{Host, Raw, parse, sign};

@@ -206,3 +206,23 @@ pub fn remove_namespaces(prefix: &str) {
         let _ = Command::new("ip").args(["netns", "del", &name]).status();
     }
 }
+
+/// The venv's bin directory, as scripts/lib/common.sh names it; the
+/// test fails, saying what to run, when the aws CLI is not there.
+pub fn aws_bin_dir() -> PathBuf {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/common.sh");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("source \"$1\" && printf %s \"$AWS_VENV/bin\"")
+        .arg("bash")
+        .arg(lib)
+        .output()
+        .unwrap();
+    let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap());
+    assert!(
+        dir.join("aws").is_file() && dir.join("python").is_file(),
+        "no aws CLI in {}: run scripts/setup-deps",
+        dir.display()
+    );
+    dir
+}

@@ -12,7 +12,7 @@
 )]
 
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,26 +38,6 @@ fn root_access_key(host: &Host) -> (String, String) {
         key["AccessKeyId"].as_str().unwrap().to_owned(),
         key["SecretAccessKey"].as_str().unwrap().to_owned(),
     )
-}
-
-/// The venv's bin directory, as scripts/lib/common.sh names it; the
-/// test fails, saying what to run, when the aws CLI is not there.
-pub fn aws_bin_dir() -> PathBuf {
-    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/common.sh");
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg("source \"$1\" && printf %s \"$AWS_VENV/bin\"")
-        .arg("bash")
-        .arg(lib)
-        .output()
-        .unwrap();
-    let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap());
-    assert!(
-        dir.join("aws").is_file() && dir.join("python").is_file(),
-        "no aws CLI in {}: run scripts/setup-deps",
-        dir.display()
-    );
-    dir
 }
 
 /// A daemon with the EC2 endpoint, and the ways to call it.
@@ -87,7 +67,7 @@ impl Host {
             prefix: cli_support::unique_prefix("gep"),
             port,
             region: region.to_owned(),
-            bin: aws_bin_dir(),
+            bin: cli_support::aws_bin_dir(),
             daemon: None,
             key: (String::new(), String::new()),
         };

@@ -88,24 +88,9 @@ impl Host {
     }
 }
 
-/// The aws CLI virtualenv's bin directory, as scripts/lib/common.sh's
-/// `ensure_aws_cli` makes it.
+/// The aws CLI virtualenv's bin directory (`ensure_aws_cli` makes it).
 pub fn aws_venv_bin() -> PathBuf {
-    if let Some(dir) = std::env::var_os("GUREUM_AWS_BIN") {
-        return dir.into();
-    }
-    let cache = std::env::var_os("GUREUM_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|c| Path::new(&c).join("gureum")))
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/gureum")))
-        .expect("HOME is set");
-    let bin = cache.join("aws-venv/bin");
-    assert!(
-        bin.join("python").exists(),
-        "no aws CLI virtualenv at {}: run scripts/setup-deps (or set GUREUM_AWS_BIN)",
-        bin.display()
-    );
-    bin
+    crate::cli_support::aws_bin_dir()
 }
 
 /// Runs botocore_tool.py with `args`, `input` on its standard input;

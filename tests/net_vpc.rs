@@ -656,6 +656,30 @@ fn two_vpcs_with_one_block_work_and_cannot_reach_each_other() {
     assert!(!netns::exists(&lab.host.public_netns()));
 }
 
+/// The last gateway detached, the public namespace goes, and with it the
+/// far end of each VPC's gateway link at once: were that left to the
+/// kernel's lazy freeing of the namespace, the link would vanish under
+/// the pass over the VPC that deletes it (CI saw "No such device").
+#[test]
+fn removing_the_public_namespace_takes_the_gateway_links_with_it_at_once() {
+    let mut lab = Lab::new();
+    lab.vpc_with_subnet("vpc-a");
+    lab.change("vpc-a", |spec| spec.gateway = Some(ip("203.0.113.2")))
+        .unwrap();
+    assert!(link_names(&lab.netns_of("vpc-a")).contains(&"igw".to_owned()));
+    let mut specs: Vec<VpcSpec> = lab.specs.values().cloned().collect();
+    specs[0].gateway = None;
+    let (public, _) = vpc::converge_public(&lab.host, &specs, Mode::Repair).unwrap();
+    assert!(public.is_none());
+    assert_eq!(
+        link_names(&lab.netns_of("vpc-a")),
+        ["lo", "br-subnet-a"],
+        "the gateway link outlived its public end"
+    );
+    lab.change("vpc-a", |spec| spec.gateway = None).unwrap();
+    lab.delete("vpc-a");
+}
+
 /// What namespace `netns` holds, for comparing before and after: links
 /// (name, kind, bridge, up), addresses, rules, routes of both tables and
 /// the ruleset.

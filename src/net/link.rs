@@ -118,10 +118,7 @@ impl Rtnl {
             .execute();
         match self.runtime.block_on(links.try_next()) {
             Ok(link) => Ok(link),
-            // ENODEV: the kernel's answer for a name it does not know.
-            Err(rtnetlink::Error::NetlinkError(message)) if message.raw_code() == -libc::ENODEV => {
-                Ok(None)
-            }
+            Err(source) if no_such_device(&source) => Ok(None),
             Err(source) => Err(Error::Netlink {
                 action: "look up",
                 subject: format!("link {name}"),
@@ -341,13 +338,18 @@ impl Rtnl {
 
     /// Deletes link `name` (both ends, for a veth); a missing link is fine.
     pub fn delete(&self, name: &str) -> Result<(), Error> {
-        match self.index(name)? {
-            Some(index) => self.request(
-                "delete",
-                &format!("link {name}"),
-                self.handle.link().del(index).execute(),
-            ),
-            None => Ok(()),
+        let Some(index) = self.index(name)? else {
+            return Ok(());
+        };
+        let deleted = self.request(
+            "delete",
+            &format!("link {name}"),
+            self.handle.link().del(index).execute(),
+        );
+        match deleted {
+            // Gone since it was looked up: its veth peer was deleted.
+            Err(Error::Netlink { source, .. }) if no_such_device(&source) => Ok(()),
+            other => other,
         }
     }
 
@@ -573,6 +575,11 @@ pub enum LinkKind {
     Tun,
     #[default]
     Other,
+}
+
+/// ENODEV: the kernel's answer for a link it does not know (any more).
+fn no_such_device(error: &rtnetlink::Error) -> bool {
+    matches!(error, rtnetlink::Error::NetlinkError(message) if message.raw_code() == -libc::ENODEV)
 }
 
 /// A link as observed.

@@ -965,11 +965,16 @@ fn forget_listing(host: &Host, name: &str) -> Result<(), Error> {
     }
 }
 
-/// Deletes a namespace of this store: the gateway link first, so that its
-/// public end goes at once rather than whenever the kernel frees the
-/// namespace.
+/// Deletes a namespace of this store: its veths first (a VPC's gateway
+/// link, the public namespace's gateway ends), so that their far ends go
+/// at once rather than whenever the kernel frees the namespace, which
+/// would pull links from under a pass over the VPC at the other end.
 fn remove_namespace(netns: Netns, rtnl: Rtnl) -> Result<(), Error> {
-    rtnl.delete(GATEWAY_LINK)?;
+    for link in rtnl.link_states()? {
+        if link.kind == LinkKind::Veth {
+            rtnl.delete(&link.name)?;
+        }
+    }
     // The netlink socket holds the namespace; close it first.
     drop(rtnl);
     Ok(netns.delete()?)

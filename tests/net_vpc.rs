@@ -37,6 +37,7 @@ use gureum::net::nft;
 use gureum::net::nft::security_group::{Peer, PortRange, Protocol, Rule, SecurityGroup};
 use gureum::net::port::Port;
 use gureum::net::reconcile::{Difference, Found, Mode};
+use gureum::net::uplink;
 use gureum::net::vpc::{self, SubnetSpec, VpcSpec};
 use serde_json::{Value, json};
 
@@ -58,6 +59,9 @@ type LinkResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 struct Lab {
     host: vpc::Host,
     specs: BTreeMap<String, VpcSpec>,
+    /// A namespace playing the host, and how the public side leaves it;
+    /// without one, no pass looks at an uplink.
+    uplink: Option<(Netns, uplink::Setting)>,
     _cache: tempfile::TempDir,
 }
 
@@ -79,6 +83,7 @@ impl Lab {
         Self {
             host,
             specs: BTreeMap::new(),
+            uplink: None,
             _cache: cache,
         }
     }
@@ -168,6 +173,16 @@ impl Lab {
         if let Some(public) = &public {
             found.extend(vpc::converge_public_links(
                 &self.host, &specs, public, mode,
+            )?);
+        }
+        if let Some((here, setting)) = &self.uplink {
+            found.extend(uplink::converge(
+                &self.host,
+                setting,
+                "203.0.113.0/24".parse()?,
+                here,
+                public.as_ref(),
+                mode,
             )?);
         }
         let recorded: Vec<String> = self
@@ -677,6 +692,133 @@ fn removing_the_public_namespace_takes_the_gateway_links_with_it_at_once() {
         "the gateway link outlived its public end"
     );
     lab.change("vpc-a", |spec| spec.gateway = None).unwrap();
+    lab.delete("vpc-a");
+}
+
+/// With the uplink, an instance reaches the world beyond the host as the
+/// host, and the host reaches elastic IPs; without it (turned off, or no
+/// way out), neither, and nothing of it is left in the host, whose way-out
+/// interface forwards again only if it did before.
+#[test]
+fn the_uplink_takes_the_public_side_out_through_the_host_and_back() {
+    let mut lab = Lab::new();
+    let host = lab.netns("host");
+    let isp = lab.netns("isp");
+    let rtnl = Rtnl::open(&host).unwrap();
+    rtnl.add_veth("wan0", "isp0").unwrap();
+    rtnl.move_to("isp0", &isp).unwrap();
+    rtnl.add_address("wan0", ip("192.0.2.1"), 24).unwrap();
+    rtnl.set_up("wan0").unwrap();
+    let isp_rtnl = Rtnl::open(&isp).unwrap();
+    isp_rtnl.add_address("isp0", ip("192.0.2.254"), 24).unwrap();
+    isp_rtnl.set_up("isp0").unwrap();
+    rtnl.add_route(&Route {
+        destination: gureum::net::cidr::ANY,
+        gateway: Some(ip("192.0.2.254")),
+        device: "wan0",
+        table: 254,
+    })
+    .unwrap();
+    let host_name = host.name().to_owned();
+    let wan_forwarding = || {
+        run_in(
+            &host_name,
+            &["cat", "/proc/sys/net/ipv4/conf/wan0/forwarding"],
+        )
+    };
+    assert_eq!(wan_forwarding().trim(), "0");
+    lab.uplink = Some((host.try_clone().unwrap(), uplink::Setting::Auto));
+
+    lab.vpc_with_subnet("vpc-a");
+    lab.put_group(
+        "vpc-a",
+        allowing("sg-ssh", Protocol::Tcp, Some(22), cidr("0.0.0.0/0")),
+    );
+    let one = lab.instance("vpc-a", "one", "subnet-a", ip("10.0.1.4"), &["sg-ssh"]);
+    let _ssh = Server::start(&one, ip("10.0.1.4"), 22);
+    let _web = Server::start(&isp, ip("192.0.2.254"), 80);
+    let public_side = |lab: &mut Lab, on: bool| {
+        lab.change("vpc-a", |spec| {
+            spec.gateway = on.then(|| ip("203.0.113.2"));
+            set_internet(spec, "subnet-a", on);
+            spec.elastic = if on {
+                vec![(ip("203.0.113.10"), "i-one".into())]
+            } else {
+                Vec::new()
+            };
+        })
+        .unwrap();
+    };
+    let host_only = ["lo", "wan0"];
+    // No gateway, no public side: nothing in the host.
+    assert_eq!(link_names(&host), host_only);
+
+    public_side(&mut lab, true);
+    assert_eq!(
+        connect_first(&one, None, ip("192.0.2.254"), 80).as_deref(),
+        Some("192.0.2.1"),
+        "the instance reaches the ISP as the host"
+    );
+    assert_eq!(
+        connect_first(&host, None, ip("203.0.113.10"), 22).as_deref(),
+        Some("169.254.77.1"),
+        "the host reaches the elastic IP"
+    );
+    assert_eq!(wan_forwarding().trim(), "1");
+    let tables = nft::tables(&host).unwrap();
+    assert_eq!(
+        tables,
+        [(
+            "ip".to_owned(),
+            format!("{}uplink", nft::ident(lab.prefix()))
+        )]
+    );
+
+    // Turned off: both ways cut, the host as it was.
+    lab.uplink = Some((host.try_clone().unwrap(), uplink::Setting::None));
+    lab.apply(|_| {}).unwrap();
+    assert_eq!(connect(&one, None, ip("192.0.2.254"), 80), None);
+    assert_eq!(connect(&host, None, ip("203.0.113.10"), 22), None);
+    assert_eq!(link_names(&host), host_only);
+    assert_eq!(nft::tables(&host).unwrap(), []);
+    assert_eq!(wan_forwarding().trim(), "0");
+
+    // On again, then the host loses its way out: the uplink goes with it.
+    lab.uplink = Some((host.try_clone().unwrap(), uplink::Setting::Auto));
+    lab.apply(|_| {}).unwrap();
+    assert_eq!(
+        connect_first(&one, None, ip("192.0.2.254"), 80).as_deref(),
+        Some("192.0.2.1")
+    );
+    ip_in(&host_name, &["route", "del", "default"]);
+    lab.apply(|_| {}).unwrap();
+    assert_eq!(link_names(&host), host_only);
+    assert_eq!(nft::tables(&host).unwrap(), []);
+    assert_eq!(wan_forwarding().trim(), "0");
+
+    // Named, the interface is used even without a default route; the
+    // last gateway gone, so is the uplink.
+    lab.uplink = Some((
+        host.try_clone().unwrap(),
+        uplink::Setting::Interface("wan0".into()),
+    ));
+    lab.apply(|_| {}).unwrap();
+    assert_eq!(wan_forwarding().trim(), "1");
+    let error = uplink::converge(
+        &lab.host,
+        &uplink::Setting::Interface("wan9".into()),
+        "203.0.113.0/24".parse().unwrap(),
+        &host,
+        Some(&lab.public()),
+        Mode::Check,
+    )
+    .unwrap_err();
+    assert!(matches!(error, vpc::Error::NoUplink(_)), "{error}");
+    lab.uplink = Some((host.try_clone().unwrap(), uplink::Setting::Auto));
+    public_side(&mut lab, false);
+    assert_eq!(link_names(&host), host_only);
+    assert_eq!(nft::tables(&host).unwrap(), []);
+    assert_eq!(wan_forwarding().trim(), "0");
     lab.delete("vpc-a");
 }
 

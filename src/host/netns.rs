@@ -149,6 +149,18 @@ impl Netns {
         })
     }
 
+    /// The namespace this process runs in (its first thread's: gureum
+    /// enters others only on threads of their own), named "host".
+    pub fn current() -> Result<Self, Error> {
+        let name = "host";
+        let file =
+            File::open("/proc/self/ns/net").map_err(|source| io_error("open", name, source))?;
+        Ok(Self {
+            name: name.to_owned(),
+            file,
+        })
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -11,4 +11,5 @@ pub mod link;
 pub mod nft;
 pub mod port;
 pub mod reconcile;
+pub mod uplink;
 pub mod vpc;

@@ -110,6 +110,11 @@ pub enum Error {
          state directory uses the same GUREUM_NET_PREFIX; give each its own prefix"
     )]
     Foreign { netns: String, owner: String },
+    #[error(
+        "GUREUM_UPLINK names interface '{0}', which this host does not have: name one \
+         `ip link` lists, or set it to auto (the default route's) or none (no way out)"
+    )]
+    NoUplink(String),
     #[error("cannot {what} {path}: {source}")]
     Cache {
         what: &'static str,
@@ -146,7 +151,7 @@ impl Host {
         self.cache.join(format!("{netns}.nft"))
     }
 
-    fn owner_alias(&self) -> String {
+    pub(super) fn owner_alias(&self) -> String {
         format!("{OWNER_PREFIX}{}", self.owner)
     }
 }
@@ -649,7 +654,11 @@ fn make_gateway_link(netns: &Netns, rtnl: &Rtnl, public: &Netns, peer: &str) -> 
     Ok(())
 }
 
-fn converge_sysctls(netns: &Netns, want: &[(String, &str)], pass: &mut Pass) -> Result<(), Error> {
+pub(super) fn converge_sysctls(
+    netns: &Netns,
+    want: &[(String, &str)],
+    pass: &mut Pass,
+) -> Result<(), Error> {
     let keys: Vec<String> = want.iter().map(|(key, _)| key.clone()).collect();
     let have = sysctl::get_all(netns, &keys)?;
     for ((key, value), now) in want.iter().zip(have) {
@@ -662,7 +671,7 @@ fn converge_sysctls(netns: &Netns, want: &[(String, &str)], pass: &mut Pass) -> 
 }
 
 /// Makes the addresses on the links `managed` picks exactly `want`.
-fn converge_addresses(
+pub(super) fn converge_addresses(
     rtnl: &Rtnl,
     want: &[(String, Ipv4Addr, u8)],
     managed: impl Fn(&str) -> bool,
@@ -695,7 +704,7 @@ fn converge_addresses(
 
 /// Makes the routes of `table` through the links `managed` picks exactly
 /// `want` (routes the kernel makes for addresses are not gureum's).
-fn converge_routes(
+pub(super) fn converge_routes(
     rtnl: &Rtnl,
     table: u32,
     want: &[RouteState],
@@ -746,15 +755,56 @@ fn converge_firewall(
     script: &str,
     pass: &mut Pass,
 ) -> Result<(), Error> {
-    let cache = host.listing(netns.name());
+    converge_nft(
+        &host.listing(netns.name()),
+        script,
+        "the firewall (nft tables)",
+        || super::nft::list_ruleset(netns),
+        || super::nft::apply(netns, script),
+        pass,
+    )
+}
+
+/// One table of gureum's in a namespace that is not gureum's (the host's),
+/// checked and replaced as the firewall of a VPC is, and nothing else of
+/// that namespace's ruleset touched.
+pub(super) fn converge_table(
+    host: &Host,
+    netns: &Netns,
+    family: &str,
+    table: &str,
+    script: &str,
+    pass: &mut Pass,
+) -> Result<(), Error> {
+    converge_nft(
+        &host.listing(&format!("{}-{family}-{table}", netns.name())),
+        script,
+        &format!("nft table {family} {table}"),
+        || super::nft::list_table(netns, family, table),
+        || super::nft::replace_table(netns, family, table, script),
+        pass,
+    )
+}
+
+/// Compares what `list` shows with the listing kept in `cache` when
+/// `script` was last applied; applies it (and keeps the new listing) when
+/// they differ and the pass repairs.
+fn converge_nft(
+    cache: &Path,
+    script: &str,
+    object: &str,
+    list: impl Fn() -> Result<String, super::nft::Error>,
+    apply: impl Fn() -> Result<(), super::nft::Error>,
+    pass: &mut Pass,
+) -> Result<(), Error> {
     let stamp = format!("# script {:016x}\n", fnv1a64(script.as_bytes()));
-    let kept = match std::fs::read_to_string(&cache) {
+    let kept = match std::fs::read_to_string(cache) {
         Ok(kept) => Some(kept),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
         Err(source) => {
             return Err(Error::Cache {
                 what: "read",
-                path: cache,
+                path: cache.to_path_buf(),
                 source,
             });
         }
@@ -764,7 +814,7 @@ fn converge_firewall(
     // apply: a listing in the applying run differs in form.)
     let found = match kept.as_deref().and_then(|kept| kept.strip_prefix(&stamp)) {
         Some(listing) => {
-            let have = super::nft::list_ruleset(netns)?;
+            let have = list()?;
             if listing == have {
                 return Ok(());
             }
@@ -782,15 +832,15 @@ fn converge_firewall(
             want: "the one they compile to".into(),
         },
     };
-    if !pass.note("the firewall (nft tables)", found) {
+    if !pass.note(object, found) {
         return Ok(());
     }
-    super::nft::apply(netns, script)?;
-    let listing = super::nft::list_ruleset(netns)?;
-    write_cache(&cache, &format!("{stamp}{listing}"))
+    apply()?;
+    let listing = list()?;
+    write_cache(cache, &format!("{stamp}{listing}"))
 }
 
-fn write_cache(path: &Path, text: &str) -> Result<(), Error> {
+pub(super) fn write_cache(path: &Path, text: &str) -> Result<(), Error> {
     let cache_error = |what| {
         move |source| Error::Cache {
             what,
@@ -983,9 +1033,13 @@ fn remove_namespace(netns: Netns, rtnl: Rtnl) -> Result<(), Error> {
 /// The public end of a VPC's gateway link: "gp" and a hash of the VPC's
 /// namespace name (names there must be unique across VPCs, and short).
 pub fn gateway_peer_name(netns: &str) -> String {
-    let hash = fnv1a64(netns.as_bytes());
-    // The low 32 bits: a link name has room for 8 hex digits after "gp".
-    format!("{GATEWAY_PEER_PREFIX}{:08x}", hash & 0xffff_ffff)
+    format!("{GATEWAY_PEER_PREFIX}{:08x}", short_hash(netns))
+}
+
+/// 32 bits of a stable hash of `text`: a link name has room for 8 hex
+/// digits after a two-letter prefix.
+pub(super) fn short_hash(text: &str) -> u32 {
+    (fnv1a64(text.as_bytes()) & 0xffff_ffff) as u32
 }
 
 /// FNV-1a: stable across runs and Rust versions, unlike the std hasher.
@@ -1018,7 +1072,7 @@ fn check_id(id: &str) -> Result<(), Error> {
     }
 }
 
-fn check_link_name(name: &str) -> Result<(), Error> {
+pub(super) fn check_link_name(name: &str) -> Result<(), Error> {
     if !name.is_empty() && name.len() <= MAX_IFNAME_LEN && name.bytes().all(is_name_char) {
         Ok(())
     } else {

@@ -20,13 +20,16 @@ use serde_json::Value;
 /// `gureum ARGS` with its store in `state`. Instances here run VMMs
 /// that refuse their stand-in kernel on any host, with or without a
 /// cgroup v2 to give them: they get none (tests/rig_sandbox.rs proves the
-/// cgroups).
+/// cgroups). Nor does the public side get a way out of this machine
+/// (`GUREUM_UPLINK=none`): tests never touch the machine's network; the
+/// uplink is tested from a namespace playing the host.
 pub fn gureum(state: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_gureum"));
     command
         .args(args)
         .env("GUREUM_STATE_DIR", state)
-        .env("GUREUM_CGROUP_PARENT", "off");
+        .env("GUREUM_CGROUP_PARENT", "off")
+        .env("GUREUM_UPLINK", "none");
     command
 }
 

@@ -50,6 +50,8 @@ impl Host {
         command
             .args(args)
             .env("GUREUM_STATE_DIR", self.state())
+            // The machine's network is never the tests' (cli_support::gureum).
+            .env("GUREUM_UPLINK", "none")
             .env_remove("GUREUM_SOCKET");
         command
     }

@@ -228,6 +228,8 @@ impl net::vpc::Error {
             E::BridgeNameClash { .. } | E::NoGateway { .. } | E::PortClash { .. } => Conflict,
             // Another store's namespace has the name.
             E::Foreign { .. } => Conflict,
+            // The host's setting names what the host does not have.
+            E::NoUplink(_) => InvalidInput,
             E::Netns(e) => host(e),
             E::Link(e) => host(e),
             E::Sysctl(e) => host(e),

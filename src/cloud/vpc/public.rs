@@ -4,7 +4,7 @@
 //! elastic IPs) come from.
 //!
 //! Configured by environment (`GUREUM_NET_PREFIX`, `GUREUM_PUBLIC_POOL`,
-//! `GUREUM_PUBLIC_ROUTER`), like `GUREUM_STATE_DIR`: a setting of the
+//! `GUREUM_PUBLIC_ROUTER`, `GUREUM_UPLINK`), like `GUREUM_STATE_DIR`: a setting of the
 //! host, not a resource. The addresses handed out are kept in their
 //! records, so changing the pool later never moves an address in use.
 
@@ -15,6 +15,7 @@ use crate::host::netns::{self, Netns};
 use crate::host::sysctl;
 use crate::net::cidr::Ipv4Cidr;
 use crate::net::link::Rtnl;
+use crate::net::uplink;
 use crate::net::vpc;
 
 use super::Error;
@@ -37,17 +38,29 @@ pub struct NetConfig {
     pub router: Ipv4Addr,
     /// Where gateway and elastic addresses come from.
     pub pool: Ipv4Cidr,
+    /// How the public side gets out of the host (`GUREUM_UPLINK`).
+    pub uplink: uplink::Setting,
 }
 
 impl NetConfig {
     /// The settings from the environment, with the defaults.
     pub fn from_env() -> Result<Self, Error> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        Self::new(
+        let mut config = Self::new(
             var(PREFIX_VAR).as_deref(),
             var(POOL_VAR).as_deref(),
             var(ROUTER_VAR).as_deref(),
-        )
+        )?;
+        if let Some(text) = var(uplink::VAR) {
+            config.uplink = uplink::Setting::parse(&text).map_err(|_| {
+                bad_config(
+                    uplink::VAR,
+                    &text,
+                    "write auto (the default route's interface), none, or an interface name",
+                )
+            })?;
+        }
+        Ok(config)
     }
 
     fn new(prefix: Option<&str>, pool: Option<&str>, router: Option<&str>) -> Result<Self, Error> {
@@ -92,6 +105,7 @@ impl NetConfig {
             prefix,
             router,
             pool,
+            uplink: uplink::Setting::Auto,
         })
     }
 

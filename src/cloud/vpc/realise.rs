@@ -18,6 +18,7 @@ use crate::cloud::{self};
 use crate::host::netns::Netns;
 use crate::net::port::Port;
 use crate::net::reconcile::{Difference, Mode};
+use crate::net::uplink;
 use crate::net::vpc::{self as net_vpc, Host, SubnetSpec, VpcSpec};
 
 use super::elastic_ip::ElasticIp;
@@ -129,6 +130,19 @@ pub fn converge(
             net_vpc::converge_public_links(&host, &specs, public, mode).map_err(Error::from)?,
         );
     }
+    // The way out of the host follows the public side.
+    let here = Netns::current().map_err(Error::from)?;
+    found.extend(
+        uplink::converge(
+            &host,
+            &config.uplink,
+            config.pool,
+            &here,
+            public.as_ref(),
+            mode,
+        )
+        .map_err(Error::from)?,
+    );
     let recorded: BTreeSet<String> = vpcs.iter().map(|vpc| vpc.netns.clone()).collect();
     let candidates: Vec<String> = match only {
         Some(only) => only.iter().map(|id| host.vpc_netns(id)).collect(),

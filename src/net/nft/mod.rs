@@ -39,6 +39,26 @@ pub fn list_ruleset(netns: &Netns) -> Result<String, Error> {
     run(netns, &["list", "ruleset"], "")
 }
 
+/// Table `family name` of `netns` as nft lists it; empty when it is not
+/// there.
+pub fn list_table(netns: &Netns, family: &str, name: &str) -> Result<String, Error> {
+    let there = tables(netns)?.iter().any(|(f, n)| f == family && n == name);
+    if !there {
+        return Ok(String::new());
+    }
+    run(netns, &["list", "table", family, name], "")
+}
+
+/// Replaces table `family name` of `netns` (made by `script`) in one
+/// transaction, leaving every other table as it is.
+pub fn replace_table(netns: &Netns, family: &str, name: &str, script: &str) -> Result<(), Error> {
+    // Declared first so that the delete never fails on a missing table.
+    apply(
+        netns,
+        &format!("table {family} {name}\ndelete table {family} {name}\n{script}"),
+    )
+}
+
 /// The tables in `netns`, as `FAMILY NAME` pairs.
 pub fn tables(netns: &Netns) -> Result<Vec<(String, String)>, Error> {
     let listing = run(netns, &["list", "tables"], "")?;

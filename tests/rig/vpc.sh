@@ -71,7 +71,7 @@ no_gureum_left() {
   $IP netns list | grep "^$PREFIX" && fail "namespaces left: $($IP netns list | grep "^$PREFIX" | tr '\n' ' ')"
   tables=$(nft list tables) || fail "nft list tables failed"
   echo "$tables" | grep gureum && fail "nft tables left in L1's own namespace"
-  $IP -o link | grep -E ' (t-|gp)' && fail "links left in L1's own namespace"
+  $IP -o link | grep -E ' (t-|gp|gu)' && fail "links left in L1's own namespace"
   out=$(gureum net check 2>&1)
   echo "$out"
   [ "$out" = "Linux and the state directory match the records" ] || fail "net check: $out"
@@ -164,7 +164,13 @@ begin_checks stream
 # A guest that crashes meanwhile is started again by guest() (see revive)
 # but loses its blob: the stream is made once more, visibly.
 revived() { ls /tmp/revived-* 2>/dev/null | wc -l; }
-stream_once() {
+# In the first attempt, what a guest crash spoiled is shown, not failed:
+# the retry decides.
+stream_fail() {
+  if [ "$forgive" = 1 ] && [ "$(revived)" != "$seen" ]; then echo "lost to the crash: $*"; else fail "$*"; fi
+}
+stream_once() {  # FORGIVE
+  forgive=$1
   seen=$(revived)
   for i in "$s1" "$c1"; do
     # Numbered copies of 1 MiB of random bytes: faster to make than as many
@@ -173,7 +179,7 @@ stream_once() {
     sum=$(guest "$i" "dd if=/dev/urandom of=/tmp/r bs=64k count=16 2>/dev/null && for n in \$(seq $STREAM_MIB); do echo \"block \$n\"; cat /tmp/r; done >/www/blob && md5sum </www/blob")
     # The sum alone: a kernel message may share the console line.
     sum=$(echo "$sum" | grep -o '[0-9a-f]\{32\}' | head -n 1)
-    [ -n "$sum" ] || fail "$i made no blob"
+    [ -n "$sum" ] || stream_fail "$i made no blob"
     echo "$sum" >"/tmp/blob-$i"
   done
   t0=$(uptime_s)
@@ -181,7 +187,7 @@ stream_once() {
     set -- $pair
     # A space after guest's "$(": "$((" would begin arithmetic.
     started=$(guest "$1" " (wget -q -O - http://$2/blob | md5sum >/tmp/got.part && mv /tmp/got.part /tmp/got) >/dev/null 2>&1 & echo started")
-    [ "$started" = started ] || fail "$1 did not start its download: $started"
+    [ "$started" = started ] || stream_fail "$1 did not start its download: $started"
   done
   for pair in "$s1 $c1" "$c1 $s1"; do
     set -- $pair
@@ -190,17 +196,16 @@ stream_once() {
       sleep 2
     done
     echo "$1 got ${got:-nothing} of $(cat "/tmp/blob-$2")"
-    [ "$got" = "$(cat "/tmp/blob-$2")" ] || fail "$1's copy of $2's blob differs: '$got'"
+    [ "$got" = "$(cat "/tmp/blob-$2")" ] || stream_fail "$1's copy of $2's blob differs: '$got'"
   done
   took=$(($(uptime_s) - t0))
 }
 gureum sg authorize-ingress client --protocol tcp --port 80 --cidr 10.0.1.10/32 || fail "authorize client :80"
 before=$(revived)
-stream_once
+stream_once 1
 if [ "$(revived)" != "$before" ]; then
   echo "@@RETRY the stream after a guest crash"
-  rc=0
-  stream_once
+  stream_once 0
 fi
 echo "stream_mib=$STREAM_MIB"
 echo "stream_seconds=$took"
@@ -286,6 +291,39 @@ got=$($IP netns exec inet timeout 10 wget -q -O - "http://$eip/cgi-bin/peer" 2>&
 echo "after_restart_seen_as=$got"
 [ "$got" = "$INET" ] || fail "after stop/start, reaching $eip got '$got'"
 end_checks eip
+
+# The uplink: L1 plays the host, namespace "isp" the world behind its way
+# out (L1 has no network of its own). Given a default route, a pass links
+# gureum's public side to L1: an instance reaches the ISP seen as L1's
+# address, L1 reaches the elastic IP. Turned off, neither, and nothing of
+# it is left in L1.
+begin_checks uplink
+ISP=192.0.2.254
+$IP netns add isp
+$IP link add wan0 type veth peer name isp0 netns isp || fail "veth to the ISP"
+$IP addr add 192.0.2.1/24 dev wan0
+$IP link set wan0 up
+$IP -n isp addr add $ISP/24 dev isp0
+$IP -n isp link set isp0 up
+$IP -n isp link set lo up
+$IP route add default via $ISP || fail "default route"
+$IP netns exec isp httpd -p 80 -h /tmp/inet || fail "httpd in isp"
+gureum net reconcile >/dev/null || fail "reconcile with a way out"
+expect_fetch via_uplink "$c1" http://$ISP/cgi-bin/peer 192.0.2.1
+got=$(timeout 10 wget -q -O - "http://$eip/cgi-bin/peer" 2>&1) || got=FAILED
+echo "host_to_eip_seen_as=$got"
+[ "$got" = 169.254.77.1 ] || fail "L1 reaching $eip got '$got'"
+GUREUM_UPLINK=none gureum net reconcile >/dev/null || fail "reconcile with the uplink off"
+# Without a way out, later passes keep it off.
+$IP route del default
+expect_fetch uplink_off "$c1" http://$ISP/cgi-bin/peer FAILED
+got=$(timeout 5 wget -q -O - "http://$eip/cgi-bin/peer" 2>&1) || got=FAILED
+[ "$got" = FAILED ] || fail "L1 still reaches $eip with the uplink off: $got"
+nft list tables | grep gureum && fail "the uplink's table outlived it"
+$IP -o link | grep ' gu' && fail "the uplink's link outlived it"
+$IP link del wan0
+$IP netns del isp
+end_checks uplink
 
 # A second VPC with the same block: its instance, at c1's address, reaches
 # the internet through its own gateway, and nothing of VPC v.

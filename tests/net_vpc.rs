@@ -234,6 +234,19 @@ impl Lab {
         netns
     }
 
+    /// VPC "vpc-a" with instance "one" at 10.0.1.4, serving port 22 to
+    /// anyone.
+    fn ssh_server_in_vpc_a(&mut self) -> (Netns, Server) {
+        self.vpc_with_subnet("vpc-a");
+        self.put_group(
+            "vpc-a",
+            allowing("sg-ssh", Protocol::Tcp, Some(22), cidr("0.0.0.0/0")),
+        );
+        let one = self.instance("vpc-a", "one", "subnet-a", ip("10.0.1.4"), &["sg-ssh"]);
+        let ssh = Server::start(&one, ip("10.0.1.4"), 22);
+        (one, ssh)
+    }
+
     /// Puts `group` in VPC `vpc`, replacing the one of the same ID.
     fn put_group(&mut self, vpc: &str, group: SecurityGroup) {
         self.change(vpc, |spec| {
@@ -548,13 +561,7 @@ fn a_spoofed_source_gets_nothing_through_unless_the_check_is_off() {
 #[test]
 fn the_internet_gateway_nats_public_subnets_and_elastic_ips() {
     let mut lab = Lab::new();
-    lab.vpc_with_subnet("vpc-a");
-    lab.put_group(
-        "vpc-a",
-        allowing("sg-ssh", Protocol::Tcp, Some(22), cidr("0.0.0.0/0")),
-    );
-    let one = lab.instance("vpc-a", "one", "subnet-a", ip("10.0.1.4"), &["sg-ssh"]);
-    let _ssh = Server::start(&one, ip("10.0.1.4"), 22);
+    let (one, _ssh) = lab.ssh_server_in_vpc_a();
     assert!(!netns::exists(&lab.host.public_netns()), "no gateway yet");
 
     // A gateway alone does not make the subnet public: its route does.
@@ -729,13 +736,7 @@ fn the_uplink_takes_the_public_side_out_through_the_host_and_back() {
     assert_eq!(wan_forwarding().trim(), "0");
     lab.uplink = Some((host.try_clone().unwrap(), uplink::Setting::Auto));
 
-    lab.vpc_with_subnet("vpc-a");
-    lab.put_group(
-        "vpc-a",
-        allowing("sg-ssh", Protocol::Tcp, Some(22), cidr("0.0.0.0/0")),
-    );
-    let one = lab.instance("vpc-a", "one", "subnet-a", ip("10.0.1.4"), &["sg-ssh"]);
-    let _ssh = Server::start(&one, ip("10.0.1.4"), 22);
+    let (one, _ssh) = lab.ssh_server_in_vpc_a();
     let _web = Server::start(&isp, ip("192.0.2.254"), 80);
     let public_side = |lab: &mut Lab, on: bool| {
         lab.change("vpc-a", |spec| {

@@ -128,44 +128,31 @@ pub fn converge(
         // A check of a missing link: nothing more to compare.
         return Ok(pass.into_differences());
     }
-    for (rtnl, name) in [(&rtnl, &link), (&public_rtnl, &peer)] {
+    // Each end: up, its transit address, its route through the other.
+    let ends = [
+        (&rtnl, &link, TRANSIT_HOST, pool, TRANSIT_PUBLIC),
+        (&public_rtnl, &peer, TRANSIT_PUBLIC, cidr::ANY, TRANSIT_HOST),
+    ];
+    for (rtnl, name, address, destination, gateway) in ends {
         let up = rtnl.link_states()?.iter().any(|l| l.name == *name && l.up);
         if pass.compare(format_args!("link {name}"), &updown(up), &updown(true)) {
             rtnl.set_up(name)?;
         }
+        let on_this_end = |device: &str| device == name;
+        vpc::converge_addresses(
+            rtnl,
+            &[(name.clone(), address, TRANSIT_PREFIX)],
+            on_this_end,
+            &mut pass,
+        )?;
+        let route = RouteState {
+            destination,
+            gateway: Some(gateway),
+            device: name.clone(),
+            table: MAIN_TABLE,
+        };
+        vpc::converge_routes(rtnl, MAIN_TABLE, &[route], on_this_end, &mut pass)?;
     }
-    vpc::converge_addresses(
-        &rtnl,
-        &[(link.clone(), TRANSIT_HOST, TRANSIT_PREFIX)],
-        |device| device == link,
-        &mut pass,
-    )?;
-    vpc::converge_addresses(
-        &public_rtnl,
-        &[(peer.clone(), TRANSIT_PUBLIC, TRANSIT_PREFIX)],
-        |device| device == peer,
-        &mut pass,
-    )?;
-    let route = |destination, gateway, device: &str| RouteState {
-        destination,
-        gateway: Some(gateway),
-        device: device.to_owned(),
-        table: MAIN_TABLE,
-    };
-    vpc::converge_routes(
-        &rtnl,
-        MAIN_TABLE,
-        &[route(pool, TRANSIT_PUBLIC, &link)],
-        |device| device == link,
-        &mut pass,
-    )?;
-    vpc::converge_routes(
-        &public_rtnl,
-        MAIN_TABLE,
-        &[route(cidr::ANY, TRANSIT_HOST, &peer)],
-        |device| device == peer,
-        &mut pass,
-    )?;
     if recorded.is_none() || recorded.as_ref().is_some_and(|(d, _)| *d != device) {
         // Kept before the change, so a crash right after it still knows
         // what to put back.

@@ -442,6 +442,26 @@ fn bad_network_flags_are_refused_before_creating_anything() {
     assert!(cloud.dir_entries("instances").is_empty());
 }
 
+/// Nested virtualization is a c8i/m8i/r8i option and says so; a
+/// malformed option names the accepted ones. Nothing is made either way.
+#[test]
+fn bad_cpu_options_are_refused_before_creating_anything() {
+    let cloud = Cloud::new();
+    let plain = cloud.image_source("plain", "");
+    cloud.ok(&["image", "import", plain.to_str().unwrap()]);
+    let nested = ["--cpu-options", "NestedVirtualization=enabled"];
+    let err = cloud.fails(&[&["run", "--type", "t3.micro"][..], &nested].concat());
+    assert!(
+        err.contains("t3.micro does not offer nested virtualization: choose a c8i, m8i, r8i type"),
+        "{err}"
+    );
+    let usage = cloud.run(&["run", "--cpu-options", "NestedVirtualization=on"]);
+    assert_eq!(usage.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&usage.stderr);
+    assert!(err.contains("write NestedVirtualization=enabled"), "{err}");
+    assert!(cloud.dir_entries("instances").is_empty());
+}
+
 /// Polls `instance describe` until `pred` holds.
 fn wait_until(cloud: &Cloud, id: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let start = Instant::now();

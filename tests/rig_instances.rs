@@ -160,3 +160,37 @@ fn a_daemon_killed_with_sigkill_and_started_again_adopts_the_running_instance() 
     assert_printed(case, "daemon_stop_printed", "stopping");
     assert_eq!(case.values("state"), ["stopped"], "{}", case.output);
 }
+
+#[test]
+fn nested_virtualization_gives_an_instance_a_kvm_of_its_own_only_when_asked() {
+    let case = passed("nested");
+    let one = |key: &str| {
+        let values = case.values(key);
+        assert_eq!(values.len(), 1, "{key}:\n{}", case.output);
+        values[0]
+    };
+    assert!(
+        ["svm", "vmx"].contains(&one("on_VIRT-FLAGS")),
+        "{}",
+        case.output
+    );
+    assert_eq!(one("on_DEV-KVM"), "yes", "{}", case.output);
+    assert_eq!(
+        one("on_KVM-HELLO"),
+        "kvm-hello: guest said 42",
+        "{}",
+        case.output
+    );
+    assert_eq!(one("off_VIRT-FLAGS"), "", "{}", case.output);
+    assert_eq!(one("off_DEV-KVM"), "no", "{}", case.output);
+    assert!(
+        one("off_KVM-HELLO").starts_with("kvm-hello: open /dev/kvm"),
+        "{}",
+        case.output
+    );
+    assert!(
+        one("t3_refused").contains("does not offer nested virtualization"),
+        "{}",
+        case.output
+    );
+}

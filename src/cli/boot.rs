@@ -126,6 +126,11 @@ pub struct BootArgs {
     /// The baseboard's asset tag in the SMBIOS tables (an instance's ID).
     #[arg(long)]
     asset_tag: Option<String>,
+    /// Offer the guest the host's SVM or VMX, so that it can run VMs of
+    /// its own (the host's KVM must have its nested parameter on).
+    /// Without it the guest sees neither.
+    #[arg(long)]
+    nested_virtualization: bool,
 }
 
 /// A byte rate: digits with an optional K, M or G suffix (powers of 1024).
@@ -297,6 +302,7 @@ pub fn run(args: &BootArgs) -> ExitCode {
             product: args.product_name.clone(),
             asset_tag: args.asset_tag.clone(),
         },
+        nested_virtualization: args.nested_virtualization,
     };
     // Opened anew through /proc: the number names an inherited descriptor,
     // and this needs no claim that nothing else in the process owns it.

@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 
 use gureum::cloud::Error;
 use gureum::cloud::api::{Action, Response};
+use gureum::cloud::cpu_options::CpuOptions;
 use gureum::cloud::instance::{Instance, State};
 use gureum::cloud::instance_type::LimitOverrides;
 use gureum::cloud::launch::LaunchRequest;
@@ -59,8 +60,17 @@ pub struct RunArgs {
         value_parser = parse_limits
     )]
     limits: Option<LimitOverrides>,
+    /// CPU options: NestedVirtualization=enabled gives the instance the
+    /// host's SVM or VMX, so that it runs VMs of its own (a /dev/kvm);
+    /// c8i, m8i and r8i types only.
+    #[arg(long, value_name = "NestedVirtualization=enabled|disabled", value_parser = parse_cpu_options)]
+    cpu_options: Option<CpuOptions>,
     #[command(flatten)]
     tags: TagArgs,
+}
+
+fn parse_cpu_options(spec: &str) -> Result<CpuOptions, String> {
+    CpuOptions::parse(spec).map_err(|e| e.to_string())
 }
 
 type ParseFigure = fn(&str) -> Result<u64, String>;
@@ -264,6 +274,7 @@ pub fn launch(env: &Env, args: RunArgs) -> Result<(), CliError> {
         count: args.count,
         limits: args.limits.unwrap_or_default(),
         client_token: None,
+        cpu_options: args.cpu_options.unwrap_or_default(),
     };
     let max = request.count.max;
     let response = env.call(Action::RunInstances {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::cpu_options::CpuOptions;
 use super::ids::Kind;
 use super::instance_type::LimitOverrides;
 use super::process::ProcessRef;
@@ -140,6 +141,9 @@ pub struct Instance {
     /// The ClientToken it was launched with (`LaunchRequest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_token: Option<String>,
+    /// Its CPU options (nested virtualization).
+    #[serde(default, skip_serializing_if = "CpuOptions::is_default")]
+    pub cpu_options: CpuOptions,
 }
 
 impl Resource for Instance {
@@ -213,6 +217,7 @@ pub(crate) mod tests {
             boots: 0,
             limits: LimitOverrides::default(),
             client_token: None,
+            cpu_options: CpuOptions::default(),
         }
     }
 

@@ -78,6 +78,11 @@ const FAMILIES: &[(&str, Sizes)] = &[
     ("r5", R_SIZES),
     ("r6i", R_SIZES),
     ("r7i", R_SIZES),
+    // The 8th-generation Intel types: those that offer nested
+    // virtualization (cloud::cpu_options).
+    ("m8i", M_SIZES),
+    ("c8i", C_SIZES),
+    ("r8i", R_SIZES),
 ];
 
 /// The type `gureum run` uses when none is given.

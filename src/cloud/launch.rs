@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::cpu_options::CpuOptions;
 use super::ids::{self, Kind};
 use super::image::Image;
 use super::instance::{Disk, Instance, NetworkInterface, State};
@@ -48,6 +49,9 @@ pub struct LaunchRequest {
     /// token instances already have answers those instances.
     #[serde(default)]
     pub client_token: Option<String>,
+    /// `--cpu-options` (nested virtualization).
+    #[serde(default)]
+    pub cpu_options: CpuOptions,
 }
 
 /// A launch with every reference resolved.
@@ -63,6 +67,7 @@ struct Plan {
     tags: Tags,
     limits: LimitOverrides,
     client_token: Option<String>,
+    cpu_options: CpuOptions,
 }
 
 fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
@@ -89,6 +94,8 @@ fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
             .or(t.and_then(|t| t.instance_type.as_deref()))
             .unwrap_or(instance_type::DEFAULT);
         let instance_type = instance_type::lookup(type_name)?;
+        req.cpu_options.check(&instance_type.name)?;
+        req.cpu_options.check_host()?;
         if instance_type.memory_mib < image.min_memory_mib {
             return Err(Error::TooLittleMemory {
                 image: image.name,
@@ -127,6 +134,7 @@ fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
             tags,
             limits: req.limits,
             client_token: req.client_token.clone(),
+            cpu_options: req.cpu_options,
         })
     })
 }
@@ -196,6 +204,7 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
         boots: 0,
         limits: plan.limits,
         client_token: plan.client_token.clone(),
+        cpu_options: plan.cpu_options,
     };
     // One transaction: the record, the instance's place in its VPC and its
     // files appear together, or none of them; the VPC then gets its port

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod children;
 pub mod control;
+pub mod cpu_options;
 pub mod disk_copy;
 pub mod iam;
 pub mod ids;
@@ -144,6 +145,8 @@ pub enum Error {
         instance_type: String,
         has: u64,
     },
+    #[error(transparent)]
+    CpuOptions(#[from] cpu_options::Error),
     #[error("--private-ip names one address, so it launches one instance: drop --count")]
     PrivateIpWithCount,
     #[error("instance MAC {0} is malformed")]

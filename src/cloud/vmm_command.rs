@@ -69,6 +69,9 @@ pub fn boot_args(
         "--asset-tag".into(),
         instance.id.clone().into(),
     ]);
+    if instance.cpu_options.nested_virtualization {
+        args.push("--nested-virtualization".into());
+    }
     let limits = io_limits(&instance.instance_type).with(&instance.limits);
     let disk_limit = limit_options(&[
         ("bw", limits.disk.bytes_per_sec),
@@ -261,6 +264,21 @@ mod tests {
             args.iter().any(|a| a == "/d.img,bw=260625000,iops=5"),
             "{args:?}"
         );
+    }
+
+    #[test]
+    fn nested_virtualization_reaches_the_vmm_only_when_asked() {
+        let state = StateDir::resolve(Some("/s".into()));
+        let mut inst = instance(State::Pending);
+        let files = state.instance_files(&inst.id);
+        let flag = |inst: &Instance| {
+            boot_args(&state, &image(), inst, &files)
+                .iter()
+                .any(|a| a == "--nested-virtualization")
+        };
+        assert!(!flag(&inst));
+        inst.cpu_options.nested_virtualization = true;
+        assert!(flag(&inst));
     }
 
     #[test]

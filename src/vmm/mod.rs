@@ -56,6 +56,12 @@ pub enum Error {
     NoVcpus,
     #[error("--vcpus {asked} is more than this host's KVM allows ({max})")]
     TooManyVcpus { asked: u16, max: u16 },
+    #[error(
+        "nested virtualization was asked for, but this host's KVM offers its guests no SVM or \
+         VMX: turn on the nested parameter of kvm_amd or kvm_intel (e.g. `modprobe -r kvm_amd \
+         && modprobe kvm_amd nested=1`, or nested=1 in /etc/modprobe.d) with no VM running"
+    )]
+    NoNestedVirtualization,
     #[error("--memory {0} MiB is too small; give at least {MIN_MEMORY_MIB} MiB")]
     MemoryTooSmall(u64),
     #[error("{0} disks and network interfaces are more than the {max} a VM can have", max = VIRTIO_LAST_GSI - VIRTIO_FIRST_GSI + 1)]
@@ -127,6 +133,9 @@ pub struct VmConfig {
     pub nets: Vec<NetConfig>,
     /// What the SMBIOS tables say the machine is.
     pub platform: boot::smbios::Platform,
+    /// The host's virtualization extension (SVM or VMX) is offered to
+    /// the guest, which can then run VMs of its own.
+    pub nested_virtualization: bool,
 }
 
 /// A VM that has been built and is running.
@@ -300,9 +309,16 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
         .insert(u64::from(ACPI_GED_PORT), acpi_ged::PORTS, ged.clone())?;
     let buses = Arc::new(buses);
 
-    let supported = kvm
+    let mut supported = kvm
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
         .map_err(Error::SupportedCpuid)?;
+    if config.nested_virtualization {
+        if !cpu::cpuid::offers_virtualization(&supported) {
+            return Err(Error::NoNestedVirtualization);
+        }
+    } else {
+        cpu::cpuid::hide_virtualization(&mut supported);
+    }
     let vcpu_fds = (0..vcpus)
         .map(|id| {
             let vcpu = cpu::Vcpu::new(&vm, id)?;

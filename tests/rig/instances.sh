@@ -131,6 +131,28 @@ gureum instance terminate "$id" >/dev/null 2>&1 || fail "terminate"
 vmm_processes && fail "a VMM process is left"
 end_checks deaf
 
+# Nested virtualization: a c8i instance with the option sees the CPU's
+# SVM (or VMX), loads KVM and runs a guest of its own; without the option
+# it sees neither; the option on a t3 type is refused with the reason.
+begin_checks nested
+for mode in on off; do
+  opt=
+  [ $mode = on ] && opt="--cpu-options NestedVirtualization=enabled"
+  id=$(gureum run --image busybox --type c8i.large $opt --name "nested-$mode" \
+    --cmdline-append rig.scenario=nested 2>&1)
+  echo "launched $id"
+  wait_log "$id" @@KVM-HELLO 1 300 || fail "$mode: no @@KVM-HELLO on the console"
+  log=$(gureum instance logs "$id" | tr -d '\r')
+  for key in VIRT-FLAGS DEV-KVM KVM-HELLO; do
+    echo "${mode}_$key=$(echo "$log" | sed -n "s/.*@@$key *//p" | head -n 1 | sed 's/ *$//')"
+  done
+  gureum instance terminate "$id" >/dev/null 2>&1 || fail "terminate $mode"
+done
+out=$(gureum run --image busybox --type t3.micro --cpu-options NestedVirtualization=enabled 2>&1) &&
+  fail "a t3 with nested virtualization launched: $out"
+echo "t3_refused=$out"
+end_checks nested
+
 # The daemon: an instance launched through it keeps running when the
 # daemon is killed with SIGKILL (the CLI carries on in-process past the
 # stale socket); started again, the daemon adopts it and stops it.

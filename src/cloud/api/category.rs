@@ -112,6 +112,10 @@ impl cloud::Error {
             | E::TooLittleMemory { .. }
             | E::PrivateIpWithCount
             | E::ZeroCount => InvalidInput,
+            E::CpuOptions(e) => match e {
+                crate::cloud::cpu_options::Error::HostHasNoNesting => Conflict,
+                _ => InvalidInput,
+            },
             E::BelowMinCount { .. } => LimitExceeded,
             E::NotFound { .. } => NotFound,
             E::Transition(_)

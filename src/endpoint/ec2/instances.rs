@@ -8,6 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::cloud::api::{Action, Response, Tagged};
+use crate::cloud::cpu_options::CpuOptions;
 use crate::cloud::ids::Kind;
 use crate::cloud::instance::{Instance, State};
 use crate::cloud::instance_type::LimitOverrides;
@@ -59,6 +60,16 @@ fn write_state(x: &mut Xml, tag: &str, state: State) {
     });
 }
 
+/// RunInstances' `CpuOptions`: only NestedVirtualization is gureum's
+/// (cores and threads follow the type).
+fn cpu_options(p: &crate::endpoint::params::Params) -> Result<CpuOptions, Ec2Error> {
+    match p.get("NestedVirtualization") {
+        None => Ok(CpuOptions::default()),
+        Some(word) => CpuOptions::parse(&format!("NestedVirtualization={word}"))
+            .map_err(|e| Ec2Error::client("InvalidParameterValue", e.to_string())),
+    }
+}
+
 fn run(call: &Call<'_>) -> Result<Xml, Ec2Error> {
     let p = call.params;
     if p.get("UserData").is_some() {
@@ -107,6 +118,7 @@ fn run(call: &Call<'_>) -> Result<Xml, Ec2Error> {
         client_token: p.get("ClientToken").map(str::to_owned),
         // EC2 has no per-instance rate limits: the type's hold.
         limits: LimitOverrides::default(),
+        cpu_options: cpu_options(&p.nested("CpuOptions"))?,
     };
     let Response::Launched { instances, .. } = call.run(Action::RunInstances {
         request: Box::new(request),
@@ -177,7 +189,10 @@ fn write(x: &mut Xml, t: &Tagged<Instance>, launch_index: usize) {
         .opt("clientToken", i.client_token.as_ref())
         .tags(&t.tags)
         .node("cpuOptions", |x| {
-            x.leaf("coreCount", i.vcpus).leaf("threadsPerCore", 1);
+            x.leaf("coreCount", i.vcpus).leaf("threadsPerCore", 1).leaf(
+                "nestedVirtualization",
+                i.cpu_options.nested_virtualization_word(),
+            );
         });
 }
 

@@ -20,6 +20,42 @@ const EDX_HTT: u32 = 1 << 28;
 const LEVEL_TYPE_SMT: u32 = 1;
 const LEVEL_TYPE_CORE: u32 = 2;
 
+/// Leaf 1 ECX: Intel VMX.
+const ECX_VMX: u32 = 1 << 5;
+/// Leaf 0x8000_0001 ECX: AMD SVM.
+const LEAF_AMD_FEATURES: u32 = 0x8000_0001;
+const ECX_SVM: u32 = 1 << 2;
+/// AMD's SVM revision and features (NPT, NRIP save, ...).
+const LEAF_SVM_FEATURES: u32 = 0x8000_000a;
+
+/// Whether `cpuid` offers SVM or VMX (KVM lists them among what it
+/// supports only when its nested parameter is on).
+pub fn offers_virtualization(cpuid: &CpuId) -> bool {
+    cpuid.as_slice().iter().any(|entry| match entry.function {
+        LEAF_FEATURES => entry.ecx & ECX_VMX != 0,
+        LEAF_AMD_FEATURES => entry.ecx & ECX_SVM != 0,
+        _ => false,
+    })
+}
+
+/// Takes SVM and VMX out of `cpuid`: a guest without the instance's
+/// nested virtualization option sees no way to run VMs of its own.
+pub fn hide_virtualization(cpuid: &mut CpuId) {
+    for entry in cpuid.as_mut_slice() {
+        match entry.function {
+            LEAF_FEATURES => entry.ecx &= !ECX_VMX,
+            LEAF_AMD_FEATURES => entry.ecx &= !ECX_SVM,
+            LEAF_SVM_FEATURES => {
+                entry.eax = 0;
+                entry.ebx = 0;
+                entry.ecx = 0;
+                entry.edx = 0;
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Bits needed to number `count` items (ceil(log2(count))).
 fn id_bits(count: u32) -> u32 {
     count.max(1).next_power_of_two().trailing_zeros()
@@ -99,6 +135,40 @@ pub fn for_vcpu(supported: &CpuId, cpu: u8, vcpus: u8) -> CpuId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn virtualization_is_offered_or_hidden_whole() {
+        let with = |function, ecx| kvm_cpuid_entry2 {
+            function,
+            ecx,
+            ..Default::default()
+        };
+        let svm = CpuId::from_entries(&[
+            with(LEAF_FEATURES, ECX_HYPERVISOR),
+            with(LEAF_AMD_FEATURES, ECX_SVM | 1),
+            kvm_cpuid_entry2 {
+                function: LEAF_SVM_FEATURES,
+                eax: 1,
+                edx: 0x1b,
+                ..Default::default()
+            },
+        ])
+        .unwrap();
+        let vmx = CpuId::from_entries(&[with(LEAF_FEATURES, ECX_VMX | ECX_HYPERVISOR)]).unwrap();
+        for mut cpuid in [svm, vmx] {
+            assert!(offers_virtualization(&cpuid));
+            hide_virtualization(&mut cpuid);
+            assert!(!offers_virtualization(&cpuid));
+            for entry in cpuid.as_slice() {
+                match entry.function {
+                    // Only the extension's bits go.
+                    LEAF_FEATURES => assert_eq!(entry.ecx, ECX_HYPERVISOR),
+                    LEAF_AMD_FEATURES => assert_eq!(entry.ecx, 1),
+                    _ => assert_eq!((entry.eax, entry.edx), (0, 0)),
+                }
+            }
+        }
+    }
 
     fn entry(function: u32, index: u32) -> kvm_cpuid_entry2 {
         kvm_cpuid_entry2 {

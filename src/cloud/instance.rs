@@ -6,9 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use super::ids::Kind;
 use super::instance_type::LimitOverrides;
+use super::metadata_options::MetadataOptions;
 use super::process::ProcessRef;
 use super::store::Resource;
 use super::tap_network::StaticIp;
+use super::user_data::UserData;
 
 /// EC2's instance states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +142,12 @@ pub struct Instance {
     /// The ClientToken it was launched with (`LaunchRequest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_token: Option<String>,
+    /// What `run --user-data` gave (base64 in JSON); served by IMDS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<UserData>,
+    /// How its metadata service answers (EC2's defaults in older records).
+    #[serde(default)]
+    pub metadata_options: MetadataOptions,
 }
 
 impl Resource for Instance {
@@ -213,6 +221,8 @@ pub(crate) mod tests {
             boots: 0,
             limits: LimitOverrides::default(),
             client_token: None,
+            user_data: None,
+            metadata_options: MetadataOptions::default(),
         }
     }
 

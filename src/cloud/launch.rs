@@ -14,6 +14,7 @@ use super::launch_count::LaunchCount;
 use super::lifecycle::{
     Context, await_start, failed_at_start, record_start_failure, spawn_supervisor,
 };
+use super::metadata_options::{MetadataChange, MetadataOptions};
 use super::seed::{self, Seed};
 use super::staging::Staging;
 use super::store::{Store, Tx};
@@ -21,6 +22,7 @@ use super::tags::{NAME, Tags};
 use super::tap_network::StaticIp;
 use super::tap_network::{self, TapNic};
 use super::template::LaunchTemplate;
+use super::user_data::UserData;
 use super::vpc::port::{self, PlacementRequest};
 use super::vpc::public::NetConfig;
 use super::vpc::realise;
@@ -48,6 +50,12 @@ pub struct LaunchRequest {
     /// token instances already have answers those instances.
     #[serde(default)]
     pub client_token: Option<String>,
+    /// Over the template's.
+    #[serde(default)]
+    pub user_data: Option<UserData>,
+    /// Over the template's, over EC2's defaults.
+    #[serde(default)]
+    pub metadata_options: MetadataChange,
 }
 
 /// A launch with every reference resolved.
@@ -63,6 +71,8 @@ struct Plan {
     tags: Tags,
     limits: LimitOverrides,
     client_token: Option<String>,
+    user_data: Option<UserData>,
+    metadata_options: MetadataOptions,
 }
 
 fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
@@ -127,6 +137,15 @@ fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
             tags,
             limits: req.limits,
             client_token: req.client_token.clone(),
+            user_data: req
+                .user_data
+                .clone()
+                .or_else(|| t.and_then(|t| t.user_data.clone())),
+            metadata_options: MetadataOptions::default().with(
+                &t.map(|t| t.metadata_options)
+                    .unwrap_or_default()
+                    .then(&req.metadata_options),
+            ),
         })
     })
 }
@@ -196,6 +215,8 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
         boots: 0,
         limits: plan.limits,
         client_token: plan.client_token.clone(),
+        user_data: plan.user_data.clone(),
+        metadata_options: plan.metadata_options,
     };
     // One transaction: the record, the instance's place in its VPC and its
     // files appear together, or none of them; the VPC then gets its port

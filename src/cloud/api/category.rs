@@ -111,6 +111,8 @@ impl cloud::Error {
             | E::NoImageChosen { .. }
             | E::TooLittleMemory { .. }
             | E::PrivateIpWithCount
+            | E::UserData(_)
+            | E::MetadataOptions(_)
             | E::ZeroCount => InvalidInput,
             E::BelowMinCount { .. } => LimitExceeded,
             E::NotFound { .. } => NotFound,

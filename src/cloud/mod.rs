@@ -17,6 +17,7 @@ pub mod launch_count;
 pub mod lifecycle;
 pub mod lookup;
 pub mod manifest;
+pub mod metadata;
 pub mod metadata_options;
 pub mod names;
 pub mod process;

@@ -19,7 +19,7 @@ use super::{Error, iam};
 use crate::net::cidr::Ipv4Cidr;
 
 /// Where every instance finds its metadata service, as on EC2.
-pub const ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+pub use crate::net::vpc::METADATA_ADDRESS as ADDRESS;
 
 /// The domain of instances' private names (`ip-10-0-1-10.ec2.internal`),
 /// as EC2 names them in its first region.

@@ -134,6 +134,18 @@ fn versions(call: &Call<'_>) -> Result<Xml, Ec2Error> {
                     .list("tagSpecificationSet", [&t.instance_tags], |x, tags| {
                         x.leaf("resourceType", "instance").tags(tags);
                     });
+                let o = &t.metadata_options;
+                if !o.is_empty() {
+                    x.node("metadataOptions", |x| {
+                        x.opt("httpTokens", o.http_tokens.map(|v| v.as_str()))
+                            .opt("httpPutResponseHopLimit", o.http_put_response_hop_limit)
+                            .opt("httpEndpoint", o.http_endpoint.map(|v| v.as_str()))
+                            .opt(
+                                "instanceMetadataTags",
+                                o.instance_metadata_tags.map(|v| v.as_str()),
+                            );
+                    });
+                }
             });
     });
     Ok(x)

@@ -67,17 +67,9 @@ fn forward_chain(out: &mut String, firewall: &Firewall<'_>, ports: &[&Port]) {
         );
     }
     if !ports.is_empty() {
-        let senders: Vec<String> = ports
-            .iter()
-            .enumerate()
-            .map(|(position, port)| {
-                format!(
-                    "{:#010x} : jump {}",
-                    anti_spoof::mark(position),
-                    security_group::outbound_chain(port)
-                )
-            })
-            .collect();
+        let senders = by_mark(ports, |mark, port| {
+            format!("{mark} : jump {}", security_group::outbound_chain(port))
+        });
         let _ = writeln!(out, "    meta mark vmap {{ {} }}", senders.join(", "));
         let receivers: Vec<String> = ports
             .iter()
@@ -87,6 +79,16 @@ fn forward_chain(out: &mut String, firewall: &Firewall<'_>, ports: &[&Port]) {
     }
     let _ = writeln!(out, "    accept");
     let _ = writeln!(out, "  }}");
+}
+
+/// One map element per port, keyed by the mark anti-spoofing gives its
+/// packets (written as nft reads it).
+fn by_mark(ports: &[&Port], element: impl Fn(&str, &Port) -> String) -> Vec<String> {
+    ports
+        .iter()
+        .enumerate()
+        .map(|(position, port)| element(&format!("{:#010x}", anti_spoof::mark(position)), port))
+        .collect()
 }
 
 /// Traffic to the VPC router itself: instances may reach it, the internet
@@ -105,17 +107,7 @@ fn input_chain(out: &mut String, firewall: &Firewall<'_>, ports: &[&Port]) {
         let _ = writeln!(out, "    iifname \"{}\" drop", nat.link);
     }
     if !ports.is_empty() {
-        let owners: Vec<String> = ports
-            .iter()
-            .enumerate()
-            .map(|(position, port)| {
-                format!(
-                    "{:#010x} . {} : accept",
-                    anti_spoof::mark(position),
-                    port.ip
-                )
-            })
-            .collect();
+        let owners = by_mark(ports, |mark, port| format!("{mark} . {} : accept", port.ip));
         let _ = writeln!(
             out,
             "    ip daddr {METADATA_ADDRESS} meta mark . ip saddr vmap {{ {} }}",

@@ -39,6 +39,7 @@ fn ip(args: &[&str]) {
 /// address.
 struct Guest {
     netns: String,
+    vpc_netns: String,
     id: String,
     address: String,
 }
@@ -76,6 +77,7 @@ impl Guest {
         ip(&["-n", &netns, "route", "add", "default", "via", &router]);
         Self {
             netns,
+            vpc_netns,
             id: id.to_owned(),
             address,
         }
@@ -237,8 +239,29 @@ fn each_instance_reads_its_own_metadata_with_the_token_rules_ec2_has() {
         401
     );
     assert_eq!(b.get("/latest/user-data", None).0, 401);
+    // Its token comes in packets whose TTL is its hop limit, 2 (counted
+    // in its namespace: no router lies between it and the service).
+    let hops = "table ip hops {\n chain input {\n  type filter hook input priority 0; policy accept;\n  ip saddr 169.254.169.254 ip ttl 2 counter\n }\n}\n";
+    let mut nft = Command::new("ip")
+        .args(["netns", "exec", &b.netns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut nft.stdin.take().unwrap(), hops.as_bytes()).unwrap();
+    assert!(nft.wait().unwrap().success(), "nft in {}", b.netns);
     let (code, token_b) = b.put_token("30", &[]);
     assert_eq!(code, 200);
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", &b.netns, "nft", "list", "table", "ip", "hops",
+        ])
+        .output()
+        .unwrap();
+    let counted = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        counted.contains("counter packets") && !counted.contains("packets 0 "),
+        "no packet came with TTL 2: {counted}"
+    );
     let (code, document) = b.get("/latest/dynamic/instance-identity/document", Some(&token_b));
     assert_eq!(code, 200);
     let document: Value = serde_json::from_str(&document).unwrap();
@@ -255,8 +278,12 @@ fn each_instance_reads_its_own_metadata_with_the_token_rules_ec2_has() {
     );
 
     // alpha, allowed to send from any address, still cannot pass for
-    // beta: the service is reached from a port's own address only.
+    // beta: the service is reached from a port's own address only. (With
+    // beta's link down and the router's neighbours forgotten, alpha alone
+    // answers ARP for beta's address, so replies would reach it.)
     host.ok(&["instance", "modify", &a.id, "--no-source-dest-check"]);
+    ip(&["-n", &b.netns, "link", "set", "eth0", "down"]);
+    ip(&["-n", &a.vpc_netns, "neigh", "flush", "all"]);
     ip(&[
         "-n",
         &a.netns,
@@ -280,6 +307,26 @@ fn each_instance_reads_its_own_metadata_with_the_token_rules_ec2_has() {
         a.get("/latest/meta-data/instance-id", None),
         (200, a.id.clone())
     );
+    ip(&[
+        "-n",
+        &a.netns,
+        "addr",
+        "del",
+        &format!("{}/32", b.address),
+        "dev",
+        "eth0",
+    ]);
+    ip(&["-n", &a.vpc_netns, "neigh", "flush", "all"]);
+    ip(&["-n", &b.netns, "link", "set", "eth0", "up"]);
+    ip(&[
+        "-n",
+        &b.netns,
+        "route",
+        "replace",
+        "default",
+        "via",
+        &format!("{}.1", b.address.rsplit_once('.').unwrap().0),
+    ]);
 
     // A disabled endpoint answers nothing; enabled again, it answers.
     host.ok(&[

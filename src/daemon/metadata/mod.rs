@@ -227,7 +227,10 @@ async fn connection(shared: Arc<Shared>, vpc: String, stream: TcpStream, source:
         async move { respond(&shared, &vpc, source, &socket, &request).await }
     });
     // A client that hangs up, or one told nothing, is no error of ours.
+    // One that shuts its sending side after the request (a shell's `nc`)
+    // still gets its answer.
     let _ = http1::Builder::new()
+        .half_close(true)
         .serve_connection(TokioIo::new(stream), service)
         .await;
 }

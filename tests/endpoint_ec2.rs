@@ -799,6 +799,18 @@ fn user_data_and_metadata_options_through_the_aws_cli() {
         refused.contains(big.to_str().unwrap()) && refused.contains("16384"),
         "{refused}"
     );
+    let missing = host.fails_with(3, &["run", "--image", &ami, "--user-data", "/nonexistent"]);
+    assert!(
+        missing.contains("cannot read the user data file /nonexistent"),
+        "{missing}"
+    );
+    // The table shows its size, not the data.
+    let table = host.ok(&["instance", "describe", &instance]);
+    assert!(
+        table.contains(&format!("{} bytes", script.len())),
+        "{table}"
+    );
+    assert!(!table.contains(value), "{table}");
     // No user data: the attribute is there, empty.
     let plain = host.ec2(&["run-instances", "--image-id", &ami]);
     let plain = s(&plain["Instances"][0]["InstanceId"]).to_owned();

@@ -426,7 +426,18 @@ pub fn run(env: &Env, command: InstanceCommand) -> Result<(), CliError> {
                         if n > 0 {
                             println!();
                         }
-                        output::describe(env.format, one)?;
+                        // Up to 16 KiB of base64 would drown the rest.
+                        let mut shown = serde_json::to_value(one)?;
+                        if let (Some(field), Some(data)) =
+                            (shown.get_mut("user_data"), &one.item.user_data)
+                        {
+                            *field = format!(
+                                "{} bytes (`--attribute user-data` prints them)",
+                                data.bytes().len()
+                            )
+                            .into();
+                        }
+                        output::describe(env.format, &shown)?;
                     }
                 }
                 (Format::Json, all) => output::json(all)?,

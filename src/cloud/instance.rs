@@ -278,6 +278,17 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn records_made_before_user_data_load_with_ec2_defaults() {
+        let mut old = serde_json::to_value(instance(State::Stopped)).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("user_data");
+        fields.remove("metadata_options");
+        let loaded: Instance = serde_json::from_value(old).unwrap();
+        assert_eq!(loaded.user_data, None);
+        assert_eq!(loaded.metadata_options, MetadataOptions::default());
+    }
+
+    #[test]
     fn states_serialize_as_ec2_names() {
         assert_eq!(
             serde_json::to_string(&State::ShuttingDown).unwrap(),

@@ -678,6 +678,15 @@ fn user_data_and_metadata_options_through_the_aws_cli() {
     let b64 = base64::engine::general_purpose::STANDARD;
     let host = Host::start("eu-west-1");
     let ami = image(&host);
+    let user_data_of = |id: &str| {
+        host.ec2(&[
+            "describe-instance-attribute",
+            "--instance-id",
+            id,
+            "--attribute",
+            "userData",
+        ])
+    };
     let script = "#!/bin/sh\necho hello from user data\n";
     let file = host.work.path().join("user-data.sh");
     std::fs::write(&file, script).unwrap();
@@ -696,13 +705,7 @@ fn user_data_and_metadata_options_through_the_aws_cli() {
     assert_eq!(options["HttpPutResponseHopLimit"], 2);
     assert_eq!(options["HttpEndpoint"], "enabled");
     assert_eq!(options["InstanceMetadataTags"], "disabled");
-    let attribute = host.ec2(&[
-        "describe-instance-attribute",
-        "--instance-id",
-        &instance,
-        "--attribute",
-        "userData",
-    ]);
+    let attribute = user_data_of(&instance);
     assert_eq!(attribute["InstanceId"], instance.as_str());
     let value = s(&attribute["UserData"]["Value"]);
     assert_eq!(b64.decode(value).unwrap(), script.as_bytes());
@@ -761,13 +764,7 @@ fn user_data_and_metadata_options_through_the_aws_cli() {
     assert_eq!(options["HttpTokens"], "required");
     assert_eq!(options["HttpPutResponseHopLimit"], 5);
     let templated = s(&templated["Instances"][0]["InstanceId"]).to_owned();
-    let attribute = host.ec2(&[
-        "describe-instance-attribute",
-        "--instance-id",
-        &templated,
-        "--attribute",
-        "userData",
-    ]);
+    let attribute = user_data_of(&templated);
     assert_eq!(
         b64.decode(s(&attribute["UserData"]["Value"])).unwrap(),
         b"#cloud-config\n"
@@ -814,12 +811,6 @@ fn user_data_and_metadata_options_through_the_aws_cli() {
     // No user data: the attribute is there, empty.
     let plain = host.ec2(&["run-instances", "--image-id", &ami]);
     let plain = s(&plain["Instances"][0]["InstanceId"]).to_owned();
-    let attribute = host.ec2(&[
-        "describe-instance-attribute",
-        "--instance-id",
-        &plain,
-        "--attribute",
-        "userData",
-    ]);
+    let attribute = user_data_of(&plain);
     assert!(attribute["UserData"].get("Value").is_none(), "{attribute}");
 }

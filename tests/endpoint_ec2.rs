@@ -668,3 +668,149 @@ fn ids_of(page: &Value) -> Vec<String> {
         .map(|i| s(i).to_owned())
         .collect()
 }
+
+/// User data and metadata options through RunInstances, launch templates,
+/// DescribeInstanceAttribute, DescribeInstances and
+/// ModifyInstanceMetadataOptions, and `gureum` reading the same store.
+#[test]
+fn user_data_and_metadata_options_through_the_aws_cli() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let host = Host::start("eu-west-1");
+    let ami = image(&host);
+    let user_data_of = |id: &str| {
+        host.ec2(&[
+            "describe-instance-attribute",
+            "--instance-id",
+            id,
+            "--attribute",
+            "userData",
+        ])
+    };
+    let script = "#!/bin/sh\necho hello from user data\n";
+    let file = host.work.path().join("user-data.sh");
+    std::fs::write(&file, script).unwrap();
+    let run = host.ec2(&[
+        "run-instances",
+        "--image-id",
+        &ami,
+        "--user-data",
+        &format!("file://{}", file.display()),
+        "--metadata-options",
+        "HttpTokens=required,HttpPutResponseHopLimit=2",
+    ]);
+    let instance = s(&run["Instances"][0]["InstanceId"]).to_owned();
+    let options = &run["Instances"][0]["MetadataOptions"];
+    assert_eq!(options["HttpTokens"], "required");
+    assert_eq!(options["HttpPutResponseHopLimit"], 2);
+    assert_eq!(options["HttpEndpoint"], "enabled");
+    assert_eq!(options["InstanceMetadataTags"], "disabled");
+    let attribute = user_data_of(&instance);
+    assert_eq!(attribute["InstanceId"], instance.as_str());
+    let value = s(&attribute["UserData"]["Value"]);
+    assert_eq!(b64.decode(value).unwrap(), script.as_bytes());
+    // gureum shows it the same way.
+    assert_eq!(
+        host.ok(&[
+            "instance",
+            "describe",
+            &instance,
+            "--attribute",
+            "user-data"
+        ]),
+        value
+    );
+
+    let modified = host.ec2(&[
+        "modify-instance-metadata-options",
+        "--instance-id",
+        &instance,
+        "--http-endpoint",
+        "disabled",
+        "--instance-metadata-tags",
+        "enabled",
+    ]);
+    let now = &modified["InstanceMetadataOptions"];
+    assert_eq!(now["HttpEndpoint"], "disabled");
+    assert_eq!(now["InstanceMetadataTags"], "enabled");
+    assert_eq!(now["HttpTokens"], "required", "the others stay");
+    let described = host.ec2(&["describe-instances", "--instance-ids", &instance]);
+    let options = &described["Reservations"][0]["Instances"][0]["MetadataOptions"];
+    assert_eq!(options["HttpEndpoint"], "disabled");
+    assert_eq!(options["HttpPutResponseHopLimit"], 2);
+
+    // A template's user data and options reach its instances; the run's
+    // own options go over the template's.
+    let data = serde_json::json!({
+        "ImageId": ami,
+        "UserData": b64.encode("#cloud-config\n"),
+        "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 3},
+    });
+    host.ec2(&[
+        "create-launch-template",
+        "--launch-template-name",
+        "with-data",
+        "--launch-template-data",
+        &data.to_string(),
+    ]);
+    let templated = host.ec2(&[
+        "run-instances",
+        "--launch-template",
+        "LaunchTemplateName=with-data",
+        "--metadata-options",
+        "HttpPutResponseHopLimit=5",
+    ]);
+    let options = &templated["Instances"][0]["MetadataOptions"];
+    assert_eq!(options["HttpTokens"], "required");
+    assert_eq!(options["HttpPutResponseHopLimit"], 5);
+    let templated = s(&templated["Instances"][0]["InstanceId"]).to_owned();
+    let attribute = user_data_of(&templated);
+    assert_eq!(
+        b64.decode(s(&attribute["UserData"]["Value"])).unwrap(),
+        b"#cloud-config\n"
+    );
+
+    // EC2's limits: 16 KiB of user data, hop limits 1 to 64.
+    let big = host.work.path().join("big");
+    std::fs::write(&big, vec![b'#'; 16 * 1024 + 1]).unwrap();
+    let big_arg = format!("file://{}", big.display());
+    assert_eq!(
+        host.ec2_error(&["run-instances", "--image-id", &ami, "--user-data", &big_arg]),
+        "InvalidParameterValue"
+    );
+    assert_eq!(
+        host.ec2_error(&[
+            "modify-instance-metadata-options",
+            "--instance-id",
+            &instance,
+            "--http-put-response-hop-limit",
+            "65",
+        ]),
+        "InvalidParameterValue"
+    );
+    let refused = host.fails_with(
+        3,
+        &["run", "--image", &ami, "--user-data", big.to_str().unwrap()],
+    );
+    assert!(
+        refused.contains(big.to_str().unwrap()) && refused.contains("16384"),
+        "{refused}"
+    );
+    let missing = host.fails_with(3, &["run", "--image", &ami, "--user-data", "/nonexistent"]);
+    assert!(
+        missing.contains("cannot read the user data file /nonexistent"),
+        "{missing}"
+    );
+    // The table shows its size, not the data.
+    let table = host.ok(&["instance", "describe", &instance]);
+    assert!(
+        table.contains(&format!("{} bytes", script.len())),
+        "{table}"
+    );
+    assert!(!table.contains(value), "{table}");
+    // No user data: the attribute is there, empty.
+    let plain = host.ec2(&["run-instances", "--image-id", &ami]);
+    let plain = s(&plain["Instances"][0]["InstanceId"]).to_owned();
+    let attribute = user_data_of(&plain);
+    assert!(attribute["UserData"].get("Value").is_none(), "{attribute}");
+}

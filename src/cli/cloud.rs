@@ -77,6 +77,11 @@ pub enum CliError {
     },
     #[error("cannot write the console log to standard output: {0}")]
     Logs(std::io::Error),
+    #[error("cannot read the user data file {path}: {source}")]
+    UserDataFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the core API answered with an unexpected {0}; this is a bug in gureum")]
     Unexpected(String),
 }
@@ -89,6 +94,7 @@ impl CliError {
             CliError::Daemon(daemon::Error::AlreadyRunning(_)) => Category::Conflict,
             // A check that found something ends as checks do, with 1.
             CliError::Differences { .. } => Category::Internal,
+            CliError::UserDataFile { .. } => Category::InvalidInput,
             CliError::Daemon(daemon::Error::Cloud(e)) => e.category(),
             CliError::Daemon(_)
             | CliError::Output(_)

@@ -1,6 +1,7 @@
 //! `gureum run` and `gureum instance`: launching and managing instances.
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
@@ -11,8 +12,10 @@ use gureum::cloud::instance::{Instance, State};
 use gureum::cloud::instance_type::LimitOverrides;
 use gureum::cloud::launch::LaunchRequest;
 use gureum::cloud::launch_count::LaunchCount;
+use gureum::cloud::metadata_options::MetadataChange;
 use gureum::cloud::tags::NAME;
 use gureum::cloud::tap_network::TapNic;
+use gureum::cloud::user_data::UserData;
 use gureum::cloud::vpc::port::{PlacementRequest, PortChange};
 
 use super::boot::{parse_bytes, parse_count};
@@ -66,11 +69,54 @@ pub struct RunArgs {
     #[arg(long, value_name = "NestedVirtualization=enabled|disabled", value_parser = parse_cpu_options)]
     cpu_options: Option<CpuOptions>,
     #[command(flatten)]
+    data: InstanceDataArgs,
+    #[command(flatten)]
     tags: TagArgs,
 }
 
 fn parse_cpu_options(spec: &str) -> Result<CpuOptions, String> {
     CpuOptions::parse(spec).map_err(|e| e.to_string())
+}
+
+/// What the instance's metadata service serves and how (`run`, templates).
+#[derive(Debug, Args)]
+pub struct InstanceDataArgs {
+    /// User data: this file's bytes (at most 16 KiB), served to the
+    /// instance at http://169.254.169.254/latest/user-data.
+    #[arg(long, value_name = "FILE")]
+    user_data: Option<PathBuf>,
+    /// The metadata service's options, as EC2's (defaults: HttpTokens=optional,
+    /// HttpPutResponseHopLimit=1, HttpEndpoint=enabled, InstanceMetadataTags=disabled).
+    #[arg(
+        long,
+        value_name = "HttpTokens=optional|required,HttpPutResponseHopLimit=N,HttpEndpoint=enabled|disabled,InstanceMetadataTags=enabled|disabled",
+        value_parser = parse_metadata_options
+    )]
+    metadata_options: Option<MetadataChange>,
+}
+
+impl InstanceDataArgs {
+    /// The user data file, read and checked against EC2's limit.
+    pub fn user_data(&self) -> Result<Option<UserData>, CliError> {
+        let Some(path) = &self.user_data else {
+            return Ok(None);
+        };
+        let bytes = std::fs::read(path).map_err(|source| CliError::UserDataFile {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Some(
+            UserData::new(bytes, &path.display().to_string()).map_err(Error::from)?,
+        ))
+    }
+
+    pub fn metadata_options(&self) -> MetadataChange {
+        self.metadata_options.unwrap_or_default()
+    }
+}
+
+fn parse_metadata_options(spec: &str) -> Result<MetadataChange, String> {
+    MetadataChange::parse(spec).map_err(|e| e.to_string())
 }
 
 type ParseFigure = fn(&str) -> Result<u64, String>;
@@ -148,8 +194,28 @@ pub enum InstanceCommand {
     /// List instances.
     #[command(visible_alias = "ls")]
     List(FilterArgs),
-    /// Show instances in full.
-    Describe { instances: Vec<String> },
+    /// Show instances in full, or one attribute of one.
+    Describe {
+        instances: Vec<String>,
+        /// Print only this attribute: user-data (in base64, as EC2's
+        /// DescribeInstanceAttribute shows it: user data may be binary;
+        /// `| base64 -d` gives the bytes).
+        #[arg(long, value_enum, requires = "instances")]
+        attribute: Option<Attribute>,
+    },
+    /// Change how an instance's metadata service answers (EC2's
+    /// ModifyInstanceMetadataOptions); it applies from the next request.
+    ModifyMetadataOptions {
+        instance: String,
+        /// The options to change; the others stay.
+        #[arg(
+            long,
+            required = true,
+            value_name = "HttpTokens=optional|required,HttpPutResponseHopLimit=N,HttpEndpoint=enabled|disabled,InstanceMetadataTags=enabled|disabled",
+            value_parser = parse_metadata_options
+        )]
+        metadata_options: MetadataChange,
+    },
     /// Stop instances: the guest shuts down on its ACPI power button
     /// (SIGTERM to the VMM); SIGKILL after --timeout. Returns at once
     /// (`instance wait ID --state stopped` waits).
@@ -211,6 +277,12 @@ pub enum InstanceCommand {
         #[command(flatten)]
         change: ModifyArgs,
     },
+}
+
+/// An attribute `instance describe --attribute` prints.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Attribute {
+    UserData,
 }
 
 /// What `instance modify` changes: at least one of them.
@@ -275,6 +347,8 @@ pub fn launch(env: &Env, args: RunArgs) -> Result<(), CliError> {
         limits: args.limits.unwrap_or_default(),
         client_token: None,
         cpu_options: args.cpu_options.unwrap_or_default(),
+        user_data: args.data.user_data()?,
+        metadata_options: args.data.metadata_options(),
     };
     let max = request.count.max;
     let response = env.call(Action::RunInstances {
@@ -339,15 +413,42 @@ pub fn run(env: &Env, command: InstanceCommand) -> Result<(), CliError> {
                 },
             )?;
         }
-        InstanceCommand::Describe { instances } => {
+        InstanceCommand::Describe {
+            instances,
+            attribute,
+        } => {
             let shown = env.records::<Instance>(Action::DescribeInstances { instances })?;
+            if let Some(Attribute::UserData) = attribute {
+                for one in &shown {
+                    let data = one.item.user_data.as_ref().map(|d| d.to_base64());
+                    match env.format {
+                        Format::Json => output::json(&serde_json::json!({
+                            "InstanceId": one.item.id,
+                            "UserData": data.map(|value| serde_json::json!({"Value": value})),
+                        }))?,
+                        Format::Table => println!("{}", data.unwrap_or_default()),
+                    }
+                }
+                return Ok(());
+            }
             match (env.format, shown.as_slice()) {
                 (Format::Table, many) => {
                     for (n, one) in many.iter().enumerate() {
                         if n > 0 {
                             println!();
                         }
-                        output::describe(env.format, one)?;
+                        // Up to 16 KiB of base64 would drown the rest.
+                        let mut shown = serde_json::to_value(one)?;
+                        if let (Some(field), Some(data)) =
+                            (shown.get_mut("user_data"), &one.item.user_data)
+                        {
+                            *field = format!(
+                                "{} bytes (`--attribute user-data` prints them)",
+                                data.bytes().len()
+                            )
+                            .into();
+                        }
+                        output::describe(env.format, &shown)?;
                     }
                 }
                 (Format::Json, all) => output::json(all)?,
@@ -427,6 +528,16 @@ pub fn run(env: &Env, command: InstanceCommand) -> Result<(), CliError> {
                 None => eprintln!("gureum: {instance} has no metrics (its VMM never ran)"),
             }
         }
+        InstanceCommand::ModifyMetadataOptions {
+            instance,
+            metadata_options,
+        } => change_one::<Instance>(
+            env,
+            Action::ModifyInstanceMetadataOptions {
+                instance,
+                change: metadata_options,
+            },
+        )?,
         InstanceCommand::Modify { instance, change } => change_one::<Instance>(
             env,
             Action::ModifyInstance {

@@ -6,6 +6,7 @@ use gureum::cloud::api::Action;
 use gureum::cloud::template::{LaunchTemplate, TemplateRequest};
 
 use super::cloud::{CliError, Env, FilterArgs, TagArgs, change, describe, list, removed};
+use super::instance::InstanceDataArgs;
 
 /// Saved launch settings: image, type, key, tags.
 #[derive(Debug, Subcommand)]
@@ -26,6 +27,8 @@ pub enum TemplateCommand {
         /// Appended to the image's kernel command line.
         #[arg(long, value_name = "TEXT")]
         cmdline_append: Option<String>,
+        #[command(flatten)]
+        data: InstanceDataArgs,
         /// Tags for the instances launched from it (repeatable).
         #[command(flatten)]
         tags: TagArgs,
@@ -48,6 +51,7 @@ pub fn run(env: &Env, command: TemplateCommand) -> Result<(), CliError> {
             instance_type,
             key,
             cmdline_append,
+            data,
             tags,
         } => {
             let request = TemplateRequest {
@@ -57,6 +61,8 @@ pub fn run(env: &Env, command: TemplateCommand) -> Result<(), CliError> {
                 key,
                 cmdline_append,
                 instance_tags: tags.parse()?,
+                user_data: data.user_data()?,
+                metadata_options: data.metadata_options(),
             };
             change::<LaunchTemplate>(env, Action::CreateLaunchTemplate { request })?;
         }

@@ -7,9 +7,11 @@ use serde::{Deserialize, Serialize};
 use super::cpu_options::CpuOptions;
 use super::ids::Kind;
 use super::instance_type::LimitOverrides;
+use super::metadata_options::MetadataOptions;
 use super::process::ProcessRef;
 use super::store::Resource;
 use super::tap_network::StaticIp;
+use super::user_data::UserData;
 
 /// EC2's instance states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +146,12 @@ pub struct Instance {
     /// Its CPU options (nested virtualization).
     #[serde(default, skip_serializing_if = "CpuOptions::is_default")]
     pub cpu_options: CpuOptions,
+    /// What `run --user-data` gave (base64 in JSON); served by IMDS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<UserData>,
+    /// How its metadata service answers (EC2's defaults in older records).
+    #[serde(default)]
+    pub metadata_options: MetadataOptions,
 }
 
 impl Resource for Instance {
@@ -218,6 +226,8 @@ pub(crate) mod tests {
             limits: LimitOverrides::default(),
             client_token: None,
             cpu_options: CpuOptions::default(),
+            user_data: None,
+            metadata_options: MetadataOptions::default(),
         }
     }
 
@@ -270,6 +280,17 @@ pub(crate) mod tests {
         );
         assert_eq!(i.state_reason.as_deref(), Some("why"));
         assert!(i.state_since > 0);
+    }
+
+    #[test]
+    fn records_made_before_user_data_load_with_ec2_defaults() {
+        let mut old = serde_json::to_value(instance(State::Stopped)).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("user_data");
+        fields.remove("metadata_options");
+        let loaded: Instance = serde_json::from_value(old).unwrap();
+        assert_eq!(loaded.user_data, None);
+        assert_eq!(loaded.metadata_options, MetadataOptions::default());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use super::launch_count::LaunchCount;
 use super::lifecycle::{
     Context, await_start, failed_at_start, record_start_failure, spawn_supervisor,
 };
+use super::metadata_options::{MetadataChange, MetadataOptions};
 use super::seed::{self, Seed};
 use super::staging::Staging;
 use super::store::{Store, Tx};
@@ -22,6 +23,7 @@ use super::tags::{NAME, Tags};
 use super::tap_network::StaticIp;
 use super::tap_network::{self, TapNic};
 use super::template::LaunchTemplate;
+use super::user_data::UserData;
 use super::vpc::port::{self, PlacementRequest};
 use super::vpc::public::NetConfig;
 use super::vpc::realise;
@@ -52,6 +54,12 @@ pub struct LaunchRequest {
     /// `--cpu-options` (nested virtualization).
     #[serde(default)]
     pub cpu_options: CpuOptions,
+    /// Over the template's.
+    #[serde(default)]
+    pub user_data: Option<UserData>,
+    /// Over the template's, over EC2's defaults.
+    #[serde(default)]
+    pub metadata_options: MetadataChange,
 }
 
 /// A launch with every reference resolved.
@@ -68,6 +76,8 @@ struct Plan {
     limits: LimitOverrides,
     client_token: Option<String>,
     cpu_options: CpuOptions,
+    user_data: Option<UserData>,
+    metadata_options: MetadataOptions,
 }
 
 fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
@@ -135,6 +145,15 @@ fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
             limits: req.limits,
             client_token: req.client_token.clone(),
             cpu_options: req.cpu_options,
+            user_data: req
+                .user_data
+                .clone()
+                .or_else(|| t.and_then(|t| t.user_data.clone())),
+            metadata_options: MetadataOptions::default().with(
+                &t.map(|t| t.metadata_options)
+                    .unwrap_or_default()
+                    .then(&req.metadata_options),
+            ),
         })
     })
 }
@@ -205,6 +224,8 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
         limits: plan.limits,
         client_token: plan.client_token.clone(),
         cpu_options: plan.cpu_options,
+        user_data: plan.user_data.clone(),
+        metadata_options: plan.metadata_options,
     };
     // One transaction: the record, the instance's place in its VPC and its
     // files appear together, or none of them; the VPC then gets its port

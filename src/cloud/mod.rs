@@ -18,6 +18,8 @@ pub mod launch_count;
 pub mod lifecycle;
 pub mod lookup;
 pub mod manifest;
+pub mod metadata;
+pub mod metadata_options;
 pub mod names;
 pub mod process;
 pub mod reconcile;
@@ -31,6 +33,7 @@ pub mod tags;
 pub mod tap_network;
 pub mod template;
 pub mod time;
+pub mod user_data;
 pub mod vmm_command;
 pub mod vpc;
 pub mod wildcard;
@@ -64,6 +67,10 @@ pub enum Error {
     Vpc(#[from] vpc::Error),
     #[error(transparent)]
     Iam(#[from] iam::Error),
+    #[error(transparent)]
+    UserData(#[from] user_data::Error),
+    #[error(transparent)]
+    MetadataOptions(#[from] metadata_options::Error),
     #[error(
         "--tap names one interface, so it launches one instance: drop --count or launch them \
          one by one, each with its own tap"

@@ -1,14 +1,16 @@
-//! Launch templates: an image, an instance type, a key pair and the tags
-//! and kernel command line additions for the instances launched from it,
-//! saved under a name.
+//! Launch templates: an image, an instance type, a key pair, the tags,
+//! kernel command line additions, user data and metadata options for the
+//! instances launched from it, saved under a name.
 
 use serde::{Deserialize, Serialize};
 
 use super::ids::{self, Kind};
 use super::image::Image;
 use super::key_pair::KeyPair;
+use super::metadata_options::MetadataChange;
 use super::store::{Resource, Store};
 use super::tags::{NAME, Tags};
+use super::user_data::UserData;
 use super::{Error, instance_type, lookup, names};
 
 /// A launch template as stored.
@@ -23,6 +25,10 @@ pub struct LaunchTemplate {
     /// Tags given to every instance launched from it.
     pub instance_tags: Tags,
     pub created: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<UserData>,
+    #[serde(default, skip_serializing_if = "MetadataChange::is_empty")]
+    pub metadata_options: MetadataChange,
 }
 
 impl Resource for LaunchTemplate {
@@ -44,6 +50,10 @@ pub struct TemplateRequest {
     pub key: Option<String>,
     pub cmdline_append: Option<String>,
     pub instance_tags: Tags,
+    #[serde(default)]
+    pub user_data: Option<UserData>,
+    #[serde(default)]
+    pub metadata_options: MetadataChange,
 }
 
 /// Creates a template after checking that what it names exists.
@@ -69,6 +79,8 @@ pub fn create(store: &mut Store, req: TemplateRequest) -> Result<LaunchTemplate,
             cmdline_append: req.cmdline_append.clone(),
             instance_tags: req.instance_tags.clone(),
             created: super::time::now(),
+            user_data: req.user_data.clone(),
+            metadata_options: req.metadata_options,
         };
         tx.insert(&template, &[(NAME.to_string(), req.name.clone())].into())?;
         Ok(template)

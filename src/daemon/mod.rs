@@ -12,6 +12,7 @@
 
 pub mod client;
 mod executor;
+mod metadata;
 mod server;
 
 use std::path::{Path, PathBuf};

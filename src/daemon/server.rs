@@ -34,6 +34,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
             config.reconcile_every.as_secs()
         );
         listen(config.listen, &jobs, &config.ctx).await?;
+        tokio::spawn(super::metadata::serve(config.ctx.clone()));
         let periodic = jobs.clone();
         let every = config.reconcile_every;
         tokio::spawn(async move {

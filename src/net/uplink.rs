@@ -142,7 +142,7 @@ pub fn converge(
         vpc::converge_addresses(
             rtnl,
             &[(name.clone(), address, TRANSIT_PREFIX)],
-            on_this_end,
+            |device, _| on_this_end(device),
             &mut pass,
         )?;
         let route = RouteState {

@@ -43,6 +43,9 @@ pub const GATEWAY_PEER_PREFIX: &str = "gp";
 /// The routing table holding the default route through the gateway.
 const INTERNET_TABLE: u32 = 100;
 pub const MAIN_TABLE: u32 = 254;
+/// The instance metadata service's address, held on every VPC
+/// namespace's loopback so that the daemon can listen on it there.
+pub const METADATA_ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 /// Rule priorities: first the VPC-local routes of the main table (any
 /// default route there ignored), then a public subnet's internet table.
 const LOCAL_RULE_PRIORITY: u32 = 1000;
@@ -366,6 +369,7 @@ impl VpcSpec {
             .iter()
             .filter_map(|s| Some((bridge_name(&s.id), cidr::router(s.cidr)?, s.cidr.prefix())))
             .collect();
+        all.push(("lo".to_owned(), METADATA_ADDRESS, 32));
         if let Some(address) = self.gateway {
             all.push((GATEWAY_LINK.to_owned(), address, 32));
             // Held here so that this end answers ARP for them.
@@ -506,7 +510,10 @@ pub fn converge(
     };
     converge_links(spec, &netns, &rtnl, public, &mut pass, make_link)?;
     converge_sysctls(&netns, &spec.sysctls(), &mut pass)?;
-    converge_addresses(&rtnl, &spec.addresses(), |link| link != "lo", &mut pass)?;
+    // The loopback's own addresses are the kernel's; the metadata
+    // address on it is gureum's.
+    let managed = |link: &str, address: Ipv4Addr| link != "lo" || address == METADATA_ADDRESS;
+    converge_addresses(&rtnl, &spec.addresses(), managed, &mut pass)?;
     let mut routes = spec.routes(host.router);
     converge_routes(&rtnl, INTERNET_TABLE, &routes, |_| true, &mut pass)?;
     routes.clear();
@@ -674,13 +681,13 @@ pub(super) fn converge_sysctls(
 pub(super) fn converge_addresses(
     rtnl: &Rtnl,
     want: &[(String, Ipv4Addr, u8)],
-    managed: impl Fn(&str) -> bool,
+    managed: impl Fn(&str, Ipv4Addr) -> bool,
     pass: &mut Pass,
 ) -> Result<(), Error> {
     let have: Vec<(String, Ipv4Addr, u8)> = rtnl
         .addresses()?
         .into_iter()
-        .filter(|(link, _, _)| managed(link))
+        .filter(|(link, address, _)| managed(link, *address))
         .collect();
     let (missing, extra) = split(want, &have);
     for (link, address, prefix) in extra {
@@ -958,7 +965,7 @@ pub fn converge_public_links(
         .map(|peer| ((*peer).clone(), host.router, 32))
         .collect();
     let is_present = |link: &str| present.iter().any(|p| *p == link);
-    converge_addresses(&rtnl, &addresses, is_present, &mut pass)?;
+    converge_addresses(&rtnl, &addresses, |link, _| is_present(link), &mut pass)?;
     let routes: Vec<RouteState> = present
         .iter()
         .flat_map(|peer| {
@@ -1144,6 +1151,7 @@ mod tests {
             spec.addresses(),
             [
                 ("br-subnet-a".to_owned(), Ipv4Addr::new(10, 0, 1, 1), 24),
+                ("lo".to_owned(), METADATA_ADDRESS, 32),
                 ("igw".to_owned(), Ipv4Addr::new(203, 0, 113, 2), 32),
                 ("igw".to_owned(), Ipv4Addr::new(203, 0, 113, 3), 32),
             ]

@@ -111,6 +111,8 @@ impl cloud::Error {
             | E::NoImageChosen { .. }
             | E::TooLittleMemory { .. }
             | E::PrivateIpWithCount
+            | E::UserData(_)
+            | E::MetadataOptions(_)
             | E::ZeroCount => InvalidInput,
             E::CpuOptions(e) => match e {
                 crate::cloud::cpu_options::Error::HostHasNoNesting => Conflict,

@@ -22,6 +22,7 @@ use super::instance_type::{self, InstanceType};
 use super::key_pair::{self, KeyPair, NewKey, PublicKeySource};
 use super::launch::{self, LaunchRequest};
 use super::lifecycle::{self, Context};
+use super::metadata_options::MetadataChange;
 use super::reconcile::{self, Report};
 use super::store::{Resource, Store, Tx};
 use super::tags::{Filter, Tags};
@@ -85,6 +86,12 @@ pub enum Action {
     ModifyInstance {
         instance: String,
         change: PortChange,
+    },
+    /// Sets some of an instance's metadata options; its metadata service
+    /// answers by them from its next request.
+    ModifyInstanceMetadataOptions {
+        instance: String,
+        change: MetadataChange,
     },
     /// Where a running instance's serial console is served.
     GetConsole {
@@ -476,6 +483,15 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
         Action::ModifyInstance { instance, change } => {
             lifecycle::reconcile(ctx, store)?;
             let i = port::modify(store, &net()?, instance, change)?;
+            Response::Instances(with_tags(store, vec![i])?)
+        }
+        Action::ModifyInstanceMetadataOptions { instance, change } => {
+            let i = store.write(|tx| {
+                let mut i = lookup::find_instance(tx, instance)?;
+                i.metadata_options = i.metadata_options.with(change);
+                tx.update(&i)?;
+                Ok::<_, Error>(i)
+            })?;
             Response::Instances(with_tags(store, vec![i])?)
         }
         Action::GetConsole { instance } => {

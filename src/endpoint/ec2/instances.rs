@@ -1,7 +1,8 @@
 //! Instances: RunInstances, DescribeInstances, DescribeInstanceStatus,
 //! Start/Stop/Reboot/TerminateInstances (answering each instance's
 //! previous and current state), ModifyInstanceAttribute and
-//! GetConsoleOutput. State codes are EC2's, so that `aws ec2 wait
+//! GetConsoleOutput, DescribeInstanceAttribute (userData) and
+//! ModifyInstanceMetadataOptions. State codes are EC2's, so that `aws ec2 wait
 //! instance-running` and `instance-stopped` work.
 
 use base64::Engine;
@@ -14,9 +15,12 @@ use crate::cloud::instance::{Instance, State};
 use crate::cloud::instance_type::LimitOverrides;
 use crate::cloud::launch::LaunchRequest;
 use crate::cloud::launch_count::LaunchCount;
+use crate::cloud::metadata_options::{MetadataChange, MetadataOptions};
+use crate::cloud::user_data::UserData;
 use crate::cloud::vpc::port::{PlacementRequest, PortChange};
 
 use super::super::error::{DID_NOT_START, Ec2Error};
+use super::super::params::Params;
 use super::super::xml::Xml;
 use super::{Call, Filters, Operation, Target, derived_id, done, named};
 
@@ -40,7 +44,51 @@ pub const OPERATIONS: &[Operation] = &[
     Operation::new("TerminateInstances", INSTANCES, terminate),
     Operation::new("ModifyInstanceAttribute", INSTANCE, modify),
     Operation::new("GetConsoleOutput", INSTANCE, console_output),
+    Operation::new("DescribeInstanceAttribute", INSTANCE, attribute),
+    Operation::new(
+        "ModifyInstanceMetadataOptions",
+        INSTANCE,
+        modify_metadata_options,
+    ),
 ];
+
+/// The base64 user data of parameter `name`, if given.
+pub(super) fn user_data(p: &Params, name: &str) -> Result<Option<UserData>, Ec2Error> {
+    p.get(name)
+        .map(|text| UserData::from_base64(text, name))
+        .transpose()
+        .map_err(|e| Ec2Error::client("InvalidParameterValue", e.to_string()))
+}
+
+/// The metadata options among `p` (`HttpTokens`, ...), as EC2 names them.
+pub(super) fn metadata_change(p: &Params) -> Result<MetadataChange, Ec2Error> {
+    let mut change = MetadataChange::default();
+    for key in [
+        "HttpTokens",
+        "HttpPutResponseHopLimit",
+        "HttpEndpoint",
+        "InstanceMetadataTags",
+    ] {
+        if let Some(value) = p.get(key) {
+            change
+                .set(key, value)
+                .map_err(|e| Ec2Error::client("InvalidParameterValue", e.to_string()))?;
+        }
+    }
+    Ok(change)
+}
+
+/// EC2's `InstanceMetadataOptionsResponse`: the options, applied at once.
+fn write_metadata_options(x: &mut Xml, tag: &str, o: &MetadataOptions) {
+    x.node(tag, |x| {
+        x.leaf("state", "applied")
+            .leaf("httpTokens", o.http_tokens.as_str())
+            .leaf("httpPutResponseHopLimit", o.http_put_response_hop_limit)
+            .leaf("httpEndpoint", o.http_endpoint.as_str())
+            .leaf("httpProtocolIpv6", "disabled")
+            .leaf("instanceMetadataTags", o.instance_metadata_tags.as_str());
+    });
+}
 
 /// EC2's code of a state (the low byte of `instanceState.code`).
 fn state_code(state: State) -> u8 {
@@ -72,11 +120,6 @@ fn cpu_options(p: &crate::endpoint::params::Params) -> Result<CpuOptions, Ec2Err
 
 fn run(call: &Call<'_>) -> Result<Xml, Ec2Error> {
     let p = call.params;
-    if p.get("UserData").is_some() {
-        return Err(Ec2Error::unsupported(
-            "UserData (gureum's images read no user data)",
-        ));
-    }
     let count =
         |name| -> Result<u32, Ec2Error> { p.int(name)?.ok_or_else(|| Ec2Error::missing(name)) };
     let (min, max) = (count("MinCount")?, count("MaxCount")?);
@@ -119,6 +162,8 @@ fn run(call: &Call<'_>) -> Result<Xml, Ec2Error> {
         // EC2 has no per-instance rate limits: the type's hold.
         limits: LimitOverrides::default(),
         cpu_options: cpu_options(&p.nested("CpuOptions"))?,
+        user_data: user_data(p, "UserData")?,
+        metadata_options: metadata_change(&p.nested("MetadataOptions"))?,
     };
     let Response::Launched { instances, .. } = call.run(Action::RunInstances {
         request: Box::new(request),
@@ -194,6 +239,7 @@ fn write(x: &mut Xml, t: &Tagged<Instance>, launch_index: usize) {
                 i.cpu_options.nested_virtualization_word(),
             );
         });
+    write_metadata_options(x, "metadataOptions", &i.metadata_options);
 }
 
 fn field(i: &Instance, name: &str) -> Option<Vec<String>> {
@@ -368,5 +414,44 @@ fn console_output(call: &Call<'_>) -> Result<Xml, Ec2Error> {
     x.leaf("instanceId", instance)
         .leaf("timestamp", crate::cloud::time::now())
         .leaf("output", BASE64.encode(tail));
+    Ok(x)
+}
+
+/// DescribeInstanceAttribute, for the attribute gureum keeps apart from
+/// DescribeInstances: userData (base64, absent when none, as EC2 answers).
+fn attribute(call: &Call<'_>) -> Result<Xml, Ec2Error> {
+    let p = call.params;
+    let name = p.required("Attribute")?;
+    if name != "userData" {
+        return Err(Ec2Error::unsupported(&format!(
+            "DescribeInstanceAttribute of {name} (userData is; DescribeInstances shows the rest)"
+        )));
+    }
+    let instance = call.one::<Instance>(Action::DescribeInstances {
+        instances: vec![p.required("InstanceId")?.to_owned()],
+    })?;
+    let mut x = Xml::new();
+    x.leaf("instanceId", &instance.item.id)
+        .node("userData", |x| {
+            if let Some(data) = &instance.item.user_data {
+                x.leaf("value", data.to_base64());
+            }
+        });
+    Ok(x)
+}
+
+fn modify_metadata_options(call: &Call<'_>) -> Result<Xml, Ec2Error> {
+    let p = call.params;
+    let instance = call.one::<Instance>(Action::ModifyInstanceMetadataOptions {
+        instance: p.required("InstanceId")?.to_owned(),
+        change: metadata_change(p)?,
+    })?;
+    let mut x = Xml::new();
+    x.leaf("instanceId", &instance.item.id);
+    write_metadata_options(
+        &mut x,
+        "instanceMetadataOptions",
+        &instance.item.metadata_options,
+    );
     Ok(x)
 }

@@ -8,6 +8,7 @@ use crate::cloud::template::{LaunchTemplate, TemplateRequest};
 
 use super::super::error::Ec2Error;
 use super::super::xml::Xml;
+use super::instances::{metadata_change, user_data};
 use super::{Call, Operation, Target, named, tag_specifications};
 
 const TEMPLATE: Target = named(Kind::LaunchTemplate, "LaunchTemplateId");
@@ -22,11 +23,7 @@ pub const OPERATIONS: &[Operation] = &[
 fn create(call: &Call<'_>) -> Result<Xml, Ec2Error> {
     let p = call.params;
     let data = p.nested("LaunchTemplateData");
-    for unsupported in [
-        "UserData",
-        "NetworkInterface.1.SubnetId",
-        "SecurityGroupId.1",
-    ] {
+    for unsupported in ["NetworkInterface.1.SubnetId", "SecurityGroupId.1"] {
         if data.get(unsupported).is_some() {
             return Err(Ec2Error::unsupported(&format!(
                 "{unsupported} in a launch template"
@@ -44,6 +41,8 @@ fn create(call: &Call<'_>) -> Result<Xml, Ec2Error> {
             key: data.get("KeyName").map(str::to_owned),
             cmdline_append: None,
             instance_tags: tag_specifications(&data, "instance")?,
+            user_data: user_data(&data, "UserData")?,
+            metadata_options: metadata_change(&data.nested("MetadataOptions"))?,
         },
     })?;
     let mut x = Xml::new();
@@ -131,9 +130,22 @@ fn versions(call: &Call<'_>) -> Result<Xml, Ec2Error> {
                 x.leaf("imageId", &t.image_id)
                     .opt("instanceType", t.instance_type.as_ref())
                     .opt("keyName", t.key_name.as_ref())
+                    .opt("userData", t.user_data.as_ref().map(|u| u.to_base64()))
                     .list("tagSpecificationSet", [&t.instance_tags], |x, tags| {
                         x.leaf("resourceType", "instance").tags(tags);
                     });
+                let o = &t.metadata_options;
+                if !o.is_empty() {
+                    x.node("metadataOptions", |x| {
+                        x.opt("httpTokens", o.http_tokens.map(|v| v.as_str()))
+                            .opt("httpPutResponseHopLimit", o.http_put_response_hop_limit)
+                            .opt("httpEndpoint", o.http_endpoint.map(|v| v.as_str()))
+                            .opt(
+                                "instanceMetadataTags",
+                                o.instance_metadata_tags.map(|v| v.as_str()),
+                            );
+                    });
+                }
             });
     });
     Ok(x)

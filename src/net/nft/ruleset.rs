@@ -9,6 +9,7 @@ use super::nat::{self, Nat};
 use super::security_group::{self, SecurityGroup};
 use super::{TABLE, anti_spoof};
 use crate::net::port::Port;
+use crate::net::vpc::METADATA_ADDRESS;
 
 /// Everything the firewall of a VPC is compiled from.
 #[derive(Debug, Clone)]
@@ -31,7 +32,7 @@ pub fn script(firewall: &Firewall<'_>) -> String {
     let _ = writeln!(out, "table inet {TABLE} {{");
     security_group::member_sets(&mut out, firewall.groups, firewall.ports);
     forward_chain(&mut out, firewall, &ports);
-    input_chain(&mut out, firewall);
+    input_chain(&mut out, firewall, &ports);
     for port in &ports {
         security_group::port_chains(&mut out, port, firewall.groups);
     }
@@ -66,17 +67,9 @@ fn forward_chain(out: &mut String, firewall: &Firewall<'_>, ports: &[&Port]) {
         );
     }
     if !ports.is_empty() {
-        let senders: Vec<String> = ports
-            .iter()
-            .enumerate()
-            .map(|(position, port)| {
-                format!(
-                    "{:#010x} : jump {}",
-                    anti_spoof::mark(position),
-                    security_group::outbound_chain(port)
-                )
-            })
-            .collect();
+        let senders = by_mark(ports, |mark, port| {
+            format!("{mark} : jump {}", security_group::outbound_chain(port))
+        });
         let _ = writeln!(out, "    meta mark vmap {{ {} }}", senders.join(", "));
         let receivers: Vec<String> = ports
             .iter()
@@ -88,9 +81,22 @@ fn forward_chain(out: &mut String, firewall: &Firewall<'_>, ports: &[&Port]) {
     let _ = writeln!(out, "  }}");
 }
 
+/// One map element per port, keyed by the mark anti-spoofing gives its
+/// packets (written as nft reads it).
+fn by_mark(ports: &[&Port], element: impl Fn(&str, &Port) -> String) -> Vec<String> {
+    ports
+        .iter()
+        .enumerate()
+        .map(|(position, port)| element(&format!("{:#010x}", anti_spoof::mark(position)), port))
+        .collect()
+}
+
 /// Traffic to the VPC router itself: instances may reach it, the internet
-/// may not.
-fn input_chain(out: &mut String, firewall: &Firewall<'_>) {
+/// may not. The metadata service tells instances apart by source
+/// address, so only a port's own address reaches it from that port
+/// (even with its source/destination check off), whatever its security
+/// groups say, as on EC2.
+fn input_chain(out: &mut String, firewall: &Firewall<'_>, ports: &[&Port]) {
     let _ = writeln!(out, "  chain input {{");
     let _ = writeln!(
         out,
@@ -100,6 +106,15 @@ fn input_chain(out: &mut String, firewall: &Firewall<'_>) {
     if let Some(nat) = &firewall.nat {
         let _ = writeln!(out, "    iifname \"{}\" drop", nat.link);
     }
+    if !ports.is_empty() {
+        let owners = by_mark(ports, |mark, port| format!("{mark} . {} : accept", port.ip));
+        let _ = writeln!(
+            out,
+            "    ip daddr {METADATA_ADDRESS} meta mark . ip saddr vmap {{ {} }}",
+            owners.join(", ")
+        );
+    }
+    let _ = writeln!(out, "    ip daddr {METADATA_ADDRESS} drop");
     let _ = writeln!(out, "  }}");
 }
 
@@ -169,6 +184,9 @@ mod tests {
         ));
         assert!(script.contains("  chain port_out_i_b {\n    return\n    drop\n  }\n"));
         assert!(script.contains("table bridge gureum {"));
+        assert!(script.contains(
+            "    ip daddr 169.254.169.254 meta mark . ip saddr vmap { 0x00000001 . 10.0.1.4 : accept, 0x00000002 . 10.0.1.5 : accept }\n    ip daddr 169.254.169.254 drop\n"
+        ), "{script}");
     }
 
     #[test]

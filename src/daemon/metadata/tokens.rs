@@ -16,6 +16,11 @@ pub const MAX_TTL_SECS: u64 = 21_600;
 /// Random bytes in a token: guessing one is hopeless.
 const TOKEN_BYTES: usize = 32;
 
+/// Live tokens one instance may hold: a guest asking for tokens in a loop
+/// evicts only its own oldest, and the daemon's memory stays bounded
+/// (the guest is hostile; SDKs hold one token at a time).
+pub const MAX_PER_INSTANCE: usize = 256;
+
 /// Tokens in force, by token.
 #[derive(Debug, Default)]
 pub struct Tokens {
@@ -36,6 +41,19 @@ impl Tokens {
         now: Instant,
     ) -> Result<String, RandomError> {
         self.live.retain(|_, (_, expires)| *expires > now);
+        let mut own: Vec<(Instant, String)> = self
+            .live
+            .iter()
+            .filter(|(_, (owner, _))| owner == instance)
+            .map(|(token, (_, expires))| (*expires, token.clone()))
+            .collect();
+        if own.len() >= MAX_PER_INSTANCE {
+            own.sort();
+            let surplus = own.len() + 1 - MAX_PER_INSTANCE;
+            for (_, token) in own.into_iter().take(surplus) {
+                self.live.remove(&token);
+            }
+        }
         let mut bytes = [0u8; TOKEN_BYTES];
         OsRng
             .try_fill_bytes(&mut bytes)
@@ -74,5 +92,22 @@ mod tests {
             .issue("i-3", Duration::from_secs(1), t0 + Duration::from_secs(60))
             .unwrap();
         assert_eq!(tokens.live.len(), 1);
+    }
+
+    #[test]
+    fn an_instance_asking_in_a_loop_evicts_only_its_own_oldest_tokens() {
+        let mut tokens = Tokens::default();
+        let t0 = Instant::now();
+        let ttl = |n: u64| Duration::from_secs(1000 + n);
+        let neighbour = tokens.issue("i-2", ttl(0), t0).unwrap();
+        let first = tokens.issue("i-1", ttl(0), t0).unwrap();
+        let mut last = String::new();
+        for n in 1..=(MAX_PER_INSTANCE as u64 * 4) {
+            last = tokens.issue("i-1", ttl(n), t0).unwrap();
+        }
+        assert_eq!(tokens.live.len(), MAX_PER_INSTANCE + 1);
+        assert!(!tokens.valid(&first, "i-1", t0), "the oldest went first");
+        assert!(tokens.valid(&last, "i-1", t0));
+        assert!(tokens.valid(&neighbour, "i-2", t0), "another's token stays");
     }
 }

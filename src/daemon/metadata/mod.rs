@@ -42,6 +42,16 @@ const PORT: u16 = 80;
 /// is served within this, a deleted one stops being.
 const SYNC_EVERY: Duration = Duration::from_secs(2);
 
+/// Connections open at once: from one instance, and into one VPC. The
+/// guest is hostile: one opening connections in a loop is refused more,
+/// and cannot take the daemon's descriptors from the other VPCs, the EC2
+/// endpoint or the reconciler.
+const CONNECTIONS_PER_INSTANCE: usize = 16;
+const CONNECTIONS_PER_VPC: usize = 256;
+/// How long a connection may last, kept alive or not: a metadata
+/// exchange takes milliseconds.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+
 /// What every connection shares: the store (read only) and the tokens.
 #[derive(Debug)]
 struct Shared {
@@ -188,12 +198,61 @@ fn bind(name: &str) -> Result<TcpListener, String> {
     TcpListener::from_std(listener).map_err(|e| format!("cannot serve the socket in {name}: {e}"))
 }
 
+/// The connections open in one VPC, by instance address.
+#[derive(Debug, Default)]
+struct Open(Mutex<HashMap<Ipv4Addr, usize>>);
+
+/// One open connection, counted until it is dropped.
+struct Counted {
+    open: Arc<Open>,
+    source: Ipv4Addr,
+}
+
+impl Open {
+    /// Counts a connection from `source`, if neither it nor the VPC has
+    /// its fill.
+    fn admit(self: &Arc<Self>, source: Ipv4Addr) -> Option<Counted> {
+        let mut open = lock(&self.0);
+        let total: usize = open.values().sum();
+        let mine = open.entry(source).or_default();
+        if *mine >= CONNECTIONS_PER_INSTANCE || total >= CONNECTIONS_PER_VPC {
+            return None;
+        }
+        *mine += 1;
+        Some(Counted {
+            open: self.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut open = lock(&self.open.0);
+        if let Some(count) = open.get_mut(&self.source) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.source);
+            }
+        }
+    }
+}
+
 /// Accepts connections from `vpc`'s instances.
 async fn accept(shared: Arc<Shared>, vpc: String, listener: TcpListener) {
+    let open = Arc::new(Open::default());
     loop {
         match listener.accept().await {
             Ok((stream, SocketAddr::V4(peer))) => {
-                tokio::spawn(connection(shared.clone(), vpc.clone(), stream, *peer.ip()));
+                // Over the limit: closed at once, unanswered.
+                let Some(counted) = open.admit(*peer.ip()) else {
+                    continue;
+                };
+                let serve = connection(shared.clone(), vpc.clone(), stream, *peer.ip());
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(CONNECTION_LIFETIME, serve).await;
+                    drop(counted);
+                });
             }
             // IPv6 is not served (nor routed) in VPCs.
             Ok(_) => {}
@@ -304,4 +363,39 @@ fn reply(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
         hyper::header::HeaderValue::from_static("text/plain"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_bounded_per_instance_and_per_vpc() {
+        let open = Arc::new(Open::default());
+        let a = Ipv4Addr::new(10, 0, 1, 10);
+        let mut held: Vec<Counted> = (0..CONNECTIONS_PER_INSTANCE)
+            .map(|_| open.admit(a).unwrap())
+            .collect();
+        assert!(open.admit(a).is_none(), "a's fill is reached");
+        let b = open.admit(Ipv4Addr::new(10, 0, 1, 11));
+        assert!(b.is_some(), "another instance is still served");
+        held.pop();
+        assert!(open.admit(a).is_some(), "a closed one makes room");
+        drop((held, b));
+        assert!(
+            lock(&open.0).is_empty(),
+            "every count goes with its connection"
+        );
+        let many: Vec<Counted> = (0..CONNECTIONS_PER_VPC)
+            .map(|n| {
+                let host = u8::try_from(n / CONNECTIONS_PER_INSTANCE).unwrap();
+                open.admit(Ipv4Addr::new(10, 0, 2, host)).unwrap()
+            })
+            .collect();
+        assert!(
+            open.admit(Ipv4Addr::new(10, 0, 3, 1)).is_none(),
+            "the VPC's fill"
+        );
+        drop(many);
+    }
 }

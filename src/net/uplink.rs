@@ -177,8 +177,11 @@ pub fn converge(
     Ok(pass.into_differences())
 }
 
-/// Takes away what an uplink leaves in the host: the veth (its other end
-/// goes with it) and the table.
+/// Takes away what an uplink leaves in the host: the table, then the
+/// veth (its other end goes with it). The host's tables are listed only
+/// when something says there may be one (a veth of this store's, or the
+/// listing kept when the table was applied), so that a host without an
+/// uplink never pays for an `nft` run.
 fn remove(
     host: &Host,
     here: &Netns,
@@ -186,18 +189,22 @@ fn remove(
     table: &str,
     pass: &mut Pass,
 ) -> Result<(), Error> {
-    for link in owned_links(host, rtnl)? {
+    let links = owned_links(host, rtnl)?;
+    let listing = vpc::table_listing(host, here, "ip", table);
+    if !links.is_empty() || listing.exists() {
+        let tables = nft::tables(here)?;
+        let there = tables.iter().any(|(f, name)| f == "ip" && name == table);
+        if there && pass.note(format_args!("nft table ip {table}"), Found::Extra) {
+            nft::apply(here, &format!("delete table ip {table}\n"))?;
+        }
+        if pass.repairs() && listing.exists() {
+            remove_record(&listing)?;
+        }
+    }
+    for link in links {
         if pass.note(format_args!("link {link}"), Found::Extra) {
             rtnl.delete(&link)?;
         }
-    }
-    let tables = nft::tables(here)?;
-    if tables
-        .iter()
-        .any(|(family, name)| family == "ip" && name == table)
-        && pass.note(format_args!("nft table ip {table}"), Found::Extra)
-    {
-        nft::apply(here, &format!("delete table ip {table}\n"))?;
     }
     Ok(())
 }

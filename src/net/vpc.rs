@@ -784,13 +784,19 @@ pub(super) fn converge_table(
     pass: &mut Pass,
 ) -> Result<(), Error> {
     converge_nft(
-        &host.listing(&format!("{}-{family}-{table}", netns.name())),
+        &table_listing(host, netns, family, table),
         script,
         &format!("nft table {family} {table}"),
         || super::nft::list_table(netns, family, table),
         || super::nft::replace_table(netns, family, table, script),
         pass,
     )
+}
+
+/// Where the listing of table `family table` in `netns` is kept when it
+/// is applied (by `converge_table`).
+pub(super) fn table_listing(host: &Host, netns: &Netns, family: &str, table: &str) -> PathBuf {
+    host.listing(&format!("{}-{family}-{table}", netns.name()))
 }
 
 /// Compares what `list` shows with the listing kept in `cache` when

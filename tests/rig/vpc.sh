@@ -17,24 +17,29 @@ INET=198.51.100.2
 . /rig/cases.sh
 
 # Runs COMMAND in instance ID's console shell and prints its first output
-# line, or "FAILED" when it exits non-zero. The markers are quoted in the
-# typed line so that the console's echo of it never matches.
-# Callers run it in $(...): the request counter lives in a file.
+# line, or "FAILED" when it exits non-zero. The answer comes between the
+# tag and its mirror (@@r7=ANSWER=@@r7), twice: a kernel message that
+# cuts one line (CI once read 'F' for 'FAILED') leaves the other whole.
+# The markers are quoted in the typed line so that the console's echo of
+# it never matches. Callers run it in $(...): the request counter lives
+# in a file.
 echo 0 >/tmp/guest-requests
 guest() {  # ID COMMAND
   tag=r$(( $(cat /tmp/guest-requests) + 1 ))
   echo "${tag#r}" >/tmp/guest-requests
-  printf '%s\n' "if out=\$($2 2>&1); then echo \"@@$tag\"=\$(echo \$out | head -c 120); else echo \"@@$tag\"=FAILED; fi" |
+  printf '%s\n' "if out=\$($2 2>&1); then r=\$(echo \$out | head -c 120); else r=FAILED; fi; for n in 1 2; do echo \"@@$tag\"=\"\$r\"=\"@@$tag\"; done" |
     gureum instance console "$1" >/dev/null 2>&1
   t0=$(uptime_s)
-  until line=$(gureum instance logs "$1" | tr -d '\r' | grep -a "^@@$tag=") ; do
+  until line=$(gureum instance logs "$1" | tr -d '\r' | grep -a -o "@@$tag=.*=@@$tag" | head -n 1) &&
+    [ -n "$line" ]; do
     if [ $(($(uptime_s) - t0)) -gt 60 ]; then
       if revive "$1"; then guest "$1" "$2"; else echo "NO-ANSWER"; fi
       return
     fi
     sleep 0.3
   done
-  echo "${line#@@$tag=}"
+  line=${line#@@$tag=}
+  echo "${line%=@@$tag}"
 }
 # Says on the console (stderr: callers capture stdout) why instance ID
 # gave no answer. A guest crash is forgiven once per instance, as in

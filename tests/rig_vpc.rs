@@ -94,13 +94,14 @@ fn an_outbound_deny_works() {
 }
 
 /// Two guests on one bridge each download the other's random data at
-/// the same time (16 MiB each way: the rig's nested networking is slow);
-/// both copies have their source's checksum.
+/// the same time (4 MiB each way: the rig's nested networking is slow,
+/// and at 16 its guests crash too often, see tests/rig/vpc.sh); both
+/// copies have their source's checksum.
 #[test]
 fn a_stream_each_way_arrives_intact() {
-    let case = passed_with("stream", &[("stream_mib", "16")]);
+    let case = passed_with("stream", &[("stream_mib", "4")]);
     eprintln!(
-        "16 MiB each way in {} s (L1 time)",
+        "4 MiB each way in {} s (L1 time)",
         value(case, "stream_seconds")
     );
 }

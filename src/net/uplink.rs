@@ -135,7 +135,11 @@ pub fn converge(
     ];
     for (rtnl, name, address, destination, gateway) in ends {
         let up = rtnl.link_states()?.iter().any(|l| l.name == *name && l.up);
-        if pass.compare(format_args!("link {name}"), &updown(up), &updown(true)) {
+        if pass.compare(
+            format_args!("link {name}"),
+            &vpc::updown(up),
+            &vpc::updown(true),
+        ) {
             rtnl.set_up(name)?;
         }
         let on_this_end = |device: &str| device == name;
@@ -271,10 +275,6 @@ fn table_name(host: &Host) -> String {
 
 fn forwarding(device: &str) -> String {
     format!("net.ipv4.conf.{device}.forwarding")
-}
-
-fn updown(up: bool) -> &'static str {
-    if up { "up" } else { "down" }
 }
 
 /// The way-out interface and its forwarding setting before the uplink.

@@ -632,7 +632,7 @@ fn converge_links(
     Ok(())
 }
 
-fn updown(up: bool) -> &'static str {
+pub(super) fn updown(up: bool) -> &'static str {
     if up { "up" } else { "down" }
 }
 

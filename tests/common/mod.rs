@@ -191,7 +191,10 @@ fn merge(earlier: RigRun, later: RigRun) -> RigRun {
         }
     }
     RigRun {
-        console: format!("{}\n--- the next rig run ---\n{}", earlier.console, later.console),
+        console: format!(
+            "{}\n--- the next rig run ---\n{}",
+            earlier.console, later.console
+        ),
         cases,
         rig_status: later.rig_status,
     }
@@ -245,7 +248,10 @@ fn a_retried_run_keeps_completed_cases_and_any_failure() {
     let merged = merge(first, second);
     assert_eq!(merged.rig_status, Some(0));
     assert_eq!(merged.cases["a"].rc, 0);
-    assert_eq!(merged.cases["b"].rc, 1, "the failure in the first run stays");
+    assert_eq!(
+        merged.cases["b"].rc, 1,
+        "the failure in the first run stays"
+    );
     assert_eq!(merged.cases["c"].rc, 0, "completed only by the second run");
 }
 

@@ -552,6 +552,14 @@ fn a_vmm_that_fails_leaves_the_instance_stopped_with_its_reason_and_terminate_cl
         "5",
     ]);
     assert!(err.contains("is stopped, not running"), "{err}");
+    // `gureum ssh` needs it running, and says how to get there.
+    let err = cloud.fails(&["ssh", "web-1", "--", "true"]);
+    assert!(
+        err.contains("is stopped, not running") && err.contains("gureum instance start"),
+        "{err}"
+    );
+    let err = cloud.fails(&["ssh", "i-0000000000000dead", "--", "true"]);
+    assert!(err.contains("i-0000000000000dead"), "{err}");
 
     // Filters by Name tag and by state.
     let listed = cloud.json(&["instance", "list", "--filter", "Name=web-1"]);

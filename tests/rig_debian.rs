@@ -92,6 +92,7 @@ fn an_instance_boots_from_its_virtio_root_disk_and_accepts_its_key_pair() {
             ("user", "admin"),
             ("sudo", "ok"),
             ("root", "/dev/vda"),
+            ("exit_status", "7"),
         ],
     );
 }

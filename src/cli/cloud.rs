@@ -82,6 +82,23 @@ pub enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Reach(#[from] gureum::cloud::instance::ReachError),
+    #[error(
+        "the private key file {0} does not exist: pass the file saved when the key pair was created"
+    )]
+    SshKey(PathBuf),
+    #[error("'{0}' names more than one instance: use its ID")]
+    SshAmbiguous(String),
+    #[error(
+        "cannot enter the VPC namespace of {id}: {source}; `gureum net check` shows what is missing"
+    )]
+    SshNamespace {
+        id: String,
+        source: gureum::host::netns::Error,
+    },
+    #[error("cannot run ssh: {0}; install OpenSSH's client (package openssh-client)")]
+    SshClient(std::io::Error),
     #[error("the core API answered with an unexpected {0}; this is a bug in gureum")]
     Unexpected(String),
 }
@@ -94,12 +111,22 @@ impl CliError {
             CliError::Daemon(daemon::Error::AlreadyRunning(_)) => Category::Conflict,
             // A check that found something ends as checks do, with 1.
             CliError::Differences { .. } => Category::Internal,
-            CliError::UserDataFile { .. } => Category::InvalidInput,
+            CliError::UserDataFile { .. } | CliError::SshKey(_) | CliError::SshAmbiguous(_) => {
+                Category::InvalidInput
+            }
+            CliError::Reach(gureum::cloud::instance::ReachError::NotRunning { .. }) => {
+                Category::Conflict
+            }
+            CliError::Reach(gureum::cloud::instance::ReachError::NoAddress { .. }) => {
+                Category::InvalidInput
+            }
             CliError::Daemon(daemon::Error::Cloud(e)) => e.category(),
             CliError::Daemon(_)
             | CliError::Output(_)
             | CliError::Console { .. }
             | CliError::Logs(_)
+            | CliError::SshNamespace { .. }
+            | CliError::SshClient(_)
             | CliError::Unexpected(_) => Category::Internal,
         }
     }
@@ -154,6 +181,14 @@ pub fn unexpected(response: &Response) -> CliError {
 /// Runs a control-plane command; an error goes to stderr and its
 /// category decides the exit status.
 pub fn run(global: &GlobalArgs, command: impl FnOnce(&Env) -> Result<(), CliError>) -> ExitCode {
+    run_with_status(global, |env| command(env).map(|()| ExitCode::SUCCESS))
+}
+
+/// `run`, for a command whose success has a status of its own (`ssh`).
+pub fn run_with_status(
+    global: &GlobalArgs,
+    command: impl FnOnce(&Env) -> Result<ExitCode, CliError>,
+) -> ExitCode {
     let result = lifecycle::current_exe()
         .map_err(CliError::from)
         .and_then(|exe| {
@@ -168,7 +203,7 @@ pub fn run(global: &GlobalArgs, command: impl FnOnce(&Env) -> Result<(), CliErro
             command(&env)
         });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("gureum: {e}");
             ExitCode::from(e.category().exit_code())

@@ -16,6 +16,7 @@ mod net;
 mod output;
 mod route_table;
 mod sg;
+mod ssh;
 mod subnet;
 mod supervise;
 mod template;
@@ -43,6 +44,7 @@ enum Command {
     Run(instance::RunArgs),
     #[command(subcommand, visible_alias = "instances")]
     Instance(instance::InstanceCommand),
+    Ssh(ssh::SshArgs),
     #[command(subcommand, visible_alias = "keys")]
     Key(key::KeyCommand),
     #[command(subcommand, visible_alias = "images")]
@@ -96,5 +98,6 @@ pub fn main() -> ExitCode {
         Command::Types(args) => cloud::run(&cli.global, |env| types::run(env, &args)),
         Command::Daemon(args) => cloud::run(&cli.global, |env| daemon::run(env, &args)),
         Command::Supervise(args) => cloud::run(&cli.global, |env| supervise::run(env, &args)),
+        Command::Ssh(args) => cloud::run_with_status(&cli.global, |env| ssh::run(env, args)),
     }
 }

@@ -1,5 +1,6 @@
 //! Instances: the record of one VM, and EC2's instance state machine.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -196,6 +197,68 @@ impl Instance {
     }
 }
 
+/// Where this host reaches an instance's guest (`gureum ssh`): its VPC
+/// address from inside the VPC's namespace, or its `--tap` address from
+/// here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reach {
+    pub address: Ipv4Addr,
+    /// The network namespace to connect from; `None` is the host's.
+    pub netns: Option<String>,
+}
+
+/// Why an instance cannot be reached.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReachError {
+    #[error(
+        "{id} is {state}, not running: `gureum instance wait {id}` waits for a pending one, \
+         `gureum instance start {id}` starts a stopped one"
+    )]
+    NotRunning { id: String, state: State },
+    #[error(
+        "{id} has no address this host reaches: launch it into a VPC (`gureum run --subnet`) \
+         or on a tap with an address (`gureum run --tap NAME --ip ADDR/LEN`)"
+    )]
+    NoAddress { id: String },
+}
+
+impl Instance {
+    /// Where its guest is reached, if it is running and has an address.
+    pub fn reach(&self) -> Result<Reach, ReachError> {
+        if self.state != State::Running {
+            return Err(ReachError::NotRunning {
+                id: self.id.clone(),
+                state: self.state,
+            });
+        }
+        if let Some(placement) = &self.placement {
+            let netns = self
+                .network_interfaces
+                .iter()
+                .find(|nic| nic.tap == placement.tap)
+                .and_then(|nic| nic.netns.clone());
+            if let Some(netns) = netns {
+                return Ok(Reach {
+                    address: placement.private_ip,
+                    netns: Some(netns),
+                });
+            }
+        }
+        self.network_interfaces
+            .iter()
+            .find_map(|nic| match (&nic.static_ip, &nic.netns) {
+                (Some(ip), None) => Some(Reach {
+                    address: ip.address,
+                    netns: None,
+                }),
+                _ => None,
+            })
+            .ok_or_else(|| ReachError::NoAddress {
+                id: self.id.clone(),
+            })
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -229,6 +292,66 @@ pub(crate) mod tests {
             user_data: None,
             metadata_options: MetadataOptions::default(),
         }
+    }
+
+    #[test]
+    fn a_vpc_instance_is_reached_at_its_private_address_in_the_vpc_namespace() {
+        let mut i = instance(State::Running);
+        i.network_interfaces.push(NetworkInterface {
+            tap: "t-1".into(),
+            mac: "02:00:00:00:00:01".into(),
+            static_ip: None,
+            netns: Some("gureum-vpc-1".into()),
+        });
+        i.placement = Some(super::super::vpc::port::Placement {
+            vpc_id: "vpc-1".into(),
+            subnet_id: "subnet-1".into(),
+            private_ip: Ipv4Addr::new(10, 0, 1, 10),
+            mac: crate::host::mac::MacAddr([2, 0, 0, 0, 0, 1]),
+            tap: "t-1".into(),
+            security_groups: Vec::new(),
+            source_dest_check: true,
+            elastic_ip: None,
+        });
+        assert_eq!(
+            i.reach(),
+            Ok(Reach {
+                address: Ipv4Addr::new(10, 0, 1, 10),
+                netns: Some("gureum-vpc-1".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn a_tap_instance_is_reached_at_its_address_from_the_host() {
+        let mut i = instance(State::Running);
+        i.network_interfaces.push(NetworkInterface {
+            tap: "gtap0".into(),
+            mac: "02:00:00:00:00:02".into(),
+            static_ip: Some(StaticIp {
+                address: Ipv4Addr::new(10, 77, 0, 2),
+                prefix_len: 24,
+                gateway: None,
+            }),
+            netns: None,
+        });
+        assert_eq!(
+            i.reach(),
+            Ok(Reach {
+                address: Ipv4Addr::new(10, 77, 0, 2),
+                netns: None,
+            })
+        );
+        i.state = State::Stopped;
+        let err = i.reach().unwrap_err();
+        assert!(err.to_string().contains("gureum instance start"), "{err}");
+    }
+
+    #[test]
+    fn an_instance_without_an_address_says_how_to_give_it_one() {
+        let err = instance(State::Running).reach().unwrap_err();
+        assert!(matches!(err, ReachError::NoAddress { .. }));
+        assert!(err.to_string().contains("--subnet"), "{err}");
     }
 
     #[test]

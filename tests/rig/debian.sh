@@ -29,9 +29,9 @@ SSH_WAIT=600
 now() { cut -d' ' -f1 /proc/uptime; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-SSH_OPTS="-o BatchMode=yes -o ConnectTimeout=5 -o LogLevel=ERROR -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
 ssh_as() {  # KEY IP COMMAND
-  ssh -i "$1" $SSH_OPTS "admin@$2" "$3"
+  ssh -i "$1" -o BatchMode=yes -o ConnectTimeout=5 -o LogLevel=ERROR \
+    -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "admin@$2" "$3"
 }
 # Waits until admin@IP accepts KEY on instance ID; fails after SSH_WAIT
 # seconds. A guest crash (the rig's nested SVM triple-faults an L2 vCPU
@@ -105,11 +105,15 @@ else
 fi
 end_checks run
 
+# `gureum ssh` finds the address (the tap's here) and the image's user;
+# the remote command's exit status is its own.
 begin_checks ssh
-out=$(ssh_as /tmp/mykey.pem 10.77.0.2 \
+out=$(gureum ssh "$id1" -i /tmp/mykey.pem -- \
   'echo "hostname=$(hostname)"; echo "user=$(id -un)"; sudo -n true && echo sudo=ok; echo "root=$(findmnt -n -o SOURCE /)"' 2>&1) ||
-  fail "ssh with the key pair: $out"
+  fail "gureum ssh with the key pair: $out"
 echo "$out"
+gureum ssh "$id1" -i /tmp/mykey.pem -- 'exit 7'
+echo "exit_status=$?"
 # Where the boot time goes (printed for people, not checked).
 ssh_as /tmp/mykey.pem 10.77.0.2 'sudo systemd-analyze time; sudo systemd-analyze blame | head -n 12' 2>&1
 hostkey1=$(ssh_as /tmp/mykey.pem 10.77.0.2 'cat /etc/ssh/ssh_host_ed25519_key.pub' 2>/dev/null)
@@ -206,7 +210,6 @@ ami=$(describe image debian-marked id)
 ec2 "Action=RunInstances&ImageId=$ami&InstanceType=t2.nano&MinCount=1&MaxCount=1&KeyName=apikey&SubnetId=$subnet&SecurityGroupId.1=$sg&PrivateIpAddress=10.9.1.10&TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key=Name&TagSpecification.1.Tag.1.Value=web-2"
 api_id=$(field instanceId)
 echo "api_instance=$api_id vpc=$vpc subnet=$subnet sg=$sg"
-ns=$(describe vpc "$vpc" netns)
 t0=$(now) state=
 [ -n "$api_id" ] || state=none
 until [ "$state" = running ] || [ "$state" = none ]; do
@@ -217,7 +220,8 @@ done
 echo "api_state=$state"
 out=
 t=$(now)
-api_ssh() { $IP netns exec "$ns" ssh -i /tmp/apikey.pem $SSH_OPTS admin@10.9.1.10 "$1"; }
+# From the VPC's namespace, where gureum ssh goes for a VPC instance.
+api_ssh() { gureum ssh "$api_id" -i /tmp/apikey.pem -- "$1"; }
 [ "$state" = running ] && until out=$(api_ssh 'hostname -I' 2>&1); do
   [ "$(elapsed "$t" | cut -d. -f1)" -ge $SSH_WAIT ] && { fail "no SSH into the API's instance: $out"; show_console "$api_id"; break; }
   case $(describe instance "$api_id" state_reason) in

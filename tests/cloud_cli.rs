@@ -333,6 +333,10 @@ fn run_refuses_bad_input_before_creating_anything() {
     assert!(err.contains("disk_bw, disk_iops"), "{err}");
     let err = cloud.fails_with(2, &["run", "--limits", "disk_bw=fast"]);
     assert!(err.contains("not a rate"), "{err}");
+    let err = cloud.fails_with(2, &["run", "--wait", "forever"]);
+    assert!(err.contains("running") && err.contains("ssh"), "{err}");
+    let err = cloud.fails_with(2, &["run", "--wait-timeout", "5"]);
+    assert!(err.contains("--wait"), "{err}");
     let err = cloud.fails(&["instance", "stop", "i-0123456789abcdef0"]);
     assert!(err.contains("no instance 'i-0123456789abcdef0'"), "{err}");
     assert!(

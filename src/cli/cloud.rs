@@ -97,6 +97,11 @@ pub enum CliError {
         id: String,
         source: gureum::host::netns::Error,
     },
+    #[error(
+        "{0} is running but its SSH server did not answer in time: `gureum instance logs {0}` \
+         shows how far it booted (raise --wait-timeout for a slow image)"
+    )]
+    SshSilent(String),
     #[error("cannot run ssh: {0}; install OpenSSH's client (package openssh-client)")]
     SshClient(std::io::Error),
     #[error("the core API answered with an unexpected {0}; this is a bug in gureum")]
@@ -126,6 +131,7 @@ impl CliError {
             | CliError::Console { .. }
             | CliError::Logs(_)
             | CliError::SshNamespace { .. }
+            | CliError::SshSilent(_)
             | CliError::SshClient(_)
             | CliError::Unexpected(_) => Category::Internal,
         }

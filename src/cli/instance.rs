@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 
@@ -24,6 +25,7 @@ use super::cloud::{
 };
 use super::console_client;
 use super::output::{self, Format};
+use super::ssh;
 
 /// Launch instances from an image or a launch template; prints their IDs.
 #[derive(Debug, Args)]
@@ -72,6 +74,20 @@ pub struct RunArgs {
     data: InstanceDataArgs,
     #[command(flatten)]
     tags: TagArgs,
+    /// Return once the instances are running, or once their SSH servers
+    /// answer where `gureum ssh` reaches them.
+    #[arg(long, value_enum, value_name = "running|ssh")]
+    wait: Option<WaitFor>,
+    /// How long `--wait` waits for each instance, in seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECS", requires = "wait")]
+    wait_timeout: u64,
+}
+
+/// What `run --wait` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum WaitFor {
+    Running,
+    Ssh,
 }
 
 fn parse_cpu_options(spec: &str) -> Result<CpuOptions, String> {
@@ -376,11 +392,23 @@ pub fn launch(env: &Env, args: RunArgs) -> Result<(), CliError> {
             instances.len()
         );
     }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::DidNotStart(failed).into())
+    if !failed.is_empty() {
+        return Err(Error::DidNotStart(failed).into());
     }
+    if let Some(wait) = args.wait {
+        for i in &instances {
+            let deadline = Instant::now() + Duration::from_secs(args.wait_timeout);
+            env.records::<Instance>(Action::WaitInstance {
+                instance: i.item.id.clone(),
+                state: State::Running,
+                timeout_secs: args.wait_timeout,
+            })?;
+            if wait == WaitFor::Ssh {
+                ssh::wait_until_it_answers(env, &i.item.id, deadline)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Prints `id state` for each instance acted on.

@@ -2,14 +2,17 @@
 //! OpenSSH's client, from where the instance's address is reached (its
 //! VPC's namespace, or this host for a `--tap` instance).
 
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
 
 use clap::Args;
 
 use gureum::cloud::api::Action;
 use gureum::cloud::image::Image;
-use gureum::cloud::instance::Instance;
+use gureum::cloud::instance::{Instance, Reach};
 use gureum::host::netns::Netns;
 
 use super::cloud::{CliError, Env};
@@ -106,4 +109,42 @@ fn default_user(env: &Env, instance: &Instance) -> String {
         .and_then(|mut found| found.pop())
         .and_then(|one| one.item.default_user);
     user.unwrap_or_else(|| "root".into())
+}
+
+/// Returns once instance `id`'s SSH server sends its greeting where
+/// `gureum ssh` reaches it (`run --wait ssh`); fails at `deadline`, or at
+/// once if the instance stops running.
+pub fn wait_until_it_answers(env: &Env, id: &str, deadline: Instant) -> Result<(), CliError> {
+    loop {
+        let reach = one_instance(env, id)?.reach()?;
+        let answered = match &reach.netns {
+            Some(name) => Netns::open(name)
+                .and_then(|ns| ns.run(|| greets(&reach)))
+                .map_err(|e| CliError::SshNamespace {
+                    id: id.to_owned(),
+                    source: e,
+                })?,
+            None => greets(&reach),
+        };
+        if answered {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(CliError::SshSilent(id.to_owned()));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Whether an SSH server at `reach` sends its version line ("SSH-2.0-…").
+fn greets(reach: &Reach) -> bool {
+    let wait = Duration::from_secs(2);
+    let Ok(mut stream) = TcpStream::connect_timeout(&SocketAddr::from((reach.address, 22)), wait)
+    else {
+        return false;
+    };
+    let mut greeting = [0u8; 4];
+    stream.set_read_timeout(Some(wait)).is_ok()
+        && stream.read_exact(&mut greeting).is_ok()
+        && &greeting == b"SSH-"
 }

@@ -51,10 +51,13 @@ wait_ssh() {  # ID KEY IP
     sleep 1
   done
 }
-# Launches NAME from IMAGE at IP and waits for SSH; prints the ID.
-launch() {  # NAME IMAGE IP
-  gureum run --image "$2" --type t2.nano --name "$1" --key mykey \
-    --tap $TAP --ip "$3/24" --gateway $HOST_IP
+# Launches NAME from IMAGE at IP, with more `gureum run` flags; prints
+# the ID.
+launch() {  # NAME IMAGE IP [FLAGS...]
+  name=$1 image=$2 ip=$3
+  shift 3
+  gureum run --image "$image" --type t2.nano --name "$name" --key mykey \
+    --tap $TAP --ip "$ip/24" --gateway $HOST_IP "$@"
 }
 show_console() {  # ID: the guest's console, for diagnosis
   echo "--- console of $1 ---"
@@ -93,10 +96,21 @@ end_checks tap
 
 begin_checks run
 t0=$(now)
-id1=$(launch web-1 debian-12 10.77.0.2 2>&1)
+# --wait ssh: run returns once the guest's SSH server answers. A guest
+# the rig crashed meanwhile ends the wait (wait_ssh starts it again).
+id1=$(launch web-1 debian-12 10.77.0.2 --wait ssh --wait-timeout $SSH_WAIT 2>/tmp/run.err)
+waited=$?
 echo "launched $id1"
-case $id1 in i-*) ;; *) fail "run printed '$id1'" ;; esac
-gureum instance wait "$id1" --state running --timeout 120 || fail "never running"
+case $id1 in i-*) ;; *) fail "run printed '$id1': $(cat /tmp/run.err)" ;; esac
+if [ $waited = 0 ]; then
+  echo "run_waited=ssh"
+  echo "run_to_ssh_answer_seconds=$(elapsed "$t0")"
+else
+  case $(describe instance "$id1" state_reason) in
+    *"guest crashed"*) echo "@@RETRY run --wait ssh after a guest crash: $(cat /tmp/run.err)" ;;
+    *) fail "run --wait ssh failed ($waited): $(cat /tmp/run.err)" ;;
+  esac
+fi
 if wait_ssh "$id1" /tmp/mykey.pem 10.77.0.2; then
   echo "boot_to_ssh_seconds=$(elapsed "$t0")"
 else

@@ -564,6 +564,18 @@ fn a_vmm_that_fails_leaves_the_instance_stopped_with_its_reason_and_terminate_cl
     );
     let err = cloud.fails(&["ssh", "i-0000000000000dead", "--", "true"]);
     assert!(err.contains("i-0000000000000dead"), "{err}");
+    // `gureum cp` as well, and it wants one side on each end.
+    let err = cloud.fails(&["cp", "Cargo.toml", "web-1:/tmp/"]);
+    assert!(err.contains("is stopped, not running"), "{err}");
+    let err = cloud.fails(&["cp", "a", "b"]);
+    assert!(
+        err.contains("no side names an instance") && err.contains("INSTANCE:PATH"),
+        "{err}"
+    );
+    let err = cloud.fails(&["cp", "web-1:/a", "web-2:/b"]);
+    assert!(err.contains("more than one instance"), "{err}");
+    let err = cloud.fails(&["cp", "web-1:/a", "b", "web-1:/c"]);
+    assert!(err.contains("one side must be the instance's"), "{err}");
 
     // Filters by Name tag and by state.
     let listed = cloud.json(&["instance", "list", "--filter", "Name=web-1"]);

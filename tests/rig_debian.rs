@@ -61,7 +61,7 @@ common::rig_run!(
         "--timeout",
         "1500",
         "--with-tools",
-        "ssh tar ip nft debugfs curl",
+        "ssh scp tar ip nft debugfs curl",
         "--payload",
         payload().to_str().unwrap(),
     ]
@@ -98,6 +98,7 @@ fn an_instance_boots_from_its_virtio_root_disk_and_accepts_its_key_pair() {
             ("sudo", "ok"),
             ("root", "/dev/vda"),
             ("exit_status", "7"),
+            ("copied_back", "HELLO"),
         ],
     );
 }

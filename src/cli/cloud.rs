@@ -90,6 +90,8 @@ pub enum CliError {
     SshKey(PathBuf),
     #[error("'{0}' names more than one instance: use its ID")]
     SshAmbiguous(String),
+    #[error("cannot copy: {0} (write the instance's side as INSTANCE:PATH, e.g. web-1:/tmp/out)")]
+    CpSides(String),
     #[error(
         "cannot enter the VPC namespace of {id}: {source}; `gureum net check` shows what is missing"
     )]
@@ -116,9 +118,10 @@ impl CliError {
             CliError::Daemon(daemon::Error::AlreadyRunning(_)) => Category::Conflict,
             // A check that found something ends as checks do, with 1.
             CliError::Differences { .. } => Category::Internal,
-            CliError::UserDataFile { .. } | CliError::SshKey(_) | CliError::SshAmbiguous(_) => {
-                Category::InvalidInput
-            }
+            CliError::UserDataFile { .. }
+            | CliError::SshKey(_)
+            | CliError::SshAmbiguous(_)
+            | CliError::CpSides(_) => Category::InvalidInput,
             CliError::Reach(gureum::cloud::instance::ReachError::NotRunning { .. }) => {
                 Category::Conflict
             }

@@ -45,6 +45,7 @@ enum Command {
     #[command(subcommand, visible_alias = "instances")]
     Instance(instance::InstanceCommand),
     Ssh(ssh::SshArgs),
+    Cp(ssh::CpArgs),
     #[command(subcommand, visible_alias = "keys")]
     Key(key::KeyCommand),
     #[command(subcommand, visible_alias = "images")]
@@ -98,6 +99,7 @@ pub fn main() -> ExitCode {
         Command::Types(args) => cloud::run(&cli.global, |env| types::run(env, &args)),
         Command::Daemon(args) => cloud::run(&cli.global, |env| daemon::run(env, &args)),
         Command::Supervise(args) => cloud::run(&cli.global, |env| supervise::run(env, &args)),
-        Command::Ssh(args) => cloud::run_with_status(&cli.global, |env| ssh::run(env, args)),
+        Command::Ssh(args) => cloud::run_with_status(&cli.global, |env| ssh::ssh(env, args)),
+        Command::Cp(args) => cloud::run_with_status(&cli.global, |env| ssh::cp(env, args)),
     }
 }

@@ -128,6 +128,13 @@ out=$(gureum ssh "$id1" -i /tmp/mykey.pem -- \
 echo "$out"
 gureum ssh "$id1" -i /tmp/mykey.pem -- 'exit 7'
 echo "exit_status=$?"
+# gureum cp: a directory in, a file made from it out.
+mkdir -p /tmp/tree/sub && echo hello >/tmp/tree/sub/file
+gureum cp -i /tmp/mykey.pem /tmp/tree "$id1:/tmp/" || fail "gureum cp into $id1"
+gureum ssh "$id1" -i /tmp/mykey.pem -- 'tr a-z A-Z </tmp/tree/sub/file >/tmp/report' ||
+  fail "no report made in $id1"
+gureum cp -i /tmp/mykey.pem "$id1:/tmp/report" /tmp/report || fail "gureum cp out of $id1"
+echo "copied_back=$(cat /tmp/report 2>&1)"
 # Where the boot time goes (printed for people, not checked).
 ssh_as /tmp/mykey.pem 10.77.0.2 'sudo systemd-analyze time; sudo systemd-analyze blame | head -n 12' 2>&1
 hostkey1=$(ssh_as /tmp/mykey.pem 10.77.0.2 'cat /etc/ssh/ssh_host_ed25519_key.pub' 2>/dev/null)

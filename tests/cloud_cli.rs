@@ -564,6 +564,22 @@ fn a_vmm_that_fails_leaves_the_instance_stopped_with_its_reason_and_terminate_cl
     );
     let err = cloud.fails(&["ssh", "i-0000000000000dead", "--", "true"]);
     assert!(err.contains("i-0000000000000dead"), "{err}");
+    // CPU options change while stopped; nesting only on c8i, m8i, r8i.
+    let err = cloud.fails(&[
+        "instance",
+        "modify-cpu-options",
+        "web-1",
+        "--cpu-options",
+        "NestedVirtualization=enabled",
+    ]);
+    assert!(err.contains("c8i"), "{err}");
+    cloud.ok(&[
+        "instance",
+        "modify-cpu-options",
+        "web-1",
+        "--cpu-options",
+        "NestedVirtualization=disabled",
+    ]);
     // `gureum cp` as well, and it wants one side on each end.
     let err = cloud.fails(&["cp", "Cargo.toml", "web-1:/tmp/"]);
     assert!(err.contains("is stopped, not running"), "{err}");

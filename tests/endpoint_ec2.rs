@@ -813,4 +813,33 @@ fn user_data_and_metadata_options_through_the_aws_cli() {
     let plain = s(&plain["Instances"][0]["InstanceId"]).to_owned();
     let attribute = user_data_of(&plain);
     assert!(attribute["UserData"].get("Value").is_none(), "{attribute}");
+
+    // CPU options change on a stopped instance, nested virtualization
+    // only on the types that offer it (the stand-in kernel stops it).
+    host.ok(&[
+        "instance",
+        "wait",
+        &plain,
+        "--state",
+        "stopped",
+        "--timeout",
+        "60",
+    ]);
+    let cpu = host.ec2(&[
+        "modify-instance-cpu-options",
+        "--instance-id",
+        &plain,
+        "--nested-virtualization",
+        "disabled",
+    ]);
+    assert_eq!(cpu["InstanceId"], plain.as_str());
+    assert_eq!(cpu["NestedVirtualization"], "disabled");
+    let refused = host.ec2_error(&[
+        "modify-instance-cpu-options",
+        "--instance-id",
+        &plain,
+        "--nested-virtualization",
+        "enabled",
+    ]);
+    assert_eq!(refused, "InvalidParameterValue");
 }

@@ -286,6 +286,13 @@ pub enum InstanceCommand {
     /// Print an instance's device counters (requests, bytes, errors,
     /// dropped frames, rate-limit throttles), as its VMM last wrote them.
     Metrics { instance: String },
+    /// Change a stopped instance's CPU options (nested virtualization:
+    /// c8i, m8i and r8i types only); they apply from its next start.
+    ModifyCpuOptions {
+        instance: String,
+        #[arg(long, value_name = "NestedVirtualization=enabled|disabled", value_parser = parse_cpu_options)]
+        cpu_options: CpuOptions,
+    },
     /// Change the security groups or the source/destination check of an
     /// instance in a VPC, running or stopped (its firewall changes at once).
     Modify {
@@ -564,6 +571,16 @@ pub fn run(env: &Env, command: InstanceCommand) -> Result<(), CliError> {
             Action::ModifyInstanceMetadataOptions {
                 instance,
                 change: metadata_options,
+            },
+        )?,
+        InstanceCommand::ModifyCpuOptions {
+            instance,
+            cpu_options,
+        } => change_one::<Instance>(
+            env,
+            Action::ModifyInstanceCpuOptions {
+                instance,
+                cpu_options,
             },
         )?,
         InstanceCommand::Modify { instance, change } => change_one::<Instance>(

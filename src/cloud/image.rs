@@ -252,6 +252,7 @@ pub fn create_from_instance(
         return Err(Error::NotStopped {
             id: instance.id,
             state: instance.state,
+            what: "an image is saved from a stopped instance only",
         });
     }
     let mut files = vec![(source.file(state, &source.kernel), KERNEL)];

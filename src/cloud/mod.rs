@@ -131,11 +131,13 @@ pub enum Error {
          image's kernel)"
     )]
     ImageInUse { id: String, instances: String },
-    #[error(
-        "instance {id} is {state}; stop it first (`gureum instance stop {id}`): an image is \
-         saved from a stopped instance only"
-    )]
-    NotStopped { id: String, state: instance::State },
+    #[error("instance {id} is {state}; stop it first (`gureum instance stop {id}`): {what}")]
+    NotStopped {
+        id: String,
+        state: instance::State,
+        /// What is done to stopped instances only, and why.
+        what: &'static str,
+    },
     #[error("instance {id} changed state while its image was being saved; try again")]
     ChangedWhileSaving { id: String },
     #[error(

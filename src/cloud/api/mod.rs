@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::control;
+use super::cpu_options::CpuOptions;
 use super::iam::{self, IamAction, IamResponse};
 use super::image::{self, Image};
 use super::instance::{Instance, State};
@@ -92,6 +93,12 @@ pub enum Action {
     ModifyInstanceMetadataOptions {
         instance: String,
         change: MetadataChange,
+    },
+    /// A stopped instance's CPU options (EC2's ModifyInstanceCpuOptions):
+    /// they apply from its next start.
+    ModifyInstanceCpuOptions {
+        instance: String,
+        cpu_options: CpuOptions,
     },
     /// Where a running instance's serial console is served.
     GetConsole {
@@ -489,6 +496,29 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
             let i = store.write(|tx| {
                 let mut i = lookup::find_instance(tx, instance)?;
                 i.metadata_options = i.metadata_options.with(change);
+                tx.update(&i)?;
+                Ok::<_, Error>(i)
+            })?;
+            Response::Instances(with_tags(store, vec![i])?)
+        }
+        Action::ModifyInstanceCpuOptions {
+            instance,
+            cpu_options,
+        } => {
+            lifecycle::reconcile(ctx, store)?;
+            let i = store.write(|tx| {
+                let mut i = lookup::find_instance(tx, instance)?;
+                if i.state != State::Stopped {
+                    return Err(Error::NotStopped {
+                        id: i.id,
+                        state: i.state,
+                        what: "its CPU options change while it is stopped (the VMM gives \
+                               them to the guest at start)",
+                    });
+                }
+                cpu_options.check(&i.instance_type)?;
+                cpu_options.check_host()?;
+                i.cpu_options = *cpu_options;
                 tx.update(&i)?;
                 Ok::<_, Error>(i)
             })?;

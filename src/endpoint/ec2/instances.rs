@@ -50,6 +50,7 @@ pub const OPERATIONS: &[Operation] = &[
         INSTANCE,
         modify_metadata_options,
     ),
+    Operation::new("ModifyInstanceCpuOptions", INSTANCE, modify_cpu_options),
 ];
 
 /// The base64 user data of parameter `name`, if given.
@@ -453,5 +454,38 @@ fn modify_metadata_options(call: &Call<'_>) -> Result<Xml, Ec2Error> {
         "instanceMetadataOptions",
         &instance.item.metadata_options,
     );
+    Ok(x)
+}
+
+/// Only NestedVirtualization is gureum's: cores and threads follow the
+/// type, so CoreCount and ThreadsPerCore are refused.
+fn modify_cpu_options(call: &Call<'_>) -> Result<Xml, Ec2Error> {
+    let p = call.params;
+    for fixed in ["CoreCount", "ThreadsPerCore"] {
+        if p.get(fixed).is_some() {
+            return Err(Ec2Error::client(
+                "InvalidParameterValue",
+                format!(
+                    "{fixed} follows the instance type here; only NestedVirtualization changes"
+                ),
+            ));
+        }
+    }
+    if p.get("NestedVirtualization").is_none() {
+        return Err(Ec2Error::missing("NestedVirtualization"));
+    }
+    let instance = call.one::<Instance>(Action::ModifyInstanceCpuOptions {
+        instance: p.required("InstanceId")?.to_owned(),
+        cpu_options: cpu_options(p)?,
+    })?;
+    let i = &instance.item;
+    let mut x = Xml::new();
+    x.leaf("instanceId", &i.id)
+        .leaf("coreCount", i.vcpus)
+        .leaf("threadsPerCore", 1)
+        .leaf(
+            "nestedVirtualization",
+            i.cpu_options.nested_virtualization_word(),
+        );
     Ok(x)
 }

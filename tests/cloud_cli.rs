@@ -463,7 +463,72 @@ fn bad_cpu_options_are_refused_before_creating_anything() {
     assert_eq!(usage.status.code(), Some(2));
     let err = String::from_utf8_lossy(&usage.stderr);
     assert!(err.contains("write NestedVirtualization=enabled"), "{err}");
-    assert!(cloud.dir_entries("instances").is_empty());
+    // A template keeps the option, checked against the type it names;
+    // its instances take it unless the launch says otherwise.
+    let err = cloud.fails(
+        &[
+            &["template", "create", "--name", "t", "--image", "plain"][..],
+            &nested,
+        ]
+        .concat(),
+    );
+    assert!(
+        err.contains("t2.micro does not offer nested virtualization"),
+        "{err}"
+    );
+    cloud.ok(&[
+        &[
+            "template",
+            "create",
+            "--name",
+            "ci",
+            "--image",
+            "plain",
+            "--type",
+            "c8i.large",
+        ][..],
+        &nested,
+    ]
+    .concat());
+    let template = cloud.json(&["template", "describe", "ci"]);
+    assert_eq!(
+        template["cpu_options"]["nested_virtualization"], true,
+        "{template}"
+    );
+    // This machine's KVM offers no nesting (it is checked, as in EC2, at
+    // launch): the template's option is what refuses the run.
+    let nesting = ["kvm_amd", "kvm_intel"].iter().any(|m| {
+        std::fs::read_to_string(format!("/sys/module/{m}/parameters/nested"))
+            .is_ok_and(|v| matches!(v.trim(), "1" | "Y"))
+    });
+    if !nesting {
+        let err = cloud.fails(&["run", "--template", "ci"]);
+        assert!(
+            err.contains("nested parameter of kvm_amd or kvm_intel"),
+            "{err}"
+        );
+        let plain_run = cloud.run(&[
+            "run",
+            "--template",
+            "ci",
+            "--cpu-options",
+            "NestedVirtualization=disabled",
+        ]);
+        let err = String::from_utf8_lossy(&plain_run.stderr);
+        assert!(
+            err.contains("did not start") && !err.contains("nested parameter"),
+            "the launch's option goes over the template's: {err}"
+        );
+    }
+    assert!(
+        cloud
+            .json(&["instance", "list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["cpu_options"].is_null()),
+        "no instance with nesting was made"
+    );
 }
 
 /// Polls `instance describe` until `pred` holds.

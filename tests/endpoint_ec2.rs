@@ -770,6 +770,30 @@ fn user_data_and_metadata_options_through_the_aws_cli() {
         b"#cloud-config\n"
     );
 
+    // A template's CPU options are kept and shown as EC2 shows them.
+    let data = serde_json::json!({
+        "ImageId": ami,
+        "InstanceType": "c8i.large",
+        "CpuOptions": {"NestedVirtualization": "enabled"},
+    });
+    host.ec2(&[
+        "create-launch-template",
+        "--launch-template-name",
+        "nested",
+        "--launch-template-data",
+        &data.to_string(),
+    ]);
+    let versions = host.ec2(&[
+        "describe-launch-template-versions",
+        "--launch-template-name",
+        "nested",
+    ]);
+    assert_eq!(
+        versions["LaunchTemplateVersions"][0]["LaunchTemplateData"]["CpuOptions"]["NestedVirtualization"],
+        "enabled",
+        "{versions}"
+    );
+
     // EC2's limits: 16 KiB of user data, hop limits 1 to 64.
     let big = host.work.path().join("big");
     std::fs::write(&big, vec![b'#'; 16 * 1024 + 1]).unwrap();

@@ -65,11 +65,6 @@ pub struct RunArgs {
         value_parser = parse_limits
     )]
     limits: Option<LimitOverrides>,
-    /// CPU options: NestedVirtualization=enabled gives the instance the
-    /// host's SVM or VMX, so that it runs VMs of its own (a /dev/kvm);
-    /// c8i, m8i and r8i types only.
-    #[arg(long, value_name = "NestedVirtualization=enabled|disabled", value_parser = parse_cpu_options)]
-    cpu_options: Option<CpuOptions>,
     #[command(flatten)]
     data: InstanceDataArgs,
     #[command(flatten)]
@@ -94,9 +89,15 @@ fn parse_cpu_options(spec: &str) -> Result<CpuOptions, String> {
     CpuOptions::parse(spec).map_err(|e| e.to_string())
 }
 
-/// What the instance's metadata service serves and how (`run`, templates).
+/// What `run` and templates give an instance besides its image and type:
+/// CPU options, and what its metadata service serves and how.
 #[derive(Debug, Args)]
 pub struct InstanceDataArgs {
+    /// CPU options: NestedVirtualization=enabled gives the instance the
+    /// host's SVM or VMX, so that it runs VMs of its own (a /dev/kvm);
+    /// c8i, m8i and r8i types only.
+    #[arg(long, value_name = "NestedVirtualization=enabled|disabled", value_parser = parse_cpu_options)]
+    pub cpu_options: Option<CpuOptions>,
     /// User data: this file's bytes (at most 16 KiB), served to the
     /// instance at http://169.254.169.254/latest/user-data.
     #[arg(long, value_name = "FILE")]
@@ -369,7 +370,7 @@ pub fn launch(env: &Env, args: RunArgs) -> Result<(), CliError> {
         count: args.count,
         limits: args.limits.unwrap_or_default(),
         client_token: None,
-        cpu_options: args.cpu_options.unwrap_or_default(),
+        cpu_options: args.data.cpu_options,
         user_data: args.data.user_data()?,
         metadata_options: args.data.metadata_options(),
     };

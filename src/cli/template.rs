@@ -63,6 +63,7 @@ pub fn run(env: &Env, command: TemplateCommand) -> Result<(), CliError> {
                 instance_tags: tags.parse()?,
                 user_data: data.user_data()?,
                 metadata_options: data.metadata_options(),
+                cpu_options: data.cpu_options.unwrap_or_default(),
             };
             change::<LaunchTemplate>(env, Action::CreateLaunchTemplate { request })?;
         }

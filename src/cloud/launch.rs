@@ -51,9 +51,10 @@ pub struct LaunchRequest {
     /// token instances already have answers those instances.
     #[serde(default)]
     pub client_token: Option<String>,
-    /// `--cpu-options` (nested virtualization).
+    /// `--cpu-options` (nested virtualization), over the template's;
+    /// neither given: EC2's default.
     #[serde(default)]
-    pub cpu_options: CpuOptions,
+    pub cpu_options: Option<CpuOptions>,
     /// Over the template's.
     #[serde(default)]
     pub user_data: Option<UserData>,
@@ -104,8 +105,12 @@ fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
             .or(t.and_then(|t| t.instance_type.as_deref()))
             .unwrap_or(instance_type::DEFAULT);
         let instance_type = instance_type::lookup(type_name)?;
-        req.cpu_options.check(&instance_type.name)?;
-        req.cpu_options.check_host()?;
+        let cpu_options = req
+            .cpu_options
+            .or(t.map(|t| t.cpu_options))
+            .unwrap_or_default();
+        cpu_options.check(&instance_type.name)?;
+        cpu_options.check_host()?;
         if instance_type.memory_mib < image.min_memory_mib {
             return Err(Error::TooLittleMemory {
                 image: image.name,
@@ -144,7 +149,7 @@ fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
             tags,
             limits: req.limits,
             client_token: req.client_token.clone(),
-            cpu_options: req.cpu_options,
+            cpu_options,
             user_data: req
                 .user_data
                 .clone()

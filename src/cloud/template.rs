@@ -1,9 +1,10 @@
 //! Launch templates: an image, an instance type, a key pair, the tags,
-//! kernel command line additions, user data and metadata options for the
-//! instances launched from it, saved under a name.
+//! kernel command line additions, CPU options, user data and metadata
+//! options for the instances launched from it, saved under a name.
 
 use serde::{Deserialize, Serialize};
 
+use super::cpu_options::CpuOptions;
 use super::ids::{self, Kind};
 use super::image::Image;
 use super::key_pair::KeyPair;
@@ -29,6 +30,8 @@ pub struct LaunchTemplate {
     pub user_data: Option<UserData>,
     #[serde(default, skip_serializing_if = "MetadataChange::is_empty")]
     pub metadata_options: MetadataChange,
+    #[serde(default, skip_serializing_if = "CpuOptions::is_default")]
+    pub cpu_options: CpuOptions,
 }
 
 impl Resource for LaunchTemplate {
@@ -54,6 +57,8 @@ pub struct TemplateRequest {
     pub user_data: Option<UserData>,
     #[serde(default)]
     pub metadata_options: MetadataChange,
+    #[serde(default)]
+    pub cpu_options: CpuOptions,
 }
 
 /// Creates a template after checking that what it names exists.
@@ -63,6 +68,13 @@ pub fn create(store: &mut Store, req: TemplateRequest) -> Result<LaunchTemplate,
     if let Some(t) = &req.instance_type {
         instance_type::lookup(t)?;
     }
+    // Its instances take its type unless a launch names another: the
+    // option must suit the type it names (or the default).
+    req.cpu_options.check(
+        req.instance_type
+            .as_deref()
+            .unwrap_or(instance_type::DEFAULT),
+    )?;
     let id = ids::new_id(Kind::LaunchTemplate)?;
     store.write(|tx| {
         let image: Image = lookup::find(tx, &req.image)?;
@@ -81,6 +93,7 @@ pub fn create(store: &mut Store, req: TemplateRequest) -> Result<LaunchTemplate,
             created: super::time::now(),
             user_data: req.user_data.clone(),
             metadata_options: req.metadata_options,
+            cpu_options: req.cpu_options,
         };
         tx.insert(&template, &[(NAME.to_string(), req.name.clone())].into())?;
         Ok(template)

@@ -109,14 +109,15 @@ fn write_state(x: &mut Xml, tag: &str, state: State) {
     });
 }
 
-/// RunInstances' `CpuOptions`: only NestedVirtualization is gureum's
-/// (cores and threads follow the type).
-fn cpu_options(p: &crate::endpoint::params::Params) -> Result<CpuOptions, Ec2Error> {
-    match p.get("NestedVirtualization") {
-        None => Ok(CpuOptions::default()),
-        Some(word) => CpuOptions::parse(&format!("NestedVirtualization={word}"))
-            .map_err(|e| Ec2Error::client("InvalidParameterValue", e.to_string())),
-    }
+/// The `CpuOptions` among `p`, if given: only NestedVirtualization is
+/// gureum's (cores and threads follow the type).
+pub(super) fn cpu_options(p: &Params) -> Result<Option<CpuOptions>, Ec2Error> {
+    p.get("NestedVirtualization")
+        .map(|word| {
+            CpuOptions::parse(&format!("NestedVirtualization={word}"))
+                .map_err(|e| Ec2Error::client("InvalidParameterValue", e.to_string()))
+        })
+        .transpose()
 }
 
 fn run(call: &Call<'_>) -> Result<Xml, Ec2Error> {
@@ -471,12 +472,9 @@ fn modify_cpu_options(call: &Call<'_>) -> Result<Xml, Ec2Error> {
             ));
         }
     }
-    if p.get("NestedVirtualization").is_none() {
-        return Err(Ec2Error::missing("NestedVirtualization"));
-    }
     let instance = call.one::<Instance>(Action::ModifyInstanceCpuOptions {
         instance: p.required("InstanceId")?.to_owned(),
-        cpu_options: cpu_options(p)?,
+        cpu_options: cpu_options(p)?.ok_or_else(|| Ec2Error::missing("NestedVirtualization"))?,
     })?;
     let i = &instance.item;
     let mut x = Xml::new();

@@ -8,7 +8,7 @@ use crate::cloud::template::{LaunchTemplate, TemplateRequest};
 
 use super::super::error::Ec2Error;
 use super::super::xml::Xml;
-use super::instances::{metadata_change, user_data};
+use super::instances::{cpu_options, metadata_change, user_data};
 use super::{Call, Operation, Target, named, tag_specifications};
 
 const TEMPLATE: Target = named(Kind::LaunchTemplate, "LaunchTemplateId");
@@ -43,6 +43,7 @@ fn create(call: &Call<'_>) -> Result<Xml, Ec2Error> {
             instance_tags: tag_specifications(&data, "instance")?,
             user_data: user_data(&data, "UserData")?,
             metadata_options: metadata_change(&data.nested("MetadataOptions"))?,
+            cpu_options: cpu_options(&data.nested("CpuOptions"))?.unwrap_or_default(),
         },
     })?;
     let mut x = Xml::new();
@@ -134,6 +135,14 @@ fn versions(call: &Call<'_>) -> Result<Xml, Ec2Error> {
                     .list("tagSpecificationSet", [&t.instance_tags], |x, tags| {
                         x.leaf("resourceType", "instance").tags(tags);
                     });
+                if !t.cpu_options.is_default() {
+                    x.node("cpuOptions", |x| {
+                        x.leaf(
+                            "nestedVirtualization",
+                            t.cpu_options.nested_virtualization_word(),
+                        );
+                    });
+                }
                 let o = &t.metadata_options;
                 if !o.is_empty() {
                     x.node("metadataOptions", |x| {

@@ -116,17 +116,9 @@ impl Login {
     /// Runs `client` where the instance is reached; its exit status
     /// (255 for a death by signal, as ssh's own failures).
     fn status(&self, mut client: Command) -> Result<ExitCode, CliError> {
-        let status = match &self.reach.netns {
-            // A child forked by a thread inside the namespace is born there.
-            Some(name) => Netns::open(name)
-                .and_then(|ns| ns.run(|| client.status()))
-                .map_err(|e| CliError::SshNamespace {
-                    id: self.id.clone(),
-                    source: e,
-                })?,
-            None => client.status(),
-        }
-        .map_err(CliError::SshClient)?;
+        // A child forked by a thread inside the namespace is born there.
+        let status = from_where_reached(&self.reach, &self.id, || client.status())?
+            .map_err(CliError::SshClient)?;
         let code = status.code().unwrap_or(255);
         Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
     }
@@ -213,22 +205,30 @@ fn default_user(env: &Env, instance: &Instance) -> String {
 pub fn wait_until_it_answers(env: &Env, id: &str, deadline: Instant) -> Result<(), CliError> {
     loop {
         let reach = one_instance(env, id)?.reach()?;
-        let answered = match &reach.netns {
-            Some(name) => Netns::open(name)
-                .and_then(|ns| ns.run(|| greets(&reach)))
-                .map_err(|e| CliError::SshNamespace {
-                    id: id.to_owned(),
-                    source: e,
-                })?,
-            None => greets(&reach),
-        };
-        if answered {
+        if from_where_reached(&reach, id, || greets(&reach))? {
             return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(CliError::SshSilent(id.to_owned()));
         }
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Runs `work` in instance `id`'s VPC namespace, or here.
+fn from_where_reached<T: Send>(
+    reach: &Reach,
+    id: &str,
+    work: impl FnOnce() -> T + Send,
+) -> Result<T, CliError> {
+    match &reach.netns {
+        Some(name) => Netns::open(name)
+            .and_then(|ns| ns.run(work))
+            .map_err(|source| CliError::SshNamespace {
+                id: id.to_owned(),
+                source,
+            }),
+        None => Ok(work()),
     }
 }
 

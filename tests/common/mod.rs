@@ -167,10 +167,10 @@ pub fn run(script: &str, extra: &[&str]) -> RigRun {
     let mut tries = 1;
     let mut run = run_once(script, extra);
     while run.rig_status == Some(RIG_L1_CRASHED) && tries < RIG_TRIES {
-        eprintln!(
+        say(&format!(
             "rig: L1 crashed (status {RIG_L1_CRASHED}, run {tries} of {RIG_TRIES}, {} cases completed so far); running {script} again",
             run.cases.len()
-        );
+        ));
         tries += 1;
         let next = run_once(script, extra);
         run = merge(run, next);
@@ -200,6 +200,14 @@ fn merge(earlier: RigRun, later: RigRun) -> RigRun {
     }
 }
 
+/// Writes `line` to the test process's standard error past the test
+/// harness's capture (which takes `eprintln!` only), so that retries
+/// show in a passing run's output too.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 fn run_once(script: &str, extra: &[&str]) -> RigRun {
     let root = repo_root();
     let runner = root.join("scripts/rig/run");
@@ -221,7 +229,7 @@ fn run_once(script: &str, extra: &[&str]) -> RigRun {
     eprintln!("--- rig stderr ---\n{stderr}");
     // A crash the rig script retried (scripts/rig/cases.sh) stays visible.
     for retry in console.lines().filter(|l| l.contains("@@RETRY")) {
-        eprintln!("rig: {retry}");
+        say(&format!("rig: {script}: {retry}"));
     }
     RigRun {
         cases: parse_cases(&console),

@@ -337,6 +337,11 @@ fn run_refuses_bad_input_before_creating_anything() {
     assert!(err.contains("running") && err.contains("ssh"), "{err}");
     let err = cloud.fails_with(2, &["run", "--wait-timeout", "5"]);
     assert!(err.contains("--wait"), "{err}");
+    let err = cloud.fails_with(
+        2,
+        &["run", "--instance-initiated-shutdown-behavior", "hibernate"],
+    );
+    assert!(err.contains("write stop or terminate"), "{err}");
     let err = cloud.fails(&["instance", "stop", "i-0123456789abcdef0"]);
     assert!(err.contains("no instance 'i-0123456789abcdef0'"), "{err}");
     assert!(

@@ -838,6 +838,37 @@ fn user_data_and_metadata_options_through_the_aws_cli() {
     let attribute = user_data_of(&plain);
     assert!(attribute["UserData"].get("Value").is_none(), "{attribute}");
 
+    // What a shutdown from inside the guest does, as EC2 names it.
+    let halting = host.ec2(&[
+        "run-instances",
+        "--image-id",
+        &ami,
+        "--instance-initiated-shutdown-behavior",
+        "terminate",
+    ]);
+    let halting = s(&halting["Instances"][0]["InstanceId"]).to_owned();
+    let behavior = host.ec2(&[
+        "describe-instance-attribute",
+        "--instance-id",
+        &halting,
+        "--attribute",
+        "instanceInitiatedShutdownBehavior",
+    ]);
+    assert_eq!(
+        behavior["InstanceInitiatedShutdownBehavior"]["Value"], "terminate",
+        "{behavior}"
+    );
+    assert_eq!(
+        host.ec2_error(&[
+            "run-instances",
+            "--image-id",
+            &ami,
+            "--instance-initiated-shutdown-behavior",
+            "hibernate",
+        ]),
+        "InvalidParameterValue"
+    );
+
     // CPU options change on a stopped instance, nested virtualization
     // only on the types that offer it (the stand-in kernel stops it).
     host.ok(&[

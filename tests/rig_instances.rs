@@ -152,6 +152,20 @@ fn a_guest_that_ignores_its_power_button_is_killed_after_the_timeout() {
     assert_waited(case, "stop_ms", 5_000);
 }
 
+/// EC2's InstanceInitiatedShutdownBehavior=terminate: a guest that
+/// powers itself off takes its instance, and its files, with it.
+#[test]
+fn a_guest_power_off_terminates_an_instance_whose_shutdown_behavior_is_terminate() {
+    let case = passed("shutdown-terminate");
+    assert_eq!(case.values("state"), ["terminated"], "{}", case.output);
+    let reason = case.values("reason").join("");
+    assert!(
+        reason.starts_with("Client.InstanceInitiatedShutdown"),
+        "{}",
+        case.output
+    );
+}
+
 #[test]
 fn a_daemon_killed_with_sigkill_and_started_again_adopts_the_running_instance() {
     let case = passed("daemon");

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use gureum::cloud::Error;
 use gureum::cloud::api::{Action, Response};
 use gureum::cloud::cpu_options::CpuOptions;
-use gureum::cloud::instance::{Instance, State};
+use gureum::cloud::instance::{Instance, ShutdownBehavior, State};
 use gureum::cloud::instance_type::LimitOverrides;
 use gureum::cloud::launch::LaunchRequest;
 use gureum::cloud::launch_count::LaunchCount;
@@ -69,6 +69,10 @@ pub struct RunArgs {
     data: InstanceDataArgs,
     #[command(flatten)]
     tags: TagArgs,
+    /// What a shutdown from inside the guest does: stop the instance, or
+    /// terminate it (its disk copy, port and files go).
+    #[arg(long, default_value = "stop", value_name = "stop|terminate", value_parser = ShutdownBehavior::parse)]
+    instance_initiated_shutdown_behavior: ShutdownBehavior,
     /// Return once the instances are running, or once their SSH servers
     /// answer where `gureum ssh` reaches them.
     #[arg(long, value_enum, value_name = "running|ssh")]
@@ -371,6 +375,7 @@ pub fn launch(env: &Env, args: RunArgs) -> Result<(), CliError> {
         limits: args.limits.unwrap_or_default(),
         client_token: None,
         cpu_options: args.data.cpu_options,
+        shutdown_behavior: args.instance_initiated_shutdown_behavior,
         user_data: args.data.user_data()?,
         metadata_options: args.data.metadata_options(),
     };

@@ -102,6 +102,40 @@ pub struct NetworkInterface {
     pub netns: Option<String>,
 }
 
+/// What a shutdown from inside the guest does to its instance (EC2's
+/// InstanceInitiatedShutdownBehavior): stop it, or terminate it (its disk
+/// copy, port and files go), as a CI job's throwaway host wants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShutdownBehavior {
+    #[default]
+    Stop,
+    Terminate,
+}
+
+impl ShutdownBehavior {
+    pub fn parse(word: &str) -> Result<Self, String> {
+        match word {
+            "stop" => Ok(ShutdownBehavior::Stop),
+            "terminate" => Ok(ShutdownBehavior::Terminate),
+            other => Err(format!(
+                "'{other}' is no shutdown behavior: write stop or terminate"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShutdownBehavior::Stop => "stop",
+            ShutdownBehavior::Terminate => "terminate",
+        }
+    }
+
+    pub fn is_stop(&self) -> bool {
+        *self == ShutdownBehavior::Stop
+    }
+}
+
 /// One instance as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
@@ -153,6 +187,9 @@ pub struct Instance {
     /// How its metadata service answers (EC2's defaults in older records).
     #[serde(default)]
     pub metadata_options: MetadataOptions,
+    /// What a shutdown from inside the guest does.
+    #[serde(default, skip_serializing_if = "ShutdownBehavior::is_stop")]
+    pub shutdown_behavior: ShutdownBehavior,
 }
 
 impl Resource for Instance {
@@ -291,6 +328,7 @@ pub(crate) mod tests {
             cpu_options: CpuOptions::default(),
             user_data: None,
             metadata_options: MetadataOptions::default(),
+            shutdown_behavior: ShutdownBehavior::Stop,
         }
     }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::cpu_options::CpuOptions;
 use super::ids::{self, Kind};
 use super::image::Image;
-use super::instance::{Disk, Instance, NetworkInterface, State};
+use super::instance::{Disk, Instance, NetworkInterface, ShutdownBehavior, State};
 use super::instance_type::LimitOverrides;
 use super::key_pair::KeyPair;
 use super::launch_count::LaunchCount;
@@ -55,6 +55,10 @@ pub struct LaunchRequest {
     /// neither given: EC2's default.
     #[serde(default)]
     pub cpu_options: Option<CpuOptions>,
+    /// What a shutdown from inside the guest does (EC2's
+    /// InstanceInitiatedShutdownBehavior).
+    #[serde(default)]
+    pub shutdown_behavior: ShutdownBehavior,
     /// Over the template's.
     #[serde(default)]
     pub user_data: Option<UserData>,
@@ -77,6 +81,7 @@ struct Plan {
     limits: LimitOverrides,
     client_token: Option<String>,
     cpu_options: CpuOptions,
+    shutdown_behavior: ShutdownBehavior,
     user_data: Option<UserData>,
     metadata_options: MetadataOptions,
 }
@@ -150,6 +155,7 @@ fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
             limits: req.limits,
             client_token: req.client_token.clone(),
             cpu_options,
+            shutdown_behavior: req.shutdown_behavior,
             user_data: req
                 .user_data
                 .clone()
@@ -231,6 +237,7 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
         cpu_options: plan.cpu_options,
         user_data: plan.user_data.clone(),
         metadata_options: plan.metadata_options,
+        shutdown_behavior: plan.shutdown_behavior,
     };
     // One transaction: the record, the instance's place in its VPC and its
     // files appear together, or none of them; the VPC then gets its port

@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::pipe2;
 
 use super::image::Image;
-use super::instance::{Instance, State};
+use super::instance::{Instance, ShutdownBehavior, State};
 use super::lifecycle::{self, Context, USER_STOP, USER_TERMINATE};
 use super::process::ProcessRef;
 use super::store::Store;
@@ -92,8 +92,14 @@ fn how_it_went(outcome: &Outcome) -> String {
 }
 
 /// EC2's semantics for a VMM that ended with `outcome` while the
-/// instance was in `state`.
-pub fn decide(state: State, reboot_requested: bool, outcome: &Outcome) -> Decision {
+/// instance was in `state`; `behavior` says what a power-off from inside
+/// the guest does.
+pub fn decide(
+    state: State,
+    reboot_requested: bool,
+    behavior: ShutdownBehavior,
+    outcome: &Outcome,
+) -> Decision {
     let stopped = |reason: String| Decision::Finish(State::Stopped, reason);
     match state {
         State::ShuttingDown => {
@@ -105,6 +111,14 @@ pub fn decide(state: State, reboot_requested: bool, outcome: &Outcome) -> Decisi
     }
     if reboot_requested || *outcome == Outcome::Reboot {
         return Decision::Restart;
+    }
+    if *outcome == Outcome::PowerOff && behavior == ShutdownBehavior::Terminate {
+        return Decision::Finish(
+            State::Terminated,
+            "Client.InstanceInitiatedShutdown: the guest powered off (its shutdown behavior \
+             is terminate)"
+                .into(),
+        );
     }
     stopped(match outcome {
         Outcome::PowerOff | Outcome::Reboot => {
@@ -355,10 +369,16 @@ fn remove_cgroup(parent: Option<&cgroup::Parent>, id: &str) {
 fn finish(store: &mut Store, id: &str, outcome: &Outcome) -> Result<Decision, Error> {
     store.write(|tx| {
         let mut i: Instance = lookup::find_instance(tx, id)?;
-        let decision = decide(i.state, i.reboot_requested, outcome);
+        let decision = decide(i.state, i.reboot_requested, i.shutdown_behavior, outcome);
         match &decision {
             Decision::Restart => i.vmm = None,
-            Decision::Finish(state, reason) => i.transition(*state, Some(reason.clone()))?,
+            Decision::Finish(state, reason) => {
+                // EC2 goes through shutting-down to terminated.
+                if *state == State::Terminated && i.state != State::ShuttingDown {
+                    i.transition(State::ShuttingDown, None)?;
+                }
+                i.transition(*state, Some(reason.clone()))?;
+            }
         }
         tx.update(&i)?;
         Ok(decision)
@@ -408,32 +428,38 @@ mod tests {
 
     #[test]
     fn ec2_semantics_after_the_vmm_ends() {
+        use ShutdownBehavior::*;
         use State::*;
-        assert_eq!(decide(Running, false, &Outcome::Reboot), Decision::Restart);
         assert_eq!(
-            decide(Running, true, &Outcome::Signalled),
+            decide(Running, false, Stop, &Outcome::Reboot),
             Decision::Restart
         );
-        let Decision::Finish(Stopped, reason) = decide(Running, false, &Outcome::Killed(9)) else {
+        assert_eq!(
+            decide(Running, true, Stop, &Outcome::Signalled),
+            Decision::Restart
+        );
+        let Decision::Finish(Stopped, reason) = decide(Running, false, Stop, &Outcome::Killed(9))
+        else {
             panic!("a killed VMM stops the instance")
         };
         assert!(reason.contains("killed by SIGKILL"), "{reason}");
-        let Decision::Finish(Stopped, reason) = decide(Running, false, &Outcome::PowerOff) else {
+        let Decision::Finish(Stopped, reason) = decide(Running, false, Stop, &Outcome::PowerOff)
+        else {
             panic!("poweroff stops the instance")
         };
         assert!(reason.contains("InstanceInitiatedShutdown"), "{reason}");
         // A stop or terminate in progress wins over a reboot.
         assert_eq!(
-            decide(Stopping, true, &Outcome::Reboot),
+            decide(Stopping, true, Stop, &Outcome::Reboot),
             Decision::Finish(Stopped, USER_STOP.into())
         );
         // Its reason tells whether the guest shut down or was killed.
         assert_eq!(
-            decide(Stopping, false, &Outcome::PowerOff),
+            decide(Stopping, false, Stop, &Outcome::PowerOff),
             Decision::Finish(Stopped, format!("{USER_STOP} (the guest shut down)"))
         );
         assert_eq!(
-            decide(ShuttingDown, false, &Outcome::Killed(9)),
+            decide(ShuttingDown, false, Stop, &Outcome::Killed(9)),
             Decision::Finish(
                 Terminated,
                 format!(
@@ -442,10 +468,36 @@ mod tests {
             )
         );
         let Decision::Finish(Stopped, reason) =
-            decide(Pending, false, &Outcome::Failed("no KVM".into()))
+            decide(Pending, false, Stop, &Outcome::Failed("no KVM".into()))
         else {
             panic!("a failed first boot stops the instance")
         };
         assert!(reason.ends_with("the VMM failed: no KVM"), "{reason}");
+    }
+
+    #[test]
+    fn a_guest_power_off_terminates_an_instance_whose_behavior_says_so() {
+        use ShutdownBehavior::*;
+        use State::*;
+        let Decision::Finish(Terminated, reason) =
+            decide(Running, false, Terminate, &Outcome::PowerOff)
+        else {
+            panic!("poweroff terminates it")
+        };
+        assert!(reason.contains("InstanceInitiatedShutdown"), "{reason}");
+        // A crash, a reboot or a stop asked from outside are not a
+        // shutdown from inside.
+        assert!(matches!(
+            decide(Running, false, Terminate, &Outcome::Crash),
+            Decision::Finish(Stopped, _)
+        ));
+        assert_eq!(
+            decide(Running, false, Terminate, &Outcome::Reboot),
+            Decision::Restart
+        );
+        assert!(matches!(
+            decide(Stopping, false, Terminate, &Outcome::PowerOff),
+            Decision::Finish(Stopped, _)
+        ));
     }
 }

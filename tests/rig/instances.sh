@@ -131,6 +131,29 @@ gureum instance terminate "$id" >/dev/null 2>&1 || fail "terminate"
 vmm_processes && fail "a VMM process is left"
 end_checks deaf
 
+# A guest that powers itself off, launched with the shutdown behavior
+# terminate: the instance goes through shutting-down to terminated, and
+# its files with it (EC2's InstanceInitiatedShutdownBehavior).
+begin_checks shutdown-terminate
+id=$(gureum run --image busybox --type t2.nano --name halt-1 \
+  --instance-initiated-shutdown-behavior terminate --cmdline-append rig.scenario=halt 2>&1)
+echo "launched $id"
+until gureum instance wait "$id" --state terminated --timeout 240 >/dev/null 2>&1; do
+  case $(describe instance "$id" state_reason) in
+    *"guest crashed"*)
+      [ -e /tmp/halt-retried ] && break
+      touch /tmp/halt-retried
+      echo "@@RETRY after a guest crash: $id"
+      gureum instance start "$id" >/dev/null || break ;;
+    *) break ;;
+  esac
+done
+echo "state=$(describe instance "$id" state)"
+echo "reason=$(describe instance "$id" state_reason)"
+[ -e "$S/instances/$id" ] && fail "its files stayed: $(ls "$S/instances/$id")"
+vmm_processes && fail "a VMM process is left"
+end_checks shutdown-terminate
+
 # Nested virtualization: a c8i instance with the option sees the CPU's
 # SVM (or VMX), loads KVM and runs a guest of its own; without the option
 # it sees neither; the option on a t3 type is refused with the reason.

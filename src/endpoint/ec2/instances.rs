@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use crate::cloud::api::{Action, Response, Tagged};
 use crate::cloud::cpu_options::CpuOptions;
 use crate::cloud::ids::Kind;
-use crate::cloud::instance::{Instance, State};
+use crate::cloud::instance::{Instance, ShutdownBehavior, State};
 use crate::cloud::instance_type::LimitOverrides;
 use crate::cloud::launch::LaunchRequest;
 use crate::cloud::launch_count::LaunchCount;
@@ -164,6 +164,12 @@ fn run(call: &Call<'_>) -> Result<Xml, Ec2Error> {
         // EC2 has no per-instance rate limits: the type's hold.
         limits: LimitOverrides::default(),
         cpu_options: cpu_options(&p.nested("CpuOptions"))?,
+        shutdown_behavior: p
+            .get("InstanceInitiatedShutdownBehavior")
+            .map(ShutdownBehavior::parse)
+            .transpose()
+            .map_err(|e| Ec2Error::client("InvalidParameterValue", e))?
+            .unwrap_or_default(),
         user_data: user_data(p, "UserData")?,
         metadata_options: metadata_change(&p.nested("MetadataOptions"))?,
     };
@@ -424,21 +430,27 @@ fn console_output(call: &Call<'_>) -> Result<Xml, Ec2Error> {
 fn attribute(call: &Call<'_>) -> Result<Xml, Ec2Error> {
     let p = call.params;
     let name = p.required("Attribute")?;
-    if name != "userData" {
+    if !matches!(name, "userData" | "instanceInitiatedShutdownBehavior") {
         return Err(Ec2Error::unsupported(&format!(
-            "DescribeInstanceAttribute of {name} (userData is; DescribeInstances shows the rest)"
+            "DescribeInstanceAttribute of {name} (userData and \
+             instanceInitiatedShutdownBehavior are; DescribeInstances shows the rest)"
         )));
     }
     let instance = call.one::<Instance>(Action::DescribeInstances {
         instances: vec![p.required("InstanceId")?.to_owned()],
     })?;
+    let i = &instance.item;
     let mut x = Xml::new();
-    x.leaf("instanceId", &instance.item.id)
-        .node("userData", |x| {
-            if let Some(data) = &instance.item.user_data {
+    x.leaf("instanceId", &i.id).node(name, |x| match name {
+        "userData" => {
+            if let Some(data) = &i.user_data {
                 x.leaf("value", data.to_base64());
             }
-        });
+        }
+        _ => {
+            x.leaf("value", i.shutdown_behavior.as_str());
+        }
+    });
     Ok(x)
 }
 

@@ -48,6 +48,13 @@ impl Guest {
     /// Replaces the tap of stopped instance `id` with a veth whose far
     /// end is eth0 of a new namespace, configured as the guest would be.
     fn attach(host: &Host, id: &str, name: &str) -> Self {
+        let guest = Self::plug(host, id, name);
+        guest.configure(&format!("{}/24", guest.address), &guest.router());
+        guest
+    }
+
+    /// As `attach`, with eth0 up but without an address.
+    fn plug(host: &Host, id: &str, name: &str) -> Self {
         let described = host.json(&["instance", "describe", id]);
         let place = &described[0]["placement"];
         let tap = place["tap"].as_str().unwrap();
@@ -62,25 +69,73 @@ impl Guest {
             &netns,
         ]);
         ip(&["-n", &netns, "link", "set", "eth0", "address", mac]);
-        ip(&[
-            "-n",
-            &netns,
-            "addr",
-            "add",
-            &format!("{address}/24"),
-            "dev",
-            "eth0",
-        ]);
         ip(&["-n", &netns, "link", "set", "eth0", "up"]);
         ip(&["-n", &netns, "link", "set", "lo", "up"]);
-        let router = format!("{}.1", address.rsplit_once('.').unwrap().0);
-        ip(&["-n", &netns, "route", "add", "default", "via", &router]);
         Self {
             netns,
             vpc_netns,
             id: id.to_owned(),
             address,
         }
+    }
+
+    /// The router of the guest's /24.
+    fn router(&self) -> String {
+        format!("{}.1", self.address.rsplit_once('.').unwrap().0)
+    }
+
+    fn configure(&self, address: &str, router: &str) {
+        ip(&["-n", &self.netns, "addr", "add", address, "dev", "eth0"]);
+        ip(&["-n", &self.netns, "route", "add", "default", "via", router]);
+    }
+
+    /// `busybox ARGS` in the guest's namespace.
+    fn busybox(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.netns, "busybox"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Asks for a DHCP lease (busybox udhcpc, as the busybox image does)
+    /// until the daemon's server answers; returns what the lease says.
+    fn dhcp(&self, dir: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+        let out = dir.join(format!("{}.lease", self.netns));
+        let script = dir.join("udhcpc.script");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\n[ \"$1\" = bound ] || exit 0\nenv > \"$LEASE_FILE\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let start = Instant::now();
+        loop {
+            let run = Command::new("ip")
+                .args(["netns", "exec", &self.netns, "env"])
+                .arg(format!("LEASE_FILE={}", out.display()))
+                .args(["busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f"])
+                .args(["-t", "3", "-T", "1", "-s"])
+                .arg(&script)
+                .output()
+                .unwrap();
+            if run.status.success() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no DHCP lease for {}: {}",
+                self.netns,
+                String::from_utf8_lossy(&run.stderr)
+            );
+        }
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
     }
 
     /// `curl ARGS` in the guest's namespace.
@@ -356,5 +411,85 @@ fn each_instance_reads_its_own_metadata_with_the_token_rules_ec2_has() {
     assert_eq!(
         b.get("/latest/meta-data/instance-id", None),
         (200, b.id.clone())
+    );
+}
+
+#[test]
+fn dhcp_gives_each_instance_its_own_address_and_the_resolver_names_them() {
+    let host = Host::start("eu-west-1");
+    let src = cli_support::image_source(host.work.path(), "tiny", "");
+    host.ok(&["image", "import", src.to_str().unwrap()]);
+    host.ok(&["vpc", "create", "--cidr", "10.31.0.0/16", "--name", "main"]);
+    for (name, cidr) in [("a", "10.31.1.0/24"), ("b", "10.31.2.0/28")] {
+        host.ok(&[
+            "subnet", "create", "--vpc", "main", "--cidr", cidr, "--name", name,
+        ]);
+    }
+    let a = host.run_stand_in(&["--image", "tiny", "--subnet", "a", "--name", "alpha"]);
+    let b = host.run_stand_in(&["--image", "tiny", "--subnet", "b", "--name", "beta"]);
+    for id in [&a, &b] {
+        host.ok(&["instance", "wait", id, "--state", "stopped"]);
+    }
+    let a = Guest::plug(&host, &a, "dhcp-a");
+    let b = Guest::plug(&host, &b, "dhcp-b");
+    host.ok(&["net", "reconcile"]);
+
+    // Each gets the store's address for its MAC, its subnet's router and
+    // mask, the VPC resolver (base + 2) and EC2's domain and names.
+    let work = host.work.path();
+    for (guest, router, mask) in [
+        (&a, "10.31.1.1", "255.255.255.0"),
+        (&b, "10.31.2.1", "255.255.255.240"),
+    ] {
+        let lease = guest.dhcp(work);
+        let got = |key: &str| lease.get(key).map_or("", String::as_str);
+        assert_eq!(got("ip"), guest.address, "{lease:?}");
+        assert_eq!(got("router"), router, "{lease:?}");
+        assert_eq!(got("subnet"), mask, "{lease:?}");
+        assert_eq!(got("dns"), "10.31.0.2", "{lease:?}");
+        assert_eq!(got("domain"), "ec2.internal", "{lease:?}");
+        assert_eq!(got("lease"), "3600", "{lease:?}");
+        let name = format!("ip-{}", guest.address.replace('.', "-"));
+        assert_eq!(got("hostname"), name, "{lease:?}");
+        guest.configure(&format!("{}/{}", got("ip"), got("mask")), router);
+    }
+
+    // The resolver names the other instance, across subnets, and says
+    // whose an address is.
+    let name_b = format!("ip-{}.ec2.internal", b.address.replace('.', "-"));
+    let out = a.busybox(&["nslookup", &name_b, "10.31.0.2"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(&format!("Address: {}", b.address)),
+        "nslookup {name_b}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = b.busybox(&["nslookup", &a.address, "10.31.0.2"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let name_a = format!("ip-{}.ec2.internal", a.address.replace('.', "-"));
+    assert!(text.contains(&name_a), "reverse of {}: {text}", a.address);
+
+    // An address the store does not hold for a MAC is never leased: a
+    // third namespace with a MAC of its own on alpha's port gets nothing
+    // (anti-spoofing drops it, and the server knows only the store's MACs).
+    ip(&["-n", &a.netns, "link", "set", "eth0", "down"]);
+    ip(&[
+        "-n",
+        &a.netns,
+        "link",
+        "set",
+        "eth0",
+        "address",
+        "02:99:00:00:00:01",
+    ]);
+    ip(&["-n", &a.netns, "addr", "flush", "dev", "eth0"]);
+    ip(&["-n", &a.netns, "link", "set", "eth0", "up"]);
+    let stranger = a.busybox(&[
+        "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "2", "-T", "1",
+    ]);
+    assert!(
+        !stranger.status.success(),
+        "a foreign MAC got a lease: {}",
+        String::from_utf8_lossy(&stranger.stderr)
     );
 }

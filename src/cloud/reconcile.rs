@@ -16,6 +16,7 @@ use super::image::Image;
 use super::instance::{Instance, State};
 use super::lifecycle::{self, Context};
 use super::store::Store;
+use super::vpc::dns_server::{self, ServerFiles};
 use super::vpc::network::Vpc;
 use super::vpc::public::NetConfig;
 use super::vpc::{port, realise};
@@ -87,9 +88,10 @@ fn files(ctx: &Context, store: &mut Store, mode: Mode) -> Result<Vec<PathBuf>, E
                 found.push(dir);
             }
         }
+        let vpcs = tx.list::<Vpc>()?;
+        let ids: Vec<String> = vpcs.iter().map(|vpc| vpc.id.clone()).collect();
         // The firewall listings kept for the VPCs' checks.
-        let kept: Vec<String> = tx
-            .list::<Vpc>()?
+        let kept: Vec<String> = vpcs
             .iter()
             .map(|vpc| format!("{}.nft", vpc.netns))
             .collect();
@@ -99,7 +101,17 @@ fn files(ctx: &Context, store: &mut Store, mode: Mode) -> Result<Vec<PathBuf>, E
                 stale.push(file);
             }
         }
+        // DHCP and DNS servers (process and files) whose VPC is gone.
+        let servers = dns_server::dir(&ctx.state);
+        let gone: Vec<ServerFiles> = dns_server::recorded(&servers)
+            .iter()
+            .filter(|vpc| !ids.contains(vpc))
+            .map(|vpc| ServerFiles::of(&servers, vpc))
+            .collect();
         if mode == Mode::Repair {
+            for server in &gone {
+                server.end();
+            }
             for dir in &found {
                 std::fs::remove_dir_all(dir).map_err(Error::io("cannot remove", dir))?;
             }
@@ -108,6 +120,7 @@ fn files(ctx: &Context, store: &mut Store, mode: Mode) -> Result<Vec<PathBuf>, E
             }
         }
         found.extend(stale);
+        found.extend(gone.into_iter().map(|server| server.config));
         Ok(found)
     })
 }

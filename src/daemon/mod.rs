@@ -11,6 +11,7 @@
 //! started again finds them through the store and carries on.
 
 pub mod client;
+mod dhcp;
 mod executor;
 mod metadata;
 mod server;
@@ -108,7 +109,7 @@ pub enum Error {
     },
     #[error("cannot start the daemon's runtime: {0}")]
     Runtime(std::io::Error),
-    #[error("cannot start the daemon's executor thread: {0}")]
+    #[error("cannot start a thread of the daemon: {0}")]
     Thread(std::io::Error),
     #[error(transparent)]
     Cloud(#[from] crate::cloud::Error),

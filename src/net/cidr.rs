@@ -222,6 +222,12 @@ pub fn router(subnet: Ipv4Cidr) -> Option<Ipv4Addr> {
     subnet.nth(1)
 }
 
+/// The VPC's DNS resolver (EC2's "AmazonProvidedDNS"): the VPC block's
+/// network address plus two.
+pub fn resolver(vpc: Ipv4Cidr) -> Option<Ipv4Addr> {
+    vpc.nth(2)
+}
+
 /// Whether `address` is one an instance may hold in `subnet`.
 pub fn is_assignable(subnet: Ipv4Cidr, address: Ipv4Addr) -> bool {
     let offset = u32::from(address).wrapping_sub(u32::from(subnet.network));

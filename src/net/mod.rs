@@ -7,6 +7,7 @@
 //! its own.
 
 pub mod cidr;
+pub mod dnsmasq;
 pub mod link;
 pub mod nft;
 pub mod port;

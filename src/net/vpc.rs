@@ -370,6 +370,10 @@ impl VpcSpec {
             .filter_map(|s| Some((bridge_name(&s.id), cidr::router(s.cidr)?, s.cidr.prefix())))
             .collect();
         all.push(("lo".to_owned(), METADATA_ADDRESS, 32));
+        if let Some(resolver) = cidr::resolver(self.cidr) {
+            // The resolver of every subnet: reached through their routers.
+            all.push(("lo".to_owned(), resolver, 32));
+        }
         if let Some(address) = self.gateway {
             all.push((GATEWAY_LINK.to_owned(), address, 32));
             // Held here so that this end answers ARP for them.
@@ -510,9 +514,12 @@ pub fn converge(
     };
     converge_links(spec, &netns, &rtnl, public, &mut pass, make_link)?;
     converge_sysctls(&netns, &spec.sysctls(), &mut pass)?;
-    // The loopback's own addresses are the kernel's; the metadata
-    // address on it is gureum's.
-    let managed = |link: &str, address: Ipv4Addr| link != "lo" || address == METADATA_ADDRESS;
+    // The loopback's own addresses are the kernel's; the metadata and
+    // resolver addresses on it are gureum's.
+    let resolver = cidr::resolver(spec.cidr);
+    let managed = |link: &str, address: Ipv4Addr| {
+        link != "lo" || address == METADATA_ADDRESS || Some(address) == resolver
+    };
     converge_addresses(&rtnl, &spec.addresses(), managed, &mut pass)?;
     let mut routes = spec.routes(host.router);
     converge_routes(&rtnl, INTERNET_TABLE, &routes, |_| true, &mut pass)?;
@@ -1158,6 +1165,7 @@ mod tests {
             [
                 ("br-subnet-a".to_owned(), Ipv4Addr::new(10, 0, 1, 1), 24),
                 ("lo".to_owned(), METADATA_ADDRESS, 32),
+                ("lo".to_owned(), Ipv4Addr::new(10, 0, 0, 2), 32),
                 ("igw".to_owned(), Ipv4Addr::new(203, 0, 113, 2), 32),
                 ("igw".to_owned(), Ipv4Addr::new(203, 0, 113, 3), 32),
             ]

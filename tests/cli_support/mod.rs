@@ -206,6 +206,13 @@ pub fn namespaces(prefix: &str) -> Vec<String> {
 /// Removes every network namespace whose name starts with `prefix`.
 pub fn remove_namespaces(prefix: &str) {
     for name in namespaces(prefix) {
+        // What runs in them was started by the test's daemon (its DHCP
+        // and DNS servers), which the test has already ended.
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", &name]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
         let _ = Command::new("ip").args(["netns", "del", &name]).status();
     }
 }

@@ -17,18 +17,15 @@ use super::vpc::security_group::SecurityGroup;
 use super::vpc::subnet::Subnet;
 use super::{Error, iam};
 use crate::net::cidr::Ipv4Cidr;
+use crate::net::dnsmasq::{self, DOMAIN};
 
 /// Where every instance finds its metadata service, as on EC2.
 pub use crate::net::vpc::METADATA_ADDRESS as ADDRESS;
 
-/// The domain of instances' private names (`ip-10-0-1-10.ec2.internal`),
-/// as EC2 names them in its first region.
-pub const DOMAIN: &str = "ec2.internal";
-
-/// An instance's private DNS name: its address with dashes, in `DOMAIN`.
+/// An instance's private DNS name, as the VPC resolver answers it:
+/// `ip-10-0-1-10.ec2.internal`.
 pub fn private_name(address: Ipv4Addr) -> String {
-    let [a, b, c, d] = address.octets();
-    format!("ip-{a}-{b}-{c}-{d}.{DOMAIN}")
+    format!("{}.{DOMAIN}", dnsmasq::private_name(address))
 }
 
 /// Everything the tree of one instance is made from.

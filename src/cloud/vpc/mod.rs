@@ -29,6 +29,7 @@ macro_rules! vpc_record {
     };
 }
 
+pub mod dns_server;
 pub mod elastic_ip;
 pub mod gateway;
 pub mod network;

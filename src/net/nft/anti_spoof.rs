@@ -46,6 +46,12 @@ pub fn table_body(out: &mut String, ports: &[&Port]) {
                 port.mac, port.ip
             );
             let _ = writeln!(out, "    ether type ip ip saddr {} return", port.ip);
+            // A DHCP client asks before it has an address (the reply it
+            // gets is the port's own address: anti-spoofing pins that).
+            let _ = writeln!(
+                out,
+                "    ether type ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 return"
+            );
         } else {
             let _ = writeln!(out, "    ether type {{ arp, ip }} return");
         }
@@ -87,6 +93,7 @@ mod tests {
     meta mark set 0x00000001
     ether type arp arp saddr ether 02:00:00:00:00:01 arp saddr ip { 0.0.0.0, 10.0.1.4 } return
     ether type ip ip saddr 10.0.1.4 return
+    ether type ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 return
     drop
   }
 ";

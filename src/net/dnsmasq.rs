@@ -1,0 +1,158 @@
+//! What a VPC's DHCP and DNS server is told: the configuration of the
+//! dnsmasq (Debian's) that `gureum daemon` runs in the VPC's namespace.
+//!
+//! - DHCP on every subnet's bridge, static only: a port's MAC gets the
+//!   port's address (the store's), its subnet's router, the VPC resolver
+//!   and the domain, for an hour, as EC2's DHCP options give them. A MAC
+//!   the store does not know gets nothing.
+//! - DNS on the VPC resolver (the block's base + 2, on the namespace's
+//!   loopback, reached through each subnet's router): EC2's private names,
+//!   `ip-10-0-1-10.ec2.internal`, for every address of the block, forward
+//!   and reverse. Other names are not forwarded (no upstream yet).
+//!
+//! The text is a pure function of the VPC's description, so the daemon
+//! restarts a server exactly when what it must serve changed.
+
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+use super::cidr::{self, Ipv4Cidr};
+use super::vpc::{VpcSpec, bridge_name};
+
+/// The domain of instances' private names, as EC2 names them in its
+/// first region (gureum's in every region).
+pub const DOMAIN: &str = "ec2.internal";
+/// What EC2's DHCP leases last.
+const LEASE: &str = "1h";
+
+/// The private name of `address`, without the domain: `ip-10-0-1-10`.
+pub fn private_name(address: Ipv4Addr) -> String {
+    format!("ip-{}", address.to_string().replace('.', "-"))
+}
+
+/// The netmask of `cidr`, as DHCP's option 1 writes it.
+fn netmask(cidr: Ipv4Cidr) -> Ipv4Addr {
+    let host_bits = 32 - u32::from(cidr.prefix());
+    Ipv4Addr::from(u32::MAX.checked_shl(host_bits).unwrap_or(0))
+}
+
+/// The dnsmasq configuration of VPC `spec`, or none if its block has no
+/// resolver address (it always has: a VPC is at least a /28).
+pub fn config(spec: &VpcSpec) -> Option<String> {
+    let resolver = cidr::resolver(spec.cidr)?;
+    let mut out = String::new();
+    let _ = writeln!(out, "# gureum: DHCP and DNS of VPC {}", spec.id);
+    // Nothing of the host's: no /etc/hosts, /etc/resolv.conf, pid or
+    // lease file (leases are the store's, static).
+    for line in [
+        "no-hosts",
+        "no-resolv",
+        "pid-file=",
+        "leasefile-ro",
+        "dhcp-authoritative",
+        // A guest asking in a loop must not fill the host's disk.
+        "quiet-dhcp",
+        "log-facility=-",
+        "domain-needed",
+        "bogus-priv",
+    ] {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = writeln!(out, "local=/{DOMAIN}/");
+    let _ = writeln!(out, "domain={DOMAIN}");
+    let _ = writeln!(out, "synth-domain={DOMAIN},{},ip-", spec.cidr);
+    let _ = writeln!(out, "listen-address={resolver}");
+    let _ = writeln!(out, "dhcp-option=option:dns-server,{resolver}");
+    let _ = writeln!(out, "dhcp-option=option:domain-name,{DOMAIN}");
+    for subnet in &spec.subnets {
+        let Some(router) = cidr::router(subnet.cidr) else {
+            continue;
+        };
+        let tag = &subnet.id;
+        let _ = writeln!(out, "interface={}", bridge_name(&subnet.id));
+        let _ = writeln!(
+            out,
+            "dhcp-range=set:{tag},{},static,{},{LEASE}",
+            subnet.cidr.network(),
+            netmask(subnet.cidr)
+        );
+        let _ = writeln!(out, "dhcp-option=tag:{tag},option:router,{router}");
+    }
+    for port in &spec.ports {
+        let _ = writeln!(
+            out,
+            "dhcp-host={},{},{}",
+            port.mac,
+            port.ip,
+            private_name(port.ip)
+        );
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::mac::MacAddr;
+    use crate::net::port::Port;
+    use crate::net::vpc::SubnetSpec;
+
+    fn cidr(text: &str) -> Ipv4Cidr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn names_and_masks_are_ec2s() {
+        assert_eq!(private_name(Ipv4Addr::new(10, 0, 1, 10)), "ip-10-0-1-10");
+        assert_eq!(
+            netmask(cidr("10.0.1.0/24")),
+            Ipv4Addr::new(255, 255, 255, 0)
+        );
+        assert_eq!(
+            netmask(cidr("172.31.0.0/20")),
+            Ipv4Addr::new(255, 255, 240, 0)
+        );
+        assert_eq!(netmask(cidr("0.0.0.0/0")), Ipv4Addr::UNSPECIFIED);
+    }
+
+    #[test]
+    fn every_subnet_is_served_and_every_port_has_its_address() {
+        let mut spec = VpcSpec::new("vpc-1", cidr("10.0.0.0/16"));
+        for (id, block) in [("subnet-a", "10.0.1.0/24"), ("subnet-b", "10.0.2.0/28")] {
+            spec.subnets.push(SubnetSpec {
+                id: id.into(),
+                cidr: cidr(block),
+                internet: false,
+            });
+        }
+        spec.ports.push(Port {
+            id: "i-1".into(),
+            link: "t-1".into(),
+            subnet: "subnet-b".into(),
+            mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            ip: Ipv4Addr::new(10, 0, 2, 4),
+            groups: vec!["sg-1".into()],
+            source_dest_check: true,
+        });
+        let text = config(&spec).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for line in [
+            "listen-address=10.0.0.2",
+            "dhcp-option=option:dns-server,10.0.0.2",
+            "synth-domain=ec2.internal,10.0.0.0/16,ip-",
+            "interface=br-subnet-a",
+            "dhcp-range=set:subnet-a,10.0.1.0,static,255.255.255.0,1h",
+            "dhcp-option=tag:subnet-a,option:router,10.0.1.1",
+            "interface=br-subnet-b",
+            "dhcp-range=set:subnet-b,10.0.2.0,static,255.255.255.240,1h",
+            "dhcp-option=tag:subnet-b,option:router,10.0.2.1",
+            "dhcp-host=02:00:00:00:00:01,10.0.2.4,ip-10-0-2-4",
+            "no-resolv",
+            "leasefile-ro",
+        ] {
+            assert!(lines.contains(&line), "no '{line}' in\n{text}");
+        }
+        // The same VPC gives the same text: the daemon compares them.
+        assert_eq!(config(&spec).unwrap(), text);
+    }
+}

@@ -28,12 +28,15 @@ id=$(gureum run --image busybox --type t2.nano --subnet a --user-data /tmp/user-
 wait_log "$id" @@IMDS-USER-DATA 1 240 || fail "the guest never reported"
 console=$(gureum instance logs "$id" | tr -d '\r')
 echo "store_id=$id"
-for key in ID DOC-ID NO-TOKEN USER-DATA; do
+for key in ID DOC-ID NO-TOKEN USER-DATA HOSTNAME DNS; do
   echo "$key=$(printf '%s\n' "$console" | sed -n "s/.*@@IMDS-$key //p" | tail -n 1)"
 done
+echo "store_ip=$(describe instance "$id" placement.private_ip)"
+echo "lease=$(printf '%s\n' "$console" | sed -n 's/.*@@VPC-IP //p' | tail -n 1)"
+printf '%s\n' "$console" | grep -i "dhcp" | grep -v "@@VPC-IP"
 gureum instance terminate "$id" >/dev/null || fail "terminate"
 gureum instance wait "$id" --state terminated >/dev/null || fail "terminated"
 kill "$daemon"
 wait "$daemon" 2>/dev/null
-grep -i "metadata" /tmp/daemon.log
+grep -i "metadata\|dhcp" /tmp/daemon.log
 end_checks imds

@@ -1,8 +1,9 @@
 //! End-to-end: the Debian image (scripts/images/debian-image) inside the
 //! nested KVM rig: its instances boot systemd from a virtio-blk root
-//! disk, take their host name, network and SSH key from the seed disk,
-//! and OpenSSH's client in L1 logs in with a key pair from `gureum key
-//! create` over the instance's tap, while another key is refused. A file
+//! disk, Debian's cloud-init configures them from the daemon's DHCP and
+//! metadata service (address, name, key pair, user data), and OpenSSH's
+//! client in L1 logs in with a key pair from `gureum key create` through
+//! the instance's VPC, while another key is refused. A file
 //! written in the guest survives stop/start and `image create`; the
 //! first image stays as it was.
 //!
@@ -61,7 +62,7 @@ common::rig_run!(
         "--timeout",
         "1500",
         "--with-tools",
-        "ssh scp tar ip nft debugfs curl",
+        "ssh scp tar nft debugfs curl dnsmasq",
         "--payload",
         payload().to_str().unwrap(),
     ]
@@ -76,7 +77,7 @@ fn the_debian_image_imports() {
     let case = passed_with("import", &[]);
     assert!(case.output.contains("debian-12"), "{}", case.output);
     passed_with("keys", &[]);
-    passed_with("tap", &[]);
+    passed_with("vpc", &[]);
 }
 
 #[test]
@@ -93,7 +94,7 @@ fn an_instance_boots_from_its_virtio_root_disk_and_accepts_its_key_pair() {
     passed_with(
         "ssh",
         &[
-            ("hostname", "web-1"),
+            ("hostname", "ip-10-77-1-4"),
             ("user", "admin"),
             ("sudo", "ok"),
             ("root", "/dev/vda"),
@@ -101,6 +102,31 @@ fn an_instance_boots_from_its_virtio_root_disk_and_accepts_its_key_pair() {
             ("copied_back", "HELLO"),
         ],
     );
+}
+
+/// Debian's cloud-init, unmodified and told nothing but the default
+/// user's name, finds EC2 by itself (SMBIOS), takes the store's address
+/// by DHCP, EC2's private name, the VPC resolver, and runs the user data.
+#[test]
+fn cloud_init_configures_the_instance_from_dhcp_and_the_metadata_service() {
+    let case = passed_with(
+        "cloud-init",
+        &[
+            ("store_ip", "10.77.1.4"),
+            ("dhcp_address", "10.77.1.4"),
+            ("address", "10.77.1.4"),
+            ("hostname", "ip-10-77-1-4"),
+            ("resolver", "10.77.0.2"),
+            ("resolved", "10.77.1.9"),
+            ("cloud_id", "aws"),
+            ("user_data_file", "done"),
+            ("user_data_console", "ran as root on ip-10-77-1-4"),
+        ],
+    );
+    // ds-identify chose the datasource: EC2 first, nothing configured.
+    let found = case.values("ds_identify").join("");
+    assert!(found.starts_with("[ Ec2"), "{}", case.output);
+    assert!(case.output.contains("status: done"), "{}", case.output);
 }
 
 #[test]
@@ -131,7 +157,7 @@ fn an_image_saved_from_the_instance_has_the_file_and_the_first_image_does_not() 
         "api",
         &[
             ("new_marker", "gureum-was-here"),
-            ("new_hostname", "web-2"),
+            ("new_hostname", "ip-10-9-1-10"),
             ("new_hostkey", "yes"),
         ],
     );

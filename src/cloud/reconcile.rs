@@ -2,7 +2,8 @@
 //! instance records with the processes that run, the ports of terminated
 //! instances out of their VPCs, the VPCs in Linux with their records
 //! (`vpc::realise::converge`), and files nothing owns (staging directories
-//! whose maker died, instance and image directories without a record).
+//! whose maker died, instance and image directories without a record,
+//! the DHCP and DNS server of a VPC that is gone, with its process).
 //! Level-triggered and idempotent: run it after any crash, as often as
 //! wanted; `Mode::Check` only reports.
 

@@ -1,11 +1,13 @@
 #!/bin/sh
 # The Debian image end to end, inside the nested KVM rig's L1 (busybox
-# sh, with OpenSSH's client, GNU tar and ip shipped from the host), run by
-# tests/rig_debian.rs: import the image, create key pairs, launch an
-# instance on a tap with an address, log in with its key pair (a wrong
-# key is refused), keep a file across stop/start, save the instance as an
-# image and boot that through the EC2 endpoint; the first image's disk is
-# unchanged. Cases print
+# sh, with OpenSSH's client, GNU tar and dnsmasq shipped from the host),
+# run by tests/rig_debian.rs: import the image, create key pairs, start
+# the daemon (metadata service, DHCP and DNS), launch an instance into a
+# VPC with a user-data script: Debian's own cloud-init finds EC2 by
+# itself and configures it from DHCP and the metadata service; log in
+# with its key pair (a wrong key is refused), keep a file across
+# stop/start, save the instance as an image and boot that through the EC2
+# endpoint; the first image's disk is unchanged. Cases print
 #   @@CASE <name> BEGIN ... @@CASE <name> RC <0 if every check passed>
 # with "@@FAIL <what>" for each failed check and "key=value" results.
 #
@@ -13,14 +15,11 @@
 # each disk copy costs its size; instances are terminated as soon as
 # they have been checked.
 set -u
-# Full paths: L1's busybox sh runs its own applets (tar, ip) first, and
-# these need GNU tar's sparse files and iproute2's tuntap.
+# Full paths: L1's busybox sh runs its own applets (tar) first, and this
+# needs GNU tar's sparse files.
 TAR=/usr/bin/tar
-IP=/usr/bin/ip
 export GUREUM_STATE_DIR=/tmp/gureum-state
 P=$RIG_PAYLOAD/debian
-TAP=gtap0
-HOST_IP=10.77.0.1
 SSH_WAIT=600
 
 . /rig/cases.sh
@@ -29,17 +28,18 @@ SSH_WAIT=600
 now() { cut -d' ' -f1 /proc/uptime; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-ssh_as() {  # KEY IP COMMAND
-  ssh -i "$1" -o BatchMode=yes -o ConnectTimeout=5 -o LogLevel=ERROR \
-    -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "admin@$2" "$3"
+# `gureum ssh` to instance ID with KEY: from the VPC's namespace, to its
+# address, as the image's user.
+ssh_as() {  # KEY ID COMMAND
+  gureum ssh "$2" -i "$1" --connect-timeout 5 -- "$3"
 }
-# Waits until admin@IP accepts KEY on instance ID; fails after SSH_WAIT
-# seconds. A guest crash (the rig's nested SVM triple-faults an L2 vCPU
-# now and then, see /rig/cases.sh) is reported and the instance started
-# once more; a second crash fails.
-wait_ssh() {  # ID KEY IP
+# Waits until instance ID accepts KEY; fails after SSH_WAIT seconds. A
+# guest crash (the rig's nested SVM triple-faults an L2 vCPU now and
+# then, see /rig/cases.sh) is reported and the instance started once
+# more; a second crash fails.
+wait_ssh() {  # ID KEY
   t=$(now) retried=
-  until ssh_as "$2" "$3" true 2>/dev/null; do
+  until ssh_as "$2" "$1" true 2>/dev/null; do
     [ "$(elapsed "$t" | cut -d. -f1)" -ge $SSH_WAIT ] && return 1
     case $(describe instance "$1" state_reason) in
       *"guest crashed"*)
@@ -50,14 +50,6 @@ wait_ssh() {  # ID KEY IP
     esac
     sleep 1
   done
-}
-# Launches NAME from IMAGE at IP, with more `gureum run` flags; prints
-# the ID.
-launch() {  # NAME IMAGE IP [FLAGS...]
-  name=$1 image=$2 ip=$3
-  shift 3
-  gureum run --image "$image" --type t2.nano --name "$name" --key mykey \
-    --tap $TAP --ip "$ip/24" --gateway $HOST_IP "$@"
 }
 show_console() {  # ID: the guest's console, for diagnosis
   echo "--- console of $1 ---"
@@ -88,17 +80,30 @@ gureum key create otherkey 2>&1 || fail "key create otherkey"
 [ -s /tmp/mykey.pem ] && [ -s /tmp/otherkey.pem ] || fail "no private key files"
 end_checks keys
 
-begin_checks tap
-$IP tuntap add dev $TAP mode tap || fail "ip tuntap add"
-$IP addr add $HOST_IP/24 dev $TAP || fail "ip addr add"
-$IP link set $TAP up || fail "ip link set up"
-end_checks tap
+# The daemon serves the metadata service, DHCP and DNS of every VPC (and
+# the EC2 endpoint, for the api case).
+begin_checks vpc
+gureum daemon --listen 127.0.0.1:8773 >/tmp/daemon.log 2>&1 &
+daemon=$!
+t=$(now)
+until gureum daemon --check >/dev/null 2>&1; do
+  [ "$(elapsed "$t" | cut -d. -f1)" -ge 60 ] && { fail "the daemon never answered"; cat /tmp/daemon.log; break; }
+  sleep 0.2
+done
+gureum vpc create --cidr 10.77.0.0/16 --name lab >/dev/null || fail "vpc create"
+gureum subnet create --vpc lab --cidr 10.77.1.0/24 --name web >/dev/null || fail "subnet create"
+end_checks vpc
 
 begin_checks run
+# User data: a shell script cloud-init runs once, at the end of the
+# first boot; what it prints reaches the console.
+printf '%s\n' '#!/bin/sh' 'echo "@@USER-DATA ran as $(id -un) on $(hostname)"' \
+  'echo done >/var/lib/user-data-ran' >/tmp/user-data.sh
 t0=$(now)
 # --wait ssh: run returns once the guest's SSH server answers. A guest
 # the rig crashed meanwhile ends the wait (wait_ssh starts it again).
-id1=$(launch web-1 debian-12 10.77.0.2 --wait ssh --wait-timeout $SSH_WAIT 2>/tmp/run.err)
+id1=$(gureum run --image debian-12 --type t2.nano --name web-1 --key mykey --subnet web \
+  --user-data /tmp/user-data.sh --wait ssh --wait-timeout $SSH_WAIT 2>/tmp/run.err)
 waited=$?
 echo "launched $id1"
 case $id1 in i-*) ;; *) fail "run printed '$id1': $(cat /tmp/run.err)" ;; esac
@@ -111,7 +116,7 @@ else
     *) fail "run --wait ssh failed ($waited): $(cat /tmp/run.err)" ;;
   esac
 fi
-if wait_ssh "$id1" /tmp/mykey.pem 10.77.0.2; then
+if wait_ssh "$id1" /tmp/mykey.pem; then
   echo "boot_to_ssh_seconds=$(elapsed "$t0")"
 else
   fail "SSH never accepted the key pair"
@@ -119,7 +124,31 @@ else
 fi
 end_checks run
 
-# `gureum ssh` finds the address (the tap's here) and the image's user;
+# What cloud-init made of the instance, unmodified and told nothing but
+# the default user's name: the datasource ds-identify found, the
+# address DHCP gave (the store's), the name and the user data.
+begin_checks cloud-init
+address=$(describe instance "$id1" placement.private_ip)
+echo "store_ip=$address"
+# cloud-init's last stage may still run when SSH first answers.
+ssh_as /tmp/mykey.pem "$id1" 'timeout 300 cloud-init status --wait >/dev/null; cloud-init status --long
+  sudo grep -E "WARNING|ERROR|Traceback" /var/log/cloud-init.log | head -n 20' 2>&1
+ssh_as /tmp/mykey.pem "$id1" '
+  echo "cloud_id=$(cloud-id)"
+  echo "ds_identify=$(sed -n "s/^datasource_list: *//p" /run/cloud-init/cloud.cfg)"
+  echo "dhcp_address=$(sudo sed -n "s/^ADDRESS=//p" /run/systemd/netif/leases/* | head -n 1)"
+  echo "address=$(ip -4 -o addr show dev eth0 | sed -n "s|.* inet \([0-9.]*\)/.*|\1|p")"
+  echo "hostname=$(hostname)"
+  echo "user_data_file=$(cat /var/lib/user-data-ran)"
+  echo "resolver=$(sed -n "s/^nameserver //p" /run/systemd/resolve/resolv.conf | head -n 1)"
+  # Another address of the VPC: its name is not in /etc/hosts.
+  echo "resolved=$(getent hosts ip-10-77-1-9.ec2.internal | cut -d" " -f1)"
+  sudo cloud-init analyze show 2>/dev/null | grep -E "^(Finished|Total)" | tail -n 6
+' 2>&1 || fail "cannot read what cloud-init did"
+echo "user_data_console=$(gureum instance logs "$id1" | tr -d '\r' | sed -n 's/.*@@USER-DATA //p' | tail -n 1)"
+end_checks cloud-init
+
+# `gureum ssh` finds the address (in the VPC) and the image's user;
 # the remote command's exit status is its own.
 begin_checks ssh
 out=$(gureum ssh "$id1" -i /tmp/mykey.pem -- \
@@ -136,12 +165,12 @@ gureum ssh "$id1" -i /tmp/mykey.pem -- 'tr a-z A-Z </tmp/tree/sub/file >/tmp/rep
 gureum cp -i /tmp/mykey.pem "$id1:/tmp/report" /tmp/report || fail "gureum cp out of $id1"
 echo "copied_back=$(cat /tmp/report 2>&1)"
 # Where the boot time goes (printed for people, not checked).
-ssh_as /tmp/mykey.pem 10.77.0.2 'sudo systemd-analyze time; sudo systemd-analyze blame | head -n 12' 2>&1
-hostkey1=$(ssh_as /tmp/mykey.pem 10.77.0.2 'cat /etc/ssh/ssh_host_ed25519_key.pub' 2>/dev/null)
+ssh_as /tmp/mykey.pem "$id1" 'sudo systemd-analyze time; sudo systemd-analyze blame | head -n 12' 2>&1
+hostkey1=$(ssh_as /tmp/mykey.pem "$id1" 'cat /etc/ssh/ssh_host_ed25519_key.pub' 2>/dev/null)
 end_checks ssh
 
 begin_checks wrong-key
-if out=$(ssh_as /tmp/otherkey.pem 10.77.0.2 true 2>&1); then
+if out=$(ssh_as /tmp/otherkey.pem "$id1" true 2>&1); then
   fail "a wrong key was accepted"
 fi
 echo "$out"
@@ -149,7 +178,7 @@ case $out in *"Permission denied"*) echo "refused=yes" ;; *) fail "no 'Permissio
 end_checks wrong-key
 
 begin_checks persist
-ssh_as /tmp/mykey.pem 10.77.0.2 'echo gureum-was-here | sudo tee /var/lib/marker >/dev/null && sync' ||
+ssh_as /tmp/mykey.pem "$id1" 'echo gureum-was-here | sudo tee /var/lib/marker >/dev/null && sync' ||
   fail "cannot write the marker"
 t0=$(uptime_s)
 gureum instance stop "$id1" --timeout 30 2>&1 || fail "stop"
@@ -160,9 +189,9 @@ echo "state=$(describe instance "$id1" state)"
 echo "reason=$(describe instance "$id1" state_reason)"
 gureum instance start "$id1" 2>&1 || fail "start"
 gureum instance wait "$id1" --state running --timeout 120 || fail "never running again"
-wait_ssh "$id1" /tmp/mykey.pem 10.77.0.2 || { fail "no SSH after start"; show_console "$id1"; }
-echo "marker=$(ssh_as /tmp/mykey.pem 10.77.0.2 'cat /var/lib/marker' 2>&1)"
-[ "$(ssh_as /tmp/mykey.pem 10.77.0.2 'cat /etc/ssh/ssh_host_ed25519_key.pub')" = "$hostkey1" ] &&
+wait_ssh "$id1" /tmp/mykey.pem || { fail "no SSH after start"; show_console "$id1"; }
+echo "marker=$(ssh_as /tmp/mykey.pem "$id1" 'cat /var/lib/marker' 2>&1)"
+[ "$(ssh_as /tmp/mykey.pem "$id1" 'cat /etc/ssh/ssh_host_ed25519_key.pub')" = "$hostkey1" ] &&
   echo "hostkey_kept=yes"
 echo "boots=$(describe instance "$id1" boots)"
 end_checks persist
@@ -195,11 +224,10 @@ end_checks original-image
 # instance launched through it, reached by SSH with the key pair it
 # handed out, from inside the VPC's namespace. The instance boots the
 # image saved above (one Debian boot serves both checks: the rig's
-# slowest step): it has the marker, and its own name and host key.
+# slowest step): it has the marker, and its own name and host key (a new
+# instance ID: cloud-init runs its per-instance steps again).
 begin_checks api
 API=http://127.0.0.1:8773/
-gureum daemon --listen 127.0.0.1:8773 >/tmp/daemon.log 2>&1 &
-daemon=$!
 # The account root's access key, handed out once (JSON as the aws CLI's).
 key=$(gureum iam create-access-key -o json) || fail "iam create-access-key: $key"
 CREDENTIALS=$(printf '%s\n' "$key" | sed -n 's/.*"AccessKeyId": *"\([^"]*\)".*/\1/p'):$(
@@ -264,4 +292,5 @@ ec2 "Action=DeleteSubnet&SubnetId=$subnet"
 ec2 "Action=DeleteVpc&VpcId=$vpc"
 kill "$daemon"
 wait "$daemon" 2>/dev/null
+grep -i "dhcp\|metadata" /tmp/daemon.log
 end_checks api

@@ -593,7 +593,8 @@ fn a_vmm_that_fails_leaves_the_instance_stopped_with_its_reason_and_terminate_cl
         "--tag",
         "role=web",
     ]);
-    let out: Value = serde_json::from_str(&cloud.run_stand_in(&["--no-network", 
+    let out: Value = serde_json::from_str(&cloud.run_stand_in(&[
+        "--no-network",
         "--template",
         "lt",
         "--type",

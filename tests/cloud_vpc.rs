@@ -1316,7 +1316,9 @@ fn a_launch_that_names_no_network_makes_one_default_vpc_and_the_next_reuses_it()
     assert_eq!(records(&cloud, "vpc").len(), 1);
     let table = cloud.ok(&["vpc", "list"]);
     assert!(
-        table.lines().any(|l| l.contains(&vpc) && l.contains(" yes ")),
+        table
+            .lines()
+            .any(|l| l.contains(&vpc) && l.contains(" yes ")),
         "{table}"
     );
 

@@ -840,12 +840,8 @@ fn user_data_and_metadata_options_through_the_aws_cli() {
     let plain = host.ec2(&["run-instances", "--image-id", &ami]);
     // No SubnetId: the default VPC's default subnet, as EC2's, made by
     // the first such launch.
-    let vpcs = host.ec2(&[
-        "describe-vpcs",
-        "--filters",
-        "Name=is-default,Values=true",
-    ])["Vpcs"]
-        .clone();
+    let vpcs =
+        host.ec2(&["describe-vpcs", "--filters", "Name=is-default,Values=true"])["Vpcs"].clone();
     assert_eq!(vpcs.as_array().unwrap().len(), 1, "{vpcs}");
     assert_eq!(vpcs[0]["IsDefault"], true);
     assert_eq!(vpcs[0]["CidrBlock"], "172.31.0.0/16");

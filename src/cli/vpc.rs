@@ -64,7 +64,14 @@ pub fn run(env: &Env, command: VpcCommand) -> Result<(), CliError> {
                 Action::ListVpcs {
                     filters: filter.filters()?,
                 },
-                &["ID", "NAME", "CIDR", "DEFAULT", "MAIN ROUTE TABLE", "DEFAULT GROUP"],
+                &[
+                    "ID",
+                    "NAME",
+                    "CIDR",
+                    "DEFAULT",
+                    "MAIN ROUTE TABLE",
+                    "DEFAULT GROUP",
+                ],
                 |v| {
                     vec![
                         v.item.id.clone(),

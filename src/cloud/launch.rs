@@ -147,8 +147,7 @@ fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
             Some(key) => Some(lookup::find::<KeyPair>(tx, key)?),
             None => None,
         };
-        if !image.seed
-            && matches!(&req.network, LaunchNetwork::Tap(nic) if nic.static_ip.is_some())
+        if !image.seed && matches!(&req.network, LaunchNetwork::Tap(nic) if nic.static_ip.is_some())
         {
             return Err(Error::IpWithoutSeed { image: image.name });
         }

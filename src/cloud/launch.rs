@@ -38,7 +38,8 @@ pub struct LaunchRequest {
     pub key: Option<String>,
     pub template: Option<String>,
     pub cmdline_append: Option<String>,
-    /// Where its network interface is.
+    /// Where its network interface is [default: the default VPC].
+    #[serde(default)]
     pub network: LaunchNetwork,
     pub tags: Tags,
     pub count: LaunchCount,

@@ -65,7 +65,7 @@ pub fn instances_in(tx: &Tx<'_>, vpc: &str) -> Result<Vec<(String, Placement)>, 
         .collect())
 }
 
-/// What `gureum run --subnet` asks for.
+/// The place in a VPC a launch asks for (`--subnet`, `--sg`, ...).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlacementRequest {
     /// The subnet: ID or Name tag [default: the default VPC's default

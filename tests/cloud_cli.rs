@@ -18,10 +18,14 @@ mod cli_support;
 
 use cli_support::Gureum;
 
-/// A private state directory and the commands run against it.
+/// A private state directory and the commands run against it. Its
+/// instances need no network (`run --no-network`); a launch that forgot
+/// to say so would make a default VPC in namespaces of its own prefix,
+/// removed when it is dropped, never in the machine's.
 struct Cloud {
     state: tempfile::TempDir,
     work: tempfile::TempDir,
+    prefix: String,
 }
 
 impl Cloud {
@@ -29,6 +33,7 @@ impl Cloud {
         Self {
             state: tempfile::tempdir().unwrap(),
             work: tempfile::tempdir().unwrap(),
+            prefix: cli_support::unique_prefix("gct"),
         }
     }
 
@@ -50,8 +55,15 @@ impl Cloud {
 impl Gureum for Cloud {
     fn command(&self, args: &[&str]) -> Command {
         let mut c = cli_support::gureum(self.state.path(), args);
-        c.current_dir(self.work.path());
+        c.current_dir(self.work.path())
+            .env("GUREUM_NET_PREFIX", &self.prefix);
         c
+    }
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        cli_support::remove_namespaces(&self.prefix);
     }
 }
 
@@ -359,7 +371,7 @@ fn an_instance_keeps_its_own_rate_limits() {
     let cloud = Cloud::new();
     let src = cloud.image_source("tiny", "");
     cloud.ok(&["image", "import", src.to_str().unwrap()]);
-    let id = cloud.run_stand_in(&["--limits", "disk_bw=1M,tx_pps=100,rx_bw=0"]);
+    let id = cloud.run_stand_in(&["--no-network", "--limits", "disk_bw=1M,tx_pps=100,rx_bw=0"]);
     let i = cloud.json(&["instance", "describe", id.trim()]);
     let limits = &i[0]["limits"];
     assert_eq!(limits["disk_bw"], 1 << 20, "{i}");
@@ -375,7 +387,7 @@ fn a_seeded_image_gets_a_seed_disk_with_its_host_name_user_and_key() {
     cloud.ok(&["image", "import", src.to_str().unwrap()]);
     cloud.ok(&["key", "create", "k"]);
     let key = cloud.json(&["key", "describe", "k"]);
-    let id = cloud.run_stand_in(&["--name", "web-1", "--key", "k"]);
+    let id = cloud.run_stand_in(&["--no-network", "--name", "web-1", "--key", "k"]);
     let seed = cloud
         .state
         .path()
@@ -514,6 +526,7 @@ fn bad_cpu_options_are_refused_before_creating_anything() {
         );
         let plain_run = cloud.run(&[
             "run",
+            "--no-network",
             "--template",
             "ci",
             "--cpu-options",
@@ -581,6 +594,7 @@ fn a_vmm_that_fails_leaves_the_instance_stopped_with_its_reason_and_terminate_cl
         "role=web",
     ]);
     let out: Value = serde_json::from_str(&cloud.run_stand_in(&[
+        "--no-network",
         "--template",
         "lt",
         "--type",
@@ -718,7 +732,7 @@ fn an_instance_whose_supervisor_vanished_is_reconciled_to_stopped() {
     let cloud = Cloud::new();
     let src = cloud.image_source("tiny", "");
     cloud.ok(&["image", "import", src.to_str().unwrap()]);
-    let id = cloud.run_stand_in(&[]);
+    let id = cloud.run_stand_in(&["--no-network"]);
     wait_until(&cloud, &id, |i| i["state"] == "stopped");
     // Forge what a killed supervisor leaves: "running" with a dead PID.
     let mut dead = Command::new("true").spawn().unwrap();
@@ -742,7 +756,7 @@ fn processes_recorded_before_a_host_restart_are_gone_whatever_their_pids_name_no
     let cloud = Cloud::new();
     let src = cloud.image_source("tiny", "");
     cloud.ok(&["image", "import", src.to_str().unwrap()]);
-    let id = cloud.run_stand_in(&[]);
+    let id = cloud.run_stand_in(&["--no-network"]);
     wait_until(&cloud, &id, |i| i["state"] == "stopped");
     // A live process stands in for one of the new boot that got the PID
     // and start time a supervisor and VMM had before the restart.

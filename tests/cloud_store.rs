@@ -18,14 +18,20 @@ use cli_support::Gureum;
 
 /// A private state directory (`state/`, not yet made) and a work
 /// directory for the files a command reads.
+///
+/// Its instances need no network (`run --no-network`); a launch that
+/// forgot to say so would make a default VPC in namespaces of its own
+/// prefix, removed when it is dropped, never in the machine's.
 struct Cloud {
     dir: tempfile::TempDir,
+    prefix: String,
 }
 
 impl Cloud {
     fn new() -> Self {
         Self {
             dir: tempfile::tempdir().unwrap(),
+            prefix: cli_support::unique_prefix("gst"),
         }
     }
 
@@ -54,8 +60,15 @@ impl Cloud {
 impl Gureum for Cloud {
     fn command(&self, args: &[&str]) -> Command {
         let mut c = cli_support::gureum(&self.state(), args);
-        c.current_dir(self.work());
+        c.current_dir(self.work())
+            .env("GUREUM_NET_PREFIX", &self.prefix);
         c
+    }
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        cli_support::remove_namespaces(&self.prefix);
     }
 }
 
@@ -330,7 +343,7 @@ fn run_and_start_report_a_vmm_that_fails_at_once() {
     let cloud = Cloud::new();
     let src = cloud.image_source("tiny", "");
     cloud.ok(&["image", "import", src.to_str().unwrap()]);
-    let out = cloud.run(&["run", "--count", "3"]);
+    let out = cloud.run(&["run", "--count", "3", "--no-network"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stdout = String::from_utf8(out.stdout).unwrap();
     let ids: Vec<&str> = stdout.lines().collect();
@@ -382,7 +395,7 @@ fn counts_are_n_or_min_max() {
         assert!(err.contains(says), "{count}: {err}");
     }
     assert!(cloud.none("instance"));
-    let made = cloud.run_stand_in(&["--count", "2:4"]);
+    let made = cloud.run_stand_in(&["--no-network", "--count", "2:4"]);
     assert_eq!(made.lines().count(), 4, "{made}");
 }
 

@@ -1084,7 +1084,7 @@ fn a_refused_instance_modify_changes_nothing() {
     cloud.ok(&["sg", "create", "--vpc", "v", "--name", "db"]);
     let other = cloud.vpc("w");
     let far = cloud.ok(&["sg", "create", "--vpc", &other, "--name", "far"]);
-    let plain = cloud.run_stand_in(&["--name", "plain"]);
+    let plain = cloud.run_stand_in(&["--name", "plain", "--no-network"]);
     let before = placement_of(&cloud, "a");
     let ruleset = nft(&ns);
 
@@ -1226,4 +1226,215 @@ fn a_count_is_all_of_its_minimum_or_nothing_and_every_id_made_is_printed() {
     assert_eq!(ids.lines().count(), 10, "{ids}");
     assert_eq!(cloud.count("instance"), 11);
     assert_eq!(taps(), 11);
+}
+
+/// The records of `noun list`.
+fn records(cloud: &Cloud, noun: &str) -> Vec<Value> {
+    cloud.json(&[noun, "list"]).as_array().unwrap().clone()
+}
+
+/// The one record of `noun list`; there must be exactly one.
+fn only(cloud: &Cloud, noun: &str) -> Value {
+    let all = records(cloud, noun);
+    assert_eq!(all.len(), 1, "{noun}s: {all:?}");
+    all[0].clone()
+}
+
+/// Checks that the store holds exactly one default VPC, as AWS makes it,
+/// realised in Linux; its ID and its subnet's.
+fn the_default_vpc(cloud: &Cloud) -> (String, String) {
+    let vpc = only(cloud, "vpc");
+    assert_eq!(vpc["is_default"], true, "{vpc}");
+    assert_eq!(vpc["cidr"], "172.31.0.0/16");
+    assert_eq!(vpc["tags"], serde_json::json!({}), "no Name tag, as AWS's");
+    let id = field(&vpc, "id");
+    let subnet = only(cloud, "subnet");
+    assert_eq!(subnet["default_for_az"], true, "{subnet}");
+    assert_eq!(subnet["cidr"], "172.31.0.0/20");
+    assert_eq!(subnet["vpc_id"], id.as_str());
+    assert_eq!(subnet["availability_zone"], "local-1a");
+    let igw = only(cloud, "igw");
+    assert_eq!(igw["vpc_id"], id.as_str());
+    let table = only(cloud, "route-table");
+    assert_eq!(table["main"], true);
+    assert_eq!(
+        table["routes"],
+        serde_json::json!([
+            {"destination": "172.31.0.0/16", "target": "local"},
+            {"destination": "0.0.0.0/0", "target": field(&igw, "id")},
+        ])
+    );
+    let group = only(cloud, "sg");
+    assert_eq!(group["group_name"], "default");
+    assert_eq!(group["vpc_id"], id.as_str());
+    // Realised: the subnet's router on its bridge, the gateway's link,
+    // and nothing differs from the records.
+    let ns = cloud.netns(&id);
+    assert!(ip(&ns, &["-4", "addr"]).contains("172.31.0.1/20"));
+    assert!(ip(&ns, &["link"]).contains("igw"));
+    assert_eq!(cloud.ok(&["net", "check"]), NOTHING_DIFFERS);
+    (id, field(&subnet, "id"))
+}
+
+#[test]
+fn a_launch_that_names_no_network_makes_one_default_vpc_and_the_next_reuses_it() {
+    let cloud = Cloud::new();
+    import_stand_in_image(&cloud);
+    assert!(records(&cloud, "vpc").is_empty());
+    let a = cloud.run_stand_in(&["--name", "a"]);
+    let (vpc, subnet) = the_default_vpc(&cloud);
+    let i = cloud.json(&["instance", "describe", &a])[0].clone();
+    let placed = &i["placement"];
+    assert_eq!(placed["vpc_id"], vpc.as_str());
+    assert_eq!(placed["subnet_id"], subnet.as_str());
+    // The lowest free address (the first four are reserved), the VPC's
+    // default group, as a --subnet launch gets.
+    assert_eq!(placed["private_ip"], "172.31.0.4");
+    assert_eq!(
+        placed["security_groups"],
+        serde_json::json!([field(&only(&cloud, "sg"), "id")])
+    );
+    assert!(field(&i, "cmdline").ends_with("gureum.ip=172.31.0.4/20 gureum.gw=172.31.0.1"));
+    let tap = field(placed, "tap");
+    assert!(ip(&cloud.netns(&vpc), &["link", "show", &tap]).contains("master br-"));
+
+    // The next launch with no network, and one with a group of the
+    // default VPC named but no subnet, go to the same default subnet.
+    let b = cloud.run_stand_in(&[]);
+    let c = cloud.run_stand_in(&["--sg", "default", "--private-ip", "172.31.0.9"]);
+    assert_eq!(the_default_vpc(&cloud), (vpc.clone(), subnet.clone()));
+    assert_eq!(placement_of(&cloud, &b)["private_ip"], "172.31.0.5");
+    assert_eq!(placement_of(&cloud, &c)["private_ip"], "172.31.0.9");
+
+    // There is one: making another is refused, as AWS's
+    // DefaultVpcAlreadyExists.
+    let stderr = cloud.fails_with(5, &["vpc", "create-default"]);
+    assert!(
+        stderr.contains(&format!("default VPC {vpc} already exists")),
+        "{stderr}"
+    );
+    assert_eq!(records(&cloud, "vpc").len(), 1);
+    let table = cloud.ok(&["vpc", "list"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains(&vpc) && l.contains(" yes ")),
+        "{table}"
+    );
+
+    // --tap and --no-network are not VPC launches.
+    let usage = cloud.run(&["run", "--no-network", "--sg", "default"]);
+    assert_eq!(usage.status.code(), Some(2));
+    let usage = cloud.run(&["run", "--no-network", "--tap", "x"]);
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn two_launches_at_once_make_one_default_vpc() {
+    let cloud = Cloud::new();
+    import_stand_in_image(&cloud);
+    let launches: Vec<_> = (0..2)
+        .map(|_| {
+            cloud
+                .command(&["run"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut addresses = Vec::new();
+    for launch in launches {
+        let out = launch.wait_with_output().unwrap();
+        // Each made its instance; the stand-in kernel then fails to boot.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("did not start"), "{stderr}");
+        let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        addresses.push(placement_of(&cloud, &id)["private_ip"].clone());
+    }
+    the_default_vpc(&cloud);
+    addresses.sort_by_key(Value::to_string);
+    assert_eq!(addresses, ["172.31.0.4", "172.31.0.5"]);
+}
+
+#[test]
+fn a_default_vpc_linux_refuses_is_not_recorded_and_the_retry_makes_it() {
+    let cloud = Cloud::new();
+    import_stand_in_image(&cloud);
+    let path = nft_failing_second_run(cloud.state.path());
+    let out = cloud.command(&["run"]).env("PATH", &path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("planted failure"), "{stderr}");
+    // Neither its records nor the fact that it was made stay: the retry
+    // makes it, rather than taking it for deleted.
+    for noun in ["vpc", "subnet", "igw", "route-table", "sg", "instance"] {
+        assert!(records(&cloud, noun).is_empty(), "{noun}");
+    }
+    cloud.run_stand_in(&[]);
+    the_default_vpc(&cloud);
+}
+
+#[test]
+fn a_default_vpc_whose_namespace_is_gone_is_rebuilt_by_the_next_launch_not_made_again() {
+    let cloud = Cloud::new();
+    import_stand_in_image(&cloud);
+    cloud.run_stand_in(&[]);
+    let (vpc, _) = the_default_vpc(&cloud);
+    // As after a crash between the commit and Linux, or a host reboot.
+    ip_cmd(&["netns", "del", &cloud.netns(&vpc)]);
+    let second = cloud.run_stand_in(&[]);
+    assert_eq!(the_default_vpc(&cloud).0, vpc);
+    assert_eq!(placement_of(&cloud, &second)["private_ip"], "172.31.0.5");
+}
+
+#[test]
+fn a_deleted_default_vpc_is_not_made_again_until_create_default() {
+    let cloud = Cloud::new();
+    import_stand_in_image(&cloud);
+    let first = cloud.run_stand_in(&[]);
+    let (vpc, subnet) = the_default_vpc(&cloud);
+    let igw = field(&only(&cloud, "igw"), "id");
+    let table = field(&only(&cloud, "route-table"), "id");
+    // Deleted as any VPC is, after what is in it.
+    cloud.ok(&["instance", "terminate", &first]);
+    cloud.ok(&["subnet", "delete", &subnet]);
+    cloud.ok(&[
+        "route-table",
+        "delete-route",
+        &table,
+        "--destination",
+        "0.0.0.0/0",
+    ]);
+    cloud.ok(&["igw", "detach", &igw]);
+    cloud.ok(&["igw", "delete", &igw]);
+    cloud.ok(&["vpc", "delete", &vpc]);
+    assert!(cloud.namespaces().is_empty(), "{:?}", cloud.namespaces());
+
+    // A launch with no network says what to do, and makes nothing.
+    let instances = records(&cloud, "instance").len();
+    let stderr = cloud.fails_with(4, &["run"]);
+    assert!(
+        stderr.contains(&format!("default VPC {vpc} was deleted"))
+            && stderr.contains("gureum vpc create-default"),
+        "{stderr}"
+    );
+    assert_eq!(records(&cloud, "instance").len(), instances);
+    assert!(records(&cloud, "vpc").is_empty());
+    assert!(cloud.namespaces().is_empty());
+
+    // An instance with no interface needs no VPC.
+    let plain = cloud.run_stand_in(&["--no-network"]);
+    let i = cloud.json(&["instance", "describe", &plain])[0].clone();
+    assert_eq!(i["network_interfaces"], serde_json::json!([]));
+    assert_eq!(i["placement"], Value::Null);
+    assert!(records(&cloud, "vpc").is_empty());
+
+    // create-default makes a new one, which launches use again.
+    let made = cloud.ok(&["vpc", "create-default"]);
+    let (again, _) = the_default_vpc(&cloud);
+    assert_eq!(made, again);
+    assert_ne!(again, vpc);
+    let next = cloud.run_stand_in(&[]);
+    assert_eq!(placement_of(&cloud, &next)["vpc_id"], again.as_str());
 }

@@ -404,7 +404,11 @@ fn a_whole_vpc_and_its_instances_through_the_aws_cli() {
     host.ec2(&["delete-subnet", "--subnet-id", &public]);
     host.ec2(&["delete-subnet", "--subnet-id", &private]);
     host.ec2(&["delete-vpc", "--vpc-id", &vpc]);
-    assert_eq!(host.ec2(&["describe-vpcs"])["Vpcs"], serde_json::json!([]));
+    // What is left is the default VPC the launch from the template, which
+    // named no subnet, went to.
+    let left = host.ec2(&["describe-vpcs"])["Vpcs"].clone();
+    assert_eq!(left.as_array().unwrap().len(), 1, "{left}");
+    assert_eq!(left[0]["IsDefault"], true, "{left}");
 }
 
 #[test]
@@ -834,6 +838,28 @@ fn user_data_and_metadata_options_through_the_aws_cli() {
     assert!(!table.contains(value), "{table}");
     // No user data: the attribute is there, empty.
     let plain = host.ec2(&["run-instances", "--image-id", &ami]);
+    // No SubnetId: the default VPC's default subnet, as EC2's, made by
+    // the first such launch.
+    let vpcs =
+        host.ec2(&["describe-vpcs", "--filters", "Name=is-default,Values=true"])["Vpcs"].clone();
+    assert_eq!(vpcs.as_array().unwrap().len(), 1, "{vpcs}");
+    assert_eq!(vpcs[0]["IsDefault"], true);
+    assert_eq!(vpcs[0]["CidrBlock"], "172.31.0.0/16");
+    let subnets = host.ec2(&[
+        "describe-subnets",
+        "--filters",
+        "Name=default-for-az,Values=true",
+    ])["Subnets"]
+        .clone();
+    assert_eq!(subnets.as_array().unwrap().len(), 1, "{subnets}");
+    assert_eq!(subnets[0]["DefaultForAz"], true);
+    assert_eq!(subnets[0]["MapPublicIpOnLaunch"], false);
+    assert_eq!(subnets[0]["VpcId"], vpcs[0]["VpcId"]);
+    assert_eq!(plain["Instances"][0]["SubnetId"], subnets[0]["SubnetId"]);
+    assert_eq!(
+        host.ec2_error(&["create-default-vpc"]),
+        "DefaultVpcAlreadyExists"
+    );
     let plain = s(&plain["Instances"][0]["InstanceId"]).to_owned();
     let attribute = user_data_of(&plain);
     assert!(attribute["UserData"].get("Value").is_none(), "{attribute}");

@@ -11,7 +11,7 @@ use gureum::cloud::api::{Action, Response};
 use gureum::cloud::cpu_options::CpuOptions;
 use gureum::cloud::instance::{Instance, ShutdownBehavior, State};
 use gureum::cloud::instance_type::LimitOverrides;
-use gureum::cloud::launch::LaunchRequest;
+use gureum::cloud::launch::{LaunchNetwork, LaunchRequest};
 use gureum::cloud::launch_count::LaunchCount;
 use gureum::cloud::metadata_options::MetadataChange;
 use gureum::cloud::tags::NAME;
@@ -165,31 +165,38 @@ fn parse_limits(spec: &str) -> Result<LimitOverrides, String> {
     Ok(o)
 }
 
-/// A place in a VPC.
+/// A place in a VPC: without these flags, the default VPC's default
+/// subnet (made on first use), as EC2's.
 #[derive(Debug, Args)]
-#[command(next_help_heading = "VPC network")]
+#[command(next_help_heading = "VPC network [default: the default VPC]")]
 pub struct SubnetArgs {
     /// Launch into this subnet (ID or Name tag): a port on its bridge,
-    /// filtered by the security groups from the first packet.
-    #[arg(long, conflicts_with = "tap")]
+    /// filtered by the security groups from the first packet [default:
+    /// the default VPC's default subnet].
+    #[arg(long, conflicts_with_all = ["tap", "no_network"])]
     subnet: Option<String>,
     /// Security group (ID or Name tag; repeatable) [default: the VPC's default group].
-    #[arg(long = "sg", value_name = "SG", requires = "subnet")]
+    #[arg(long = "sg", value_name = "SG", conflicts_with_all = ["tap", "no_network"])]
     groups: Vec<String>,
     /// The private address [default: the lowest free one of the subnet].
-    #[arg(long, value_name = "ADDR", requires = "subnet")]
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["tap", "no_network"])]
     private_ip: Option<std::net::Ipv4Addr>,
     /// Let the instance send from addresses not its own (NAT instances).
-    #[arg(long, requires = "subnet")]
+    #[arg(long, conflicts_with_all = ["tap", "no_network"])]
     no_source_dest_check: bool,
 }
 
-/// Pre-VPC networking, until subnets place instances.
+/// Instead of a VPC: no interface, or the pre-VPC one on a tap.
 #[derive(Debug, Args)]
-#[command(next_help_heading = "Network (until VPCs exist)")]
+#[command(next_help_heading = "Other networks (instead of a VPC)")]
 pub struct TapArgs {
-    /// Put the instance's interface on this tap (an existing one is
-    /// used, a missing one lives as long as the VM).
+    /// No network interface at all: nothing made in any VPC, the fastest
+    /// launch (a console-only VM, a build with no network).
+    #[arg(long, conflicts_with = "tap")]
+    no_network: bool,
+    /// Expert: put the instance's interface on this tap, which you made
+    /// and address yourself (an existing one is used, a missing one
+    /// lives as long as the VM); no VPC, no security groups.
     #[arg(long, value_name = "NAME")]
     tap: Option<String>,
     /// The instance's address on the tap, applied by the image's seed.
@@ -363,13 +370,16 @@ pub fn launch(env: &Env, args: RunArgs) -> Result<(), CliError> {
         key: args.key,
         template: args.template,
         cmdline_append: args.cmdline_append,
-        nic,
-        placement: args.vpc.subnet.map(|subnet| PlacementRequest {
-            subnet,
-            groups: args.vpc.groups,
-            private_ip: args.vpc.private_ip,
-            source_dest_check: !args.vpc.no_source_dest_check,
-        }),
+        network: match nic {
+            Some(nic) => LaunchNetwork::Tap(nic),
+            None if net.no_network => LaunchNetwork::None,
+            None => LaunchNetwork::Vpc(PlacementRequest {
+                subnet: args.vpc.subnet,
+                groups: args.vpc.groups,
+                private_ip: args.vpc.private_ip,
+                source_dest_check: !args.vpc.no_source_dest_check,
+            }),
+        },
         tags,
         count: args.count,
         limits: args.limits.unwrap_or_default(),

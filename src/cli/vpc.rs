@@ -21,6 +21,10 @@ pub enum VpcCommand {
         #[command(flatten)]
         name: NameArgs,
     },
+    /// Create a default VPC (172.31.0.0/16, a default subnet, an internet
+    /// gateway), where launches that name no network go, when there is
+    /// none: as EC2's CreateDefaultVpc, after the last one was deleted.
+    CreateDefault,
     /// List VPCs.
     #[command(visible_alias = "ls")]
     List(FilterArgs),
@@ -47,18 +51,33 @@ pub fn run(env: &Env, command: VpcCommand) -> Result<(), CliError> {
             }
             println!("{}", vpc.item.id);
         }
+        VpcCommand::CreateDefault => {
+            let response = env.call(Action::CreateDefaultVpc)?;
+            let Response::NewVpc { vpc, .. } = response else {
+                return Err(unexpected(&response));
+            };
+            println!("{}", vpc.item.id);
+        }
         VpcCommand::List(filter) => {
             list::<Vpc>(
                 env,
                 Action::ListVpcs {
                     filters: filter.filters()?,
                 },
-                &["ID", "NAME", "CIDR", "MAIN ROUTE TABLE", "DEFAULT GROUP"],
+                &[
+                    "ID",
+                    "NAME",
+                    "CIDR",
+                    "DEFAULT",
+                    "MAIN ROUTE TABLE",
+                    "DEFAULT GROUP",
+                ],
                 |v| {
                     vec![
                         v.item.id.clone(),
                         name_of(v),
                         v.item.cidr.to_string(),
+                        if v.item.is_default { "yes" } else { "no" }.to_owned(),
                         v.item.main_route_table.clone(),
                         v.item.default_security_group.clone(),
                     ]

@@ -26,7 +26,7 @@ use super::template::LaunchTemplate;
 use super::user_data::UserData;
 use super::vpc::port::{self, PlacementRequest};
 use super::vpc::public::NetConfig;
-use super::vpc::realise;
+use super::vpc::{default, realise};
 use super::{Error, disk_copy, instance_type, lookup};
 
 /// What `gureum run` asks for. Unset fields come from the template, then
@@ -38,10 +38,9 @@ pub struct LaunchRequest {
     pub key: Option<String>,
     pub template: Option<String>,
     pub cmdline_append: Option<String>,
-    /// The pre-VPC network interface (`--tap`, `--ip`, `--gateway`).
-    pub nic: Option<TapNic>,
-    /// A place in a VPC subnet (`--subnet`, `--sg`, ...).
-    pub placement: Option<PlacementRequest>,
+    /// Where its network interface is [default: the default VPC].
+    #[serde(default)]
+    pub network: LaunchNetwork,
     pub tags: Tags,
     pub count: LaunchCount,
     /// Rate limits of its own, over its type's.
@@ -67,6 +66,26 @@ pub struct LaunchRequest {
     pub metadata_options: MetadataChange,
 }
 
+/// Where a launched instance's network interface is.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LaunchNetwork {
+    /// A port in a VPC subnet (`--subnet`, `--sg`, ...); with no subnet
+    /// named, the default VPC's, as EC2's.
+    Vpc(PlacementRequest),
+    /// The pre-VPC interface on a tap the user made (`--tap`, `--ip`,
+    /// `--gateway`).
+    Tap(TapNic),
+    /// No interface at all (`--no-network`).
+    None,
+}
+
+impl Default for LaunchNetwork {
+    fn default() -> Self {
+        Self::Vpc(PlacementRequest::default())
+    }
+}
+
 /// A launch with every reference resolved.
 #[derive(Debug)]
 struct Plan {
@@ -76,7 +95,8 @@ struct Plan {
     template_id: Option<String>,
     cmdline: String,
     nic: Option<TapNic>,
-    placement: Option<PlacementRequest>,
+    /// The subnet's reference, and the rest of the request.
+    placement: Option<(String, PlacementRequest)>,
     tags: Tags,
     limits: LimitOverrides,
     client_token: Option<String>,
@@ -128,7 +148,8 @@ fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
             Some(key) => Some(lookup::find::<KeyPair>(tx, key)?),
             None => None,
         };
-        if !image.seed && req.nic.as_ref().is_some_and(|n| n.static_ip.is_some()) {
+        if !image.seed && matches!(&req.network, LaunchNetwork::Tap(nic) if nic.static_ip.is_some())
+        {
             return Err(Error::IpWithoutSeed { image: image.name });
         }
         let append = req
@@ -149,8 +170,12 @@ fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
             key,
             template_id: t.map(|t| t.id.clone()),
             cmdline,
-            nic: req.nic.clone(),
-            placement: req.placement.clone(),
+            nic: match &req.network {
+                LaunchNetwork::Tap(nic) => Some(nic.clone()),
+                LaunchNetwork::Vpc(_) | LaunchNetwork::None => None,
+            },
+            // Resolved by `launch`, which may make the default VPC.
+            placement: None,
             tags,
             limits: req.limits,
             client_token: req.client_token.clone(),
@@ -245,9 +270,9 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
     let seed_disk = staged(&files.seed_disk);
     let record = |tx: &Tx<'_>| {
         let mut touched = Vec::new();
-        if let Some(request) = &plan.placement {
+        if let Some((subnet, request)) = &plan.placement {
             let guest_mac = mac.parse().map_err(|_| Error::BadMac(mac.clone()))?;
-            let placed = port::place(tx, &id, guest_mac, request)?;
+            let placed = port::place(tx, &id, guest_mac, subnet, request)?;
             touched.push(placed.placement.vpc_id.clone());
             let address = placed.placement.private_ip;
             instance.network_interfaces.push(NetworkInterface {
@@ -328,16 +353,12 @@ pub fn launch(ctx: &Context, store: &mut Store, req: &LaunchRequest) -> Result<L
     if count.min == 0 {
         return Err(Error::ZeroCount);
     }
-    if count.max > 1 && req.nic.is_some() {
-        return Err(Error::TapWithCount);
-    }
-    if count.max > 1
-        && req
-            .placement
-            .as_ref()
-            .is_some_and(|p| p.private_ip.is_some())
-    {
-        return Err(Error::PrivateIpWithCount);
+    match &req.network {
+        LaunchNetwork::Tap(_) if count.max > 1 => return Err(Error::TapWithCount),
+        LaunchNetwork::Vpc(p) if count.max > 1 && p.private_ip.is_some() => {
+            return Err(Error::PrivateIpWithCount);
+        }
+        _ => {}
     }
     if let Some(token) = &req.client_token {
         let earlier: Vec<Instance> = store.read(|tx| {
@@ -356,9 +377,18 @@ pub fn launch(ctx: &Context, store: &mut Store, req: &LaunchRequest) -> Result<L
             });
         }
     }
-    let plan = plan(store, req)?;
+    let mut plan = plan(store, req)?;
     // Checked before anything is made (the store checks them again).
     super::tags::check_all(&plan.tags)?;
+    // Only once the request is known to be good may it make the default
+    // VPC.
+    if let LaunchNetwork::Vpc(request) = &req.network {
+        let subnet = match &request.subnet {
+            Some(subnet) => subnet.clone(),
+            None => default::subnet_for_launch(store, &NetConfig::from_env()?)?,
+        };
+        plan.placement = Some((subnet, request.clone()));
+    }
     // All made before any starts, so that falling short of the minimum
     // takes back instances that never ran.
     let mut made = Vec::new();

@@ -473,15 +473,30 @@ impl Store {
     pub fn undo(&mut self, undo: Undo) -> Result<(), Error> {
         self.write(|tx| {
             for before in undo.rows.into_iter().rev() {
-                tx.0.execute("DELETE FROM resources WHERE id = ?1", params![before.id])
-                    .map_err(sql("undo a change"))?;
-                if let Some((kind, name, body)) = before.row {
-                    tx.0.execute(
-                        "INSERT INTO resources (id, kind, name, body) VALUES (?1, ?2, ?3, ?4)",
-                        params![before.id, kind, name, body],
-                    )
-                    .map_err(sql("undo a change"))?;
-                    tx.set_tags(&before.id, &before.tags)?;
+                match before {
+                    Before::Row { id, row, tags } => {
+                        tx.0.execute("DELETE FROM resources WHERE id = ?1", params![id])
+                            .map_err(sql("undo a change"))?;
+                        if let Some((kind, name, body)) = row {
+                            tx.0.execute(
+                                "INSERT INTO resources (id, kind, name, body) VALUES (?1, ?2, ?3, ?4)",
+                                params![id, kind, name, body],
+                            )
+                            .map_err(sql("undo a change"))?;
+                            tx.set_tags(&id, &tags)?;
+                        }
+                    }
+                    Before::Fact { key, value } => {
+                        tx.0.execute("DELETE FROM meta WHERE key = ?1", params![key])
+                            .map_err(sql("undo a change"))?;
+                        if let Some(value) = value {
+                            tx.0.execute(
+                                "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                                params![key, value],
+                            )
+                            .map_err(sql("undo a change"))?;
+                        }
+                    }
                 }
             }
             Ok(())
@@ -508,12 +523,19 @@ pub struct Undo {
 }
 
 /// A row as it was before a transaction first touched it (`row` is `None`
-/// for a row the transaction added).
+/// for a row the transaction added), or a fact of `meta` (`value` is
+/// `None` for one the transaction set first).
 #[derive(Debug)]
-struct Before {
-    id: String,
-    row: Option<(String, Option<String>, String)>,
-    tags: Tags,
+enum Before {
+    Row {
+        id: String,
+        row: Option<(String, Option<String>, String)>,
+        tags: Tags,
+    },
+    Fact {
+        key: String,
+        value: Option<String>,
+    },
 }
 
 /// One transaction. Dropped without commit, it rolls back. It keeps the
@@ -534,7 +556,11 @@ impl Tx<'_> {
         let Some(journal) = &self.1 else {
             return Ok(());
         };
-        if journal.borrow().iter().any(|before| before.id == id) {
+        if journal
+            .borrow()
+            .iter()
+            .any(|before| matches!(before, Before::Row { id: seen, .. } if seen == id))
+        {
             return Ok(());
         }
         let row = self
@@ -547,11 +573,42 @@ impl Tx<'_> {
             .optional()
             .map_err(sql("read a resource"))?;
         let tags = self.tags(id)?;
-        journal.borrow_mut().push(Before {
+        journal.borrow_mut().push(Before::Row {
             id: id.to_owned(),
             row,
             tags,
         });
+        Ok(())
+    }
+
+    /// The value of fact `key` of the store's `meta`, if it is set.
+    pub fn fact(&self, key: &str) -> Result<Option<String>, Error> {
+        meta(&self.0, key).map_err(sql("read a fact of the store"))
+    }
+
+    /// Sets fact `key` of the store's `meta`; undone with the
+    /// transaction's rows, so that a fact never outlives what it is about.
+    pub fn set_fact(&self, key: &str, value: &str) -> Result<(), Error> {
+        if let Some(journal) = &self.1 {
+            let seen = journal
+                .borrow()
+                .iter()
+                .any(|before| matches!(before, Before::Fact { key: k, .. } if k == key));
+            if !seen {
+                let value = self.fact(key)?;
+                journal.borrow_mut().push(Before::Fact {
+                    key: key.to_owned(),
+                    value,
+                });
+            }
+        }
+        self.0
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map_err(sql("write a fact of the store"))?;
         Ok(())
     }
 

@@ -127,6 +127,9 @@ fn reason_code(reason: &Reason) -> &'static str {
         Reason::InstanceState => "IncorrectInstanceState",
         Reason::AlreadyAttached => "Resource.AlreadyAssociated",
         Reason::NotAttached => "Gateway.NotAttached",
+        Reason::DefaultVpcExists => "DefaultVpcAlreadyExists",
+        Reason::NoDefaultVpc => "VPCIdNotSpecified",
+        Reason::NoDefaultSubnet => "MissingInput",
         Reason::DidNotStart => DID_NOT_START,
     }
 }

@@ -52,6 +52,19 @@ pub const ANY: Ipv4Cidr = Ipv4Cidr {
     prefix: 0,
 };
 
+/// The block of every default VPC, as AWS's.
+pub const DEFAULT_VPC: Ipv4Cidr = Ipv4Cidr {
+    network: Ipv4Addr::new(172, 31, 0, 0),
+    prefix: 16,
+};
+
+/// The first /20 of [`DEFAULT_VPC`]: its default subnet, as AWS's in its
+/// first zone.
+pub const DEFAULT_SUBNET: Ipv4Cidr = Ipv4Cidr {
+    network: Ipv4Addr::new(172, 31, 0, 0),
+    prefix: 20,
+};
+
 impl Ipv4Cidr {
     /// The block holding just `address`.
     pub fn host(address: Ipv4Addr) -> Self {

@@ -7,6 +7,9 @@
 #   @@CASE <name> BEGIN ... @@CASE <name> RC <0 if every check passed>
 # with "@@FAIL <what>" for each failed check.
 set -u
+# The lifecycle needs no network: every launch says --no-network, else
+# it would go to the default VPC (which needs nft, not shipped to this
+# L1; tests/rig/vpc.sh proves VPC instances).
 export GUREUM_STATE_DIR=/tmp/gureum-state
 S=$GUREUM_STATE_DIR
 
@@ -43,7 +46,7 @@ gureum image describe busybox || fail "image describe"
 end_checks import
 
 begin_checks run
-id=$(gureum run --image busybox --type t2.nano --name web-1 \
+id=$(gureum run --no-network --image busybox --type t2.nano --name web-1 \
   --cmdline-append rig.scenario=idle --tag env=rig 2>&1)
 echo "launched $id"
 case $id in i-*) ;; *) fail "run printed '$id'" ;; esac
@@ -121,7 +124,7 @@ end_checks terminate
 # A guest that ignores its power button (no acpid) is killed after the
 # stop's timeout, and its reason says so.
 begin_checks deaf
-id=$(gureum run --image busybox --type t2.nano --name deaf-1 \
+id=$(gureum run --no-network --image busybox --type t2.nano --name deaf-1 \
   --cmdline-append rig.scenario=deaf 2>&1)
 echo "launched $id"
 gureum instance wait "$id" --state running --timeout 120 || fail "never running"
@@ -135,7 +138,7 @@ end_checks deaf
 # terminate: the instance goes through shutting-down to terminated, and
 # its files with it (EC2's InstanceInitiatedShutdownBehavior).
 begin_checks shutdown-terminate
-id=$(gureum run --image busybox --type t2.nano --name halt-1 \
+id=$(gureum run --no-network --image busybox --type t2.nano --name halt-1 \
   --instance-initiated-shutdown-behavior terminate --cmdline-append rig.scenario=halt 2>&1)
 echo "launched $id"
 until gureum instance wait "$id" --state terminated --timeout 240 >/dev/null 2>&1; do
@@ -161,7 +164,7 @@ begin_checks nested
 for mode in on off; do
   opt=
   [ $mode = on ] && opt="--cpu-options NestedVirtualization=enabled"
-  id=$(gureum run --image busybox --type c8i.large $opt --name "nested-$mode" \
+  id=$(gureum run --no-network --image busybox --type c8i.large $opt --name "nested-$mode" \
     --cmdline-append rig.scenario=nested 2>&1)
   echo "launched $id"
   wait_log "$id" @@KVM-HELLO 1 300 || fail "$mode: no @@KVM-HELLO on the console"
@@ -171,7 +174,7 @@ for mode in on off; do
   done
   gureum instance terminate "$id" >/dev/null 2>&1 || fail "terminate $mode"
 done
-out=$(gureum run --image busybox --type t3.micro --cpu-options NestedVirtualization=enabled 2>&1) &&
+out=$(gureum run --no-network --image busybox --type t3.micro --cpu-options NestedVirtualization=enabled 2>&1) &&
   fail "a t3 with nested virtualization launched: $out"
 echo "t3_refused=$out"
 end_checks nested
@@ -188,7 +191,7 @@ start_daemon() {
   gureum daemon --check || fail "no daemon answers"
 }
 start_daemon
-id=$(gureum run --image busybox --type t2.nano --name d-1 --cmdline-append rig.scenario=idle 2>&1)
+id=$(gureum run --no-network --image busybox --type t2.nano --name d-1 --cmdline-append rig.scenario=idle 2>&1)
 echo "launched $id"
 gureum instance wait "$id" --state running --timeout 120 || fail "never running"
 wait_log "$id" @@IDLE 1 300 || fail "no @@IDLE on the console"

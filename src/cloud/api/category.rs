@@ -201,7 +201,11 @@ impl vpc::Error {
             | E::BadPorts(_)
             | E::NotInSubnet { .. }
             | E::PrefixChanged { .. } => InvalidInput,
-            E::NoRoute { .. } | E::NotAssociated { .. } | E::NoSuchRule { .. } => NotFound,
+            E::NoRoute { .. }
+            | E::NotAssociated { .. }
+            | E::NoSuchRule { .. }
+            | E::NoDefaultVpc { .. }
+            | E::NoDefaultSubnet { .. } => NotFound,
             E::InUse { .. }
             | E::GroupNameTaken { .. }
             | E::RouteExists { .. }
@@ -211,7 +215,8 @@ impl vpc::Error {
             | E::VpcHasGateway { .. }
             | E::RuleExists { .. }
             | E::Associated { .. }
-            | E::NotAssociatedEip { .. } => Conflict,
+            | E::NotAssociatedEip { .. }
+            | E::DefaultVpcExists { .. } => Conflict,
             E::PoolExhausted { .. } => LimitExceeded,
             E::Netns(e) => host(e),
             E::Link(e) => host(e),

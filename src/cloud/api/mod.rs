@@ -28,6 +28,7 @@ use super::reconcile::{self, Report};
 use super::store::{Resource, Store, Tx};
 use super::tags::{Filter, Tags};
 use super::template::{self, LaunchTemplate, TemplateRequest};
+use super::vpc::default;
 use super::vpc::elastic_ip::{self, ElasticIp};
 use super::vpc::gateway::{self, InternetGateway};
 use super::vpc::network::{self, Vpc};
@@ -168,6 +169,8 @@ pub enum Action {
         cidr: Ipv4Cidr,
         tags: Tags,
     },
+    /// The default VPC, when there is none (EC2's CreateDefaultVpc).
+    CreateDefaultVpc,
     ListVpcs {
         filters: Vec<String>,
     },
@@ -639,6 +642,13 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
             Response::NewVpc {
                 vpc: Tagged::read(store, created.vpc)?,
                 not_private: created.not_private,
+            }
+        }
+        Action::CreateDefaultVpc => {
+            let vpc = default::create(store, &net()?)?;
+            Response::NewVpc {
+                vpc: Tagged::read(store, vpc)?,
+                not_private: false,
             }
         }
         Action::ListVpcs { filters } => Vpc::records(list_plain(store, filters)?),

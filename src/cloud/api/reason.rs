@@ -45,6 +45,12 @@ pub enum Reason {
     AlreadyAttached,
     /// The gateway is not attached (to that VPC).
     NotAttached,
+    /// There is a default VPC already.
+    DefaultVpcExists,
+    /// A launch named no network and there is no default VPC.
+    NoDefaultVpc,
+    /// A launch named no network and the default VPC has no default subnet.
+    NoDefaultSubnet,
     /// The instance's VMM failed at once: the instance is stopped again,
     /// with the reason in its record.
     DidNotStart,
@@ -95,6 +101,9 @@ impl vpc::Error {
             E::PoolExhausted { .. } => Reason::AddressPoolExhausted,
             E::GatewayAlreadyAttached { .. } | E::VpcHasGateway { .. } => Reason::AlreadyAttached,
             E::GatewayNotAttached { .. } | E::GatewayDetached { .. } => Reason::NotAttached,
+            E::DefaultVpcExists { .. } => Reason::DefaultVpcExists,
+            E::NoDefaultVpc { .. } => Reason::NoDefaultVpc,
+            E::NoDefaultSubnet { .. } => Reason::NoDefaultSubnet,
             _ => return None,
         })
     }

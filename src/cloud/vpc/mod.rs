@@ -29,6 +29,7 @@ macro_rules! vpc_record {
     };
 }
 
+pub mod default;
 pub mod dns_server;
 pub mod elastic_ip;
 pub mod gateway;
@@ -146,6 +147,22 @@ pub enum Error {
         now: String,
         var: &'static str,
     },
+    #[error(
+        "default VPC {vpc} already exists, and there is at most one: launch into it, or \
+         `gureum vpc delete` it first"
+    )]
+    DefaultVpcExists { vpc: String },
+    #[error(
+        "there is no default VPC for a launch that names no network: default VPC {deleted} \
+         was deleted, and is not made again on its own; `gureum vpc create-default` makes a \
+         new one, or launch with --subnet (or --no-network for no interface)"
+    )]
+    NoDefaultVpc { deleted: String },
+    #[error(
+        "default VPC {vpc} has no default subnet left for a launch that names no network: \
+         launch with --subnet"
+    )]
+    NoDefaultSubnet { vpc: String },
     #[error(
         "these VPCs could not be made to match their records (the others were): {vpcs}; \
          fix that, then `gureum net reconcile`"

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cloud::ids::{self, Kind};
-use crate::cloud::store::{Resource, Store};
+use crate::cloud::store::{Resource, Store, Tx};
 use crate::cloud::tags::Tags;
 use crate::cloud::{self, lookup};
 use crate::net::cidr::{self, Ipv4Cidr};
@@ -26,9 +26,25 @@ pub struct Vpc {
     pub main_route_table: String,
     pub default_security_group: String,
     pub created: String,
+    /// The account's default VPC (`super::default`), where launches that
+    /// name no network go.
+    #[serde(default)]
+    pub is_default: bool,
 }
 
-vpc_record!(Vpc, Kind::Vpc);
+/// The unique name only the default VPC has: the store itself then
+/// refuses a second one, whatever raced to make it.
+const DEFAULT_UNIQUE_NAME: &str = "default";
+
+impl Resource for Vpc {
+    const KIND: Kind = Kind::Vpc;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn unique_name(&self) -> Option<&str> {
+        self.is_default.then_some(DEFAULT_UNIQUE_NAME)
+    }
+}
 
 /// A new VPC, and whether its block lies outside the private ranges (the
 /// caller warns).
@@ -36,6 +52,44 @@ vpc_record!(Vpc, Kind::Vpc);
 pub struct Created {
     pub vpc: Vpc,
     pub not_private: bool,
+}
+
+/// A new VPC's records: itself, its main route table and its default
+/// security group, not yet stored.
+#[derive(Debug)]
+pub struct NewVpc {
+    pub vpc: Vpc,
+    pub main_route_table: RouteTable,
+    pub default_security_group: SecurityGroup,
+}
+
+impl NewVpc {
+    pub fn new(config: &NetConfig, cidr: Ipv4Cidr, is_default: bool) -> Result<Self, cloud::Error> {
+        let id = ids::new_id(Kind::Vpc)?;
+        let table = RouteTable::main(ids::new_id(Kind::RouteTable)?, &id, cidr);
+        let group = SecurityGroup::default_of(ids::new_id(Kind::SecurityGroup)?, &id);
+        Ok(Self {
+            vpc: Vpc {
+                netns: config.vpc_netns(&id),
+                id,
+                cidr,
+                main_route_table: table.id.clone(),
+                default_security_group: group.id.clone(),
+                created: cloud::time::now(),
+                is_default,
+            },
+            main_route_table: table,
+            default_security_group: group,
+        })
+    }
+
+    /// Stores the records, the VPC with `tags`.
+    pub fn insert(&self, tx: &Tx<'_>, tags: &Tags) -> Result<(), cloud::Error> {
+        tx.insert(&self.vpc, tags)?;
+        tx.insert(&self.main_route_table, &Tags::new())?;
+        tx.insert(&self.default_security_group, &Tags::new())?;
+        Ok(())
+    }
 }
 
 /// Creates a VPC with its main route table and default security group.
@@ -46,25 +100,13 @@ pub fn create(
     tags: &Tags,
 ) -> Result<Created, cloud::Error> {
     let checked = cidr::check_vpc(cidr).map_err(Error::from)?;
-    let id = ids::new_id(Kind::Vpc)?;
-    let table = RouteTable::main(ids::new_id(Kind::RouteTable)?, &id, cidr);
-    let group = SecurityGroup::default_of(ids::new_id(Kind::SecurityGroup)?, &id);
-    let vpc = Vpc {
-        netns: config.vpc_netns(&id),
-        id,
-        cidr,
-        main_route_table: table.id.clone(),
-        default_security_group: group.id.clone(),
-        created: cloud::time::now(),
-    };
+    let new = NewVpc::new(config, cidr, false)?;
     realise::change(store, config, |tx| {
-        tx.insert(&vpc, tags)?;
-        tx.insert(&table, &Tags::new())?;
-        tx.insert(&group, &Tags::new())?;
-        Ok(((), vec![vpc.id.clone()]))
+        new.insert(tx, tags)?;
+        Ok(((), vec![new.vpc.id.clone()]))
     })?;
     Ok(Created {
-        vpc,
+        vpc: new.vpc,
         not_private: checked.public_range_warning,
     })
 }
@@ -110,6 +152,8 @@ pub fn delete(store: &mut Store, config: &NetConfig, reference: &str) -> Result<
             }
             .into());
         }
+        // A deleted default VPC stays deleted: its fact in the store
+        // (`super::default`) keeps launches from making another.
         tx.delete(&vpc.id)?;
         for table in &tables {
             tx.delete(&table.id)?;

@@ -65,16 +65,30 @@ pub fn instances_in(tx: &Tx<'_>, vpc: &str) -> Result<Vec<(String, Placement)>, 
         .collect())
 }
 
-/// What `gureum run --subnet` asks for.
+/// The place in a VPC a launch asks for (`--subnet`, `--sg`, ...).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlacementRequest {
-    /// The subnet: ID or Name tag.
-    pub subnet: String,
+    /// The subnet: ID or Name tag [default: the default VPC's default
+    /// subnet, made on first use (`super::default`)].
+    pub subnet: Option<String>,
     /// Security groups (ID or Name tag) [default: the VPC's default one].
     pub groups: Vec<String>,
     /// A chosen free address [default: the lowest free one].
     pub private_ip: Option<Ipv4Addr>,
     pub source_dest_check: bool,
+}
+
+impl Default for PlacementRequest {
+    /// The default subnet, its VPC's default group, the lowest free
+    /// address: where EC2 puts a launch that names no network.
+    fn default() -> Self {
+        Self {
+            subnet: None,
+            groups: Vec::new(),
+            private_ip: None,
+            source_dest_check: true,
+        }
+    }
 }
 
 /// Where an instance was placed, and what its guest needs to know.
@@ -97,18 +111,19 @@ pub fn tap_name(id: &str) -> String {
     format!("{TAP_PREFIX}{tail}")
 }
 
-/// Places instance `id` in a subnet: picks its address and its tap's
-/// name, in the records of `tx`. The tap (persistent: it is the
-/// instance's port until terminate, over stops and starts) is made and
-/// filtered when the VPC is converged after the commit, before any VMM
-/// opens it.
+/// Places instance `id` in subnet `subnet` (ID or Name tag; the request's
+/// own is resolved by the launch): picks its address and its tap's name,
+/// in the records of `tx`. The tap (persistent: it is the instance's port
+/// until terminate, over stops and starts) is made and filtered when the
+/// VPC is converged after the commit, before any VMM opens it.
 pub fn place(
     tx: &Tx<'_>,
     id: &str,
     mac: MacAddr,
+    subnet: &str,
     request: &PlacementRequest,
 ) -> Result<Placed, cloud::Error> {
-    let subnet: Subnet = lookup::find_tagged(tx, &request.subnet, |_| true)?;
+    let subnet: Subnet = lookup::find_tagged(tx, subnet, |_| true)?;
     let vpc: Vpc = lookup::find(tx, &subnet.vpc_id)?;
     let mut groups = groups_in(tx, &vpc.id, &request.groups)?;
     if groups.is_empty() {

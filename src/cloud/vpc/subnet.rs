@@ -31,9 +31,33 @@ pub struct Subnet {
     /// How many addresses instances can hold in it.
     pub capacity: u32,
     pub created: String,
+    /// The default VPC's subnet of its zone, where launches that name no
+    /// subnet go (EC2's DefaultForAz).
+    #[serde(default)]
+    pub default_for_az: bool,
 }
 
 vpc_record!(Subnet, Kind::Subnet, in_vpc);
+
+impl Subnet {
+    /// A new subnet `block` of VPC `vpc`, not yet stored.
+    pub fn new(vpc: &str, block: Ipv4Cidr, zone: &str) -> Result<Self, cloud::Error> {
+        let router = cidr::router(block).ok_or(Error::Cidr(cidr::Error::Full {
+            subnet: block,
+            capacity: 0,
+        }))?;
+        Ok(Self {
+            id: ids::new_id(Kind::Subnet)?,
+            vpc_id: vpc.to_owned(),
+            cidr: block,
+            availability_zone: zone.to_owned(),
+            router,
+            capacity: cidr::capacity(block),
+            created: cloud::time::now(),
+            default_for_az: false,
+        })
+    }
+}
 
 /// Creates a subnet in a VPC: inside its block, overlapping no sibling.
 pub fn create(
@@ -47,25 +71,12 @@ pub fn create(
     if let Some(zone) = zone {
         cloud::names::check_zone(zone)?;
     }
-    let id = ids::new_id(Kind::Subnet)?;
-    let router = cidr::router(block).ok_or(Error::Cidr(cidr::Error::Full {
-        subnet: block,
-        capacity: 0,
-    }))?;
     realise::change(store, config, |tx| {
         let vpc: Vpc = lookup::find_tagged(tx, vpc, |_| true)?;
         let siblings: Vec<Subnet> = super::in_vpc(tx, &vpc.id)?;
         cidr::check_subnet(block, vpc.cidr, siblings.iter().map(|s| &s.cidr))
             .map_err(Error::from)?;
-        let subnet = Subnet {
-            id,
-            vpc_id: vpc.id.clone(),
-            cidr: block,
-            availability_zone: zone.unwrap_or(DEFAULT_ZONE).to_owned(),
-            router,
-            capacity: cidr::capacity(block),
-            created: cloud::time::now(),
-        };
+        let subnet = Subnet::new(&vpc.id, block, zone.unwrap_or(DEFAULT_ZONE))?;
         tx.insert(&subnet, tags)?;
         // It follows the main table, which may make it public.
         realise::check(tx, &vpc.id)?;

@@ -13,7 +13,7 @@ use crate::cloud::cpu_options::CpuOptions;
 use crate::cloud::ids::Kind;
 use crate::cloud::instance::{Instance, ShutdownBehavior, State};
 use crate::cloud::instance_type::LimitOverrides;
-use crate::cloud::launch::LaunchRequest;
+use crate::cloud::launch::{LaunchNetwork, LaunchRequest};
 use crate::cloud::launch_count::LaunchCount;
 use crate::cloud::metadata_options::{MetadataChange, MetadataOptions};
 use crate::cloud::user_data::UserData;
@@ -135,13 +135,6 @@ fn run(call: &Call<'_>) -> Result<Xml, Ec2Error> {
     let mut groups = p.list("SecurityGroupId");
     groups.extend(p.list("SecurityGroup"));
     let private_ip = p.parsed("PrivateIpAddress", "an IPv4 address")?;
-    let subnet = p.get("SubnetId").map(str::to_owned);
-    if subnet.is_none() && (!groups.is_empty() || private_ip.is_some()) {
-        return Err(Ec2Error::client(
-            "InvalidParameterCombination",
-            "security groups and a private address need a SubnetId (gureum has no default VPC)",
-        ));
-    }
     let request = LaunchRequest {
         image: p.get("ImageId").map(str::to_owned),
         instance_type: p.get("InstanceType").map(str::to_owned),
@@ -151,9 +144,9 @@ fn run(call: &Call<'_>) -> Result<Xml, Ec2Error> {
             .or(template.get("LaunchTemplateName"))
             .map(str::to_owned),
         cmdline_append: None,
-        nic: None,
-        placement: subnet.map(|subnet| PlacementRequest {
-            subnet,
+        // No SubnetId: the default VPC's default subnet, as EC2's.
+        network: LaunchNetwork::Vpc(PlacementRequest {
+            subnet: p.get("SubnetId").map(str::to_owned),
             groups,
             private_ip,
             source_dest_check: true,

@@ -56,7 +56,7 @@ fn field(s: &Subnet, name: &str) -> Option<Vec<String>> {
         "cidr-block" | "cidr" | "cidrBlock" => s.cidr.to_string(),
         "availability-zone" | "availabilityZone" => s.availability_zone.clone(),
         "state" => "available".into(),
-        "default-for-az" | "defaultForAz" => "false".into(),
+        "default-for-az" | "defaultForAz" => s.default_for_az.to_string(),
         _ => return None,
     }])
 }
@@ -77,7 +77,9 @@ fn write(x: &mut Xml, s: &Tagged<Subnet>, call: &Call<'_>) {
         .leaf("cidrBlock", subnet.cidr)
         .leaf("availableIpAddressCount", subnet.capacity)
         .leaf("availabilityZone", &subnet.availability_zone)
-        .leaf("defaultForAz", false)
+        .leaf("defaultForAz", subnet.default_for_az)
+        // No public address is assigned at launch, not even in the
+        // default subnet: an elastic IP gives one.
         .leaf("mapPublicIpOnLaunch", false)
         .tags(&s.tags);
 }

@@ -10,6 +10,7 @@ use super::{Call, Operation, Target, done, named};
 
 pub const OPERATIONS: &[Operation] = &[
     Operation::new("CreateVpc", Target::Any, create),
+    Operation::new("CreateDefaultVpc", Target::Any, create_default),
     Operation::new("DeleteVpc", named(Kind::Vpc, "VpcId"), delete),
     Operation::new("DescribeVpcs", Target::Any, describe),
 ];
@@ -27,6 +28,15 @@ fn create(call: &Call<'_>) -> Result<Xml, Ec2Error> {
             return Err(Ec2Error::client("InvalidVpc.Range", e.message));
         }
         Err(e) => return Err(e),
+    };
+    let mut x = Xml::new();
+    x.node("vpc", |x| write(x, &vpc, call.account));
+    Ok(x)
+}
+
+fn create_default(call: &Call<'_>) -> Result<Xml, Ec2Error> {
+    let Response::NewVpc { vpc, .. } = call.run(Action::CreateDefaultVpc)? else {
+        return Err(super::unexpected());
     };
     let mut x = Xml::new();
     x.node("vpc", |x| write(x, &vpc, call.account));
@@ -56,7 +66,7 @@ fn field(v: &Vpc, name: &str, account: &str) -> Option<Vec<String>> {
         "vpc-id" => v.id.clone(),
         "cidr" | "cidr-block-association.cidr-block" | "cidrBlock" => v.cidr.to_string(),
         "state" => "available".into(),
-        "is-default" => "false".into(),
+        "is-default" => v.is_default.to_string(),
         "owner-id" => account.into(),
         "dhcp-options-id" => "default".into(),
         _ => return None,
@@ -81,6 +91,6 @@ fn write(x: &mut Xml, v: &Tagged<Vpc>, account: &str) {
         })
         .leaf("dhcpOptionsId", "default")
         .leaf("instanceTenancy", "default")
-        .leaf("isDefault", false)
+        .leaf("isDefault", vpc.is_default)
         .tags(&v.tags);
 }

@@ -77,7 +77,7 @@ fn the_debian_image_imports() {
     let case = passed_with("import", &[]);
     assert!(case.output.contains("debian-12"), "{}", case.output);
     passed_with("keys", &[]);
-    passed_with("vpc", &[]);
+    passed_with("daemon", &[]);
 }
 
 #[test]
@@ -94,7 +94,7 @@ fn an_instance_boots_from_its_virtio_root_disk_and_accepts_its_key_pair() {
     passed_with(
         "ssh",
         &[
-            ("hostname", "ip-10-77-1-4"),
+            ("hostname", "ip-172-31-0-4"),
             ("user", "admin"),
             ("sudo", "ok"),
             ("root", "/dev/vda"),
@@ -104,23 +104,25 @@ fn an_instance_boots_from_its_virtio_root_disk_and_accepts_its_key_pair() {
     );
 }
 
-/// Debian's cloud-init, unmodified and told nothing but the default
-/// user's name, finds EC2 by itself (SMBIOS), takes the store's address
-/// by DHCP, EC2's private name, the VPC resolver, and runs the user data.
+/// `gureum run` with no network flags: the instance is in the default
+/// VPC, where Debian's cloud-init, unmodified and told nothing but the
+/// default user's name, finds EC2 by itself (SMBIOS), takes the store's
+/// address by DHCP, EC2's private name, the VPC resolver, and runs the
+/// user data.
 #[test]
 fn cloud_init_configures_the_instance_from_dhcp_and_the_metadata_service() {
     let case = passed_with(
         "cloud-init",
         &[
-            ("store_ip", "10.77.1.4"),
-            ("dhcp_address", "10.77.1.4"),
-            ("address", "10.77.1.4"),
-            ("hostname", "ip-10-77-1-4"),
-            ("resolver", "10.77.0.2"),
-            ("resolved", "10.77.1.9"),
+            ("store_ip", "172.31.0.4"),
+            ("dhcp_address", "172.31.0.4"),
+            ("address", "172.31.0.4"),
+            ("hostname", "ip-172-31-0-4"),
+            ("resolver", "172.31.0.2"),
+            ("resolved", "172.31.0.9"),
             ("cloud_id", "aws"),
             ("user_data_file", "done"),
-            ("user_data_console", "ran as root on ip-10-77-1-4"),
+            ("user_data_console", "ran as root on ip-172-31-0-4"),
         ],
     );
     // ds-identify chose the datasource: EC2 first, nothing configured.

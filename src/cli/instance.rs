@@ -199,7 +199,8 @@ pub struct TapArgs {
     /// lives as long as the VM); no VPC, no security groups.
     #[arg(long, value_name = "NAME")]
     tap: Option<String>,
-    /// The instance's address on the tap, applied by the image's seed.
+    /// The instance's address on the tap, on its kernel command line
+    /// (`gureum.ip=`, which the busybox image applies).
     #[arg(long, value_name = "ADDR/PREFIX", requires = "tap")]
     ip: Option<String>,
     /// The instance's default gateway, on the --ip subnet.

@@ -39,10 +39,6 @@ pub struct Image {
     pub cmdline: String,
     pub default_user: Option<String>,
     pub min_memory_mib: u64,
-    /// Instances get a seed disk their first-boot service applies
-    /// (`cloud::seed`). Absent in records made before it existed.
-    #[serde(default)]
-    pub seed: bool,
     /// The instance this image was saved from, if any.
     pub source_instance: Option<String>,
     pub created: String,
@@ -225,7 +221,6 @@ pub fn import(
         cmdline: m.cmdline.clone(),
         default_user: m.default_user.clone(),
         min_memory_mib: m.min_memory_mib,
-        seed: m.seed,
         source_instance: None,
         created: super::time::now(),
     };

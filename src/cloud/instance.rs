@@ -93,8 +93,8 @@ pub struct Disk {
 pub struct NetworkInterface {
     pub tap: String,
     pub mac: String,
-    /// The address the seed gives the guest (pre-VPC path). Absent in
-    /// records made before it existed.
+    /// The address the guest is given: its port's in a VPC, or the one
+    /// `--tap --ip` names. Absent in records made before it existed.
     #[serde(default)]
     pub static_ip: Option<StaticIp>,
     /// The network namespace the tap is in (a VPC's), if not the host's.

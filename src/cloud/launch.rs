@@ -16,10 +16,9 @@ use super::lifecycle::{
     Context, await_start, failed_at_start, record_start_failure, spawn_supervisor,
 };
 use super::metadata_options::{MetadataChange, MetadataOptions};
-use super::seed::{self, Seed};
 use super::staging::Staging;
 use super::store::{Store, Tx};
-use super::tags::{NAME, Tags};
+use super::tags::Tags;
 use super::tap_network::StaticIp;
 use super::tap_network::{self, TapNic};
 use super::template::LaunchTemplate;
@@ -148,10 +147,6 @@ fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
             Some(key) => Some(lookup::find::<KeyPair>(tx, key)?),
             None => None,
         };
-        if !image.seed && matches!(&req.network, LaunchNetwork::Tap(nic) if nic.static_ip.is_some())
-        {
-            return Err(Error::IpWithoutSeed { image: image.name });
-        }
         let append = req
             .cmdline_append
             .as_deref()
@@ -234,6 +229,11 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
         Some(_) => Some(NetConfig::from_env()?),
         None => None,
     };
+    let mut cmdline = plan.cmdline.clone();
+    // On a tap, nothing but the command line gives the guest its address.
+    if let Some(ip) = plan.nic.as_ref().and_then(|nic| nic.static_ip) {
+        cmdline.push_str(&ip.kernel_args());
+    }
     let now = super::time::now_secs();
     let mut instance = Instance {
         id: id.clone(),
@@ -243,7 +243,7 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
         memory_mib: plan.instance_type.memory_mib,
         key_name: plan.key.as_ref().map(|k| k.name.clone()),
         template_id: plan.template_id.clone(),
-        cmdline: plan.cmdline.clone(),
+        cmdline,
         state: State::Pending,
         state_reason: None,
         state_since: now,
@@ -267,45 +267,27 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
     // One transaction: the record, the instance's place in its VPC and its
     // files appear together, or none of them; the VPC then gets its port
     // (a failure there takes the record and the files away again).
-    let seed_disk = staged(&files.seed_disk);
     let record = |tx: &Tx<'_>| {
         let mut touched = Vec::new();
         if let Some((subnet, request)) = &plan.placement {
             let guest_mac = mac.parse().map_err(|_| Error::BadMac(mac.clone()))?;
             let placed = port::place(tx, &id, guest_mac, subnet, request)?;
             touched.push(placed.placement.vpc_id.clone());
-            let address = placed.placement.private_ip;
+            let static_ip = StaticIp {
+                address: placed.placement.private_ip,
+                prefix_len: placed.prefix_len,
+                gateway: Some(placed.router),
+            };
+            // The DHCP server gives the same address; without a daemon,
+            // the command line is how the guest learns it.
+            instance.cmdline.push_str(&static_ip.kernel_args());
             instance.network_interfaces.push(NetworkInterface {
                 tap: placed.placement.tap.clone(),
                 mac: mac.clone(),
-                static_ip: Some(StaticIp {
-                    address,
-                    prefix_len: placed.prefix_len,
-                    gateway: Some(placed.router),
-                }),
+                static_ip: Some(static_ip),
                 netns: Some(placed.netns),
             });
-            if !plan.image.seed {
-                // Images without a seed read it from the kernel command
-                // line (images/busybox/init).
-                instance.cmdline.push_str(&format!(
-                    " gureum.ip={address}/{} gureum.gw={}",
-                    placed.prefix_len, placed.router
-                ));
-            }
             instance.placement = Some(placed.placement);
-        }
-        if plan.image.seed {
-            // Written once: like EC2's instance data, it keeps the key and
-            // name the instance was launched with.
-            Seed {
-                instance_id: id.clone(),
-                hostname: seed::hostname(plan.tags.get(NAME).map(String::as_str), &id),
-                user: plan.image.default_user.clone(),
-                authorized_key: plan.key.as_ref().map(|k| k.public_key.clone()),
-                interface: instance.network_interfaces.first().cloned(),
-            }
-            .write(&seed_disk)?;
         }
         tx.insert(&instance, &plan.tags)?;
         staging

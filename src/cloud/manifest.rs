@@ -22,9 +22,6 @@ pub struct Manifest {
     pub cmdline: String,
     pub default_user: Option<String>,
     pub min_memory_mib: u64,
-    /// The image applies a per-instance seed disk at boot (`seed=yes`):
-    /// hostname, SSH key, network (see `cloud::seed`).
-    pub seed: bool,
     /// Where the recipe puts the built files, relative to the repository
     /// (a hint for the error when the files are not beside the manifest).
     pub output: Option<String>,
@@ -41,12 +38,6 @@ pub enum Error {
     Empty { line: usize, key: String },
     #[error("line {line}: {key}={value} is not a whole number of MiB")]
     BadNumber {
-        line: usize,
-        key: String,
-        value: String,
-    },
-    #[error("line {line}: {key}={value} must be yes or no")]
-    BadFlag {
         line: usize,
         key: String,
         value: String,
@@ -110,18 +101,6 @@ pub fn parse(text: &str) -> Result<Manifest, Error> {
             value,
         })?,
     };
-    let seed = match take("seed") {
-        None => false,
-        Some((_, value)) if value == "yes" => true,
-        Some((_, value)) if value == "no" => false,
-        Some((line, value)) => {
-            return Err(Error::BadFlag {
-                line,
-                key: "seed".into(),
-                value,
-            });
-        }
-    };
     let value = |entry: Option<(usize, String)>| entry.map(|(_, v)| v);
     Ok(Manifest {
         kernel: value(take("kernel")).ok_or(Error::NoKernel)?,
@@ -133,7 +112,6 @@ pub fn parse(text: &str) -> Result<Manifest, Error> {
         cmdline: value(take("cmdline")).unwrap_or_else(|| DEFAULT_CMDLINE.into()),
         default_user: value(take("default_user")),
         min_memory_mib,
-        seed,
         output: value(take("output")),
     })
 }
@@ -156,7 +134,6 @@ mod tests {
         assert_eq!(m.min_memory_mib, 128);
         assert_eq!(m.architecture, "x86_64");
         assert_eq!(m.output.as_deref(), Some("target/images/busybox"));
-        assert!(!m.seed);
     }
 
     #[test]
@@ -166,7 +143,6 @@ mod tests {
         assert_eq!(m.root_disk.as_deref(), Some("root.img"));
         assert!(m.cmdline.contains("root=/dev/vda"), "{}", m.cmdline);
         assert_eq!(m.default_user.as_deref(), Some("admin"));
-        assert!(m.seed);
     }
 
     #[test]
@@ -206,10 +182,6 @@ mod tests {
         assert!(matches!(
             parse("kernel=k\nmin_memory_mib=lots\n"),
             Err(Error::BadNumber { line: 2, .. })
-        ));
-        assert!(matches!(
-            parse("kernel=k\nseed=maybe\n"),
-            Err(Error::BadFlag { line: 2, .. })
         ));
         let err = parse("kernel=k\narch=arm64\n").unwrap_err();
         assert_eq!(err, Error::Architecture("arm64".into()));

@@ -23,7 +23,6 @@ pub mod metadata_options;
 pub mod names;
 pub mod process;
 pub mod reconcile;
-pub mod seed;
 pub mod staging;
 pub mod state_dir;
 pub mod store;
@@ -60,8 +59,6 @@ pub enum Error {
     #[error(transparent)]
     Copy(#[from] disk_copy::Error),
     #[error(transparent)]
-    Seed(#[from] seed::Error),
-    #[error(transparent)]
     TapNetwork(#[from] tap_network::Error),
     #[error(transparent)]
     Vpc(#[from] vpc::Error),
@@ -76,11 +73,6 @@ pub enum Error {
          one by one, each with its own tap"
     )]
     TapWithCount,
-    #[error(
-        "image {image} applies no network settings (its manifest has no seed=yes): configure \
-         the address inside the guest, or drop --ip and --gateway"
-    )]
-    IpWithoutSeed { image: String },
     #[error("no {noun} '{reference}'; `{list}` shows them")]
     NotFound {
         noun: &'static str,

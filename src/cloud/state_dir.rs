@@ -18,8 +18,6 @@ pub struct InstanceFiles {
     pub dir: PathBuf,
     /// The instance's own copy of its image's root disk.
     pub root_disk: PathBuf,
-    /// Its seed disk, for images that apply one (`cloud::seed`).
-    pub seed_disk: PathBuf,
     /// Everything the guest printed, across boots (`gureum instance logs`).
     pub console_log: PathBuf,
     /// The VMM's and supervisor's own messages.
@@ -91,7 +89,6 @@ impl StateDir {
         let run_dir = dir.join("run");
         InstanceFiles {
             root_disk: dir.join("root.img"),
-            seed_disk: dir.join("seed.img"),
             console_log: dir.join("console.log"),
             vmm_log: dir.join("vmm.log"),
             metrics: dir.join("metrics.json"),

@@ -1,11 +1,8 @@
-//! The pre-VPC network path: an instance's virtio-net on a tap the user
+//! The expert network path: an instance's virtio-net on a tap the user
 //! names, with a fixed IPv4 address given at launch (`gureum run --tap
-//! NAME --ip ADDR/PREFIX --gateway ADDR`), applied by the image's
-//! first-boot service from the seed disk.
-//!
-//! It exists so that instances can be reached over SSH before VPCs do;
-//! the VPC layer replaces it with subnets that place taps and hand out
-//! addresses.
+//! NAME --ip ADDR/PREFIX --gateway ADDR`) on the kernel command line, for
+//! images that read it there (images/busybox/init). No DHCP or metadata
+//! service answers on such a tap: the VPC layer's subnets do that.
 
 use std::net::Ipv4Addr;
 
@@ -20,6 +17,18 @@ pub struct StaticIp {
     pub address: Ipv4Addr,
     pub prefix_len: u8,
     pub gateway: Option<Ipv4Addr>,
+}
+
+impl StaticIp {
+    /// The kernel command line's words that give the guest the address
+    /// where no DHCP server answers (images/busybox/init reads them).
+    pub fn kernel_args(&self) -> String {
+        let mut args = format!(" gureum.ip={}/{}", self.address, self.prefix_len);
+        if let Some(gateway) = self.gateway {
+            args.push_str(&format!(" gureum.gw={gateway}"));
+        }
+        args
+    }
 }
 
 /// What `--tap`, `--ip` and `--gateway` ask for.

@@ -86,13 +86,6 @@ pub fn boot_args(
         args.push("--disk".into());
         args.push(spec);
     }
-    if image.seed {
-        // After the instance's disks, so the root disk stays vda.
-        let mut spec = files.seed_disk.clone().into_os_string();
-        spec.push(",ro");
-        args.push("--disk".into());
-        args.push(spec);
-    }
     let net_limit = limit_options(&[
         ("rx_bw", limits.net.rx.bytes_per_sec),
         ("rx_pps", limits.net.rx.ops_per_sec),
@@ -181,7 +174,6 @@ mod tests {
             cmdline: "console=ttyS0".into(),
             default_user: None,
             min_memory_mib: 128,
-            seed: false,
             source_instance: None,
             created: String::new(),
         }
@@ -317,7 +309,7 @@ mod tests {
     }
 
     #[test]
-    fn a_seeded_image_gets_the_seed_disk_read_only_after_the_root_disk() {
+    fn the_instances_disks_carry_its_types_limits() {
         let state = StateDir::resolve(Some("/s".into()));
         let mut inst = instance(State::Pending);
         inst.disks.push(Disk {
@@ -326,22 +318,12 @@ mod tests {
             read_only: false,
             delete_on_termination: true,
         });
-        let mut img = image();
-        img.seed = true;
         let files = state.instance_files(&inst.id);
-        let disks: Vec<String> = boot_args(&state, &img, &inst, &files)
+        let disks: Vec<String> = boot_args(&state, &image(), &inst, &files)
             .windows(2)
             .filter(|w| w[0] == "--disk")
             .map(|w| w[1].clone().into_string().unwrap())
             .collect();
-        let seed = format!("/s/instances/{}/seed.img,ro", inst.id);
-        // The instance type limits the instance's disks, not the seed.
-        assert_eq!(
-            disks,
-            [
-                "/s/instances/i-1/root.img,bw=260625000,iops=11800",
-                seed.as_str()
-            ]
-        );
+        assert_eq!(disks, ["/s/instances/i-1/root.img,bw=260625000,iops=11800"]);
     }
 }

@@ -2,8 +2,9 @@
 # The Debian image end to end, inside the nested KVM rig's L1 (busybox
 # sh, with OpenSSH's client, GNU tar and dnsmasq shipped from the host),
 # run by tests/rig_debian.rs: import the image, create key pairs, start
-# the daemon (metadata service, DHCP and DNS), launch an instance into a
-# VPC with a user-data script: Debian's own cloud-init finds EC2 by
+# the daemon (metadata service, DHCP and DNS), launch an instance with no
+# network flags (the default VPC) and a user-data script: Debian's own
+# cloud-init finds EC2 by
 # itself and configures it from DHCP and the metadata service; log in
 # with its key pair (a wrong key is refused), keep a file across
 # stop/start, save the instance as an image and boot that through the EC2
@@ -82,7 +83,7 @@ end_checks keys
 
 # The daemon serves the metadata service, DHCP and DNS of every VPC (and
 # the EC2 endpoint, for the api case).
-begin_checks vpc
+begin_checks daemon
 gureum daemon --listen 127.0.0.1:8773 >/tmp/daemon.log 2>&1 &
 daemon=$!
 t=$(now)
@@ -90,9 +91,7 @@ until gureum daemon --check >/dev/null 2>&1; do
   [ "$(elapsed "$t" | cut -d. -f1)" -ge 60 ] && { fail "the daemon never answered"; cat /tmp/daemon.log; break; }
   sleep 0.2
 done
-gureum vpc create --cidr 10.77.0.0/16 --name lab >/dev/null || fail "vpc create"
-gureum subnet create --vpc lab --cidr 10.77.1.0/24 --name web >/dev/null || fail "subnet create"
-end_checks vpc
+end_checks daemon
 
 begin_checks run
 # User data: a shell script cloud-init runs once, at the end of the
@@ -102,7 +101,8 @@ printf '%s\n' '#!/bin/sh' 'echo "@@USER-DATA ran as $(id -un) on $(hostname)"' \
 t0=$(now)
 # --wait ssh: run returns once the guest's SSH server answers. A guest
 # the rig crashed meanwhile ends the wait (wait_ssh starts it again).
-id1=$(gureum run --image debian-12 --type t2.nano --name web-1 --key mykey --subnet web \
+# No network flags: the instance goes to the default VPC, made now.
+id1=$(gureum run --image debian-12 --type t2.nano --name web-1 --key mykey \
   --user-data /tmp/user-data.sh --wait ssh --wait-timeout $SSH_WAIT 2>/tmp/run.err)
 waited=$?
 echo "launched $id1"
@@ -142,7 +142,7 @@ ssh_as /tmp/mykey.pem "$id1" '
   echo "user_data_file=$(cat /var/lib/user-data-ran)"
   echo "resolver=$(sed -n "s/^nameserver //p" /run/systemd/resolve/resolv.conf | head -n 1)"
   # Another address of the VPC: its name is not in /etc/hosts.
-  echo "resolved=$(getent hosts ip-10-77-1-9.ec2.internal | cut -d" " -f1)"
+  echo "resolved=$(getent hosts ip-172-31-0-9.ec2.internal | cut -d" " -f1)"
   sudo cloud-init analyze show 2>/dev/null | grep -E "^(Finished|Total)" | tail -n 6
 ' 2>&1 || fail "cannot read what cloud-init did"
 echo "user_data_console=$(gureum instance logs "$id1" | tr -d '\r' | sed -n 's/.*@@USER-DATA //p' | tail -n 1)"

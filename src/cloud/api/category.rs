@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cloud::{self, instance_type, key_pair, seed, store, vpc};
+use crate::cloud::{self, instance_type, key_pair, store, vpc};
 use crate::net::{self, cidr, nft};
 use crate::vmm::devices::virtio::net::tap;
 
@@ -82,7 +82,6 @@ impl cloud::Error {
         match self {
             E::Store(e) => e.category(),
             E::KeyPair(e) => e.category(),
-            E::Seed(e) => e.category(),
             E::Vpc(e) => e.category(),
             E::InstanceType(e) => e.category(),
             E::Iam(e) => e.category(),
@@ -99,7 +98,6 @@ impl cloud::Error {
             | E::Name(_)
             | E::TapNetwork(_)
             | E::TapWithCount
-            | E::IpWithoutSeed { .. }
             | E::AmbiguousName { .. }
             | E::ReadManifest { .. }
             | E::Manifest { .. }
@@ -163,15 +161,6 @@ impl key_pair::Error {
             E::Name(_) | E::ReadPublicKey { .. } | E::BadPublicKey { .. } => InvalidInput,
             E::OutExists(_) => Conflict,
             E::Generate(_) | E::Encode(_) | E::WritePrivate { .. } | E::Random(_) => Internal,
-        }
-    }
-}
-
-impl seed::Error {
-    pub fn category(&self) -> Category {
-        match self {
-            seed::Error::BadValue { .. } => InvalidInput,
-            seed::Error::Write { .. } => Internal,
         }
     }
 }

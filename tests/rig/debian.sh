@@ -2,14 +2,13 @@
 # The Debian image end to end, inside the nested KVM rig's L1 (busybox
 # sh, with OpenSSH's client, GNU tar and dnsmasq shipped from the host),
 # run by tests/rig_debian.rs: import the image, create key pairs, start
-# the daemon (metadata service, DHCP and DNS, EC2 endpoint); launch one
-# instance through the EC2 endpoint into a VPC made through it, and one
-# with `gureum run` and no network flags (the default VPC) with a
-# user-data script, the two booting at once. Debian's own cloud-init
-# finds EC2 by itself and configures each from DHCP and the metadata
-# service; each is reached by SSH with its key pair (a wrong key is
-# refused); a file survives stop/start and is in an image saved from the
-# instance; the first image's disk is unchanged. Cases print
+# the daemon (metadata service, DHCP and DNS, EC2 endpoint); launch an
+# instance with `gureum run` and no network flags (the default VPC) with
+# a user-data script: Debian's own cloud-init finds EC2 by itself and
+# configures it from DHCP and the metadata service. Log in with its key
+# pair (a wrong key is refused), keep a file across stop/start, save the
+# instance as an image and boot that through the EC2 endpoint; the first
+# image's disk is unchanged. Cases print
 #   @@CASE <name> BEGIN ... @@CASE <name> RC <0 if every check passed>
 # with "@@FAIL <what>" for each failed check and "key=value" results.
 #
@@ -104,10 +103,7 @@ until curl -s -o /dev/null "$API"; do
 done
 end_checks daemon
 
-# The EC2 endpoint: curl signs the requests (SigV4); a VPC, subnet,
-# security group and key pair made through it hold an instance launched
-# through it, checked in the api case below. Launched first, so that it
-# boots while web-1 does (L1 has two CPUs, a t2.nano guest one).
+# EC2 Query calls through the endpoint: curl signs them (SigV4).
 ec2() {  # PARAMS: the response in $xml; a failed call is a failed check
   xml=$(curl -s --aws-sigv4 aws:amz:us-east-1:ec2 --user "$CREDENTIALS" \
     --data "Version=2016-11-15&$1" "$API") || { fail "curl $1"; xml=; return 1; }
@@ -116,23 +112,6 @@ ec2() {  # PARAMS: the response in $xml; a failed call is a failed check
 field() {  # TAG: the first <TAG>value</TAG> of $xml
   printf '%s\n' "$xml" | sed -n "s:.*<$1>\([^<]*\)</$1>.*:\1:p" | head -n 1
 }
-begin_checks api-launch
-ec2 "Action=CreateVpc&CidrBlock=10.9.0.0/16"; vpc=$(field vpcId)
-ec2 "Action=CreateSubnet&VpcId=$vpc&CidrBlock=10.9.1.0/24"; subnet=$(field subnetId)
-ec2 "Action=CreateSecurityGroup&VpcId=$vpc&GroupName=ssh&GroupDescription=ssh"; sg=$(field groupId)
-ec2 "Action=AuthorizeSecurityGroupIngress&GroupId=$sg&IpPermissions.1.IpProtocol=tcp&IpPermissions.1.FromPort=22&IpPermissions.1.ToPort=22&IpPermissions.1.IpRanges.1.CidrIp=10.9.0.0%2F16"
-ec2 "Action=CreateKeyPair&KeyName=apikey"
-printf '%s\n' "$xml" |
-  awk '/<keyMaterial>/ { on = 1 } on { print } /<\/keyMaterial>/ { on = 0 }' |
-  sed 's:.*<keyMaterial>::; s:</keyMaterial>.*::' >/tmp/apikey.pem
-chmod 600 /tmp/apikey.pem
-grep -q "PRIVATE KEY" /tmp/apikey.pem || fail "CreateKeyPair gave no private key"
-ami=$(describe image debian-12 id)
-api_t0=$(now)
-ec2 "Action=RunInstances&ImageId=$ami&InstanceType=t2.nano&MinCount=1&MaxCount=1&KeyName=apikey&SubnetId=$subnet&SecurityGroupId.1=$sg&PrivateIpAddress=10.9.1.10&TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key=Name&TagSpecification.1.Tag.1.Value=web-2"
-api_id=$(field instanceId)
-echo "api_instance=$api_id vpc=$vpc subnet=$subnet sg=$sg"
-end_checks api-launch
 
 begin_checks run
 # User data: a shell script cloud-init runs once, at the end of the
@@ -210,41 +189,6 @@ ssh_as /tmp/mykey.pem "$id1" 'sudo systemd-analyze time; sudo systemd-analyze bl
 hostkey1=$(ssh_as /tmp/mykey.pem "$id1" 'cat /etc/ssh/ssh_host_ed25519_key.pub' 2>/dev/null)
 end_checks ssh
 
-# The instance the EC2 endpoint launched (it booted alongside web-1),
-# reached by SSH with the key pair the endpoint handed out, from inside
-# its VPC's namespace: its own address, name and host key.
-begin_checks api
-t0=$(now) state=
-[ -n "$api_id" ] || state=none
-until [ "$state" = running ] || [ "$state" = none ]; do
-  ec2 "Action=DescribeInstances&InstanceId.1=$api_id"; state=$(field name)
-  [ "$(elapsed "$t0" | cut -d. -f1)" -ge 120 ] && break
-  sleep 1
-done
-echo "api_state=$state"
-out=
-t=$(now)
-api_ssh() { gureum ssh "$api_id" -i /tmp/apikey.pem -- "$1"; }
-[ "$state" = running ] && until out=$(api_ssh 'hostname -I' 2>&1); do
-  [ "$(elapsed "$t" | cut -d. -f1)" -ge $SSH_WAIT ] && { fail "no SSH into the API's instance: $out"; show_console "$api_id"; break; }
-  case $(describe instance "$api_id" state_reason) in
-    *"guest crashed"*) echo "@@RETRY after a guest crash: $api_id"; gureum instance start "$api_id" >/dev/null ;;
-  esac
-  sleep 1
-done
-echo "api_ssh_addresses=$(echo $out)"
-echo "api_launch_to_ssh_seconds=$(elapsed "$api_t0")"
-echo "new_hostname=$(api_ssh hostname 2>&1)"
-[ "$(api_ssh 'cat /etc/ssh/ssh_host_ed25519_key.pub')" != "$hostkey1" ] && echo "new_hostkey=yes"
-# The fullest moment: an image and two instances, all in L1's RAM.
-echo "l1_memory_mib: $(free -m | sed -n 2p)"
-ec2 "Action=TerminateInstances&InstanceId.1=$api_id"
-gureum instance wait "$api_id" --state terminated --timeout 60 || fail "$api_id never terminated"
-ec2 "Action=DeleteSecurityGroup&GroupId=$sg"
-ec2 "Action=DeleteSubnet&SubnetId=$subnet"
-ec2 "Action=DeleteVpc&VpcId=$vpc"
-end_checks api
-
 begin_checks wrong-key
 if out=$(ssh_as /tmp/otherkey.pem "$id1" true 2>&1); then
   fail "a wrong key was accepted"
@@ -277,16 +221,13 @@ gureum instance stop "$id1" --timeout 30 2>&1 || fail "stop"
 gureum instance wait "$id1" --state stopped --timeout 60 || fail "never stopped"
 gureum image create --instance "$id1" --name debian-marked 2>&1 || fail "image create"
 gureum image describe debian-marked | grep source_instance
-# The saved image's disk, read with debugfs rather than booted (a Debian
-# boot is minutes of the rig's time): the file is there.
-marked=$GUREUM_STATE_DIR/images/$(describe image debian-marked id)/root.img
-echo "saved_marker=$(debugfs -R 'cat /var/lib/marker' "$marked" 2>/dev/null)"
 gureum instance terminate "$id1" 2>&1 || fail "terminate $id1"
 gureum instance wait "$id1" --state terminated --timeout 60 || fail "$id1 never terminated"
 end_checks image-create
 
-# The first image's own disk, read the same way: a file every image has
-# is there, the marker is not.
+# The first image's own disk, read with debugfs rather than booted (a
+# Debian boot is minutes of the rig's time): a file every image has is
+# there, the marker is not.
 begin_checks original-image
 ami=$(describe image debian-12 id)
 disk=$GUREUM_STATE_DIR/images/$ami/root.img
@@ -297,6 +238,62 @@ disk=$GUREUM_STATE_DIR/images/$ami/root.img
 out=$(debugfs -R 'cat /var/lib/marker' "$disk" 2>/dev/null)
 echo "original_marker=${out:-absent}"
 end_checks original-image
+
+# The EC2 endpoint: a VPC, subnet, security group and key pair made
+# through it hold an instance launched through it, reached by SSH with
+# the key pair the endpoint handed out, from inside the VPC's namespace.
+# It boots the image saved above (one Debian boot serves both checks):
+# it has the file, and its own EC2 name and host key (a new instance ID:
+# cloud-init runs its per-instance steps again). Boots one after the
+# other: L2 guests busy at once are when L1 (nested SVM under TCG) most
+# often dies.
+begin_checks api
+ec2 "Action=CreateVpc&CidrBlock=10.9.0.0/16"; vpc=$(field vpcId)
+ec2 "Action=CreateSubnet&VpcId=$vpc&CidrBlock=10.9.1.0/24"; subnet=$(field subnetId)
+ec2 "Action=CreateSecurityGroup&VpcId=$vpc&GroupName=ssh&GroupDescription=ssh"; sg=$(field groupId)
+ec2 "Action=AuthorizeSecurityGroupIngress&GroupId=$sg&IpPermissions.1.IpProtocol=tcp&IpPermissions.1.FromPort=22&IpPermissions.1.ToPort=22&IpPermissions.1.IpRanges.1.CidrIp=10.9.0.0%2F16"
+ec2 "Action=CreateKeyPair&KeyName=apikey"
+printf '%s\n' "$xml" |
+  awk '/<keyMaterial>/ { on = 1 } on { print } /<\/keyMaterial>/ { on = 0 }' |
+  sed 's:.*<keyMaterial>::; s:</keyMaterial>.*::' >/tmp/apikey.pem
+chmod 600 /tmp/apikey.pem
+grep -q "PRIVATE KEY" /tmp/apikey.pem || fail "CreateKeyPair gave no private key"
+ami=$(describe image debian-marked id)
+api_t0=$(now)
+ec2 "Action=RunInstances&ImageId=$ami&InstanceType=t2.nano&MinCount=1&MaxCount=1&KeyName=apikey&SubnetId=$subnet&SecurityGroupId.1=$sg&PrivateIpAddress=10.9.1.10&TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key=Name&TagSpecification.1.Tag.1.Value=web-2"
+api_id=$(field instanceId)
+echo "api_instance=$api_id vpc=$vpc subnet=$subnet sg=$sg"
+t0=$(now) state=
+[ -n "$api_id" ] || state=none
+until [ "$state" = running ] || [ "$state" = none ]; do
+  ec2 "Action=DescribeInstances&InstanceId.1=$api_id"; state=$(field name)
+  [ "$(elapsed "$t0" | cut -d. -f1)" -ge 120 ] && break
+  sleep 1
+done
+echo "api_state=$state"
+out=
+t=$(now)
+api_ssh() { gureum ssh "$api_id" -i /tmp/apikey.pem -- "$1"; }
+[ "$state" = running ] && until out=$(api_ssh 'hostname -I' 2>&1); do
+  [ "$(elapsed "$t" | cut -d. -f1)" -ge $SSH_WAIT ] && { fail "no SSH into the API's instance: $out"; show_console "$api_id"; break; }
+  case $(describe instance "$api_id" state_reason) in
+    *"guest crashed"*) echo "@@RETRY after a guest crash: $api_id"; gureum instance start "$api_id" >/dev/null ;;
+  esac
+  sleep 1
+done
+echo "api_ssh_addresses=$(echo $out)"
+echo "api_launch_to_ssh_seconds=$(elapsed "$api_t0")"
+echo "new_marker=$(api_ssh 'cat /var/lib/marker' 2>&1)"
+echo "new_hostname=$(api_ssh hostname 2>&1)"
+[ "$(api_ssh 'cat /etc/ssh/ssh_host_ed25519_key.pub')" != "$hostkey1" ] && echo "new_hostkey=yes"
+# The fullest moment: two images and an instance, all in L1's RAM.
+echo "l1_memory_mib: $(free -m | sed -n 2p)"
+ec2 "Action=TerminateInstances&InstanceId.1=$api_id"
+gureum instance wait "$api_id" --state terminated --timeout 60 || fail "$api_id never terminated"
+ec2 "Action=DeleteSecurityGroup&GroupId=$sg"
+ec2 "Action=DeleteSubnet&SubnetId=$subnet"
+ec2 "Action=DeleteVpc&VpcId=$vpc"
+end_checks api
 
 kill "$daemon"
 wait "$daemon" 2>/dev/null

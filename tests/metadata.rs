@@ -492,4 +492,32 @@ fn dhcp_gives_each_instance_its_own_address_and_the_resolver_names_them() {
         "a foreign MAC got a lease: {}",
         String::from_utf8_lossy(&stranger.stderr)
     );
+
+    // The VPC's server runs while it does, and goes when it is deleted.
+    let dns = host.state.path().join("dns");
+    assert_eq!(servers_running(&dns), 1, "one server for the VPC");
+    for id in [&a.id, &b.id] {
+        host.ok(&["instance", "terminate", id]);
+        host.ok(&["instance", "wait", id, "--state", "terminated"]);
+    }
+    for subnet in ["a", "b"] {
+        host.ok(&["subnet", "delete", subnet]);
+    }
+    host.ok(&["vpc", "delete", "main"]);
+    assert_eq!(servers_running(&dns), 0, "a server outlived its VPC");
+}
+
+/// The processes whose command line names a configuration in `dir`.
+fn servers_running(dir: &std::path::Path) -> usize {
+    let wanted = format!("--conf-file={}/", dir.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .filter(|cmdline| {
+            cmdline
+                .split(|b| *b == 0)
+                .any(|arg| arg.starts_with(wanted.as_bytes()))
+        })
+        .count()
 }

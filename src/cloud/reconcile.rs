@@ -103,7 +103,7 @@ fn files(ctx: &Context, store: &mut Store, mode: Mode) -> Result<Vec<PathBuf>, E
             }
         }
         // DHCP and DNS servers (process and files) whose VPC is gone.
-        let servers = dns_server::dir(&ctx.state);
+        let servers = dns_server::dir(ctx.state.root());
         let gone: Vec<ServerFiles> = dns_server::recorded(&servers)
             .iter()
             .filter(|vpc| !ids.contains(vpc))

@@ -50,7 +50,7 @@ pub fn start(ctx: Context) -> std::io::Result<()> {
 }
 
 fn serve(ctx: &Context) {
-    let dir = dns_server::dir(&ctx.state);
+    let dir = dns_server::dir(ctx.state.root());
     if let Err(e) = fs::create_dir_all(&dir) {
         eprintln!(
             "gureum daemon: no DHCP or DNS: cannot create {}: {e}",

@@ -11,11 +11,10 @@ use nix::sys::signal::Signal;
 
 use crate::cloud::Error;
 use crate::cloud::process::ProcessRef;
-use crate::cloud::state_dir::StateDir;
 
-/// The servers' directory, under the state directory.
-pub fn dir(state: &StateDir) -> PathBuf {
-    state.root().join("dns")
+/// The servers' directory, under the state directory `root`.
+pub fn dir(root: &Path) -> PathBuf {
+    root.join("dns")
 }
 
 /// One VPC's server files.

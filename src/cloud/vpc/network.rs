@@ -14,7 +14,7 @@ use super::public::NetConfig;
 use super::route_table::RouteTable;
 use super::security_group::SecurityGroup;
 use super::subnet::Subnet;
-use super::{Error, in_vpc, realise};
+use super::{Error, dns_server, in_vpc, realise};
 
 /// A VPC as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,7 +114,7 @@ pub fn create(
 /// Deletes an empty VPC (its main route table and default group go with
 /// it); refuses, saying what to remove first, while anything is in it.
 pub fn delete(store: &mut Store, config: &NetConfig, reference: &str) -> Result<Vpc, cloud::Error> {
-    realise::change(store, config, |tx| {
+    let vpc = realise::change(store, config, |tx| {
         let vpc: Vpc = lookup::find_tagged(tx, reference, |_| true)?;
         let gateways: Vec<InternetGateway> = in_vpc(tx, &vpc.id)?;
         let subnets: Vec<Subnet> = in_vpc(tx, &vpc.id)?;
@@ -163,7 +163,12 @@ pub fn delete(store: &mut Store, config: &NetConfig, reference: &str) -> Result<
         }
         let id = vpc.id.clone();
         Ok((vpc, vec![id]))
-    })
+    })?;
+    // Its DHCP and DNS server (the daemon's) goes with it, now rather
+    // than when the daemon next looks: a daemon ended meanwhile would
+    // leave it to the next reconcile.
+    dns_server::ServerFiles::of(&dns_server::dir(store.dir()), &vpc.id).end();
+    Ok(vpc)
 }
 
 /// The IDs of the `items` that `pick` keeps, comma-separated.

@@ -128,6 +128,13 @@ mod tests {
             .args(["-c", "sleep 30; :", &files.config_arg()])
             .spawn()
             .unwrap();
+        // Until the child has executed sh, its command line is the test's.
+        let process = ProcessRef::of(server.id()).unwrap();
+        let started = std::time::Instant::now();
+        while !runs(&process, &files.config_arg()) {
+            assert!(started.elapsed().as_secs() < 10, "sh never started");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         files.record(server.id()).unwrap();
         assert!(files.end());
         assert!(

@@ -183,7 +183,9 @@ stream_once() {  # FORGIVE
     # Numbered copies of 1 MiB of random bytes: faster to make than as many
     # random MiB in a nested guest, as sure to show a lost, doubled or
     # misplaced frame.
-    sum=$(guest "$i" "dd if=/dev/urandom of=/tmp/r bs=64k count=16 2>/dev/null && for n in \$(seq $STREAM_MIB); do echo \"block \$n\"; cat /tmp/r; done >/www/blob && md5sum </www/blob")
+    # A retry's copies must not be mistaken for the first attempt's: a
+    # survivor's old /tmp/got goes first.
+    sum=$(guest "$i" "rm -f /tmp/got /tmp/got.part; dd if=/dev/urandom of=/tmp/r bs=64k count=16 2>/dev/null && for n in \$(seq $STREAM_MIB); do echo \"block \$n\"; cat /tmp/r; done >/www/blob && md5sum </www/blob")
     # The sum alone: a kernel message may share the console line.
     sum=$(echo "$sum" | grep -o '[0-9a-f]\{32\}' | head -n 1)
     [ -n "$sum" ] || stream_fail "$i made no blob"

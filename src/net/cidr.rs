@@ -97,6 +97,11 @@ impl Ipv4Cidr {
         self.prefix
     }
 
+    /// The block's netmask, as DHCP's option 1 writes it.
+    pub fn netmask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(mask(self.prefix))
+    }
+
     /// The last address of the block (its broadcast address).
     pub fn last(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.network) | !mask(self.prefix))

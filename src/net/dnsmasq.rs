@@ -16,7 +16,7 @@
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
-use super::cidr::{self, Ipv4Cidr};
+use super::cidr;
 use super::vpc::{VpcSpec, bridge_name};
 
 /// The domain of instances' private names, as EC2 names them in its
@@ -28,12 +28,6 @@ const LEASE: &str = "1h";
 /// The private name of `address`, without the domain: `ip-10-0-1-10`.
 pub fn private_name(address: Ipv4Addr) -> String {
     format!("ip-{}", address.to_string().replace('.', "-"))
-}
-
-/// The netmask of `cidr`, as DHCP's option 1 writes it.
-fn netmask(cidr: Ipv4Cidr) -> Ipv4Addr {
-    let host_bits = 32 - u32::from(cidr.prefix());
-    Ipv4Addr::from(u32::MAX.checked_shl(host_bits).unwrap_or(0))
 }
 
 /// The dnsmasq configuration of VPC `spec`, or none if its block has no
@@ -74,7 +68,7 @@ pub fn config(spec: &VpcSpec) -> Option<String> {
             out,
             "dhcp-range=set:{tag},{},static,{},{LEASE}",
             subnet.cidr.network(),
-            netmask(subnet.cidr)
+            subnet.cidr.netmask()
         );
         let _ = writeln!(out, "dhcp-option=tag:{tag},option:router,{router}");
     }
@@ -94,6 +88,7 @@ pub fn config(spec: &VpcSpec) -> Option<String> {
 mod tests {
     use super::*;
     use crate::host::mac::MacAddr;
+    use crate::net::cidr::Ipv4Cidr;
     use crate::net::port::Port;
     use crate::net::vpc::SubnetSpec;
 
@@ -105,14 +100,14 @@ mod tests {
     fn names_and_masks_are_ec2s() {
         assert_eq!(private_name(Ipv4Addr::new(10, 0, 1, 10)), "ip-10-0-1-10");
         assert_eq!(
-            netmask(cidr("10.0.1.0/24")),
+            cidr("10.0.1.0/24").netmask(),
             Ipv4Addr::new(255, 255, 255, 0)
         );
         assert_eq!(
-            netmask(cidr("172.31.0.0/20")),
+            cidr("172.31.0.0/20").netmask(),
             Ipv4Addr::new(255, 255, 240, 0)
         );
-        assert_eq!(netmask(cidr("0.0.0.0/0")), Ipv4Addr::UNSPECIFIED);
+        assert_eq!(cidr("0.0.0.0/0").netmask(), Ipv4Addr::UNSPECIFIED);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::Told;
 use crate::cloud::Error;
 use crate::cloud::lifecycle::Context;
 use crate::cloud::store::Store;
@@ -70,8 +71,7 @@ fn serve(ctx: &Context) {
         }
     };
     let mut servers: HashMap<String, Server> = HashMap::new();
-    // The last failure told per VPC, so that each is told once.
-    let mut told: HashMap<String, String> = HashMap::new();
+    let mut told = Told::default();
     loop {
         match wanted(&mut store) {
             Ok(wanted) => {
@@ -83,19 +83,10 @@ fn serve(ctx: &Context) {
                     }
                     keep
                 });
-                told.retain(|id, _| wanted.iter().any(|(vpc, _)| vpc.id == *id));
+                told.retain(|id| wanted.iter().any(|(vpc, _)| vpc.id == id));
                 for (vpc, config) in wanted {
-                    match sync(&dir, &mut servers, &vpc, config) {
-                        Ok(()) => {
-                            told.remove(&vpc.id);
-                        }
-                        Err(e) => {
-                            if told.get(&vpc.id) != Some(&e) {
-                                eprintln!("gureum daemon: DHCP and DNS of {}: {e}", vpc.id);
-                                told.insert(vpc.id.clone(), e);
-                            }
-                        }
-                    }
+                    let result = sync(&dir, &mut servers, &vpc, config);
+                    told.outcome("DHCP and DNS of", &vpc.id, result);
                 }
             }
             Err(e) => eprintln!("gureum daemon: DHCP and DNS: cannot read the VPCs: {e}"),

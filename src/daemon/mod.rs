@@ -28,6 +28,35 @@ use crate::cloud::state_dir::StateDir;
 pub use executor::Executor;
 pub use server::run;
 
+/// What a per-VPC service (metadata, DHCP and DNS) says when it cannot
+/// serve a VPC: each failure once, again only once it changed or cleared,
+/// so that a service retrying every few seconds does not flood the log.
+#[derive(Debug, Default)]
+struct Told(std::collections::HashMap<String, String>);
+
+impl Told {
+    /// Notes the outcome of serving `vpc`, printing a new failure with
+    /// `what` (the service's name and verb).
+    fn outcome(&mut self, what: &str, vpc: &str, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                self.0.remove(vpc);
+            }
+            Err(e) => {
+                if self.0.get(vpc) != Some(&e) {
+                    eprintln!("gureum daemon: {what} {vpc}: {e}");
+                    self.0.insert(vpc.to_owned(), e);
+                }
+            }
+        }
+    }
+
+    /// Forgets the VPCs `keep` does not keep.
+    fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.0.retain(|vpc, _| keep(vpc));
+    }
+}
+
 /// The socket's name in the state directory.
 pub const SOCKET: &str = "gureum.sock";
 

@@ -26,6 +26,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+use super::Told;
 use crate::cloud::Error;
 use crate::cloud::lifecycle::Context;
 use crate::cloud::metadata::{self, ADDRESS, Facts};
@@ -110,8 +111,7 @@ pub async fn serve(ctx: Context) {
         tokens: Mutex::new(Tokens::default()),
     });
     let mut served: HashMap<String, Served> = HashMap::new();
-    // The last failure told per VPC, so that each is told once.
-    let mut told: HashMap<String, String> = HashMap::new();
+    let mut told = Told::default();
     let mut ticks = tokio::time::interval(SYNC_EVERY);
     loop {
         ticks.tick().await;
@@ -139,17 +139,8 @@ pub async fn serve(ctx: Context) {
             keep
         });
         for vpc in &vpcs {
-            match sync(&shared, &mut served, vpc) {
-                Ok(()) => {
-                    told.remove(&vpc.id);
-                }
-                Err(e) => {
-                    if told.get(&vpc.id) != Some(&e) {
-                        eprintln!("gureum daemon: metadata: not serving {}: {e}", vpc.id);
-                        told.insert(vpc.id.clone(), e);
-                    }
-                }
-            }
+            let result = sync(&shared, &mut served, vpc);
+            told.outcome("metadata: not serving", &vpc.id, result);
         }
     }
 }

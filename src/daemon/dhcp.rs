@@ -4,10 +4,10 @@
 //! it ends, and ended when its VPC goes. dnsmasq drops to an
 //! unprivileged user once its sockets are open.
 //!
-//! Servers are the daemon's children, recorded (`cloud::vpc::dns_server`)
-//! because one outlives a daemon killed with SIGKILL (it serves on
-//! meanwhile): the next daemon ends those before starting its own, and
-//! the reconciler ends those whose VPC is gone.
+//! Servers are the daemon's children. One outlives a daemon killed with
+//! SIGKILL (it serves on meanwhile); found again by its configuration's
+//! path (`cloud::vpc::dns_server`), it is ended by the next daemon before
+//! that starts its own, or by the reconciler once its VPC is gone.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -60,9 +60,7 @@ fn serve(ctx: &Context) {
         return;
     }
     // An earlier daemon's servers: this one starts its own.
-    for vpc in dns_server::recorded(&dir) {
-        ServerFiles::of(&dir, &vpc).end();
-    }
+    dns_server::end_all(&dir);
     let mut store = match ctx.open_store() {
         Ok(store) => store,
         Err(e) => {
@@ -181,7 +179,6 @@ fn launch(files: &ServerFiles, netns: &Path, config: &str) -> Result<Child, Stri
         .stderr(err)
         .spawn()
         .map_err(|e| format!("cannot run nsenter to start {PROGRAM}: {e}"))?;
-    files.record(child.id()).map_err(|e| e.to_string())?;
     Ok(child)
 }
 

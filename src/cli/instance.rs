@@ -184,6 +184,14 @@ pub struct SubnetArgs {
     /// Let the instance send from addresses not its own (NAT instances).
     #[arg(long, conflicts_with_all = ["tap", "no_network"])]
     no_source_dest_check: bool,
+    /// Give it a public address from the pool while it runs, mapped 1:1
+    /// at its VPC's internet gateway (a new one at each start) [default:
+    /// as its subnet's MapPublicIpOnLaunch says: yes in the default VPC].
+    #[arg(long, conflicts_with_all = ["tap", "no_network"])]
+    associate_public_ip_address: bool,
+    /// Give it no public address, whatever its subnet says.
+    #[arg(long, conflicts_with_all = ["tap", "no_network", "associate_public_ip_address"])]
+    no_associate_public_ip_address: bool,
 }
 
 /// Instead of a VPC: no interface, or the pre-VPC one on a tap.
@@ -379,6 +387,9 @@ pub fn launch(env: &Env, args: RunArgs) -> Result<(), CliError> {
                 groups: args.vpc.groups,
                 private_ip: args.vpc.private_ip,
                 source_dest_check: !args.vpc.no_source_dest_check,
+                associate_public_ip: (args.vpc.associate_public_ip_address
+                    || args.vpc.no_associate_public_ip_address)
+                    .then_some(args.vpc.associate_public_ip_address),
             }),
         },
         tags,
@@ -451,7 +462,15 @@ pub fn run(env: &Env, command: InstanceCommand) -> Result<(), CliError> {
                 Action::ListInstances {
                     filters: filter.filters()?,
                 },
-                &["ID", "NAME", "STATE", "TYPE", "IMAGE", "LAUNCHED"],
+                &[
+                    "ID",
+                    "NAME",
+                    "STATE",
+                    "TYPE",
+                    "IMAGE",
+                    "LAUNCHED",
+                    "PUBLIC IP",
+                ],
                 |t| {
                     let i = &t.item;
                     vec![
@@ -461,6 +480,10 @@ pub fn run(env: &Env, command: InstanceCommand) -> Result<(), CliError> {
                         i.instance_type.clone(),
                         i.image_id.clone(),
                         i.launch_time.clone(),
+                        i.placement
+                            .as_ref()
+                            .and_then(|p| p.public_address())
+                            .map_or_else(|| "-".into(), |a| a.to_string()),
                     ]
                 },
             )?;

@@ -33,6 +33,18 @@ pub enum SubnetCommand {
     /// Delete a subnet with no instances.
     #[command(visible_alias = "rm")]
     Delete { subnet: String },
+    /// Change whether later launches into it get a public address.
+    Modify {
+        subnet: String,
+        /// Give instances launched into it a public address from the pool
+        /// (EC2's MapPublicIpOnLaunch; the default subnet's default).
+        #[arg(long, required_unless_present = "no_map_public_ip_on_launch")]
+        map_public_ip_on_launch: bool,
+        /// Give them none unless `run --associate-public-ip-address`
+        /// asks (created subnets' default).
+        #[arg(long, conflicts_with = "map_public_ip_on_launch")]
+        no_map_public_ip_on_launch: bool,
+    },
 }
 
 pub fn run(env: &Env, command: SubnetCommand) -> Result<(), CliError> {
@@ -60,7 +72,7 @@ pub fn run(env: &Env, command: SubnetCommand) -> Result<(), CliError> {
                 Action::ListSubnets {
                     filters: filter.filters()?,
                 },
-                &["ID", "NAME", "VPC", "CIDR", "ZONE", "ROUTER"],
+                &["ID", "NAME", "VPC", "CIDR", "ZONE", "ROUTER", "PUBLIC IP"],
                 |s| {
                     vec![
                         s.item.id.clone(),
@@ -69,6 +81,12 @@ pub fn run(env: &Env, command: SubnetCommand) -> Result<(), CliError> {
                         s.item.cidr.to_string(),
                         s.item.availability_zone.clone(),
                         s.item.router.to_string(),
+                        if s.item.map_public_ip_on_launch {
+                            "on launch"
+                        } else {
+                            "-"
+                        }
+                        .to_owned(),
                     ]
                 },
             )?;
@@ -77,6 +95,17 @@ pub fn run(env: &Env, command: SubnetCommand) -> Result<(), CliError> {
             describe::<Subnet>(env, Action::DescribeSubnet { subnet })?;
         }
         SubnetCommand::Delete { subnet } => change::<Subnet>(env, Action::DeleteSubnet { subnet })?,
+        SubnetCommand::Modify {
+            subnet,
+            map_public_ip_on_launch,
+            ..
+        } => change::<Subnet>(
+            env,
+            Action::SetMapPublicIpOnLaunch {
+                subnet,
+                on: map_public_ip_on_launch,
+            },
+        )?,
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ use super::lifecycle::{
     record_start_failure, spawn_supervisor,
 };
 use super::store::Store;
+use super::vpc::public::NetConfig;
 use super::vpc::realise;
 use super::{Error, lookup};
 
@@ -128,17 +129,32 @@ pub fn start(ctx: &Context, store: &mut Store, reference: &str) -> Result<Instan
     // After a host reboot the VPC's namespace, with the instance's tap,
     // is gone: the VMM could not open its port.
     realise::converge_for_instance(store, reference)?;
-    let (i, changed) = store.write(|tx| {
+    let (i, changed, given) = store.write(|tx| {
         let mut i = lookup::find_instance(tx, reference)?;
         if matches!(i.state, State::Pending | State::Running) {
-            return Ok::<_, Error>((i, false));
+            return Ok::<_, Error>((i, false, false));
         }
         i.transition(State::Pending, None)?;
+        // As EC2's: a new public address at each start.
+        let given = match i.placement.as_mut() {
+            Some(placement) if placement.auto_public_ip => {
+                placement.give_public_ip(tx, &NetConfig::from_env()?)?
+            }
+            _ => false,
+        };
         tx.update(&i)?;
-        Ok((i, true))
+        Ok((i, true, given))
     })?;
     if !changed {
         return Ok(i);
+    }
+    if given {
+        // Mapped at the gateway before the guest runs; if it cannot be,
+        // the start fails and the address goes back.
+        if let Err(e) = realise::converge_instance_vpc(store, &i.id) {
+            record_start_failure(store, &i.id, &e)?;
+            return Err(e);
+        }
     }
     if let Err(e) = spawn_supervisor(ctx, store, &i.id) {
         record_start_failure(store, &i.id, &e)?;

@@ -46,6 +46,12 @@ impl State {
         )
     }
 
+    /// States in which it holds the public address it was given: every
+    /// one until it is stopped or terminated, when EC2 releases it.
+    pub fn holds_public_ip(self) -> bool {
+        self.is_supervised()
+    }
+
     /// Whether EC2 allows going from `self` to `next`.
     pub fn can_become(self, next: State) -> bool {
         use State::*;
@@ -224,6 +230,14 @@ impl Instance {
         self.state = to;
         self.state_reason = reason;
         self.state_since = super::time::now_secs();
+        // As EC2's: a stopped or terminated instance's public address goes
+        // back to the pool in the change that says so; the next start
+        // gives a new one. Its elastic IP stays.
+        if !to.holds_public_ip() {
+            if let Some(placement) = self.placement.as_mut() {
+                placement.public_ip = None;
+            }
+        }
         if !to.is_supervised() {
             self.supervisor = None;
             self.vmm = None;
@@ -350,6 +364,8 @@ pub(crate) mod tests {
             security_groups: Vec::new(),
             source_dest_check: true,
             elastic_ip: None,
+            auto_public_ip: false,
+            public_ip: None,
         });
         assert_eq!(
             i.reach(),

@@ -269,9 +269,9 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
     // (a failure there takes the record and the files away again).
     let record = |tx: &Tx<'_>| {
         let mut touched = Vec::new();
-        if let Some((subnet, request)) = &plan.placement {
+        if let (Some((subnet, request)), Some(config)) = (&plan.placement, &net_config) {
             let guest_mac = mac.parse().map_err(|_| Error::BadMac(mac.clone()))?;
-            let placed = port::place(tx, &id, guest_mac, subnet, request)?;
+            let placed = port::place(tx, &id, guest_mac, subnet, request, config)?;
             touched.push(placed.placement.vpc_id.clone());
             let static_ip = StaticIp {
                 address: placed.placement.private_ip,

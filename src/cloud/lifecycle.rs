@@ -15,8 +15,8 @@ use super::instance::{Instance, State};
 use super::process::ProcessRef;
 use super::state_dir::StateDir;
 use super::store::Store;
-use super::vpc::port::{self};
 use super::vpc::public::NetConfig;
+use super::vpc::{port, realise};
 use super::{Error, lookup};
 use crate::vmm::sandbox::cgroup;
 
@@ -174,6 +174,17 @@ pub fn clean_up(ctx: &Context, i: &Instance) {
         if let Err(error) = released {
             // Whatever stays is found by `gureum net check`.
             eprintln!("gureum: cannot take {} out of its VPC: {error}", i.id);
+        }
+    }
+    // Its public address went back to the pool in the change that
+    // stopped it: its mapping at the gateway goes now.
+    if i.state == State::Stopped && i.placement.as_ref().is_some_and(|p| p.auto_public_ip) {
+        let unmapped = ctx
+            .open_store()
+            .and_then(|mut store| realise::converge_instance_vpc(&mut store, &i.id));
+        if let Err(error) = unmapped {
+            // Whatever stays is found by `gureum net check`.
+            eprintln!("gureum: cannot unmap {}'s public address: {error}", i.id);
         }
     }
     let files = ctx.state.instance_files(&i.id);

@@ -180,7 +180,8 @@ pub struct VpcSpec {
     pub gateway: Option<Ipv4Addr>,
     pub groups: Vec<SecurityGroup>,
     pub ports: Vec<Port>,
-    /// Elastic IP and the ID of the port it maps to.
+    /// Public addresses mapped 1:1 at the gateway (elastic IPs, and
+    /// those given to instances at launch) and the ID of each one's port.
     pub elastic: Vec<(Ipv4Addr, String)>,
 }
 

@@ -199,6 +199,7 @@ impl vpc::Error {
             | E::GroupNameTaken { .. }
             | E::RouteExists { .. }
             | E::GatewayNotAttached { .. }
+            | E::NoGatewayForPublicIp { .. }
             | E::GatewayAlreadyAttached { .. }
             | E::GatewayDetached { .. }
             | E::VpcHasGateway { .. }

@@ -195,6 +195,11 @@ pub enum Action {
     DeleteSubnet {
         subnet: String,
     },
+    /// EC2's ModifySubnetAttribute MapPublicIpOnLaunch.
+    SetMapPublicIpOnLaunch {
+        subnet: String,
+        on: bool,
+    },
     CreateRouteTable {
         vpc: String,
         tags: Tags,
@@ -666,6 +671,10 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
         Action::ListSubnets { filters } => Subnet::records(list_plain(store, filters)?),
         Action::DescribeSubnet { subnet } => describe_tagged::<Subnet>(store, subnet)?,
         Action::DeleteSubnet { subnet } => gone(subnet::delete(store, &net()?, subnet)?),
+        Action::SetMapPublicIpOnLaunch { subnet, on } => one(
+            subnet::set_map_public_ip_on_launch(store, subnet, *on)?,
+            store,
+        )?,
         Action::CreateRouteTable { vpc, tags } => {
             one(route_table::create(store, vpc, tags)?, store)?
         }

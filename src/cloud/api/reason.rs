@@ -100,7 +100,9 @@ impl vpc::Error {
             E::NoRoute { .. } => Reason::NoRoute,
             E::PoolExhausted { .. } => Reason::AddressPoolExhausted,
             E::GatewayAlreadyAttached { .. } | E::VpcHasGateway { .. } => Reason::AlreadyAttached,
-            E::GatewayNotAttached { .. } | E::GatewayDetached { .. } => Reason::NotAttached,
+            E::GatewayNotAttached { .. }
+            | E::GatewayDetached { .. }
+            | E::NoGatewayForPublicIp { .. } => Reason::NotAttached,
             E::DefaultVpcExists { .. } => Reason::DefaultVpcExists,
             E::NoDefaultVpc { .. } => Reason::NoDefaultVpc,
             E::NoDefaultSubnet { .. } => Reason::NoDefaultSubnet,

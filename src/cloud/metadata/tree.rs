@@ -99,7 +99,7 @@ fn meta_data(facts: &Facts) -> Vec<Entry> {
         file("reservation-id", format!("r-{}", id_digits(&i.id))),
         file("security-groups", &groups),
     ];
-    if let Some(public) = p.elastic_ip {
+    if let Some(public) = p.public_address() {
         interface.push(file("public-ipv4s", public));
         entries.push(file("public-ipv4", public));
     }
@@ -217,6 +217,8 @@ mod tests {
                 security_groups: vec!["sg-1".into(), "sg-2".into()],
                 source_dest_check: true,
                 elastic_ip: None,
+                auto_public_ip: false,
+                public_ip: None,
             },
             key: Some(("deploy".into(), "ssh-ed25519 AAAA deploy".into())),
             subnet_cidr: Ipv4Cidr::new(Ipv4Addr::new(10, 0, 1, 0), 24).unwrap(),
@@ -325,6 +327,22 @@ mod tests {
         assert_eq!(text(&root, "meta-data/public-ipv4"), "203.0.113.7");
         assert_eq!(text(&root, "meta-data/tags/instance/"), "Name");
         assert_eq!(text(&root, "meta-data/tags/instance/Name"), "web-1");
+    }
+
+    #[test]
+    fn an_address_given_at_launch_is_the_public_ipv4() {
+        let mut f = facts();
+        f.placement.auto_public_ip = true;
+        f.placement.public_ip = Some(Ipv4Addr::new(203, 0, 113, 9));
+        let root = build(&f);
+        assert_eq!(text(&root, "meta-data/public-ipv4"), "203.0.113.9");
+        assert_eq!(
+            text(
+                &root,
+                "meta-data/network/interfaces/macs/02:00:00:00:00:0a/public-ipv4s"
+            ),
+            "203.0.113.9"
+        );
     }
 
     #[test]

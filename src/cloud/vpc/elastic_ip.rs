@@ -109,6 +109,8 @@ pub fn associate(
             .into());
         }
         placement.elastic_ip = Some(eip.public_ip);
+        // As EC2's: the address it was given goes back to the pool.
+        placement.public_ip = None;
         let vpc = placement.vpc_id.clone();
         eip.instance_id = Some(instance.id.clone());
         tx.update(&eip)?;
@@ -133,8 +135,14 @@ pub fn disassociate(
         tx.update(&eip)?;
         let mut touched = Vec::new();
         if let Some(record) = record.as_mut() {
+            let holds = record.state.holds_public_ip();
             if let Some(placement) = record.placement.as_mut() {
                 placement.elastic_ip = None;
+                // As EC2's: one that had an address from the pool gets a
+                // new one (a stopped one at its start).
+                if holds {
+                    placement.give_public_ip(tx, config)?;
+                }
                 touched.push(placement.vpc_id.clone());
             }
             tx.update(record)?;

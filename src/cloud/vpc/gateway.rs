@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::cloud::ids::{self, Kind};
+use crate::cloud::instance::Instance;
 use crate::cloud::store::{Store, Tx};
 use crate::cloud::tags::Tags;
 use crate::cloud::{self, lookup};
@@ -49,13 +50,16 @@ pub fn create(store: &mut Store, tags: &Tags) -> Result<InternetGateway, cloud::
     Ok(igw)
 }
 
-/// The public addresses in use: gateways' and elastic IPs'.
+/// The public addresses in use: gateways', elastic IPs' and those
+/// instances were given.
 pub fn public_addresses(tx: &Tx<'_>) -> Result<BTreeSet<Ipv4Addr>, cloud::Error> {
     let gateways = tx.list::<InternetGateway>()?.into_iter();
     let eips = tx.list::<ElasticIp>()?.into_iter();
+    let instances = tx.list::<Instance>()?.into_iter();
     Ok(gateways
         .filter_map(|g| g.public_ip)
         .chain(eips.map(|e| e.public_ip))
+        .chain(instances.filter_map(|i| i.placement?.public_ip))
         .collect())
 }
 
@@ -117,16 +121,19 @@ pub fn detach(
             }
             .into());
         }
-        let associated: Vec<String> = super::port::instances_in(tx, &vpc)?
+        // As EC2's "has some mapped public address(es)".
+        let mapped: Vec<String> = super::port::instances_in(tx, &vpc)?
             .into_iter()
-            .filter_map(|(_, placement)| Some(placement.elastic_ip?.to_string()))
+            .filter_map(|(id, placement)| Some(format!("{} ({id})", placement.public_address()?)))
             .collect();
-        if !associated.is_empty() {
+        if !mapped.is_empty() {
             return Err(Error::InUse {
                 noun: "internet gateway",
                 id: igw.id.clone(),
-                what: format!("elastic IPs {} mapped through it", associated.join(", ")),
-                fix: "`gureum eip disassociate` them first".to_owned(),
+                what: format!("public addresses {} mapped through it", mapped.join(", ")),
+                fix: "`gureum eip disassociate` elastic IPs, and stop or terminate instances \
+                      that were given an address, first"
+                    .to_owned(),
             }
             .into());
         }

@@ -132,6 +132,11 @@ pub enum Error {
     Associated { id: String, instance: String },
     #[error("elastic IP {id} is not associated with an instance")]
     NotAssociatedEip { id: String },
+    #[error(
+        "VPC {vpc} has no internet gateway, so a public address would lead nowhere: \
+         `gureum igw attach` one first, or launch without --associate-public-ip-address"
+    )]
+    NoGatewayForPublicIp { vpc: String },
     #[error("instance {instance} is not in a subnet (launch it with --subnet); {what}")]
     NotInSubnet {
         instance: String,

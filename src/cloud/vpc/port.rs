@@ -16,6 +16,7 @@ use crate::net::port::Port;
 use crate::vmm::devices::virtio::net::Tap;
 
 use super::elastic_ip::ElasticIp;
+use super::gateway::{InternetGateway, public_addresses};
 use super::network::Vpc;
 use super::public::NetConfig;
 use super::security_group::SecurityGroup;
@@ -36,9 +37,46 @@ pub struct Placement {
     /// The elastic IP associated with it, kept with the eip's record.
     #[serde(default)]
     pub elastic_ip: Option<Ipv4Addr>,
+    /// Whether it has a public address from the pool whenever it is not
+    /// stopped and has no elastic IP (EC2's AssociatePublicIpAddress,
+    /// from its subnet's MapPublicIpOnLaunch unless the launch said):
+    /// decided at launch.
+    #[serde(default)]
+    pub auto_public_ip: bool,
+    /// That address now: given at launch and start (and when its elastic
+    /// IP is taken off), released at stop and terminate (and when an
+    /// elastic IP is associated), each in the change that does so.
+    #[serde(default)]
+    pub public_ip: Option<Ipv4Addr>,
 }
 
 impl Placement {
+    /// The public address it is reached at: its elastic IP, or the one it
+    /// was given (EC2's PublicIpAddress).
+    pub fn public_address(&self) -> Option<Ipv4Addr> {
+        self.elastic_ip.or(self.public_ip)
+    }
+
+    /// Gives it an address from the pool if it should have one and has
+    /// none; says whether it did. None is given in a VPC without an
+    /// internet gateway: there the address would be realised nowhere
+    /// (it is a 1:1 mapping at the gateway); the next start gives one
+    /// once a gateway is attached.
+    pub fn give_public_ip(
+        &mut self,
+        tx: &Tx<'_>,
+        config: &NetConfig,
+    ) -> Result<bool, cloud::Error> {
+        if !self.auto_public_ip || self.public_address().is_some() {
+            return Ok(false);
+        }
+        if super::in_vpc::<InternetGateway>(tx, &self.vpc_id)?.is_empty() {
+            return Ok(false);
+        }
+        self.public_ip = Some(config.allocate(&public_addresses(tx)?)?);
+        Ok(true)
+    }
+
     /// The port instance `id` is, as the realisation takes it.
     pub fn port(&self, id: &str) -> Port {
         Port {
@@ -76,6 +114,10 @@ pub struct PlacementRequest {
     /// A chosen free address [default: the lowest free one].
     pub private_ip: Option<Ipv4Addr>,
     pub source_dest_check: bool,
+    /// A public address from the pool, or none [default: as the subnet's
+    /// MapPublicIpOnLaunch says].
+    #[serde(default)]
+    pub associate_public_ip: Option<bool>,
 }
 
 impl Default for PlacementRequest {
@@ -87,6 +129,7 @@ impl Default for PlacementRequest {
             groups: Vec::new(),
             private_ip: None,
             source_dest_check: true,
+            associate_public_ip: None,
         }
     }
 }
@@ -112,8 +155,9 @@ pub fn tap_name(id: &str) -> String {
 }
 
 /// Places instance `id` in subnet `subnet` (ID or Name tag; the request's
-/// own is resolved by the launch): picks its address and its tap's name,
-/// in the records of `tx`. The tap (persistent: it is the instance's port
+/// own is resolved by the launch): picks its address, its public address
+/// from `config`'s pool if it gets one, and its tap's name, in the
+/// records of `tx`. The tap (persistent: it is the instance's port
 /// until terminate, over stops and starts) is made and filtered when the
 /// VPC is converged after the commit, before any VMM opens it.
 pub fn place(
@@ -122,6 +166,7 @@ pub fn place(
     mac: MacAddr,
     subnet: &str,
     request: &PlacementRequest,
+    config: &NetConfig,
 ) -> Result<Placed, cloud::Error> {
     let subnet: Subnet = lookup::find_tagged(tx, subnet, |_| true)?;
     let vpc: Vpc = lookup::find(tx, &subnet.vpc_id)?;
@@ -134,7 +179,7 @@ pub fn place(
         .map(|(_, p)| p.private_ip)
         .collect();
     let ip = cidr::allocate(subnet.cidr, &used, request.private_ip).map_err(Error::from)?;
-    let placement = Placement {
+    let mut placement = Placement {
         vpc_id: vpc.id.clone(),
         subnet_id: subnet.id.clone(),
         private_ip: ip,
@@ -143,7 +188,16 @@ pub fn place(
         security_groups: groups,
         source_dest_check: request.source_dest_check,
         elastic_ip: None,
+        auto_public_ip: request
+            .associate_public_ip
+            .unwrap_or(subnet.map_public_ip_on_launch),
+        public_ip: None,
     };
+    // Asked for in so many words, an address that cannot be given is an
+    // error; the subnet's default just gives none without a gateway.
+    if !placement.give_public_ip(tx, config)? && request.associate_public_ip == Some(true) {
+        return Err(Error::NoGatewayForPublicIp { vpc: vpc.id }.into());
+    }
     Ok(Placed {
         placement,
         netns: vpc.netns,

@@ -63,7 +63,11 @@ impl NetConfig {
         Ok(config)
     }
 
-    fn new(prefix: Option<&str>, pool: Option<&str>, router: Option<&str>) -> Result<Self, Error> {
+    pub(crate) fn new(
+        prefix: Option<&str>,
+        pool: Option<&str>,
+        router: Option<&str>,
+    ) -> Result<Self, Error> {
         let prefix = prefix.unwrap_or(vpc::DEFAULT_PREFIX).to_owned();
         let prefix_ok = !prefix.is_empty()
             && prefix.len() <= 24

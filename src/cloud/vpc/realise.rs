@@ -178,12 +178,18 @@ pub fn spec(tx: &Tx<'_>, vpc: &Vpc) -> Result<VpcSpec, cloud::Error> {
     let tables: Vec<RouteTable> = in_vpc(tx, &vpc.id)?;
     let gateway = in_vpc::<InternetGateway>(tx, &vpc.id)?.into_iter().next();
     let ports = super::subnet::ports_in(tx, &vpc.id)?;
-    let elastic = tx
+    let mut elastic: Vec<_> = tx
         .list::<ElasticIp>()?
         .into_iter()
         .filter_map(|eip| Some((eip.public_ip, eip.instance_id?)))
         .filter(|(_, instance)| ports.iter().any(|port| port.id == *instance))
         .collect();
+    // Addresses given to instances are mapped 1:1 as elastic IPs are.
+    elastic.extend(
+        port::instances_in(tx, &vpc.id)?
+            .into_iter()
+            .filter_map(|(id, placement)| Some((placement.public_ip?, id))),
+    );
     let mut spec = VpcSpec::new(&vpc.id, vpc.cidr);
     spec.subnets = subnets
         .iter()
@@ -217,6 +223,24 @@ pub fn check(tx: &Tx<'_>, vpc_id: &str) -> Result<(), cloud::Error> {
 /// VMM opens its port there (`instance start` after a host reboot, which
 /// empties /run/netns). Says on standard error what it repaired.
 pub fn converge_for_instance(store: &mut Store, reference: &str) -> Result<(), cloud::Error> {
+    if let Some((vpc, repaired)) = converge_instance_vpc(store, reference)? {
+        if !repaired.is_empty() {
+            eprintln!(
+                "gureum: VPC {vpc} differed from its records in {} places (a host reboot?): repaired it first",
+                repaired.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Converges the VPC of instance `reference`, if it has one (after its
+/// public address was given or taken back); returns the VPC and what
+/// differed.
+pub fn converge_instance_vpc(
+    store: &mut Store,
+    reference: &str,
+) -> Result<Option<(String, Vec<Difference>)>, cloud::Error> {
     let vpc = store.read(|tx| {
         Ok::<_, cloud::Error>(
             crate::cloud::lookup::find_instance(tx, reference)?
@@ -225,19 +249,13 @@ pub fn converge_for_instance(store: &mut Store, reference: &str) -> Result<(), c
         )
     })?;
     let Some(vpc) = vpc else {
-        return Ok(());
+        return Ok(None);
     };
-    let repaired = converge(
+    let differences = converge(
         store,
         &NetConfig::from_env()?,
         Some(std::slice::from_ref(&vpc)),
         Mode::Repair,
     )?;
-    if !repaired.is_empty() {
-        eprintln!(
-            "gureum: VPC {vpc} differed from its records in {} places (a host reboot?): repaired it first",
-            repaired.len()
-        );
-    }
-    Ok(())
+    Ok(Some((vpc, differences)))
 }

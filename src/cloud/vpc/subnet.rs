@@ -35,6 +35,11 @@ pub struct Subnet {
     /// subnet go (EC2's DefaultForAz).
     #[serde(default)]
     pub default_for_az: bool,
+    /// Whether its instances get a public address from the pool at launch
+    /// unless the launch says otherwise (EC2's MapPublicIpOnLaunch): true
+    /// in the default subnet, false in created ones.
+    #[serde(default)]
+    pub map_public_ip_on_launch: bool,
 }
 
 vpc_record!(Subnet, Kind::Subnet, in_vpc);
@@ -55,6 +60,7 @@ impl Subnet {
             capacity: cidr::capacity(block),
             created: cloud::time::now(),
             default_for_az: false,
+            map_public_ip_on_launch: false,
         })
     }
 }
@@ -81,6 +87,22 @@ pub fn create(
         // It follows the main table, which may make it public.
         realise::check(tx, &vpc.id)?;
         Ok((subnet, vec![vpc.id]))
+    })
+}
+
+/// Sets whether launches into subnet `reference` give their instances a
+/// public address (EC2's ModifySubnetAttribute MapPublicIpOnLaunch).
+/// Only later launches follow it; Linux holds nothing of it.
+pub fn set_map_public_ip_on_launch(
+    store: &mut Store,
+    reference: &str,
+    on: bool,
+) -> Result<Subnet, cloud::Error> {
+    store.write(|tx| {
+        let mut subnet: Subnet = lookup::find_tagged(tx, reference, |_| true)?;
+        subnet.map_public_ip_on_launch = on;
+        tx.update(&subnet)?;
+        Ok(subnet)
     })
 }
 

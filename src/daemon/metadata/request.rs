@@ -151,6 +151,8 @@ mod tests {
                 security_groups: vec!["sg-1".into()],
                 source_dest_check: true,
                 elastic_ip: None,
+                auto_public_ip: false,
+                public_ip: None,
             },
             key: None,
             subnet_cidr: Ipv4Cidr::host(ip),

@@ -132,9 +132,26 @@ fn run(call: &Call<'_>) -> Result<Xml, Ec2Error> {
         ));
     }
     let template = p.nested("LaunchTemplate");
+    // The primary interface may carry the network instead (the aws CLI's
+    // --associate-public-ip-address puts it there); no other is made.
+    let interfaces = p.members("NetworkInterface");
+    if interfaces
+        .iter()
+        .any(|n| n.get("DeviceIndex").is_some_and(|i| i != "0"))
+        || interfaces.len() > 1
+    {
+        return Err(Ec2Error::unsupported(
+            "network interfaces other than the primary one (DeviceIndex 0)",
+        ));
+    }
+    let primary = interfaces.into_iter().next().unwrap_or_default();
     let mut groups = p.list("SecurityGroupId");
     groups.extend(p.list("SecurityGroup"));
-    let private_ip = p.parsed("PrivateIpAddress", "an IPv4 address")?;
+    groups.extend(primary.list("SecurityGroupId"));
+    let private_ip = match p.parsed("PrivateIpAddress", "an IPv4 address")? {
+        Some(address) => Some(address),
+        None => primary.parsed("PrivateIpAddress", "an IPv4 address")?,
+    };
     let request = LaunchRequest {
         image: p.get("ImageId").map(str::to_owned),
         instance_type: p.get("InstanceType").map(str::to_owned),
@@ -146,10 +163,14 @@ fn run(call: &Call<'_>) -> Result<Xml, Ec2Error> {
         cmdline_append: None,
         // No SubnetId: the default VPC's default subnet, as EC2's.
         network: LaunchNetwork::Vpc(PlacementRequest {
-            subnet: p.get("SubnetId").map(str::to_owned),
+            subnet: p
+                .get("SubnetId")
+                .or(primary.get("SubnetId"))
+                .map(str::to_owned),
             groups,
             private_ip,
             source_dest_check: true,
+            associate_public_ip: primary.bool("AssociatePublicIpAddress")?,
         }),
         tags: call.tag_spec("instance")?,
         count: LaunchCount { min, max },
@@ -213,7 +234,7 @@ fn write(x: &mut Xml, t: &Tagged<Instance>, launch_index: usize) {
         .opt("subnetId", place.map(|p| &p.subnet_id))
         .opt("vpcId", place.map(|p| &p.vpc_id))
         .opt("privateIpAddress", place.map(|p| p.private_ip))
-        .opt("ipAddress", place.and_then(|p| p.elastic_ip))
+        .opt("ipAddress", place.and_then(|p| p.public_address()))
         .opt("sourceDestCheck", place.map(|p| p.source_dest_check))
         .list(
             "groupSet",
@@ -257,7 +278,9 @@ fn field(i: &Instance, name: &str) -> Option<Vec<String>> {
         "vpc-id" => one(place.map(|p| p.vpc_id.clone())),
         "subnet-id" => one(place.map(|p| p.subnet_id.clone())),
         "private-ip-address" => one(place.map(|p| p.private_ip.to_string())),
-        "ip-address" => one(place.and_then(|p| p.elastic_ip).map(|a| a.to_string())),
+        "ip-address" => one(place
+            .and_then(|p| p.public_address())
+            .map(|a| a.to_string())),
         "instance.group-id" | "group-id" => {
             place.map(|p| p.security_groups.clone()).unwrap_or_default()
         }

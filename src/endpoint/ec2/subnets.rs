@@ -1,4 +1,5 @@
-//! CreateSubnet, DeleteSubnet, DescribeSubnets.
+//! CreateSubnet, DeleteSubnet, DescribeSubnets, ModifySubnetAttribute
+//! (MapPublicIpOnLaunch).
 
 use crate::cloud::api::{Action, Tagged};
 use crate::cloud::ids::Kind;
@@ -12,6 +13,11 @@ pub const OPERATIONS: &[Operation] = &[
     Operation::new("CreateSubnet", named(Kind::Vpc, "VpcId"), create),
     Operation::new("DeleteSubnet", named(Kind::Subnet, "SubnetId"), delete),
     Operation::new("DescribeSubnets", Target::Any, describe),
+    Operation::new(
+        "ModifySubnetAttribute",
+        named(Kind::Subnet, "SubnetId"),
+        modify,
+    ),
 ];
 
 fn create(call: &Call<'_>) -> Result<Xml, Ec2Error> {
@@ -37,6 +43,21 @@ fn delete(call: &Call<'_>) -> Result<Xml, Ec2Error> {
     done()
 }
 
+/// Only MapPublicIpOnLaunch is gureum's to change.
+fn modify(call: &Call<'_>) -> Result<Xml, Ec2Error> {
+    let p = call.params;
+    let Some(on) = p.bool("MapPublicIpOnLaunch.Value")? else {
+        return Err(Ec2Error::unsupported(
+            "changing subnet attributes other than MapPublicIpOnLaunch",
+        ));
+    };
+    call.run(Action::SetMapPublicIpOnLaunch {
+        subnet: p.required("SubnetId")?.to_owned(),
+        on,
+    })?;
+    done()
+}
+
 fn describe(call: &Call<'_>) -> Result<Xml, Ec2Error> {
     let subnets = call.describe(
         "SubnetId",
@@ -57,6 +78,7 @@ fn field(s: &Subnet, name: &str) -> Option<Vec<String>> {
         "availability-zone" | "availabilityZone" => s.availability_zone.clone(),
         "state" => "available".into(),
         "default-for-az" | "defaultForAz" => s.default_for_az.to_string(),
+        "map-public-ip-on-launch" => s.map_public_ip_on_launch.to_string(),
         _ => return None,
     }])
 }
@@ -78,8 +100,6 @@ fn write(x: &mut Xml, s: &Tagged<Subnet>, call: &Call<'_>) {
         .leaf("availableIpAddressCount", subnet.capacity)
         .leaf("availabilityZone", &subnet.availability_zone)
         .leaf("defaultForAz", subnet.default_for_az)
-        // No public address is assigned at launch, not even in the
-        // default subnet: an elastic IP gives one.
-        .leaf("mapPublicIpOnLaunch", false)
+        .leaf("mapPublicIpOnLaunch", subnet.map_public_ip_on_launch)
         .tags(&s.tags);
 }

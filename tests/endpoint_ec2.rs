@@ -853,9 +853,11 @@ fn user_data_and_metadata_options_through_the_aws_cli() {
         .clone();
     assert_eq!(subnets.as_array().unwrap().len(), 1, "{subnets}");
     assert_eq!(subnets[0]["DefaultForAz"], true);
-    assert_eq!(subnets[0]["MapPublicIpOnLaunch"], false);
+    // As AWS makes it: its instances get public addresses.
+    assert_eq!(subnets[0]["MapPublicIpOnLaunch"], true);
     assert_eq!(subnets[0]["VpcId"], vpcs[0]["VpcId"]);
     assert_eq!(plain["Instances"][0]["SubnetId"], subnets[0]["SubnetId"]);
+    public_addresses_at_launch(&host, &ami, s(&subnets[0]["SubnetId"]));
     assert_eq!(
         host.ec2_error(&["create-default-vpc"]),
         "DefaultVpcAlreadyExists"
@@ -923,4 +925,114 @@ fn user_data_and_metadata_options_through_the_aws_cli() {
         "enabled",
     ]);
     assert_eq!(refused, "InvalidParameterValue");
+}
+
+/// Instance `reference`'s placement as `gureum instance describe` shows it.
+fn placement(host: &Host, reference: &str) -> Value {
+    host.json(&["instance", "describe", reference])[0]["placement"].clone()
+}
+
+/// MapPublicIpOnLaunch through ModifySubnetAttribute and DescribeSubnets,
+/// and AssociatePublicIpAddress as the aws CLI sends it (on the primary
+/// network interface, with the subnet and groups moved there).
+fn public_addresses_at_launch(host: &Host, ami: &str, default_subnet: &str) {
+    let map = |subnet: &str| {
+        host.ec2(&["describe-subnets", "--subnet-ids", subnet])["Subnets"][0]["MapPublicIpOnLaunch"]
+            .clone()
+    };
+    host.ec2(&[
+        "modify-subnet-attribute",
+        "--subnet-id",
+        default_subnet,
+        "--no-map-public-ip-on-launch",
+    ]);
+    assert_eq!(map(default_subnet), false);
+    let filtered = host.ec2(&[
+        "describe-subnets",
+        "--filters",
+        "Name=map-public-ip-on-launch,Values=false",
+    ]);
+    assert_eq!(ids(&filtered["Subnets"], "SubnetId"), [default_subnet]);
+    // Off in the subnet, asked for by the launch.
+    let asked = host.ec2(&[
+        "run-instances",
+        "--image-id",
+        ami,
+        "--subnet-id",
+        default_subnet,
+        "--associate-public-ip-address",
+    ]);
+    let asked = s(&asked["Instances"][0]["InstanceId"]).to_owned();
+    assert_eq!(placement(host, &asked)["auto_public_ip"], true);
+    host.ec2(&[
+        "modify-subnet-attribute",
+        "--subnet-id",
+        default_subnet,
+        "--map-public-ip-on-launch",
+    ]);
+    assert_eq!(map(default_subnet), true);
+    // On in the subnet, refused by the launch.
+    let refused = host.ec2(&[
+        "run-instances",
+        "--image-id",
+        ami,
+        "--subnet-id",
+        default_subnet,
+        "--no-associate-public-ip-address",
+    ]);
+    let refused = s(&refused["Instances"][0]["InstanceId"]).to_owned();
+    assert_eq!(placement(host, &refused)["auto_public_ip"], false);
+    // The stand-in kernel stopped both: their addresses went back.
+    for id in [&asked, &refused] {
+        host.ok(&[
+            "instance",
+            "wait",
+            id,
+            "--state",
+            "stopped",
+            "--timeout",
+            "60",
+        ]);
+        assert_eq!(placement(host, id)["public_ip"], Value::Null);
+        let shown = host.ec2(&["describe-instances", "--instance-ids", id]);
+        let instance = &shown["Reservations"][0]["Instances"][0];
+        assert!(instance.get("PublicIpAddress").is_none(), "{instance}");
+    }
+    // A created subnet maps none; asking in a VPC with no gateway is an
+    // error, not an address that leads nowhere.
+    let vpc = host.ec2(&["create-vpc", "--cidr-block", "10.9.0.0/16"])["Vpc"]["VpcId"].clone();
+    let subnet = host.ec2(&[
+        "create-subnet",
+        "--vpc-id",
+        s(&vpc),
+        "--cidr-block",
+        "10.9.1.0/24",
+    ])["Subnet"]
+        .clone();
+    assert_eq!(subnet["MapPublicIpOnLaunch"], false);
+    assert_eq!(
+        host.ec2_error(&[
+            "run-instances",
+            "--image-id",
+            ami,
+            "--subnet-id",
+            s(&subnet["SubnetId"]),
+            "--associate-public-ip-address",
+        ]),
+        "Gateway.NotAttached"
+    );
+    assert_eq!(
+        host.ec2_error(&[
+            "modify-subnet-attribute",
+            "--subnet-id",
+            s(&subnet["SubnetId"]),
+            "--assign-ipv6-address-on-creation",
+        ]),
+        "Unsupported"
+    );
+    for id in [&asked, &refused] {
+        host.ec2(&["terminate-instances", "--instance-ids", id]);
+    }
+    host.ec2(&["delete-subnet", "--subnet-id", s(&subnet["SubnetId"])]);
+    host.ec2(&["delete-vpc", "--vpc-id", s(&vpc)]);
 }

@@ -47,10 +47,11 @@ fn a_guest_takes_its_address_by_dhcp_and_resolves_its_private_name() {
 
 /// `gureum run` with no network flags: the default VPC, whose gateway
 /// reaches the world through the host (L1), whose resolver forwards to
-/// the host's, and whose elastic IP the host reaches; the uplink turned
-/// off cuts all of it.
+/// the host's; the host reaches the instance at the public address it was
+/// given at launch, then at its elastic IP, which replaces that one; the
+/// uplink turned off cuts all of it.
 #[test]
-fn the_default_vpc_reaches_the_world_through_the_host_and_the_host_its_elastic_ip() {
+fn the_default_vpc_reaches_the_world_through_the_host_and_the_host_its_public_addresses() {
     let case = rig().passed_with(
         "default-vpc",
         &[
@@ -58,8 +59,13 @@ fn the_default_vpc_reaches_the_world_through_the_host_and_the_host_its_elastic_i
             ("resolved", "192.0.2.254"),
             // The ISP sees L1's uplink address (masqueraded).
             ("via_uplink", "192.0.2.1"),
-            // L1 reaches the elastic IP through the uplink's veth.
+            // L1 reaches the address given at launch, then the elastic
+            // IP, through the uplink's veth.
+            ("host_to_public_seen_as", "169.254.77.1"),
             ("host_to_eip_seen_as", "169.254.77.1"),
+            // The elastic IP replaced the address given at launch.
+            ("public_ip_with_eip", ""),
+            ("host_to_released", "FAILED"),
             ("uplink_off", "FAILED"),
             ("uplink_off_host_to_eip", "FAILED"),
             ("uplink_off_resolved", "FAILED"),
@@ -68,6 +74,17 @@ fn the_default_vpc_reaches_the_world_through_the_host_and_the_host_its_elastic_i
     let one = |key: &str| case.values(key).first().copied().unwrap_or_default();
     let address = one("default_ip");
     assert!(address.starts_with("172.31."), "{}", case.output);
+    // From the pool (203.0.113.0/24), and the guest sees it as EC2's do.
+    let public = one("public_ip");
+    assert!(public.starts_with("203.0.113."), "{}", case.output);
+    assert_eq!(one("imds_public_ipv4"), public, "{}", case.output);
+    let eip = one("eip");
+    assert!(
+        eip.starts_with("203.0.113.") && eip != public,
+        "{}",
+        case.output
+    );
+    assert_eq!(one("imds_public_ipv4_with_eip"), eip, "{}", case.output);
     assert_eq!(
         one("default_lease"),
         format!("{address}/20 gw 172.31.0.1 by dhcp"),

@@ -45,7 +45,8 @@ end_checks imds
 # that knows one name, which L1's resolv.conf names. A busybox instance
 # launched with no network flags resolves that name through its VPC's
 # resolver (which forwards to the host's), reaches the ISP seen as L1's
-# address, and L1 reaches its elastic IP. A daemon started with the
+# address, and L1 reaches it at the public address it was given at launch,
+# then at its elastic IP, which replaces that one. A daemon started with the
 # uplink off cuts all three and leaves nothing of it in L1.
 begin_checks default-vpc
 IP=/usr/bin/ip
@@ -75,11 +76,24 @@ echo "resolved=$(resolve)"
 expect_fetch via_uplink "$id" http://www.example.test/cgi-bin/peer 192.0.2.1
 gureum sg authorize-ingress "$(describe instance "$id" placement.security_groups.0)" \
   --protocol tcp --port 80 --cidr 0.0.0.0/0 >/dev/null || fail "default group :80"
+# The default subnet gave it a public address at launch (MapPublicIpOnLaunch):
+# L1 reaches it there, and the guest reads it from the metadata service.
+public=$(describe instance "$id" placement.public_ip)
+echo "public_ip=$public"
+got=$(timeout 10 wget -q -O - "http://$public/cgi-bin/peer" 2>&1) || got=FAILED
+echo "host_to_public_seen_as=$got"
+echo "imds_public_ipv4=$(guest "$id" "wget -q -O - http://169.254.169.254/latest/meta-data/public-ipv4")"
 gureum eip allocate --name e >/dev/null || fail "eip allocate"
 gureum eip associate e --instance "$id" >/dev/null || fail "eip associate"
 eip=$(describe eip e public_ip)
+echo "eip=$eip"
 got=$(timeout 10 wget -q -O - "http://$eip/cgi-bin/peer" 2>&1) || got=FAILED
 echo "host_to_eip_seen_as=$got"
+# The elastic IP takes its place: the address it was given went back.
+echo "public_ip_with_eip=$(describe instance "$id" placement.public_ip)"
+echo "imds_public_ipv4_with_eip=$(guest "$id" "wget -q -O - http://169.254.169.254/latest/meta-data/public-ipv4")"
+got=$(timeout 5 wget -q -O - "http://$public/cgi-bin/peer" 2>&1) || got=FAILED
+echo "host_to_released=$got"
 kill "$daemon"
 wait "$daemon" 2>/dev/null
 GUREUM_UPLINK=none gureum daemon --listen off >/tmp/daemon-off.log 2>&1 &

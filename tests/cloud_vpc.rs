@@ -1253,6 +1253,7 @@ fn the_default_vpc(cloud: &Cloud) -> (String, String) {
     assert_eq!(subnet["cidr"], "172.31.0.0/20");
     assert_eq!(subnet["vpc_id"], id.as_str());
     assert_eq!(subnet["availability_zone"], "local-1a");
+    assert_eq!(subnet["map_public_ip_on_launch"], true, "as AWS's");
     let igw = only(cloud, "igw");
     assert_eq!(igw["vpc_id"], id.as_str());
     let table = only(cloud, "route-table");
@@ -1437,4 +1438,125 @@ fn a_deleted_default_vpc_is_not_made_again_until_create_default() {
     assert_ne!(again, vpc);
     let next = cloud.run_stand_in(&[]);
     assert_eq!(placement_of(&cloud, &next)["vpc_id"], again.as_str());
+}
+
+/// Waits until Linux matches the records (`net check`): an instance's
+/// supervisor converges its VPC after recording it stopped, so a command
+/// that saw it stopped may return before.
+fn settled(cloud: &Cloud) {
+    let start = std::time::Instant::now();
+    while !cloud.run(&["net", "check"]).status.success() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "Linux never matched the records: {}",
+            cloud.run(&["net", "check"]).stdout.escape_ascii()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The pool's lowest free address, as the next elastic IP takes it
+/// (released again).
+fn next_free_public_address(cloud: &Cloud) -> String {
+    let eip = cloud.ok(&["eip", "allocate"]);
+    let address = field(&cloud.json(&["eip", "describe", &eip]), "public_ip");
+    cloud.ok(&["eip", "release", &eip]);
+    address
+}
+
+#[test]
+fn instances_get_public_addresses_as_their_subnet_says_and_give_them_back_at_stop() {
+    let cloud = Cloud::new();
+    import_stand_in_image(&cloud);
+    let a = cloud.run_stand_in(&["--name", "a"]);
+    let (vpc, subnet) = the_default_vpc(&cloud);
+    let ns = cloud.netns(&vpc);
+    // Given one at launch (the default subnet maps them); the stand-in
+    // kernel stopped it, and the change that did gave it back: its
+    // mapping goes, and the pool has nothing but the gateway's (.2).
+    let placed = placement_of(&cloud, &a);
+    assert_eq!(placed["auto_public_ip"], true, "{placed}");
+    assert_eq!(placed["public_ip"], Value::Null, "{placed}");
+    settled(&cloud);
+    assert!(!nft(&ns).contains("dnat ip to 172.31.0.4"), "{}", nft(&ns));
+    assert_eq!(next_free_public_address(&cloud), "203.0.113.3");
+    // Each start gives one and each stop takes it back.
+    let start = cloud.run(&["instance", "start", "a"]);
+    assert!(!start.status.success(), "the stand-in kernel cannot run");
+    cloud.ok(&["instance", "wait", "a", "--state", "stopped"]);
+    assert_eq!(placement_of(&cloud, &a)["public_ip"], Value::Null);
+    settled(&cloud);
+    assert_eq!(next_free_public_address(&cloud), "203.0.113.3");
+
+    // An elastic IP is its public address, mapped while it is stopped.
+    let eip = cloud.ok(&["eip", "allocate"]);
+    let address = field(&cloud.json(&["eip", "describe", &eip]), "public_ip");
+    cloud.ok(&["eip", "associate", &eip, "--instance", "a"]);
+    let list = cloud.ok(&["instance", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&a) && l.ends_with(&format!(" {address}"))),
+        "{list}"
+    );
+    assert!(nft(&ns).contains("dnat ip to 172.31.0.4"), "{}", nft(&ns));
+    // Taken off a stopped instance, it leaves none: the next start gives one.
+    cloud.ok(&["eip", "disassociate", &eip]);
+    assert_eq!(placement_of(&cloud, &a)["public_ip"], Value::Null);
+    assert!(!nft(&ns).contains("dnat ip to 172.31.0.4"), "{}", nft(&ns));
+    cloud.ok(&["eip", "release", &eip]);
+
+    // The launch decides over the subnet.
+    let b = cloud.run_stand_in(&["--no-associate-public-ip-address"]);
+    assert_eq!(placement_of(&cloud, &b)["auto_public_ip"], false);
+    let both = cloud.run(&[
+        "run",
+        "--associate-public-ip-address",
+        "--no-associate-public-ip-address",
+    ]);
+    assert_eq!(both.status.code(), Some(2));
+    cloud.ok(&["subnet", "modify", &subnet, "--no-map-public-ip-on-launch"]);
+    assert_eq!(
+        cloud.json(&["subnet", "describe", &subnet])["map_public_ip_on_launch"],
+        false
+    );
+    let c = cloud.run_stand_in(&[]);
+    assert_eq!(placement_of(&cloud, &c)["auto_public_ip"], false);
+    let d = cloud.run_stand_in(&["--associate-public-ip-address"]);
+    assert_eq!(placement_of(&cloud, &d)["auto_public_ip"], true);
+    cloud.ok(&["subnet", "modify", &subnet, "--map-public-ip-on-launch"]);
+    let table = cloud.ok(&["subnet", "list"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&subnet) && l.ends_with("on launch")),
+        "{table}"
+    );
+    let usage = cloud.run(&["subnet", "modify", &subnet]);
+    assert_eq!(usage.status.code(), Some(2));
+
+    // A created subnet maps none. Asked for where the VPC has no gateway,
+    // an address is refused (it would lead nowhere) and nothing is made;
+    // the subnet's own setting gives none there.
+    cloud.vpc("v");
+    let s = cloud.subnet("10.0.1.0/24", "s");
+    assert_eq!(
+        cloud.json(&["subnet", "describe", "s"])["map_public_ip_on_launch"],
+        false
+    );
+    let before = cloud.count("instance");
+    let stderr = cloud.fails(&["run", "--subnet", "s", "--associate-public-ip-address"]);
+    assert!(stderr.contains("has no internet gateway"), "{stderr}");
+    assert_eq!(cloud.count("instance"), before);
+    cloud.ok(&["subnet", "modify", &s, "--map-public-ip-on-launch"]);
+    let e = cloud.run_stand_in(&["--subnet", "s"]);
+    let placed = placement_of(&cloud, &e);
+    assert_eq!(placed["auto_public_ip"], true, "{placed}");
+    assert_eq!(placed["public_ip"], Value::Null, "{placed}");
+    settled(&cloud);
+    // Terminated, they leave nothing; the pool has the gateway's only.
+    for id in [&a, &b, &c, &d, &e] {
+        cloud.ok(&["instance", "terminate", id]);
+    }
+    assert_eq!(cloud.ok(&["net", "check"]), NOTHING_DIFFERS);
+    assert_eq!(next_free_public_address(&cloud), "203.0.113.3");
 }

@@ -940,12 +940,27 @@ fn public_addresses_at_launch(host: &Host, ami: &str, default_subnet: &str) {
         host.ec2(&["describe-subnets", "--subnet-ids", subnet])["Subnets"][0]["MapPublicIpOnLaunch"]
             .clone()
     };
-    host.ec2(&[
-        "modify-subnet-attribute",
-        "--subnet-id",
-        default_subnet,
-        "--no-map-public-ip-on-launch",
-    ]);
+    let set_map = |flag: &str| {
+        host.ec2(&[
+            "modify-subnet-attribute",
+            "--subnet-id",
+            default_subnet,
+            flag,
+        ]);
+    };
+    // An instance launched into the default subnet with `flag`: its ID.
+    let launch = |flag: &str| {
+        let launched = host.ec2(&[
+            "run-instances",
+            "--image-id",
+            ami,
+            "--subnet-id",
+            default_subnet,
+            flag,
+        ]);
+        s(&launched["Instances"][0]["InstanceId"]).to_owned()
+    };
+    set_map("--no-map-public-ip-on-launch");
     assert_eq!(map(default_subnet), false);
     let filtered = host.ec2(&[
         "describe-subnets",
@@ -954,33 +969,12 @@ fn public_addresses_at_launch(host: &Host, ami: &str, default_subnet: &str) {
     ]);
     assert_eq!(ids(&filtered["Subnets"], "SubnetId"), [default_subnet]);
     // Off in the subnet, asked for by the launch.
-    let asked = host.ec2(&[
-        "run-instances",
-        "--image-id",
-        ami,
-        "--subnet-id",
-        default_subnet,
-        "--associate-public-ip-address",
-    ]);
-    let asked = s(&asked["Instances"][0]["InstanceId"]).to_owned();
+    let asked = launch("--associate-public-ip-address");
     assert_eq!(placement(host, &asked)["auto_public_ip"], true);
-    host.ec2(&[
-        "modify-subnet-attribute",
-        "--subnet-id",
-        default_subnet,
-        "--map-public-ip-on-launch",
-    ]);
+    set_map("--map-public-ip-on-launch");
     assert_eq!(map(default_subnet), true);
     // On in the subnet, refused by the launch.
-    let refused = host.ec2(&[
-        "run-instances",
-        "--image-id",
-        ami,
-        "--subnet-id",
-        default_subnet,
-        "--no-associate-public-ip-address",
-    ]);
-    let refused = s(&refused["Instances"][0]["InstanceId"]).to_owned();
+    let refused = launch("--no-associate-public-ip-address");
     assert_eq!(placement(host, &refused)["auto_public_ip"], false);
     // The stand-in kernel stopped both: their addresses went back.
     for id in [&asked, &refused] {

@@ -53,14 +53,34 @@ impl Context {
 
 /// Records that instance `id`'s supervisor could not be started.
 pub(super) fn record_start_failure(store: &mut Store, id: &str, e: &Error) -> Result<(), Error> {
-    store.write(|tx| {
+    let stopped = store.write(|tx| {
         let mut i = lookup::find_instance(tx, id)?;
-        if i.state == State::Pending {
-            i.transition(State::Stopped, Some(format!("Server.InternalError: {e}")))?;
-            tx.update(&i)?;
+        if i.state != State::Pending {
+            return Ok::<_, Error>(None);
         }
-        Ok(())
-    })
+        i.transition(State::Stopped, Some(format!("Server.InternalError: {e}")))?;
+        tx.update(&i)?;
+        Ok(Some(i))
+    })?;
+    if let Some(i) = stopped.filter(gave_back_public_ip) {
+        tell_unmapped(realise::converge_instance_vpc(store, &i.id), &i);
+    }
+    Ok(())
+}
+
+/// Whether instance `i` is stopped and may have had a public address
+/// given to it, which the change that stopped it gave back: its VPC is
+/// converged then, so that its mapping at the gateway goes.
+fn gave_back_public_ip(i: &Instance) -> bool {
+    i.state == State::Stopped && i.placement.as_ref().is_some_and(|p| p.auto_public_ip)
+}
+
+/// Tells a failure to unmap instance `i`'s public address: whatever stays
+/// is found by `gureum net check`.
+fn tell_unmapped<T>(converged: Result<T, Error>, i: &Instance) {
+    if let Err(error) = converged {
+        eprintln!("gureum: cannot unmap {}'s public address: {error}", i.id);
+    }
 }
 
 /// Waits until instance `id` is no longer pending: its VMM said its VM
@@ -176,16 +196,11 @@ pub fn clean_up(ctx: &Context, i: &Instance) {
             eprintln!("gureum: cannot take {} out of its VPC: {error}", i.id);
         }
     }
-    // Its public address went back to the pool in the change that
-    // stopped it: its mapping at the gateway goes now.
-    if i.state == State::Stopped && i.placement.as_ref().is_some_and(|p| p.auto_public_ip) {
-        let unmapped = ctx
+    if gave_back_public_ip(i) {
+        let converged = ctx
             .open_store()
             .and_then(|mut store| realise::converge_instance_vpc(&mut store, &i.id));
-        if let Err(error) = unmapped {
-            // Whatever stays is found by `gureum net check`.
-            eprintln!("gureum: cannot unmap {}'s public address: {error}", i.id);
-        }
+        tell_unmapped(converged, i);
     }
     let files = ctx.state.instance_files(&i.id);
     let dir = if i.state == State::Terminated {

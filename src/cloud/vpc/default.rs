@@ -136,97 +136,95 @@ mod tests {
         i
     }
 
-    #[test]
-    fn the_default_subnet_gives_each_instance_its_own_public_address_until_it_stops() {
+    /// Runs `check` in a write of a new store, with the default pool.
+    fn in_a_store(check: impl FnOnce(&Tx<'_>, &NetConfig) -> Result<(), cloud::Error>) {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("gureum.db")).unwrap();
         let config = NetConfig::new(None, None, None).unwrap();
-        store
-            .write(|tx| {
-                let (vpc, subnet) = insert(tx, &config)?;
-                assert!(subnet.map_public_ip_on_launch);
-                // The gateway took .2; launches take the next free ones.
-                let a = launched(tx, &config, &subnet.id, "i-a", &PlacementRequest::default());
-                let b = launched(tx, &config, &subnet.id, "i-b", &PlacementRequest::default());
-                let none = PlacementRequest {
-                    associate_public_ip: Some(false),
-                    ..PlacementRequest::default()
-                };
-                let c = launched(tx, &config, &subnet.id, "i-c", &none);
-                let public = |i: &crate::cloud::instance::Instance| {
-                    i.placement.as_ref().and_then(|p| p.public_address())
-                };
-                assert_eq!(public(&a), Some(Ipv4Addr::new(203, 0, 113, 3)));
-                assert_eq!(public(&b), Some(Ipv4Addr::new(203, 0, 113, 4)));
-                assert_eq!(public(&c), None);
-                // Mapped 1:1 at the gateway as elastic IPs are.
-                let spec = super::realise::spec(tx, &vpc)?;
-                assert_eq!(
-                    spec.elastic,
-                    [
-                        (Ipv4Addr::new(203, 0, 113, 3), "i-a".to_owned()),
-                        (Ipv4Addr::new(203, 0, 113, 4), "i-b".to_owned()),
-                    ]
-                );
-                spec.check().unwrap();
-                // Stopped: its address goes back to the pool in the same
-                // change, and the next one given is that one.
-                let mut a = a;
-                a.transition(State::Stopping, None).unwrap();
-                assert_eq!(public(&a), Some(Ipv4Addr::new(203, 0, 113, 3)));
-                a.transition(State::Stopped, None).unwrap();
-                assert_eq!(public(&a), None);
-                tx.update(&a)?;
-                assert_eq!(super::realise::spec(tx, &vpc)?.elastic.len(), 1);
-                let d = launched(tx, &config, &subnet.id, "i-d", &PlacementRequest::default());
-                assert_eq!(public(&d), Some(Ipv4Addr::new(203, 0, 113, 3)));
-                // Started again: a new one, never one in use.
-                a.transition(State::Pending, None).unwrap();
-                let placement = a.placement.as_mut().unwrap();
-                assert!(placement.give_public_ip(tx, &config)?);
-                assert_eq!(placement.public_ip, Some(Ipv4Addr::new(203, 0, 113, 5)));
-                // Given already: nothing more.
-                assert!(!placement.give_public_ip(tx, &config)?);
-                Ok::<_, cloud::Error>(())
-            })
-            .unwrap();
+        store.write(|tx| check(tx, &config)).unwrap();
+    }
+
+    #[test]
+    fn the_default_subnet_gives_each_instance_its_own_public_address_until_it_stops() {
+        in_a_store(|tx, config| {
+            let (vpc, subnet) = insert(tx, config)?;
+            assert!(subnet.map_public_ip_on_launch);
+            // The gateway took .2; launches take the next free ones.
+            let a = launched(tx, config, &subnet.id, "i-a", &PlacementRequest::default());
+            let b = launched(tx, config, &subnet.id, "i-b", &PlacementRequest::default());
+            let none = PlacementRequest {
+                associate_public_ip: Some(false),
+                ..PlacementRequest::default()
+            };
+            let c = launched(tx, config, &subnet.id, "i-c", &none);
+            let public = |i: &crate::cloud::instance::Instance| {
+                i.placement.as_ref().and_then(|p| p.public_address())
+            };
+            assert_eq!(public(&a), Some(Ipv4Addr::new(203, 0, 113, 3)));
+            assert_eq!(public(&b), Some(Ipv4Addr::new(203, 0, 113, 4)));
+            assert_eq!(public(&c), None);
+            // Mapped 1:1 at the gateway as elastic IPs are.
+            let spec = super::realise::spec(tx, &vpc)?;
+            assert_eq!(
+                spec.elastic,
+                [
+                    (Ipv4Addr::new(203, 0, 113, 3), "i-a".to_owned()),
+                    (Ipv4Addr::new(203, 0, 113, 4), "i-b".to_owned()),
+                ]
+            );
+            spec.check().unwrap();
+            // Stopped: its address goes back to the pool in the same
+            // change, and the next one given is that one.
+            let mut a = a;
+            a.transition(State::Stopping, None).unwrap();
+            assert_eq!(public(&a), Some(Ipv4Addr::new(203, 0, 113, 3)));
+            a.transition(State::Stopped, None).unwrap();
+            assert_eq!(public(&a), None);
+            tx.update(&a)?;
+            assert_eq!(super::realise::spec(tx, &vpc)?.elastic.len(), 1);
+            let d = launched(tx, config, &subnet.id, "i-d", &PlacementRequest::default());
+            assert_eq!(public(&d), Some(Ipv4Addr::new(203, 0, 113, 3)));
+            // Started again: a new one, never one in use.
+            a.transition(State::Pending, None).unwrap();
+            let placement = a.placement.as_mut().unwrap();
+            assert!(placement.give_public_ip(tx, config)?);
+            assert_eq!(placement.public_ip, Some(Ipv4Addr::new(203, 0, 113, 5)));
+            // Given already: nothing more.
+            assert!(!placement.give_public_ip(tx, config)?);
+            Ok(())
+        });
     }
 
     #[test]
     fn a_created_subnet_gives_none_unless_asked_and_asking_needs_a_gateway() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("gureum.db")).unwrap();
-        let config = NetConfig::new(None, None, None).unwrap();
-        store
-            .write(|tx| {
-                let new = NewVpc::new(&config, cidr::DEFAULT_VPC, false)?;
-                let subnet = Subnet::new(&new.vpc.id, cidr::DEFAULT_SUBNET, DEFAULT_ZONE)?;
-                assert!(!subnet.map_public_ip_on_launch);
-                new.insert(tx, &Tags::new())?;
-                tx.insert(&subnet, &Tags::new())?;
-                let plain = launched(tx, &config, &subnet.id, "i-a", &PlacementRequest::default());
-                assert_eq!(plain.placement.unwrap().public_ip, None);
-                let asked = PlacementRequest {
-                    associate_public_ip: Some(true),
-                    ..PlacementRequest::default()
-                };
-                let refused = port::place(
-                    tx,
-                    "i-b",
-                    MacAddr([2, 0, 0, 0, 0, 2]),
-                    &subnet.id,
-                    &asked,
-                    &config,
-                );
-                assert!(
-                    matches!(
-                        refused,
-                        Err(cloud::Error::Vpc(Error::NoGatewayForPublicIp { .. }))
-                    ),
-                    "{refused:?}"
-                );
-                Ok::<_, cloud::Error>(())
-            })
-            .unwrap();
+        in_a_store(|tx, config| {
+            let new = NewVpc::new(config, cidr::DEFAULT_VPC, false)?;
+            let subnet = Subnet::new(&new.vpc.id, cidr::DEFAULT_SUBNET, DEFAULT_ZONE)?;
+            assert!(!subnet.map_public_ip_on_launch);
+            new.insert(tx, &Tags::new())?;
+            tx.insert(&subnet, &Tags::new())?;
+            let plain = launched(tx, config, &subnet.id, "i-a", &PlacementRequest::default());
+            assert_eq!(plain.placement.unwrap().public_ip, None);
+            let asked = PlacementRequest {
+                associate_public_ip: Some(true),
+                ..PlacementRequest::default()
+            };
+            let refused = port::place(
+                tx,
+                "i-b",
+                MacAddr([2, 0, 0, 0, 0, 2]),
+                &subnet.id,
+                &asked,
+                config,
+            );
+            assert!(
+                matches!(
+                    refused,
+                    Err(cloud::Error::Vpc(Error::NoGatewayForPublicIp { .. }))
+                ),
+                "{refused:?}"
+            );
+            Ok(())
+        });
     }
 }

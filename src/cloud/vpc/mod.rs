@@ -67,8 +67,8 @@ pub enum Error {
         fix: String,
     },
     #[error(
-        "the public address pool {pool} is used up: release elastic IPs (`gureum eip list`) \
-         or set a larger GUREUM_PUBLIC_POOL"
+        "the public address pool {pool} is used up: release elastic IPs (`gureum eip list`), \
+         launch with --no-associate-public-ip-address, or set a larger GUREUM_PUBLIC_POOL"
     )]
     PoolExhausted { pool: Ipv4Cidr },
     #[error("{noun} {id} still has {what}: {fix}")]

@@ -29,8 +29,10 @@ id=$(gureum run --image busybox --type t2.nano --subnet a --user-data /tmp/user-
 wait_log "$id" @@IMDS-USER-DATA 1 240 || fail "the guest never reported"
 console=$(gureum instance logs "$id" | tr -d '\r')
 echo "store_id=$id"
+# A kernel message can end up on the line of a value (seen: "i-…[ 9.2] IPv6: …").
 for key in ID DOC-ID NO-TOKEN USER-DATA HOSTNAME DNS; do
-  echo "$key=$(printf '%s\n' "$console" | sed -n "s/.*@@IMDS-$key //p" | tail -n 1)"
+  echo "$key=$(printf '%s\n' "$console" | sed -n "s/.*@@IMDS-$key //p" | tail -n 1 |
+    sed 's/\[ *[0-9]*\.[0-9]*\] .*//')"
 done
 echo "store_ip=$(describe instance "$id" placement.private_ip)"
 echo "lease=$(printf '%s\n' "$console" | sed -n 's/.*@@VPC-IP //p' | tail -n 1)"

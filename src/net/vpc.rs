@@ -180,6 +180,8 @@ pub struct VpcSpec {
     pub ports: Vec<Port>,
     /// Elastic IP and the ID of the port it maps to.
     pub elastic: Vec<(Ipv4Addr, String)>,
+    /// Network load balancers (their ports are among `ports`).
+    pub balancers: Vec<super::elb::Balancer>,
 }
 
 impl VpcSpec {
@@ -192,6 +194,7 @@ impl VpcSpec {
             groups: Vec::new(),
             ports: Vec::new(),
             elastic: Vec::new(),
+            balancers: Vec::new(),
         }
     }
 
@@ -266,6 +269,19 @@ impl VpcSpec {
                 }
             }
         }
+        for balancer in &self.balancers {
+            check_id(&balancer.id)?;
+            if balancer.public_ip.is_some() && self.gateway.is_none() {
+                return Err(self.no_gateway());
+            }
+            if let Some(port) = balancer
+                .ports
+                .iter()
+                .find(|b| !self.ports.iter().any(|p| p.id == b.id))
+            {
+                return Err(self.missing("port", &port.id));
+            }
+        }
         let mut mapped = BTreeSet::new();
         for (address, port) in &self.elastic {
             if self.gateway.is_none() {
@@ -306,7 +322,18 @@ impl VpcSpec {
             ports: &ports,
             groups: &groups,
             nat,
+            balancers: &self.balancers,
         })
+    }
+
+    /// The public addresses the gateway answers for beyond its own:
+    /// elastic IPs and internet-facing balancers'.
+    fn public_addresses(&self) -> Vec<Ipv4Addr> {
+        self.elastic
+            .iter()
+            .map(|(a, _)| *a)
+            .chain(self.balancers.iter().filter_map(|b| b.public_ip))
+            .collect()
     }
 
     fn group_map(&self) -> BTreeMap<String, SecurityGroup> {
@@ -377,8 +404,8 @@ impl VpcSpec {
         if let Some(address) = self.gateway {
             all.push((GATEWAY_LINK.to_owned(), address, 32));
             // Held here so that this end answers ARP for them.
-            for (elastic, _) in &self.elastic {
-                all.push((GATEWAY_LINK.to_owned(), *elastic, 32));
+            for public in self.public_addresses() {
+                all.push((GATEWAY_LINK.to_owned(), public, 32));
             }
         }
         all
@@ -425,7 +452,7 @@ pub type MakeLink<'a> =
 /// without an owner is adopted when the records name it (`adopt`), and
 /// otherwise left alone (`None`), as is another store's... which is an
 /// error when the records name it.
-fn open_owned(
+pub(super) fn open_owned(
     host: &Host,
     name: &str,
     adopt: bool,
@@ -482,7 +509,7 @@ fn owner_of(rtnl: &Rtnl) -> Result<Option<String>, Error> {
 /// Creates namespace `name` marked as this store's: the mark is set
 /// before the namespace is named, so no namespace of this store is ever
 /// without it.
-fn create_owned(host: &Host, name: &str) -> Result<(Netns, Rtnl), Error> {
+pub(super) fn create_owned(host: &Host, name: &str) -> Result<(Netns, Rtnl), Error> {
     let alias = host.owner_alias();
     let netns = Netns::create_with(name, &alias, || {
         Rtnl::open_here(name)?.set_alias("lo", &alias)
@@ -946,7 +973,7 @@ pub fn converge_public_links(
             untouched.insert(peer);
         } else if let Some(address) = spec.gateway {
             let mut addresses = vec![address];
-            addresses.extend(spec.elastic.iter().map(|(a, _)| *a));
+            addresses.extend(spec.public_addresses());
             wanted.insert(peer, addresses);
         }
     }

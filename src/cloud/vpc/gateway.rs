@@ -56,6 +56,7 @@ pub fn public_addresses(tx: &Tx<'_>) -> Result<BTreeSet<Ipv4Addr>, cloud::Error>
     Ok(gateways
         .filter_map(|g| g.public_ip)
         .chain(eips.map(|e| e.public_ip))
+        .chain(crate::cloud::elb::public_addresses(tx)?)
         .collect())
 }
 
@@ -127,6 +128,21 @@ pub fn detach(
                 id: igw.id.clone(),
                 what: format!("elastic IPs {} mapped through it", associated.join(", ")),
                 fix: "`gureum eip disassociate` them first".to_owned(),
+            }
+            .into());
+        }
+        let facing: Vec<String> =
+            in_vpc::<crate::cloud::elb::load_balancer::LoadBalancer>(tx, &vpc)?
+                .into_iter()
+                .filter(|b| b.public_ip.is_some())
+                .map(|b| b.id)
+                .collect();
+        if !facing.is_empty() {
+            return Err(Error::InUse {
+                noun: "internet gateway",
+                id: igw.id.clone(),
+                what: format!("internet-facing load balancers {}", facing.join(", ")),
+                fix: "`gureum elb delete` them first".to_owned(),
             }
             .into());
         }

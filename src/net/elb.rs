@@ -107,21 +107,30 @@ fn tail(id: &str, n: usize) -> &str {
     id.get(id.len().saturating_sub(n)..).unwrap_or(id)
 }
 
-/// The `elb` chain of the VPC's `inet gureum` table: the listeners'
-/// translations. Nothing when no listener has a healthy target.
+/// The chains of the VPC's `inet gureum` table for its balancers: the
+/// listeners' translations in `elb_in`, and an empty `elb_out` at
+/// postrouting. Both are there whatever the targets: a NAT hook is what
+/// translates the packets of flows already made (replies back to the
+/// balancer's address on postrouting), so a flow drains even once no
+/// rule would send a new one to its target.
 pub fn chains(out: &mut String, balancers: &[Balancer]) {
-    let rules: Vec<String> = balancers.iter().flat_map(rules).collect();
-    if rules.is_empty() {
+    if balancers.is_empty() {
         return;
     }
-    let _ = writeln!(out, "  chain elb {{");
+    let _ = writeln!(out, "  chain elb_in {{");
     let _ = writeln!(
         out,
         "    type nat hook prerouting priority dstnat; policy accept;"
     );
-    for rule in rules {
+    for rule in balancers.iter().flat_map(rules) {
         let _ = writeln!(out, "    {rule}");
     }
+    let _ = writeln!(out, "  }}");
+    let _ = writeln!(out, "  chain elb_out {{");
+    let _ = writeln!(
+        out,
+        "    type nat hook postrouting priority srcnat; policy accept;"
+    );
     let _ = writeln!(out, "  }}");
 }
 
@@ -154,6 +163,23 @@ fn rules(balancer: &Balancer) -> Vec<String> {
         }
     }
     out
+}
+
+/// Where the host loaded `br_netfilter`, frames entering a bridge pass
+/// the IP hooks as they are bridged, and a flow DNATed back onto the
+/// bridge it came from (a client in a target's subnet) would be bridged
+/// straight to the target's port, which isolation drops. A VPC with
+/// balancers routes it instead: the setting (per namespace, when the
+/// module is there at all) is off in its namespace.
+pub fn converge_bridge_netfilter(netns: &Netns, pass: &mut Pass) -> Result<(), Error> {
+    let key = "net.bridge.bridge-nf-call-iptables".to_owned();
+    let have = crate::host::sysctl::get_all(netns, std::slice::from_ref(&key))?;
+    if let Some(Some(now)) = have.first() {
+        if pass.compare(format_args!("sysctl {key}"), now, &"0".to_owned()) {
+            crate::host::sysctl::set(netns, &key, "0")?;
+        }
+    }
+    Ok(())
 }
 
 /// Makes the link of balancer port `port` in VPC namespace `vpc`: a veth
@@ -301,21 +327,32 @@ mod tests {
             )
         };
         let expected = format!(
-            "  chain elb {{\n    type nat hook prerouting priority dstnat; policy accept;\n{}{}  }}\n",
+            "  chain elb_in {{\n    type nat hook prerouting priority dstnat; policy accept;\n{}{}  }}\n{OUT}",
             rule("10.0.1.4"),
             rule("203.0.113.9")
         );
         assert_eq!(out, expected);
     }
 
+    const OUT: &str =
+        "  chain elb_out {\n    type nat hook postrouting priority srcnat; policy accept;\n  }\n";
+
     #[test]
-    fn no_healthy_target_no_chain() {
+    fn no_healthy_target_no_rule_but_the_hooks_stay() {
         let mut lonely = balancer();
         for listener in &mut lonely.listeners {
             listener.targets.clear();
         }
         let mut out = String::new();
         chains(&mut out, &[lonely]);
-        assert_eq!(out, "");
+        assert_eq!(
+            out,
+            format!(
+                "  chain elb_in {{\n    type nat hook prerouting priority dstnat; policy accept;\n  }}\n{OUT}"
+            )
+        );
+        let mut none = String::new();
+        chains(&mut none, &[]);
+        assert_eq!(none, "");
     }
 }

@@ -541,6 +541,9 @@ pub fn converge(
     };
     converge_links(spec, &netns, &rtnl, public, &mut pass, make_link)?;
     converge_sysctls(&netns, &spec.sysctls(), &mut pass)?;
+    if !spec.balancers.is_empty() {
+        super::elb::converge_bridge_netfilter(&netns, &mut pass)?;
+    }
     // The loopback's own addresses are the kernel's; the metadata and
     // resolver addresses on it are gureum's.
     let resolver = cidr::resolver(spec.cidr);

@@ -151,15 +151,14 @@ fn arn(account: &str, resource: &str) -> String {
 /// ELBv2's names: 1 to 32 of letters, digits and '-', no '-' at either
 /// end; a load balancer's not starting with `internal-`.
 fn check_name(name: &str, balancer: bool) -> Result<(), Error> {
-    let ok = !name.is_empty()
-        && name.len() <= 32
+    let shaped = (1..=32).contains(&name.len())
         && !name.starts_with('-')
         && !name.ends_with('-')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !(balancer && name.starts_with("internal-"))
-        && !ids::is_id(Kind::TargetGroup, name)
-        && !ids::is_id(Kind::LoadBalancer, name);
-    if ok {
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let reserved = (balancer && name.starts_with("internal-"))
+        || ids::is_id(Kind::TargetGroup, name)
+        || ids::is_id(Kind::LoadBalancer, name);
+    if shaped && !reserved {
         Ok(())
     } else {
         Err(Error::BadName(name.to_owned()))

@@ -179,6 +179,41 @@ fn wait_for_states(host: &Host, group: &str, want: impl Fn(&str) -> &'static str
     });
 }
 
+/// Security group `name` of VPC main, letting TCP 80 in from `cidr`.
+fn web_group(host: &Host, name: &str, cidr: &str) {
+    host.ok(&[
+        "sg",
+        "create",
+        "--vpc",
+        "main",
+        "--name",
+        name,
+        "--description",
+        name,
+    ]);
+    let rule = ["--protocol", "tcp", "--port", "80", "--cidr", cidr];
+    let mut authorize = vec!["sg", "authorize-ingress", name];
+    authorize.extend(rule);
+    host.ok(&authorize);
+}
+
+/// `target-group create` of TCP 80 target group `name` in VPC main, with
+/// `extra` flags.
+fn create_group<'a>(name: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "target-group",
+        "create",
+        "--name",
+        name,
+        "--vpc",
+        "main",
+        "--port",
+        "80",
+    ];
+    args.extend(extra);
+    args
+}
+
 fn answered(replies: &[String]) -> BTreeSet<String> {
     replies.iter().cloned().collect()
 }
@@ -212,27 +247,7 @@ fn an_internet_facing_nlb_spreads_flows_over_healthy_targets_only() {
         "--gateway",
         "door",
     ]);
-    host.ok(&[
-        "sg",
-        "create",
-        "--vpc",
-        "main",
-        "--name",
-        "web",
-        "--description",
-        "web",
-    ]);
-    host.ok(&[
-        "sg",
-        "authorize-ingress",
-        "web",
-        "--protocol",
-        "tcp",
-        "--port",
-        "80",
-        "--cidr",
-        "0.0.0.0/0",
-    ]);
+    web_group(&host, "web", "0.0.0.0/0");
     let mut servers: Vec<WebServer> = ["web-1", "web-2", "web-3", "client"]
         .iter()
         .map(|name| {
@@ -247,63 +262,31 @@ fn an_internet_facing_nlb_spreads_flows_over_healthy_targets_only() {
     host.ok(&["net", "reconcile"]);
 
     // Bad input is refused, saying what is wrong.
-    let bad = host.fails_with(
-        3,
-        &[
-            "target-group",
-            "create",
-            "--name",
-            "web_1",
-            "--vpc",
-            "main",
-            "--port",
-            "80",
-        ],
-    );
+    let bad = host.fails_with(3, &create_group("web_1", &[]));
     assert!(bad.contains("not a valid"), "{bad}");
-    let bad = host.fails_with(
-        3,
-        &[
-            "target-group",
-            "create",
-            "--name",
-            "web",
-            "--vpc",
-            "main",
-            "--port",
-            "80",
-            "--health-interval",
-            "2",
-            "--health-timeout",
-            "3",
-        ],
-    );
+    let slow = ["--health-interval", "2", "--health-timeout", "3"];
+    let bad = host.fails_with(3, &create_group("web", &slow));
     assert!(bad.contains("must not exceed its interval"), "{bad}");
 
-    host.ok(&[
-        "target-group",
-        "create",
-        "--name",
+    host.ok(&create_group(
         "web",
-        "--vpc",
-        "main",
-        "--port",
-        "80",
-        "--health-protocol",
-        "http",
-        "--health-path",
-        "/index.html",
-        "--health-interval",
-        "1",
-        "--health-timeout",
-        "1",
-        "--healthy-threshold",
-        "2",
-        "--unhealthy-threshold",
-        "2",
-        "--deregistration-delay",
-        "4",
-    ]);
+        &[
+            "--health-protocol",
+            "http",
+            "--health-path",
+            "/index.html",
+            "--health-interval",
+            "1",
+            "--health-timeout",
+            "1",
+            "--healthy-threshold",
+            "2",
+            "--unhealthy-threshold",
+            "2",
+            "--deregistration-delay",
+            "4",
+        ],
+    ));
     let mut register = vec!["target-group", "register", "web"];
     for server in &servers {
         register.extend(["--target", server.id.as_str()]);
@@ -401,27 +384,7 @@ fn an_internet_facing_nlb_spreads_flows_over_healthy_targets_only() {
 
     // A security group that does not admit the balancer makes its target
     // unhealthy: the checks cross the VPC's router from its address.
-    host.ok(&[
-        "sg",
-        "create",
-        "--vpc",
-        "main",
-        "--name",
-        "narrow",
-        "--description",
-        "narrow",
-    ]);
-    host.ok(&[
-        "sg",
-        "authorize-ingress",
-        "narrow",
-        "--protocol",
-        "tcp",
-        "--port",
-        "80",
-        "--cidr",
-        &format!("{}/32", client.address),
-    ]);
+    web_group(&host, "narrow", &format!("{}/32", client.address));
     let fenced = servers[2].id.clone();
     host.ok(&["instance", "modify", &fenced, "--sg", "narrow"]);
     wait_for_states(&host, "web", |id| {

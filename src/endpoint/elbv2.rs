@@ -228,7 +228,7 @@ fn run(
             groups(Action::DeleteTargetGroup {
                 target_group: target_group()?,
             })?;
-            return Ok(None);
+            return Ok(Some(Xml::default()));
         }
         "RegisterTargets" | "DeregisterTargets" => {
             let (target_group, targets) = (target_group()?, targets(params)?);
@@ -243,7 +243,7 @@ fn run(
                     targets,
                 }
             })?;
-            return Ok(None);
+            return Ok(Some(Xml::default()));
         }
         "DescribeTargetHealth" => {
             let found = groups(Action::DescribeTargetGroup {
@@ -311,7 +311,7 @@ fn run(
             balancers(Action::DeleteLoadBalancer {
                 load_balancer: load_balancer()?,
             })?;
-            return Ok(None);
+            return Ok(Some(Xml::default()));
         }
         "CreateListener" => {
             if params
@@ -364,7 +364,7 @@ fn run(
                 load_balancer: by_arn(&arn),
                 listener: arn,
             })?;
-            return Ok(None);
+            return Ok(Some(Xml::default()));
         }
         other => return Err(Failure::invalid_action(other)),
     }

@@ -50,6 +50,23 @@ fn ok(host: &Host, args: &[&str]) -> Value {
     elbv2(host, args).unwrap_or_else(|e| panic!("aws elbv2 {args:?}: {e}\n{}", host.daemon_log()))
 }
 
+/// `create-target-group` of TCP 80 group `name` in `vpc`, with `extra`.
+fn create_group<'a>(name: &'a str, vpc: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "create-target-group",
+        "--name",
+        name,
+        "--protocol",
+        "TCP",
+        "--port",
+        "80",
+        "--vpc-id",
+        vpc,
+    ];
+    args.extend(extra);
+    args
+}
+
 fn text(value: &Value) -> String {
     value
         .as_str()
@@ -76,28 +93,17 @@ fn the_aws_cli_drives_target_groups_load_balancers_and_listeners() {
     let instance = host.run_stand_in(&["--image", "tiny", "--subnet", "a", "--name", "web-1"]);
     host.ok(&["instance", "wait", &instance, "--state", "stopped"]);
 
-    let made = ok(
-        &host,
-        &[
-            "create-target-group",
-            "--name",
-            "web",
-            "--protocol",
-            "TCP",
-            "--port",
-            "80",
-            "--vpc-id",
-            &vpc,
-            "--health-check-protocol",
-            "HTTP",
-            "--health-check-path",
-            "/up",
-            "--health-check-interval-seconds",
-            "5",
-            "--health-check-timeout-seconds",
-            "2",
-        ],
-    );
+    let http = [
+        "--health-check-protocol",
+        "HTTP",
+        "--health-check-path",
+        "/up",
+        "--health-check-interval-seconds",
+        "5",
+        "--health-check-timeout-seconds",
+        "2",
+    ];
+    let made = ok(&host, &create_group("web", &vpc, &http));
     let group = &made["TargetGroups"][0];
     let group_arn = text(&group["TargetGroupArn"]);
     assert!(
@@ -109,39 +115,13 @@ fn the_aws_cli_drives_target_groups_load_balancers_and_listeners() {
     assert_eq!(group["HealthCheckPort"], "traffic-port");
     assert_eq!(group["HealthyThresholdCount"], 5, "ELBv2's default");
     assert_eq!(
-        elbv2(
-            &host,
-            &[
-                "create-target-group",
-                "--name",
-                "web",
-                "--protocol",
-                "TCP",
-                "--port",
-                "80",
-                "--vpc-id",
-                &vpc
-            ]
-        )
-        .unwrap_err(),
+        elbv2(&host, &create_group("web", &vpc, &[])).unwrap_err(),
         "DuplicateTargetGroupName"
     );
     assert_eq!(
         elbv2(
             &host,
-            &[
-                "create-target-group",
-                "--name",
-                "bad",
-                "--protocol",
-                "TCP",
-                "--port",
-                "80",
-                "--vpc-id",
-                &vpc,
-                "--health-check-interval-seconds",
-                "500"
-            ]
+            &create_group("bad", &vpc, &["--health-check-interval-seconds", "500"])
         )
         .unwrap_err(),
         "ValidationError"

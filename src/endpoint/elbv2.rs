@@ -202,20 +202,16 @@ fn run(
             target_groups(ctx, &mut x, &made)?;
         }
         "DescribeTargetGroups" => {
-            let mut wanted: Vec<String> = members(params, "TargetGroupArns")
-                .iter()
-                .map(|a| by_arn(a))
-                .collect();
-            wanted.extend(members(params, "Names"));
-            let mut found = Vec::new();
-            if wanted.is_empty() {
-                found = groups(Action::ListTargetGroups {
-                    filters: Vec::new(),
-                })?;
-            }
-            for target_group in wanted {
-                found.extend(groups(Action::DescribeTargetGroup { target_group })?);
-            }
+            let mut found = described(
+                params,
+                "TargetGroupArns",
+                || {
+                    groups(Action::ListTargetGroups {
+                        filters: Vec::new(),
+                    })
+                },
+                |target_group| groups(Action::DescribeTargetGroup { target_group }),
+            )?;
             if let Some(arn) = params.get("LoadBalancerArn") {
                 let balancer = balancers(Action::DescribeLoadBalancer {
                     load_balancer: by_arn(arn),
@@ -291,20 +287,16 @@ fn run(
             load_balancers(ctx, &mut x, &made)?;
         }
         "DescribeLoadBalancers" => {
-            let mut wanted: Vec<String> = members(params, "LoadBalancerArns")
-                .iter()
-                .map(|a| by_arn(a))
-                .collect();
-            wanted.extend(members(params, "Names"));
-            let mut found = Vec::new();
-            if wanted.is_empty() {
-                found = balancers(Action::ListLoadBalancers {
-                    filters: Vec::new(),
-                })?;
-            }
-            for load_balancer in wanted {
-                found.extend(balancers(Action::DescribeLoadBalancer { load_balancer })?);
-            }
+            let found = described(
+                params,
+                "LoadBalancerArns",
+                || {
+                    balancers(Action::ListLoadBalancers {
+                        filters: Vec::new(),
+                    })
+                },
+                |load_balancer| balancers(Action::DescribeLoadBalancer { load_balancer }),
+            )?;
             load_balancers(ctx, &mut x, &found)?;
         }
         "DeleteLoadBalancer" => {
@@ -369,6 +361,26 @@ fn run(
         other => return Err(Failure::invalid_action(other)),
     }
     Ok(Some(x))
+}
+
+/// What a Describe names by its ARNs (list `arns`) and `Names`, each
+/// found with `one`; everything (`all`) when it names nothing.
+fn described<T>(
+    params: &Params<'_>,
+    arns: &str,
+    all: impl FnOnce() -> Result<Vec<T>, Failure>,
+    one: impl Fn(String) -> Result<Vec<T>, Failure>,
+) -> Result<Vec<T>, Failure> {
+    let mut wanted: Vec<String> = members(params, arns).iter().map(|a| by_arn(a)).collect();
+    wanted.extend(members(params, "Names"));
+    if wanted.is_empty() {
+        return all();
+    }
+    let mut found = Vec::new();
+    for reference in wanted {
+        found.extend(one(reference)?);
+    }
+    Ok(found)
 }
 
 fn unexpected() -> Failure {

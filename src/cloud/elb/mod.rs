@@ -652,8 +652,8 @@ pub fn forget_instance(tx: &Tx<'_>, instance: &str) -> Result<(), cloud::Error> 
     Ok(())
 }
 
-/// What in VPC `vpc` uses `what` (`subnet` or security group IDs): the
-/// load balancers, for refusing to delete it.
+/// The load balancers of VPC `vpc` in subnet or security group `id`, for
+/// refusing to delete it.
 pub fn users_of(tx: &Tx<'_>, vpc: &str, id: &str) -> Result<Vec<String>, cloud::Error> {
     Ok(in_vpc::<LoadBalancer>(tx, vpc)?
         .into_iter()

@@ -450,6 +450,20 @@ fn an_internet_facing_nlb_spreads_flows_over_healthy_targets_only() {
         }
     });
 
+    // A terminated instance is deregistered at once, as ELBv2 does.
+    host.ok(&["target-group", "register", "web", "--target", &client.id]);
+    assert_eq!(health(&host, "web").len(), 1);
+    host.ok(&["instance", "terminate", &client.id]);
+    host.ok(&["instance", "wait", &client.id, "--state", "terminated"]);
+    wait_until("the terminated target deregistered", || {
+        let now = health(&host, "web");
+        if now.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{now:?}"))
+        }
+    });
+
     // What uses something cannot be deleted from under it.
     let used = host.fails_with(5, &["target-group", "delete", "web"]);
     assert!(used.contains("listener"), "{used}");

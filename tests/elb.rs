@@ -266,10 +266,12 @@ fn an_internet_facing_nlb_spreads_flows_over_healthy_targets_only() {
             "http",
             "--health-path",
             "/index.html",
+            // Short, for the test; 2 s of timeout so that a loaded
+            // machine does not make healthy targets flap.
             "--health-interval",
-            "1",
+            "2",
             "--health-timeout",
-            "1",
+            "2",
             "--healthy-threshold",
             "2",
             "--unhealthy-threshold",

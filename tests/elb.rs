@@ -215,16 +215,21 @@ fn an_internet_facing_nlb_spreads_flows_over_healthy_targets_only() {
     let src = cli_support::image_source(host.work.path(), "tiny", "");
     host.ok(&["image", "import", src.to_str().unwrap()]);
     host.ok(&["vpc", "create", "--cidr", "10.40.0.0/16", "--name", "main"]);
+    for (name, cidr) in [("a", "10.40.1.0/24"), ("b", "10.40.2.0/24")] {
+        host.ok(&[
+            "subnet", "create", "--vpc", "main", "--cidr", cidr, "--name", name,
+        ]);
+    }
+    // b is private: its own table, with no route to the gateway.
     host.ok(&[
-        "subnet",
+        "route-table",
         "create",
         "--vpc",
         "main",
-        "--cidr",
-        "10.40.1.0/24",
         "--name",
-        "a",
+        "private",
     ]);
+    host.ok(&["route-table", "associate", "private", "--subnet", "b"]);
     let vpc = host.json(&["vpc", "describe", "main"]);
     let main_table = vpc["main_route_table"].as_str().unwrap().to_owned();
     host.ok(&["igw", "create", "--name", "door"]);
@@ -239,11 +244,20 @@ fn an_internet_facing_nlb_spreads_flows_over_healthy_targets_only() {
         "door",
     ]);
     web_group(&host, "web", "0.0.0.0/0");
-    let mut servers: Vec<WebServer> = ["web-1", "web-2", "web-3", "client"]
+    // web-4 is in the private subnet: its replies to the internet go back
+    // through the gateway all the same, as EC2's NLB returns them.
+    let placed = [
+        ("web-1", "a"),
+        ("web-2", "a"),
+        ("web-3", "a"),
+        ("web-4", "b"),
+        ("client", "a"),
+    ];
+    let mut servers: Vec<WebServer> = placed
         .iter()
-        .map(|name| {
+        .map(|(name, subnet)| {
             let id = host.run_stand_in(&[
-                "--image", "tiny", "--subnet", "a", "--sg", "web", "--name", name,
+                "--image", "tiny", "--subnet", subnet, "--sg", "web", "--name", name,
             ]);
             host.ok(&["instance", "wait", &id, "--state", "stopped"]);
             WebServer::on(&host, &id, name)

@@ -30,6 +30,15 @@ use super::vpc::{
 use crate::host::mac::MacAddr;
 use crate::host::netns::Netns;
 
+/// The conntrack and packet mark of flows that came to a balancer's
+/// public address: their replies are routed back through the internet
+/// gateway from whatever subnet the target is in (a policy rule on the
+/// mark), as EC2's NLB returns them itself. The bit is apart from the
+/// ports' marks (small numbers, `nft::anti_spoof::mark`), and only
+/// packets of flows already made carry it, which the forward chain
+/// accepts before it looks at marks.
+pub const REPLY_MARK: u32 = 0x8000_0000;
+
 /// What a balancer's port links start with: `l-` in the VPC namespace,
 /// `m-` (its far end) in the balancer's.
 pub const LINK_PREFIX: &str = "l-";
@@ -117,11 +126,30 @@ pub fn chains(out: &mut String, balancers: &[Balancer]) {
     if balancers.is_empty() {
         return;
     }
+    let public: Vec<Ipv4Addr> = balancers.iter().filter_map(|b| b.public_ip).collect();
+    if !public.is_empty() {
+        let _ = writeln!(out, "  chain elb_mark {{");
+        let _ = writeln!(
+            out,
+            "    type filter hook prerouting priority mangle; policy accept;"
+        );
+        let _ = writeln!(
+            out,
+            "    ct mark & {REPLY_MARK:#x} == {REPLY_MARK:#x} meta mark set meta mark | {REPLY_MARK:#x}"
+        );
+        let _ = writeln!(out, "  }}");
+    }
     let _ = writeln!(out, "  chain elb_in {{");
     let _ = writeln!(
         out,
         "    type nat hook prerouting priority dstnat; policy accept;"
     );
+    for address in &public {
+        let _ = writeln!(
+            out,
+            "    ip daddr {address} ct mark set ct mark | {REPLY_MARK:#x}"
+        );
+    }
     for rule in balancers.iter().flat_map(rules) {
         let _ = writeln!(out, "    {rule}");
     }
@@ -327,7 +355,7 @@ mod tests {
             )
         };
         let expected = format!(
-            "  chain elb_in {{\n    type nat hook prerouting priority dstnat; policy accept;\n{}{}  }}\n{OUT}",
+            "  chain elb_mark {{\n    type filter hook prerouting priority mangle; policy accept;\n    ct mark & 0x80000000 == 0x80000000 meta mark set meta mark | 0x80000000\n  }}\n  chain elb_in {{\n    type nat hook prerouting priority dstnat; policy accept;\n    ip daddr 203.0.113.9 ct mark set ct mark | 0x80000000\n{}{}  }}\n{OUT}",
             rule("10.0.1.4"),
             rule("203.0.113.9")
         );
@@ -340,6 +368,7 @@ mod tests {
     #[test]
     fn no_healthy_target_no_rule_but_the_hooks_stay() {
         let mut lonely = balancer();
+        lonely.public_ip = None;
         for listener in &mut lonely.listeners {
             listener.targets.clear();
         }

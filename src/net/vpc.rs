@@ -49,6 +49,9 @@ pub const METADATA_ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 /// Rule priorities: first the VPC-local routes of the main table (any
 /// default route there ignored), then a public subnet's internet table.
 const LOCAL_RULE_PRIORITY: u32 = 1000;
+/// Replies of flows that came to a load balancer's public address, from
+/// any subnet (`elb::REPLY_MARK`), go back through the gateway.
+const BALANCER_RULE_PRIORITY: u32 = 1500;
 const INTERNET_RULE_PRIORITY: u32 = 2000;
 /// A bridge is named for its subnet's ID, cut to fit an interface name.
 const BRIDGE_PREFIX: &str = "br-";
@@ -429,6 +432,7 @@ impl VpcSpec {
             input: None,
             table: MAIN_TABLE,
             suppress_default: true,
+            fwmark: None,
         };
         let internet = self
             .subnets
@@ -439,8 +443,20 @@ impl VpcSpec {
                 input: Some(bridge_name(&s.id)),
                 table: INTERNET_TABLE,
                 suppress_default: false,
+                fwmark: None,
             });
-        std::iter::once(local).chain(internet).collect()
+        let facing = self.gateway.is_some() && self.balancers.iter().any(|b| b.public_ip.is_some());
+        let replies = facing.then_some(RuleState {
+            priority: BALANCER_RULE_PRIORITY,
+            input: None,
+            table: INTERNET_TABLE,
+            suppress_default: false,
+            fwmark: Some(super::elb::REPLY_MARK),
+        });
+        std::iter::once(local)
+            .chain(replies)
+            .chain(internet)
+            .collect()
     }
 }
 

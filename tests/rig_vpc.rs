@@ -1,10 +1,10 @@
 //! End-to-end: VPC networking with real guests on real KVM, inside the
 //! nested KVM rig (see scripts/rig/run). Busybox instances in two subnets
 //! of a VPC, security groups, an internet gateway to a fake internet (a
-//! namespace the test makes on gureum's public side), an elastic IP, the
-//! uplink through L1 (playing the host) to a fake ISP, a second VPC with
-//! the same block, anti-spoofing, and a teardown that leaves nothing
-//! behind.
+//! namespace the test makes on gureum's public side), an elastic IP, a
+//! second VPC with the same block, anti-spoofing, and a teardown that
+//! leaves nothing behind. (The uplink through the host is proven with the
+//! default VPC and the daemon in tests/rig_metadata.rs.)
 //!
 //! One rig run executes every case of tests/rig/vpc.sh in order; each
 //! test below asserts on its own case. The guests' answers are the client
@@ -143,18 +143,6 @@ fn an_elastic_ip_maps_both_ways_and_survives_stop_and_start() {
     );
     let eip = value(case, "eip");
     assert_eq!(value(case, "outbound_from_eip"), eip, "{}", case.output);
-}
-
-#[test]
-fn the_uplink_takes_instances_out_through_the_host_and_the_host_to_elastic_ips() {
-    passed_with(
-        "uplink",
-        &[
-            ("via_uplink", "192.0.2.1"),
-            ("host_to_eip_seen_as", "169.254.77.1"),
-            ("uplink_off", "FAILED"),
-        ],
-    );
 }
 
 #[test]

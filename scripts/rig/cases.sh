@@ -77,3 +77,70 @@ wait_log() {  # ID PATTERN COUNT SECONDS
   done
   echo "$1: $2 after $(($(uptime_s) - t0)) s"
 }
+
+# Instances of the busybox image's "serve" scenario: HTTP on ports 80 and
+# 8080 answering the client's address, and a shell on the console
+# through which a test sends commands.
+# Runs COMMAND in instance ID's console shell and prints its first output
+# line, or "FAILED" when it exits non-zero. The answer comes between the
+# tag and its mirror (@@r7=ANSWER=@@r7), twice: a kernel message that
+# cuts one line (CI once read 'F' for 'FAILED') leaves the other whole.
+# The markers are quoted in the typed line so that the console's echo of
+# it never matches. Callers run it in $(...): the request counter lives
+# in a file.
+guest() {  # ID COMMAND
+  [ -e /tmp/guest-requests ] || echo 0 >/tmp/guest-requests
+  tag=r$(( $(cat /tmp/guest-requests) + 1 ))
+  echo "${tag#r}" >/tmp/guest-requests
+  printf '%s\n' "if out=\$($2 2>&1); then r=\$(echo \$out | head -c 120); else r=FAILED; fi; for n in 1 2; do echo \"@@$tag\"=\"\$r\"=\"@@$tag\"; done" |
+    gureum instance console "$1" >/dev/null 2>&1
+  t0=$(uptime_s)
+  until line=$(gureum instance logs "$1" | tr -d '\r' | grep -a -o "@@$tag=.*=@@$tag" | head -n 1) &&
+    [ -n "$line" ]; do
+    if [ $(($(uptime_s) - t0)) -gt 60 ]; then
+      if revive "$1"; then guest "$1" "$2"; else echo "NO-ANSWER"; fi
+      return
+    fi
+    sleep 0.3
+  done
+  line=${line#@@$tag=}
+  echo "${line%=@@$tag}"
+}
+# Says on the console (stderr: callers capture stdout) why instance ID
+# gave no answer. A guest crash is forgiven once per instance, as in
+# wait_log: the instance is started again and the caller asks once more.
+revive() {  # ID
+  reason=$(describe instance "$1" state_reason)
+  echo "@@NO-ANSWER from $1: $(describe instance "$1" state) $reason" >&2
+  tail -n 5 "$GUREUM_STATE_DIR/instances/$1/vmm.log" >&2
+  gureum instance logs "$1" 2>&1 | tail -n 8 >&2
+  case $reason in *"guest crashed"*) ;; *) return 1 ;; esac
+  [ -e "/tmp/revived-$1" ] && return 1
+  touch "/tmp/revived-$1"
+  echo "@@RETRY after a guest crash: $1" >&2
+  served=$(gureum instance logs "$1" | grep -c @@SERVING)
+  gureum instance start "$1" >/dev/null && wait_log "$1" @@SERVING $((served + 1)) 240 >&2
+}
+# An HTTP GET from instance ID, answered by the peer's address as the
+# server saw it (or FAILED).
+fetch() {  # ID URL
+  guest "$1" "timeout 8 wget -q -O - $2"
+}
+# Checks that instance ID fetches URL and is seen as WANT (a
+# "what=address" line either way), or, with WANT "FAILED", that it cannot.
+expect_fetch() {  # WHAT ID URL WANT
+  got=$(fetch "$2" "$3")
+  echo "$1=$got"
+  [ "$got" = "$4" ] || fail "$1: $2 fetching $3 got '$got', want '$4'"
+}
+# A web root at DIR whose /cgi-bin/peer answers, as the guests' does
+# (images/busybox/init), the client's IPv4 address.
+peer_site() {  # DIR
+  mkdir -p "$1/cgi-bin"
+  cat >"$1/cgi-bin/peer" <<'CGI'
+#!/bin/sh
+a=${REMOTE_ADDR#"[::ffff:"}
+printf 'Content-Type: text/plain\r\n\r\n%s\n' "${a%"]"}"
+CGI
+  chmod 0755 "$1/cgi-bin/peer"
+}

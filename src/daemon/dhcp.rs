@@ -22,9 +22,10 @@ use crate::cloud::lifecycle::Context;
 use crate::cloud::store::Store;
 use crate::cloud::vpc::dns_server::{self, ServerFiles};
 use crate::cloud::vpc::network::Vpc;
+use crate::cloud::vpc::public::NetConfig;
 use crate::cloud::vpc::realise;
-use crate::host::netns;
-use crate::net::dnsmasq;
+use crate::host::{netns, resolvers};
+use crate::net::{dnsmasq, uplink};
 
 /// How often the servers are compared with the store: a new instance
 /// gets its lease within this.
@@ -95,10 +96,15 @@ fn serve(ctx: &Context) {
 
 /// Every VPC with the configuration of its server.
 fn wanted(store: &mut Store) -> Result<Vec<(Vpc, String)>, Error> {
+    // Read each time: a host's resolvers change (a new network, a VPN).
+    let upstreams = match NetConfig::from_env()?.uplink {
+        uplink::Setting::None => Vec::new(),
+        _ => resolvers::reachable(),
+    };
     store.read(|tx| {
         let mut all = Vec::new();
         for vpc in tx.list::<Vpc>()? {
-            if let Some(config) = dnsmasq::config(&realise::spec(tx, &vpc)?) {
+            if let Some(config) = dnsmasq::config(&realise::spec(tx, &vpc)?, &upstreams) {
                 all.push((vpc, config));
             }
         }

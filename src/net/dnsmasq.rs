@@ -8,7 +8,10 @@
 //! - DNS on the VPC resolver (the block's base + 2, on the namespace's
 //!   loopback, reached through each subnet's router): EC2's private names,
 //!   `ip-10-0-1-10.ec2.internal`, for every address of the block, forward
-//!   and reverse. Other names are not forwarded (no upstream yet).
+//!   and reverse. Other names go to the host's resolvers when the VPC has
+//!   an internet gateway (the namespace's own traffic leaves through it),
+//!   as the AWS resolver answers public names; without one, nothing
+//!   outside the VPC is reachable and other names are refused.
 //!
 //! The text is a pure function of the VPC's description, so the daemon
 //! restarts a server exactly when what it must serve changed.
@@ -30,9 +33,10 @@ pub fn private_name(address: Ipv4Addr) -> String {
     format!("ip-{}", address.to_string().replace('.', "-"))
 }
 
-/// The dnsmasq configuration of VPC `spec`, or none if its block has no
-/// resolver address (it always has: a VPC is at least a /28).
-pub fn config(spec: &VpcSpec) -> Option<String> {
+/// The dnsmasq configuration of VPC `spec`, forwarding other names to
+/// `upstreams` if it has a gateway; none if its block has no resolver
+/// address (it always has: a VPC is at least a /28).
+pub fn config(spec: &VpcSpec, upstreams: &[Ipv4Addr]) -> Option<String> {
     let resolver = cidr::resolver(spec.cidr)?;
     let mut out = String::new();
     let _ = writeln!(out, "# gureum: DHCP and DNS of VPC {}", spec.id);
@@ -51,6 +55,11 @@ pub fn config(spec: &VpcSpec) -> Option<String> {
         "bogus-priv",
     ] {
         let _ = writeln!(out, "{line}");
+    }
+    if spec.gateway.is_some() {
+        for server in upstreams {
+            let _ = writeln!(out, "server={server}");
+        }
     }
     let _ = writeln!(out, "local=/{DOMAIN}/");
     let _ = writeln!(out, "domain={DOMAIN}");
@@ -129,7 +138,8 @@ mod tests {
             groups: vec!["sg-1".into()],
             source_dest_check: true,
         });
-        let text = config(&spec).unwrap();
+        let upstream = [Ipv4Addr::new(192, 0, 2, 53)];
+        let text = config(&spec, &upstream).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         for line in [
             "listen-address=10.0.0.2",
@@ -148,6 +158,13 @@ mod tests {
             assert!(lines.contains(&line), "no '{line}' in\n{text}");
         }
         // The same VPC gives the same text: the daemon compares them.
-        assert_eq!(config(&spec).unwrap(), text);
+        assert_eq!(config(&spec, &upstream).unwrap(), text);
+        // Without a gateway nothing outside the VPC is reached: no upstream.
+        assert!(!text.contains("server="));
+        spec.gateway = Some(Ipv4Addr::new(203, 0, 113, 2));
+        let text = config(&spec, &upstream).unwrap();
+        assert!(text.lines().any(|l| l == "server=192.0.2.53"), "{text}");
+        // Private names never leave: EC2's domain stays local.
+        assert!(text.lines().any(|l| l == "local=/ec2.internal/"), "{text}");
     }
 }

@@ -25,7 +25,8 @@ use super::nft::security_group::Protocol;
 use super::port::Port;
 use super::reconcile::{Difference, Found, Mode, Pass};
 use super::vpc::{
-    Error, Host, MAIN_TABLE, converge_addresses, converge_routes, create_owned, open_owned, updown,
+    Error, Host, LOOPBACK, MAIN_TABLE, converge_addresses, converge_routes, create_owned,
+    open_owned, updown,
 };
 use crate::host::mac::MacAddr;
 use crate::host::netns::Netns;
@@ -286,11 +287,11 @@ pub fn converge_inside(
             });
         }
     }
-    let lo = links.iter().find(|l| l.name == "lo");
+    let lo = links.iter().find(|l| l.name == LOOPBACK);
     if pass.compare("link lo", &updown(lo.is_some_and(|l| l.up)), &updown(true)) {
-        rtnl.set_up("lo")?;
+        rtnl.set_up(LOOPBACK)?;
     }
-    converge_addresses(&rtnl, &addresses, |link, _| link != "lo", &mut pass)?;
+    converge_addresses(&rtnl, &addresses, |link, _| link != LOOPBACK, &mut pass)?;
     converge_routes(&rtnl, MAIN_TABLE, &routes, |_| true, &mut pass)?;
     Ok(pass.into_differences())
 }

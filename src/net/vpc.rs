@@ -40,6 +40,8 @@ pub const DEFAULT_PREFIX: &str = "gureum-";
 pub const GATEWAY_LINK: &str = "igw";
 /// What every public-side gateway link's name starts with.
 pub const GATEWAY_PEER_PREFIX: &str = "gp";
+/// Every namespace's loopback link.
+pub(super) const LOOPBACK: &str = "lo";
 /// The routing table holding the default route through the gateway.
 const INTERNET_TABLE: u32 = 100;
 pub const MAIN_TABLE: u32 = 254;
@@ -399,10 +401,10 @@ impl VpcSpec {
             .iter()
             .filter_map(|s| Some((bridge_name(&s.id), cidr::router(s.cidr)?, s.cidr.prefix())))
             .collect();
-        all.push(("lo".to_owned(), METADATA_ADDRESS, 32));
+        all.push((LOOPBACK.to_owned(), METADATA_ADDRESS, 32));
         if let Some(resolver) = cidr::resolver(self.cidr) {
             // The resolver of every subnet: reached through their routers.
-            all.push(("lo".to_owned(), resolver, 32));
+            all.push((LOOPBACK.to_owned(), resolver, 32));
         }
         if let Some(address) = self.gateway {
             all.push((GATEWAY_LINK.to_owned(), address, 32));
@@ -453,9 +455,20 @@ impl VpcSpec {
             suppress_default: false,
             fwmark: Some(super::elb::REPLY_MARK),
         });
+        // The namespace's own traffic (the VPC resolver forwarding to the
+        // host's resolvers) leaves through the gateway, as the AWS
+        // resolver reaches the internet.
+        let own = self.gateway.map(|_| RuleState {
+            priority: INTERNET_RULE_PRIORITY,
+            input: Some(LOOPBACK.to_owned()),
+            table: INTERNET_TABLE,
+            suppress_default: false,
+            fwmark: None,
+        });
         std::iter::once(local)
             .chain(replies)
             .chain(internet)
+            .chain(own)
             .collect()
     }
 }
@@ -504,7 +517,7 @@ pub(super) fn open_owned(
         }),
         None if adopt => {
             if pass.note("the owner of the namespace", Found::Missing) {
-                rtnl.set_alias("lo", &want)?;
+                rtnl.set_alias(LOOPBACK, &want)?;
             }
             Ok(Some((netns, rtnl)))
         }
@@ -517,7 +530,7 @@ fn owner_of(rtnl: &Rtnl) -> Result<Option<String>, Error> {
     Ok(rtnl
         .link_states()?
         .into_iter()
-        .find(|link| link.name == "lo")
+        .find(|link| link.name == LOOPBACK)
         .and_then(|lo| lo.alias)
         .filter(|alias| alias.starts_with(OWNER_PREFIX)))
 }
@@ -528,7 +541,7 @@ fn owner_of(rtnl: &Rtnl) -> Result<Option<String>, Error> {
 pub(super) fn create_owned(host: &Host, name: &str) -> Result<(Netns, Rtnl), Error> {
     let alias = host.owner_alias();
     let netns = Netns::create_with(name, &alias, || {
-        Rtnl::open_here(name)?.set_alias("lo", &alias)
+        Rtnl::open_here(name)?.set_alias(LOOPBACK, &alias)
     })?;
     let rtnl = Rtnl::open(&netns)?;
     Ok((netns, rtnl))
@@ -564,7 +577,7 @@ pub fn converge(
     // resolver addresses on it are gureum's.
     let resolver = cidr::resolver(spec.cidr);
     let managed = |link: &str, address: Ipv4Addr| {
-        link != "lo" || address == METADATA_ADDRESS || Some(address) == resolver
+        link != LOOPBACK || address == METADATA_ADDRESS || Some(address) == resolver
     };
     converge_addresses(&rtnl, &spec.addresses(), managed, &mut pass)?;
     let mut routes = spec.routes(host.router);
@@ -593,7 +606,7 @@ fn converge_links(
     // What no record owns goes first: it may hold a name to be made.
     let extra: Vec<String> = have
         .keys()
-        .filter(|name| *name != "lo" && !want.iter().any(|(w, _)| w == *name))
+        .filter(|name| *name != LOOPBACK && !want.iter().any(|(w, _)| w == *name))
         .cloned()
         .collect();
     for name in extra {
@@ -668,7 +681,7 @@ fn converge_links(
             rtnl.set_bridge(&port.link, Some(&bridge))?;
         }
     }
-    let up: Vec<String> = std::iter::once("lo".to_owned())
+    let up: Vec<String> = std::iter::once(LOOPBACK.to_owned())
         .chain(want.into_iter().map(|(name, _)| name))
         .collect();
     for name in up {
@@ -958,9 +971,9 @@ pub fn converge_public(
             create_owned(host, &name)?
         }
     };
-    let lo = rtnl.link_states()?.into_iter().find(|l| l.name == "lo");
+    let lo = rtnl.link_states()?.into_iter().find(|l| l.name == LOOPBACK);
     if pass.compare("link lo", &updown(lo.is_some_and(|l| l.up)), &updown(true)) {
-        rtnl.set_up("lo")?;
+        rtnl.set_up(LOOPBACK)?;
     }
     converge_sysctls(
         &netns,
@@ -1210,13 +1223,13 @@ mod tests {
             spec.addresses(),
             [
                 ("br-subnet-a".to_owned(), Ipv4Addr::new(10, 0, 1, 1), 24),
-                ("lo".to_owned(), METADATA_ADDRESS, 32),
-                ("lo".to_owned(), Ipv4Addr::new(10, 0, 0, 2), 32),
+                (LOOPBACK.to_owned(), METADATA_ADDRESS, 32),
+                (LOOPBACK.to_owned(), Ipv4Addr::new(10, 0, 0, 2), 32),
                 ("igw".to_owned(), Ipv4Addr::new(203, 0, 113, 2), 32),
                 ("igw".to_owned(), Ipv4Addr::new(203, 0, 113, 3), 32),
             ]
         );
-        assert_eq!(spec.rules().len(), 2);
+        assert_eq!(spec.rules().len(), 3);
         assert_eq!(spec.routes(Ipv4Addr::new(203, 0, 113, 1)).len(), 1);
         let links: Vec<String> = spec.links().into_iter().map(|(name, _)| name).collect();
         assert_eq!(links, ["br-subnet-a", "igw", "t-1"]);

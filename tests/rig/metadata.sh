@@ -4,8 +4,9 @@
 # busybox instance whose tokens are required (scenario "imds") asks for
 # an IMDSv2 token, reads its instance ID, identity document and user
 # data with it, tries once without, and prints what it got on its
-# console. Prints the case
-#   @@CASE imds BEGIN ... @@CASE imds RC <0 if every check passed>
+# console; then the default VPC's way to the world (case default-vpc).
+# Cases print
+#   @@CASE <name> BEGIN ... @@CASE <name> RC <0 if every check passed>
 set -u
 export GUREUM_STATE_DIR=/tmp/gureum-state
 
@@ -36,7 +37,74 @@ echo "lease=$(printf '%s\n' "$console" | sed -n 's/.*@@VPC-IP //p' | tail -n 1)"
 printf '%s\n' "$console" | grep -i "dhcp" | grep -v "@@VPC-IP"
 gureum instance terminate "$id" >/dev/null || fail "terminate"
 gureum instance wait "$id" --state terminated >/dev/null || fail "terminated"
+end_checks imds
+
+# The default VPC and the world beyond the host. L1 plays the host,
+# namespace "isp" the world behind its way out (L1 has no network of its
+# own): a web server that answers the client's address and a DNS server
+# that knows one name, which L1's resolv.conf names. A busybox instance
+# launched with no network flags resolves that name through its VPC's
+# resolver (which forwards to the host's), reaches the ISP seen as L1's
+# address, and L1 reaches its elastic IP. A daemon started with the
+# uplink off cuts all three and leaves nothing of it in L1.
+begin_checks default-vpc
+IP=/usr/bin/ip
+ISP=192.0.2.254
+$IP netns add isp
+$IP link add wan0 type veth peer name isp0 netns isp || fail "veth to the ISP"
+$IP addr add 192.0.2.1/24 dev wan0
+$IP link set wan0 up
+$IP -n isp addr add $ISP/24 dev isp0
+$IP -n isp link set isp0 up
+$IP -n isp link set lo up
+$IP route add default via $ISP || fail "default route"
+peer_site /tmp/isp
+$IP netns exec isp httpd -p 80 -h /tmp/isp || fail "httpd in isp"
+$IP netns exec isp dnsmasq --conf-file=/dev/null --no-resolv --no-hosts --pid-file= \
+  --listen-address=$ISP --bind-interfaces --address=/www.example.test/$ISP ||
+  fail "dnsmasq in isp"
+echo "nameserver $ISP" >/etc/resolv.conf
+id=$(gureum run --image busybox --type t2.nano --name web --cmdline-append rig.scenario=serve) ||
+  fail "run: $id"
+wait_log "$id" @@SERVING 1 240 || fail "$id never served"
+echo "default_ip=$(describe instance "$id" placement.private_ip)"
+echo "default_lease=$(gureum instance logs "$id" | tr -d '\r' | sed -n 's/.*@@VPC-IP //p' | tail -n 1)"
+# The name's address (after "Name:"; the server's comes first), or FAILED.
+resolve() { guest "$id" "nslookup www.example.test | sed -n '/^Name:/,\$ s/^Address[: 0-9]*: *//p' | grep ."; }
+echo "resolved=$(resolve)"
+expect_fetch via_uplink "$id" http://www.example.test/cgi-bin/peer 192.0.2.1
+gureum sg authorize-ingress "$(describe instance "$id" placement.security_groups.0)" \
+  --protocol tcp --port 80 --cidr 0.0.0.0/0 >/dev/null || fail "default group :80"
+gureum eip allocate --name e >/dev/null || fail "eip allocate"
+gureum eip associate e --instance "$id" >/dev/null || fail "eip associate"
+eip=$(describe eip e public_ip)
+got=$(timeout 10 wget -q -O - "http://$eip/cgi-bin/peer" 2>&1) || got=FAILED
+echo "host_to_eip_seen_as=$got"
 kill "$daemon"
 wait "$daemon" 2>/dev/null
-grep -i "metadata\|dhcp" /tmp/daemon.log
-end_checks imds
+GUREUM_UPLINK=none gureum daemon --listen off >/tmp/daemon-off.log 2>&1 &
+daemon=$!
+t0=$(uptime_s)
+until gureum daemon --check >/dev/null 2>&1; do
+  [ $(($(uptime_s) - t0)) -gt 60 ] && { fail "the second daemon never answered"; break; }
+  sleep 0.2
+done
+# Its DHCP and DNS thread restarts the VPC's server without upstreams.
+sleep 3
+expect_fetch uplink_off "$id" http://$ISP/cgi-bin/peer FAILED
+got=$(timeout 5 wget -q -O - "http://$eip/cgi-bin/peer" 2>&1) || got=FAILED
+echo "uplink_off_host_to_eip=$got"
+echo "uplink_off_resolved=$(resolve)"
+nft list tables | grep gureum && fail "the uplink's table outlived it"
+$IP -o link | grep ' gu' && fail "the uplink's link outlived it"
+gureum instance terminate "$id" >/dev/null || fail "terminate"
+gureum instance wait "$id" --state terminated >/dev/null || fail "terminated"
+gureum eip release e >/dev/null || fail "eip release"
+$IP route del default
+$IP link del wan0
+$IP netns del isp
+end_checks default-vpc
+
+kill "$daemon"
+wait "$daemon" 2>/dev/null
+grep -i "metadata\|dhcp" /tmp/daemon.log /tmp/daemon-off.log

@@ -16,58 +16,6 @@ INET=198.51.100.2
 
 . /rig/cases.sh
 
-# Runs COMMAND in instance ID's console shell and prints its first output
-# line, or "FAILED" when it exits non-zero. The answer comes between the
-# tag and its mirror (@@r7=ANSWER=@@r7), twice: a kernel message that
-# cuts one line (CI once read 'F' for 'FAILED') leaves the other whole.
-# The markers are quoted in the typed line so that the console's echo of
-# it never matches. Callers run it in $(...): the request counter lives
-# in a file.
-echo 0 >/tmp/guest-requests
-guest() {  # ID COMMAND
-  tag=r$(( $(cat /tmp/guest-requests) + 1 ))
-  echo "${tag#r}" >/tmp/guest-requests
-  printf '%s\n' "if out=\$($2 2>&1); then r=\$(echo \$out | head -c 120); else r=FAILED; fi; for n in 1 2; do echo \"@@$tag\"=\"\$r\"=\"@@$tag\"; done" |
-    gureum instance console "$1" >/dev/null 2>&1
-  t0=$(uptime_s)
-  until line=$(gureum instance logs "$1" | tr -d '\r' | grep -a -o "@@$tag=.*=@@$tag" | head -n 1) &&
-    [ -n "$line" ]; do
-    if [ $(($(uptime_s) - t0)) -gt 60 ]; then
-      if revive "$1"; then guest "$1" "$2"; else echo "NO-ANSWER"; fi
-      return
-    fi
-    sleep 0.3
-  done
-  line=${line#@@$tag=}
-  echo "${line%=@@$tag}"
-}
-# Says on the console (stderr: callers capture stdout) why instance ID
-# gave no answer. A guest crash is forgiven once per instance, as in
-# wait_log: the instance is started again and the caller asks once more.
-revive() {  # ID
-  reason=$(describe instance "$1" state_reason)
-  echo "@@NO-ANSWER from $1: $(describe instance "$1" state) $reason" >&2
-  tail -n 5 "$GUREUM_STATE_DIR/instances/$1/vmm.log" >&2
-  gureum instance logs "$1" 2>&1 | tail -n 8 >&2
-  case $reason in *"guest crashed"*) ;; *) return 1 ;; esac
-  [ -e "/tmp/revived-$1" ] && return 1
-  touch "/tmp/revived-$1"
-  echo "@@RETRY after a guest crash: $1" >&2
-  served=$(gureum instance logs "$1" | grep -c @@SERVING)
-  gureum instance start "$1" >/dev/null && wait_log "$1" @@SERVING $((served + 1)) 240 >&2
-}
-# An HTTP GET from instance ID, answered by the peer's address as the
-# server saw it (or FAILED).
-fetch() {  # ID URL
-  guest "$1" "timeout 8 wget -q -O - $2"
-}
-# Checks that instance ID fetches URL and is seen as WANT (a
-# "what=address" line either way), or, with WANT "FAILED", that it cannot.
-expect_fetch() {  # WHAT ID URL WANT
-  got=$(fetch "$2" "$3")
-  echo "$1=$got"
-  [ "$got" = "$4" ] || fail "$1: $2 fetching $3 got '$got', want '$4'"
-}
 launch() {  # NAME SUBNET SG IP
   gureum run --image busybox --type t2.nano --name "$1" --subnet "$2" --sg "$3" \
     --private-ip "$4" --cmdline-append rig.scenario=serve
@@ -255,14 +203,7 @@ $IP -n inet addr add $INET/24 dev i0
 $IP -n inet link set i0 up
 $IP -n inet link set lo up
 $IP -n inet route add 203.0.113.0/24 via 198.51.100.1
-mkdir -p /tmp/inet/cgi-bin
-# As the guests' (images/busybox/init): the client's IPv4 address.
-cat >/tmp/inet/cgi-bin/peer <<'CGI'
-#!/bin/sh
-a=${REMOTE_ADDR#"[::ffff:"}
-printf 'Content-Type: text/plain\r\n\r\n%s\n' "${a%"]"}"
-CGI
-chmod 0755 /tmp/inet/cgi-bin/peer
+peer_site /tmp/inet
 $IP netns exec inet httpd -p 80 -h /tmp/inet || fail "httpd in inet"
 gw_ip=$(describe igw g public_ip)
 echo "gateway_ip=$gw_ip"
@@ -300,39 +241,6 @@ got=$($IP netns exec inet timeout 10 wget -q -O - "http://$eip/cgi-bin/peer" 2>&
 echo "after_restart_seen_as=$got"
 [ "$got" = "$INET" ] || fail "after stop/start, reaching $eip got '$got'"
 end_checks eip
-
-# The uplink: L1 plays the host, namespace "isp" the world behind its way
-# out (L1 has no network of its own). Given a default route, a pass links
-# gureum's public side to L1: an instance reaches the ISP seen as L1's
-# address, L1 reaches the elastic IP. Turned off, neither, and nothing of
-# it is left in L1.
-begin_checks uplink
-ISP=192.0.2.254
-$IP netns add isp
-$IP link add wan0 type veth peer name isp0 netns isp || fail "veth to the ISP"
-$IP addr add 192.0.2.1/24 dev wan0
-$IP link set wan0 up
-$IP -n isp addr add $ISP/24 dev isp0
-$IP -n isp link set isp0 up
-$IP -n isp link set lo up
-$IP route add default via $ISP || fail "default route"
-$IP netns exec isp httpd -p 80 -h /tmp/inet || fail "httpd in isp"
-gureum net reconcile >/dev/null || fail "reconcile with a way out"
-expect_fetch via_uplink "$c1" http://$ISP/cgi-bin/peer 192.0.2.1
-got=$(timeout 10 wget -q -O - "http://$eip/cgi-bin/peer" 2>&1) || got=FAILED
-echo "host_to_eip_seen_as=$got"
-[ "$got" = 169.254.77.1 ] || fail "L1 reaching $eip got '$got'"
-GUREUM_UPLINK=none gureum net reconcile >/dev/null || fail "reconcile with the uplink off"
-# Without a way out, later passes keep it off.
-$IP route del default
-expect_fetch uplink_off "$c1" http://$ISP/cgi-bin/peer FAILED
-got=$(timeout 5 wget -q -O - "http://$eip/cgi-bin/peer" 2>&1) || got=FAILED
-[ "$got" = FAILED ] || fail "L1 still reaches $eip with the uplink off: $got"
-nft list tables | grep gureum && fail "the uplink's table outlived it"
-$IP -o link | grep ' gu' && fail "the uplink's link outlived it"
-$IP link del wan0
-$IP netns del isp
-end_checks uplink
 
 # A second VPC with the same block: its instance, at c1's address, reaches
 # the internet through its own gateway, and nothing of VPC v.

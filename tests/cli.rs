@@ -152,7 +152,7 @@ fn host_without_hardware_virtualization_is_named_or_vcpu_limit_is_enforced() {
     let dir = tmp.path();
     let kernel = fake_bzimage(dir, 64 * 1024);
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
-    if gureum::vmm::kvm::cpuinfo_has_hardware_virtualization(&cpuinfo) {
+    if gureum::vmm::kvm::cpuinfo_has_hardware_virtualization(cpuinfo.lines()) {
         // A real KVM host gets past the check to the next one.
         assert_fails_with(
             &[

@@ -21,19 +21,10 @@ use serde_json::Value;
 mod cli_support;
 mod endpoint_support;
 
-use cli_support::Gureum;
+use cli_support::{Gureum, ip};
 use endpoint_support::Host;
 
 const IMDS: &str = "http://169.254.169.254";
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// An instance as the metadata service sees it: its namespace, ID and
 /// address.

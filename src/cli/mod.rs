@@ -7,6 +7,7 @@ mod console;
 mod console_client;
 mod daemon;
 mod eip;
+mod elb;
 mod iam;
 mod igw;
 mod image;
@@ -19,6 +20,7 @@ mod sg;
 mod ssh;
 mod subnet;
 mod supervise;
+mod target_group;
 mod template;
 mod types;
 mod vpc;
@@ -64,6 +66,11 @@ enum Command {
     Eip(eip::EipCommand),
     #[command(subcommand, visible_alias = "security-group")]
     Sg(sg::SgCommand),
+    /// Network load balancers and their listeners.
+    #[command(subcommand, visible_alias = "load-balancer")]
+    Elb(elb::ElbCommand),
+    #[command(subcommand, visible_alias = "target-groups")]
+    TargetGroup(target_group::TargetGroupCommand),
     /// Users, access keys and policies for the EC2/IAM/STS API.
     #[command(subcommand)]
     Iam(iam::IamCommand),
@@ -94,6 +101,8 @@ pub fn main() -> ExitCode {
         Command::Igw(c) => cloud::run(&cli.global, |env| igw::run(env, c)),
         Command::Eip(c) => cloud::run(&cli.global, |env| eip::run(env, c)),
         Command::Sg(c) => cloud::run(&cli.global, |env| sg::run(env, c)),
+        Command::Elb(c) => cloud::run(&cli.global, |env| elb::run(env, c)),
+        Command::TargetGroup(c) => cloud::run(&cli.global, |env| target_group::run(env, c)),
         Command::Iam(c) => cloud::run(&cli.global, |env| iam::run(env, c)),
         Command::Net(c) => cloud::run(&cli.global, |env| net::run(env, c)),
         Command::Types(args) => cloud::run(&cli.global, |env| types::run(env, &args)),

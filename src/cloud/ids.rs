@@ -19,6 +19,8 @@ pub enum Kind {
     InternetGateway,
     ElasticIp,
     SecurityGroup,
+    TargetGroup,
+    LoadBalancer,
 }
 
 impl Kind {
@@ -35,6 +37,8 @@ impl Kind {
             Kind::InternetGateway => "igw",
             Kind::ElasticIp => "eipalloc",
             Kind::SecurityGroup => "sg",
+            Kind::TargetGroup => "tg",
+            Kind::LoadBalancer => "elb",
         }
     }
 
@@ -51,6 +55,8 @@ impl Kind {
             Kind::InternetGateway => "internet gateway",
             Kind::ElasticIp => "elastic IP",
             Kind::SecurityGroup => "security group",
+            Kind::TargetGroup => "target group",
+            Kind::LoadBalancer => "load balancer",
         }
     }
 
@@ -79,6 +85,8 @@ impl Kind {
             Kind::InternetGateway => "gureum igw list",
             Kind::ElasticIp => "gureum eip list",
             Kind::SecurityGroup => "gureum sg list",
+            Kind::TargetGroup => "gureum target-group list",
+            Kind::LoadBalancer => "gureum elb list",
         }
     }
 }
@@ -106,7 +114,7 @@ pub fn new_id(kind: Kind) -> Result<String, RandomError> {
 }
 
 /// Every kind, for finding the kind of an ID.
-pub const ALL: [Kind; 10] = [
+pub const ALL: [Kind; 12] = [
     Kind::Instance,
     Kind::Image,
     Kind::KeyPair,
@@ -117,6 +125,8 @@ pub const ALL: [Kind; 10] = [
     Kind::InternetGateway,
     Kind::ElasticIp,
     Kind::SecurityGroup,
+    Kind::TargetGroup,
+    Kind::LoadBalancer,
 ];
 
 /// The kind whose IDs look like `id`, if any.

@@ -7,6 +7,7 @@ pub mod children;
 pub mod control;
 pub mod cpu_options;
 pub mod disk_copy;
+pub mod elb;
 pub mod iam;
 pub mod ids;
 pub mod image;
@@ -62,6 +63,8 @@ pub enum Error {
     TapNetwork(#[from] tap_network::Error),
     #[error(transparent)]
     Vpc(#[from] vpc::Error),
+    #[error(transparent)]
+    Elb(#[from] elb::Error),
     #[error(transparent)]
     Iam(#[from] iam::Error),
     #[error(transparent)]

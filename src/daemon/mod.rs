@@ -13,6 +13,7 @@
 pub mod client;
 mod dhcp;
 mod executor;
+mod health;
 mod metadata;
 mod server;
 

@@ -148,6 +148,9 @@ pub fn not_found_code(kind: ids::Kind) -> &'static str {
         K::InternetGateway => "InvalidInternetGatewayID.NotFound",
         K::ElasticIp => "InvalidAllocationID.NotFound",
         K::SecurityGroup => "InvalidGroup.NotFound",
+        // ELBv2's codes, for its API.
+        K::TargetGroup => "TargetGroupNotFound",
+        K::LoadBalancer => "LoadBalancerNotFound",
     }
 }
 

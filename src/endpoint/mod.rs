@@ -8,6 +8,7 @@
 //! from it too.
 
 pub mod ec2;
+pub mod elbv2;
 pub mod error;
 pub mod iam;
 pub mod params;
@@ -189,6 +190,7 @@ async fn dispatch(
                 return match scope.service.as_str() {
                     "iam" => iam::refused(&e, &id),
                     "sts" => sts::refused(&e, &id),
+                    "elasticloadbalancing" => elbv2::refused(&e, &id),
                     _ => Reply::error(&Ec2Error::new(e.code(), e.to_string(), e.status()), &id),
                 };
             }
@@ -204,12 +206,19 @@ async fn dispatch(
             ),
             "iam" => iam::handle(&endpoint.ctx, &who.caller, params.pairs(), &id),
             "sts" => sts::handle(&endpoint.ctx, &who.caller, params.pairs(), &id),
+            "elasticloadbalancing" => elbv2::handle(
+                &endpoint.ctx,
+                &endpoint.executor,
+                &who.caller,
+                params.pairs(),
+                &id,
+            ),
             other => Reply::error(
                 &Ec2Error::client(
                     "InvalidAction",
                     format!(
-                        "this endpoint does not serve the service '{other}' (it serves ec2, iam \
-                         and sts)"
+                        "this endpoint does not serve the service '{other}' (it serves ec2, \
+                         elasticloadbalancing, iam and sts)"
                     ),
                 ),
                 &id,

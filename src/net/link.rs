@@ -286,6 +286,7 @@ impl Rtnl {
                     input: None,
                     table: u32::from(message.header.table),
                     suppress_default: false,
+                    fwmark: None,
                 };
                 for attribute in &message.attributes {
                     match attribute {
@@ -293,6 +294,7 @@ impl Rtnl {
                         RuleAttribute::Iifname(name) => rule.input = Some(name.clone()),
                         RuleAttribute::Table(id) => rule.table = *id,
                         RuleAttribute::SuppressPrefixLen(0) => rule.suppress_default = true,
+                        RuleAttribute::FwMark(mark) => rule.fwmark = Some(*mark),
                         _ => {}
                     }
                 }
@@ -501,6 +503,11 @@ impl Rtnl {
                 .attributes
                 .push(RuleAttribute::SuppressPrefixLen(0));
         }
+        if let Some(mark) = rule.fwmark {
+            let attributes = &mut request.message_mut().attributes;
+            attributes.push(RuleAttribute::FwMark(mark));
+            attributes.push(RuleAttribute::FwMask(mark));
+        }
         self.request("add", &rule.to_string(), request.execute())
     }
 
@@ -622,6 +629,7 @@ pub struct RuleState {
     pub input: Option<String>,
     pub table: u32,
     pub suppress_default: bool,
+    pub fwmark: Option<u32>,
 }
 
 impl RuleState {
@@ -631,6 +639,7 @@ impl RuleState {
             input: self.input.as_deref(),
             table: self.table,
             suppress_default: self.suppress_default,
+            fwmark: self.fwmark,
         }
     }
 }
@@ -670,13 +679,15 @@ impl std::fmt::Display for Route<'_> {
 /// A policy-routing rule (`ip rule`), identified by its priority and
 /// input link: traffic arriving on `input` (any link when `None`) looks up
 /// routing table `table`; with `suppress_default`, a default route found
-/// there is ignored and the next rule is tried.
+/// there is ignored and the next rule is tried; with `fwmark`, only
+/// packets whose mark has those bits set match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule<'a> {
     pub priority: u32,
     pub input: Option<&'a str>,
     pub table: u32,
     pub suppress_default: bool,
+    pub fwmark: Option<u32>,
 }
 
 impl std::fmt::Display for Rule<'_> {
@@ -690,6 +701,9 @@ impl std::fmt::Display for Rule<'_> {
         )?;
         if self.suppress_default {
             write!(f, " suppress_prefixlength 0")?;
+        }
+        if let Some(mark) = self.fwmark {
+            write!(f, " fwmark {mark:#x}/{mark:#x}")?;
         }
         Ok(())
     }

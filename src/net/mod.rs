@@ -8,6 +8,7 @@
 
 pub mod cidr;
 pub mod dnsmasq;
+pub mod elb;
 pub mod link;
 pub mod nft;
 pub mod port;

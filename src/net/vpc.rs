@@ -41,7 +41,7 @@ pub const GATEWAY_LINK: &str = "igw";
 /// What every public-side gateway link's name starts with.
 pub const GATEWAY_PEER_PREFIX: &str = "gp";
 /// Every namespace's loopback link.
-const LOOPBACK: &str = "lo";
+pub(super) const LOOPBACK: &str = "lo";
 /// The routing table holding the default route through the gateway.
 const INTERNET_TABLE: u32 = 100;
 pub const MAIN_TABLE: u32 = 254;
@@ -51,6 +51,9 @@ pub const METADATA_ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 /// Rule priorities: first the VPC-local routes of the main table (any
 /// default route there ignored), then a public subnet's internet table.
 const LOCAL_RULE_PRIORITY: u32 = 1000;
+/// Replies of flows that came to a load balancer's public address, from
+/// any subnet (`elb::REPLY_MARK`), go back through the gateway.
+const BALANCER_RULE_PRIORITY: u32 = 1500;
 const INTERNET_RULE_PRIORITY: u32 = 2000;
 /// A bridge is named for its subnet's ID, cut to fit an interface name.
 const BRIDGE_PREFIX: &str = "br-";
@@ -183,6 +186,8 @@ pub struct VpcSpec {
     /// Public addresses mapped 1:1 at the gateway (elastic IPs, and
     /// those given to instances at launch) and the ID of each one's port.
     pub elastic: Vec<(Ipv4Addr, String)>,
+    /// Network load balancers (their ports are among `ports`).
+    pub balancers: Vec<super::elb::Balancer>,
 }
 
 impl VpcSpec {
@@ -195,6 +200,7 @@ impl VpcSpec {
             groups: Vec::new(),
             ports: Vec::new(),
             elastic: Vec::new(),
+            balancers: Vec::new(),
         }
     }
 
@@ -269,6 +275,19 @@ impl VpcSpec {
                 }
             }
         }
+        for balancer in &self.balancers {
+            check_id(&balancer.id)?;
+            if balancer.public_ip.is_some() && self.gateway.is_none() {
+                return Err(self.no_gateway());
+            }
+            if let Some(port) = balancer
+                .ports
+                .iter()
+                .find(|b| !self.ports.iter().any(|p| p.id == b.id))
+            {
+                return Err(self.missing("port", &port.id));
+            }
+        }
         let mut mapped = BTreeSet::new();
         for (address, port) in &self.elastic {
             if self.gateway.is_none() {
@@ -309,7 +328,18 @@ impl VpcSpec {
             ports: &ports,
             groups: &groups,
             nat,
+            balancers: &self.balancers,
         })
+    }
+
+    /// The public addresses the gateway answers for beyond its own:
+    /// elastic IPs and internet-facing balancers'.
+    fn public_addresses(&self) -> Vec<Ipv4Addr> {
+        self.elastic
+            .iter()
+            .map(|(a, _)| *a)
+            .chain(self.balancers.iter().filter_map(|b| b.public_ip))
+            .collect()
     }
 
     fn group_map(&self) -> BTreeMap<String, SecurityGroup> {
@@ -380,8 +410,8 @@ impl VpcSpec {
         if let Some(address) = self.gateway {
             all.push((GATEWAY_LINK.to_owned(), address, 32));
             // Held here so that this end answers ARP for them.
-            for (elastic, _) in &self.elastic {
-                all.push((GATEWAY_LINK.to_owned(), *elastic, 32));
+            for public in self.public_addresses() {
+                all.push((GATEWAY_LINK.to_owned(), public, 32));
             }
         }
         all
@@ -405,6 +435,7 @@ impl VpcSpec {
             input: None,
             table: MAIN_TABLE,
             suppress_default: true,
+            fwmark: None,
         };
         let internet = self
             .subnets
@@ -415,7 +446,16 @@ impl VpcSpec {
                 input: Some(bridge_name(&s.id)),
                 table: INTERNET_TABLE,
                 suppress_default: false,
+                fwmark: None,
             });
+        let facing = self.gateway.is_some() && self.balancers.iter().any(|b| b.public_ip.is_some());
+        let replies = facing.then_some(RuleState {
+            priority: BALANCER_RULE_PRIORITY,
+            input: None,
+            table: INTERNET_TABLE,
+            suppress_default: false,
+            fwmark: Some(super::elb::REPLY_MARK),
+        });
         // The namespace's own traffic (the VPC resolver forwarding to the
         // host's resolvers) leaves through the gateway, as the AWS
         // resolver reaches the internet.
@@ -424,8 +464,13 @@ impl VpcSpec {
             input: Some(LOOPBACK.to_owned()),
             table: INTERNET_TABLE,
             suppress_default: false,
+            fwmark: None,
         });
-        std::iter::once(local).chain(internet).chain(own).collect()
+        std::iter::once(local)
+            .chain(replies)
+            .chain(internet)
+            .chain(own)
+            .collect()
     }
 }
 
@@ -437,7 +482,7 @@ pub type MakeLink<'a> =
 /// without an owner is adopted when the records name it (`adopt`), and
 /// otherwise left alone (`None`), as is another store's... which is an
 /// error when the records name it.
-fn open_owned(
+pub(super) fn open_owned(
     host: &Host,
     name: &str,
     adopt: bool,
@@ -494,7 +539,7 @@ fn owner_of(rtnl: &Rtnl) -> Result<Option<String>, Error> {
 /// Creates namespace `name` marked as this store's: the mark is set
 /// before the namespace is named, so no namespace of this store is ever
 /// without it.
-fn create_owned(host: &Host, name: &str) -> Result<(Netns, Rtnl), Error> {
+pub(super) fn create_owned(host: &Host, name: &str) -> Result<(Netns, Rtnl), Error> {
     let alias = host.owner_alias();
     let netns = Netns::create_with(name, &alias, || {
         Rtnl::open_here(name)?.set_alias(LOOPBACK, &alias)
@@ -526,6 +571,9 @@ pub fn converge(
     };
     converge_links(spec, &netns, &rtnl, public, &mut pass, make_link)?;
     converge_sysctls(&netns, &spec.sysctls(), &mut pass)?;
+    if !spec.balancers.is_empty() {
+        super::elb::converge_bridge_netfilter(&netns, &mut pass)?;
+    }
     // The loopback's own addresses are the kernel's; the metadata and
     // resolver addresses on it are gureum's.
     let resolver = cidr::resolver(spec.cidr);
@@ -958,7 +1006,7 @@ pub fn converge_public_links(
             untouched.insert(peer);
         } else if let Some(address) = spec.gateway {
             let mut addresses = vec![address];
-            addresses.extend(spec.elastic.iter().map(|(a, _)| *a));
+            addresses.extend(spec.public_addresses());
             wanted.insert(peer, addresses);
         }
     }

@@ -1,5 +1,6 @@
 //! Opening `/dev/kvm` and checking that it can run a stock Linux guest.
 
+use std::io::BufRead;
 use std::path::Path;
 
 use kvm_ioctls::{Cap, Kvm};
@@ -42,13 +43,21 @@ const REQUIRED_CAPS: [Cap; 6] = [
     Cap::ExtCpuid,
 ];
 
-/// Whether the CPU flags in `/proc/cpuinfo` text include VT-x or AMD-V.
-pub fn cpuinfo_has_hardware_virtualization(cpuinfo: &str) -> bool {
-    cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("flags"))
-        .flat_map(|l| l.split_whitespace())
-        .any(|flag| flag == "vmx" || flag == "svm")
+/// Whether the first CPU flags line of `/proc/cpuinfo` text includes
+/// VT-x or AMD-V.
+pub fn cpuinfo_has_hardware_virtualization<I, L>(lines: I) -> bool
+where
+    I: IntoIterator<Item = L>,
+    L: AsRef<str>,
+{
+    lines
+        .into_iter()
+        .find(|l| l.as_ref().starts_with("flags"))
+        .is_some_and(|l| {
+            l.as_ref()
+                .split_whitespace()
+                .any(|flag| flag == "vmx" || flag == "svm")
+        })
 }
 
 /// The KVM vendor modules loaded, for the error message.
@@ -67,8 +76,12 @@ fn loaded_kvm_modules() -> Vec<String> {
 
 /// Checks that the host CPU offers hardware virtualization.
 pub fn check_hardware_virtualization() -> Result<(), Error> {
-    let cpuinfo = std::fs::read_to_string(Path::new("/proc/cpuinfo")).unwrap_or_default();
-    if cpuinfo_has_hardware_virtualization(&cpuinfo) {
+    // Up to the first CPU's flags only: the kernel formats the file CPU
+    // by CPU as it is read, and a large host has hundreds (issue 12: the
+    // VMM's own start time).
+    let lines = std::fs::File::open(Path::new("/proc/cpuinfo"))
+        .map(|f| std::io::BufReader::new(f).lines().map_while(Result::ok));
+    if lines.is_ok_and(cpuinfo_has_hardware_virtualization) {
         return Ok(());
     }
     let mods = loaded_kvm_modules();
@@ -106,14 +119,18 @@ mod tests {
     #[test]
     fn detects_vmx_and_svm_flags_only() {
         assert!(cpuinfo_has_hardware_virtualization(
-            "processor\t: 0\nflags\t\t: fpu vme de pse vmx sse\n"
+            "processor\t: 0\nflags\t\t: fpu vme de pse vmx sse\n".lines()
         ));
         assert!(cpuinfo_has_hardware_virtualization(
-            "flags\t\t: fpu svm npt\n"
+            "flags\t\t: fpu svm npt\n".lines()
         ));
         assert!(!cpuinfo_has_hardware_virtualization(
-            "flags\t\t: fpu vme hypervisor avx512f\nvmx flags\t: ept\n"
+            "flags\t\t: fpu vme hypervisor avx512f\nvmx flags\t: ept\n".lines()
         ));
-        assert!(!cpuinfo_has_hardware_virtualization(""));
+        assert!(!cpuinfo_has_hardware_virtualization("".lines()));
+        // The first CPU's flags decide.
+        assert!(!cpuinfo_has_hardware_virtualization(
+            "flags\t\t: fpu\nflags\t\t: fpu svm\n".lines()
+        ));
     }
 }

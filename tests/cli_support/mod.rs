@@ -179,6 +179,16 @@ pub fn read_record(state: &Path, id: &str) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// `ip ARGS`, which must succeed.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A network namespace prefix no other test (or test process) uses:
 /// `TAG`, this process's ID and a counter.
 pub fn unique_prefix(tag: &str) -> String {

@@ -83,6 +83,7 @@ impl cloud::Error {
             E::Store(e) => e.category(),
             E::KeyPair(e) => e.category(),
             E::Vpc(e) => e.category(),
+            E::Elb(e) => e.category(),
             E::InstanceType(e) => e.category(),
             E::Iam(e) => e.category(),
             E::Random(_)
@@ -213,6 +214,33 @@ impl vpc::Error {
             E::Sysctl(e) => host(e),
             E::Tap(e) => host(e),
             E::NotConverged { .. } => Internal,
+        }
+    }
+}
+
+impl cloud::elb::Error {
+    pub fn category(&self) -> Category {
+        use cloud::elb::Error as E;
+        match self {
+            E::BadName(_)
+            | E::Protocol { .. }
+            | E::Scheme(_)
+            | E::BadPort { .. }
+            | E::OutOfRange { .. }
+            | E::TimeoutOverInterval { .. }
+            | E::PathWithoutHttp
+            | E::BadPath(_)
+            | E::BadDelay(_)
+            | E::NoSubnets
+            | E::SameZone { .. }
+            | E::OtherVpc { .. }
+            | E::NotInVpc { .. }
+            | E::ProtocolMismatch { .. } => InvalidInput,
+            E::NotRegistered { .. } | E::NoListener { .. } => NotFound,
+            E::NoGateway { .. }
+            | E::Terminated { .. }
+            | E::ListenerExists { .. }
+            | E::InUse { .. } => Conflict,
         }
     }
 }

@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use super::control;
 use super::cpu_options::CpuOptions;
+use super::elb::load_balancer::LoadBalancer;
+use super::elb::target_group::TargetGroup;
+use super::elb::{self, BalancerRequest, HealthReport, TargetGroupRequest, TargetRef};
 use super::iam::{self, IamAction, IamResponse};
 use super::image::{self, Image};
 use super::instance::{Instance, State};
@@ -306,6 +309,57 @@ pub enum Action {
     },
     /// Every tag of every resource.
     ListTags,
+    CreateTargetGroup {
+        request: TargetGroupRequest,
+    },
+    RegisterTargets {
+        target_group: String,
+        targets: Vec<TargetRef>,
+    },
+    /// Deregistered targets drain for the group's delay, then go.
+    DeregisterTargets {
+        target_group: String,
+        targets: Vec<TargetRef>,
+    },
+    ListTargetGroups {
+        filters: Vec<String>,
+    },
+    /// The group with its targets' health (ELBv2's DescribeTargetHealth).
+    DescribeTargetGroup {
+        target_group: String,
+    },
+    DeleteTargetGroup {
+        target_group: String,
+    },
+    /// What the daemon's health checker found (`daemon::health`).
+    ReportTargetHealth {
+        target_group: String,
+        reports: Vec<HealthReport>,
+    },
+    CreateLoadBalancer {
+        request: BalancerRequest,
+    },
+    ListLoadBalancers {
+        filters: Vec<String>,
+    },
+    DescribeLoadBalancer {
+        load_balancer: String,
+    },
+    /// Deletes it with its listeners.
+    DeleteLoadBalancer {
+        load_balancer: String,
+    },
+    CreateListener {
+        load_balancer: String,
+        protocol: String,
+        port: u16,
+        target_group: String,
+    },
+    /// `listener`: its port, ID or ARN.
+    DeleteListener {
+        load_balancer: String,
+        listener: String,
+    },
     /// One pass comparing Linux and the state directory with the records
     /// (`cloud::reconcile`); with `repair`, making them match.
     Reconcile {
@@ -350,6 +404,10 @@ impl Action {
                 | Action::ListSecurityGroups { .. }
                 | Action::DescribeSecurityGroup { .. }
                 | Action::ListTags
+                | Action::ListTargetGroups { .. }
+                | Action::DescribeTargetGroup { .. }
+                | Action::ListLoadBalancers { .. }
+                | Action::DescribeLoadBalancer { .. }
         ) && !matches!(self, Action::Reconcile { repair: false })
     }
 }
@@ -370,6 +428,8 @@ pub enum Response {
     InternetGateways(Vec<Tagged<InternetGateway>>),
     Addresses(Vec<Tagged<ElasticIp>>),
     SecurityGroups(Vec<Tagged<SecurityGroup>>),
+    TargetGroups(Vec<Tagged<TargetGroup>>),
+    LoadBalancers(Vec<Tagged<LoadBalancer>>),
     /// A new key pair and its private key, handed out this once.
     NewKeyPair {
         key: Tagged<KeyPair>,
@@ -778,12 +838,86 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
             Response::Tags(Vec::new())
         }
         Action::ListTags => Response::Tags(store.read(|tx| tx.all_tags())?),
+        Action::CreateTargetGroup { request } => {
+            one(elb::create_target_group(store, request)?, store)?
+        }
+        Action::RegisterTargets {
+            target_group,
+            targets,
+        } => one(
+            elb::change_targets(store, &net()?, target_group, targets, true)?,
+            store,
+        )?,
+        Action::DeregisterTargets {
+            target_group,
+            targets,
+        } => one(
+            elb::change_targets(store, &net()?, target_group, targets, false)?,
+            store,
+        )?,
+        Action::ListTargetGroups { filters } => {
+            let groups = list_plain::<TargetGroup>(store, filters)?;
+            Response::TargetGroups(store.read(|tx| shown(tx, groups))?)
+        }
+        Action::DescribeTargetGroup { target_group } => {
+            let found =
+                store.read(|tx| tagged(tx, lookup::find::<TargetGroup>(tx, target_group)?))?;
+            Response::TargetGroups(store.read(|tx| shown(tx, vec![found]))?)
+        }
+        Action::DeleteTargetGroup { target_group } => {
+            gone(elb::delete_target_group(store, target_group)?)
+        }
+        Action::ReportTargetHealth {
+            target_group,
+            reports,
+        } => one(
+            elb::report_health(store, &net()?, target_group, reports)?,
+            store,
+        )?,
+        Action::CreateLoadBalancer { request } => {
+            one(elb::create_load_balancer(store, &net()?, request)?, store)?
+        }
+        Action::ListLoadBalancers { filters } => LoadBalancer::records(list_plain(store, filters)?),
+        Action::DescribeLoadBalancer { load_balancer } => {
+            describe::<LoadBalancer>(store, load_balancer)?
+        }
+        Action::DeleteLoadBalancer { load_balancer } => {
+            gone(elb::delete_load_balancer(store, &net()?, load_balancer)?)
+        }
+        Action::CreateListener {
+            load_balancer,
+            protocol,
+            port,
+            target_group,
+        } => one(
+            elb::create_listener(store, &net()?, load_balancer, protocol, *port, target_group)?,
+            store,
+        )?,
+        Action::DeleteListener {
+            load_balancer,
+            listener,
+        } => one(
+            elb::delete_listener(store, &net()?, load_balancer, listener)?,
+            store,
+        )?,
         Action::Reconcile { repair } => {
             let mode = if *repair { Mode::Repair } else { Mode::Check };
             Response::Reconciled(reconcile::run(ctx, store, mode)?)
         }
         Action::Iam(iam) => Response::Iam(iam::execute(store, iam)?),
     })
+}
+
+/// Target groups as shown, with their tags: a group no listener uses
+/// has unused targets.
+fn shown(tx: &Tx<'_>, groups: Vec<Tagged<TargetGroup>>) -> Result<Vec<Tagged<TargetGroup>>, Error> {
+    let (items, tags): (Vec<TargetGroup>, Vec<Tags>) =
+        groups.into_iter().map(|g| (g.item, g.tags)).unzip();
+    Ok(elb::shown(tx, items)?
+        .into_iter()
+        .zip(tags)
+        .map(|(item, tags)| Tagged::new(item, tags))
+        .collect())
 }
 
 /// Refuses an ID no resource has.

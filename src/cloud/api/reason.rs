@@ -69,7 +69,9 @@ impl cloud::Error {
             E::Transition(_) | E::NotStopped { .. } | E::NotRunning { .. } => {
                 Some(Reason::InstanceState)
             }
-            E::ImageInUse { .. } => Some(Reason::InUse),
+            E::ImageInUse { .. } | E::Elb(crate::cloud::elb::Error::InUse { .. }) => {
+                Some(Reason::InUse)
+            }
             E::DidNotStart(_) => Some(Reason::DidNotStart),
             _ => None,
         }

@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Response;
 use crate::cloud::Error;
+use crate::cloud::elb::load_balancer::LoadBalancer;
+use crate::cloud::elb::target_group::TargetGroup;
 use crate::cloud::image::Image;
 use crate::cloud::instance::Instance;
 use crate::cloud::key_pair::KeyPair;
@@ -77,4 +79,6 @@ records! {
     InternetGateway => InternetGateways,
     ElasticIp => Addresses,
     SecurityGroup => SecurityGroups,
+    TargetGroup => TargetGroups,
+    LoadBalancer => LoadBalancers,
 }

@@ -44,6 +44,9 @@ pub fn resource_type(kind: Kind) -> &'static str {
         Kind::InternetGateway => "internet-gateway",
         Kind::ElasticIp => "elastic-ip",
         Kind::SecurityGroup => "security-group",
+        // ELBv2's, under elasticloadbalancing (`cloud::elb`).
+        Kind::TargetGroup => "targetgroup",
+        Kind::LoadBalancer => "loadbalancer",
     }
 }
 

@@ -50,8 +50,8 @@ pub fn create(store: &mut Store, tags: &Tags) -> Result<InternetGateway, cloud::
     Ok(igw)
 }
 
-/// The public addresses in use: gateways', elastic IPs' and those
-/// instances were given.
+/// The public addresses in use: gateways', elastic IPs', those
+/// instances were given, and load balancers'.
 pub fn public_addresses(tx: &Tx<'_>) -> Result<BTreeSet<Ipv4Addr>, cloud::Error> {
     let gateways = tx.list::<InternetGateway>()?.into_iter();
     let eips = tx.list::<ElasticIp>()?.into_iter();
@@ -60,6 +60,7 @@ pub fn public_addresses(tx: &Tx<'_>) -> Result<BTreeSet<Ipv4Addr>, cloud::Error>
         .filter_map(|g| g.public_ip)
         .chain(eips.map(|e| e.public_ip))
         .chain(instances.filter_map(|i| i.placement?.public_ip))
+        .chain(crate::cloud::elb::public_addresses(tx)?)
         .collect())
 }
 
@@ -134,6 +135,21 @@ pub fn detach(
                 fix: "`gureum eip disassociate` elastic IPs, and stop or terminate instances \
                       that were given an address, first"
                     .to_owned(),
+            }
+            .into());
+        }
+        let facing: Vec<String> =
+            in_vpc::<crate::cloud::elb::load_balancer::LoadBalancer>(tx, &vpc)?
+                .into_iter()
+                .filter(|b| b.public_ip.is_some())
+                .map(|b| b.id)
+                .collect();
+        if !facing.is_empty() {
+            return Err(Error::InUse {
+                noun: "internet gateway",
+                id: igw.id.clone(),
+                what: format!("internet-facing load balancers {}", facing.join(", ")),
+                fix: "`gureum elb delete` them first".to_owned(),
             }
             .into());
         }

@@ -141,6 +141,11 @@ pub fn delete(store: &mut Store, config: &NetConfig, reference: &str) -> Result<
                 ids_of(&groups, |g: &SecurityGroup| !g.default),
                 "`gureum sg delete` them",
             ),
+            (
+                "target groups",
+                crate::cloud::elb::groups_in(tx, &vpc.id)?.join(", "),
+                "`gureum target-group delete` them",
+            ),
         ];
         if let Some((what, list, fix)) = blockers.into_iter().find(|(_, list, _)| !list.is_empty())
         {

@@ -174,10 +174,12 @@ pub fn place(
     if groups.is_empty() {
         groups.push(vpc.default_security_group.clone());
     }
-    let used: BTreeSet<Ipv4Addr> = instances_in(tx, &vpc.id)?
+    let mut used: BTreeSet<Ipv4Addr> = instances_in(tx, &vpc.id)?
         .into_iter()
         .map(|(_, p)| p.private_ip)
         .collect();
+    // Load balancers' ports hold addresses of the subnet too.
+    used.extend(crate::cloud::elb::addresses_in(tx, &vpc.id)?);
     let ip = cidr::allocate(subnet.cidr, &used, request.private_ip).map_err(Error::from)?;
     let mut placement = Placement {
         vpc_id: vpc.id.clone(),
@@ -209,7 +211,11 @@ pub fn place(
 /// The IDs of security groups `references` (ID, group name in VPC `vpc`
 /// as EC2's GroupName is, so `default` is the VPC's own, or Name tag), in
 /// order, each once; every one must be a group of VPC `vpc`.
-fn groups_in(tx: &Tx<'_>, vpc: &str, references: &[String]) -> Result<Vec<String>, cloud::Error> {
+pub(crate) fn groups_in(
+    tx: &Tx<'_>,
+    vpc: &str,
+    references: &[String],
+) -> Result<Vec<String>, cloud::Error> {
     let in_this_vpc = super::in_vpc::<SecurityGroup>(tx, vpc)?;
     let mut groups = Vec::new();
     for reference in references {
@@ -249,6 +255,7 @@ pub fn release(store: &mut Store, config: &NetConfig, id: &str) -> Result<(), cl
                 tx.update(&eip)?;
             }
         }
+        crate::cloud::elb::forget_instance(tx, id)?;
         tx.update(&instance)?;
         Ok(((), vec![placement.vpc_id]))
     })

@@ -13,9 +13,12 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::cloud::ids::Kind;
 use crate::cloud::store::{Store, Tx};
 use crate::cloud::{self};
 use crate::host::netns::Netns;
+use crate::net::cidr::Ipv4Cidr;
+use crate::net::elb;
 use crate::net::port::Port;
 use crate::net::reconcile::{Difference, Mode};
 use crate::net::uplink;
@@ -113,8 +116,29 @@ pub fn converge(
         }
     }
     let (public, mut found) = net_vpc::converge_public(&host, &specs, mode).map_err(Error::from)?;
+    // Load balancers' namespaces before their VPCs, which plug their
+    // ports' far ends into them; what is inside them after.
+    let mut balancers: Vec<(&elb::Balancer, &VpcSpec, Netns)> = Vec::new();
+    for spec in specs.iter().filter(|spec| chosen(&spec.id)) {
+        for balancer in &spec.balancers {
+            let (netns, differences) =
+                elb::converge_namespace(&host, balancer, mode).map_err(Error::from)?;
+            found.extend(differences);
+            if let Some(netns) = netns {
+                balancers.push((balancer, spec, netns));
+            }
+        }
+    }
     let mut make_tap = |netns: &Netns, port: &Port| {
-        port::make_tap(netns, &port.link).map_err(|e| Box::new(e) as Box<_>)
+        let balancer = balancers
+            .iter()
+            .find(|(b, _, _)| b.ports.iter().any(|p| p.id == port.id));
+        match balancer {
+            Some((_, _, inside)) => {
+                elb::make_port_link(netns, inside, port).map_err(|e| Box::new(e) as Box<_>)
+            }
+            None => port::make_tap(netns, &port.link).map_err(|e| Box::new(e) as Box<_>),
+        }
     };
     // One VPC whose records cannot be realised does not hold up the
     // others: every failure is reported once the pass is over.
@@ -124,6 +148,17 @@ pub fn converge(
             Ok(differences) => found.extend(differences),
             Err(error) => failed.push((spec.id.clone(), error)),
         }
+    }
+    for (balancer, spec, netns) in &balancers {
+        if failed.iter().any(|(vpc, _)| *vpc == spec.id) {
+            continue;
+        }
+        let subnets: Vec<(String, Ipv4Cidr)> = spec
+            .subnets
+            .iter()
+            .map(|s| (s.id.clone(), s.cidr))
+            .collect();
+        found.extend(elb::converge_inside(balancer, netns, &subnets, mode).map_err(Error::from)?);
     }
     if let Some(public) = &public {
         found.extend(
@@ -143,11 +178,24 @@ pub fn converge(
         )
         .map_err(Error::from)?,
     );
-    let recorded: BTreeSet<String> = vpcs.iter().map(|vpc| vpc.netns.clone()).collect();
-    let candidates: Vec<String> = match only {
+    let recorded: BTreeSet<String> = vpcs
+        .iter()
+        .map(|vpc| vpc.netns.clone())
+        .chain(
+            specs
+                .iter()
+                .flat_map(|s| s.balancers.iter().map(|b| b.netns.clone())),
+        )
+        .collect();
+    let mut candidates: Vec<String> = match only {
         Some(only) => only.iter().map(|id| host.vpc_netns(id)).collect(),
         None => crate::host::netns::list(&host.prefix).map_err(Error::from)?,
     };
+    if only.is_some() {
+        // A load balancer deleted by this change leaves its namespace.
+        let prefix = format!("{}{}-", host.prefix, Kind::LoadBalancer.prefix());
+        candidates.extend(crate::host::netns::list(&prefix).map_err(Error::from)?);
+    }
     let orphans: Vec<String> = candidates
         .into_iter()
         .filter(|name| !recorded.contains(name))
@@ -208,6 +256,10 @@ pub fn spec(tx: &Tx<'_>, vpc: &Vpc) -> Result<VpcSpec, cloud::Error> {
         .collect();
     spec.ports = ports;
     spec.elastic = elastic;
+    spec.balancers = crate::cloud::elb::balancers(tx, &vpc.id)?;
+    for balancer in &spec.balancers {
+        spec.ports.extend(balancer.ports.iter().cloned());
+    }
     Ok(spec)
 }
 

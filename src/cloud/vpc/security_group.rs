@@ -146,6 +146,16 @@ pub fn delete(
             }
             .into());
         }
+        let balancers = crate::cloud::elb::users_of(tx, &group.vpc_id, &group.id)?;
+        if !balancers.is_empty() {
+            return Err(Error::InUse {
+                noun: "security group",
+                id: group.id.clone(),
+                what: format!("load balancers {}", balancers.join(", ")),
+                fix: "`gureum elb delete` them first".into(),
+            }
+            .into());
+        }
         let naming: Vec<String> = in_vpc::<SecurityGroup>(tx, &group.vpc_id)?
             .into_iter()
             .filter(|other| {

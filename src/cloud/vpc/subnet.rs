@@ -128,6 +128,16 @@ pub fn delete(
             }
             .into());
         }
+        let balancers = crate::cloud::elb::users_of(tx, &subnet.vpc_id, &subnet.id)?;
+        if !balancers.is_empty() {
+            return Err(Error::InUse {
+                noun: "subnet",
+                id: subnet.id.clone(),
+                what: format!("load balancers {}", balancers.join(", ")),
+                fix: "`gureum elb delete` them first".to_owned(),
+            }
+            .into());
+        }
         route_table::unassociate(tx, &subnet.vpc_id, &subnet.id, None)?;
         tx.delete(&subnet.id)?;
         let vpc = subnet.vpc_id.clone();

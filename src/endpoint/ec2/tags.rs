@@ -69,7 +69,8 @@ fn resource_type(id: &str) -> &'static str {
         Some(Kind::InternetGateway) => "internet-gateway",
         Some(Kind::ElasticIp) => "elastic-ip",
         Some(Kind::SecurityGroup) => "security-group",
-        None => "",
+        // ELBv2's resources are tagged through ELBv2, not EC2.
+        Some(Kind::TargetGroup | Kind::LoadBalancer) | None => "",
     }
 }
 

@@ -18,6 +18,8 @@ pub struct Firewall<'a> {
     pub groups: &'a BTreeMap<String, SecurityGroup>,
     /// The internet gateway's translations, when one is attached.
     pub nat: Option<Nat<'a>>,
+    /// The network load balancers' listeners.
+    pub balancers: &'a [crate::net::elb::Balancer],
 }
 
 /// The nft script that replaces gureum's tables with `firewall`.
@@ -39,6 +41,7 @@ pub fn script(firewall: &Firewall<'_>) -> String {
     if let Some(nat) = &firewall.nat {
         nat::chains(&mut out, nat);
     }
+    crate::net::elb::chains(&mut out, firewall.balancers);
     let _ = writeln!(out, "}}");
     let _ = writeln!(out, "table bridge {TABLE} {{");
     anti_spoof::table_body(&mut out, &ports);
@@ -163,6 +166,7 @@ mod tests {
                 address: Ipv4Addr::new(203, 0, 113, 2),
                 elastic: vec![],
             }),
+            balancers: &[],
         });
         let expected_forward = "  chain forward {
     type filter hook forward priority filter; policy drop;
@@ -195,6 +199,7 @@ mod tests {
             ports: &BTreeMap::new(),
             groups: &BTreeMap::new(),
             nat: None,
+            balancers: &[],
         });
         assert!(!script.contains("vmap"));
         assert!(!script.contains("nat"));

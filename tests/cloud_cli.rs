@@ -37,6 +37,14 @@ impl Cloud {
         }
     }
 
+    /// A new one with the stand-in image `tiny` imported.
+    fn with_tiny_image() -> Self {
+        let cloud = Self::new();
+        let src = cloud.image_source("tiny", "");
+        cloud.ok(&["image", "import", src.to_str().unwrap()]);
+        cloud
+    }
+
     /// An image source directory with a manifest and stand-in files.
     fn image_source(&self, name: &str, extra: &str) -> PathBuf {
         cli_support::image_source(self.work.path(), name, extra)
@@ -281,9 +289,7 @@ fn bad_images_are_refused_with_what_is_wrong() {
 
 #[test]
 fn templates_check_what_they_name() {
-    let cloud = Cloud::new();
-    let src = cloud.image_source("tiny", "");
-    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    let cloud = Cloud::with_tiny_image();
     cloud.ok(&["key", "create", "k"]);
     let err = cloud.fails(&["template", "create", "--name", "t", "--image", "nope"]);
     assert!(err.contains("no image 'nope'"), "{err}");
@@ -368,9 +374,7 @@ fn run_refuses_bad_input_before_creating_anything() {
 
 #[test]
 fn an_instance_keeps_its_own_rate_limits() {
-    let cloud = Cloud::new();
-    let src = cloud.image_source("tiny", "");
-    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    let cloud = Cloud::with_tiny_image();
     let id = cloud.run_stand_in(&["--no-network", "--limits", "disk_bw=1M,tx_pps=100,rx_bw=0"]);
     let i = cloud.json(&["instance", "describe", id.trim()]);
     let limits = &i[0]["limits"];
@@ -549,9 +553,7 @@ fn pids_of(instance: &Value) -> Vec<i32> {
 
 #[test]
 fn a_vmm_that_fails_leaves_the_instance_stopped_with_its_reason_and_terminate_cleans_up() {
-    let cloud = Cloud::new();
-    let src = cloud.image_source("tiny", "");
-    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    let cloud = Cloud::with_tiny_image();
     cloud.ok(&[
         "template",
         "create",
@@ -702,9 +704,7 @@ fn a_vmm_that_fails_leaves_the_instance_stopped_with_its_reason_and_terminate_cl
 
 #[test]
 fn an_instance_whose_supervisor_vanished_is_reconciled_to_stopped() {
-    let cloud = Cloud::new();
-    let src = cloud.image_source("tiny", "");
-    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    let cloud = Cloud::with_tiny_image();
     let id = cloud.run_stand_in(&["--no-network"]);
     wait_until(&cloud, &id, |i| i["state"] == "stopped");
     // Forge what a killed supervisor leaves: "running" with a dead PID.
@@ -726,9 +726,7 @@ fn an_instance_whose_supervisor_vanished_is_reconciled_to_stopped() {
 
 #[test]
 fn processes_recorded_before_a_host_restart_are_gone_whatever_their_pids_name_now() {
-    let cloud = Cloud::new();
-    let src = cloud.image_source("tiny", "");
-    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    let cloud = Cloud::with_tiny_image();
     let id = cloud.run_stand_in(&["--no-network"]);
     wait_until(&cloud, &id, |i| i["state"] == "stopped");
     // A live process stands in for one of the new boot that got the PID
@@ -843,9 +841,7 @@ fn an_instance_tied_to_a_process_is_terminated_with_nothing_left_when_it_is_kill
 /// job's shell, which here ends right after it.
 #[test]
 fn run_rm_ties_the_instance_to_its_parent() {
-    let cloud = Cloud::new();
-    let src = cloud.image_source("tiny", "");
-    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    let cloud = Cloud::with_tiny_image();
     let gureum = cloud.command(&[]);
     // Not the shell's last command, so that it is not exec'd in its place.
     let script = format!(
@@ -884,9 +880,7 @@ fn run_rm_ties_the_instance_to_its_parent() {
 /// the instance; none of them is left.
 #[test]
 fn an_instance_whose_owner_and_supervisor_were_killed_together_is_terminated() {
-    let cloud = Cloud::new();
-    let src = cloud.image_source("tiny", "");
-    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    let cloud = Cloud::with_tiny_image();
     let mut owner = sleeper();
     let id = cloud.run_stand_in(&["--no-network", "--rm-with", &owner.id().to_string()]);
     wait_until(&cloud, &id, |i| i["state"] == "stopped");
@@ -930,9 +924,7 @@ fn an_instance_whose_owner_and_supervisor_were_killed_together_is_terminated() {
 /// does; its launches take it unless they name their own.
 #[test]
 fn a_templates_shutdown_behavior_reaches_its_instances() {
-    let cloud = Cloud::new();
-    let src = cloud.image_source("tiny", "");
-    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    let cloud = Cloud::with_tiny_image();
     let err = cloud.fails_with(
         2,
         &[

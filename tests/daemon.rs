@@ -145,7 +145,8 @@ impl Drop for Host {
 }
 
 /// Imports a stand-in image (a kernel the VMM refuses: its instances
-/// stop at once) and returns the ID of a launched instance, stopped. It
+/// stop at once) and returns the ID of an instance launched with `extra`
+/// flags, stopped. It
 /// has no network: what the daemon does with VPCs is tested with named
 /// ones, and the endpoint's tests launch into the default VPC through it.
 fn stopped_instance(host: &Host, extra: &[&str]) -> String {

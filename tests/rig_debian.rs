@@ -142,7 +142,10 @@ fn an_instance_launched_through_the_ec2_endpoint_boots_from_its_virtio_root_disk
     let case = passed_with("run", &[("api_state", "running")]);
     let secs = case.values("boot_to_ssh_seconds");
     assert_eq!(secs.len(), 1, "{}", case.output);
-    eprintln!("RunInstances -> SSH login: {} s (rig time)", secs[0]);
+    common::say(&format!(
+        "rig_debian: RunInstances -> SSH login: {} s (rig time)",
+        secs[0]
+    ));
     passed_with(
         "ssh",
         &[
@@ -223,7 +226,7 @@ fn the_readmes_ci_example_runs_as_written() {
         case.output
     );
     for line in case.output.lines().filter(|l| l.starts_with("ci_")) {
-        eprintln!("CI example: {line} (rig time)");
+        common::say(&format!("rig_debian: CI example: {line} (rig time)"));
     }
 }
 
@@ -241,6 +244,6 @@ fn a_ci_job_killed_with_sigkill_leaves_nothing() {
         ],
     );
     for line in case.output.lines().filter(|l| l.starts_with("killed_to")) {
-        eprintln!("CI job killed: {line} (rig time)");
+        common::say(&format!("rig_debian: CI job killed: {line} (rig time)"));
     }
 }

@@ -37,6 +37,14 @@ impl Cloud {
         }
     }
 
+    /// A new one with the stand-in image `tiny` imported.
+    fn with_tiny_image() -> Self {
+        let cloud = Self::new();
+        let src = cloud.image_source("tiny", "");
+        cloud.ok(&["image", "import", src.to_str().unwrap()]);
+        cloud
+    }
+
     /// An image source directory with a manifest and stand-in files.
     fn image_source(&self, name: &str, extra: &str) -> PathBuf {
         cli_support::image_source(self.work.path(), name, extra)
@@ -281,9 +289,7 @@ fn bad_images_are_refused_with_what_is_wrong() {
 
 #[test]
 fn templates_check_what_they_name() {
-    let cloud = Cloud::new();
-    let src = cloud.image_source("tiny", "");
-    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    let cloud = Cloud::with_tiny_image();
     cloud.ok(&["key", "create", "k"]);
     let err = cloud.fails(&["template", "create", "--name", "t", "--image", "nope"]);
     assert!(err.contains("no image 'nope'"), "{err}");
@@ -368,9 +374,7 @@ fn run_refuses_bad_input_before_creating_anything() {
 
 #[test]
 fn an_instance_keeps_its_own_rate_limits() {
-    let cloud = Cloud::new();
-    let src = cloud.image_source("tiny", "");
-    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    let cloud = Cloud::with_tiny_image();
     let id = cloud.run_stand_in(&["--no-network", "--limits", "disk_bw=1M,tx_pps=100,rx_bw=0"]);
     let i = cloud.json(&["instance", "describe", id.trim()]);
     let limits = &i[0]["limits"];
@@ -549,9 +553,7 @@ fn pids_of(instance: &Value) -> Vec<i32> {
 
 #[test]
 fn a_vmm_that_fails_leaves_the_instance_stopped_with_its_reason_and_terminate_cleans_up() {
-    let cloud = Cloud::new();
-    let src = cloud.image_source("tiny", "");
-    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    let cloud = Cloud::with_tiny_image();
     cloud.ok(&[
         "template",
         "create",
@@ -702,9 +704,7 @@ fn a_vmm_that_fails_leaves_the_instance_stopped_with_its_reason_and_terminate_cl
 
 #[test]
 fn an_instance_whose_supervisor_vanished_is_reconciled_to_stopped() {
-    let cloud = Cloud::new();
-    let src = cloud.image_source("tiny", "");
-    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    let cloud = Cloud::with_tiny_image();
     let id = cloud.run_stand_in(&["--no-network"]);
     wait_until(&cloud, &id, |i| i["state"] == "stopped");
     // Forge what a killed supervisor leaves: "running" with a dead PID.
@@ -726,9 +726,7 @@ fn an_instance_whose_supervisor_vanished_is_reconciled_to_stopped() {
 
 #[test]
 fn processes_recorded_before_a_host_restart_are_gone_whatever_their_pids_name_now() {
-    let cloud = Cloud::new();
-    let src = cloud.image_source("tiny", "");
-    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+    let cloud = Cloud::with_tiny_image();
     let id = cloud.run_stand_in(&["--no-network"]);
     wait_until(&cloud, &id, |i| i["state"] == "stopped");
     // A live process stands in for one of the new boot that got the PID
@@ -766,4 +764,205 @@ fn processes_recorded_before_a_host_restart_are_gone_whatever_their_pids_name_no
     assert_eq!(bystander.try_wait().unwrap(), None, "it was not signalled");
     bystander.kill().unwrap();
     bystander.wait().unwrap();
+}
+
+/// A process of its own, killed and reaped when the test is done with it.
+fn sleeper() -> std::process::Child {
+    Command::new("sleep").arg("600").spawn().unwrap()
+}
+
+fn kill(child: &mut std::process::Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// What `gureum net check` says when nothing differs.
+const CLEAN: &str = "Linux and the state directory match the records";
+
+#[test]
+fn an_instance_tied_to_a_process_is_terminated_with_nothing_left_when_it_is_killed() {
+    let cloud = Cloud::new();
+    let src = cloud.image_source("tiny", "root_disk=root.img\n");
+    std::fs::write(src.join("root.img"), vec![1u8; 1 << 20]).unwrap();
+    cloud.ok(&["image", "import", src.to_str().unwrap()]);
+
+    // One already gone is refused before anything is made.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id().to_string();
+    gone.wait().unwrap();
+    let err = cloud.fails_with(3, &["run", "--rm-with", &gone_pid]);
+    assert!(
+        err.contains(&format!("process {gone_pid}")) && err.contains("--rm-with PID"),
+        "{err}"
+    );
+    let err = cloud.fails_with(2, &["run", "--rm", "--rm-with", "1"]);
+    assert!(err.contains("cannot be used with"), "{err}");
+    assert!(
+        cloud
+            .json(&["instance", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // In the default VPC (its port and address), with its disk copy: the
+    // VMM refuses the stand-in kernel, so it is stopped, and its owner's
+    // SIGKILL terminates it at the next look.
+    let mut owner = sleeper();
+    let id = cloud.run_stand_in(&["--rm-with", &owner.id().to_string(), "--name", "job"]);
+    let i = wait_until(&cloud, &id, |i| i["state"] == "stopped");
+    assert_eq!(i["terminate_with"]["pid"], owner.id(), "{i}");
+    assert!(i["terminate_with"]["start_ticks"].as_u64().is_some(), "{i}");
+    assert!(i["placement"]["private_ip"].is_string(), "{i}");
+    let files = cloud.state.path().join("instances").join(&id);
+    assert!(files.join("root.img").exists());
+    let table = cloud.ok(&["instance", "describe", &id]);
+    assert!(
+        table.contains("terminate_with.pid:") && table.contains(&owner.id().to_string()),
+        "{table}"
+    );
+    assert_eq!(cloud.ok(&["net", "check"]), CLEAN);
+    let pid = owner.id();
+    kill(&mut owner);
+    let i = &cloud.json(&["instance", "describe", &id])[0];
+    assert_eq!(i["state"], "terminated", "{i}");
+    assert_eq!(
+        i["state_reason"],
+        format!(
+            "Client.UserInitiatedShutdown: process {pid}, whose end terminates it (run --rm), ended"
+        )
+    );
+    assert!(!files.exists(), "its files and disk copy are gone");
+    assert_eq!(cloud.ok(&["net", "check"]), CLEAN);
+    assert!(cloud.dir_entries("instances").is_empty());
+}
+
+/// `--rm` ties the instance to the process that ran `gureum run`: a
+/// job's shell, which here ends right after it.
+#[test]
+fn run_rm_ties_the_instance_to_its_parent() {
+    let cloud = Cloud::with_tiny_image();
+    let gureum = cloud.command(&[]);
+    // Not the shell's last command, so that it is not exec'd in its place.
+    let script = format!(
+        "echo $$; {} run --no-network --rm; echo done",
+        env!("CARGO_BIN_EXE_gureum")
+    );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .envs(gureum.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .current_dir(cloud.work.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut lines = stdout.lines();
+    let shell: u64 = lines.next().unwrap().parse().unwrap();
+    let id = lines.next().unwrap().to_owned();
+    assert_eq!(lines.next(), Some("done"), "{stdout}");
+    assert_eq!(
+        cli_support::read_record(cloud.state.path(), &id)["terminate_with"]["pid"],
+        shell
+    );
+    // The shell has ended: the next look terminates it.
+    let i = wait_until(&cloud, &id, |i| i["state"] == "terminated");
+    assert!(
+        i["state_reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("process {shell}, whose end")),
+        "{i}"
+    );
+}
+
+/// The owner and the supervisor killed together (a CI job's whole
+/// process tree): the next reconcile pass kills the VMM and terminates
+/// the instance; none of them is left.
+#[test]
+fn an_instance_whose_owner_and_supervisor_were_killed_together_is_terminated() {
+    let cloud = Cloud::with_tiny_image();
+    let mut owner = sleeper();
+    let id = cloud.run_stand_in(&["--no-network", "--rm-with", &owner.id().to_string()]);
+    wait_until(&cloud, &id, |i| i["state"] == "stopped");
+    // Live stand-ins for the supervisor and the VMM, as they run.
+    let mut supervisor = sleeper();
+    let mut vmm = sleeper();
+    let as_json =
+        |c: &std::process::Child| serde_json::to_value(ProcessRef::of(c.id()).unwrap()).unwrap();
+    let (s, v) = (as_json(&supervisor), as_json(&vmm));
+    cli_support::edit_record(cloud.state.path(), &id, |r| {
+        r["state"] = "running".into();
+        r["supervisor"] = s;
+        r["vmm"] = v;
+    });
+    assert_eq!(
+        cloud.json(&["instance", "describe", &id])[0]["state"],
+        "running"
+    );
+    let pid = owner.id();
+    kill(&mut owner);
+    kill(&mut supervisor);
+    let i = &cloud.json(&["instance", "describe", &id])[0];
+    assert_eq!(i["state"], "terminated", "{i}");
+    assert!(
+        i["state_reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("process {pid}, whose end terminates it")),
+        "{i}"
+    );
+    let status = vmm.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "the VMM was killed"
+    );
+    assert!(cloud.dir_entries("instances").is_empty());
+}
+
+/// A template keeps what a shutdown from inside its instances' guests
+/// does; its launches take it unless they name their own.
+#[test]
+fn a_templates_shutdown_behavior_reaches_its_instances() {
+    let cloud = Cloud::with_tiny_image();
+    let err = cloud.fails_with(
+        2,
+        &[
+            "template",
+            "create",
+            "--name",
+            "bad",
+            "--image",
+            "tiny",
+            "--instance-initiated-shutdown-behavior",
+            "hibernate",
+        ],
+    );
+    assert!(err.contains("write stop or terminate"), "{err}");
+    cloud.ok(&[
+        "template",
+        "create",
+        "--name",
+        "throwaway",
+        "--image",
+        "tiny",
+        "--instance-initiated-shutdown-behavior",
+        "terminate",
+    ]);
+    let t = cloud.json(&["template", "describe", "throwaway"]);
+    assert_eq!(t["shutdown_behavior"], "terminate", "{t}");
+    let behavior_of = |extra: &[&str]| {
+        let id =
+            cloud.run_stand_in(&[&["--no-network", "--template", "throwaway"][..], extra].concat());
+        // EC2's default, stop, is not written in the record.
+        cli_support::read_record(cloud.state.path(), &id)["shutdown_behavior"].clone()
+    };
+    assert_eq!(behavior_of(&[]), "terminate");
+    assert_eq!(
+        behavior_of(&["--instance-initiated-shutdown-behavior", "stop"]),
+        Value::Null
+    );
+    cloud.ok(&["template", "create", "--name", "plain", "--image", "tiny"]);
+    let t = cloud.json(&["template", "describe", "plain"]);
+    assert!(t["shutdown_behavior"].is_null(), "{t}");
 }

@@ -145,15 +145,16 @@ impl Drop for Host {
 }
 
 /// Imports a stand-in image (a kernel the VMM refuses: its instances
-/// stop at once) and returns the ID of a launched instance, stopped. It
+/// stop at once) and returns the ID of an instance launched with `extra`
+/// flags, stopped. It
 /// has no network: what the daemon does with VPCs is tested with named
 /// ones, and the endpoint's tests launch into the default VPC through it.
-fn stopped_instance(host: &Host) -> String {
+fn stopped_instance(host: &Host, extra: &[&str]) -> String {
     if host.json(&["image", "list"]).as_array().unwrap().is_empty() {
         let src = cli_support::image_source(host.work.path(), "tiny", "");
         host.ok(&["image", "import", src.to_str().unwrap()]);
     }
-    let id = host.run_stand_in(&["--image", "tiny", "--no-network"]);
+    let id = host.run_stand_in(&[&["--image", "tiny", "--no-network"][..], extra].concat());
     let out = host.ok(&["instance", "wait", &id, "--state", "stopped"]);
     assert_eq!(out, format!("{id} stopped"));
     id
@@ -177,7 +178,7 @@ fn the_daemon_answers_as_the_cli_does_in_process() {
     // Changes through the daemon.
     host.ok(&["key", "create", "k1", "--tag", "env=dev"]);
     assert!(host.work.path().join("k1.pem").exists());
-    let id = stopped_instance(&host);
+    let id = stopped_instance(&host, &[]);
     host.ok(&["template", "create", "--name", "small", "--image", "tiny"]);
     host.ok(&["vpc", "create", "--cidr", "10.0.0.0/16", "--name", "v"]);
     host.ok(&[
@@ -287,8 +288,8 @@ fn the_daemon_answers_as_the_cli_does_in_process() {
 fn a_daemon_killed_with_sigkill_comes_back_adopts_instances_and_converges() {
     let mut host = Host::new();
     host.start_daemon();
-    let adopted = stopped_instance(&host);
-    let orphan = stopped_instance(&host);
+    let adopted = stopped_instance(&host, &[]);
+    let orphan = stopped_instance(&host, &[]);
     host.kill_daemon();
 
     // The socket file is left behind; nobody answers on it. The CLI runs
@@ -345,4 +346,26 @@ fn a_daemon_killed_with_sigkill_comes_back_adopts_instances_and_converges() {
         "{t}"
     );
     assert!(!host.state.path().join("instances").join(&adopted).exists());
+}
+
+/// The daemon's periodic pass terminates an instance whose owner (`run
+/// --rm-with`) was killed, with no command run meanwhile: its files go.
+#[test]
+fn the_daemon_terminates_an_instance_whose_owner_was_killed() {
+    let mut host = Host::new();
+    host.start_daemon();
+    let mut owner = Command::new("sleep").arg("600").spawn().unwrap();
+    let id = stopped_instance(&host, &["--rm-with", &owner.id().to_string()]);
+    assert!(host.state.path().join("instances").join(&id).exists());
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    let t = host.await_record(&id, |v| v["state"] == "terminated");
+    assert!(
+        t["state_reason"]
+            .as_str()
+            .unwrap()
+            .contains("(run --rm), ended"),
+        "{t}"
+    );
+    assert!(!host.state.path().join("instances").join(&id).exists());
 }

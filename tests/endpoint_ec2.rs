@@ -798,6 +798,68 @@ fn user_data_and_metadata_options_through_the_aws_cli() {
         "{versions}"
     );
 
+    // A template's shutdown behavior too; its instances take it unless
+    // the run names its own.
+    let data = serde_json::json!({
+        "ImageId": ami,
+        "InstanceInitiatedShutdownBehavior": "terminate",
+    });
+    host.ec2(&[
+        "create-launch-template",
+        "--launch-template-name",
+        "throwaway",
+        "--launch-template-data",
+        &data.to_string(),
+    ]);
+    let versions = host.ec2(&[
+        "describe-launch-template-versions",
+        "--launch-template-name",
+        "throwaway",
+    ]);
+    assert_eq!(
+        versions["LaunchTemplateVersions"][0]["LaunchTemplateData"]["InstanceInitiatedShutdownBehavior"],
+        "terminate",
+        "{versions}"
+    );
+    let behavior_of = |extra: &[&str]| {
+        let run = host.ec2(
+            &[
+                &[
+                    "run-instances",
+                    "--launch-template",
+                    "LaunchTemplateName=throwaway",
+                ][..],
+                extra,
+            ]
+            .concat(),
+        );
+        let id = s(&run["Instances"][0]["InstanceId"]).to_owned();
+        let attribute = host.ec2(&[
+            "describe-instance-attribute",
+            "--instance-id",
+            &id,
+            "--attribute",
+            "instanceInitiatedShutdownBehavior",
+        ]);
+        attribute["InstanceInitiatedShutdownBehavior"]["Value"].clone()
+    };
+    assert_eq!(behavior_of(&[]), "terminate");
+    assert_eq!(
+        behavior_of(&["--instance-initiated-shutdown-behavior", "stop"]),
+        "stop"
+    );
+    assert_eq!(
+        host.ec2_error(&[
+            "create-launch-template",
+            "--launch-template-name",
+            "bad",
+            "--launch-template-data",
+            &serde_json::json!({"ImageId": ami, "InstanceInitiatedShutdownBehavior": "hibernate"})
+                .to_string(),
+        ]),
+        "InvalidParameterValue"
+    );
+
     // EC2's limits: 16 KiB of user data, hop limits 1 to 64.
     let big = host.work.path().join("big");
     std::fs::write(&big, vec![b'#'; 16 * 1024 + 1]).unwrap();

@@ -2,15 +2,17 @@
 //! nested KVM rig: its instances boot systemd from a virtio-blk root
 //! disk, Debian's cloud-init configures them from the daemon's DHCP and
 //! metadata service (address, name, key pair, user data), and OpenSSH's
-//! client in L1 logs in with a key pair from `gureum key create` through
-//! the instance's VPC, while another key is refused. A file
-//! written in the guest survives stop/start and `image create`; the
-//! first image stays as it was.
+//! client in L1 logs in with a key pair the EC2 endpoint made, through
+//! the instance's VPC, while another key is refused. A file written in
+//! the guest is on the disk of the image saved from it; the first image
+//! stays as it was. The README's CI example runs as written (its blocks
+//! extracted from README.md): a failing test's status and its report
+//! come out and nothing is left, also of a job killed with SIGKILL.
 //!
 //! One rig run executes every case of tests/rig/debian.sh in order; each
-//! test below asserts on its own case. The time from `gureum run` to a
-//! successful SSH login is printed, not asserted (it is inflated by the
-//! rig's emulation).
+//! test below asserts on its own case. Times (boot to SSH, the CI
+//! example's steps) are printed, not asserted (the rig's emulation
+//! inflates them).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -56,6 +58,52 @@ fn payload() -> PathBuf {
     dir
 }
 
+/// The shell blocks of README.md between `<!-- NAME: begin` and
+/// `<!-- NAME: end` lines: an indented code block, its indentation taken
+/// off, blank lines dropped.
+fn readme_block(readme: &str, name: &str) -> String {
+    let begin = format!("<!-- {name}: begin");
+    let end = format!("<!-- {name}: end");
+    let lines: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with(&begin))
+        .skip(1)
+        .take_while(|l| !l.starts_with(&end))
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert!(!lines.is_empty(), "README.md has no block {name}");
+    let mut block = String::new();
+    for line in lines {
+        let code = line.strip_prefix("    ");
+        assert!(
+            code.is_some(),
+            "{name} in README.md: not an indented code line: {line}"
+        );
+        block.push_str(code.unwrap());
+        block.push('\n');
+    }
+    block
+}
+
+/// The README's CI example, as written, for the rig: `setup.sh` (the key
+/// pair, once) and `job.sh` (the job).
+fn ci_example_payload() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let dir = root.join("target/rig/payload-ci/ci-example");
+    std::fs::create_dir_all(&dir).unwrap();
+    let job = readme_block(&readme, "ci-example");
+    let commands = job.lines().filter(|l| l.starts_with("gureum ")).count();
+    assert_eq!(commands, 5, "the CI example is five commands:\n{job}");
+    std::fs::write(
+        dir.join("setup.sh"),
+        readme_block(&readme, "ci-example-setup"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("job.sh"), job).unwrap();
+    dir
+}
+
 common::rig_run!(
     "tests/rig/debian.sh",
     &[
@@ -67,6 +115,8 @@ common::rig_run!(
         "ssh scp tar nft debugfs curl dnsmasq",
         "--payload",
         payload().to_str().unwrap(),
+        "--payload",
+        ci_example_payload().to_str().unwrap(),
     ]
 );
 
@@ -82,21 +132,24 @@ fn the_debian_image_imports() {
     passed_with("daemon", &[]);
 }
 
+/// The EC2 endpoint end to end: a VPC, subnet, security group and key
+/// pair made through it (curl signs the requests), an instance launched
+/// through it into them with user data, reached by `gureum ssh` with the
+/// key pair it handed out.
 #[test]
-fn an_instance_boots_from_its_virtio_root_disk_and_accepts_its_key_pair() {
-    let case = passed_with("run", &[]);
-    // `run --wait ssh` returned when SSH answered (unless the rig crashed
-    // the guest meanwhile: then the case shows the retry).
-    if !case.output.contains("@@RETRY") {
-        assert_eq!(case.values("run_waited"), ["ssh"], "{}", case.output);
-    }
+fn an_instance_launched_through_the_ec2_endpoint_boots_from_its_virtio_root_disk_and_accepts_its_key_pair()
+ {
+    let case = passed_with("run", &[("api_state", "running")]);
     let secs = case.values("boot_to_ssh_seconds");
     assert_eq!(secs.len(), 1, "{}", case.output);
-    eprintln!("gureum run -> SSH login: {} s (rig time)", secs[0]);
+    common::say(&format!(
+        "rig_debian: RunInstances -> SSH login: {} s (rig time)",
+        secs[0]
+    ));
     passed_with(
         "ssh",
         &[
-            ("hostname", "ip-172-31-0-4"),
+            ("hostname", "ip-10-9-1-10"),
             ("user", "admin"),
             ("sudo", "ok"),
             ("root", "/dev/vda"),
@@ -106,25 +159,23 @@ fn an_instance_boots_from_its_virtio_root_disk_and_accepts_its_key_pair() {
     );
 }
 
-/// `gureum run` with no network flags: the instance is in the default
-/// VPC, where Debian's cloud-init, unmodified and told nothing but the
-/// default user's name, finds EC2 by itself (SMBIOS), takes the store's
-/// address by DHCP, EC2's private name, the VPC resolver, and runs the
-/// user data.
+/// Debian's cloud-init, unmodified and told nothing but the default
+/// user's name, finds EC2 by itself (SMBIOS), takes the store's address
+/// by DHCP, EC2's private name, the VPC resolver, and runs the user data.
 #[test]
 fn cloud_init_configures_the_instance_from_dhcp_and_the_metadata_service() {
     let case = passed_with(
         "cloud-init",
         &[
-            ("store_ip", "172.31.0.4"),
-            ("dhcp_address", "172.31.0.4"),
-            ("address", "172.31.0.4"),
-            ("hostname", "ip-172-31-0-4"),
-            ("resolver", "172.31.0.2"),
-            ("resolved", "172.31.0.9"),
+            ("store_ip", "10.9.1.10"),
+            ("dhcp_address", "10.9.1.10"),
+            ("address", "10.9.1.10"),
+            ("hostname", "ip-10-9-1-10"),
+            ("resolver", "10.9.0.2"),
+            ("resolved", "10.9.1.9"),
             ("cloud_id", "aws"),
             ("user_data_file", "done"),
-            ("user_data_console", "ran as root on ip-172-31-0-4"),
+            ("user_data_console", "ran as root on ip-10-9-1-10"),
         ],
     );
     // ds-identify chose the datasource: EC2 first, nothing configured.
@@ -138,43 +189,61 @@ fn a_wrong_key_is_refused() {
     passed_with("wrong-key", &[("refused", "yes")]);
 }
 
+/// The guest shuts down on its power button; what it wrote before is on
+/// the disk of the image saved from it (read with debugfs), host key
+/// included; the first image's disk does not have it.
 #[test]
-fn a_file_written_in_the_guest_survives_stop_and_start() {
-    let case = passed_with(
-        "persist",
-        &[
-            ("state", "stopped"),
-            ("marker", "gureum-was-here"),
-            ("hostkey_kept", "yes"),
-        ],
-    );
-    // systemd shut the guest down on its power button.
+fn an_image_saved_from_the_stopped_instance_has_the_file_and_the_first_image_does_not() {
+    let case = passed_with("persist", &[("state", "stopped")]);
     let reason = case.values("reason").join("");
     assert!(reason.ends_with("(the guest shut down)"), "{}", case.output);
-}
-
-#[test]
-fn an_image_saved_from_the_instance_has_the_file_and_the_first_image_does_not() {
-    passed_with("image-create", &[]);
-    // The saved image's instance is the one the EC2 endpoint launches.
-    passed_with("api", &[("new_marker", "gureum-was-here")]);
+    passed_with(
+        "image-create",
+        &[("marker", "gureum-was-here"), ("hostkey_kept", "yes")],
+    );
     passed_with("original-image", &[("original_marker", "absent")]);
 }
 
-/// The EC2 endpoint end to end: a VPC, subnet, security group and key
-/// pair made through it (curl signs the requests), an instance launched
-/// through it into them, reached by SSH with the key pair it handed out,
-/// with its own EC2 name and host key.
+/// The README's CI example, as written, in the default VPC: `run --rm
+/// --wait ssh` returns once SSH answers, the tree goes in, the failing
+/// tests' status is the job's, the report comes out, and once the
+/// instance is terminated nothing of it is left.
 #[test]
-fn an_instance_launched_through_the_ec2_endpoint_is_reached_by_ssh_with_its_key_pair() {
+fn the_readmes_ci_example_runs_as_written() {
     let case = passed_with(
-        "api",
+        "ci-example",
         &[
-            ("api_state", "running"),
-            ("new_hostname", "ip-10-9-1-10"),
-            ("new_hostkey", "yes"),
+            ("job_status", "3"),
+            ("job_state", "terminated"),
+            ("nothing_left", "yes"),
+            ("ci_commands", "5"),
         ],
     );
-    let addresses = case.values("api_ssh_addresses").join(" ");
-    assert!(addresses.contains("10.9.1.10"), "{}", case.output);
+    let report = case.values("report").join("");
+    assert!(
+        report.starts_with("<testsuite tests=\"2\" failures=\"1\" host=\"ip-172-31-"),
+        "the report came out of an instance in the default VPC:\n{}",
+        case.output
+    );
+    for line in case.output.lines().filter(|l| l.starts_with("ci_")) {
+        common::say(&format!("rig_debian: CI example: {line} (rig time)"));
+    }
+}
+
+/// A CI job killed with SIGKILL while `gureum run --rm` waits for SSH:
+/// the instance is terminated, saying why, and nothing is left of it or
+/// of the job's commands.
+#[test]
+fn a_ci_job_killed_with_sigkill_leaves_nothing() {
+    let case = passed_with(
+        "ci-example-killed",
+        &[
+            ("terminate_with", "the job's shell"),
+            ("killed_state", "terminated"),
+            ("reason_names_the_job", "yes"),
+        ],
+    );
+    for line in case.output.lines().filter(|l| l.starts_with("killed_to")) {
+        common::say(&format!("rig_debian: CI job killed: {line} (rig time)"));
+    }
 }

@@ -14,6 +14,7 @@ use gureum::cloud::instance_type::LimitOverrides;
 use gureum::cloud::launch::{LaunchNetwork, LaunchRequest};
 use gureum::cloud::launch_count::LaunchCount;
 use gureum::cloud::metadata_options::MetadataChange;
+use gureum::cloud::process::ProcessRef;
 use gureum::cloud::tags::NAME;
 use gureum::cloud::tap_network::TapNic;
 use gureum::cloud::user_data::UserData;
@@ -69,10 +70,14 @@ pub struct RunArgs {
     data: InstanceDataArgs,
     #[command(flatten)]
     tags: TagArgs,
-    /// What a shutdown from inside the guest does: stop the instance, or
-    /// terminate it (its disk copy, port and files go).
-    #[arg(long, default_value = "stop", value_name = "stop|terminate", value_parser = ShutdownBehavior::parse)]
-    instance_initiated_shutdown_behavior: ShutdownBehavior,
+    /// Terminate the instances (disk copy, port, addresses, files) when
+    /// the process that ran this command ends, or is killed: a CI job's
+    /// shell (run it as a simple command of that shell, not in a pipe).
+    #[arg(long)]
+    rm: bool,
+    /// `--rm`, tied to process PID instead (e.g. `--rm-with $$` under sudo).
+    #[arg(long, value_name = "PID", conflicts_with = "rm")]
+    rm_with: Option<u32>,
     /// Return once the instances are running, or once their SSH servers
     /// answer where `gureum ssh` reaches them.
     #[arg(long, value_enum, value_name = "running|ssh")]
@@ -114,6 +119,10 @@ pub struct InstanceDataArgs {
         value_parser = parse_metadata_options
     )]
     metadata_options: Option<MetadataChange>,
+    /// What a shutdown from inside the guest does: stop the instance, or
+    /// terminate it (its disk copy, port and files go) [default: stop].
+    #[arg(long, value_name = "stop|terminate", value_parser = ShutdownBehavior::parse)]
+    pub instance_initiated_shutdown_behavior: Option<ShutdownBehavior>,
 }
 
 impl InstanceDataArgs {
@@ -361,6 +370,22 @@ fn parse_state(text: &str) -> Result<State, String> {
     })
 }
 
+/// The process `--rm` (this command's parent) or `--rm-with PID` names,
+/// identified by its start time too.
+fn owner(rm: bool, rm_with: Option<u32>) -> Result<Option<ProcessRef>, CliError> {
+    let pid = match (rm, rm_with) {
+        (_, Some(pid)) => pid,
+        (true, None) => std::os::unix::process::parent_id(),
+        (false, None) => return Ok(None),
+    };
+    ProcessRef::of(pid)
+        .map(Some)
+        .ok_or_else(|| Error::OwnerNotRunning {
+            pid: i32::try_from(pid).unwrap_or(i32::MAX),
+        })
+        .map_err(CliError::from)
+}
+
 pub fn launch(env: &Env, args: RunArgs) -> Result<(), CliError> {
     let mut tags = parse_tags(&args.tags.tags)?;
     if let Some(name) = args.name {
@@ -397,7 +422,8 @@ pub fn launch(env: &Env, args: RunArgs) -> Result<(), CliError> {
         limits: args.limits.unwrap_or_default(),
         client_token: None,
         cpu_options: args.data.cpu_options,
-        shutdown_behavior: args.instance_initiated_shutdown_behavior,
+        shutdown_behavior: args.data.instance_initiated_shutdown_behavior,
+        terminate_with: owner(args.rm, args.rm_with)?,
         user_data: args.data.user_data()?,
         metadata_options: args.data.metadata_options(),
     };

@@ -64,6 +64,9 @@ pub fn run(env: &Env, command: TemplateCommand) -> Result<(), CliError> {
                 user_data: data.user_data()?,
                 metadata_options: data.metadata_options(),
                 cpu_options: data.cpu_options.unwrap_or_default(),
+                shutdown_behavior: data
+                    .instance_initiated_shutdown_behavior
+                    .unwrap_or_default(),
             };
             change::<LaunchTemplate>(env, Action::CreateLaunchTemplate { request })?;
         }

@@ -196,6 +196,11 @@ pub struct Instance {
     /// What a shutdown from inside the guest does.
     #[serde(default, skip_serializing_if = "ShutdownBehavior::is_stop")]
     pub shutdown_behavior: ShutdownBehavior,
+    /// The process whose end terminates it (`run --rm`, `--rm-with PID`):
+    /// a CI job's shell, so that a job that ends or is killed leaves
+    /// nothing. Its supervisor watches it, and every reconcile pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminate_with: Option<ProcessRef>,
 }
 
 impl Resource for Instance {
@@ -343,6 +348,7 @@ pub(crate) mod tests {
             user_data: None,
             metadata_options: MetadataOptions::default(),
             shutdown_behavior: ShutdownBehavior::Stop,
+            terminate_with: None,
         }
     }
 

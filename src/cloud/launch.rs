@@ -16,6 +16,7 @@ use super::lifecycle::{
     Context, await_start, failed_at_start, record_start_failure, spawn_supervisor,
 };
 use super::metadata_options::{MetadataChange, MetadataOptions};
+use super::process::ProcessRef;
 use super::staging::Staging;
 use super::store::{Store, Tx};
 use super::tags::Tags;
@@ -54,9 +55,13 @@ pub struct LaunchRequest {
     #[serde(default)]
     pub cpu_options: Option<CpuOptions>,
     /// What a shutdown from inside the guest does (EC2's
-    /// InstanceInitiatedShutdownBehavior).
+    /// InstanceInitiatedShutdownBehavior), over the template's; neither
+    /// given: stop.
     #[serde(default)]
-    pub shutdown_behavior: ShutdownBehavior,
+    pub shutdown_behavior: Option<ShutdownBehavior>,
+    /// The process whose end terminates the instances (`run --rm`).
+    #[serde(default)]
+    pub terminate_with: Option<ProcessRef>,
     /// Over the template's.
     #[serde(default)]
     pub user_data: Option<UserData>,
@@ -101,6 +106,7 @@ struct Plan {
     client_token: Option<String>,
     cpu_options: CpuOptions,
     shutdown_behavior: ShutdownBehavior,
+    terminate_with: Option<ProcessRef>,
     user_data: Option<UserData>,
     metadata_options: MetadataOptions,
 }
@@ -175,7 +181,11 @@ fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
             limits: req.limits,
             client_token: req.client_token.clone(),
             cpu_options,
-            shutdown_behavior: req.shutdown_behavior,
+            shutdown_behavior: req
+                .shutdown_behavior
+                .or(t.map(|t| t.shutdown_behavior))
+                .unwrap_or_default(),
+            terminate_with: req.terminate_with,
             user_data: req
                 .user_data
                 .clone()
@@ -263,6 +273,7 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
         user_data: plan.user_data.clone(),
         metadata_options: plan.metadata_options,
         shutdown_behavior: plan.shutdown_behavior,
+        terminate_with: plan.terminate_with,
     };
     // One transaction: the record, the instance's place in its VPC and its
     // files appear together, or none of them; the VPC then gets its port
@@ -358,6 +369,10 @@ pub fn launch(ctx: &Context, store: &mut Store, req: &LaunchRequest) -> Result<L
                 failed: Vec::new(),
             });
         }
+    }
+    // One already gone would be terminated as soon as it is made.
+    if let Some(owner) = req.terminate_with.filter(|owner| !owner.is_alive()) {
+        return Err(Error::OwnerNotRunning { pid: owner.pid });
     }
     let mut plan = plan(store, req)?;
     // Checked before anything is made (the store checks them again).

@@ -33,6 +33,14 @@ pub const USER_STOP: &str = "Client.UserInitiatedShutdown: stopped by gureum ins
 pub const USER_TERMINATE: &str =
     "Client.UserInitiatedShutdown: terminated by gureum instance terminate";
 
+/// The state reason of an instance terminated because the process it was
+/// tied to (`run --rm`) ended.
+pub fn owner_gone_reason(pid: i32) -> String {
+    format!(
+        "Client.UserInitiatedShutdown: process {pid}, whose end terminates it (run --rm), ended"
+    )
+}
+
 /// Where the control plane lives and which program is `gureum`.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -150,6 +158,36 @@ pub(super) fn spawn_supervisor(ctx: &Context, store: &mut Store, id: &str) -> Re
     Ok(())
 }
 
+/// Starts terminating `i` if the process it is tied to (`run --rm`) has
+/// ended: a stopped one is terminated at once; a running one is shutting
+/// down with its VMM killed now (its disk copy goes: there is nothing to
+/// shut down gracefully for), and its supervisor, or the next pass if
+/// that is gone too, records it terminated. Says whether it changed `i`.
+pub(super) fn end_if_owner_gone(i: &mut Instance) -> bool {
+    let Some(owner) = i.terminate_with else {
+        return false;
+    };
+    if owner.is_alive() || matches!(i.state, State::ShuttingDown | State::Terminated) {
+        return false;
+    }
+    let to = match i.state {
+        State::Stopped => State::Terminated,
+        _ => State::ShuttingDown,
+    };
+    if i.transition(to, Some(owner_gone_reason(owner.pid)))
+        .is_err()
+    {
+        return false;
+    }
+    if to == State::ShuttingDown {
+        i.kill_after = Some(super::time::now_secs());
+        if let Some(vmm) = i.vmm {
+            vmm.signal(Signal::SIGKILL);
+        }
+    }
+    true
+}
+
 /// Repairs `i` if its supervisor is gone: kills a VMM left behind and
 /// records the instance as stopped (or terminated, if it was being
 /// terminated). Says whether it changed anything.
@@ -173,7 +211,13 @@ fn reconcile_one(i: &mut Instance, now: u64) -> bool {
         None => "the instance's supervisor never started".to_string(),
     };
     let (to, reason) = match i.state {
-        State::ShuttingDown => (State::Terminated, USER_TERMINATE.to_string()),
+        // Terminated for the reason it was being terminated.
+        State::ShuttingDown => (
+            State::Terminated,
+            i.state_reason
+                .clone()
+                .unwrap_or_else(|| USER_TERMINATE.into()),
+        ),
         State::Stopping => (State::Stopped, USER_STOP.to_string()),
         _ => (
             State::Stopped,
@@ -220,14 +264,17 @@ pub fn reconcile(ctx: &Context, store: &mut Store) -> Result<(), Error> {
         let mut fixed = Vec::new();
         // An unreadable record is left for the listing to report.
         for mut i in tx.list_readable::<Instance>()?.items {
-            if reconcile_one(&mut i, now) {
+            // Both may apply: an owner and a supervisor killed together.
+            let owner_gone = end_if_owner_gone(&mut i);
+            if reconcile_one(&mut i, now) | owner_gone {
                 tx.update(&i)?;
                 fixed.push(i);
             }
         }
         Ok::<_, Error>(fixed)
     })?;
-    for i in &fixed {
+    // One shutting down is its supervisor's to clean up.
+    for i in fixed.iter().filter(|i| !i.state.is_supervised()) {
         clean_up(ctx, i);
     }
     remove_stale_cgroups(store)

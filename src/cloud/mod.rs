@@ -76,6 +76,12 @@ pub enum Error {
          one by one, each with its own tap"
     )]
     TapWithCount,
+    #[error(
+        "process {pid}, whose end would terminate the instance (--rm), does not run (as seen \
+         by whoever launches: the daemon, if one answers, sees its own processes): name a \
+         running one with --rm-with PID"
+    )]
+    OwnerNotRunning { pid: i32 },
     #[error("no {noun} '{reference}'; `{list}` shows them")]
     NotFound {
         noun: &'static str,

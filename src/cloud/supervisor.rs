@@ -94,8 +94,10 @@ fn how_it_went(outcome: &Outcome) -> String {
 /// EC2's semantics for a VMM that ended with `outcome` while the
 /// instance was in `state`; `behavior` says what a power-off from inside
 /// the guest does.
+/// `terminating` is why a shutting-down instance is being terminated.
 pub fn decide(
     state: State,
+    terminating: Option<&str>,
     reboot_requested: bool,
     behavior: ShutdownBehavior,
     outcome: &Outcome,
@@ -103,7 +105,8 @@ pub fn decide(
     let stopped = |reason: String| Decision::Finish(State::Stopped, reason);
     match state {
         State::ShuttingDown => {
-            let reason = format!("{USER_TERMINATE}{}", how_it_went(outcome));
+            let why = terminating.unwrap_or(USER_TERMINATE);
+            let reason = format!("{why}{}", how_it_went(outcome));
             return Decision::Finish(State::Terminated, reason);
         }
         State::Stopping => return stopped(format!("{USER_STOP}{}", how_it_went(outcome))),
@@ -196,8 +199,12 @@ pub fn run(ctx: &Context, id: &str) -> Result<(), Error> {
 
 /// Runs the VMM once and records how it ended.
 fn boot_once(ctx: &Context, store: &mut Store, id: &str) -> Result<Decision, Error> {
-    let (instance, image) = store.read(|tx| {
-        let i = lookup::find_instance(tx, id)?;
+    let (instance, image) = store.write(|tx| {
+        let mut i = lookup::find_instance(tx, id)?;
+        // Its owner (`run --rm`) gone before this boot: it boots no more.
+        if lifecycle::end_if_owner_gone(&mut i) {
+            tx.update(&i)?;
+        }
         let image: Image = lookup::find(tx, &i.image_id)?;
         Ok::<_, Error>((i, image))
     })?;
@@ -345,12 +352,22 @@ fn wait_vmm(
             continue;
         }
         // A store that cannot be read now is read again at the next look.
-        let due = store
-            .read(|tx| tx.get::<Instance>(id))
-            .ok()
-            .flatten()
-            .and_then(|i| i.kill_after)
-            .is_some_and(|at| time::now_secs() >= at);
+        let Some(i) = store.read(|tx| tx.get::<Instance>(id)).ok().flatten() else {
+            continue;
+        };
+        // The process it is tied to (`run --rm`) ended: terminate it
+        // (which kills the VMM).
+        if i.state != State::ShuttingDown && i.terminate_with.is_some_and(|o| !o.is_alive()) {
+            let _ = store.write(|tx| {
+                let mut i = lookup::find_instance(tx, id)?;
+                if lifecycle::end_if_owner_gone(&mut i) {
+                    tx.update(&i)?;
+                }
+                Ok::<_, Error>(())
+            });
+            continue;
+        }
+        let due = i.kill_after.is_some_and(|at| time::now_secs() >= at);
         if let Some(vmm) = vmm.filter(|_| due) {
             killed = vmm.signal(Signal::SIGKILL);
         }
@@ -369,7 +386,13 @@ fn remove_cgroup(parent: Option<&cgroup::Parent>, id: &str) {
 fn finish(store: &mut Store, id: &str, outcome: &Outcome) -> Result<Decision, Error> {
     store.write(|tx| {
         let mut i: Instance = lookup::find_instance(tx, id)?;
-        let decision = decide(i.state, i.reboot_requested, i.shutdown_behavior, outcome);
+        let decision = decide(
+            i.state,
+            i.state_reason.as_deref(),
+            i.reboot_requested,
+            i.shutdown_behavior,
+            outcome,
+        );
         match &decision {
             Decision::Restart => i.vmm = None,
             Decision::Finish(state, reason) => {
@@ -431,35 +454,37 @@ mod tests {
         use ShutdownBehavior::*;
         use State::*;
         assert_eq!(
-            decide(Running, false, Stop, &Outcome::Reboot),
+            decide(Running, None, false, Stop, &Outcome::Reboot),
             Decision::Restart
         );
         assert_eq!(
-            decide(Running, true, Stop, &Outcome::Signalled),
+            decide(Running, None, true, Stop, &Outcome::Signalled),
             Decision::Restart
         );
-        let Decision::Finish(Stopped, reason) = decide(Running, false, Stop, &Outcome::Killed(9))
+        let Decision::Finish(Stopped, reason) =
+            decide(Running, None, false, Stop, &Outcome::Killed(9))
         else {
             panic!("a killed VMM stops the instance")
         };
         assert!(reason.contains("killed by SIGKILL"), "{reason}");
-        let Decision::Finish(Stopped, reason) = decide(Running, false, Stop, &Outcome::PowerOff)
+        let Decision::Finish(Stopped, reason) =
+            decide(Running, None, false, Stop, &Outcome::PowerOff)
         else {
             panic!("poweroff stops the instance")
         };
         assert!(reason.contains("InstanceInitiatedShutdown"), "{reason}");
         // A stop or terminate in progress wins over a reboot.
         assert_eq!(
-            decide(Stopping, true, Stop, &Outcome::Reboot),
+            decide(Stopping, None, true, Stop, &Outcome::Reboot),
             Decision::Finish(Stopped, USER_STOP.into())
         );
         // Its reason tells whether the guest shut down or was killed.
         assert_eq!(
-            decide(Stopping, false, Stop, &Outcome::PowerOff),
+            decide(Stopping, None, false, Stop, &Outcome::PowerOff),
             Decision::Finish(Stopped, format!("{USER_STOP} (the guest shut down)"))
         );
         assert_eq!(
-            decide(ShuttingDown, false, Stop, &Outcome::Killed(9)),
+            decide(ShuttingDown, None, false, Stop, &Outcome::Killed(9)),
             Decision::Finish(
                 Terminated,
                 format!(
@@ -467,12 +492,50 @@ mod tests {
                 )
             )
         );
-        let Decision::Finish(Stopped, reason) =
-            decide(Pending, false, Stop, &Outcome::Failed("no KVM".into()))
-        else {
+        let Decision::Finish(Stopped, reason) = decide(
+            Pending,
+            None,
+            false,
+            Stop,
+            &Outcome::Failed("no KVM".into()),
+        ) else {
             panic!("a failed first boot stops the instance")
         };
         assert!(reason.ends_with("the VMM failed: no KVM"), "{reason}");
+    }
+
+    /// The supervisor's watch over the process an instance is tied to
+    /// (`run --rm`): once it is gone, the VMM (a stand-in) is killed and
+    /// the instance ends terminated, saying why.
+    #[test]
+    fn the_vmm_of_an_instance_whose_owner_ended_is_killed_and_it_is_terminated() {
+        use crate::cloud::instance::tests::instance;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("gureum.db")).unwrap();
+        let mut owner = Command::new("sleep").arg("60").spawn().unwrap();
+        let vmm = Command::new("sleep").arg("60").spawn().unwrap();
+        let mut i = instance(State::Running);
+        i.terminate_with = ProcessRef::of(owner.id());
+        i.vmm = ProcessRef::of(vmm.id());
+        store
+            .write(|tx| tx.insert(&i, &Default::default()))
+            .unwrap();
+        owner.kill().unwrap();
+        owner.wait().unwrap();
+        let status = wait_vmm(&mut store, &i.id, vmm, i.vmm).unwrap();
+        assert_eq!(status.signal(), Some(9), "the VMM was killed");
+        let pid = i.terminate_with.unwrap().pid;
+        let now = store.read(|tx| tx.get::<Instance>(&i.id)).unwrap().unwrap();
+        assert_eq!(now.state, State::ShuttingDown);
+        assert_eq!(finish(&mut store, &i.id, &Outcome::Killed(9)).unwrap(), {
+            Decision::Finish(
+                State::Terminated,
+                format!(
+                    "{} (the guest did not shut down; the VMM was killed by SIGKILL)",
+                    lifecycle::owner_gone_reason(pid)
+                ),
+            )
+        });
     }
 
     #[test]
@@ -480,7 +543,7 @@ mod tests {
         use ShutdownBehavior::*;
         use State::*;
         let Decision::Finish(Terminated, reason) =
-            decide(Running, false, Terminate, &Outcome::PowerOff)
+            decide(Running, None, false, Terminate, &Outcome::PowerOff)
         else {
             panic!("poweroff terminates it")
         };
@@ -488,15 +551,15 @@ mod tests {
         // A crash, a reboot or a stop asked from outside are not a
         // shutdown from inside.
         assert!(matches!(
-            decide(Running, false, Terminate, &Outcome::Crash),
+            decide(Running, None, false, Terminate, &Outcome::Crash),
             Decision::Finish(Stopped, _)
         ));
         assert_eq!(
-            decide(Running, false, Terminate, &Outcome::Reboot),
+            decide(Running, None, false, Terminate, &Outcome::Reboot),
             Decision::Restart
         );
         assert!(matches!(
-            decide(Stopping, false, Terminate, &Outcome::PowerOff),
+            decide(Stopping, None, false, Terminate, &Outcome::PowerOff),
             Decision::Finish(Stopped, _)
         ));
     }

@@ -1,12 +1,14 @@
 //! Launch templates: an image, an instance type, a key pair, the tags,
-//! kernel command line additions, CPU options, user data and metadata
-//! options for the instances launched from it, saved under a name.
+//! kernel command line additions, CPU options, user data, metadata
+//! options and shutdown behavior for the instances launched from it,
+//! saved under a name.
 
 use serde::{Deserialize, Serialize};
 
 use super::cpu_options::CpuOptions;
 use super::ids::{self, Kind};
 use super::image::Image;
+use super::instance::ShutdownBehavior;
 use super::key_pair::KeyPair;
 use super::metadata_options::MetadataChange;
 use super::store::{Resource, Store};
@@ -32,6 +34,9 @@ pub struct LaunchTemplate {
     pub metadata_options: MetadataChange,
     #[serde(default, skip_serializing_if = "CpuOptions::is_default")]
     pub cpu_options: CpuOptions,
+    /// What a shutdown from inside its instances' guests does.
+    #[serde(default, skip_serializing_if = "ShutdownBehavior::is_stop")]
+    pub shutdown_behavior: ShutdownBehavior,
 }
 
 impl Resource for LaunchTemplate {
@@ -59,6 +64,8 @@ pub struct TemplateRequest {
     pub metadata_options: MetadataChange,
     #[serde(default)]
     pub cpu_options: CpuOptions,
+    #[serde(default)]
+    pub shutdown_behavior: ShutdownBehavior,
 }
 
 /// Creates a template after checking that what it names exists.
@@ -94,6 +101,7 @@ pub fn create(store: &mut Store, req: TemplateRequest) -> Result<LaunchTemplate,
             user_data: req.user_data.clone(),
             metadata_options: req.metadata_options,
             cpu_options: req.cpu_options,
+            shutdown_behavior: req.shutdown_behavior,
         };
         tx.insert(&template, &[(NAME.to_string(), req.name.clone())].into())?;
         Ok(template)

@@ -202,8 +202,8 @@ fn merge(earlier: RigRun, later: RigRun) -> RigRun {
 
 /// Writes `line` to the test process's standard error past the test
 /// harness's capture (which takes `eprintln!` only), so that retries
-/// show in a passing run's output too.
-fn say(line: &str) {
+/// (and figures a suite prints) show in a passing run's output too.
+pub fn say(line: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }

@@ -1,26 +1,32 @@
 #!/bin/sh
 # The Debian image end to end, inside the nested KVM rig's L1 (busybox
 # sh, with OpenSSH's client, GNU tar and dnsmasq shipped from the host),
-# run by tests/rig_debian.rs: import the image, create key pairs, start
-# the daemon (metadata service, DHCP and DNS, EC2 endpoint); launch an
-# instance with `gureum run` and no network flags (the default VPC) with
-# a user-data script: Debian's own cloud-init finds EC2 by itself and
-# configures it from DHCP and the metadata service. Log in with its key
-# pair (a wrong key is refused), keep a file across stop/start, save the
-# instance as an image and boot that through the EC2 endpoint; the first
-# image's disk is unchanged. Cases print
+# run by tests/rig_debian.rs: import the image, start the daemon
+# (metadata service, DHCP and DNS, EC2 endpoint); through the EC2
+# endpoint make a VPC, a subnet, a security group and a key pair and
+# launch an instance there with a user-data script: Debian's own
+# cloud-init finds EC2 by itself and configures it from DHCP and the
+# metadata service. Log in with the endpoint's key pair (a wrong key is
+# refused), stop it, save it as an image (its disk has the file written
+# before the stop; the first image's does not). Then the README's CI
+# example, as written, with `gureum run` in the default VPC: a failing
+# test's status and its report come out and nothing is left; a job
+# killed with SIGKILL midway leaves nothing either. Cases print
 #   @@CASE <name> BEGIN ... @@CASE <name> RC <0 if every check passed>
 # with "@@FAIL <what>" for each failed check and "key=value" results.
 #
 # Memory: every file here is in L1's RAM (rootfs, /tmp), so each disk
 # copy costs its size (tests/rig_debian.rs gives L1 3 GiB); instances are
-# terminated as soon as they have been checked.
+# terminated as soon as they have been checked, and one Debian guest
+# boots at a time (two at once: L1, nested SVM under TCG, most often dies).
 set -u
 # Full paths: L1's busybox sh runs its own applets (tar) first, and this
 # needs GNU tar's sparse files.
 TAR=/usr/bin/tar
 export GUREUM_STATE_DIR=/tmp/gureum-state
 P=$RIG_PAYLOAD/debian
+# The README's CI example blocks (tests/rig_debian.rs extracts them).
+CI=$RIG_PAYLOAD/ci-example
 SSH_WAIT=600
 
 . /rig/cases.sh
@@ -76,9 +82,9 @@ end_checks import
 
 begin_checks keys
 cd /tmp
-gureum key create mykey 2>&1 || fail "key create mykey"
+# A key that is not the instance's (the endpoint makes that one).
 gureum key create otherkey 2>&1 || fail "key create otherkey"
-[ -s /tmp/mykey.pem ] && [ -s /tmp/otherkey.pem ] || fail "no private key files"
+[ -s /tmp/otherkey.pem ] || fail "no private key file"
 end_checks keys
 
 # The daemon serves the metadata service, DHCP and DNS of every VPC (and
@@ -104,42 +110,54 @@ done
 end_checks daemon
 
 # EC2 Query calls through the endpoint: curl signs them (SigV4).
-ec2() {  # PARAMS: the response in $xml; a failed call is a failed check
+ec2() {  # PARAMS [CURL_ARGS...]: the response in $xml; a failed call is a failed check
+  params=$1
+  shift
   xml=$(curl -s --aws-sigv4 aws:amz:us-east-1:ec2 --user "$CREDENTIALS" \
-    --data "Version=2016-11-15&$1" "$API") || { fail "curl $1"; xml=; return 1; }
-  case $xml in *"<Errors>"*) fail "$1: $xml"; return 1 ;; esac
+    --data "Version=2016-11-15&$params" "$@" "$API") || { fail "curl $params"; xml=; return 1; }
+  case $xml in *"<Errors>"*) fail "$params: $xml"; return 1 ;; esac
 }
 field() {  # TAG: the first <TAG>value</TAG> of $xml
   printf '%s\n' "$xml" | sed -n "s:.*<$1>\([^<]*\)</$1>.*:\1:p" | head -n 1
 }
 
+# The EC2 endpoint: a VPC, subnet, security group and key pair made
+# through it hold an instance launched through it, with user data, and
+# reached by SSH with the key pair it handed out, from inside the VPC's
+# namespace. (`gureum run`, its --wait ssh and the default VPC are the CI
+# example's, below.)
 begin_checks run
+ec2 "Action=CreateVpc&CidrBlock=10.9.0.0/16"; vpc=$(field vpcId)
+ec2 "Action=CreateSubnet&VpcId=$vpc&CidrBlock=10.9.1.0/24"; subnet=$(field subnetId)
+ec2 "Action=CreateSecurityGroup&VpcId=$vpc&GroupName=ssh&GroupDescription=ssh"; sg=$(field groupId)
+ec2 "Action=AuthorizeSecurityGroupIngress&GroupId=$sg&IpPermissions.1.IpProtocol=tcp&IpPermissions.1.FromPort=22&IpPermissions.1.ToPort=22&IpPermissions.1.IpRanges.1.CidrIp=10.9.0.0%2F16"
+ec2 "Action=CreateKeyPair&KeyName=apikey"
+printf '%s\n' "$xml" |
+  awk '/<keyMaterial>/ { on = 1 } on { print } /<\/keyMaterial>/ { on = 0 }' |
+  sed 's:.*<keyMaterial>::; s:</keyMaterial>.*::' >/tmp/apikey.pem
+chmod 600 /tmp/apikey.pem
+grep -q "PRIVATE KEY" /tmp/apikey.pem || fail "CreateKeyPair gave no private key"
 # User data: a shell script cloud-init runs once, at the end of the
 # first boot; what it prints reaches the console.
 printf '%s\n' '#!/bin/sh' 'echo "@@USER-DATA ran as $(id -un) on $(hostname)"' \
   'echo done >/var/lib/user-data-ran' >/tmp/user-data.sh
 t0=$(now)
-# --wait ssh: run returns once the guest's SSH server answers. A guest
-# the rig crashed meanwhile ends the wait (wait_ssh starts it again).
-# No network flags: the instance goes to the default VPC, made now.
-id1=$(gureum run --image debian-12 --type t2.nano --name web-1 --key mykey \
-  --user-data /tmp/user-data.sh --wait ssh --wait-timeout $SSH_WAIT 2>/tmp/run.err)
-waited=$?
-echo "launched $id1"
-case $id1 in i-*) ;; *) fail "run printed '$id1': $(cat /tmp/run.err)" ;; esac
-if [ $waited = 0 ]; then
-  echo "run_waited=ssh"
-  echo "run_to_ssh_answer_seconds=$(elapsed "$t0")"
-else
-  case $(describe instance "$id1" state_reason) in
-    *"guest crashed"*) echo "@@RETRY run --wait ssh after a guest crash: $(cat /tmp/run.err)" ;;
-    *) fail "run --wait ssh failed ($waited): $(cat /tmp/run.err)" ;;
-  esac
-fi
-if wait_ssh "$id1" /tmp/mykey.pem; then
+ec2 "Action=RunInstances&ImageId=$(describe image debian-12 id)&InstanceType=t2.nano&MinCount=1&MaxCount=1&KeyName=apikey&SubnetId=$subnet&SecurityGroupId.1=$sg&PrivateIpAddress=10.9.1.10&TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key=Name&TagSpecification.1.Tag.1.Value=web-1" \
+  --data-urlencode "UserData=$(base64 /tmp/user-data.sh | tr -d "\n")"
+id1=$(field instanceId)
+echo "launched $id1 vpc=$vpc subnet=$subnet sg=$sg"
+state=
+[ -n "$id1" ] || state=none
+until [ "$state" = running ] || [ "$state" = none ]; do
+  ec2 "Action=DescribeInstances&InstanceId.1=$id1"; state=$(field name)
+  [ "$(elapsed "$t0" | cut -d. -f1)" -ge 120 ] && break
+  sleep 1
+done
+echo "api_state=$state"
+if wait_ssh "$id1" /tmp/apikey.pem; then
   echo "boot_to_ssh_seconds=$(elapsed "$t0")"
 else
-  fail "SSH never accepted the key pair"
+  fail "SSH never accepted the endpoint's key pair"
   show_console "$id1"
 fi
 end_checks run
@@ -151,9 +169,9 @@ begin_checks cloud-init
 address=$(describe instance "$id1" placement.private_ip)
 echo "store_ip=$address"
 # cloud-init's last stage may still run when SSH first answers.
-ssh_as /tmp/mykey.pem "$id1" 'timeout 300 cloud-init status --wait >/dev/null; cloud-init status --long
+ssh_as /tmp/apikey.pem "$id1" 'timeout 300 cloud-init status --wait >/dev/null; cloud-init status --long
   sudo grep -E "WARNING|ERROR|Traceback" /var/log/cloud-init.log | head -n 20' 2>&1
-ssh_as /tmp/mykey.pem "$id1" '
+ssh_as /tmp/apikey.pem "$id1" '
   echo "cloud_id=$(cloud-id)"
   echo "ds_identify=$(sed -n "s/^datasource_list: *//p" /run/cloud-init/cloud.cfg)"
   echo "dhcp_address=$(sudo sed -n "s/^ADDRESS=//p" /run/systemd/netif/leases/* | head -n 1)"
@@ -162,7 +180,7 @@ ssh_as /tmp/mykey.pem "$id1" '
   echo "user_data_file=$(cat /var/lib/user-data-ran)"
   echo "resolver=$(sed -n "s/^nameserver //p" /run/systemd/resolve/resolv.conf | head -n 1)"
   # Another address of the VPC: its name is not in /etc/hosts.
-  echo "resolved=$(getent hosts ip-172-31-0-9.ec2.internal | cut -d" " -f1)"
+  echo "resolved=$(getent hosts ip-10-9-1-9.ec2.internal | cut -d" " -f1)"
   sudo cloud-init analyze show 2>/dev/null | grep -E "^(Finished|Total)" | tail -n 6
 ' 2>&1 || fail "cannot read what cloud-init did"
 echo "user_data_console=$(gureum instance logs "$id1" | tr -d '\r' | sed -n 's/.*@@USER-DATA //p' | tail -n 1)"
@@ -171,22 +189,22 @@ end_checks cloud-init
 # `gureum ssh` finds the address (in the VPC) and the image's user;
 # the remote command's exit status is its own.
 begin_checks ssh
-out=$(gureum ssh "$id1" -i /tmp/mykey.pem -- \
+out=$(gureum ssh "$id1" -i /tmp/apikey.pem -- \
   'echo "hostname=$(hostname)"; echo "user=$(id -un)"; sudo -n true && echo sudo=ok; echo "root=$(findmnt -n -o SOURCE /)"' 2>&1) ||
   fail "gureum ssh with the key pair: $out"
 echo "$out"
-gureum ssh "$id1" -i /tmp/mykey.pem -- 'exit 7'
+gureum ssh "$id1" -i /tmp/apikey.pem -- 'exit 7'
 echo "exit_status=$?"
 # gureum cp: a directory in, a file made from it out.
 mkdir -p /tmp/tree/sub && echo hello >/tmp/tree/sub/file
-gureum cp -i /tmp/mykey.pem /tmp/tree "$id1:/tmp/" || fail "gureum cp into $id1"
-gureum ssh "$id1" -i /tmp/mykey.pem -- 'tr a-z A-Z </tmp/tree/sub/file >/tmp/report' ||
+gureum cp -i /tmp/apikey.pem /tmp/tree "$id1:/tmp/" || fail "gureum cp into $id1"
+gureum ssh "$id1" -i /tmp/apikey.pem -- 'tr a-z A-Z </tmp/tree/sub/file >/tmp/report' ||
   fail "no report made in $id1"
-gureum cp -i /tmp/mykey.pem "$id1:/tmp/report" /tmp/report || fail "gureum cp out of $id1"
+gureum cp -i /tmp/apikey.pem "$id1:/tmp/report" /tmp/report || fail "gureum cp out of $id1"
 echo "copied_back=$(cat /tmp/report 2>&1)"
 # Where the boot time goes (printed for people, not checked).
-ssh_as /tmp/mykey.pem "$id1" 'sudo systemd-analyze time; sudo systemd-analyze blame | head -n 12' 2>&1
-hostkey1=$(ssh_as /tmp/mykey.pem "$id1" 'cat /etc/ssh/ssh_host_ed25519_key.pub' 2>/dev/null)
+ssh_as /tmp/apikey.pem "$id1" 'sudo systemd-analyze time; sudo systemd-analyze blame | head -n 12' 2>&1
+hostkey1=$(ssh_as /tmp/apikey.pem "$id1" 'cat /etc/ssh/ssh_host_ed25519_key.pub' 2>/dev/null)
 end_checks ssh
 
 begin_checks wrong-key
@@ -197,8 +215,12 @@ echo "$out"
 case $out in *"Permission denied"*) echo "refused=yes" ;; *) fail "no 'Permission denied': $out" ;; esac
 end_checks wrong-key
 
+# The file and the host key are on the instance's disk when it stops
+# (stop/start itself is rig_instances', with busybox): its saved image's
+# disk is read with debugfs rather than booted (a Debian boot is minutes
+# of the rig's time).
 begin_checks persist
-ssh_as /tmp/mykey.pem "$id1" 'echo gureum-was-here | sudo tee /var/lib/marker >/dev/null && sync' ||
+ssh_as /tmp/apikey.pem "$id1" 'echo gureum-was-here | sudo tee /var/lib/marker >/dev/null && sync' ||
   fail "cannot write the marker"
 t0=$(uptime_s)
 gureum instance stop "$id1" --timeout 30 2>&1 || fail "stop"
@@ -207,22 +229,22 @@ gureum instance wait "$id1" --state stopped --timeout 60 || fail "never stopped"
 echo "stop_s=$(($(uptime_s) - t0))"
 echo "state=$(describe instance "$id1" state)"
 echo "reason=$(describe instance "$id1" state_reason)"
-gureum instance start "$id1" 2>&1 || fail "start"
-gureum instance wait "$id1" --state running --timeout 120 || fail "never running again"
-wait_ssh "$id1" /tmp/mykey.pem || { fail "no SSH after start"; show_console "$id1"; }
-echo "marker=$(ssh_as /tmp/mykey.pem "$id1" 'cat /var/lib/marker' 2>&1)"
-[ "$(ssh_as /tmp/mykey.pem "$id1" 'cat /etc/ssh/ssh_host_ed25519_key.pub')" = "$hostkey1" ] &&
-  echo "hostkey_kept=yes"
-echo "boots=$(describe instance "$id1" boots)"
 end_checks persist
 
 begin_checks image-create
-gureum instance stop "$id1" --timeout 30 2>&1 || fail "stop"
-gureum instance wait "$id1" --state stopped --timeout 60 || fail "never stopped"
 gureum image create --instance "$id1" --name debian-marked 2>&1 || fail "image create"
 gureum image describe debian-marked | grep source_instance
-gureum instance terminate "$id1" 2>&1 || fail "terminate $id1"
+ec2 "Action=TerminateInstances&InstanceId.1=$id1"
 gureum instance wait "$id1" --state terminated --timeout 60 || fail "$id1 never terminated"
+ec2 "Action=DeleteSecurityGroup&GroupId=$sg"
+ec2 "Action=DeleteSubnet&SubnetId=$subnet"
+ec2 "Action=DeleteVpc&VpcId=$vpc"
+disk=$GUREUM_STATE_DIR/images/$(describe image debian-marked id)/root.img
+echo "marker=$(debugfs -R 'cat /var/lib/marker' "$disk" 2>/dev/null)"
+[ "$(debugfs -R 'cat /etc/ssh/ssh_host_ed25519_key.pub' "$disk" 2>/dev/null)" = "$hostkey1" ] &&
+  echo "hostkey_kept=yes"
+# Its RAM is the CI example's.
+gureum image rm debian-marked 2>&1 || fail "image rm debian-marked"
 end_checks image-create
 
 # The first image's own disk, read with debugfs rather than booted (a
@@ -239,61 +261,134 @@ out=$(debugfs -R 'cat /var/lib/marker' "$disk" 2>/dev/null)
 echo "original_marker=${out:-absent}"
 end_checks original-image
 
-# The EC2 endpoint: a VPC, subnet, security group and key pair made
-# through it hold an instance launched through it, reached by SSH with
-# the key pair the endpoint handed out, from inside the VPC's namespace.
-# It boots the image saved above (one Debian boot serves both checks):
-# it has the file, and its own EC2 name and host key (a new instance ID:
-# cloud-init runs its per-instance steps again). Boots one after the
-# other: L2 guests busy at once are when L1 (nested SVM under TCG) most
-# often dies.
-begin_checks api
-ec2 "Action=CreateVpc&CidrBlock=10.9.0.0/16"; vpc=$(field vpcId)
-ec2 "Action=CreateSubnet&VpcId=$vpc&CidrBlock=10.9.1.0/24"; subnet=$(field subnetId)
-ec2 "Action=CreateSecurityGroup&VpcId=$vpc&GroupName=ssh&GroupDescription=ssh"; sg=$(field groupId)
-ec2 "Action=AuthorizeSecurityGroupIngress&GroupId=$sg&IpPermissions.1.IpProtocol=tcp&IpPermissions.1.FromPort=22&IpPermissions.1.ToPort=22&IpPermissions.1.IpRanges.1.CidrIp=10.9.0.0%2F16"
-ec2 "Action=CreateKeyPair&KeyName=apikey"
-printf '%s\n' "$xml" |
-  awk '/<keyMaterial>/ { on = 1 } on { print } /<\/keyMaterial>/ { on = 0 }' |
-  sed 's:.*<keyMaterial>::; s:</keyMaterial>.*::' >/tmp/apikey.pem
-chmod 600 /tmp/apikey.pem
-grep -q "PRIVATE KEY" /tmp/apikey.pem || fail "CreateKeyPair gave no private key"
-ami=$(describe image debian-marked id)
-api_t0=$(now)
-ec2 "Action=RunInstances&ImageId=$ami&InstanceType=t2.nano&MinCount=1&MaxCount=1&KeyName=apikey&SubnetId=$subnet&SecurityGroupId.1=$sg&PrivateIpAddress=10.9.1.10&TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key=Name&TagSpecification.1.Tag.1.Value=web-2"
-api_id=$(field instanceId)
-echo "api_instance=$api_id vpc=$vpc subnet=$subnet sg=$sg"
-t0=$(now) state=
-[ -n "$api_id" ] || state=none
-until [ "$state" = running ] || [ "$state" = none ]; do
-  ec2 "Action=DescribeInstances&InstanceId.1=$api_id"; state=$(field name)
-  [ "$(elapsed "$t0" | cut -d. -f1)" -ge 120 ] && break
-  sleep 1
-done
-echo "api_state=$state"
-out=
-t=$(now)
-api_ssh() { gureum ssh "$api_id" -i /tmp/apikey.pem -- "$1"; }
-[ "$state" = running ] && until out=$(api_ssh 'hostname -I' 2>&1); do
-  [ "$(elapsed "$t" | cut -d. -f1)" -ge $SSH_WAIT ] && { fail "no SSH into the API's instance: $out"; show_console "$api_id"; break; }
-  case $(describe instance "$api_id" state_reason) in
-    *"guest crashed"*) echo "@@RETRY after a guest crash: $api_id"; gureum instance start "$api_id" >/dev/null ;;
+# What is left of instance ID: its files, a disk copy outside the
+# images, a process naming it (its supervisor and VMM) or PATTERN (a
+# command of the job), a difference between Linux and the records: one
+# line for each, nothing if nothing.
+left_of() {  # ID [PATTERN]
+  [ -e "$GUREUM_STATE_DIR/instances/$1" ] && echo "files: $GUREUM_STATE_DIR/instances/$1"
+  find "$GUREUM_STATE_DIR" -name root.img ! -path "*/images/*" | sed 's/^/disk copy: /'
+  for f in /proc/[0-9]*/cmdline; do
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$f")
+    case $cmd in *"$1"*|*"${2:-$1}"*) echo "process ${f%/cmdline}: $cmd" ;; esac
+  done
+  out=$(gureum net check 2>&1)
+  [ "$out" = "Linux and the state directory match the records" ] || echo "net check: $out"
+}
+# Waits up to 90 s until nothing is left of instance ID (left_of);
+# prints what is still there then.
+await_nothing_left() {  # ID [PATTERN]
+  t=$(now)
+  while [ -n "$(left_of "$@")" ]; do
+    [ "$(elapsed "$t" | cut -d. -f1)" -ge 90 ] && { left_of "$@"; return 1; }
+    sleep 0.5
+  done
+}
+
+# A job's working directory: the key pair's file and a source tree whose
+# tests write their report and fail (status 3).
+job_dir() {  # DIR
+  mkdir -p "$1/src" && cp /tmp/ci/ci.pem "$1/" && cd "$1" || return 1
+  printf '%s\n' '#!/bin/sh' \
+    'printf "<testsuite tests=\"2\" failures=\"1\" host=\"%s\"/>\n" "$(hostname)" >report.xml' \
+    'exit 3' >src/run-tests
+  chmod +x src/run-tests
+}
+
+# The README's CI example as written (its two blocks, extracted by
+# tests/rig_debian.rs). `gureum` on PATH is a wrapper that notes when
+# each command starts and execs the real one (the same process: `run
+# --rm`'s parent is still the job's shell); before `instance terminate`
+# it notes the instance's state reason (a guest the rig crashed is
+# retried once, visibly).
+begin_checks ci-example
+mkdir -p /tmp/ci /tmp/ci-bin
+(cd /tmp/ci && sh "$CI/setup.sh") 2>&1 || fail "the setup block failed"
+real=$(command -v gureum)
+{
+  echo '#!/bin/sh'
+  echo 'echo "$(cut -d" " -f1 /proc/uptime) $1" >>/tmp/ci-steps'
+  echo "[ \"\$1\" = instance ] && $real instance describe job 2>/dev/null | sed -n 's/^state_reason: *//p' >/tmp/ci-reason"
+  echo "exec $real \"\$@\""
+} >/tmp/ci-bin/gureum
+chmod +x /tmp/ci-bin/gureum
+for try in 1 2; do
+  rm -rf /tmp/job /tmp/ci-steps /tmp/ci-reason
+  job_dir /tmp/job || fail "cannot make the job's directory"
+  PATH=/tmp/ci-bin:$PATH sh "$CI/job.sh" >/tmp/job.out 2>&1
+  status=$?
+  t_end=$(now)
+  cd /tmp
+  case $(cat /tmp/ci-reason 2>/dev/null) in
+    *"guest crashed"*)
+      if [ $try = 1 ]; then
+        echo "@@RETRY the CI example after a guest crash"
+        sed -n '/^i-/{p;q}' /tmp/job.out >/tmp/ci-crashed
+        continue
+      fi ;;
   esac
-  sleep 1
+  break
 done
-echo "api_ssh_addresses=$(echo $out)"
-echo "api_launch_to_ssh_seconds=$(elapsed "$api_t0")"
-echo "new_marker=$(api_ssh 'cat /var/lib/marker' 2>&1)"
-echo "new_hostname=$(api_ssh hostname 2>&1)"
-[ "$(api_ssh 'cat /etc/ssh/ssh_host_ed25519_key.pub')" != "$hostkey1" ] && echo "new_hostkey=yes"
-# The fullest moment: two images and an instance, all in L1's RAM.
-echo "l1_memory_mib: $(free -m | sed -n 2p)"
-ec2 "Action=TerminateInstances&InstanceId.1=$api_id"
-gureum instance wait "$api_id" --state terminated --timeout 60 || fail "$api_id never terminated"
-ec2 "Action=DeleteSecurityGroup&GroupId=$sg"
-ec2 "Action=DeleteSubnet&SubnetId=$subnet"
-ec2 "Action=DeleteVpc&VpcId=$vpc"
-end_checks api
+cat /tmp/job.out
+echo "job_status=$status"
+echo "report=$(cat /tmp/job/report.xml 2>&1)"
+job_id=$(sed -n '/^i-/{p;q}' /tmp/job.out)
+echo "job_instance=$job_id"
+if [ -n "$job_id" ]; then
+  gureum instance wait "$job_id" --state terminated --timeout 90 >/dev/null ||
+    fail "$job_id never terminated"
+  echo "job_state=$(describe instance "$job_id" state)"
+  await_nothing_left "$job_id" || fail "something of $job_id is left"
+  echo "nothing_left=yes"
+else
+  fail "the job printed no instance ID"
+fi
+# When each command started (the wrapper's notes), and the job's end:
+# the wall time from `run` to the report on L1, and each step's share.
+awk -v end="$t_end" '
+  { t[NR] = $1 }
+  END {
+    t[NR + 1] = end
+    split("run cp_in ssh_tests cp_out", step, " ")
+    wall = t[5] - t[1]
+    printf "ci_run_to_report_seconds=%.1f\n", wall
+    for (i = 1; i <= 4; i++)
+      printf "ci_step_%s_seconds=%.1f (%.0f%%)\n", step[i], t[i + 1] - t[i], 100 * (t[i + 1] - t[i]) / wall
+    printf "ci_step_terminate_seconds=%.1f (after the report)\n", t[6] - t[5]
+    printf "ci_commands=%d\n", NR
+  }' /tmp/ci-steps
+end_checks ci-example
+
+# The same job killed with SIGKILL while `run --wait ssh` waits for its
+# instance's SSH server (the instance runs: its disk copy, port and
+# address are made): the instance goes with nothing left, and the job's
+# `gureum run` ends (its instance is gone).
+begin_checks ci-example-killed
+job_dir /tmp/job2 || fail "cannot make the job's directory"
+sh "$CI/job.sh" >/tmp/job2.out 2>&1 &
+job=$!
+cd /tmp
+t=$(now) state=
+until [ "$state" = running ]; do
+  [ "$(elapsed "$t" | cut -d. -f1)" -ge 120 ] && { fail "the job's instance never ran"; break; }
+  sleep 0.5
+  state=$(describe instance job state 2>/dev/null)
+done
+killed_id=$(describe instance job id)
+echo "killed_instance=$killed_id job=$job"
+[ "$(describe instance job terminate_with.pid)" = "$job" ] && echo "terminate_with=the job's shell"
+kill -9 "$job"
+t=$(now)
+await_nothing_left "$killed_id" " --rm" || fail "something of $killed_id is left"
+echo "killed_to_nothing_left_seconds=$(elapsed "$t")"
+echo "killed_state=$(describe instance "$killed_id" state)"
+reason=$(describe instance "$killed_id" state_reason)
+echo "killed_reason=$reason"
+case $reason in *"process $job, whose end terminates it (run --rm), ended"*) echo "reason_names_the_job=yes" ;; esac
+wait "$job" 2>/dev/null
+echo "--- the killed job's output ---"
+cat /tmp/job2.out
+end_checks ci-example-killed
 
 kill "$daemon"
 wait "$daemon" 2>/dev/null

@@ -99,6 +99,7 @@ impl cloud::Error {
             | E::Name(_)
             | E::TapNetwork(_)
             | E::TapWithCount
+            | E::OwnerNotRunning { .. }
             | E::AmbiguousName { .. }
             | E::ReadManifest { .. }
             | E::Manifest { .. }

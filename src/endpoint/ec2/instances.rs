@@ -120,6 +120,14 @@ pub(super) fn cpu_options(p: &Params) -> Result<Option<CpuOptions>, Ec2Error> {
         .transpose()
 }
 
+/// `InstanceInitiatedShutdownBehavior` among `p`, if given.
+pub(super) fn shutdown_behavior(p: &Params) -> Result<Option<ShutdownBehavior>, Ec2Error> {
+    p.get("InstanceInitiatedShutdownBehavior")
+        .map(ShutdownBehavior::parse)
+        .transpose()
+        .map_err(|e| Ec2Error::client("InvalidParameterValue", e))
+}
+
 fn run(call: &Call<'_>) -> Result<Xml, Ec2Error> {
     let p = call.params;
     let count =
@@ -178,12 +186,9 @@ fn run(call: &Call<'_>) -> Result<Xml, Ec2Error> {
         // EC2 has no per-instance rate limits: the type's hold.
         limits: LimitOverrides::default(),
         cpu_options: cpu_options(&p.nested("CpuOptions"))?,
-        shutdown_behavior: p
-            .get("InstanceInitiatedShutdownBehavior")
-            .map(ShutdownBehavior::parse)
-            .transpose()
-            .map_err(|e| Ec2Error::client("InvalidParameterValue", e))?
-            .unwrap_or_default(),
+        shutdown_behavior: shutdown_behavior(p)?,
+        // A request here has no process to be tied to.
+        terminate_with: None,
         user_data: user_data(p, "UserData")?,
         metadata_options: metadata_change(&p.nested("MetadataOptions"))?,
     };

@@ -8,7 +8,7 @@ use crate::cloud::template::{LaunchTemplate, TemplateRequest};
 
 use super::super::error::Ec2Error;
 use super::super::xml::Xml;
-use super::instances::{cpu_options, metadata_change, user_data};
+use super::instances::{cpu_options, metadata_change, shutdown_behavior, user_data};
 use super::{Call, Operation, Target, named, tag_specifications};
 
 const TEMPLATE: Target = named(Kind::LaunchTemplate, "LaunchTemplateId");
@@ -44,6 +44,7 @@ fn create(call: &Call<'_>) -> Result<Xml, Ec2Error> {
             user_data: user_data(&data, "UserData")?,
             metadata_options: metadata_change(&data.nested("MetadataOptions"))?,
             cpu_options: cpu_options(&data.nested("CpuOptions"))?.unwrap_or_default(),
+            shutdown_behavior: shutdown_behavior(&data)?.unwrap_or_default(),
         },
     })?;
     let mut x = Xml::new();
@@ -132,6 +133,10 @@ fn versions(call: &Call<'_>) -> Result<Xml, Ec2Error> {
                     .opt("instanceType", t.instance_type.as_ref())
                     .opt("keyName", t.key_name.as_ref())
                     .opt("userData", t.user_data.as_ref().map(|u| u.to_base64()))
+                    .opt(
+                        "instanceInitiatedShutdownBehavior",
+                        (!t.shutdown_behavior.is_stop()).then(|| t.shutdown_behavior.as_str()),
+                    )
                     .list("tagSpecificationSet", [&t.instance_tags], |x, tags| {
                         x.leaf("resourceType", "instance").tags(tags);
                     });

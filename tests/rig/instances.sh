@@ -168,6 +168,10 @@ for mode in on off; do
     --cmdline-append rig.scenario=nested 2>&1)
   echo "launched $id"
   wait_log "$id" @@KVM-HELLO 1 300 || fail "$mode: no @@KVM-HELLO on the console"
+  # The guest powers off right after that line, which the log may hold
+  # only in part until then (CI read "kvm-h" once, on a loaded machine).
+  gureum instance wait "$id" --state stopped --timeout 120 >/dev/null ||
+    fail "$mode: the guest did not power off after its report"
   log=$(gureum instance logs "$id" | tr -d '\r')
   for key in VIRT-FLAGS DEV-KVM KVM-HELLO; do
     echo "${mode}_$key=$(echo "$log" | sed -n "s/.*@@$key *//p" | head -n 1 | sed 's/ *$//')"

@@ -171,6 +171,7 @@ impl Drop for Endpoint {
     fn drop(&mut self) {
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
+        cli_support::end_dns_servers(&self.host.state());
         cli_support::remove_namespaces(&self.prefix);
     }
 }

@@ -214,6 +214,15 @@ pub fn namespaces(prefix: &str) -> Vec<String> {
 }
 
 /// Removes every network namespace whose name starts with `prefix`.
+/// Ends the DHCP and DNS servers a test's daemon started for the store in
+/// `state`: they outlive a daemon killed with SIGKILL (as they must in
+/// use), and one the daemon was starting as it died is not yet in a
+/// namespace `remove_namespaces` would find. CI saw such servers left
+/// running after the endpoint tests.
+pub fn end_dns_servers(state: &Path) {
+    gureum::cloud::vpc::dns_server::end_all(&gureum::cloud::vpc::dns_server::dir(state));
+}
+
 pub fn remove_namespaces(prefix: &str) {
     for name in namespaces(prefix) {
         // What runs in them was started by the test's daemon (its DHCP

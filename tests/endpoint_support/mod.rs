@@ -178,6 +178,7 @@ impl Drop for Host {
             let _ = daemon.kill();
             let _ = daemon.wait();
         }
+        cli_support::end_dns_servers(self.state.path());
         cli_support::remove_namespaces(&self.prefix);
     }
 }

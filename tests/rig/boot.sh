@@ -26,26 +26,40 @@ boot info-elf "$V" info --uuid ec201234-5678-9abc-def0-000000000000 --product-na
   --asset-tag i-0123456789abcdef0
 boot reboot "$K" reboot
 
-# A shell on the serial console answers a command sent on stdin.
-begin shell
-mkfifo /tmp/console-in
-timeout -k 10 180 gureum boot --kernel "$K" --initrd "$I" --vcpus 1 --memory 256 \
-  --cmdline "$BASE rig.scenario=shell" </tmp/console-in >/tmp/console-out 2>&1 &
-vmm=$!
-exec 3>/tmp/console-in
+# A shell on the serial console answers a command sent on stdin. A guest
+# the rig crashed takes its VMM, the fifo's reader, with it: writes then
+# fail (SIGPIPE ignored, or it would end this script) and the shell is
+# started once more, visibly, as run_vmm does.
+trap '' PIPE
 wait_for() {  # PATTERN
   i=0
   until grep -q "$1" /tmp/console-out; do
     i=$((i + 1)); [ $i -gt 600 ] && return 1; sleep 0.2
   done
 }
-wait_for @@READY && sleep 1
-echo 'echo HELLO-$((6*7))' >&3
-wait_for HELLO-42
-echo 'poweroff -f' >&3
-wait $vmm
-rc=$?
-exec 3>&-
+shell_once() {
+  rm -f /tmp/console-in
+  mkfifo /tmp/console-in
+  timeout -k 10 180 gureum boot --kernel "$K" --initrd "$I" --vcpus 1 --memory 256 \
+    --cmdline "$BASE rig.scenario=shell" </tmp/console-in >/tmp/console-out 2>&1 &
+  vmm=$!
+  exec 3>/tmp/console-in
+  wait_for @@READY && sleep 1
+  echo 'echo HELLO-$((6*7))' >&3
+  wait_for HELLO-42
+  echo 'poweroff -f' >&3
+  wait $vmm
+  rc=$?
+  exec 3>&-
+}
+begin shell
+shell_once
+case $rc in
+  "$GUREUM_EXIT_CRASH"|"$TIMEOUT_EXPIRED"|"$TIMEOUT_KILLED")
+    cat /tmp/console-out
+    echo "@@RETRY after a guest crash or hang (status $rc): the shell"
+    shell_once ;;
+esac
 cat /tmp/console-out
 end shell $rc
 

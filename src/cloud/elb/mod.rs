@@ -751,7 +751,7 @@ pub fn create_rule(
         return Err(Error::NoRuleGroup.into());
     };
     let rule_id = ids::new_id(Kind::LoadBalancer)?;
-    let account_id = store.read(|tx| account(tx))?;
+    let account_id = store.read(account)?;
     realise::change(store, config, |tx| {
         let mut balancer: LoadBalancer = lookup::find(tx, reference)?;
         let protocol = listener_mut(&mut balancer, listener)?.protocol;

@@ -679,6 +679,7 @@ fn an_application_load_balancer_routes_requests_by_rule_to_healthy_targets() {
         "door",
     ]);
     web_group(&host, "web", "0.0.0.0/0");
+    web_group(&host, "lb", "0.0.0.0/0");
     // Two servers in group alpha, one in beta, one in home (the
     // listener's default), and a client.
     let placed = [
@@ -741,7 +742,7 @@ fn an_application_load_balancer_routes_requests_by_rule_to_healthy_targets() {
         "--subnet",
         "a",
         "--sg",
-        "web",
+        "lb",
         "--scheme",
         "internet-facing",
     ]);
@@ -872,6 +873,18 @@ fn an_application_load_balancer_routes_requests_by_rule_to_healthy_targets() {
         body,
         format!("home home-1 xff=198.51.100.7, {client_address}")
     );
+
+    // The balancer's security groups judge what comes to its listeners:
+    // without the rule admitting TCP 80, nothing gets through.
+    let admit = ["--protocol", "tcp", "--port", "80", "--cidr", "0.0.0.0/0"];
+    let mut revoke = vec!["sg", "revoke-ingress", "lb"];
+    revoke.extend(admit);
+    host.ok(&revoke);
+    assert_eq!(routed(&client, &private, "/a", &[], 1), ["000"]);
+    let mut authorize = vec!["sg", "authorize-ingress", "lb"];
+    authorize.extend(admit);
+    host.ok(&authorize);
+    assert_eq!(routed(&client, &private, "/a", &[], 1), ["alpha"]);
 
     // A host rule of a lower priority goes first; deleted, the path
     // rules route again.

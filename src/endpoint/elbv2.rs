@@ -64,10 +64,14 @@ fn failure(e: ApiError) -> Failure {
         }
         (_, Some(Reason::NameTaken { .. })) => "DuplicateLoadBalancerName",
         (_, Some(Reason::InUse)) => "ResourceInUse",
+        (Category::NotFound, _) if e.message.contains("has no rule") => "RuleNotFound",
         (Category::NotFound, _) if e.message.contains("listener") => "ListenerNotFound",
         (Category::NotFound, _) => "InvalidTarget",
         (Category::Conflict, _) if e.message.contains("already has a listener") => {
             "DuplicateListener"
+        }
+        (Category::Conflict, _) if e.message.contains("already has a rule of priority") => {
+            "PriorityInUse"
         }
         (Category::LimitExceeded, _) => "TooManyLoadBalancers",
         _ => "ValidationError",

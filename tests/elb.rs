@@ -904,10 +904,32 @@ fn an_application_load_balancer_routes_requests_by_rule_to_healthy_targets() {
         &routed(&client, &private, "/a", &["Host: example.org"], 2),
         "alpha"
     ));
+    // Behind the path rules, it takes what they do not.
+    host.ok(&[
+        "elb",
+        "rule",
+        "modify",
+        "app",
+        &host_rule,
+        "--priority",
+        "30",
+    ]);
+    let named = ["Host: www.example.com"];
+    wait_until("the host rule last", || {
+        let got = (
+            routed(&client, &private, "/a", &named, 1),
+            routed(&client, &private, "/c", &named, 1),
+        );
+        if got == (vec!["alpha".to_owned()], vec!["beta".to_owned()]) {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    });
     host.ok(&["elb", "rule", "delete", "app", &host_rule]);
     wait_until("the host rule gone", || {
-        let got = routed(&client, &private, "/a", &["Host: www.example.com"], 1);
-        if got == ["alpha"] {
+        let got = routed(&client, &private, "/c", &named, 1);
+        if got == ["home"] {
             Ok(())
         } else {
             Err(format!("{got:?}"))
@@ -924,7 +946,11 @@ fn an_application_load_balancer_routes_requests_by_rule_to_healthy_targets() {
     wait_for_states(&host, "alpha", |id| {
         if id == down { "unhealthy" } else { "healthy" }
     });
-    assert!(all(&routed(&client, &private, "/a", &[], 4), "alpha"));
+    // The proxy reads the store twice a second: after that, no request
+    // goes to the dead server.
+    std::thread::sleep(Duration::from_secs(1));
+    let after = routed(&client, &private, "/a", &[], 6);
+    assert!(all(&after, "alpha"), "{after:?}");
 
     // beta's only server gone: once unhealthy, its requests get 503.
     servers[2].stop();

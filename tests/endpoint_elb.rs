@@ -422,7 +422,7 @@ fn the_aws_cli_drives_application_load_balancers_and_their_rules() {
         ]
     );
 
-    // A host condition joins the path one; the target group changes.
+    // The conditions given replace the rule's; the target group changes.
     let made = ok(
         &host,
         &[
@@ -436,7 +436,8 @@ fn the_aws_cli_drives_application_load_balancers_and_their_rules() {
         ],
     );
     let conditions = &made["Rules"][0]["Conditions"];
-    assert_eq!(conditions.as_array().unwrap().len(), 2, "{made}");
+    assert_eq!(conditions.as_array().unwrap().len(), 1, "{made}");
+    assert_eq!(conditions[0]["Field"], "host-header", "{made}");
     assert_eq!(
         made["Rules"][0]["Actions"][0]["TargetGroupArn"],
         home.as_str()

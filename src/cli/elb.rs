@@ -99,7 +99,8 @@ pub enum RuleCommand {
     /// List the rules of every listener, by priority, with their defaults.
     #[command(visible_alias = "ls")]
     List { load_balancer: String },
-    /// Change a rule's conditions (those of a field given) or target group.
+    /// Change a rule's conditions (any given replace all of them), target
+    /// group or priority.
     Modify {
         load_balancer: String,
         /// Its ID or ARN.

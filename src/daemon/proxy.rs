@@ -351,6 +351,12 @@ async fn forward(
         return answer(StatusCode::SERVICE_UNAVAILABLE);
     };
     prepare(&mut request, peer, port);
+    if !request.headers().contains_key(header::HOST) {
+        // An HTTP/1.0 client may send none; HTTP/1.1 to the target wants one.
+        if let Ok(value) = HeaderValue::from_str(&target.to_string()) {
+            request.headers_mut().insert(header::HOST, value);
+        }
+    }
     match send(target, request).await {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();

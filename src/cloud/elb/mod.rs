@@ -373,7 +373,8 @@ pub fn delete_target_group(
                 noun: "target group",
                 id: group.id,
                 users: format!("listeners of load balancers {}", users.join(", ")),
-                fix: "delete those listeners first (`gureum elb listener delete`)",
+                fix: "delete those listeners or rules first (`gureum elb listener delete`, \
+                      `gureum elb rule delete`)",
             }
             .into());
         }
@@ -646,7 +647,8 @@ fn group_for(
     Ok(group)
 }
 
-/// What `elb rule create` and `modify` ask for.
+/// What `elb rule create` and `modify` ask for. Conditions given to a
+/// modify replace all the rule's (as ELBv2's ModifyRule); none keep them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ListenerRuleRequest {
     /// `path-pattern` values.
@@ -783,8 +785,8 @@ pub fn create_rule(
     })
 }
 
-/// Changes rule `rule`'s conditions (the request's fields that name
-/// values replace those of theirs) or target group.
+/// Changes rule `rule`'s conditions (those of the request replace all
+/// of them, if it names any) or target group.
 pub fn modify_rule(
     store: &mut Store,
     config: &NetConfig,
@@ -822,11 +824,10 @@ pub fn modify_rule(
             }
             .into());
         };
-        for condition in asked.clone() {
-            found.conditions.retain(|c| c.field != condition.field);
-            found.conditions.push(condition);
+        if !asked.is_empty() {
+            rule::check(found.priority, &asked)?;
+            found.conditions.clone_from(&asked);
         }
-        rule::check(found.priority, &found.conditions)?;
         if let Some(group) = group {
             found.target_group_id = group;
         }

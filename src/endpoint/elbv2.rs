@@ -801,6 +801,12 @@ mod tests {
             ),
             "front"
         );
+        assert_eq!(
+            by_arn(
+                "arn:aws:elasticloadbalancing:local-1:123456789012:listener-rule/app/front/0123456789abcdef/fedcba9876543210/00112233445566ff"
+            ),
+            "front"
+        );
         assert_eq!(by_arn("tg-0123456789abcdef0"), "tg-0123456789abcdef0");
     }
 

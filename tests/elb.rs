@@ -216,6 +216,17 @@ fn create_group<'a>(name: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
+/// `net check` finds Linux as the records say.
+fn assert_converged(host: &Host) {
+    let check = host.run(&["net", "check"]);
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 fn answered(replies: &[String]) -> BTreeSet<String> {
     replies.iter().cloned().collect()
 }
@@ -519,13 +530,7 @@ fn an_internet_facing_nlb_spreads_flows_over_healthy_targets_only() {
     let ruleset = String::from_utf8(ruleset.stdout).unwrap();
     assert!(!ruleset.contains("chain elb_in"), "{ruleset}");
     assert!(!ruleset.contains(&public), "{ruleset}");
-    let check = host.run(&["net", "check"]);
-    assert!(
-        check.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_converged(&host);
 }
 
 /// A tiny HTTP server on `address:80` in namespace `netns`, answering
@@ -1011,6 +1016,9 @@ fn an_application_load_balancer_routes_requests_by_rule_to_healthy_targets() {
         }
     });
 
+    // Linux is as the records say, balancer and all.
+    assert_converged(&host);
+
     // Groups a rule uses are in use; deleting the balancer leaves nothing.
     let used = host.fails_with(5, &["target-group", "delete", "beta"]);
     assert!(used.contains("listener"), "{used}");
@@ -1020,11 +1028,5 @@ fn an_application_load_balancer_routes_requests_by_rule_to_healthy_targets() {
         host.ok(&["target-group", "delete", group]);
     }
     assert!(cli_support::namespaces(&lb_netns).is_empty());
-    let check = host.run(&["net", "check"]);
-    assert!(
-        check.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_converged(&host);
 }

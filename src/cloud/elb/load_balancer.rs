@@ -106,13 +106,17 @@ impl Listener {
             .chain(self.rules.iter().map(|r| r.target_group_id.as_str()))
     }
 
-    /// The ARN of its default rule (ELBv2's DescribeRules lists it): the
-    /// listener's, as a rule.
-    pub fn default_rule_arn(&self) -> String {
+    /// The ARN of its rule `hex`: `listener-rule/…/LISTENER/HEX`.
+    pub fn rule_arn(&self, hex: &str) -> String {
         format!(
-            "{}/default",
+            "{}/{hex}",
             self.arn.replacen(":listener/", ":listener-rule/", 1)
         )
+    }
+
+    /// The ARN of its default rule (ELBv2's DescribeRules lists it).
+    pub fn default_rule_arn(&self) -> String {
+        self.rule_arn("default")
     }
 }
 

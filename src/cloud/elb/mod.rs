@@ -753,7 +753,6 @@ pub fn create_rule(
         return Err(Error::NoRuleGroup.into());
     };
     let rule_id = ids::new_id(Kind::LoadBalancer)?;
-    let account_id = store.read(account)?;
     realise::change(store, config, |tx| {
         let mut balancer: LoadBalancer = lookup::find(tx, reference)?;
         let protocol = listener_mut(&mut balancer, listener)?.protocol;
@@ -761,18 +760,9 @@ pub fn create_rule(
         start_using(tx, &mut group)?;
         let found = listener_mut(&mut balancer, listener)?;
         let hex = hex16(&rule_id).to_owned();
+        let rule_arn = found.rule_arn(&hex);
         found.rules.push(rule::Rule {
-            arn: arn(
-                &account_id,
-                &format!(
-                    "{}/{hex}",
-                    found
-                        .arn
-                        .rsplit_once(':')
-                        .map_or(found.arn.as_str(), |(_, r)| r)
-                        .replacen("listener/", "listener-rule/", 1)
-                ),
-            ),
+            arn: rule_arn,
             id: hex,
             priority,
             conditions,

@@ -683,7 +683,7 @@ fn mean_request_time(netns: &str, address: &str, path: &str, n: u32) -> Duration
 
 #[test]
 fn an_application_load_balancer_routes_requests_by_rule_to_healthy_targets() {
-    let host = Host::start("local-1");
+    let mut host = Host::start("local-1");
     let src = cli_support::image_source(host.work.path(), "tiny", "");
     host.ok(&["image", "import", src.to_str().unwrap()]);
     host.ok(&["vpc", "create", "--cidr", "10.41.0.0/16", "--name", "main"]);
@@ -858,8 +858,11 @@ fn an_application_load_balancer_routes_requests_by_rule_to_healthy_targets() {
     }
     // The proxy follows the store within a moment.
     wait_until("the proxy answering", || {
-        let got = routed(&client, &private, "/a", &[], 1);
-        if got == ["alpha"] {
+        let got: Vec<String> = ["/a", "/b", "/c"]
+            .iter()
+            .flat_map(|path| routed(&client, &private, path, &[], 1))
+            .collect();
+        if got == ["alpha", "beta", "home"] {
             Ok(())
         } else {
             Err(format!("{got:?}"))
@@ -1008,6 +1011,20 @@ fn an_application_load_balancer_routes_requests_by_rule_to_healthy_targets() {
     servers[2].start("beta beta-1");
     wait_for_states(&host, "beta", |_| "healthy");
     wait_until("beta back", || {
+        let got = routed(&client, &private, "/b", &[], 1);
+        if got == ["beta"] {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    });
+
+    // A daemon killed takes its proxies with it (nothing listens: the
+    // balancer's namespace refuses at once); the next one serves at once.
+    host.kill_daemon();
+    assert_eq!(routed(&client, &private, "/b", &[], 1), ["000"]);
+    host.restart_daemon();
+    wait_until("the proxy back with the daemon", || {
         let got = routed(&client, &private, "/b", &[], 1);
         if got == ["beta"] {
             Ok(())

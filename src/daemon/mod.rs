@@ -15,6 +15,7 @@ mod dhcp;
 mod executor;
 mod health;
 mod metadata;
+mod proxy;
 mod server;
 
 use std::path::{Path, PathBuf};

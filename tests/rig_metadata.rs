@@ -145,3 +145,26 @@ fn an_internet_facing_nlb_spreads_requests_over_healthy_busybox_servers_only() {
     let ms: u64 = one("unhealthy_after_ms").parse().unwrap_or(u64::MAX);
     eprintln!("a stopped target left the rotation after {ms} ms (interval 2 s x threshold 2)");
 }
+
+/// An internet-facing application load balancer: its listener's default
+/// action sends to group "a" (web, web-2), its rule `/b/*` to group "b"
+/// (web-3), and the servers see the client in `X-Forwarded-For`.
+#[test]
+fn an_application_load_balancer_routes_paths_to_their_target_groups() {
+    let nlb = rig().passed("nlb");
+    let case = rig().passed("alb");
+    let one = |key: &str| case.values(key).first().copied().unwrap_or_default();
+    let answered = |key: &str| one(key).split_whitespace().collect::<Vec<_>>();
+    let servers = nlb.values("servers").first().copied().unwrap_or_default();
+    let web3 = nlb.values("web3_ip").first().copied().unwrap_or_default();
+    let mut group_a: Vec<&str> = servers.split_whitespace().collect();
+    group_a.retain(|s| *s != web3);
+    assert!(
+        one("app_public").starts_with("203.0.113."),
+        "{}",
+        case.output
+    );
+    assert_eq!(answered("alb_default"), group_a, "{}", case.output);
+    assert_eq!(answered("alb_rule_b"), [web3], "{}", case.output);
+    assert_eq!(answered("alb_xff"), ["192.0.2.254"], "{}", case.output);
+}

@@ -148,17 +148,18 @@ wait_states() {  # GROUP ID STATE
   echo $(($(awk '{ printf "%d", $1 * 1000 }' /proc/uptime) - t0))
 }
 # What N requests from the ISP to URL got (each a new connection), as a
-# sorted set; "failed" stands for any request that failed.
+# sorted set; "failed" stands for any request that failed. (`timeout`,
+# not wget's -T: L1's static busybox wget dies of SIGSEGV with -T.)
 spread() {  # N URL
   i=0
   while [ $i -lt "$1" ]; do
     i=$((i + 1))
-    $IP netns exec isp wget -q -T 4 -O - "$2" 2>/dev/null || echo failed
+    $IP netns exec isp timeout 5 wget -q -O - "$2" 2>/dev/null || echo failed
   done | sort -u | tr '\n' ' '
 }
 wait_states web "$id" healthy >/dev/null || fail "the targets never all healthy: $(states web)"
 echo "spread_all=$(spread 30 "http://$lb/self")"
-echo "client_seen_as=$($IP netns exec isp wget -q -T 4 -O - "http://$lb/cgi-bin/peer" 2>&1 || echo FAILED)"
+echo "client_seen_as=$($IP netns exec isp timeout 5 wget -q -O - "http://$lb/cgi-bin/peer" 2>&1 || echo FAILED)"
 # web-2's VMM ends (stop --force kills it): out of rotation.
 gureum instance stop --force "$web2" >/dev/null || fail "stop web-2"
 ms=$(wait_states web "$web2" unhealthy) || fail "web-2 never unhealthy: $ms"

@@ -39,17 +39,28 @@ run_vmm() {
   return "$status"
 }
 
+# The /proc directories of the processes of every VMM whose command line
+# holds PATTERN (an instance's ID, a scenario): its jail's keeper and the
+# VMM itself.
+vmm_procs() {  # PATTERN
+  for cmd in /proc/[0-9]*/cmdline; do
+    case $(tr '\0' ' ' <"$cmd" 2>/dev/null) in
+      *"gureum boot "*"$1"*) echo "${cmd%/cmdline}" ;;
+    esac
+  done
+}
+# The PID of instance ID's VMM: the process running its vCPUs.
+vmm_pid() {  # ID
+  for dir in $(vmm_procs "$1"); do
+    grep -qx vcpu0 "$dir"/task/*/comm 2>/dev/null && echo "${dir#/proc/}"
+  done
+}
 # Where the threads of every VMM whose command line holds PATTERN are,
 # shown before a hung guest's VMM is killed: a vCPU in the kernel's KVM
 # code (running the guest, or halted waiting for an interrupt) is the
 # rig's or the guest's; one blocked in the VMM's own code is a VMM bug.
 vmm_threads() {  # PATTERN
-  for cmd in /proc/[0-9]*/cmdline; do
-    dir=${cmd%/cmdline}
-    case $(tr '\0' ' ' <"$cmd" 2>/dev/null) in
-      *"gureum boot "*"$1"*) ;;
-      *) continue ;;
-    esac
+  for dir in $(vmm_procs "$1"); do
     for task in "$dir"/task/*; do
       echo "@@THREAD ${dir#/proc/}/${task##*/} $(cat "$task/comm") state $(cut -d' ' -f3 "$task/stat")" \
         "wchan $(cat "$task/wchan" 2>/dev/null) stack $(head -n 4 "$task/stack" 2>/dev/null | sed 's/+.*//; s/.* //' | tr '\n' ' ')"

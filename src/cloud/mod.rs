@@ -3,6 +3,7 @@
 //! instance's VMM run detached under a supervisor process.
 
 pub mod api;
+pub mod autoscaling;
 pub mod children;
 pub mod control;
 pub mod cpu_options;
@@ -65,6 +66,8 @@ pub enum Error {
     Vpc(#[from] vpc::Error),
     #[error(transparent)]
     Elb(#[from] elb::Error),
+    #[error(transparent)]
+    AutoScaling(#[from] autoscaling::Error),
     #[error(transparent)]
     Iam(#[from] iam::Error),
     #[error(transparent)]

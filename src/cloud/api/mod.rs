@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::autoscaling::group::{AutoScalingGroup, Member};
+use super::autoscaling::{self, GroupRequest, GroupUpdate};
 use super::control;
 use super::cpu_options::CpuOptions;
 use super::elb::load_balancer::LoadBalancer;
@@ -360,6 +362,55 @@ pub enum Action {
         load_balancer: String,
         listener: String,
     },
+    CreateAutoScalingGroup {
+        request: GroupRequest,
+    },
+    ListAutoScalingGroups {
+        filters: Vec<String>,
+    },
+    DescribeAutoScalingGroup {
+        group: String,
+    },
+    UpdateAutoScalingGroup {
+        group: String,
+        change: GroupUpdate,
+    },
+    SetDesiredCapacity {
+        group: String,
+        desired: u32,
+    },
+    /// Scale-in protection of some of the group's instances.
+    SetInstanceProtection {
+        group: String,
+        instances: Vec<String>,
+        protected: bool,
+    },
+    /// Takes the instance out of its group and terminates it; without
+    /// `decrement`, the group launches a replacement.
+    TerminateInstanceInAutoScalingGroup {
+        instance: String,
+        decrement: bool,
+        timeout_secs: u64,
+    },
+    /// Attaches target groups (the controller registers the group's
+    /// instances) or detaches them (its instances are deregistered).
+    ChangeAutoScalingTargetGroups {
+        group: String,
+        target_groups: Vec<String>,
+        attach: bool,
+    },
+    /// A group with instances only with `force`, which terminates them.
+    DeleteAutoScalingGroup {
+        group: String,
+        force: bool,
+        timeout_secs: u64,
+    },
+    /// Who is in the group now, as the group controller found them
+    /// (`daemon::autoscaling`).
+    RecordAutoScalingMembers {
+        group: String,
+        members: Vec<Member>,
+    },
     /// One pass comparing Linux and the state directory with the records
     /// (`cloud::reconcile`); with `repair`, making them match.
     Reconcile {
@@ -408,6 +459,8 @@ impl Action {
                 | Action::DescribeTargetGroup { .. }
                 | Action::ListLoadBalancers { .. }
                 | Action::DescribeLoadBalancer { .. }
+                | Action::ListAutoScalingGroups { .. }
+                | Action::DescribeAutoScalingGroup { .. }
         ) && !matches!(self, Action::Reconcile { repair: false })
     }
 }
@@ -430,6 +483,7 @@ pub enum Response {
     SecurityGroups(Vec<Tagged<SecurityGroup>>),
     TargetGroups(Vec<Tagged<TargetGroup>>),
     LoadBalancers(Vec<Tagged<LoadBalancer>>),
+    AutoScalingGroups(Vec<Tagged<AutoScalingGroup>>),
     /// A new key pair and its private key, handed out this once.
     NewKeyPair {
         key: Tagged<KeyPair>,
@@ -900,6 +954,69 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
             elb::delete_listener(store, &net()?, load_balancer, listener)?,
             store,
         )?,
+        Action::CreateAutoScalingGroup { request } => {
+            one(autoscaling::create(store, request)?, store)?
+        }
+        Action::ListAutoScalingGroups { filters } => {
+            AutoScalingGroup::records(list_plain(store, filters)?)
+        }
+        Action::DescribeAutoScalingGroup { group } => describe::<AutoScalingGroup>(store, group)?,
+        Action::UpdateAutoScalingGroup { group, change } => {
+            one(autoscaling::update(store, group, change)?, store)?
+        }
+        Action::SetDesiredCapacity { group, desired } => {
+            one(autoscaling::set_desired(store, group, *desired)?, store)?
+        }
+        Action::SetInstanceProtection {
+            group,
+            instances,
+            protected,
+        } => one(
+            autoscaling::set_protection(store, group, instances, *protected)?,
+            store,
+        )?,
+        Action::TerminateInstanceInAutoScalingGroup {
+            instance,
+            decrement,
+            timeout_secs,
+        } => {
+            let group = autoscaling::leave(store, instance, *decrement)?;
+            deregister(store, &net()?, &group.target_groups, instance)?;
+            let i = control::terminate(ctx, store, instance, secs(*timeout_secs))?;
+            Response::Instances(with_tags(store, vec![i])?)
+        }
+        Action::ChangeAutoScalingTargetGroups {
+            group,
+            target_groups,
+            attach,
+        } => {
+            let (group, detached) =
+                autoscaling::change_target_groups(store, group, target_groups, *attach)?;
+            for member in &group.instances {
+                deregister(store, &net()?, &detached, &member.instance_id)?;
+            }
+            one(group, store)?
+        }
+        Action::DeleteAutoScalingGroup {
+            group,
+            force,
+            timeout_secs,
+        } => {
+            let found = store.read(|tx| lookup::find::<AutoScalingGroup>(tx, group))?;
+            for member in &found.instances {
+                deregister(store, &net()?, &found.target_groups, &member.instance_id)?;
+            }
+            gone(autoscaling::delete(
+                ctx,
+                store,
+                group,
+                *force,
+                secs(*timeout_secs),
+            )?)
+        }
+        Action::RecordAutoScalingMembers { group, members } => {
+            one(autoscaling::record_members(store, group, members)?, store)?
+        }
         Action::Reconcile { repair } => {
             let mode = if *repair { Mode::Repair } else { Mode::Check };
             Response::Reconciled(reconcile::run(ctx, store, mode)?)
@@ -918,6 +1035,44 @@ fn shown(tx: &Tx<'_>, groups: Vec<Tagged<TargetGroup>>) -> Result<Vec<Tagged<Tar
         .zip(tags)
         .map(|(item, tags)| Tagged::new(item, tags))
         .collect())
+}
+
+/// Deregisters `instance` from those of `target_groups` it is registered
+/// in (and not draining already).
+fn deregister(
+    store: &mut Store,
+    config: &NetConfig,
+    target_groups: &[String],
+    instance: &str,
+) -> Result<(), Error> {
+    let id = store.read(|tx| lookup::find_instance(tx, instance))?.id;
+    for group in target_groups {
+        let ports: Vec<u16> = store.read(|tx| {
+            Ok::<_, Error>(
+                lookup::find::<TargetGroup>(tx, group)?
+                    .targets
+                    .iter()
+                    .filter(|t| {
+                        t.instance_id == id
+                            && t.state != super::elb::target_group::HealthState::Draining
+                    })
+                    .map(|t| t.port)
+                    .collect(),
+            )
+        })?;
+        if ports.is_empty() {
+            continue;
+        }
+        let targets: Vec<TargetRef> = ports
+            .into_iter()
+            .map(|port| TargetRef {
+                instance: id.clone(),
+                port: Some(port),
+            })
+            .collect();
+        elb::change_targets(store, config, group, &targets, false)?;
+    }
+    Ok(())
 }
 
 /// Refuses an ID no resource has.

@@ -10,6 +10,7 @@
 //! detached processes with their own supervisors: a daemon killed and
 //! started again finds them through the store and carries on.
 
+mod autoscaling;
 pub mod client;
 mod dhcp;
 mod executor;

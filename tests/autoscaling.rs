@@ -316,3 +316,287 @@ fn a_group_keeps_its_size_over_two_subnets_replaces_the_dead_and_scales_in_unpro
     assert!(registered(&host, "web").is_empty());
     assert_eq!(host.json(&["asg", "list"]), Value::Array(Vec::new()));
 }
+
+/// `aws autoscaling ARGS` against the host's endpoint.
+fn aws_autoscaling(host: &Host, args: &[&str]) -> std::process::Output {
+    host.tool("aws")
+        .args([
+            "--endpoint-url",
+            &host.endpoint(),
+            "--output",
+            "json",
+            "autoscaling",
+        ])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// An `aws autoscaling` command that must succeed; its JSON (Null when
+/// it prints none).
+fn autoscaling(host: &Host, args: &[&str]) -> Value {
+    let out = aws_autoscaling(host, args);
+    assert!(
+        out.status.success(),
+        "aws autoscaling {args:?} failed: {}\ndaemon: {}",
+        String::from_utf8_lossy(&out.stderr),
+        host.daemon_log()
+    );
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return Value::Null;
+    }
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// An `aws autoscaling` command that must fail; the error code it names.
+fn autoscaling_error(host: &Host, args: &[&str]) -> String {
+    let out = aws_autoscaling(host, args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "aws autoscaling {args:?} should fail"
+    );
+    stderr
+        .split_once("An error occurred (")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(code, _)| code.to_owned())
+        .unwrap_or_else(|| panic!("aws autoscaling {args:?}: no error code in: {stderr}"))
+}
+
+/// Group `name` as `aws autoscaling describe-auto-scaling-groups` shows it.
+fn described(host: &Host, name: &str) -> Value {
+    let all = autoscaling(
+        host,
+        &[
+            "describe-auto-scaling-groups",
+            "--auto-scaling-group-names",
+            name,
+        ],
+    );
+    all["AutoScalingGroups"][0].clone()
+}
+
+#[test]
+fn the_aws_cli_drives_the_same_groups() {
+    let host = Host::start("local-1");
+    let (a, b) = setup(&host);
+    let arn = host.json(&["target-group", "describe", "web"])["arn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let zones = format!("{a},{b}");
+    let create = [
+        "create-auto-scaling-group",
+        "--auto-scaling-group-name",
+        "api",
+        "--launch-template",
+        "LaunchTemplateName=small",
+        "--min-size",
+        "1",
+        "--max-size",
+        "3",
+        "--desired-capacity",
+        "2",
+        "--vpc-zone-identifier",
+        &zones,
+        "--target-group-arns",
+        &arn,
+        "--health-check-type",
+        "ELB",
+        "--health-check-grace-period",
+        "600",
+        "--tags",
+        "Key=team,Value=web",
+    ];
+    assert_eq!(autoscaling(&host, &create), Value::Null);
+    assert_eq!(autoscaling_error(&host, &create), "AlreadyExists");
+    let mut bad = create;
+    bad[2] = "bad";
+    bad[6] = "9";
+    assert_eq!(autoscaling_error(&host, &bad), "ValidationError");
+
+    // The same group through the CLI.
+    let group = host.json(&["asg", "describe", "api"]);
+    assert_eq!(group["desired_capacity"], 2, "{group}");
+    assert_eq!(group["health_check_type"], "ELB", "{group}");
+    assert_eq!(group["tags"]["team"], "web", "{group}");
+    let tg = host.json(&["target-group", "describe", "web"])["id"].clone();
+    assert_eq!(group["target_groups"], Value::Array(vec![tg]), "{group}");
+
+    // The controller launches its two; botocore reads them back.
+    let shown = wait_for(&host, "two instances", || {
+        let g = described(&host, "api");
+        match g["Instances"].as_array() {
+            Some(i) if i.len() == 2 => Ok(g),
+            _ => Err(g.to_string()),
+        }
+    });
+    assert_eq!(shown["LaunchTemplate"]["LaunchTemplateName"], "small");
+    assert_eq!(shown["VPCZoneIdentifier"], zones.as_str());
+    assert_eq!(shown["TargetGroupARNs"][0], arn.as_str());
+    assert_eq!(shown["HealthCheckGracePeriod"], 600);
+    assert_eq!(shown["Tags"][0]["Key"], "team");
+    let ids: Vec<String> = shown["Instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["InstanceId"].as_str().unwrap().to_owned())
+        .collect();
+    let listed = autoscaling(&host, &["describe-auto-scaling-instances"]);
+    let listed = listed["AutoScalingInstances"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.iter().all(|i| i["AutoScalingGroupName"] == "api"));
+
+    // Protection, capacity and sizes, seen by the CLI.
+    autoscaling(
+        &host,
+        &[
+            "set-instance-protection",
+            "--auto-scaling-group-name",
+            "api",
+            "--instance-ids",
+            &ids[0],
+            "--protected-from-scale-in",
+        ],
+    );
+    let group = host.json(&["asg", "describe", "api"]);
+    let protected: Vec<&Value> = group["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["protected"] == true)
+        .collect();
+    assert_eq!(protected.len(), 1);
+    assert_eq!(protected[0]["instance_id"], ids[0].as_str());
+    autoscaling(
+        &host,
+        &[
+            "set-desired-capacity",
+            "--auto-scaling-group-name",
+            "api",
+            "--desired-capacity",
+            "3",
+        ],
+    );
+    wait_for(&host, "three instances", || {
+        let n = members(&host, "api").len();
+        if n == 3 { Ok(()) } else { Err(n.to_string()) }
+    });
+    let bad_sizes = [
+        "update-auto-scaling-group",
+        "--auto-scaling-group-name",
+        "api",
+        "--min-size",
+        "5",
+    ];
+    assert_eq!(autoscaling_error(&host, &bad_sizes), "ValidationError");
+    // A lower max drags the desired capacity down with it: scale-in keeps
+    // the protected one.
+    autoscaling(
+        &host,
+        &[
+            "update-auto-scaling-group",
+            "--auto-scaling-group-name",
+            "api",
+            "--max-size",
+            "2",
+        ],
+    );
+    assert_eq!(
+        host.json(&["asg", "describe", "api"])["desired_capacity"],
+        2
+    );
+    let two = wait_for(&host, "scale-in to two", || {
+        let now = members(&host, "api");
+        if now.len() == 2 {
+            Ok(now)
+        } else {
+            Err(format!("{now:?}"))
+        }
+    });
+    assert!(two.contains_key(&ids[0]), "{two:?}");
+
+    // Terminating one with a decrement shrinks the group to 1.
+    let other = two.keys().find(|i| **i != ids[0]).unwrap().clone();
+    let activity = autoscaling(
+        &host,
+        &[
+            "terminate-instance-in-auto-scaling-group",
+            "--instance-id",
+            &other,
+            "--should-decrement-desired-capacity",
+        ],
+    );
+    assert_eq!(
+        activity["Activity"]["AutoScalingGroupName"], "api",
+        "{activity}"
+    );
+    assert_eq!(activity["Activity"]["StatusCode"], "InProgress");
+    assert_eq!(
+        host.json(&["asg", "describe", "api"])["desired_capacity"],
+        1
+    );
+    assert_eq!(state(&host, &other), "terminated");
+    // At the minimum, a decrement is refused.
+    assert_eq!(
+        autoscaling_error(
+            &host,
+            &[
+                "terminate-instance-in-auto-scaling-group",
+                "--instance-id",
+                &ids[0],
+                "--should-decrement-desired-capacity",
+            ],
+        ),
+        "ValidationError"
+    );
+
+    // Detaching the target group deregisters the group's instances.
+    let detach = [
+        "detach-load-balancer-target-groups",
+        "--auto-scaling-group-name",
+        "api",
+        "--target-group-arns",
+        &arn,
+    ];
+    autoscaling(&host, &detach);
+    assert_eq!(
+        described(&host, "api")["TargetGroupARNs"],
+        Value::Array(Vec::new())
+    );
+    assert!(registered(&host, "web").is_empty());
+    let mut attach = detach;
+    attach[0] = "attach-load-balancer-target-groups";
+    autoscaling(&host, &attach);
+    wait_for(&host, "registered again", || {
+        let now = registered(&host, "web");
+        if now == [ids[0].clone()] {
+            Ok(())
+        } else {
+            Err(format!("{now:?}"))
+        }
+    });
+
+    // Unknown names describe nothing; a group with instances is deleted
+    // only by force, with them.
+    let none = autoscaling(
+        &host,
+        &[
+            "describe-auto-scaling-groups",
+            "--auto-scaling-group-names",
+            "nope",
+        ],
+    );
+    assert_eq!(none["AutoScalingGroups"], Value::Array(Vec::new()));
+    let delete = [
+        "delete-auto-scaling-group",
+        "--auto-scaling-group-name",
+        "api",
+    ];
+    assert_eq!(autoscaling_error(&host, &delete), "ResourceInUse");
+    let mut forced = delete.to_vec();
+    forced.push("--force-delete");
+    autoscaling(&host, &forced);
+    assert_eq!(host.json(&["asg", "list"]), Value::Array(Vec::new()));
+    assert_eq!(state(&host, &ids[0]), "terminated");
+}

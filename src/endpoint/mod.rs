@@ -7,6 +7,7 @@
 //! (`Credential=KEY/DATE/REGION/SERVICE/aws4_request`); the region comes
 //! from it too.
 
+pub mod autoscaling;
 pub mod ec2;
 pub mod elbv2;
 pub mod error;
@@ -191,6 +192,7 @@ async fn dispatch(
                     "iam" => iam::refused(&e, &id),
                     "sts" => sts::refused(&e, &id),
                     "elasticloadbalancing" => elbv2::refused(&e, &id),
+                    "autoscaling" => autoscaling::refused(&e, &id),
                     _ => Reply::error(&Ec2Error::new(e.code(), e.to_string(), e.status()), &id),
                 };
             }
@@ -213,12 +215,19 @@ async fn dispatch(
                 params.pairs(),
                 &id,
             ),
+            "autoscaling" => autoscaling::handle(
+                &endpoint.ctx,
+                &endpoint.executor,
+                &who.caller,
+                params.pairs(),
+                &id,
+            ),
             other => Reply::error(
                 &Ec2Error::client(
                     "InvalidAction",
                     format!(
                         "this endpoint does not serve the service '{other}' (it serves ec2, \
-                         elasticloadbalancing, iam and sts)"
+                         elasticloadbalancing, autoscaling, iam and sts)"
                     ),
                 ),
                 &id,

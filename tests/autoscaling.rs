@@ -600,3 +600,44 @@ fn the_aws_cli_drives_the_same_groups() {
     assert_eq!(host.json(&["asg", "list"]), Value::Array(Vec::new()));
     assert_eq!(state(&host, &ids[0]), "terminated");
 }
+
+/// An instance carrying a group's tag that the group's record does not
+/// list (a daemon killed between the launch and recording it) is adopted
+/// by the next pass: a member, registered in the group's target groups.
+#[test]
+fn an_instance_launched_with_the_group_tag_but_not_recorded_is_adopted() {
+    let host = Host::start("local-1");
+    setup(&host);
+    // New instances protected: the adopted one is not scaled in.
+    host.ok(&create(&[
+        "--min",
+        "1",
+        "--max",
+        "2",
+        "--health-check-grace-period",
+        "600",
+        "--new-instances-protected",
+    ]));
+    let first = settled(&host, "front", "web", 1);
+    let orphan = host.run_stand_in(&["--image", "tiny", "--subnet", "b"]);
+    // What the launch's transaction writes with the record: the tag.
+    let db = rusqlite::Connection::open(host.state.path().join("gureum.db")).unwrap();
+    db.execute(
+        "INSERT INTO tags (resource_id, key, value) VALUES (?1, 'aws:autoscaling:groupName', 'front')",
+        [&orphan],
+    )
+    .unwrap();
+    let adopted = settled(&host, "front", "web", 2);
+    assert!(adopted.contains_key(&orphan), "{adopted:?}");
+    assert!(first.keys().all(|i| adopted.contains_key(i)));
+    let group = host.json(&["asg", "describe", "front"]);
+    assert!(
+        group["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["protected"] == true),
+        "{group}"
+    );
+    host.ok(&["asg", "delete", "front", "--force-delete", "--timeout", "1"]);
+}

@@ -282,6 +282,7 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
         metadata_options: plan.metadata_options,
         shutdown_behavior: plan.shutdown_behavior,
         terminate_with: plan.terminate_with,
+        cpu_utilization: Vec::new(),
     };
     // One transaction: the record, the instance's place in its VPC and its
     // files appear together, or none of them; the VPC then gets its port

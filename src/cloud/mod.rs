@@ -6,6 +6,7 @@ pub mod api;
 pub mod autoscaling;
 pub mod children;
 pub mod control;
+pub mod cpu_metric;
 pub mod cpu_options;
 pub mod disk_copy;
 pub mod elb;

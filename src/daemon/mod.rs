@@ -12,6 +12,7 @@
 
 mod autoscaling;
 pub mod client;
+mod cpu;
 mod dhcp;
 mod executor;
 mod health;

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::autoscaling::group::{AutoScalingGroup, Member};
 use super::autoscaling::{self, GroupRequest, GroupUpdate};
 use super::control;
+use super::cpu_metric::{self, CpuMinute};
 use super::cpu_options::CpuOptions;
 use super::elb::load_balancer::LoadBalancer;
 use super::elb::target_group::TargetGroup;
@@ -410,6 +411,11 @@ pub enum Action {
     RecordAutoScalingMembers {
         group: String,
         members: Vec<Member>,
+    },
+    /// Minutes of CPU utilization the daemon measured (`daemon::cpu`),
+    /// by instance ID.
+    RecordCpuUtilization {
+        samples: Vec<(String, CpuMinute)>,
     },
     /// One pass comparing Linux and the state directory with the records
     /// (`cloud::reconcile`); with `repair`, making them match.
@@ -1016,6 +1022,25 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
         }
         Action::RecordAutoScalingMembers { group, members } => {
             one(autoscaling::record_members(store, group, members)?, store)?
+        }
+        Action::RecordCpuUtilization { samples } => {
+            let changed = store.write(|tx| {
+                let mut changed = Vec::new();
+                for (id, minute) in samples {
+                    // One terminated or deleted meanwhile has no use for it.
+                    let Some(mut i) = tx.get::<Instance>(id)? else {
+                        continue;
+                    };
+                    if i.state == State::Terminated {
+                        continue;
+                    }
+                    cpu_metric::push(&mut i.cpu_utilization, *minute);
+                    tx.update(&i)?;
+                    changed.push(i);
+                }
+                Ok::<_, Error>(changed)
+            })?;
+            Response::Instances(with_tags(store, changed)?)
         }
         Action::Reconcile { repair } => {
             let mode = if *repair { Mode::Repair } else { Mode::Check };

@@ -22,13 +22,13 @@ pub struct CpuMinute {
 /// The utilization of `vcpus` vCPUs that used `cpu` over `wall`: the VMM's
 /// own threads count too, as a hypervisor's do in EC2's figure.
 pub fn utilization(cpu: Duration, wall: Duration, vcpus: u16) -> u16 {
-    let capacity = wall.as_secs_f64() * f64::from(vcpus.max(1));
-    if capacity <= 0.0 {
+    let capacity = wall.as_millis() * u128::from(vcpus.max(1));
+    if capacity == 0 {
         return 0;
     }
-    let percent = (cpu.as_secs_f64() / capacity * 100.0).round();
-    // Bounded first: the cast cannot truncate.
-    percent.clamp(0.0, 100.0) as u16
+    // Rounded to the nearest per cent, at most 100.
+    let percent = ((cpu.as_millis() * 100 + capacity / 2) / capacity).min(100);
+    u16::try_from(percent).unwrap_or(100)
 }
 
 /// Adds `minute` to `ring`, keeping the last `MINUTES`.

@@ -20,6 +20,7 @@ use super::Executor;
 use crate::cloud::api::{Action, Response, Tagged};
 use crate::cloud::autoscaling::GROUP_TAG;
 use crate::cloud::autoscaling::group::{AutoScalingGroup, HealthCheckType, Member};
+use crate::cloud::cpu_metric::{self, CpuMinute};
 use crate::cloud::elb::TargetRef;
 use crate::cloud::elb::target_group::{HealthState, TargetGroup};
 use crate::cloud::instance::{Instance, State};
@@ -175,6 +176,31 @@ pub fn decide(group: &AutoScalingGroup, seen: &[Seen], now: u64, may_launch: boo
     decision
 }
 
+/// The desired capacity the group's target-tracking policies ask for,
+/// given the fresh CPU averages (per cent) of its instances in service,
+/// `in_service` of them; none when it stays or there is nothing to go
+/// on. The instances needed are the summed utilization over the target,
+/// rounded up (the average brought to the target); the policy asking
+/// for the most wins, and scale-in happens only when every instance in
+/// service has a figure and no policy disables it. Within min and max.
+pub fn tracked_capacity(group: &AutoScalingGroup, cpu: &[u16], in_service: usize) -> Option<u32> {
+    if cpu.is_empty() {
+        return None;
+    }
+    let sum: u32 = cpu.iter().map(|p| u32::from(*p)).sum();
+    let wanted = group
+        .policies
+        .iter()
+        .map(|p| sum.div_ceil(u32::from(p.target_cpu.max(1))))
+        .max()?
+        .clamp(group.min_size, group.max_size.max(group.min_size));
+    let may_scale_in =
+        cpu.len() == in_service && group.policies.iter().all(|p| !p.disable_scale_in);
+    let change =
+        wanted > group.desired_capacity || (wanted < group.desired_capacity && may_scale_in);
+    change.then_some(wanted)
+}
+
 /// The instance scale-in takes from `pool`: of the subnets with an
 /// unprotected instance, the one with the most instances; of its
 /// unprotected instances, the oldest (then the lowest ID).
@@ -219,9 +245,10 @@ fn serve(ctx: &Context, jobs: &Executor) {
         }
     };
     let mut backoff: HashMap<String, Backoff> = HashMap::new();
+    let mut tracked: HashMap<String, u64> = HashMap::new();
     let mut told = super::Told::default();
     loop {
-        let result = pass(&mut store, jobs, &mut backoff);
+        let result = pass(&mut store, jobs, &mut backoff, &mut tracked);
         told.outcome("autoscaling: cannot run a pass over", "the groups", result);
         std::thread::sleep(TICK);
     }
@@ -232,6 +259,7 @@ fn pass(
     store: &mut Store,
     jobs: &Executor,
     backoff: &mut HashMap<String, Backoff>,
+    tracked: &mut HashMap<String, u64>,
 ) -> Result<(), String> {
     let (groups, target_groups) = store
         .read(|tx| {
@@ -255,6 +283,9 @@ fn pass(
     };
     let now = crate::cloud::time::now_secs();
     for group in &groups {
+        let mut group = group.clone();
+        track(&mut group, &instances, now, jobs, tracked);
+        let group = &group;
         let seen = observe(group, &instances, &target_groups, now);
         let may_launch = backoff
             .get(&group.id)
@@ -263,6 +294,57 @@ fn pass(
         apply(group, &decision, jobs, backoff);
     }
     Ok(())
+}
+
+/// Applies the group's target-tracking policies once per new minute of
+/// CPU figures (`tracked` holds the last minute acted on): the desired
+/// capacity they ask for is set through the executor, and in `group`.
+fn track(
+    group: &mut AutoScalingGroup,
+    instances: &[Tagged<Instance>],
+    now: u64,
+    jobs: &Executor,
+    tracked: &mut HashMap<String, u64>,
+) {
+    if group.policies.is_empty() {
+        tracked.remove(&group.id);
+        return;
+    }
+    let in_service: Vec<&Instance> = instances
+        .iter()
+        .map(|i| &i.item)
+        .filter(|i| group.member(&i.id).is_some() && i.state == State::Running)
+        .collect();
+    let minutes: Vec<CpuMinute> = in_service
+        .iter()
+        .filter_map(|i| cpu_metric::fresh(&i.cpu_utilization, now))
+        .collect();
+    let Some(latest) = minutes.iter().map(|m| m.at).max() else {
+        return;
+    };
+    if tracked.get(&group.id).is_some_and(|at| *at >= latest) {
+        return;
+    }
+    tracked.insert(group.id.clone(), latest);
+    let cpu: Vec<u16> = minutes.iter().map(|m| m.percent).collect();
+    let Some(desired) = tracked_capacity(group, &cpu, in_service.len()) else {
+        return;
+    };
+    eprintln!(
+        "gureum daemon: autoscaling: group {}: CPU {cpu:?} % against its target: desired \
+         capacity {} -> {desired}",
+        group.name, group.desired_capacity
+    );
+    match jobs.run(Action::SetDesiredCapacity {
+        group: group.id.clone(),
+        desired,
+    }) {
+        Ok(_) => group.desired_capacity = desired,
+        Err(e) => eprintln!(
+            "gureum daemon: autoscaling: group {}: cannot set the desired capacity: {e}",
+            group.name
+        ),
+    }
 }
 
 /// The group's instances: those its record lists, and those carrying its
@@ -470,6 +552,7 @@ mod tests {
             new_instances_protected: false,
             instances: Vec::new(),
             created: String::new(),
+            policies: Vec::new(),
         }
     }
 
@@ -552,6 +635,32 @@ mod tests {
         let d = decide(&group(1), &[new], NOW, true);
         assert_eq!(d.register, [("tg-1".to_owned(), "i-1".to_owned())]);
         assert!(d.launch.is_empty());
+    }
+
+    #[test]
+    fn target_tracking_brings_the_average_to_the_target_within_the_sizes() {
+        use crate::cloud::autoscaling::group::ScalingPolicy;
+        let mut g = group(2);
+        g.min_size = 1;
+        g.max_size = 4;
+        assert_eq!(tracked_capacity(&g, &[90, 90], 2), None, "no policy");
+        g.policies.push(ScalingPolicy {
+            name: "cpu".into(),
+            arn: String::new(),
+            target_cpu: 50,
+            disable_scale_in: false,
+        });
+        // 180 % of work at 50 % each: 4 instances.
+        assert_eq!(tracked_capacity(&g, &[90, 90], 2), Some(4));
+        assert_eq!(tracked_capacity(&g, &[100, 100], 2), Some(4), "max");
+        assert_eq!(tracked_capacity(&g, &[40, 50], 2), None, "on target");
+        assert_eq!(tracked_capacity(&g, &[0, 0], 2), Some(1), "min");
+        // Scale-in waits for every instance's figure.
+        assert_eq!(tracked_capacity(&g, &[0], 2), None);
+        assert_eq!(tracked_capacity(&g, &[], 2), None);
+        g.policies[0].disable_scale_in = true;
+        assert_eq!(tracked_capacity(&g, &[0, 0], 2), None);
+        assert_eq!(tracked_capacity(&g, &[90, 90], 2), Some(4));
     }
 
     #[test]

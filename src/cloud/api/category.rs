@@ -258,9 +258,11 @@ impl cloud::autoscaling::Error {
             | E::TemplateVersion(_)
             | E::NoSubnets
             | E::OtherVpc { .. }
-            | E::BelowMin { .. } => InvalidInput,
+            | E::BelowMin { .. }
+            | E::BadTarget(_)
+            | E::BadPolicyName(_) => InvalidInput,
             E::TooLarge(_) => LimitExceeded,
-            E::NotMember { .. } | E::InNoGroup(_) => NotFound,
+            E::NotMember { .. } | E::InNoGroup(_) | E::NoPolicy { .. } => NotFound,
             E::HasInstances { .. } => Conflict,
         }
     }

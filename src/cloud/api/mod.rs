@@ -406,6 +406,17 @@ pub enum Action {
         force: bool,
         timeout_secs: u64,
     },
+    /// Adds or replaces a target-tracking policy on average CPU.
+    PutScalingPolicy {
+        group: String,
+        name: String,
+        target_cpu: u16,
+        disable_scale_in: bool,
+    },
+    DeleteScalingPolicy {
+        group: String,
+        name: String,
+    },
     /// Who is in the group now, as the group controller found them
     /// (`daemon::autoscaling`).
     RecordAutoScalingMembers {
@@ -1019,6 +1030,18 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
                 *force,
                 secs(*timeout_secs),
             )?)
+        }
+        Action::PutScalingPolicy {
+            group,
+            name,
+            target_cpu,
+            disable_scale_in,
+        } => one(
+            autoscaling::put_policy(store, group, name, *target_cpu, *disable_scale_in)?,
+            store,
+        )?,
+        Action::DeleteScalingPolicy { group, name } => {
+            one(autoscaling::delete_policy(store, group, name)?, store)?
         }
         Action::RecordAutoScalingMembers { group, members } => {
             one(autoscaling::record_members(store, group, members)?, store)?

@@ -79,6 +79,22 @@ pub struct AutoScalingGroup {
     pub new_instances_protected: bool,
     pub instances: Vec<Member>,
     pub created: String,
+    /// Target-tracking scaling policies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<ScalingPolicy>,
+}
+
+/// A target-tracking policy on the group's average CPU utilization
+/// (AWS's ASGAverageCPUUtilization): the controller sets the desired
+/// capacity that brings the average to the target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScalingPolicy {
+    pub name: String,
+    pub arn: String,
+    /// Per cent, 1 to 100.
+    pub target_cpu: u16,
+    /// It only ever scales out.
+    pub disable_scale_in: bool,
 }
 
 impl Resource for AutoScalingGroup {

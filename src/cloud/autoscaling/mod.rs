@@ -24,7 +24,7 @@ use crate::cloud::template::LaunchTemplate;
 use crate::cloud::vpc::subnet::Subnet;
 use crate::cloud::{self, control, lookup};
 
-use group::{AutoScalingGroup, HealthCheckType, Member};
+use group::{AutoScalingGroup, HealthCheckType, Member, ScalingPolicy};
 
 /// The tag naming the group an instance belongs to (AWS's own key).
 pub const GROUP_TAG: &str = "aws:autoscaling:groupName";
@@ -83,6 +83,12 @@ pub enum Error {
         instance: String,
         min: u32,
     },
+    #[error("a target CPU utilization is 1 to 100 per cent (got {0})")]
+    BadTarget(u16),
+    #[error("'{0}' is not a valid policy name: use 1 to 255 printable characters without ':'")]
+    BadPolicyName(String),
+    #[error("Auto Scaling group {group} has no scaling policy '{policy}'")]
+    NoPolicy { group: String, policy: String },
     #[error(
         "Auto Scaling group {group} still has instances ({instances}): delete it with \
          --force-delete to terminate them, or set its capacity to 0 and wait"
@@ -272,6 +278,7 @@ pub fn create(store: &mut Store, request: &GroupRequest) -> Result<AutoScalingGr
             new_instances_protected: request.new_instances_protected,
             instances: Vec::new(),
             created: cloud::time::now(),
+            policies: Vec::new(),
         };
         tx.insert(&group, &request.tags)?;
         Ok(group)
@@ -541,6 +548,68 @@ pub fn record_members(
             group.instances = now;
             tx.update(&group)?;
         }
+        Ok(group)
+    })
+}
+
+/// Adds a target-tracking policy on average CPU utilization to a group,
+/// or replaces the one of that name (as PutScalingPolicy does).
+pub fn put_policy(
+    store: &mut Store,
+    reference: &str,
+    name: &str,
+    target_cpu: u16,
+    disable_scale_in: bool,
+) -> Result<AutoScalingGroup, cloud::Error> {
+    let shaped = (1..=255).contains(&name.chars().count())
+        && !name.contains(':')
+        && name.chars().all(|c| !c.is_control());
+    if !shaped {
+        return Err(Error::BadPolicyName(name.to_owned()).into());
+    }
+    if !(1..=100).contains(&target_cpu) {
+        return Err(Error::BadTarget(target_cpu).into());
+    }
+    store.write(|tx| {
+        let mut group: AutoScalingGroup = lookup::find(tx, reference)?;
+        let account = tx
+            .fact("account_id")?
+            .unwrap_or_else(|| "000000000000".into());
+        let policy = ScalingPolicy {
+            name: name.to_owned(),
+            arn: format!(
+                "arn:aws:autoscaling:{}:{account}:scalingPolicy:{}:autoScalingGroupName/{}:policyName/{name}",
+                crate::cloud::iam::arn::REGION,
+                group.id,
+                group.name
+            ),
+            target_cpu,
+            disable_scale_in,
+        };
+        group.policies.retain(|p| p.name != name);
+        group.policies.push(policy);
+        tx.update(&group)?;
+        Ok(group)
+    })
+}
+
+/// Removes a group's scaling policy.
+pub fn delete_policy(
+    store: &mut Store,
+    reference: &str,
+    name: &str,
+) -> Result<AutoScalingGroup, cloud::Error> {
+    store.write(|tx| {
+        let mut group: AutoScalingGroup = lookup::find(tx, reference)?;
+        if !group.policies.iter().any(|p| p.name == name) {
+            return Err(Error::NoPolicy {
+                group: group.id,
+                policy: name.to_owned(),
+            }
+            .into());
+        }
+        group.policies.retain(|p| p.name != name);
+        tx.update(&group)?;
         Ok(group)
     })
 }

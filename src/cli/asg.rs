@@ -54,6 +54,27 @@ pub enum AsgCommand {
     AttachTargetGroups(TargetGroupsArgs),
     /// Detach target groups: the group's instances are deregistered.
     DetachTargetGroups(TargetGroupsArgs),
+    /// Add (or replace) a target-tracking policy on average CPU
+    /// utilization: the daemon sets the desired capacity that brings it
+    /// to the target.
+    PutPolicy {
+        group: String,
+        /// The policy's name.
+        #[arg(long)]
+        name: String,
+        /// The average CPU utilization to keep, in per cent (1-100).
+        #[arg(long)]
+        target_cpu: u16,
+        /// Only ever scale out.
+        #[arg(long)]
+        disable_scale_in: bool,
+    },
+    /// Remove a scaling policy.
+    DeletePolicy {
+        group: String,
+        #[arg(long)]
+        name: String,
+    },
     /// Delete a group; one with instances only with --force-delete.
     #[command(visible_alias = "rm")]
     Delete {
@@ -238,6 +259,23 @@ pub fn run(env: &Env, command: AsgCommand) -> Result<(), CliError> {
                 timeout_secs: timeout,
             },
         ),
+        AsgCommand::PutPolicy {
+            group,
+            name,
+            target_cpu,
+            disable_scale_in,
+        } => change::<AutoScalingGroup>(
+            env,
+            Action::PutScalingPolicy {
+                group,
+                name,
+                target_cpu,
+                disable_scale_in,
+            },
+        ),
+        AsgCommand::DeletePolicy { group, name } => {
+            change::<AutoScalingGroup>(env, Action::DeleteScalingPolicy { group, name })
+        }
         AsgCommand::AttachTargetGroups(args) => target_groups(env, args, true),
         AsgCommand::DetachTargetGroups(args) => target_groups(env, args, false),
         AsgCommand::Delete {

@@ -244,6 +244,94 @@ fn run(
             })?;
             return Ok(None);
         }
+        "PutScalingPolicy" => {
+            let config = "TargetTrackingConfiguration";
+            let metric = params.get(&format!(
+                "{config}.PredefinedMetricSpecification.PredefinedMetricType"
+            ));
+            if params.get("PolicyType") != Some("TargetTrackingScaling")
+                || metric != Some("ASGAverageCPUUtilization")
+            {
+                return Err(Failure::new(
+                    400,
+                    "ValidationError",
+                    "only target tracking (PolicyType TargetTrackingScaling) on \
+                     ASGAverageCPUUtilization is supported by this endpoint",
+                ));
+            }
+            let target: f64 = number(params, &format!("{config}.TargetValue"))?
+                .ok_or_else(|| missing("TargetTrackingConfiguration.TargetValue"))?;
+            if !(1.0..=100.0).contains(&target) {
+                return Err(Failure::new(
+                    400,
+                    "ValidationError",
+                    format!("a target CPU utilization is 1 to 100 per cent (got {target})"),
+                ));
+            }
+            let name = need(params, "PolicyName")?;
+            let made = groups(Action::PutScalingPolicy {
+                group: group()?,
+                name: name.clone(),
+                // To the nearest whole per cent.
+                target_cpu: (1..=100u16)
+                    .find(|p| f64::from(*p) + 0.5 > target)
+                    .unwrap_or(100),
+                disable_scale_in: number(params, &format!("{config}.DisableScaleIn"))?
+                    .unwrap_or(false),
+            })?;
+            let arn = made
+                .iter()
+                .flat_map(|g| &g.item.policies)
+                .find(|p| p.name == name)
+                .map(|p| p.arn.clone())
+                .unwrap_or_default();
+            x.leaf("PolicyARN", &arn).open("Alarms").close("Alarms");
+        }
+        "DescribePolicies" => {
+            let names = members(params, "PolicyNames");
+            let wanted = params.get("AutoScalingGroupName");
+            let found = groups(Action::ListAutoScalingGroups {
+                filters: Vec::new(),
+            })?;
+            x.open("ScalingPolicies");
+            for g in found
+                .iter()
+                .filter(|g| wanted.is_none_or(|w| w == g.item.name))
+            {
+                for p in &g.item.policies {
+                    if !names.is_empty() && !names.contains(&p.name) {
+                        continue;
+                    }
+                    x.open("member")
+                        .leaf("AutoScalingGroupName", &g.item.name)
+                        .leaf("PolicyName", &p.name)
+                        .leaf("PolicyARN", &p.arn)
+                        .leaf("PolicyType", "TargetTrackingScaling")
+                        .open("Alarms")
+                        .close("Alarms")
+                        .open("TargetTrackingConfiguration")
+                        .open("PredefinedMetricSpecification")
+                        .leaf("PredefinedMetricType", "ASGAverageCPUUtilization")
+                        .close("PredefinedMetricSpecification")
+                        .leaf("TargetValue", &p.target_cpu.to_string())
+                        .leaf(
+                            "DisableScaleIn",
+                            if p.disable_scale_in { "true" } else { "false" },
+                        )
+                        .close("TargetTrackingConfiguration")
+                        .leaf("Enabled", "true")
+                        .close("member");
+                }
+            }
+            x.close("ScalingPolicies");
+        }
+        "DeletePolicy" => {
+            groups(Action::DeleteScalingPolicy {
+                group: group()?,
+                name: need(params, "PolicyName")?,
+            })?;
+            return Ok(None);
+        }
         other => return Err(Failure::invalid_action(other)),
     }
     Ok(Some(x))

@@ -104,7 +104,12 @@ struct StandIns(BTreeMap<String, Child>);
 impl StandIns {
     /// Makes stopped instance `id` running, with a process of its own.
     fn run(&mut self, host: &Host, id: &str) {
-        let child = Command::new("sleep").arg("600").spawn().unwrap();
+        self.run_as(host, id, Command::new("sleep").arg("600"));
+    }
+
+    /// `run` with `command` standing in for its VMM.
+    fn run_as(&mut self, host: &Host, id: &str, command: &mut Command) {
+        let child = command.spawn().unwrap();
         let live = serde_json::to_value(ProcessRef::of(child.id()).unwrap()).unwrap();
         cli_support::edit_record(host.state.path(), id, |v| {
             assert_eq!(v["state"], "stopped", "{v}");
@@ -639,5 +644,97 @@ fn an_instance_launched_with_the_group_tag_but_not_recorded_is_adopted() {
             .all(|m| m["protected"] == true),
         "{group}"
     );
+    host.ok(&["asg", "delete", "front", "--force-delete", "--timeout", "1"]);
+}
+
+/// The daemon samples each running instance's VMM CPU time into
+/// per-minute averages, and a target-tracking policy on the group's
+/// average scales it out: a VMM stand-in that keeps a CPU busy is ~100 %
+/// of its one vCPU, against a target of 20 %.
+#[test]
+fn a_busy_instance_shows_its_cpu_and_target_tracking_scales_the_group_out() {
+    let host = Host::start("local-1");
+    setup(&host);
+    let mut stand_ins = StandIns::default();
+    host.ok(&create(&[
+        "--min",
+        "1",
+        "--max",
+        "3",
+        "--health-check-grace-period",
+        "600",
+    ]));
+    let one = settled(&host, "front", "web", 1);
+    let busy = one.keys().next().unwrap().clone();
+    stand_ins.run_as(
+        &host,
+        &busy,
+        Command::new("sh").args(["-c", "while :; do :; done"]),
+    );
+    let policy = [
+        "put-scaling-policy",
+        "--auto-scaling-group-name",
+        "front",
+        "--policy-name",
+        "cpu20",
+        "--policy-type",
+        "TargetTrackingScaling",
+        "--target-tracking-configuration",
+        "PredefinedMetricSpecification={PredefinedMetricType=ASGAverageCPUUtilization},TargetValue=20",
+    ];
+    let put = autoscaling(&host, &policy);
+    assert!(
+        put["PolicyARN"]
+            .as_str()
+            .unwrap()
+            .contains("policyName/cpu20"),
+        "{put}"
+    );
+    let listed = autoscaling(
+        &host,
+        &["describe-policies", "--auto-scaling-group-name", "front"],
+    );
+    let p = &listed["ScalingPolicies"][0];
+    assert_eq!(
+        p["TargetTrackingConfiguration"]["TargetValue"], 20.0,
+        "{listed}"
+    );
+    assert_eq!(
+        host.json(&["asg", "describe", "front"])["policies"][0]["target_cpu"],
+        20
+    );
+
+    // A minute after it started running, its first average.
+    let percent = wait_for(&host, "a minute of CPU utilization", || {
+        let i = host.json(&["instance", "describe", &busy]);
+        match i[0]["cpu_utilization"].as_array().and_then(|r| r.last()) {
+            Some(m) => Ok(m["percent"].as_u64().unwrap()),
+            None => Err(i[0]["cpu_utilization"].to_string()),
+        }
+    });
+    assert!(percent > 20, "a busy CPU shows {percent} %");
+    // Its average over the target: more instances, up to the maximum.
+    let grown = wait_for(&host, "the group scaled out", || {
+        let g = host.json(&["asg", "describe", "front"]);
+        match g["desired_capacity"].as_u64().unwrap() {
+            n if n > 1 => Ok(n),
+            n => Err(format!("desired {n}: {}", host.daemon_log())),
+        }
+    });
+    assert!(grown <= 3);
+    settled(&host, "front", "web", usize::try_from(grown).unwrap());
+
+    autoscaling(
+        &host,
+        &[
+            "delete-policy",
+            "--auto-scaling-group-name",
+            "front",
+            "--policy-name",
+            "cpu20",
+        ],
+    );
+    let listed = autoscaling(&host, &["describe-policies"]);
+    assert_eq!(listed["ScalingPolicies"], Value::Array(Vec::new()));
     host.ok(&["asg", "delete", "front", "--force-delete", "--timeout", "1"]);
 }

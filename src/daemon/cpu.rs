@@ -1,9 +1,9 @@
 //! Each running instance's CPU utilization: a thread of the daemon that
-//! reads its VMM's CPU time every minute (`/proc/PID/stat`, the process
-//! with all its threads) and records the minute's average in the
-//! instance's record through the executor (`cloud::cpu_metric`). The
-//! first minute after a daemon starts, or after a VMM starts, only sets
-//! the mark the next one counts from.
+//! reads its VMM's CPU time (`/proc/PID/stat`, the process with all its
+//! threads) when it first sees it running and then every minute from
+//! there, recording each minute's average in the instance's record
+//! through the executor (`cloud::cpu_metric`). A daemon started again
+//! (or a VMM started again) begins a new minute.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -15,8 +15,10 @@ use crate::cloud::instance::{Instance, State};
 use crate::cloud::lifecycle::Context;
 use crate::cloud::process::ProcessRef;
 
-/// One sample a minute: the ring holds per-minute averages.
-const EVERY: Duration = Duration::from_secs(60);
+/// The ring holds per-minute averages.
+const MINUTE: Duration = Duration::from_secs(60);
+/// How often VMMs that started running are looked for.
+const TICK: Duration = Duration::from_secs(5);
 
 /// The last reading of one VMM.
 #[derive(Debug, Clone, Copy)]
@@ -64,12 +66,12 @@ fn serve(ctx: &Context, jobs: &Executor) {
             }
             Err(e) => eprintln!("gureum daemon: cpu: cannot read the instances: {e}"),
         }
-        std::thread::sleep(EVERY);
+        std::thread::sleep(TICK);
     }
 }
 
 /// The minute's average of each running instance whose VMM was read a
-/// minute ago; the marks of the next minute.
+/// minute ago or more (then read afresh); VMMs newly running are read.
 fn sample(running: &[Instance], marks: &mut HashMap<String, Mark>) -> Vec<(String, CpuMinute)> {
     let now = Instant::now();
     let epoch = crate::cloud::time::now_secs();
@@ -78,15 +80,20 @@ fn sample(running: &[Instance], marks: &mut HashMap<String, Mark>) -> Vec<(Strin
     for instance in running {
         let Some(vmm) = instance.vmm else { continue };
         let Some(cpu) = vmm.cpu_time() else { continue };
-        if let Some(mark) = marks.get(&instance.id).filter(|m| m.vmm == vmm) {
-            let percent = cpu_metric::utilization(
-                cpu.saturating_sub(mark.cpu),
-                now.duration_since(mark.at),
-                instance.vcpus,
-            );
-            samples.push((instance.id.clone(), CpuMinute { at: epoch, percent }));
-        }
-        next.insert(instance.id.clone(), Mark { vmm, cpu, at: now });
+        let mark = match marks.get(&instance.id).filter(|m| m.vmm == vmm) {
+            Some(mark) if now.duration_since(mark.at) >= MINUTE => {
+                let percent = cpu_metric::utilization(
+                    cpu.saturating_sub(mark.cpu),
+                    now.duration_since(mark.at),
+                    instance.vcpus,
+                );
+                samples.push((instance.id.clone(), CpuMinute { at: epoch, percent }));
+                Mark { vmm, cpu, at: now }
+            }
+            Some(mark) => *mark,
+            None => Mark { vmm, cpu, at: now },
+        };
+        next.insert(instance.id.clone(), mark);
     }
     *marks = next;
     samples

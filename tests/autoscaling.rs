@@ -301,6 +301,7 @@ fn a_group_keeps_its_size_over_two_subnets_replaces_the_dead_and_scales_in_unpro
     );
     let err = host.fails_with(5, &["asg", "delete", "front"]);
     assert!(err.contains("--force-delete"), "{err}");
+    assert_eq!(registered(&host, "web").len(), 2, "refused: nothing changed");
     // The target group is the group's: not deleted under it.
     let err = host.fails_with(5, &["target-group", "delete", "web"]);
     assert!(err.contains("Auto Scaling groups"), "{err}");

@@ -998,7 +998,7 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
             timeout_secs,
         } => {
             let group = autoscaling::leave(store, instance, *decrement)?;
-            deregister(store, &net()?, &group.target_groups, instance)?;
+            autoscaling::deregister(store, &net()?, &group.target_groups, instance)?;
             let i = control::terminate(ctx, store, instance, secs(*timeout_secs))?;
             Response::Instances(with_tags(store, vec![i])?)
         }
@@ -1010,7 +1010,7 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
             let (group, detached) =
                 autoscaling::change_target_groups(store, group, target_groups, *attach)?;
             for member in &group.instances {
-                deregister(store, &net()?, &detached, &member.instance_id)?;
+                autoscaling::deregister(store, &net()?, &detached, &member.instance_id)?;
             }
             one(group, store)?
         }
@@ -1018,19 +1018,14 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
             group,
             force,
             timeout_secs,
-        } => {
-            let found = store.read(|tx| lookup::find::<AutoScalingGroup>(tx, group))?;
-            for member in &found.instances {
-                deregister(store, &net()?, &found.target_groups, &member.instance_id)?;
-            }
-            gone(autoscaling::delete(
-                ctx,
-                store,
-                group,
-                *force,
-                secs(*timeout_secs),
-            )?)
-        }
+        } => gone(autoscaling::delete(
+            ctx,
+            store,
+            &net()?,
+            group,
+            *force,
+            secs(*timeout_secs),
+        )?),
         Action::PutScalingPolicy {
             group,
             name,
@@ -1083,44 +1078,6 @@ fn shown(tx: &Tx<'_>, groups: Vec<Tagged<TargetGroup>>) -> Result<Vec<Tagged<Tar
         .zip(tags)
         .map(|(item, tags)| Tagged::new(item, tags))
         .collect())
-}
-
-/// Deregisters `instance` from those of `target_groups` it is registered
-/// in (and not draining already).
-fn deregister(
-    store: &mut Store,
-    config: &NetConfig,
-    target_groups: &[String],
-    instance: &str,
-) -> Result<(), Error> {
-    let id = store.read(|tx| lookup::find_instance(tx, instance))?.id;
-    for group in target_groups {
-        let ports: Vec<u16> = store.read(|tx| {
-            Ok::<_, Error>(
-                lookup::find::<TargetGroup>(tx, group)?
-                    .targets
-                    .iter()
-                    .filter(|t| {
-                        t.instance_id == id
-                            && t.state != super::elb::target_group::HealthState::Draining
-                    })
-                    .map(|t| t.port)
-                    .collect(),
-            )
-        })?;
-        if ports.is_empty() {
-            continue;
-        }
-        let targets: Vec<TargetRef> = ports
-            .into_iter()
-            .map(|port| TargetRef {
-                instance: id.clone(),
-                port: Some(port),
-            })
-            .collect();
-        elb::change_targets(store, config, group, &targets, false)?;
-    }
-    Ok(())
 }
 
 /// Refuses an ID no resource has.

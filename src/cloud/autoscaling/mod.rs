@@ -14,13 +14,15 @@ pub mod group;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cloud::elb::target_group::TargetGroup;
+use crate::cloud::elb::target_group::{HealthState, TargetGroup};
+use crate::cloud::elb::{self, TargetRef};
 use crate::cloud::ids::{self, Kind};
 use crate::cloud::instance::{Instance, State};
 use crate::cloud::lifecycle::Context;
 use crate::cloud::store::{Store, Tx};
 use crate::cloud::tags::Tags;
 use crate::cloud::template::LaunchTemplate;
+use crate::cloud::vpc::public::NetConfig;
 use crate::cloud::vpc::subnet::Subnet;
 use crate::cloud::{self, control, lookup};
 
@@ -471,10 +473,11 @@ pub fn tagged_instances(tx: &Tx<'_>, name: &str) -> Result<Vec<Instance>, cloud:
 }
 
 /// Deletes a group. One with instances is refused unless `force`, which
-/// terminates them first (their target groups forget them).
+/// deregisters and terminates them first.
 pub fn delete(
     ctx: &Context,
     store: &mut Store,
+    config: &NetConfig,
     reference: &str,
     force: bool,
     timeout: std::time::Duration,
@@ -512,6 +515,7 @@ pub fn delete(
         })?;
     }
     for instance in &instances {
+        deregister(store, config, &group.target_groups, instance)?;
         match control::terminate(ctx, store, instance, timeout) {
             Ok(_) | Err(cloud::Error::NotFound { .. }) => {}
             Err(e) => return Err(e),
@@ -614,8 +618,48 @@ pub fn delete_policy(
     })
 }
 
-/// The groups using subnet `subnet` or target group `id`, for refusing to
-/// delete it.
+/// Deregisters `instance` from those of `target_groups` it is registered
+/// in (and not draining already).
+pub fn deregister(
+    store: &mut Store,
+    config: &NetConfig,
+    target_groups: &[String],
+    instance: &str,
+) -> Result<(), cloud::Error> {
+    let id = match store.read(|tx| lookup::find_instance(tx, instance)) {
+        Ok(found) => found.id,
+        // An instance gone is in no target group.
+        Err(cloud::Error::NotFound { .. }) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for group in target_groups {
+        let ports: Vec<u16> = store.read(|tx| {
+            Ok::<_, cloud::Error>(
+                lookup::find::<TargetGroup>(tx, group)?
+                    .targets
+                    .iter()
+                    .filter(|t| t.instance_id == id && t.state != HealthState::Draining)
+                    .map(|t| t.port)
+                    .collect(),
+            )
+        })?;
+        if ports.is_empty() {
+            continue;
+        }
+        let targets: Vec<TargetRef> = ports
+            .into_iter()
+            .map(|port| TargetRef {
+                instance: id.clone(),
+                port: Some(port),
+            })
+            .collect();
+        elb::change_targets(store, config, group, &targets, false)?;
+    }
+    Ok(())
+}
+
+/// The groups using subnet or target group `id`, for refusing to delete
+/// it.
 pub fn users_of(tx: &Tx<'_>, id: &str) -> Result<Vec<String>, cloud::Error> {
     Ok(tx
         .list::<AutoScalingGroup>()?

@@ -301,7 +301,11 @@ fn a_group_keeps_its_size_over_two_subnets_replaces_the_dead_and_scales_in_unpro
     );
     let err = host.fails_with(5, &["asg", "delete", "front"]);
     assert!(err.contains("--force-delete"), "{err}");
-    assert_eq!(registered(&host, "web").len(), 2, "refused: nothing changed");
+    assert_eq!(
+        registered(&host, "web").len(),
+        2,
+        "refused: nothing changed"
+    );
     // The target group is the group's: not deleted under it.
     let err = host.fails_with(5, &["target-group", "delete", "web"]);
     assert!(err.contains("Auto Scaling groups"), "{err}");
@@ -582,6 +586,53 @@ fn the_aws_cli_drives_the_same_groups() {
             Err(format!("{now:?}"))
         }
     });
+
+    // A user with AmazonEC2ReadOnlyAccess (autoscaling:Describe*) may
+    // look, not change.
+    host.ok(&["iam", "create-user", "reader"]);
+    host.ok(&[
+        "iam",
+        "attach-user-policy",
+        "--user",
+        "reader",
+        "--policy-arn",
+        "arn:aws:iam::aws:policy/AmazonEC2ReadOnlyAccess",
+    ]);
+    let key = host.json(&["iam", "create-access-key", "--user", "reader"]);
+    let as_reader = |args: &[&str]| {
+        host.tool("aws")
+            .env(
+                "AWS_ACCESS_KEY_ID",
+                key["AccessKey"]["AccessKeyId"].as_str().unwrap(),
+            )
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                key["AccessKey"]["SecretAccessKey"].as_str().unwrap(),
+            )
+            .args(["--endpoint-url", &host.endpoint(), "autoscaling"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let looked = as_reader(&["describe-auto-scaling-groups"]);
+    assert!(
+        looked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&looked.stderr)
+    );
+    let changed = as_reader(&[
+        "set-desired-capacity",
+        "--auto-scaling-group-name",
+        "api",
+        "--desired-capacity",
+        "2",
+    ]);
+    let stderr = String::from_utf8_lossy(&changed.stderr);
+    assert!(stderr.contains("(AccessDenied)"), "{stderr}");
+    assert_eq!(
+        host.json(&["asg", "describe", "api"])["desired_capacity"],
+        1
+    );
 
     // Unknown names describe nothing; a group with instances is deleted
     // only by force, with them.

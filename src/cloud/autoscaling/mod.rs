@@ -687,6 +687,71 @@ mod tests {
         ));
     }
 
+    fn member(id: &str, protected: bool) -> Member {
+        Member {
+            instance_id: id.into(),
+            subnet_id: "subnet-a".into(),
+            availability_zone: "local-1a".into(),
+            joined: 1,
+            protected,
+        }
+    }
+
+    #[test]
+    fn recording_members_keeps_their_protection_and_gives_new_ones_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("gureum.db")).unwrap();
+        let group = AutoScalingGroup {
+            id: "asg-0123456789abcdef0".into(),
+            name: "web".into(),
+            arn: String::new(),
+            launch_template_id: "lt-1".into(),
+            launch_template_name: "t".into(),
+            launch_template_version: "$Default".into(),
+            vpc_id: "vpc-1".into(),
+            subnets: vec!["subnet-a".into()],
+            min_size: 0,
+            max_size: 4,
+            desired_capacity: 2,
+            target_groups: Vec::new(),
+            health_check_type: HealthCheckType::Ec2,
+            health_check_grace_secs: 0,
+            new_instances_protected: true,
+            instances: vec![member("i-1", false)],
+            created: String::new(),
+            policies: Vec::new(),
+        };
+        store.write(|tx| tx.insert(&group, &Tags::new())).unwrap();
+        // The controller saw i-1 protected (a stale read) and i-2 new.
+        let recorded = record_members(
+            &mut store,
+            "web",
+            &[member("i-1", true), member("i-2", false)],
+        )
+        .unwrap();
+        assert_eq!(
+            recorded.instances,
+            [member("i-1", false), member("i-2", true)]
+        );
+        put_policy(&mut store, "web", "cpu", 50, false).unwrap();
+        put_policy(&mut store, "web", "cpu", 60, true).unwrap();
+        let group = put_policy(&mut store, "web", "other", 70, false).unwrap();
+        assert_eq!(group.policies.len(), 2, "one of a name");
+        assert_eq!(group.policies[0].target_cpu, 60);
+        assert!(
+            group.policies[0]
+                .arn
+                .ends_with(":autoScalingGroupName/web:policyName/cpu")
+        );
+        assert!(put_policy(&mut store, "web", "x", 0, false).is_err());
+        assert!(put_policy(&mut store, "web", "a:b", 50, false).is_err());
+        delete_policy(&mut store, "web", "cpu").unwrap();
+        assert!(matches!(
+            delete_policy(&mut store, "web", "cpu"),
+            Err(cloud::Error::AutoScaling(Error::NoPolicy { .. }))
+        ));
+    }
+
     #[test]
     fn names_versions_grace_and_check_types_are_checked() {
         check_name("web-asg_1.x").unwrap();

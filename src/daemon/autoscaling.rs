@@ -261,16 +261,18 @@ fn pass(
     backoff: &mut HashMap<String, Backoff>,
     tracked: &mut HashMap<String, u64>,
 ) -> Result<(), String> {
-    let (groups, target_groups) = store
-        .read(|tx| {
-            Ok::<_, crate::cloud::Error>((
-                tx.list::<AutoScalingGroup>()?,
-                tx.list::<TargetGroup>()?,
-            ))
-        })
-        .map_err(|e| e.to_string())?;
-    backoff.retain(|id, _| groups.iter().any(|g| g.id == *id));
-    if groups.is_empty() {
+    let read = |store: &mut Store| {
+        store
+            .read(|tx| {
+                Ok::<_, crate::cloud::Error>((
+                    tx.list::<AutoScalingGroup>()?,
+                    tx.list::<TargetGroup>()?,
+                ))
+            })
+            .map_err(|e| e.to_string())
+    };
+    if read(store)?.0.is_empty() {
+        backoff.clear();
         return Ok(());
     }
     // Through the core API: the instances' states reconciled first.
@@ -281,6 +283,10 @@ fn pass(
         Ok(_) => return Err("the core API answered with another kind of record".into()),
         Err(e) => return Err(e.to_string()),
     };
+    // Read after the listing, which may have waited behind other actions:
+    // a capacity set meanwhile is the one acted on.
+    let (groups, target_groups) = read(store)?;
+    backoff.retain(|id, _| groups.iter().any(|g| g.id == *id));
     let now = crate::cloud::time::now_secs();
     for group in &groups {
         let mut group = group.clone();

@@ -708,10 +708,10 @@ fn an_instance_launched_with_the_group_tag_but_not_recorded_is_adopted() {
 
 /// The daemon samples each running instance's VMM CPU time into
 /// per-minute averages, and a target-tracking policy on the group's
-/// average scales it out: a VMM stand-in that keeps a CPU busy is ~100 %
-/// of its one vCPU, against a target of 20 %.
+/// average scales it out and back in: a VMM stand-in that keeps a CPU
+/// busy is ~100 % of its one vCPU, against a target of 20 %, then idles.
 #[test]
-fn a_busy_instance_shows_its_cpu_and_target_tracking_scales_the_group_out() {
+fn a_busy_instance_shows_its_cpu_and_target_tracking_scales_the_group_out_and_back() {
     let host = Host::start("local-1");
     setup(&host);
     let mut stand_ins = StandIns::default();
@@ -728,7 +728,11 @@ fn a_busy_instance_shows_its_cpu_and_target_tracking_scales_the_group_out() {
     stand_ins.run_as(
         &host,
         &busy,
-        Command::new("sh").args(["-c", "while :; do :; done"]),
+        // Busy for its first 65 s, then idle (the same process).
+        Command::new("bash").args([
+            "-c",
+            "while [ $SECONDS -lt 65 ]; do :; done; exec sleep 600",
+        ]),
     );
     let policy = [
         "put-scaling-policy",
@@ -782,6 +786,16 @@ fn a_busy_instance_shows_its_cpu_and_target_tracking_scales_the_group_out() {
     });
     assert!(grown <= 3);
     settled(&host, "front", "web", usize::try_from(grown).unwrap());
+    // Its load over, the next minute's average takes the group back to
+    // its minimum.
+    wait_for(&host, "the group scaled back in", || {
+        let g = host.json(&["asg", "describe", "front"]);
+        match g["desired_capacity"].as_u64().unwrap() {
+            1 => Ok(()),
+            n => Err(format!("desired {n}")),
+        }
+    });
+    settled(&host, "front", "web", 1);
 
     autoscaling(
         &host,

@@ -45,6 +45,7 @@ fn serve(ctx: &Context, jobs: &Executor) {
         }
     };
     let mut marks: HashMap<String, Mark> = HashMap::new();
+    let mut told = super::Told::default();
     loop {
         let running = store.read(|tx| {
             Ok::<_, crate::cloud::Error>(
@@ -55,17 +56,20 @@ fn serve(ctx: &Context, jobs: &Executor) {
                     .collect::<Vec<_>>(),
             )
         });
-        match running {
+        let result = match running {
             Ok(running) => {
                 let samples = sample(&running, &mut marks);
-                if !samples.is_empty() {
-                    if let Err(e) = jobs.run(Action::RecordCpuUtilization { samples }) {
-                        eprintln!("gureum daemon: cpu: cannot record the utilization: {e}");
-                    }
+                if samples.is_empty() {
+                    Ok(())
+                } else {
+                    jobs.run(Action::RecordCpuUtilization { samples })
+                        .map(drop)
+                        .map_err(|e| format!("cannot record it: {e}"))
                 }
             }
-            Err(e) => eprintln!("gureum daemon: cpu: cannot read the instances: {e}"),
-        }
+            Err(e) => Err(format!("cannot read the instances: {e}")),
+        };
+        told.outcome("cpu: sampling", "the instances' utilization", result);
         std::thread::sleep(TICK);
     }
 }

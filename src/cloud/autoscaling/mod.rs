@@ -459,7 +459,7 @@ pub fn leave(
 }
 
 /// The instances carrying group `name`'s tag that are not terminated.
-pub fn tagged_instances(tx: &Tx<'_>, name: &str) -> Result<Vec<Instance>, cloud::Error> {
+fn tagged_instances(tx: &Tx<'_>, name: &str) -> Result<Vec<Instance>, cloud::Error> {
     let mut found = Vec::new();
     for instance in tx.list_readable::<Instance>()?.items {
         if instance.state == State::Terminated {

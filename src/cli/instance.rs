@@ -426,6 +426,7 @@ pub fn launch(env: &Env, args: RunArgs) -> Result<(), CliError> {
         terminate_with: owner(args.rm, args.rm_with)?,
         user_data: args.data.user_data()?,
         metadata_options: args.data.metadata_options(),
+        auto_scaling_group: None,
     };
     let max = request.count.max;
     let response = env.call(Action::RunInstances {

@@ -1,6 +1,7 @@
 //! Command-line interface: parses arguments and maps outcomes to exit
 //! codes.
 
+mod asg;
 mod boot;
 mod cloud;
 mod console;
@@ -71,6 +72,9 @@ enum Command {
     Elb(elb::ElbCommand),
     #[command(subcommand, visible_alias = "target-groups")]
     TargetGroup(target_group::TargetGroupCommand),
+    /// Auto Scaling groups, kept at their size by the daemon.
+    #[command(subcommand, visible_alias = "autoscaling")]
+    Asg(asg::AsgCommand),
     /// Users, access keys and policies for the EC2/IAM/STS API.
     #[command(subcommand)]
     Iam(iam::IamCommand),
@@ -103,6 +107,7 @@ pub fn main() -> ExitCode {
         Command::Sg(c) => cloud::run(&cli.global, |env| sg::run(env, c)),
         Command::Elb(c) => cloud::run(&cli.global, |env| elb::run(env, c)),
         Command::TargetGroup(c) => cloud::run(&cli.global, |env| target_group::run(env, c)),
+        Command::Asg(c) => cloud::run(&cli.global, |env| asg::run(env, c)),
         Command::Iam(c) => cloud::run(&cli.global, |env| iam::run(env, c)),
         Command::Net(c) => cloud::run(&cli.global, |env| net::run(env, c)),
         Command::Types(args) => cloud::run(&cli.global, |env| types::run(env, &args)),

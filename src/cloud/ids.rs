@@ -21,6 +21,7 @@ pub enum Kind {
     SecurityGroup,
     TargetGroup,
     LoadBalancer,
+    AutoScalingGroup,
 }
 
 impl Kind {
@@ -39,6 +40,7 @@ impl Kind {
             Kind::SecurityGroup => "sg",
             Kind::TargetGroup => "tg",
             Kind::LoadBalancer => "elb",
+            Kind::AutoScalingGroup => "asg",
         }
     }
 
@@ -57,6 +59,7 @@ impl Kind {
             Kind::SecurityGroup => "security group",
             Kind::TargetGroup => "target group",
             Kind::LoadBalancer => "load balancer",
+            Kind::AutoScalingGroup => "Auto Scaling group",
         }
     }
 
@@ -87,6 +90,7 @@ impl Kind {
             Kind::SecurityGroup => "gureum sg list",
             Kind::TargetGroup => "gureum target-group list",
             Kind::LoadBalancer => "gureum elb list",
+            Kind::AutoScalingGroup => "gureum asg list",
         }
     }
 }
@@ -114,7 +118,7 @@ pub fn new_id(kind: Kind) -> Result<String, RandomError> {
 }
 
 /// Every kind, for finding the kind of an ID.
-pub const ALL: [Kind; 12] = [
+pub const ALL: [Kind; 13] = [
     Kind::Instance,
     Kind::Image,
     Kind::KeyPair,
@@ -127,6 +131,7 @@ pub const ALL: [Kind; 12] = [
     Kind::SecurityGroup,
     Kind::TargetGroup,
     Kind::LoadBalancer,
+    Kind::AutoScalingGroup,
 ];
 
 /// The kind whose IDs look like `id`, if any.

@@ -201,6 +201,10 @@ pub struct Instance {
     /// nothing. Its supervisor watches it, and every reconcile pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terminate_with: Option<ProcessRef>,
+    /// Its VMM's CPU utilization, the last minutes' averages, as the
+    /// daemon samples it (`cloud::cpu_metric`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpu_utilization: Vec<super::cpu_metric::CpuMinute>,
 }
 
 impl Resource for Instance {
@@ -349,6 +353,7 @@ pub(crate) mod tests {
             metadata_options: MetadataOptions::default(),
             shutdown_behavior: ShutdownBehavior::Stop,
             terminate_with: None,
+            cpu_utilization: Vec::new(),
         }
     }
 

@@ -68,6 +68,12 @@ pub struct LaunchRequest {
     /// Over the template's, over EC2's defaults.
     #[serde(default)]
     pub metadata_options: MetadataChange,
+    /// The Auto Scaling group launching it: its instances carry the
+    /// reserved tag `aws:autoscaling:groupName`, in the same transaction
+    /// as their records. Set by the group controller only: no front end
+    /// can send it.
+    #[serde(skip)]
+    pub auto_scaling_group: Option<String>,
 }
 
 /// Where a launched instance's network interface is.
@@ -109,6 +115,7 @@ struct Plan {
     terminate_with: Option<ProcessRef>,
     user_data: Option<UserData>,
     metadata_options: MetadataOptions,
+    auto_scaling_group: Option<String>,
 }
 
 fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
@@ -195,6 +202,7 @@ fn plan(store: &mut Store, req: &LaunchRequest) -> Result<Plan, Error> {
                     .unwrap_or_default()
                     .then(&req.metadata_options),
             ),
+            auto_scaling_group: req.auto_scaling_group.clone(),
         })
     })
 }
@@ -274,6 +282,7 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
         metadata_options: plan.metadata_options,
         shutdown_behavior: plan.shutdown_behavior,
         terminate_with: plan.terminate_with,
+        cpu_utilization: Vec::new(),
     };
     // One transaction: the record, the instance's place in its VPC and its
     // files appear together, or none of them; the VPC then gets its port
@@ -301,6 +310,9 @@ fn create_instance(ctx: &Context, store: &mut Store, plan: &Plan) -> Result<Inst
             instance.placement = Some(placed.placement);
         }
         tx.insert(&instance, &plan.tags)?;
+        if let Some(group) = &plan.auto_scaling_group {
+            tx.set_reserved_tag(&instance.id, super::autoscaling::GROUP_TAG, group)?;
+        }
         staging
             .publish()
             .map_err(Error::io("cannot move into place", &files.dir))?;

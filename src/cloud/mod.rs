@@ -3,8 +3,10 @@
 //! instance's VMM run detached under a supervisor process.
 
 pub mod api;
+pub mod autoscaling;
 pub mod children;
 pub mod control;
+pub mod cpu_metric;
 pub mod cpu_options;
 pub mod disk_copy;
 pub mod elb;
@@ -65,6 +67,8 @@ pub enum Error {
     Vpc(#[from] vpc::Error),
     #[error(transparent)]
     Elb(#[from] elb::Error),
+    #[error(transparent)]
+    AutoScaling(#[from] autoscaling::Error),
     #[error(transparent)]
     Iam(#[from] iam::Error),
     #[error(transparent)]

@@ -76,25 +76,42 @@ pub struct ProcessRef {
     pub boot: Option<BootId>,
 }
 
-/// What /proc says about a PID: its start time, and whether it has
-/// already exited (a zombie waiting for its parent).
-fn stat(pid: i32) -> Option<(u64, bool)> {
+/// Clock ticks per second in /proc/PID/stat: USER_HZ, 100 on every
+/// Linux architecture gureum runs on (part of the kernel's ABI).
+const USER_HZ: u64 = 100;
+
+/// What /proc says about a PID.
+struct Stat {
+    /// Clock ticks after boot it started.
+    start: u64,
+    /// It has already exited (a zombie waiting for its parent).
+    dead: bool,
+    /// Clock ticks it has run, in user and kernel mode.
+    cpu: u64,
+}
+
+fn stat(pid: i32) -> Option<Stat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: fields after it
     // start behind the last ')'.
     let (_, rest) = text.rsplit_once(')')?;
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?;
-    // rest starts at field 3 (state); start time is field 22.
-    let start = fields.nth(18)?.parse().ok()?;
-    Some((start, state == "Z" || state == "X"))
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime and stime are fields 14 and
+    // 15, the start time field 22.
+    let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
+    let state = *fields.first()?;
+    Some(Stat {
+        start: field(22)?,
+        dead: state == "Z" || state == "X",
+        cpu: field(14)? + field(15)?,
+    })
 }
 
 impl ProcessRef {
     /// The running process `pid`, if it exists.
     pub fn of(pid: u32) -> Option<Self> {
         let pid = i32::try_from(pid).ok()?;
-        let (start_ticks, _) = stat(pid)?;
+        let start_ticks = stat(pid)?.start;
         Some(Self {
             pid,
             start_ticks,
@@ -111,7 +128,17 @@ impl ProcessRef {
     /// Whether this very process still runs.
     pub fn is_alive(&self) -> bool {
         !self.from_another_boot()
-            && stat(self.pid).is_some_and(|(start, dead)| start == self.start_ticks && !dead)
+            && stat(self.pid).is_some_and(|s| s.start == self.start_ticks && !s.dead)
+    }
+
+    /// The CPU time this very process has used, while it runs.
+    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+        if self.from_another_boot() {
+            return None;
+        }
+        let s = stat(self.pid)?;
+        (s.start == self.start_ticks && !s.dead)
+            .then(|| std::time::Duration::from_millis(s.cpu * 1000 / USER_HZ))
     }
 
     /// Sends `sig` if the process still runs. Says whether it was sent.

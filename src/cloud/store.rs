@@ -805,14 +805,26 @@ impl Tx<'_> {
         super::tags::check_all(tags)?;
         self.remember(id)?;
         for (key, value) in tags {
-            self.0
-                .execute(
-                    "INSERT INTO tags (resource_id, key, value) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (resource_id, key) DO UPDATE SET value = excluded.value",
-                    params![id, key, value],
-                )
-                .map_err(sql("write tags"))?;
+            self.write_tag(id, key, value)?;
         }
+        Ok(())
+    }
+
+    /// Sets a tag under the reserved `aws:` prefix, which only gureum
+    /// itself sets (`aws:autoscaling:groupName`), never a request.
+    pub fn set_reserved_tag(&self, id: &str, key: &str, value: &str) -> Result<(), Error> {
+        self.remember(id)?;
+        self.write_tag(id, key, value)
+    }
+
+    fn write_tag(&self, id: &str, key: &str, value: &str) -> Result<(), Error> {
+        self.0
+            .execute(
+                "INSERT INTO tags (resource_id, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (resource_id, key) DO UPDATE SET value = excluded.value",
+                params![id, key, value],
+            )
+            .map_err(sql("write tags"))?;
         Ok(())
     }
 }

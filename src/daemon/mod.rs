@@ -10,7 +10,9 @@
 //! detached processes with their own supervisors: a daemon killed and
 //! started again finds them through the store and carries on.
 
+mod autoscaling;
 pub mod client;
+mod cpu;
 mod dhcp;
 mod executor;
 mod health;

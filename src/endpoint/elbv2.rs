@@ -9,17 +9,16 @@
 
 use std::collections::BTreeMap;
 
-use super::Reply;
-use super::iam::{Failure, Params, Xml, answer};
+use super::iam::{Failure, Params, Xml};
+use super::{Reply, Service, members, missing, need, number, tags, unexpected};
 use crate::cloud::api::{Action, ApiError, Category, Reason, Response, Tagged};
 use crate::cloud::elb::load_balancer::{BalancerType, Listener, LoadBalancer, Scheme};
 use crate::cloud::elb::rule::{Field, Rule};
 use crate::cloud::elb::target_group::HealthCheckRequest;
 use crate::cloud::elb::target_group::{CheckProtocol, TargetGroup};
 use crate::cloud::elb::{BalancerRequest, ListenerRuleRequest, TargetGroupRequest, TargetRef};
-use crate::cloud::iam::{self, AuthError, Caller};
+use crate::cloud::iam::{AuthError, Caller};
 use crate::cloud::lifecycle::Context;
-use crate::cloud::tags::Tags;
 use crate::cloud::vpc::subnet::Subnet;
 use crate::daemon::Executor;
 
@@ -38,12 +37,14 @@ pub fn handle(
     params: &[(String, String)],
     request_id: &str,
 ) -> Reply {
-    let params = Params(params);
-    let action = params.get("Action").unwrap_or_default();
-    let outcome = iam::authorize(ctx, caller, &format!("elasticloadbalancing:{action}"), "*")
-        .map_err(failure)
-        .and_then(|()| run(ctx, executor, &params, action));
-    answer(NAMESPACE, action, request_id, outcome)
+    let service = Service {
+        name: "elasticloadbalancing",
+        namespace: NAMESPACE,
+        failure,
+    };
+    service.handle(ctx, caller, params, request_id, |params, action| {
+        run(ctx, executor, params, action)
+    })
 }
 
 /// ELBv2's error for a failed core action.
@@ -77,56 +78,6 @@ fn failure(e: ApiError) -> Failure {
         _ => "ValidationError",
     };
     Failure::new(400, code, e.message)
-}
-
-fn missing(name: &str) -> Failure {
-    Failure::new(
-        400,
-        "ValidationError",
-        format!("the parameter {name} is required"),
-    )
-}
-
-/// Parameter `name`, required.
-fn need(params: &Params<'_>, name: &str) -> Result<String, Failure> {
-    params
-        .get(name)
-        .map(str::to_owned)
-        .ok_or_else(|| missing(name))
-}
-
-/// Parameter `name` as a number, if given.
-fn number<T: std::str::FromStr>(params: &Params<'_>, name: &str) -> Result<Option<T>, Failure> {
-    params
-        .get(name)
-        .map(|text| {
-            text.parse().map_err(|_| {
-                Failure::new(
-                    400,
-                    "ValidationError",
-                    format!("{name} '{text}' is not a number"),
-                )
-            })
-        })
-        .transpose()
-}
-
-/// The values of list `name` (`NAME.member.1`, `NAME.member.2`, ...).
-fn members(params: &Params<'_>, name: &str) -> Vec<String> {
-    (1..)
-        .map_while(|n| params.get(&format!("{name}.member.{n}")).map(str::to_owned))
-        .collect()
-}
-
-/// `Tags.member.N.Key` / `.Value`.
-fn tags(params: &Params<'_>) -> Tags {
-    (1..)
-        .map_while(|n| {
-            let key = params.get(&format!("Tags.member.{n}.Key"))?;
-            let value = params.get(&format!("Tags.member.{n}.Value")).unwrap_or("");
-            Some((key.to_owned(), value.to_owned()))
-        })
-        .collect()
 }
 
 /// The core API's reference of an ELBv2 ARN: the name it carries
@@ -469,14 +420,6 @@ fn described<T>(
         found.extend(one(reference)?);
     }
     Ok(found)
-}
-
-fn unexpected() -> Failure {
-    Failure::new(
-        500,
-        "InternalFailure",
-        "the core API answered with another kind of record",
-    )
 }
 
 fn unsupported(what: &str) -> Failure {

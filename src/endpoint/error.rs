@@ -151,6 +151,8 @@ pub fn not_found_code(kind: ids::Kind) -> &'static str {
         // ELBv2's codes, for its API.
         K::TargetGroup => "TargetGroupNotFound",
         K::LoadBalancer => "LoadBalancerNotFound",
+        // Auto Scaling answers an unknown group with a ValidationError.
+        K::AutoScalingGroup => "ValidationError",
     }
 }
 

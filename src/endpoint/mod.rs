@@ -7,6 +7,7 @@
 //! (`Credential=KEY/DATE/REGION/SERVICE/aws4_request`); the region comes
 //! from it too.
 
+pub mod autoscaling;
 pub mod ec2;
 pub mod elbv2;
 pub mod error;
@@ -191,6 +192,7 @@ async fn dispatch(
                     "iam" => iam::refused(&e, &id),
                     "sts" => sts::refused(&e, &id),
                     "elasticloadbalancing" => elbv2::refused(&e, &id),
+                    "autoscaling" => autoscaling::refused(&e, &id),
                     _ => Reply::error(&Ec2Error::new(e.code(), e.to_string(), e.status()), &id),
                 };
             }
@@ -213,12 +215,19 @@ async fn dispatch(
                 params.pairs(),
                 &id,
             ),
+            "autoscaling" => autoscaling::handle(
+                &endpoint.ctx,
+                &endpoint.executor,
+                &who.caller,
+                params.pairs(),
+                &id,
+            ),
             other => Reply::error(
                 &Ec2Error::client(
                     "InvalidAction",
                     format!(
                         "this endpoint does not serve the service '{other}' (it serves ec2, \
-                         elasticloadbalancing, iam and sts)"
+                         elasticloadbalancing, autoscaling, iam and sts)"
                     ),
                 ),
                 &id,
@@ -232,6 +241,99 @@ async fn dispatch(
             request_id,
         )
     })
+}
+
+/// A Query API whose operations are core actions run by the daemon's
+/// executor (ELBv2, Auto Scaling): the request's `Action`, allowed by
+/// `authorize` as `SERVICE:ACTION` (on `*`: policies name these
+/// services' resources by ARN, which this does not match yet), then run
+/// and answered in the service's envelope.
+struct Service {
+    /// The IAM service prefix.
+    name: &'static str,
+    namespace: &'static str,
+    /// The service's error for a failed core action.
+    failure: fn(crate::cloud::api::ApiError) -> iam::Failure,
+}
+
+impl Service {
+    fn handle(
+        &self,
+        ctx: &Context,
+        caller: &crate::cloud::iam::Caller,
+        params: &[(String, String)],
+        request_id: &str,
+        run: impl FnOnce(&iam::Params<'_>, &str) -> Result<Option<iam::Xml>, iam::Failure>,
+    ) -> Reply {
+        let params = iam::Params(params);
+        let action = params.get("Action").unwrap_or_default();
+        let outcome =
+            crate::cloud::iam::authorize(ctx, caller, &format!("{}:{action}", self.name), "*")
+                .map_err(self.failure)
+                .and_then(|()| run(&params, action));
+        iam::answer(self.namespace, action, request_id, outcome)
+    }
+}
+
+fn missing(name: &str) -> iam::Failure {
+    iam::Failure::new(
+        400,
+        "ValidationError",
+        format!("the parameter {name} is required"),
+    )
+}
+
+/// Parameter `name`, required.
+fn need(params: &iam::Params<'_>, name: &str) -> Result<String, iam::Failure> {
+    params
+        .get(name)
+        .map(str::to_owned)
+        .ok_or_else(|| missing(name))
+}
+
+/// Parameter `name` as a number (or another `FromStr`), if given.
+fn number<T: std::str::FromStr>(
+    params: &iam::Params<'_>,
+    name: &str,
+) -> Result<Option<T>, iam::Failure> {
+    params
+        .get(name)
+        .map(|text| {
+            text.parse().map_err(|_| {
+                iam::Failure::new(
+                    400,
+                    "ValidationError",
+                    format!("{name} '{text}' is not valid"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// The values of list `name` (`NAME.member.1`, `NAME.member.2`, ...).
+fn members(params: &iam::Params<'_>, name: &str) -> Vec<String> {
+    (1..)
+        .map_while(|n| params.get(&format!("{name}.member.{n}")).map(str::to_owned))
+        .collect()
+}
+
+/// `Tags.member.N.Key` / `.Value`.
+fn tags(params: &iam::Params<'_>) -> crate::cloud::tags::Tags {
+    (1..)
+        .map_while(|n| {
+            let key = params.get(&format!("Tags.member.{n}.Key"))?;
+            let value = params.get(&format!("Tags.member.{n}.Value")).unwrap_or("");
+            Some((key.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+fn unexpected() -> iam::Failure {
+    iam::Failure::new(
+        500,
+        "InternalFailure",
+        "the core API answered with another kind of record",
+    )
 }
 
 /// The service and region a request is signed for.

@@ -84,6 +84,7 @@ impl cloud::Error {
             E::KeyPair(e) => e.category(),
             E::Vpc(e) => e.category(),
             E::Elb(e) => e.category(),
+            E::AutoScaling(e) => e.category(),
             E::InstanceType(e) => e.category(),
             E::Iam(e) => e.category(),
             E::Random(_)
@@ -254,6 +255,27 @@ impl cloud::elb::Error {
             | E::ListenerExists { .. }
             | E::PriorityTaken { .. }
             | E::InUse { .. } => Conflict,
+        }
+    }
+}
+
+impl cloud::autoscaling::Error {
+    pub fn category(&self) -> Category {
+        use cloud::autoscaling::Error as E;
+        match self {
+            E::BadName(_)
+            | E::Sizes { .. }
+            | E::BadGrace(_)
+            | E::HealthCheckType(_)
+            | E::TemplateVersion(_)
+            | E::NoSubnets
+            | E::OtherVpc { .. }
+            | E::BelowMin { .. }
+            | E::BadTarget(_)
+            | E::BadPolicyName(_) => InvalidInput,
+            E::TooLarge(_) => LimitExceeded,
+            E::NotMember { .. } | E::InNoGroup(_) | E::NoPolicy { .. } => NotFound,
+            E::HasInstances { .. } => Conflict,
         }
     }
 }

@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::autoscaling::group::{AutoScalingGroup, Member};
+use super::autoscaling::{self, GroupRequest, GroupUpdate};
 use super::control;
+use super::cpu_metric::{self, CpuMinute};
 use super::cpu_options::CpuOptions;
 use super::elb::load_balancer::LoadBalancer;
 use super::elb::target_group::TargetGroup;
@@ -387,6 +390,71 @@ pub enum Action {
         load_balancer: String,
         rule: String,
     },
+    CreateAutoScalingGroup {
+        request: GroupRequest,
+    },
+    ListAutoScalingGroups {
+        filters: Vec<String>,
+    },
+    DescribeAutoScalingGroup {
+        group: String,
+    },
+    UpdateAutoScalingGroup {
+        group: String,
+        change: GroupUpdate,
+    },
+    SetDesiredCapacity {
+        group: String,
+        desired: u32,
+    },
+    /// Scale-in protection of some of the group's instances.
+    SetInstanceProtection {
+        group: String,
+        instances: Vec<String>,
+        protected: bool,
+    },
+    /// Takes the instance out of its group and terminates it; without
+    /// `decrement`, the group launches a replacement.
+    TerminateInstanceInAutoScalingGroup {
+        instance: String,
+        decrement: bool,
+        timeout_secs: u64,
+    },
+    /// Attaches target groups (the controller registers the group's
+    /// instances) or detaches them (its instances are deregistered).
+    ChangeAutoScalingTargetGroups {
+        group: String,
+        target_groups: Vec<String>,
+        attach: bool,
+    },
+    /// A group with instances only with `force`, which terminates them.
+    DeleteAutoScalingGroup {
+        group: String,
+        force: bool,
+        timeout_secs: u64,
+    },
+    /// Adds or replaces a target-tracking policy on average CPU.
+    PutScalingPolicy {
+        group: String,
+        name: String,
+        target_cpu: u16,
+        disable_scale_in: bool,
+    },
+    DeleteScalingPolicy {
+        group: String,
+        name: String,
+    },
+    /// Who is in the group now, as the group controller found them
+    /// (`daemon::autoscaling`).
+    RecordAutoScalingMembers {
+        group: String,
+        members: Vec<Member>,
+    },
+    /// Minutes of CPU utilization the daemon measured (`daemon::cpu`),
+    /// by instance ID.
+    RecordCpuUtilization {
+        samples: Vec<(String, CpuMinute)>,
+    },
     /// One pass comparing Linux and the state directory with the records
     /// (`cloud::reconcile`); with `repair`, making them match.
     Reconcile {
@@ -435,6 +503,8 @@ impl Action {
                 | Action::DescribeTargetGroup { .. }
                 | Action::ListLoadBalancers { .. }
                 | Action::DescribeLoadBalancer { .. }
+                | Action::ListAutoScalingGroups { .. }
+                | Action::DescribeAutoScalingGroup { .. }
         ) && !matches!(self, Action::Reconcile { repair: false })
     }
 }
@@ -457,6 +527,7 @@ pub enum Response {
     SecurityGroups(Vec<Tagged<SecurityGroup>>),
     TargetGroups(Vec<Tagged<TargetGroup>>),
     LoadBalancers(Vec<Tagged<LoadBalancer>>),
+    AutoScalingGroups(Vec<Tagged<AutoScalingGroup>>),
     /// A new key pair and its private key, handed out this once.
     NewKeyPair {
         key: Tagged<KeyPair>,
@@ -965,6 +1036,95 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
             elb::delete_rule(store, &net()?, load_balancer, rule)?,
             store,
         )?,
+        Action::CreateAutoScalingGroup { request } => {
+            one(autoscaling::create(store, request)?, store)?
+        }
+        Action::ListAutoScalingGroups { filters } => {
+            AutoScalingGroup::records(list_plain(store, filters)?)
+        }
+        Action::DescribeAutoScalingGroup { group } => describe::<AutoScalingGroup>(store, group)?,
+        Action::UpdateAutoScalingGroup { group, change } => {
+            one(autoscaling::update(store, group, change)?, store)?
+        }
+        Action::SetDesiredCapacity { group, desired } => {
+            one(autoscaling::set_desired(store, group, *desired)?, store)?
+        }
+        Action::SetInstanceProtection {
+            group,
+            instances,
+            protected,
+        } => one(
+            autoscaling::set_protection(store, group, instances, *protected)?,
+            store,
+        )?,
+        Action::TerminateInstanceInAutoScalingGroup {
+            instance,
+            decrement,
+            timeout_secs,
+        } => {
+            let group = autoscaling::leave(store, instance, *decrement)?;
+            autoscaling::deregister(store, &net()?, &group.target_groups, instance)?;
+            let i = control::terminate(ctx, store, instance, secs(*timeout_secs))?;
+            Response::Instances(with_tags(store, vec![i])?)
+        }
+        Action::ChangeAutoScalingTargetGroups {
+            group,
+            target_groups,
+            attach,
+        } => {
+            let (group, detached) =
+                autoscaling::change_target_groups(store, group, target_groups, *attach)?;
+            for member in &group.instances {
+                autoscaling::deregister(store, &net()?, &detached, &member.instance_id)?;
+            }
+            one(group, store)?
+        }
+        Action::DeleteAutoScalingGroup {
+            group,
+            force,
+            timeout_secs,
+        } => gone(autoscaling::delete(
+            ctx,
+            store,
+            &net()?,
+            group,
+            *force,
+            secs(*timeout_secs),
+        )?),
+        Action::PutScalingPolicy {
+            group,
+            name,
+            target_cpu,
+            disable_scale_in,
+        } => one(
+            autoscaling::put_policy(store, group, name, *target_cpu, *disable_scale_in)?,
+            store,
+        )?,
+        Action::DeleteScalingPolicy { group, name } => {
+            one(autoscaling::delete_policy(store, group, name)?, store)?
+        }
+        Action::RecordAutoScalingMembers { group, members } => {
+            one(autoscaling::record_members(store, group, members)?, store)?
+        }
+        Action::RecordCpuUtilization { samples } => {
+            let changed = store.write(|tx| {
+                let mut changed = Vec::new();
+                for (id, minute) in samples {
+                    // One terminated or deleted meanwhile has no use for it.
+                    let Some(mut i) = tx.get::<Instance>(id)? else {
+                        continue;
+                    };
+                    if i.state == State::Terminated {
+                        continue;
+                    }
+                    cpu_metric::push(&mut i.cpu_utilization, *minute);
+                    tx.update(&i)?;
+                    changed.push(i);
+                }
+                Ok::<_, Error>(changed)
+            })?;
+            Response::Instances(with_tags(store, changed)?)
+        }
         Action::Reconcile { repair } => {
             let mode = if *repair { Mode::Repair } else { Mode::Check };
             Response::Reconciled(reconcile::run(ctx, store, mode)?)

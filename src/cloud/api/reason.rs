@@ -69,7 +69,9 @@ impl cloud::Error {
             E::Transition(_) | E::NotStopped { .. } | E::NotRunning { .. } => {
                 Some(Reason::InstanceState)
             }
-            E::ImageInUse { .. } | E::Elb(crate::cloud::elb::Error::InUse { .. }) => {
+            E::ImageInUse { .. }
+            | E::Elb(crate::cloud::elb::Error::InUse { .. })
+            | E::AutoScaling(crate::cloud::autoscaling::Error::HasInstances { .. }) => {
                 Some(Reason::InUse)
             }
             E::DidNotStart(_) => Some(Reason::DidNotStart),

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Response;
 use crate::cloud::Error;
+use crate::cloud::autoscaling::group::AutoScalingGroup;
 use crate::cloud::elb::load_balancer::LoadBalancer;
 use crate::cloud::elb::target_group::TargetGroup;
 use crate::cloud::image::Image;
@@ -81,4 +82,5 @@ records! {
     SecurityGroup => SecurityGroups,
     TargetGroup => TargetGroups,
     LoadBalancer => LoadBalancers,
+    AutoScalingGroup => AutoScalingGroups,
 }

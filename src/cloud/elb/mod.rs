@@ -378,6 +378,16 @@ pub fn delete_target_group(
             }
             .into());
         }
+        let groups = crate::cloud::autoscaling::users_of(tx, &group.id)?;
+        if !groups.is_empty() {
+            return Err(Error::InUse {
+                noun: "target group",
+                id: group.id,
+                users: format!("Auto Scaling groups {}", groups.join(", ")),
+                fix: "detach it from them first (`gureum asg detach-target-groups`)",
+            }
+            .into());
+        }
         tx.delete(&group.id)?;
         Ok(group)
     })

@@ -47,6 +47,8 @@ pub fn resource_type(kind: Kind) -> &'static str {
         // ELBv2's, under elasticloadbalancing (`cloud::elb`).
         Kind::TargetGroup => "targetgroup",
         Kind::LoadBalancer => "loadbalancer",
+        // Auto Scaling's, under autoscaling (`cloud::autoscaling`).
+        Kind::AutoScalingGroup => "autoScalingGroup",
     }
 }
 

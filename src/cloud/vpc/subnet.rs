@@ -138,6 +138,16 @@ pub fn delete(
             }
             .into());
         }
+        let groups = crate::cloud::autoscaling::users_of(tx, &subnet.id)?;
+        if !groups.is_empty() {
+            return Err(Error::InUse {
+                noun: "subnet",
+                id: subnet.id.clone(),
+                what: format!("Auto Scaling groups {}", groups.join(", ")),
+                fix: "`gureum asg update --subnet` or `gureum asg delete` them first".to_owned(),
+            }
+            .into());
+        }
         route_table::unassociate(tx, &subnet.vpc_id, &subnet.id, None)?;
         tx.delete(&subnet.id)?;
         let vpc = subnet.vpc_id.clone();

@@ -191,6 +191,7 @@ fn run(call: &Call<'_>) -> Result<Xml, Ec2Error> {
         terminate_with: None,
         user_data: user_data(p, "UserData")?,
         metadata_options: metadata_change(&p.nested("MetadataOptions"))?,
+        auto_scaling_group: None,
     };
     let Response::Launched { instances, .. } = call.run(Action::RunInstances {
         request: Box::new(request),

@@ -70,7 +70,7 @@ fn resource_type(id: &str) -> &'static str {
         Some(Kind::ElasticIp) => "elastic-ip",
         Some(Kind::SecurityGroup) => "security-group",
         // ELBv2's resources are tagged through ELBv2, not EC2.
-        Some(Kind::TargetGroup | Kind::LoadBalancer) | None => "",
+        Some(Kind::TargetGroup | Kind::LoadBalancer | Kind::AutoScalingGroup) | None => "",
     }
 }
 

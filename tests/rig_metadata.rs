@@ -168,3 +168,32 @@ fn an_application_load_balancer_routes_paths_to_their_target_groups() {
     assert_eq!(answered("alb_rule_b"), [web3], "{}", case.output);
     assert_eq!(answered("alb_xff"), ["192.0.2.254"], "{}", case.output);
 }
+
+/// An Auto Scaling group of 2 over two subnets of the default VPC, from
+/// a launch template, under the daemon: one member in each subnet; a
+/// member whose VMM is killed is replaced, in the group and its target
+/// group; its desired capacity grows and shrinks it; a forced delete
+/// takes its instances.
+#[test]
+fn an_auto_scaling_group_replaces_a_killed_instance_and_follows_its_capacity() {
+    let case = rig().passed_with(
+        "asg",
+        &[
+            ("subnets_used", "2"),
+            ("members_after", "2 kept=yes"),
+            ("grown_to", "3"),
+            ("shrunk_to", "2"),
+        ],
+    );
+    let one = |key: &str| case.values(key).first().copied().unwrap_or_default();
+    assert_ne!(one("victim_vmm"), "none", "{}", case.output);
+    assert!(
+        ["shutting-down", "terminated"].contains(&one("victim_state")),
+        "{}",
+        case.output
+    );
+    eprintln!(
+        "a killed member was replaced (running, registered) after {} s",
+        one("replaced_after_s")
+    );
+}

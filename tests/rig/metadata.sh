@@ -216,6 +216,67 @@ done
 $IP -n isp route del 203.0.113.0/24
 end_checks alb
 
+# An Auto Scaling group of 2 (min 2, max 4) over two subnets of the
+# default VPC, from a launch template of the busybox image, its members
+# registered in a target group: one is launched in each subnet; a member
+# whose VMM is killed is replaced by a new one, registered in its stead;
+# the desired capacity set to 3 grows the group, set back to 2 shrinks
+# it; a forced delete takes its instances with it.
+begin_checks asg
+gureum subnet create --vpc "$vpc" --cidr 172.31.16.0/20 --name second >/dev/null || fail "subnet second"
+gureum template create --name small --image busybox --type t2.nano \
+  --cmdline-append rig.scenario=idle >/dev/null || fail "template create"
+gureum target-group create --name pool --vpc "$vpc" --port 80 >/dev/null || fail "target-group pool"
+gureum asg create --name front --template small --subnet "$subnet" --subnet second --min 2 --max 4 \
+  --target-group pool --health-check-grace-period 5 >/dev/null || fail "asg create"
+# The group's members and the targets of group pool: sorted IDs on a line.
+members() { gureum asg describe front | sed -n 's/^instances\.[0-9]*\.instance_id: *//p' | sort | tr '\n' ' '; }
+registered() { gureum target-group health pool | awk 'NR > 1 { print $1 }' | sort | tr '\n' ' '; }
+# Waits up to 240 s until the group has N members, none of them GONE,
+# each running and each registered in pool; prints how long it took.
+wait_group() {  # N [GONE]
+  t0=$(uptime_s)
+  while :; do
+    m=$(members) running=0
+    for i in $m; do [ "$(describe instance "$i" state)" = running ] && running=$((running + 1)); done
+    case " $m" in *" ${2:-none} "*) ;; *)
+      [ "$running" -eq "$1" ] && [ "$(echo $m | wc -w)" -eq "$1" ] && [ "$(registered)" = "$m" ] &&
+        { echo "$(($(uptime_s) - t0))"; return 0; } ;;
+    esac
+    if [ $(($(uptime_s) - t0)) -gt 240 ]; then
+      echo "group: $m ($running running); pool: $(registered)"
+      return 1
+    fi
+    sleep 1
+  done
+}
+s=$(wait_group 2) || fail "the group never had 2 running members: $s"
+first=$(members)
+echo "subnets_used=$(for i in $first; do describe instance "$i" placement.subnet_id; done | sort -u | wc -l)"
+victim=${first%% *}
+pid=$(vmm_pid "$victim")
+echo "victim_vmm=${pid:-none}"
+kill -9 $pid
+s=$(wait_group 2 "$victim") || fail "$victim was never replaced: $s"
+echo "replaced_after_s=$s"
+echo "victim_state=$(describe instance "$victim" state)"
+echo "members_after=$(members | wc -w) kept=$(for i in $first; do [ "$i" = "$victim" ] || case " $(members)" in *" $i "*) echo yes ;; esac; done)"
+gureum asg set-desired-capacity front --desired 3 >/dev/null || fail "desired 3"
+s=$(wait_group 3) || fail "the group never grew to 3: $s"
+echo "grown_to=3"
+gureum asg set-desired-capacity front --desired 2 >/dev/null || fail "desired 2"
+s=$(wait_group 2) || fail "the group never shrank to 2: $s"
+echo "shrunk_to=2"
+last=$(members)
+gureum asg delete front --force-delete >/dev/null || fail "asg delete"
+for i in $last; do
+  gureum instance wait "$i" --state terminated --timeout 120 >/dev/null || fail "$i not terminated"
+done
+gureum target-group delete pool >/dev/null || fail "target-group delete pool"
+gureum template rm small >/dev/null || fail "template rm"
+gureum subnet delete second >/dev/null || fail "subnet delete second"
+end_checks asg
+
 begin_checks uplink-off
 kill "$daemon"
 wait "$daemon" 2>/dev/null

@@ -119,6 +119,7 @@ fn an_internet_facing_nlb_spreads_requests_over_healthy_busybox_servers_only() {
         "{}",
         case.output
     );
+    assert_eq!(one("lb_name_resolved"), one("lb_public"), "{}", case.output);
     let answered = |key: &str| one(key).split_whitespace().collect::<Vec<_>>();
     assert_eq!(answered("spread_all"), servers, "{}", case.output);
     // Client IP preservation: the server sees the ISP's own address.

@@ -12,6 +12,10 @@
 //!   an internet gateway (the namespace's own traffic leaves through it),
 //!   as the AWS resolver answers public names; without one, nothing
 //!   outside the VPC is reachable and other names are refused.
+//! - The VPC's load balancers' DNS names (under gureum's own domain,
+//!   kept local): an internet-facing one's public address, as ELB's
+//!   resolve to public addresses from inside the VPC too; an internal
+//!   one's private addresses.
 //!
 //! The text is a pure function of the VPC's description, so the daemon
 //! restarts a server exactly when what it must serve changed.
@@ -25,6 +29,9 @@ use super::vpc::{VpcSpec, bridge_name};
 /// The domain of instances' private names, as EC2 names them in its
 /// first region (gureum's in every region).
 pub const DOMAIN: &str = "ec2.internal";
+/// The domain of the names gureum gives (load balancers'): answered by
+/// the VPC resolver, never forwarded.
+pub const GUREUM_DOMAIN: &str = "gureum.internal";
 /// What EC2's DHCP leases last.
 const LEASE: &str = "1h";
 
@@ -62,6 +69,16 @@ pub fn config(spec: &VpcSpec, upstreams: &[Ipv4Addr]) -> Option<String> {
         }
     }
     let _ = writeln!(out, "local=/{DOMAIN}/");
+    let _ = writeln!(out, "local=/{GUREUM_DOMAIN}/");
+    for balancer in &spec.balancers {
+        let addresses: Vec<Ipv4Addr> = match balancer.public_ip {
+            Some(public) => vec![public],
+            None => balancer.ports.iter().map(|p| p.ip).collect(),
+        };
+        for address in addresses {
+            let _ = writeln!(out, "address=/{}/{address}", balancer.dns_name);
+        }
+    }
     let _ = writeln!(out, "domain={DOMAIN}");
     let _ = writeln!(out, "synth-domain={DOMAIN},{},ip-", spec.cidr);
     let _ = writeln!(out, "listen-address={resolver}");
@@ -166,5 +183,50 @@ mod tests {
         assert!(text.lines().any(|l| l == "server=192.0.2.53"), "{text}");
         // Private names never leave: EC2's domain stays local.
         assert!(text.lines().any(|l| l == "local=/ec2.internal/"), "{text}");
+    }
+
+    #[test]
+    fn load_balancers_names_answer_their_public_or_private_addresses() {
+        let mut spec = VpcSpec::new("vpc-1", cidr("10.0.0.0/16"));
+        let port = |ip: [u8; 4]| Port {
+            id: "elb-1-0".into(),
+            link: "l-1".into(),
+            subnet: "subnet-a".into(),
+            mac: MacAddr([2, 0, 0, 0, 0, 9]),
+            ip: Ipv4Addr::from(ip),
+            groups: vec!["sg-1".into()],
+            source_dest_check: true,
+        };
+        let balancer = |name: &str, public: Option<Ipv4Addr>, ports| crate::net::elb::Balancer {
+            id: format!("elb-{name}"),
+            dns_name: format!("{name}-1.elb.local-1.gureum.internal"),
+            netns: format!("gureum-elb-{name}"),
+            ports,
+            public_ip: public,
+            listeners: Vec::new(),
+            proxied: Vec::new(),
+        };
+        spec.balancers.push(balancer(
+            "front",
+            Some(Ipv4Addr::new(203, 0, 113, 9)),
+            vec![port([10, 0, 1, 5])],
+        ));
+        spec.balancers.push(balancer(
+            "internal-back",
+            None,
+            vec![port([10, 0, 1, 6]), port([10, 0, 2, 6])],
+        ));
+        let text = config(&spec, &[]).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for line in [
+            "local=/gureum.internal/",
+            "address=/front-1.elb.local-1.gureum.internal/203.0.113.9",
+            "address=/internal-back-1.elb.local-1.gureum.internal/10.0.1.6",
+            "address=/internal-back-1.elb.local-1.gureum.internal/10.0.2.6",
+        ] {
+            assert!(lines.contains(&line), "no '{line}' in\n{text}");
+        }
+        // The internet-facing one's private address is not its name's.
+        assert!(!text.contains("10.0.1.5"), "{text}");
     }
 }

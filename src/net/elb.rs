@@ -49,6 +49,8 @@ const PEER_PREFIX: &str = "m-";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Balancer {
     pub id: String,
+    /// The name the VPC's resolver answers with its addresses.
+    pub dns_name: String,
     /// Its namespace.
     pub netns: String,
     /// Its ports, one per subnet; each is also among the VPC's ports.
@@ -318,6 +320,7 @@ mod tests {
         let id = "elb-0123456789abcdef0";
         Balancer {
             id: id.into(),
+            dns_name: "front-0123.elb.local-1.gureum.internal".into(),
             netns: format!("gureum-{id}"),
             ports: vec![Port {
                 id: format!("{id}-0"),

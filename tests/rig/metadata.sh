@@ -73,7 +73,9 @@ wait_log "$id" @@SERVING 1 240 || fail "$id never served"
 echo "default_ip=$(describe instance "$id" placement.private_ip)"
 echo "default_lease=$(gureum instance logs "$id" | tr -d '\r' | sed -n 's/.*@@VPC-IP //p' | tail -n 1)"
 # The name's address (after "Name:"; the server's comes first), or FAILED.
-resolve() { guest "$id" "nslookup www.example.test | sed -n '/^Name:/,\$ s/^Address[: 0-9]*: *//p' | grep ."; }
+resolve() {  # [NAME]
+  guest "$id" "nslookup ${1:-www.example.test} | sed -n '/^Name:/,\$ s/^Address[: 0-9]*: *//p' | grep ."
+}
 echo "resolved=$(resolve)"
 expect_fetch via_uplink "$id" http://www.example.test/cgi-bin/peer 192.0.2.1
 gureum sg authorize-ingress "$(describe instance "$id" placement.security_groups.0)" \
@@ -124,6 +126,8 @@ gureum elb create --name front --subnet "$subnet" --scheme internet-facing >/dev
 gureum elb listener create front --port 80 --target-group web >/dev/null || fail "listener create"
 lb=$(describe elb front public_ip)
 echo "lb_public=$lb"
+# Its DNS name, answered by the VPC's resolver with its public address.
+echo "lb_name_resolved=$(resolve "$(describe elb front dns_name)")"
 servers=$(for i in "$id" "$web2" "$web3"; do describe instance "$i" placement.private_ip; done | sort | tr '\n' ' ')
 echo "servers=$servers"
 echo "web2_ip=$(describe instance "$web2" placement.private_ip)"

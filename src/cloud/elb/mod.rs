@@ -31,6 +31,7 @@ use crate::cloud::vpc::subnet::Subnet;
 use crate::cloud::vpc::{self, in_vpc, realise};
 use crate::cloud::{self, lookup};
 use crate::net::cidr;
+use crate::net::dnsmasq;
 use crate::net::elb::{Balancer, Forward};
 
 use load_balancer::{BalancerType, Listener, LoadBalancer, Scheme};
@@ -520,8 +521,9 @@ pub fn create_load_balancer(
                 ),
             ),
             dns_name: format!(
-                "{internal}{}-{hex}.elb.{REGION}.gureum.internal",
-                request.name
+                "{internal}{}-{hex}.elb.{REGION}.{}",
+                request.name,
+                dnsmasq::GUREUM_DOMAIN
             ),
             name: request.name.clone(),
             balancer_type: request.balancer_type,
@@ -1043,6 +1045,7 @@ pub fn balancers(tx: &Tx<'_>, vpc: &str) -> Result<Vec<Balancer>, cloud::Error> 
             let network = balancer.balancer_type == BalancerType::Network;
             Balancer {
                 id: balancer.id.clone(),
+                dns_name: balancer.dns_name.clone(),
                 netns: balancer.netns.clone(),
                 ports: balancer.realised_ports(),
                 public_ip: balancer.public_ip,

@@ -131,7 +131,7 @@ mod tests {
         assert_eq!(m.kernel, "vmlinuz");
         assert_eq!(m.initrd.as_deref(), Some("initrd.cpio.gz"));
         assert_eq!(m.root_disk, None);
-        assert_eq!(m.cmdline, "console=ttyS0 reboot=k panic=-1");
+        assert_eq!(m.cmdline, "console=ttyS0 reboot=k panic=-1 quiet");
         assert_eq!(m.min_memory_mib, 128);
         assert_eq!(m.architecture, "x86_64");
         assert_eq!(m.output.as_deref(), Some("target/images/busybox"));

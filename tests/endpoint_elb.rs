@@ -1,7 +1,8 @@
 //! The ELBv2 Query API of `gureum daemon`, driven by the real aws CLI
 //! (`aws elbv2 …`) from the virtualenv `scripts/setup-deps` makes: target
 //! groups, targets and their health, a network load balancer and its
-//! listener, and ELBv2's error codes. Needs root, `ip` and `nft` (the
+//! listener, an application one with listener rules, and ELBv2's error
+//! codes. Needs root, `ip` and `nft` (the
 //! load balancer is realised in its VPC's namespace).
 
 #![allow(
@@ -181,7 +182,7 @@ fn the_aws_cli_drives_target_groups_load_balancers_and_listeners() {
                 "--name",
                 "other",
                 "--type",
-                "application",
+                "gateway",
                 "--subnets",
                 &subnet
             ]
@@ -274,6 +275,213 @@ fn the_aws_cli_drives_target_groups_load_balancers_and_listeners() {
     );
     let left = ok(&host, &["describe-load-balancers"]);
     assert_eq!(left["LoadBalancers"], Value::Array(Vec::new()), "{left}");
+    let check = host.run(&["net", "check"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}
+
+/// The priorities of listener `listener`'s rules as DescribeRules lists
+/// them, with the target group each forwards to.
+fn rules_of(host: &Host, listener: &str) -> Vec<(String, String)> {
+    let rules = ok(host, &["describe-rules", "--listener-arn", listener]);
+    rules["Rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                text(&r["Priority"]),
+                text(&r["Actions"][0]["TargetGroupArn"]),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_aws_cli_drives_application_load_balancers_and_their_rules() {
+    let host = Host::start("local-1");
+    let vpc = host.ok(&["vpc", "create", "--cidr", "10.42.0.0/16", "--name", "main"]);
+    let subnet = host.ok(&[
+        "subnet",
+        "create",
+        "--vpc",
+        "main",
+        "--cidr",
+        "10.42.1.0/24",
+        "--name",
+        "a",
+    ]);
+    let mut groups = Vec::new();
+    for name in ["alpha", "beta", "home"] {
+        let mut args = create_group(name, &vpc, &[]);
+        args[4] = "HTTP";
+        let made = ok(&host, &args);
+        let group = &made["TargetGroups"][0];
+        assert_eq!(group["Protocol"], "HTTP", "{made}");
+        assert_eq!(group["HealthCheckProtocol"], "HTTP", "{made}");
+        groups.push(text(&group["TargetGroupArn"]));
+    }
+    let (alpha, beta, home) = (&groups[0], &groups[1], &groups[2]);
+
+    // ELBv2's default type is application.
+    let made = ok(
+        &host,
+        &[
+            "create-load-balancer",
+            "--name",
+            "app",
+            "--scheme",
+            "internal",
+            "--subnets",
+            &subnet,
+        ],
+    );
+    let balancer = &made["LoadBalancers"][0];
+    assert_eq!(balancer["Type"], "application", "{made}");
+    let balancer_arn = text(&balancer["LoadBalancerArn"]);
+    assert!(balancer_arn.contains(":loadbalancer/app/app/"), "{made}");
+    let listener = |protocol: &str| {
+        elbv2(
+            &host,
+            &[
+                "create-listener",
+                "--load-balancer-arn",
+                &balancer_arn,
+                "--protocol",
+                protocol,
+                "--port",
+                "80",
+                "--default-actions",
+                &format!("Type=forward,TargetGroupArn={home}"),
+            ],
+        )
+    };
+    assert_eq!(listener("TCP").unwrap_err(), "ValidationError");
+    let made = listener("HTTP").unwrap();
+    let listener_arn = text(&made["Listeners"][0]["ListenerArn"]);
+    assert!(listener_arn.contains(":listener/app/app/"), "{made}");
+    assert_eq!(made["Listeners"][0]["Protocol"], "HTTP");
+
+    let rule = |priority: &str, conditions: &str, group: &str| {
+        elbv2(
+            &host,
+            &[
+                "create-rule",
+                "--listener-arn",
+                &listener_arn,
+                "--priority",
+                priority,
+                "--conditions",
+                conditions,
+                "--actions",
+                &format!("Type=forward,TargetGroupArn={group}"),
+            ],
+        )
+    };
+    let made = rule("10", "Field=path-pattern,Values=/a*", alpha).unwrap();
+    let first = &made["Rules"][0];
+    let first_arn = text(&first["RuleArn"]);
+    assert!(first_arn.contains(":listener-rule/app/app/"), "{made}");
+    assert_eq!(first["Priority"], "10");
+    assert_eq!(first["Conditions"][0]["Field"], "path-pattern");
+    assert_eq!(first["Conditions"][0]["Values"][0], "/a*");
+    assert_eq!(first["IsDefault"], false);
+    // The newer shape of a condition, with its config.
+    let made = rule(
+        "20",
+        r#"[{"Field":"path-pattern","PathPatternConfig":{"Values":["/b*"]}}]"#,
+        beta,
+    )
+    .unwrap();
+    let second_arn = text(&made["Rules"][0]["RuleArn"]);
+    assert_eq!(
+        made["Rules"][0]["Conditions"][0]["PathPatternConfig"]["Values"][0],
+        "/b*"
+    );
+    assert_eq!(
+        rule("20", "Field=host-header,Values=x.example", alpha).unwrap_err(),
+        "PriorityInUse"
+    );
+    assert_eq!(
+        rule("30", "Field=path-pattern,Values=/a b", alpha).unwrap_err(),
+        "ValidationError"
+    );
+    assert_eq!(
+        rule("30", "Field=query-string,Values=x", alpha).unwrap_err(),
+        "ValidationError"
+    );
+    assert_eq!(
+        rules_of(&host, &listener_arn),
+        [
+            ("10".to_owned(), alpha.clone()),
+            ("20".to_owned(), beta.clone()),
+            ("default".to_owned(), home.clone())
+        ]
+    );
+
+    // The conditions given replace the rule's; the target group changes.
+    let made = ok(
+        &host,
+        &[
+            "modify-rule",
+            "--rule-arn",
+            &first_arn,
+            "--conditions",
+            "Field=host-header,Values=*.example.com",
+            "--actions",
+            &format!("Type=forward,TargetGroupArn={home}"),
+        ],
+    );
+    let conditions = &made["Rules"][0]["Conditions"];
+    assert_eq!(conditions.as_array().unwrap().len(), 1, "{made}");
+    assert_eq!(conditions[0]["Field"], "host-header", "{made}");
+    assert_eq!(
+        made["Rules"][0]["Actions"][0]["TargetGroupArn"],
+        home.as_str()
+    );
+    // Priorities swap at once.
+    ok(
+        &host,
+        &[
+            "set-rule-priorities",
+            "--rule-priorities",
+            &format!("RuleArn={first_arn},Priority=20"),
+            &format!("RuleArn={second_arn},Priority=10"),
+        ],
+    );
+    assert_eq!(
+        rules_of(&host, &listener_arn),
+        [
+            ("10".to_owned(), beta.clone()),
+            ("20".to_owned(), home.clone()),
+            ("default".to_owned(), home.clone())
+        ]
+    );
+    let one = ok(&host, &["describe-rules", "--rule-arns", &first_arn]);
+    assert_eq!(one["Rules"].as_array().unwrap().len(), 1, "{one}");
+    assert_eq!(one["Rules"][0]["Priority"], "20");
+    // A rule's group is in use.
+    assert_eq!(
+        elbv2(&host, &["delete-target-group", "--target-group-arn", beta]).unwrap_err(),
+        "ResourceInUse"
+    );
+    ok(&host, &["delete-rule", "--rule-arn", &first_arn]);
+    assert_eq!(
+        elbv2(&host, &["delete-rule", "--rule-arn", &first_arn]).unwrap_err(),
+        "RuleNotFound"
+    );
+    assert_eq!(rules_of(&host, &listener_arn).len(), 2);
+
+    ok(
+        &host,
+        &["delete-load-balancer", "--load-balancer-arn", &balancer_arn],
+    );
+    for group in &groups {
+        ok(&host, &["delete-target-group", "--target-group-arn", group]);
+    }
     let check = host.run(&["net", "check"]);
     assert!(
         check.status.success(),

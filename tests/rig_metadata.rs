@@ -49,7 +49,8 @@ fn a_guest_takes_its_address_by_dhcp_and_resolves_its_private_name() {
 /// reaches the world through the host (L1), whose resolver forwards to
 /// the host's; the host reaches the instance at the public address it was
 /// given at launch, then at its elastic IP, which replaces that one; the
-/// uplink turned off cuts all of it.
+/// uplink turned off (a daemon started with `GUREUM_UPLINK=none`) cuts
+/// all of it.
 #[test]
 fn the_default_vpc_reaches_the_world_through_the_host_and_the_host_its_public_addresses() {
     let case = rig().passed_with(
@@ -66,9 +67,6 @@ fn the_default_vpc_reaches_the_world_through_the_host_and_the_host_its_public_ad
             // The elastic IP replaced the address given at launch.
             ("public_ip_with_eip", ""),
             ("host_to_released", "FAILED"),
-            ("uplink_off", "FAILED"),
-            ("uplink_off_host_to_eip", "FAILED"),
-            ("uplink_off_resolved", "FAILED"),
         ],
     );
     let one = |key: &str| case.values(key).first().copied().unwrap_or_default();
@@ -91,4 +89,82 @@ fn the_default_vpc_reaches_the_world_through_the_host_and_the_host_its_public_ad
         "{}",
         case.output
     );
+}
+
+#[test]
+fn the_uplink_turned_off_cuts_the_way_out_the_way_in_and_resolution() {
+    rig().passed_with(
+        "uplink-off",
+        &[
+            ("uplink_off", "FAILED"),
+            ("uplink_off_host_to_eip", "FAILED"),
+            ("uplink_off_resolved", "FAILED"),
+        ],
+    );
+}
+
+/// Three busybox web servers behind an internet-facing network load
+/// balancer, asked from the fake internet: spread over all three; one
+/// whose VMM is stopped leaves the rotation and no request fails after;
+/// started again it comes back; a security group that does not admit
+/// the balancer makes its target unhealthy.
+#[test]
+fn an_internet_facing_nlb_spreads_requests_over_healthy_busybox_servers_only() {
+    let case = rig().passed("nlb");
+    let one = |key: &str| case.values(key).first().copied().unwrap_or_default();
+    let servers: Vec<&str> = one("servers").split_whitespace().collect();
+    assert_eq!(servers.len(), 3, "{}", case.output);
+    assert!(
+        one("lb_public").starts_with("203.0.113."),
+        "{}",
+        case.output
+    );
+    let answered = |key: &str| one(key).split_whitespace().collect::<Vec<_>>();
+    assert_eq!(answered("spread_all"), servers, "{}", case.output);
+    // Client IP preservation: the server sees the ISP's own address.
+    assert_eq!(one("client_seen_as"), "192.0.2.254", "{}", case.output);
+    let without = |ip: &str| {
+        let mut rest = servers.clone();
+        rest.retain(|s| *s != ip);
+        rest
+    };
+    // Once web-2 is unhealthy no request fails: the other two answer all.
+    assert_eq!(
+        answered("spread_without_web2"),
+        without(one("web2_ip")),
+        "{}",
+        case.output
+    );
+    assert_eq!(answered("spread_back"), servers, "{}", case.output);
+    assert_eq!(
+        answered("spread_fenced"),
+        without(one("web3_ip")),
+        "{}",
+        case.output
+    );
+    let ms: u64 = one("unhealthy_after_ms").parse().unwrap_or(u64::MAX);
+    eprintln!("a stopped target left the rotation after {ms} ms (interval 2 s x threshold 2)");
+}
+
+/// An internet-facing application load balancer: its listener's default
+/// action sends to group "a" (web, web-2), its rule `/b/*` to group "b"
+/// (web-3), and the servers see the client in `X-Forwarded-For`.
+#[test]
+fn an_application_load_balancer_routes_paths_to_their_target_groups() {
+    let nlb = rig().passed("nlb");
+    let case = rig().passed("alb");
+    let one = |key: &str| case.values(key).first().copied().unwrap_or_default();
+    let answered = |key: &str| one(key).split_whitespace().collect::<Vec<_>>();
+    let servers = nlb.values("servers").first().copied().unwrap_or_default();
+    let web3 = nlb.values("web3_ip").first().copied().unwrap_or_default();
+    let mut group_a: Vec<&str> = servers.split_whitespace().collect();
+    group_a.retain(|s| *s != web3);
+    assert!(
+        one("app_public").starts_with("203.0.113."),
+        "{}",
+        case.output
+    );
+    assert_eq!(answered("alb_default"), group_a, "{}", case.output);
+    assert_eq!(answered("alb_rule_b"), [web3], "{}", case.output);
+    assert_eq!(answered("alb_xff"), ["192.0.2.254"], "{}", case.output);
 }

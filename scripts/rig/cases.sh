@@ -39,6 +39,24 @@ run_vmm() {
   return "$status"
 }
 
+# Where the threads of every VMM whose command line holds PATTERN are,
+# shown before a hung guest's VMM is killed: a vCPU in the kernel's KVM
+# code (running the guest, or halted waiting for an interrupt) is the
+# rig's or the guest's; one blocked in the VMM's own code is a VMM bug.
+vmm_threads() {  # PATTERN
+  for cmd in /proc/[0-9]*/cmdline; do
+    dir=${cmd%/cmdline}
+    case $(tr '\0' ' ' <"$cmd" 2>/dev/null) in
+      *"gureum boot "*"$1"*) ;;
+      *) continue ;;
+    esac
+    for task in "$dir"/task/*; do
+      echo "@@THREAD ${dir#/proc/}/${task##*/} $(cat "$task/comm") state $(cut -d' ' -f3 "$task/stat")" \
+        "wchan $(cat "$task/wchan" 2>/dev/null) stack $(head -n 4 "$task/stack" 2>/dev/null | sed 's/+.*//; s/.* //' | tr '\n' ' ')"
+    done
+  done
+}
+
 # A field of `gureum NOUN describe REF`, which prints "key:  value" lines.
 describe() {  # NOUN REF KEY
   gureum "$1" describe "$2" | sed -n "s/^$3: *//p"
@@ -49,8 +67,10 @@ uptime_s() { cut -d. -f1 /proc/uptime; }
 
 # Waits up to SECONDS until the console log of instance ID holds COUNT
 # lines matching PATTERN, and says how long it took; when it gives up,
-# shows the instance's state and the console's last lines. A guest crash
-# (see run_vmm) is reported and the instance started again, up to twice
+# shows the instance's state, the console's last lines and where the
+# VMM's threads are. A guest crash, or a hang (a guest still running
+# without PATTERN after SECONDS; see run_vmm), is reported and the
+# instance started again, up to twice
 # (a boot more than the caller asked for each time: counted in
 # $crash_retries). Twice: CI once saw a jailed busybox guest triple-fault
 # in early boot two boots in a row (nested SVM under TCG; the same suite
@@ -71,6 +91,18 @@ wait_log() {  # ID PATTERN COUNT SECONDS
     if [ $(($(uptime_s) - t0)) -gt "$4" ]; then
       echo "$1: no $2 after $4 s; state: $(describe instance "$1" state) $(describe instance "$1" state_reason)"
       gureum instance logs "$1" 2>&1 | tail -n 15
+      vmm_threads "$1"
+      # A running guest that made no progress hung (see run_vmm): it is
+      # killed and started once more, within the same retry budget.
+      if [ "$retried" -lt 2 ] && [ "$(describe instance "$1" state)" = running ]; then
+        echo "@@RETRY after a guest hang: $1"
+        retried=$((retried + 1)) crash_retries=$((crash_retries + 1))
+        gureum instance stop --force "$1" >/dev/null &&
+          gureum instance wait "$1" --state stopped >/dev/null &&
+          gureum instance start "$1" >/dev/null || return 1
+        t0=$(uptime_s)
+        continue
+      fi
       return 1
     fi
     sleep 0.5

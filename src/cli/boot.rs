@@ -21,9 +21,9 @@ use gureum::vmm::sandbox::jail::{self, Ids};
 use gureum::vmm::sandbox::seccomp::{self, Mode as SeccompMode, ThreadKind};
 use gureum::vmm::{self, DiskConfig, NetConfig, RunningVm, VmConfig};
 
-use super::console::Console;
+use gureum::cloud::manifest::DEFAULT_CMDLINE;
 
-const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
+use super::console::Console;
 
 /// Boot a Linux kernel in a micro-VM.
 #[derive(Debug, Args)]

@@ -40,13 +40,14 @@ pub struct CreateArgs {
     /// The VPC: ID or Name tag.
     #[arg(long)]
     vpc: String,
-    /// tcp or udp.
+    /// tcp or udp (network load balancers), http (application ones).
     #[arg(long, default_value = "tcp")]
     protocol: String,
     /// The port targets receive on (a target may have its own).
     #[arg(long)]
     port: u16,
-    /// tcp (a connection) or http (a GET wanting 200-399) [default: tcp].
+    /// tcp (a connection) or http (a GET wanting 200-399) [default: the
+    /// group's protocol, tcp for udp].
     #[arg(long)]
     health_protocol: Option<String>,
     /// The port checks go to [default: the target's].

@@ -5,7 +5,8 @@
 //! Unknown keys are ignored so that recipes can grow (e.g. `kernel_elf`,
 //! `output`) without breaking imports.
 
-/// The command line images get when their manifest names none.
+/// The command line images get when their manifest names none, and
+/// `gureum boot` without `--cmdline`.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
 /// Smallest memory an image may ask for when it names none.
 pub const DEFAULT_MIN_MEMORY_MIB: u64 = 128;

@@ -187,8 +187,8 @@ fn judge(target: &mut Tracked, result: Result<(), Failure>) -> Option<HealthRepo
     }
 }
 
-/// The targets to check (those of groups a listener uses, not draining),
-/// and the groups with targets whose drain has ended.
+/// The targets to check (those of groups a listener or rule uses, not
+/// draining), and the groups with targets whose drain has ended.
 fn wanted(store: &mut Store) -> Result<(Vec<Wanted>, Vec<String>), Error> {
     let now = crate::cloud::time::now_secs();
     store.read(|tx| {

@@ -17,6 +17,7 @@ mod dhcp;
 mod executor;
 mod health;
 mod metadata;
+mod proxy;
 mod server;
 
 use std::path::{Path, PathBuf};

@@ -37,6 +37,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
         tokio::spawn(super::metadata::serve(config.ctx.clone()));
         super::dhcp::start(config.ctx.clone()).map_err(Error::Thread)?;
         super::health::start(config.ctx.clone(), jobs.clone()).map_err(Error::Thread)?;
+        super::proxy::start(config.ctx.clone()).map_err(Error::Thread)?;
         super::autoscaling::start(config.ctx.clone(), jobs.clone()).map_err(Error::Thread)?;
         super::cpu::start(config.ctx.clone(), jobs.clone()).map_err(Error::Thread)?;
         let periodic = jobs.clone();

@@ -1,6 +1,7 @@
-//! ELBv2's Query API (version 2015-12-01) for network load balancers:
-//! target groups, targets and their health, load balancers and
-//! listeners, as botocore's `elbv2` model shapes them (`member` lists,
+//! ELBv2's Query API (version 2015-12-01) for network and application
+//! load balancers: target groups, targets and their health, load
+//! balancers, listeners and listener rules, as botocore's `elbv2` model
+//! shapes them (`member` lists,
 //! `<XResponse><XResult>`, ELBv2's error codes). Each operation is a core
 //! action run by the daemon's executor, as the EC2 endpoint's are, after
 //! `authorize` allows `elasticloadbalancing:ACTION` (on `*`: policies
@@ -11,10 +12,11 @@ use std::collections::BTreeMap;
 use super::iam::{Failure, Params, Xml};
 use super::{Reply, Service, members, missing, need, number, tags, unexpected};
 use crate::cloud::api::{Action, ApiError, Category, Reason, Response, Tagged};
-use crate::cloud::elb::load_balancer::{LoadBalancer, Scheme};
+use crate::cloud::elb::load_balancer::{BalancerType, Listener, LoadBalancer, Scheme};
+use crate::cloud::elb::rule::{Field, Rule};
 use crate::cloud::elb::target_group::HealthCheckRequest;
 use crate::cloud::elb::target_group::{CheckProtocol, TargetGroup};
-use crate::cloud::elb::{BalancerRequest, TargetGroupRequest, TargetRef};
+use crate::cloud::elb::{BalancerRequest, ListenerRuleRequest, TargetGroupRequest, TargetRef};
 use crate::cloud::iam::{AuthError, Caller};
 use crate::cloud::lifecycle::Context;
 use crate::cloud::vpc::subnet::Subnet;
@@ -63,10 +65,14 @@ fn failure(e: ApiError) -> Failure {
         }
         (_, Some(Reason::NameTaken { .. })) => "DuplicateLoadBalancerName",
         (_, Some(Reason::InUse)) => "ResourceInUse",
+        (Category::NotFound, _) if e.message.contains("has no rule") => "RuleNotFound",
         (Category::NotFound, _) if e.message.contains("listener") => "ListenerNotFound",
         (Category::NotFound, _) => "InvalidTarget",
         (Category::Conflict, _) if e.message.contains("already has a listener") => {
             "DuplicateListener"
+        }
+        (Category::Conflict, _) if e.message.contains("already has a rule of priority") => {
+            "PriorityInUse"
         }
         (Category::LimitExceeded, _) => "TooManyLoadBalancers",
         _ => "ValidationError",
@@ -75,14 +81,16 @@ fn failure(e: ApiError) -> Failure {
 }
 
 /// The core API's reference of an ELBv2 ARN: the name it carries
-/// (`targetgroup/NAME/HEX`, `loadbalancer/net/NAME/HEX`), names being
-/// unique; anything else as it is.
+/// (`targetgroup/NAME/HEX`, `loadbalancer/net/NAME/HEX`, a listener's or
+/// rule's balancer name), names being unique; anything else as it is.
 fn by_arn(arn: &str) -> String {
     let resource = arn.splitn(6, ':').nth(5).unwrap_or(arn);
     let parts: Vec<&str> = resource.split('/').collect();
     match parts.as_slice() {
         ["targetgroup", name, _] => (*name).to_owned(),
-        ["loadbalancer", _, name, _] | ["listener", _, name, _, _] => (*name).to_owned(),
+        ["loadbalancer", _, name, _]
+        | ["listener", _, name, _, _]
+        | ["listener-rule", _, name, _, _, _] => (*name).to_owned(),
         _ => arn.to_owned(),
     }
 }
@@ -222,9 +230,8 @@ fn run(
             x.close("TargetHealthDescriptions");
         }
         "CreateLoadBalancer" => {
-            if params.get("Type").is_some_and(|t| t != "network") {
-                return Err(unsupported("load balancers of a type other than network"));
-            }
+            let balancer_type = BalancerType::parse(params.get("Type").unwrap_or("application"))
+                .map_err(|e| Failure::new(400, "ValidationError", e.to_string()))?;
             let scheme = params.get("Scheme").unwrap_or("internet-facing");
             let request = BalancerRequest {
                 name: need(params, "Name")?,
@@ -232,6 +239,7 @@ fn run(
                 security_groups: members(params, "SecurityGroups"),
                 scheme: Scheme::parse(scheme)
                     .map_err(|e| Failure::new(400, "ValidationError", e.to_string()))?,
+                balancer_type,
                 tags: tags(params),
             };
             let made = balancers(Action::CreateLoadBalancer { request })?;
@@ -257,18 +265,13 @@ fn run(
             return Ok(Some(Xml::default()));
         }
         "CreateListener" => {
-            if params
-                .get("DefaultActions.member.1.Type")
-                .is_some_and(|t| t != "forward")
-            {
-                return Err(unsupported("listener actions other than forward"));
-            }
             let port: u16 = number(params, "Port")?.ok_or_else(|| missing("Port"))?;
             let made = balancers(Action::CreateListener {
                 load_balancer: load_balancer()?,
-                protocol: need(params, "Protocol")?,
+                protocol: Some(need(params, "Protocol")?),
                 port,
-                target_group: by_arn(&need(params, "DefaultActions.member.1.TargetGroupArn")?),
+                target_group: forward_to(params, "DefaultActions")?
+                    .ok_or_else(|| missing("DefaultActions"))?,
             })?;
             let listeners: Vec<_> = made
                 .iter()
@@ -309,6 +312,91 @@ fn run(
             })?;
             return Ok(Some(Xml::default()));
         }
+        "CreateRule" => {
+            let listener = need(params, "ListenerArn")?;
+            let priority = number(params, "Priority")?.ok_or_else(|| missing("Priority"))?;
+            let mut request = conditions(params)?;
+            request.target_group = forward_to(params, "Actions")?;
+            let made = balancers(Action::CreateRule {
+                load_balancer: by_arn(&listener),
+                listener,
+                priority,
+                request,
+            })?;
+            let arns: Vec<String> = made
+                .iter()
+                .flat_map(|b| &b.item.listeners)
+                .flat_map(|l| &l.rules)
+                .filter(|r| r.priority == priority)
+                .map(|r| r.arn.clone())
+                .collect();
+            rules_xml(ctx, &mut x, &made, |_, r| {
+                r.is_some_and(|r| arns.contains(&r.arn))
+            })?;
+        }
+        "DescribeRules" => {
+            let listener = params.get("ListenerArn");
+            let arns = members(params, "RuleArns");
+            let reference = listener
+                .or(arns.first().map(String::as_str))
+                .map(by_arn)
+                .ok_or_else(|| missing("ListenerArn"))?;
+            let found = balancers(Action::DescribeLoadBalancer {
+                load_balancer: reference,
+            })?;
+            rules_xml(ctx, &mut x, &found, |l, r| match listener {
+                Some(arn) => l.arn == arn,
+                None => arns.contains(&r.map_or_else(|| l.default_rule_arn(), |r| r.arn.clone())),
+            })?;
+        }
+        "ModifyRule" => {
+            let rule = need(params, "RuleArn")?;
+            let mut request = conditions(params)?;
+            request.target_group = forward_to(params, "Actions")?;
+            let made = balancers(Action::ModifyRule {
+                load_balancer: by_arn(&rule),
+                rule: rule.clone(),
+                request,
+            })?;
+            rules_xml(ctx, &mut x, &made, |_, r| r.is_some_and(|r| r.arn == rule))?;
+        }
+        "SetRulePriorities" => {
+            let mut priorities = Vec::new();
+            for n in 1.. {
+                let Some(arn) = params.get(&format!("RulePriorities.member.{n}.RuleArn")) else {
+                    break;
+                };
+                let priority = number(params, &format!("RulePriorities.member.{n}.Priority"))?
+                    .ok_or_else(|| missing("Priority"))?;
+                priorities.push((arn.to_owned(), priority));
+            }
+            let first = priorities
+                .first()
+                .map(|(arn, _)| by_arn(arn))
+                .ok_or_else(|| missing("RulePriorities"))?;
+            if priorities.iter().any(|(arn, _)| by_arn(arn) != first) {
+                return Err(Failure::new(
+                    400,
+                    "ValidationError",
+                    "set the priorities of one load balancer's rules at a time",
+                ));
+            }
+            let made = balancers(Action::SetRulePriorities {
+                load_balancer: first,
+                priorities: priorities.clone(),
+            })?;
+            rules_xml(ctx, &mut x, &made, |_, r| {
+                r.is_some_and(|r| priorities.iter().any(|(arn, _)| *arn == r.arn))
+            })?;
+        }
+        "DeleteRule" => {
+            let rule = need(params, "RuleArn")?;
+            balancers(Action::DeleteRule {
+                load_balancer: by_arn(&rule),
+                rule,
+            })?;
+            return Ok(Some(Xml::default()));
+        }
         other => return Err(Failure::invalid_action(other)),
     }
     Ok(Some(x))
@@ -338,8 +426,138 @@ fn unsupported(what: &str) -> Failure {
     Failure::new(
         400,
         "ValidationError",
-        format!("{what} are not supported by this endpoint (network load balancers only)"),
+        format!("{what} are not supported by this endpoint"),
     )
+}
+
+/// The target group of the forward action of list `name`
+/// (`NAME.member.1.TargetGroupArn`, or its ForwardConfig's one group),
+/// as the core API finds it; None when the list is not given.
+fn forward_to(params: &Params<'_>, name: &str) -> Result<Option<String>, Failure> {
+    let first = format!("{name}.member.1");
+    if params.get(&format!("{name}.member.2.Type")).is_some() {
+        return Err(unsupported("several actions"));
+    }
+    let Some(kind) = params.get(&format!("{first}.Type")) else {
+        return Ok(None);
+    };
+    if kind != "forward" {
+        return Err(unsupported("actions other than forward"));
+    }
+    let weighted = format!("{first}.ForwardConfig.TargetGroups.member");
+    if params
+        .get(&format!("{weighted}.2.TargetGroupArn"))
+        .is_some()
+    {
+        return Err(unsupported("forwards to several target groups"));
+    }
+    params
+        .get(&format!("{first}.TargetGroupArn"))
+        .or_else(|| params.get(&format!("{weighted}.1.TargetGroupArn")))
+        .map(|arn| Some(by_arn(arn)))
+        .ok_or_else(|| missing(&format!("{first}.TargetGroupArn")))
+}
+
+/// The rule conditions of `Conditions.member.N` (`Field` with `Values`,
+/// or `PathPatternConfig`/`HostHeaderConfig`), with no target group.
+fn conditions(params: &Params<'_>) -> Result<ListenerRuleRequest, Failure> {
+    let mut request = ListenerRuleRequest::default();
+    for n in 1.. {
+        let at = format!("Conditions.member.{n}");
+        let Some(field) = params.get(&format!("{at}.Field")) else {
+            break;
+        };
+        let field =
+            Field::parse(field).map_err(|e| Failure::new(400, "ValidationError", e.to_string()))?;
+        let config = match field {
+            Field::PathPattern => "PathPatternConfig",
+            Field::HostHeader => "HostHeaderConfig",
+        };
+        let mut values = members(params, &format!("{at}.Values"));
+        values.extend(members(params, &format!("{at}.{config}.Values")));
+        match field {
+            Field::PathPattern => request.paths.extend(values),
+            Field::HostHeader => request.hosts.extend(values),
+        }
+    }
+    Ok(request)
+}
+
+/// The ARN of each target group by ID.
+fn group_arns(ctx: &Context) -> Result<BTreeMap<String, String>, Failure> {
+    let mut store = ctx.open_store()?;
+    let groups = store
+        .read(|tx| tx.list::<TargetGroup>())
+        .map_err(|e| Failure::new(500, "InternalFailure", e.to_string()))?;
+    Ok(groups.into_iter().map(|g| (g.id, g.arn)).collect())
+}
+
+/// `<Rules>` of the rules `wanted` takes (a listener and one of its
+/// rules, or None for its default rule) of `balancers`, by priority.
+fn rules_xml(
+    ctx: &Context,
+    x: &mut Xml,
+    balancers: &[Tagged<LoadBalancer>],
+    wanted: impl Fn(&Listener, Option<&Rule>) -> bool,
+) -> Result<(), Failure> {
+    let arns = group_arns(ctx)?;
+    let group_arn = |id: &str| arns.get(id).map_or("", String::as_str).to_owned();
+    x.open("Rules");
+    for listener in balancers.iter().flat_map(|b| &b.item.listeners) {
+        let mut rules: Vec<&Rule> = listener.rules.iter().collect();
+        rules.sort_by_key(|r| r.priority);
+        for rule in rules {
+            if !wanted(listener, Some(rule)) {
+                continue;
+            }
+            x.open("member")
+                .leaf("RuleArn", &rule.arn)
+                .leaf("Priority", &rule.priority.to_string())
+                .open("Conditions");
+            for condition in &rule.conditions {
+                let config = match condition.field {
+                    Field::PathPattern => "PathPatternConfig",
+                    Field::HostHeader => "HostHeaderConfig",
+                };
+                x.open("member")
+                    .leaf("Field", condition.field.as_str())
+                    .open("Values");
+                for value in &condition.values {
+                    x.leaf("member", value);
+                }
+                x.close("Values").open(config).open("Values");
+                for value in &condition.values {
+                    x.leaf("member", value);
+                }
+                x.close("Values").close(config).close("member");
+            }
+            x.close("Conditions");
+            forward_xml(x, "Actions", &group_arn(&rule.target_group_id));
+            x.leaf("IsDefault", "false").close("member");
+        }
+        if wanted(listener, None) {
+            x.open("member")
+                .leaf("RuleArn", &listener.default_rule_arn())
+                .leaf("Priority", "default")
+                .open("Conditions")
+                .close("Conditions");
+            forward_xml(x, "Actions", &group_arn(&listener.target_group_id));
+            x.leaf("IsDefault", "true").close("member");
+        }
+    }
+    x.close("Rules");
+    Ok(())
+}
+
+/// A list `name` of one forward action to target group `arn`.
+fn forward_xml(x: &mut Xml, name: &str, arn: &str) {
+    x.open(name)
+        .open("member")
+        .leaf("Type", "forward")
+        .leaf("TargetGroupArn", arn)
+        .leaf("Order", "1")
+        .close("member")
+        .close(name);
 }
 
 /// The ARNs of the load balancers using each target group.
@@ -447,7 +665,7 @@ fn load_balancers(
             .open("State")
             .leaf("Code", "active")
             .close("State")
-            .leaf("Type", "network")
+            .leaf("Type", b.balancer_type.as_str())
             .open("AvailabilityZones");
         for port in &b.ports {
             let zone = subnets
@@ -482,33 +700,21 @@ fn load_balancers(
 fn listeners_xml(
     ctx: &Context,
     x: &mut Xml,
-    listeners: &[(
-        &Tagged<LoadBalancer>,
-        &crate::cloud::elb::load_balancer::Listener,
-    )],
+    listeners: &[(&Tagged<LoadBalancer>, &Listener)],
 ) -> Result<(), Failure> {
-    let mut store = ctx.open_store()?;
-    let groups = store
-        .read(|tx| tx.list::<TargetGroup>())
-        .map_err(|e| Failure::new(500, "InternalFailure", e.to_string()))?;
+    let arns = group_arns(ctx)?;
     x.open("Listeners");
     for (balancer, listener) in listeners {
-        let group_arn = groups
-            .iter()
-            .find(|g| g.id == listener.target_group_id)
-            .map_or("", |g| g.arn.as_str());
+        let group_arn = arns
+            .get(&listener.target_group_id)
+            .map_or("", String::as_str);
         x.open("member")
             .leaf("ListenerArn", &listener.arn)
             .leaf("LoadBalancerArn", &balancer.item.arn)
             .leaf("Port", &listener.port.to_string())
-            .leaf("Protocol", &listener.protocol.to_string())
-            .open("DefaultActions")
-            .open("member")
-            .leaf("Type", "forward")
-            .leaf("TargetGroupArn", group_arn)
-            .close("member")
-            .close("DefaultActions")
-            .close("member");
+            .leaf("Protocol", &listener.protocol.to_string());
+        forward_xml(x, "DefaultActions", group_arn);
+        x.close("member");
     }
     x.close("Listeners");
     Ok(())
@@ -535,6 +741,12 @@ mod tests {
         assert_eq!(
             by_arn(
                 "arn:aws:elasticloadbalancing:local-1:123456789012:listener/net/front/0123456789abcdef/fedcba9876543210"
+            ),
+            "front"
+        );
+        assert_eq!(
+            by_arn(
+                "arn:aws:elasticloadbalancing:local-1:123456789012:listener-rule/app/front/0123456789abcdef/fedcba9876543210/00112233445566ff"
             ),
             "front"
         );

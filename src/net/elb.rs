@@ -57,6 +57,11 @@ pub struct Balancer {
     /// the VPC's internet gateway as elastic IPs are.
     pub public_ip: Option<Ipv4Addr>,
     pub listeners: Vec<Forward>,
+    /// An application balancer's listener ports: its proxy (the
+    /// daemon's) serves them in its namespace, reached on its private
+    /// addresses by routing; only its public address is translated (to
+    /// its first private one).
+    pub proxied: Vec<u16>,
 }
 
 /// A listener: flows to `port` over `protocol` go to one of `targets`
@@ -163,9 +168,18 @@ pub fn chains(out: &mut String, balancers: &[Balancer]) {
     let _ = writeln!(out, "  }}");
 }
 
-/// One DNAT rule per listener with targets and address of the balancer.
+/// One DNAT rule per listener with targets and address of the balancer;
+/// for a proxied listener, one from its public address to its proxy.
 fn rules(balancer: &Balancer) -> Vec<String> {
     let mut out = Vec::new();
+    if let (Some(public), Some(first)) = (balancer.public_ip, balancer.ports.first()) {
+        for port in &balancer.proxied {
+            out.push(format!(
+                "ip daddr {public} tcp dport {port} dnat ip to {}",
+                first.ip
+            ));
+        }
+    }
     for listener in &balancer.listeners {
         if listener.targets.is_empty() {
             // Flows reach the balancer's own namespace, where nothing
@@ -330,6 +344,7 @@ mod tests {
                     targets: vec![],
                 },
             ],
+            proxied: vec![],
         }
     }
 
@@ -361,6 +376,22 @@ mod tests {
             rule("203.0.113.9")
         );
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn a_proxied_listener_is_translated_from_the_public_address_only() {
+        let mut app = balancer();
+        app.listeners.clear();
+        app.proxied = vec![80, 8080];
+        assert_eq!(
+            rules(&app),
+            [
+                "ip daddr 203.0.113.9 tcp dport 80 dnat ip to 10.0.1.4",
+                "ip daddr 203.0.113.9 tcp dport 8080 dnat ip to 10.0.1.4"
+            ]
+        );
+        app.public_ip = None;
+        assert!(rules(&app).is_empty());
     }
 
     const OUT: &str =

@@ -71,30 +71,50 @@ impl Host {
             daemon: None,
             key: (String::new(), String::new()),
         };
-        let log = std::fs::File::create(host.work.path().join("daemon.log")).unwrap();
-        let listen = format!("127.0.0.1:{port}");
-        let child = host
+        host.start_daemon();
+        host.key = root_access_key(&host);
+        host
+    }
+
+    /// Starts the daemon (its log: a new one); returns once the endpoint
+    /// accepts connections.
+    fn start_daemon(&mut self) {
+        let log = std::fs::File::create(self.work.path().join("daemon.log")).unwrap();
+        let listen = format!("127.0.0.1:{}", self.port);
+        let child = self
             .command(&["daemon", "--reconcile-every", "5", "--listen", &listen])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
-        host.daemon = Some(child);
+        self.daemon = Some(child);
         let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = host.daemon.as_mut().unwrap().try_wait().unwrap() {
-                panic!("the daemon ended ({status}): {}", host.daemon_log());
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the daemon ended ({status}): {}", self.daemon_log());
             }
             assert!(
                 start.elapsed() < Duration::from_secs(60),
                 "the endpoint never answered: {}",
-                host.daemon_log()
+                self.daemon_log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        host.key = root_access_key(&host);
-        host
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would.
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut daemon) = self.daemon.take() {
+            daemon.kill().unwrap();
+            daemon.wait().unwrap();
+        }
+    }
+
+    /// Starts the daemon again after `kill_daemon`.
+    pub fn restart_daemon(&mut self) {
+        self.kill_daemon();
+        self.start_daemon();
     }
 
     pub fn daemon_log(&self) -> String {

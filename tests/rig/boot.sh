@@ -7,7 +7,7 @@ set -u
 K=$RIG_GUEST_KERNEL
 V=$RIG_GUEST_VMLINUX
 I=$RIG_GUEST_INITRD
-BASE="console=ttyS0 reboot=k panic=-1"
+BASE="console=ttyS0 reboot=k panic=-1 quiet"
 
 . /rig/cases.sh
 

@@ -300,7 +300,7 @@ job_dir() {  # DIR
 # each command starts and execs the real one (the same process: `run
 # --rm`'s parent is still the job's shell); before `instance terminate`
 # it notes the instance's state reason (a guest the rig crashed is
-# retried once, visibly).
+# retried once, visibly) and the console's last lines.
 begin_checks ci-example
 mkdir -p /tmp/ci /tmp/ci-bin
 (cd /tmp/ci && sh "$CI/setup.sh") 2>&1 || fail "the setup block failed"
@@ -309,11 +309,12 @@ real=$(command -v gureum)
   echo '#!/bin/sh'
   echo 'echo "$(cut -d" " -f1 /proc/uptime) $1" >>/tmp/ci-steps'
   echo "[ \"\$1\" = instance ] && $real instance describe job 2>/dev/null | sed -n 's/^state_reason: *//p' >/tmp/ci-reason"
+  echo "[ \"\$1\" = instance ] && $real instance logs job 2>/dev/null | tail -n 25 >/tmp/ci-console"
   echo "exec $real \"\$@\""
 } >/tmp/ci-bin/gureum
 chmod +x /tmp/ci-bin/gureum
 for try in 1 2; do
-  rm -rf /tmp/job /tmp/ci-steps /tmp/ci-reason
+  rm -rf /tmp/job /tmp/ci-steps /tmp/ci-reason /tmp/ci-console
   job_dir /tmp/job || fail "cannot make the job's directory"
   PATH=/tmp/ci-bin:$PATH sh "$CI/job.sh" >/tmp/job.out 2>&1
   status=$?
@@ -331,6 +332,9 @@ for try in 1 2; do
 done
 cat /tmp/job.out
 echo "job_status=$status"
+# Where the guest's console was when the job ended it, should the job
+# have failed otherwise than by its tests (status 3).
+[ "$status" = 3 ] || { echo "--- the job's console before terminate ---"; cat /tmp/ci-console 2>/dev/null; }
 echo "report=$(cat /tmp/job/report.xml 2>&1)"
 job_id=$(sed -n '/^i-/{p;q}' /tmp/job.out)
 echo "job_instance=$job_id"

@@ -4,7 +4,7 @@
 set -u
 K=$RIG_GUEST_KERNEL
 I=$RIG_GUEST_INITRD
-BASE="console=ttyS0 reboot=k panic=-1"
+BASE="console=ttyS0 reboot=k panic=-1 quiet"
 
 . /rig/cases.sh
 
@@ -39,29 +39,56 @@ begin net
 ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
 mkfifo /tmp/hold
 exec 4<>/tmp/hold
-(timeout 200 nc -l -p 9000 </tmp/hold >/tmp/flood; ms >/tmp/flood.end) &
-flood=$!
-(i=0; until [ -s /tmp/flood ] || [ $i -gt 3000 ]; do i=$((i + 1)); sleep 0.05; done; ms >/tmp/flood.start) &
-timeout -k 10 180 gureum boot --kernel "$K" --initrd "$I" --vcpus 2 --memory 256 \
-  --net tap=tap0,mac=02:00:00:00:00:2a,tx_bw=512K --metrics /tmp/net-metrics.json \
-  --cmdline "$BASE rig.scenario=net" >/tmp/net.out 2>&1 &
-vmm=$!
-i=0
-until ip link show tap0 >/dev/null 2>&1; do
-  i=$((i + 1)); [ $i -gt 300 ] && break; sleep 0.1
-done
-ip addr add 172.30.0.1/24 dev tap0
-ip link set tap0 up
-i=0
-until grep -q @@NET-UP /tmp/net.out; do
-  i=$((i + 1)); [ $i -gt 900 ] && break; sleep 0.2
-done
-if ping -c 3 -W 5 172.30.0.2 >/dev/null; then echo "@@HOST-PING ok"; else echo "@@HOST-PING failed"; fi
-wait $vmm
+# One boot of the net guest; status 2 when it never brought eth0 up (a
+# hang: the VMM's threads are shown, then it is ended).
+net_once() {
+  rm -f /tmp/flood /tmp/flood.start /tmp/flood.end
+  (timeout 200 nc -l -p 9000 </tmp/hold >/tmp/flood; ms >/tmp/flood.end) &
+  flood=$!
+  (i=0; until [ -s /tmp/flood ] || [ $i -gt 3000 ]; do i=$((i + 1)); sleep 0.05; done; ms >/tmp/flood.start) &
+  timeout -k 10 180 gureum boot --kernel "$K" --initrd "$I" --vcpus 2 --memory 256 \
+    --net tap=tap0,mac=02:00:00:00:00:2a,tx_bw=512K --metrics /tmp/net-metrics.json \
+    --cmdline "$BASE rig.scenario=net" >/tmp/net.out 2>&1 &
+  vmm=$!
+  i=0
+  until ip link show tap0 >/dev/null 2>&1; do
+    i=$((i + 1)); [ $i -gt 300 ] && break; sleep 0.1
+  done
+  ip addr add 172.30.0.1/24 dev tap0
+  ip link set tap0 up
+  i=0
+  until grep -q @@NET-UP /tmp/net.out; do
+    i=$((i + 1))
+    if [ $i -gt 600 ]; then
+      echo "@@NET-HUNG: no @@NET-UP after 120 s; the guest's last lines:"
+      tail -n 15 /tmp/net.out
+      vmm_threads rig.scenario=net
+      kill "$vmm" 2>/dev/null
+      wait "$vmm"
+      kill "$flood" 2>/dev/null
+      wait "$flood"
+      return 2
+    fi
+    sleep 0.2
+  done
+  if ping -c 3 -W 5 172.30.0.2 >/dev/null; then echo "@@HOST-PING ok"; else echo "@@HOST-PING failed"; fi
+  wait $vmm
+  status=$?
+  wait $flood
+  return $status
+}
+net_once
 rc=$?
-wait $flood
+if [ $rc -eq 2 ]; then
+  echo "@@RETRY after a guest hang: the net guest"
+  net_once
+  rc=$?
+fi
 exec 4>&-
-cat /tmp/net.out
+# The markers, and the guest's last lines (its whole boot log would
+# bury them in CI's excerpt of a failure).
+grep -a @@ /tmp/net.out
+tail -n 20 /tmp/net.out
 echo "@@FLOOD-BYTES $(wc -c </tmp/flood)"
 echo "@@FLOOD-MS $(($(cat /tmp/flood.end) - $(cat /tmp/flood.start)))"
 echo "@@NET-THROTTLED $(counter throttled /tmp/net-metrics.json)"

@@ -96,6 +96,127 @@ echo "public_ip_with_eip=$(describe instance "$id" placement.public_ip)"
 echo "imds_public_ipv4_with_eip=$(guest "$id" "wget -q -O - http://169.254.169.254/latest/meta-data/public-ipv4")"
 got=$(timeout 5 wget -q -O - "http://$public/cgi-bin/peer" 2>&1) || got=FAILED
 echo "host_to_released=$got"
+end_checks default-vpc
+
+# Three busybox web servers behind an internet-facing network load
+# balancer in the default VPC, asked from the ISP (routed to the public
+# pool through L1): requests spread over all three; one's VMM stopped, it
+# turns unhealthy (after interval x unhealthy threshold, 2 s x 2 here)
+# and no request fails after that; started again, it comes back; a
+# security group that does not admit the balancer makes its target
+# unhealthy.
+begin_checks nlb
+$IP -n isp route add 203.0.113.0/24 via 192.0.2.1 || fail "isp route to the public pool"
+vpc=$(describe instance "$id" placement.vpc_id)
+subnet=$(describe instance "$id" placement.subnet_id)
+web2=$(gureum run --image busybox --type t2.nano --name web-2 --no-associate-public-ip-address \
+  --cmdline-append rig.scenario=serve) || fail "run web-2: $web2"
+wait_log "$web2" @@SERVING 1 240 || fail "$web2 never served"
+web3=$(gureum run --image busybox --type t2.nano --name web-3 --no-associate-public-ip-address \
+  --cmdline-append rig.scenario=serve) || fail "run web-3: $web3"
+wait_log "$web3" @@SERVING 1 240 || fail "$web3 never served"
+gureum target-group create --name web --vpc "$vpc" --port 80 --health-protocol http \
+  --health-path /self --health-interval 2 --health-timeout 2 --healthy-threshold 2 \
+  --unhealthy-threshold 2 --deregistration-delay 4 >/dev/null || fail "target-group create"
+gureum target-group register web --target "$id" --target "$web2" --target "$web3" >/dev/null ||
+  fail "register"
+gureum elb create --name front --subnet "$subnet" --scheme internet-facing >/dev/null || fail "elb create"
+gureum elb listener create front --port 80 --target-group web >/dev/null || fail "listener create"
+lb=$(describe elb front public_ip)
+echo "lb_public=$lb"
+servers=$(for i in "$id" "$web2" "$web3"; do describe instance "$i" placement.private_ip; done | sort | tr '\n' ' ')
+echo "servers=$servers"
+echo "web2_ip=$(describe instance "$web2" placement.private_ip)"
+echo "web3_ip=$(describe instance "$web3" placement.private_ip)"
+# Target IDs of target group GROUP with their states, on one line:
+# "i-… healthy i-… healthy ...".
+states() {  # GROUP
+  gureum target-group health "$1" | awk 'NR > 1 { printf "%s %s ", $1, $3 }'
+}
+# Waits up to 90 s until target ID of GROUP is in STATE and every other
+# healthy; prints the milliseconds it took.
+wait_states() {  # GROUP ID STATE
+  t0=$(awk '{ printf "%d", $1 * 1000 }' /proc/uptime) n=0
+  while :; do
+    now=$(states "$1")
+    others=$(echo "$now" | awk -v id="$2" '{ for (i = 1; i < NF; i += 2) if ($i != id && $(i + 1) != "healthy") n++ } END { print n + 0 }')
+    case " $now" in *" $2 $3 "*) [ "$others" -eq 0 ] && break ;; esac
+    n=$((n + 1))
+    [ $n -gt 450 ] && { echo "never $2 $3: $now"; return 1; }
+    sleep 0.2
+  done
+  echo $(($(awk '{ printf "%d", $1 * 1000 }' /proc/uptime) - t0))
+}
+# What N requests from the ISP to URL got (each a new connection), as a
+# sorted set; "failed" stands for any request that failed. (`timeout`,
+# not wget's -T: L1's static busybox wget dies of SIGSEGV with -T.)
+spread() {  # N URL
+  i=0
+  while [ $i -lt "$1" ]; do
+    i=$((i + 1))
+    $IP netns exec isp timeout 5 wget -q -O - "$2" 2>/dev/null || echo failed
+  done | sort -u | tr '\n' ' '
+}
+wait_states web "$id" healthy >/dev/null || fail "the targets never all healthy: $(states web)"
+echo "spread_all=$(spread 30 "http://$lb/self")"
+echo "client_seen_as=$($IP netns exec isp timeout 5 wget -q -O - "http://$lb/cgi-bin/peer" 2>&1 || echo FAILED)"
+# web-2's VMM ends (stop --force kills it): out of rotation.
+gureum instance stop --force "$web2" >/dev/null || fail "stop web-2"
+ms=$(wait_states web "$web2" unhealthy) || fail "web-2 never unhealthy: $ms"
+echo "unhealthy_after_ms=$ms"
+echo "spread_without_web2=$(spread 30 "http://$lb/self")"
+gureum instance start "$web2" >/dev/null || fail "start web-2"
+wait_log "$web2" @@SERVING 2 240 || fail "$web2 never served again"
+wait_states web "$web2" healthy >/dev/null || fail "web-2 never healthy again: $(states web)"
+echo "spread_back=$(spread 30 "http://$lb/self")"
+# A group admitting only some other address: web-3 fails its checks.
+default_sg=$(describe instance "$web3" placement.security_groups.0)
+gureum sg create --vpc "$vpc" --name narrow >/dev/null || fail "sg narrow"
+gureum sg authorize-ingress narrow --protocol tcp --port 80 --cidr 10.9.9.9/32 >/dev/null ||
+  fail "narrow :80"
+gureum instance modify "$web3" --sg narrow >/dev/null || fail "modify web-3"
+wait_states web "$web3" unhealthy >/dev/null || fail "web-3 never unhealthy: $(states web)"
+echo "spread_fenced=$(spread 30 "http://$lb/self")"
+gureum instance modify "$web3" --sg "$default_sg" >/dev/null || fail "web-3 back in the default group"
+gureum sg delete narrow >/dev/null || fail "sg delete narrow"
+gureum elb delete front >/dev/null || fail "elb delete"
+gureum target-group delete web >/dev/null || fail "target-group delete"
+end_checks nlb
+
+# An internet-facing application load balancer over the same servers:
+# its listener's default action sends to group "a" (web and web-2), a rule
+# sends /b/* to group "b" (web-3); the servers see the ISP's address in
+# X-Forwarded-For.
+begin_checks alb
+for g in a b; do
+  gureum target-group create --name "$g" --vpc "$vpc" --protocol http --port 80 \
+    --health-path /self --health-interval 2 --health-timeout 2 --healthy-threshold 2 \
+    --unhealthy-threshold 2 --deregistration-delay 4 >/dev/null || fail "target-group create $g"
+done
+gureum target-group register a --target "$id" --target "$web2" >/dev/null || fail "register a"
+gureum target-group register b --target "$web3" >/dev/null || fail "register b"
+gureum elb create --name app --type application --subnet "$subnet" --scheme internet-facing >/dev/null ||
+  fail "elb create app"
+gureum elb listener create app --port 80 --target-group a >/dev/null || fail "listener create app"
+gureum elb rule create app --listener 80 --priority 10 --path '/b/*' --target-group b >/dev/null ||
+  fail "rule create"
+app=$(describe elb app public_ip)
+echo "app_public=$app"
+wait_states a "$id" healthy >/dev/null || fail "group a never healthy: $(states a)"
+wait_states b "$web3" healthy >/dev/null || fail "group b never healthy: $(states b)"
+echo "alb_default=$(spread 20 "http://$app/a/self")"
+echo "alb_rule_b=$(spread 20 "http://$app/b/self")"
+echo "alb_xff=$(spread 1 "http://$app/cgi-bin/xff")"
+gureum elb delete app >/dev/null || fail "elb delete app"
+for g in a b; do gureum target-group delete "$g" >/dev/null || fail "target-group delete $g"; done
+for i in "$web2" "$web3"; do
+  gureum instance terminate "$i" >/dev/null || fail "terminate $i"
+  gureum instance wait "$i" --state terminated >/dev/null || fail "$i terminated"
+done
+$IP -n isp route del 203.0.113.0/24
+end_checks alb
+
+begin_checks uplink-off
 kill "$daemon"
 wait "$daemon" 2>/dev/null
 GUREUM_UPLINK=none gureum daemon --listen off >/tmp/daemon-off.log 2>&1 &
@@ -119,7 +240,7 @@ gureum eip release e >/dev/null || fail "eip release"
 $IP route del default
 $IP link del wan0
 $IP netns del isp
-end_checks default-vpc
+end_checks uplink-off
 
 kill "$daemon"
 wait "$daemon" 2>/dev/null

@@ -237,11 +237,23 @@ impl cloud::elb::Error {
             | E::SameZone { .. }
             | E::OtherVpc { .. }
             | E::NotInVpc { .. }
-            | E::ProtocolMismatch { .. } => InvalidInput,
-            E::NotRegistered { .. } | E::NoListener { .. } => NotFound,
+            | E::ProtocolMismatch { .. }
+            | E::BalancerType(_)
+            | E::ListenerProtocol { .. }
+            | E::Field(_)
+            | E::NoValues(_)
+            | E::BadPattern { .. }
+            | E::NoConditions
+            | E::RepeatedField(_)
+            | E::TooManyValues(_)
+            | E::Priority(_)
+            | E::RulesOnNetwork { .. }
+            | E::NoRuleGroup => InvalidInput,
+            E::NotRegistered { .. } | E::NoListener { .. } | E::NoRule { .. } => NotFound,
             E::NoGateway { .. }
             | E::Terminated { .. }
             | E::ListenerExists { .. }
+            | E::PriorityTaken { .. }
             | E::InUse { .. } => Conflict,
         }
     }

@@ -21,7 +21,9 @@ use super::cpu_metric::{self, CpuMinute};
 use super::cpu_options::CpuOptions;
 use super::elb::load_balancer::LoadBalancer;
 use super::elb::target_group::TargetGroup;
-use super::elb::{self, BalancerRequest, HealthReport, TargetGroupRequest, TargetRef};
+use super::elb::{
+    self, BalancerRequest, HealthReport, ListenerRuleRequest, TargetGroupRequest, TargetRef,
+};
 use super::iam::{self, IamAction, IamResponse};
 use super::image::{self, Image};
 use super::instance::{Instance, State};
@@ -354,7 +356,8 @@ pub enum Action {
     },
     CreateListener {
         load_balancer: String,
-        protocol: String,
+        /// None: the balancer's (TCP, or HTTP on an application one).
+        protocol: Option<String>,
         port: u16,
         target_group: String,
     },
@@ -362,6 +365,30 @@ pub enum Action {
     DeleteListener {
         load_balancer: String,
         listener: String,
+    },
+    /// A rule of an application load balancer's listener (its port, ID
+    /// or ARN).
+    CreateRule {
+        load_balancer: String,
+        listener: String,
+        priority: u32,
+        request: ListenerRuleRequest,
+    },
+    /// `rule`: its ID or ARN. The request's conditions replace those of
+    /// their field; its target group, if any, the rule's.
+    ModifyRule {
+        load_balancer: String,
+        rule: String,
+        request: ListenerRuleRequest,
+    },
+    /// New priorities of rules (ID or ARN), set at once.
+    SetRulePriorities {
+        load_balancer: String,
+        priorities: Vec<(String, u32)>,
+    },
+    DeleteRule {
+        load_balancer: String,
+        rule: String,
     },
     CreateAutoScalingGroup {
         request: GroupRequest,
@@ -961,7 +988,14 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
             port,
             target_group,
         } => one(
-            elb::create_listener(store, &net()?, load_balancer, protocol, *port, target_group)?,
+            elb::create_listener(
+                store,
+                &net()?,
+                load_balancer,
+                protocol.as_deref(),
+                *port,
+                target_group,
+            )?,
             store,
         )?,
         Action::DeleteListener {
@@ -969,6 +1003,37 @@ fn run(ctx: &Context, action: &Action) -> Result<Response, Error> {
             listener,
         } => one(
             elb::delete_listener(store, &net()?, load_balancer, listener)?,
+            store,
+        )?,
+        Action::CreateRule {
+            load_balancer,
+            listener,
+            priority,
+            request,
+        } => one(
+            elb::create_rule(store, &net()?, load_balancer, listener, *priority, request)?,
+            store,
+        )?,
+        Action::ModifyRule {
+            load_balancer,
+            rule,
+            request,
+        } => one(
+            elb::modify_rule(store, &net()?, load_balancer, rule, request)?,
+            store,
+        )?,
+        Action::SetRulePriorities {
+            load_balancer,
+            priorities,
+        } => one(
+            elb::set_rule_priorities(store, &net()?, load_balancer, priorities)?,
+            store,
+        )?,
+        Action::DeleteRule {
+            load_balancer,
+            rule,
+        } => one(
+            elb::delete_rule(store, &net()?, load_balancer, rule)?,
             store,
         )?,
         Action::CreateAutoScalingGroup { request } => {

@@ -1,6 +1,6 @@
-//! Load balancers as stored: a network load balancer in some of a VPC's
-//! subnets (a port in each), with security groups, a scheme, and its
-//! listeners.
+//! Load balancers as stored: a network or application load balancer in
+//! some of a VPC's subnets (a port in each), with security groups, a
+//! scheme, and its listeners (an application one's with rules).
 
 use std::net::Ipv4Addr;
 
@@ -13,6 +13,7 @@ use crate::host::mac::MacAddr;
 use crate::net::elb;
 use crate::net::port::Port;
 
+use super::rule::Rule;
 use super::target_group::TrafficProtocol;
 
 /// Who reaches a load balancer.
@@ -36,11 +37,41 @@ impl Scheme {
     }
 }
 
-/// The kind of load balancer (ELBv2's `Type`): network only, for now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The kind of load balancer (ELBv2's `Type`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BalancerType {
+    /// L4: flows translated in the VPC's datapath (`net::elb`).
+    #[default]
     Network,
+    /// L7: HTTP requests proxied by the daemon from the balancer's
+    /// namespace (`daemon::proxy`), by listener rules.
+    Application,
+}
+
+impl BalancerType {
+    pub fn parse(text: &str) -> Result<Self, super::Error> {
+        match text {
+            "network" => Ok(Self::Network),
+            "application" => Ok(Self::Application),
+            _ => Err(super::Error::BalancerType(text.to_owned())),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Network => "network",
+            Self::Application => "application",
+        }
+    }
+
+    /// What its ARNs say of it: `loadbalancer/net/…`, `listener/app/…`.
+    pub fn arn_part(self) -> &'static str {
+        match self {
+            Self::Network => "net",
+            Self::Application => "app",
+        }
+    }
 }
 
 /// The load balancer's place in one subnet: a port like an instance's.
@@ -53,7 +84,8 @@ pub struct BalancerPort {
     pub link: String,
 }
 
-/// A listener: flows to `port` go to target group `target_group_id`.
+/// A listener: flows (or, on an application balancer, requests no rule
+/// takes) to `port` go to target group `target_group_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listener {
     /// 16 hex digits, the last part of its ARN.
@@ -62,6 +94,30 @@ pub struct Listener {
     pub protocol: TrafficProtocol,
     pub port: u16,
     pub target_group_id: String,
+    /// An application balancer's listener rules, in no particular order.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+impl Listener {
+    /// The target groups it forwards to: its default's and its rules'.
+    pub fn groups(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.target_group_id.as_str())
+            .chain(self.rules.iter().map(|r| r.target_group_id.as_str()))
+    }
+
+    /// The ARN of its rule `hex`: `listener-rule/…/LISTENER/HEX`.
+    pub fn rule_arn(&self, hex: &str) -> String {
+        format!(
+            "{}/{hex}",
+            self.arn.replacen(":listener/", ":listener-rule/", 1)
+        )
+    }
+
+    /// The ARN of its default rule (ELBv2's DescribeRules lists it).
+    pub fn default_rule_arn(&self) -> String {
+        self.rule_arn("default")
+    }
 }
 
 /// A load balancer as stored.
@@ -71,7 +127,7 @@ pub struct LoadBalancer {
     pub name: String,
     pub arn: String,
     pub dns_name: String,
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default)]
     pub balancer_type: BalancerType,
     pub scheme: Scheme,
     pub vpc_id: String,
@@ -119,9 +175,12 @@ impl LoadBalancer {
             .collect()
     }
 
-    /// Whether a listener sends flows to target group `group`.
+    /// Whether a listener (or one of its rules) sends to target group
+    /// `group`.
     pub fn uses(&self, group: &str) -> bool {
-        self.listeners.iter().any(|l| l.target_group_id == group)
+        self.listeners
+            .iter()
+            .any(|l| l.groups().any(|g| g == group))
     }
 
     /// Its port in `subnet` number `index`, for a new balancer.

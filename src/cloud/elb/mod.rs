@@ -1,17 +1,22 @@
-//! Elastic Load Balancing (ELBv2's network load balancers): target
-//! groups, load balancers and their listeners as records in the store,
-//! realised in their VPC's namespace by the reconciler like the rest of
-//! the VPC (`net::elb`), their targets' health checked by the daemon.
+//! Elastic Load Balancing (ELBv2's network and application load
+//! balancers): target groups, load balancers, their listeners and
+//! listener rules as records in the store, realised in their VPC's
+//! namespace by the reconciler like the rest of the VPC (`net::elb`),
+//! their targets' health checked by the daemon, which also runs the
+//! application balancers' proxies (`daemon::proxy`, from `routes`).
 //!
 //! IDs are the store's (`tg-…`, `elb-…`); ARNs are ELBv2's shapes
 //! (`arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/HEX`,
-//! `loadbalancer/net/NAME/HEX`, `listener/net/NAME/HEX/HEX`). Names are
-//! unique per kind, as ELBv2's are per account and region.
+//! `loadbalancer/net/NAME/HEX`, `listener/app/NAME/HEX/HEX`,
+//! `listener-rule/app/NAME/HEX/HEX/HEX`). Names are unique per kind, as
+//! ELBv2's are per account and region.
 
 pub mod load_balancer;
+pub mod routes;
+pub mod rule;
 pub mod target_group;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
@@ -123,6 +128,45 @@ pub enum Error {
         group: String,
         group_protocol: TrafficProtocol,
     },
+    #[error("'{0}' is not a load balancer type: use network or application")]
+    BalancerType(String),
+    #[error(
+        "a {protocol} listener is not for {kind} load balancer {balancer}: use TCP or UDP on \
+         a network one, HTTP on an application one"
+    )]
+    ListenerProtocol {
+        protocol: TrafficProtocol,
+        kind: &'static str,
+        balancer: String,
+    },
+    #[error("'{0}' is not a rule condition field: use path-pattern or host-header")]
+    Field(String),
+    #[error("a {0} condition needs at least one value")]
+    NoValues(&'static str),
+    #[error(
+        "'{value}' is not a {field} pattern: 1 to 128 characters, letters, digits, '*', '?', \
+         and for paths _-.$/~\"'@:+&"
+    )]
+    BadPattern { field: &'static str, value: String },
+    #[error("a rule needs a condition: --path or --host")]
+    NoConditions,
+    #[error("a rule takes one {0} condition (give it several values instead)")]
+    RepeatedField(&'static str),
+    #[error("a rule takes at most 5 condition values in all (got {0})")]
+    TooManyValues(usize),
+    #[error("rule priority {0} is out of range: use 1 to 50000 (lower goes first)")]
+    Priority(u32),
+    #[error("listener {listener} already has a rule of priority {priority}")]
+    PriorityTaken { listener: String, priority: u32 },
+    #[error(
+        "listener {listener} is on network load balancer {balancer}: rules are for \
+         application load balancers"
+    )]
+    RulesOnNetwork { listener: String, balancer: String },
+    #[error("load balancer {balancer} has no rule '{rule}' (`gureum elb rule list {balancer}`)")]
+    NoRule { balancer: String, rule: String },
+    #[error("a rule needs the target group its requests go to: pass --target-group")]
+    NoRuleGroup,
     #[error("{noun} {id} is used by {users}: {fix}")]
     InUse {
         noun: &'static str,
@@ -203,7 +247,12 @@ pub fn create_target_group(
     check_name(&request.name, false)?;
     let protocol = TrafficProtocol::parse(&request.protocol)?;
     check_port(request.port, "target group")?;
-    let health_check = HealthCheck::from_request(&request.health_check)?;
+    let mut asked = request.health_check.clone();
+    if protocol == TrafficProtocol::Http && asked.protocol.is_none() {
+        // ELBv2's default for an HTTP group: checked over HTTP.
+        asked.protocol = Some("http".into());
+    }
+    let health_check = HealthCheck::from_request(&asked)?;
     let delay = request.deregistration_delay_secs.unwrap_or(300);
     if delay > 3600 {
         return Err(Error::BadDelay(delay).into());
@@ -324,7 +373,8 @@ pub fn delete_target_group(
                 noun: "target group",
                 id: group.id,
                 users: format!("listeners of load balancers {}", users.join(", ")),
-                fix: "delete those listeners first (`gureum elb listener delete`)",
+                fix: "delete those listeners or rules first (`gureum elb listener delete`, \
+                      `gureum elb rule delete`)",
             }
             .into());
         }
@@ -352,6 +402,9 @@ pub struct BalancerRequest {
     /// IDs, names in the VPC, or Name tags [default: the VPC's default].
     pub security_groups: Vec<String>,
     pub scheme: Scheme,
+    /// network (the default) or application.
+    #[serde(default)]
+    pub balancer_type: BalancerType,
     pub tags: Tags,
 }
 
@@ -373,7 +426,7 @@ pub fn public_addresses(tx: &Tx<'_>) -> Result<Vec<Ipv4Addr>, cloud::Error> {
         .collect())
 }
 
-/// Creates a network load balancer: a port in each subnet (the lowest
+/// Creates a load balancer: a port in each subnet (the lowest
 /// free address), and for an internet-facing one an address from the
 /// public pool.
 pub fn create_load_balancer(
@@ -460,14 +513,18 @@ pub fn create_load_balancer(
         let balancer = LoadBalancer {
             arn: arn(
                 &account(tx)?,
-                &format!("loadbalancer/net/{}/{hex}", request.name),
+                &format!(
+                    "loadbalancer/{}/{}/{hex}",
+                    request.balancer_type.arn_part(),
+                    request.name
+                ),
             ),
             dns_name: format!(
                 "{internal}{}-{hex}.elb.{REGION}.gureum.internal",
                 request.name
             ),
             name: request.name.clone(),
-            balancer_type: BalancerType::Network,
+            balancer_type: request.balancer_type,
             scheme: request.scheme,
             vpc_id: vpc.id.clone(),
             netns: format!("{}{id}", config.prefix),
@@ -499,40 +556,35 @@ pub fn delete_load_balancer(
     })
 }
 
-/// Adds a listener sending `protocol` flows to `port` to target group
-/// `group`.
+/// Adds a listener sending `protocol` flows (or requests) to `port` to
+/// target group `group`; without a protocol, the balancer's own (TCP on
+/// a network one, HTTP on an application one).
 pub fn create_listener(
     store: &mut Store,
     config: &NetConfig,
     reference: &str,
-    protocol: &str,
+    protocol: Option<&str>,
     port: u16,
     group: &str,
 ) -> Result<LoadBalancer, cloud::Error> {
-    let protocol = TrafficProtocol::parse(protocol)?;
+    let asked = protocol.map(TrafficProtocol::parse).transpose()?;
     check_port(port, "listener")?;
     let listener_id = ids::new_id(Kind::LoadBalancer)?;
     realise::change(store, config, |tx| {
         let mut balancer: LoadBalancer = lookup::find(tx, reference)?;
-        let mut group: TargetGroup = lookup::find(tx, group)?;
-        if group.vpc_id != balancer.vpc_id {
-            return Err(Error::OtherVpc {
-                noun: "target group",
-                id: group.id,
-                its_vpc: group.vpc_id,
-                vpc: balancer.vpc_id,
-                what: format!("load balancer {}", balancer.id),
+        let protocol = asked.unwrap_or(match balancer.balancer_type {
+            BalancerType::Network => TrafficProtocol::Tcp,
+            BalancerType::Application => TrafficProtocol::Http,
+        });
+        if !protocol.carried_by(balancer.balancer_type) {
+            return Err(Error::ListenerProtocol {
+                protocol,
+                kind: balancer.balancer_type.as_str(),
+                balancer: balancer.id,
             }
             .into());
         }
-        if group.protocol != protocol {
-            return Err(Error::ProtocolMismatch {
-                listener: protocol,
-                group: group.id,
-                group_protocol: group.protocol,
-            }
-            .into());
-        }
+        let mut group = group_for(tx, &balancer, protocol, group)?;
         if balancer.listeners.iter().any(|l| l.port == port) {
             return Err(Error::ListenerExists {
                 balancer: balancer.id,
@@ -540,18 +592,14 @@ pub fn create_listener(
             }
             .into());
         }
-        let in_use = tx.list::<LoadBalancer>()?.iter().any(|b| b.uses(&group.id));
-        if !in_use {
-            // Checked afresh from now on.
-            group.restart_checks();
-            tx.update(&group)?;
-        }
+        start_using(tx, &mut group)?;
         let hex = hex16(&listener_id).to_owned();
         balancer.listeners.push(Listener {
             arn: arn(
                 &account(tx)?,
                 &format!(
-                    "listener/net/{}/{}/{hex}",
+                    "listener/{}/{}/{}/{hex}",
+                    balancer.balancer_type.arn_part(),
                     balancer.name,
                     hex16(&balancer.id)
                 ),
@@ -560,7 +608,282 @@ pub fn create_listener(
             protocol,
             port,
             target_group_id: group.id,
+            rules: Vec::new(),
         });
+        tx.update(&balancer)?;
+        let vpc = balancer.vpc_id.clone();
+        Ok((balancer, vec![vpc]))
+    })
+}
+
+/// Restarts the checks of `group` when no listener used it yet: its
+/// targets are checked afresh from now on.
+fn start_using(tx: &Tx<'_>, group: &mut TargetGroup) -> Result<(), cloud::Error> {
+    let in_use = tx.list::<LoadBalancer>()?.iter().any(|b| b.uses(&group.id));
+    if !in_use {
+        group.restart_checks();
+        tx.update(group)?;
+    }
+    Ok(())
+}
+
+/// The target group `reference` names, checked to be in `balancer`'s VPC
+/// and of `protocol`.
+fn group_for(
+    tx: &Tx<'_>,
+    balancer: &LoadBalancer,
+    protocol: TrafficProtocol,
+    reference: &str,
+) -> Result<TargetGroup, cloud::Error> {
+    let group: TargetGroup = lookup::find(tx, reference)?;
+    if group.vpc_id != balancer.vpc_id {
+        return Err(Error::OtherVpc {
+            noun: "target group",
+            id: group.id,
+            its_vpc: group.vpc_id,
+            vpc: balancer.vpc_id.clone(),
+            what: format!("load balancer {}", balancer.id),
+        }
+        .into());
+    }
+    if group.protocol != protocol {
+        return Err(Error::ProtocolMismatch {
+            listener: protocol,
+            group: group.id,
+            group_protocol: group.protocol,
+        }
+        .into());
+    }
+    Ok(group)
+}
+
+/// What `elb rule create` and `modify` ask for. Conditions given to a
+/// modify replace all the rule's (as ELBv2's ModifyRule); none keep them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListenerRuleRequest {
+    /// `path-pattern` values.
+    pub paths: Vec<String>,
+    /// `host-header` values.
+    pub hosts: Vec<String>,
+    /// The target group matching requests go to: ID or name.
+    pub target_group: Option<String>,
+}
+
+impl ListenerRuleRequest {
+    /// Its conditions, checked; none when it names no values.
+    fn conditions(&self) -> Result<Vec<rule::Condition>, Error> {
+        let mut conditions = Vec::new();
+        for (field, values) in [
+            (rule::Field::PathPattern, &self.paths),
+            (rule::Field::HostHeader, &self.hosts),
+        ] {
+            if !values.is_empty() {
+                conditions.push(rule::Condition::checked(field, values.clone())?);
+            }
+        }
+        Ok(conditions)
+    }
+}
+
+/// The listener `listener` (its port, ID or ARN) of `balancer`.
+fn listener_mut<'b>(
+    balancer: &'b mut LoadBalancer,
+    listener: &str,
+) -> Result<&'b mut Listener, Error> {
+    let (id, kind) = (balancer.id.clone(), balancer.balancer_type);
+    let found = balancer
+        .listeners
+        .iter_mut()
+        .find(|l| l.id == listener || l.arn == listener || l.port.to_string() == listener)
+        .ok_or_else(|| Error::NoListener {
+            balancer: id.clone(),
+            listener: listener.to_owned(),
+        })?;
+    if kind != BalancerType::Application {
+        return Err(Error::RulesOnNetwork {
+            listener: found.id.clone(),
+            balancer: id,
+        });
+    }
+    Ok(found)
+}
+
+/// The listener of `balancer` holding rule `rule` (its ID or ARN), and
+/// the rule's place in it.
+fn rule_place(balancer: &LoadBalancer, rule: &str) -> Result<(usize, usize), Error> {
+    balancer
+        .listeners
+        .iter()
+        .enumerate()
+        .find_map(|(l, listener)| {
+            let r = listener
+                .rules
+                .iter()
+                .position(|r| r.id == rule || r.arn == rule)?;
+            Some((l, r))
+        })
+        .ok_or_else(|| Error::NoRule {
+            balancer: balancer.id.clone(),
+            rule: rule.to_owned(),
+        })
+}
+
+/// Refuses two rules of `listener` with one priority.
+fn check_priorities(listener: &Listener) -> Result<(), Error> {
+    for (n, rule) in listener.rules.iter().enumerate() {
+        if listener
+            .rules
+            .iter()
+            .skip(n + 1)
+            .any(|r| r.priority == rule.priority)
+        {
+            return Err(Error::PriorityTaken {
+                listener: listener.id.clone(),
+                priority: rule.priority,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Adds a rule of `priority` to listener `listener` (its port, ID or
+/// ARN) of application load balancer `reference`: requests matching
+/// every condition go to the request's target group.
+pub fn create_rule(
+    store: &mut Store,
+    config: &NetConfig,
+    reference: &str,
+    listener: &str,
+    priority: u32,
+    request: &ListenerRuleRequest,
+) -> Result<LoadBalancer, cloud::Error> {
+    let conditions = request.conditions()?;
+    rule::check(priority, &conditions)?;
+    let Some(group) = &request.target_group else {
+        return Err(Error::NoRuleGroup.into());
+    };
+    let rule_id = ids::new_id(Kind::LoadBalancer)?;
+    realise::change(store, config, |tx| {
+        let mut balancer: LoadBalancer = lookup::find(tx, reference)?;
+        let protocol = listener_mut(&mut balancer, listener)?.protocol;
+        let mut group = group_for(tx, &balancer, protocol, group)?;
+        start_using(tx, &mut group)?;
+        let found = listener_mut(&mut balancer, listener)?;
+        let hex = hex16(&rule_id).to_owned();
+        let rule_arn = found.rule_arn(&hex);
+        found.rules.push(rule::Rule {
+            arn: rule_arn,
+            id: hex,
+            priority,
+            conditions,
+            target_group_id: group.id,
+        });
+        check_priorities(found)?;
+        tx.update(&balancer)?;
+        let vpc = balancer.vpc_id.clone();
+        Ok((balancer, vec![vpc]))
+    })
+}
+
+/// Changes rule `rule`'s conditions (those of the request replace all
+/// of them, if it names any) or target group.
+pub fn modify_rule(
+    store: &mut Store,
+    config: &NetConfig,
+    reference: &str,
+    rule: &str,
+    request: &ListenerRuleRequest,
+) -> Result<LoadBalancer, cloud::Error> {
+    let asked = request.conditions()?;
+    realise::change(store, config, |tx| {
+        let mut balancer: LoadBalancer = lookup::find(tx, reference)?;
+        let (l, r) = rule_place(&balancer, rule)?;
+        let Some(listener) = balancer.listeners.get(l) else {
+            return Err(Error::NoRule {
+                balancer: balancer.id,
+                rule: rule.to_owned(),
+            }
+            .into());
+        };
+        let group = match &request.target_group {
+            Some(group) => {
+                let mut group = group_for(tx, &balancer, listener.protocol, group)?;
+                start_using(tx, &mut group)?;
+                Some(group.id)
+            }
+            None => None,
+        };
+        let Some(found) = balancer
+            .listeners
+            .get_mut(l)
+            .and_then(|l| l.rules.get_mut(r))
+        else {
+            return Err(Error::NoRule {
+                balancer: balancer.id,
+                rule: rule.to_owned(),
+            }
+            .into());
+        };
+        if !asked.is_empty() {
+            rule::check(found.priority, &asked)?;
+            found.conditions.clone_from(&asked);
+        }
+        if let Some(group) = group {
+            found.target_group_id = group;
+        }
+        tx.update(&balancer)?;
+        let vpc = balancer.vpc_id.clone();
+        Ok((balancer, vec![vpc]))
+    })
+}
+
+/// Gives rules of load balancer `reference` new priorities, all at once
+/// (so that two may swap theirs).
+pub fn set_rule_priorities(
+    store: &mut Store,
+    config: &NetConfig,
+    reference: &str,
+    priorities: &[(String, u32)],
+) -> Result<LoadBalancer, cloud::Error> {
+    for (_, priority) in priorities {
+        rule::check_priority(*priority)?;
+    }
+    realise::change(store, config, |tx| {
+        let mut balancer: LoadBalancer = lookup::find(tx, reference)?;
+        for (rule, priority) in priorities {
+            let (l, r) = rule_place(&balancer, rule)?;
+            if let Some(found) = balancer
+                .listeners
+                .get_mut(l)
+                .and_then(|l| l.rules.get_mut(r))
+            {
+                found.priority = *priority;
+            }
+        }
+        for listener in &balancer.listeners {
+            check_priorities(listener)?;
+        }
+        tx.update(&balancer)?;
+        let vpc = balancer.vpc_id.clone();
+        Ok((balancer, vec![vpc]))
+    })
+}
+
+/// Removes rule `rule` (its ID or ARN) of load balancer `reference`.
+pub fn delete_rule(
+    store: &mut Store,
+    config: &NetConfig,
+    reference: &str,
+    rule: &str,
+) -> Result<LoadBalancer, cloud::Error> {
+    realise::change(store, config, |tx| {
+        let mut balancer: LoadBalancer = lookup::find(tx, reference)?;
+        let (l, r) = rule_place(&balancer, rule)?;
+        if let Some(listener) = balancer.listeners.get_mut(l) {
+            if r < listener.rules.len() {
+                listener.rules.remove(r);
+            }
+        }
         tx.update(&balancer)?;
         let vpc = balancer.vpc_id.clone();
         Ok((balancer, vec![vpc]))
@@ -682,41 +1005,67 @@ pub fn groups_in(tx: &Tx<'_>, vpc: &str) -> Result<Vec<String>, cloud::Error> {
         .collect())
 }
 
-/// The load balancers of VPC `vpc` as its realisation takes them: their
-/// listeners send to the healthy targets whose instance has a port here.
-pub fn balancers(tx: &Tx<'_>, vpc: &str) -> Result<Vec<Balancer>, cloud::Error> {
-    let addresses: std::collections::BTreeMap<String, Ipv4Addr> = vpc::port::instances_in(tx, vpc)?
+/// The healthy targets (address and port) of each target group of VPC
+/// `vpc` whose instance has a port there.
+pub fn healthy_targets(
+    tx: &Tx<'_>,
+    vpc: &str,
+) -> Result<BTreeMap<String, Vec<(Ipv4Addr, u16)>>, cloud::Error> {
+    let addresses: BTreeMap<String, Ipv4Addr> = vpc::port::instances_in(tx, vpc)?
         .into_iter()
         .map(|(id, placement)| (id, placement.private_ip))
         .collect();
-    let groups = in_vpc::<TargetGroup>(tx, vpc)?;
     let now = cloud::time::now_secs();
+    Ok(in_vpc::<TargetGroup>(tx, vpc)?
+        .into_iter()
+        .map(|mut group| {
+            group.expire(now);
+            let healthy = group
+                .targets
+                .iter()
+                .filter(|t| t.state == HealthState::Healthy)
+                .filter_map(|t| Some((*addresses.get(&t.instance_id)?, t.port)))
+                .collect();
+            (group.id, healthy)
+        })
+        .collect())
+}
+
+/// The load balancers of VPC `vpc` as its realisation takes them: a
+/// network one's listeners send to the healthy targets whose instance
+/// has a port here; an application one's are its proxy's, in its
+/// namespace.
+pub fn balancers(tx: &Tx<'_>, vpc: &str) -> Result<Vec<Balancer>, cloud::Error> {
+    let healthy = healthy_targets(tx, vpc)?;
     Ok(in_vpc::<LoadBalancer>(tx, vpc)?
         .into_iter()
-        .map(|balancer| Balancer {
-            id: balancer.id.clone(),
-            netns: balancer.netns.clone(),
-            ports: balancer.realised_ports(),
-            public_ip: balancer.public_ip,
-            listeners: balancer
-                .listeners
-                .iter()
-                .map(|listener| Forward {
-                    protocol: listener.protocol.realised(),
-                    port: listener.port,
-                    targets: groups
-                        .iter()
-                        .filter(|g| g.id == listener.target_group_id)
-                        .flat_map(|g| {
-                            let mut g = g.clone();
-                            g.expire(now);
-                            g.targets
-                        })
-                        .filter(|t| t.state == HealthState::Healthy)
-                        .filter_map(|t| Some((*addresses.get(&t.instance_id)?, t.port)))
-                        .collect(),
-                })
-                .collect(),
+        .map(|balancer| {
+            let network = balancer.balancer_type == BalancerType::Network;
+            Balancer {
+                id: balancer.id.clone(),
+                netns: balancer.netns.clone(),
+                ports: balancer.realised_ports(),
+                public_ip: balancer.public_ip,
+                listeners: balancer
+                    .listeners
+                    .iter()
+                    .filter(|_| network)
+                    .map(|listener| Forward {
+                        protocol: listener.protocol.realised(),
+                        port: listener.port,
+                        targets: healthy
+                            .get(&listener.target_group_id)
+                            .cloned()
+                            .unwrap_or_default(),
+                    })
+                    .collect(),
+                proxied: balancer
+                    .listeners
+                    .iter()
+                    .filter(|_| !network)
+                    .map(|l| l.port)
+                    .collect(),
+            }
         })
         .collect())
 }

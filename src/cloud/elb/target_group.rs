@@ -13,12 +13,15 @@ use crate::cloud::vpc::InVpc;
 
 use super::Error;
 
-/// What a target group carries (ELBv2's TCP and UDP; TLS and TCP_UDP not).
+/// What a target group carries: TCP or UDP flows for network load
+/// balancers, HTTP requests for application ones (ELBv2's TLS, TCP_UDP
+/// and HTTPS not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TrafficProtocol {
     Tcp,
     Udp,
+    Http,
 }
 
 impl TrafficProtocol {
@@ -26,10 +29,11 @@ impl TrafficProtocol {
         match text.to_ascii_lowercase().as_str() {
             "tcp" => Ok(Self::Tcp),
             "udp" => Ok(Self::Udp),
+            "http" => Ok(Self::Http),
             _ => Err(Error::Protocol {
                 what: "a target group or listener",
                 got: text.to_owned(),
-                allowed: "TCP or UDP",
+                allowed: "TCP or UDP (network), HTTP (application)",
             }),
         }
     }
@@ -38,8 +42,17 @@ impl TrafficProtocol {
     pub fn realised(self) -> crate::net::nft::security_group::Protocol {
         use crate::net::nft::security_group::Protocol;
         match self {
-            Self::Tcp => Protocol::Tcp,
+            Self::Tcp | Self::Http => Protocol::Tcp,
             Self::Udp => Protocol::Udp,
+        }
+    }
+
+    /// Whether a load balancer of `kind` carries it.
+    pub fn carried_by(self, kind: super::load_balancer::BalancerType) -> bool {
+        use super::load_balancer::BalancerType;
+        match self {
+            Self::Tcp | Self::Udp => kind == BalancerType::Network,
+            Self::Http => kind == BalancerType::Application,
         }
     }
 }
@@ -49,6 +62,7 @@ impl fmt::Display for TrafficProtocol {
         f.write_str(match self {
             Self::Tcp => "TCP",
             Self::Udp => "UDP",
+            Self::Http => "HTTP",
         })
     }
 }

@@ -188,9 +188,9 @@ gureum target-group delete web >/dev/null || fail "target-group delete"
 end_checks nlb
 
 # An internet-facing application load balancer over the same servers:
-# its listener's default action sends to group "a" (web and web-2), a rule
-# sends /b/* to group "b" (web-3); the servers see the ISP's address in
-# X-Forwarded-For.
+# rules send /a/* to group "a" (web and web-2, also the listener's
+# default) and /b/* to group "b" (web-3); the servers see the ISP's
+# address in X-Forwarded-For.
 begin_checks alb
 for g in a b; do
   gureum target-group create --name "$g" --vpc "$vpc" --protocol http --port 80 \
@@ -203,7 +203,9 @@ gureum elb create --name app --type application --subnet "$subnet" --scheme inte
   fail "elb create app"
 gureum elb listener create app --port 80 --target-group a >/dev/null || fail "listener create app"
 gureum elb rule create app --listener 80 --priority 10 --path '/b/*' --target-group b >/dev/null ||
-  fail "rule create"
+  fail "rule create /b/*"
+gureum elb rule create app --listener 80 --priority 20 --path '/a/*' --target-group a >/dev/null ||
+  fail "rule create /a/*"
 app=$(describe elb app public_ip)
 echo "app_public=$app"
 wait_states a "$id" healthy >/dev/null || fail "group a never healthy: $(states a)"

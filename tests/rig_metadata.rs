@@ -144,7 +144,9 @@ fn an_internet_facing_nlb_spreads_requests_over_healthy_busybox_servers_only() {
         case.output
     );
     let ms: u64 = one("unhealthy_after_ms").parse().unwrap_or(u64::MAX);
-    eprintln!("a stopped target left the rotation after {ms} ms (interval 2 s x threshold 2)");
+    common::say(&format!(
+        "nlb: a stopped target left the rotation after {ms} ms (interval 2 s x threshold 2)"
+    ));
 }
 
 /// An internet-facing application load balancer: its listener's default
@@ -173,10 +175,11 @@ fn an_application_load_balancer_routes_paths_to_their_target_groups() {
 /// An Auto Scaling group of 2 over two subnets of the default VPC, from
 /// a launch template, under the daemon: one member in each subnet; a
 /// member whose VMM is killed is replaced, in the group and its target
-/// group; its desired capacity grows and shrinks it; a forced delete
-/// takes its instances.
+/// group; its desired capacity grows and shrinks it; a target-tracking
+/// policy on CPU scales it out to 4 under a load in its guests and back
+/// to 2 when idle; a forced delete takes its instances.
 #[test]
-fn an_auto_scaling_group_replaces_a_killed_instance_and_follows_its_capacity() {
+fn an_auto_scaling_group_replaces_a_killed_instance_and_follows_its_capacity_and_load() {
     let case = rig().passed_with(
         "asg",
         &[
@@ -184,6 +187,8 @@ fn an_auto_scaling_group_replaces_a_killed_instance_and_follows_its_capacity() {
             ("members_after", "2 kept=yes"),
             ("grown_to", "3"),
             ("shrunk_to", "2"),
+            ("scaled_out_to", "4"),
+            ("scaled_in_to", "2"),
         ],
     );
     let one = |key: &str| case.values(key).first().copied().unwrap_or_default();
@@ -193,8 +198,11 @@ fn an_auto_scaling_group_replaces_a_killed_instance_and_follows_its_capacity() {
         "{}",
         case.output
     );
-    eprintln!(
-        "a killed member was replaced (running, registered) after {} s",
-        one("replaced_after_s")
-    );
+    common::say(&format!(
+        "asg: a killed member was replaced (running, registered) after {} s; a CPU load \
+         scaled the group out to 4 in {} s, idleness back to 2 in {} s (CPU figures every 10 s)",
+        one("replaced_after_s"),
+        one("scaled_out_after_s"),
+        one("scaled_in_after_s")
+    ));
 }

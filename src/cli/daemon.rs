@@ -21,6 +21,10 @@ pub struct DaemonArgs {
     /// [default: 127.0.0.1:8773 when free].
     #[arg(long, value_name = "ADDRESS|off", value_parser = parse_listen)]
     listen: Option<Listen>,
+    /// Seconds over which each instance's CPU utilization is averaged
+    /// (5 to 60; target-tracking policies act on each new figure).
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(5..=60))]
+    metrics_period: u64,
     /// Only say whether a daemon answers on the socket (status 0), or
     /// not (status 4), and end.
     #[arg(long)]
@@ -46,6 +50,7 @@ pub fn run(env: &Env, args: &DaemonArgs) -> Result<(), CliError> {
         socket: env.socket.clone(),
         reconcile_every: Duration::from_secs(args.reconcile_every),
         listen: args.listen.unwrap_or(Listen::Default),
+        metrics_period: Duration::from_secs(args.metrics_period),
     };
     Ok(daemon::run(&config)?)
 }

@@ -1,9 +1,11 @@
 //! Each running instance's CPU utilization: a thread of the daemon that
 //! reads its VMM's CPU time (`/proc/PID/stat`, the process with all its
-//! threads) when it first sees it running and then every minute from
-//! there, recording each minute's average in the instance's record
-//! through the executor (`cloud::cpu_metric`). A daemon started again
-//! (or a VMM started again) begins a new minute.
+//! threads) when it first sees it running and then every period (a
+//! minute unless `gureum daemon --metrics-period` says otherwise, as
+//! CloudWatch's detailed monitoring) from there, recording each period's
+//! average in the instance's record through the executor
+//! (`cloud::cpu_metric`). A daemon started again (or a VMM started
+//! again) begins a new period.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -15,8 +17,6 @@ use crate::cloud::instance::{Instance, State};
 use crate::cloud::lifecycle::Context;
 use crate::cloud::process::ProcessRef;
 
-/// The ring holds per-minute averages.
-const MINUTE: Duration = Duration::from_secs(60);
 /// How often VMMs that started running are looked for.
 const TICK: Duration = Duration::from_secs(5);
 
@@ -29,14 +29,14 @@ struct Mark {
 }
 
 /// Samples for as long as the daemon runs, on a thread of its own.
-pub fn start(ctx: Context, jobs: Executor) -> std::io::Result<()> {
+pub fn start(ctx: Context, jobs: Executor, period: Duration) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("cpu".into())
-        .spawn(move || serve(&ctx, &jobs))
+        .spawn(move || serve(&ctx, &jobs, period))
         .map(drop)
 }
 
-fn serve(ctx: &Context, jobs: &Executor) {
+fn serve(ctx: &Context, jobs: &Executor, period: Duration) {
     let mut store = match ctx.open_store() {
         Ok(store) => store,
         Err(e) => {
@@ -58,7 +58,7 @@ fn serve(ctx: &Context, jobs: &Executor) {
         });
         let result = match running {
             Ok(running) => {
-                let samples = sample(&running, &mut marks);
+                let samples = sample(&running, &mut marks, period);
                 if samples.is_empty() {
                     Ok(())
                 } else {
@@ -74,9 +74,13 @@ fn serve(ctx: &Context, jobs: &Executor) {
     }
 }
 
-/// The minute's average of each running instance whose VMM was read a
-/// minute ago or more (then read afresh); VMMs newly running are read.
-fn sample(running: &[Instance], marks: &mut HashMap<String, Mark>) -> Vec<(String, CpuMinute)> {
+/// The period's average of each running instance whose VMM was read a
+/// `period` ago or more (then read afresh); VMMs newly running are read.
+fn sample(
+    running: &[Instance],
+    marks: &mut HashMap<String, Mark>,
+    period: Duration,
+) -> Vec<(String, CpuMinute)> {
     let now = Instant::now();
     let epoch = crate::cloud::time::now_secs();
     let mut samples = Vec::new();
@@ -85,7 +89,7 @@ fn sample(running: &[Instance], marks: &mut HashMap<String, Mark>) -> Vec<(Strin
         let Some(vmm) = instance.vmm else { continue };
         let Some(cpu) = vmm.cpu_time() else { continue };
         let mark = match marks.get(&instance.id).filter(|m| m.vmm == vmm) {
-            Some(mark) if now.duration_since(mark.at) >= MINUTE => {
+            Some(mark) if now.duration_since(mark.at) >= period => {
                 let percent = cpu_metric::utilization(
                     cpu.saturating_sub(mark.cpu),
                     now.duration_since(mark.at),

@@ -78,6 +78,8 @@ pub struct Config {
     pub reconcile_every: Duration,
     /// Where the EC2 endpoint listens.
     pub listen: Listen,
+    /// Over how long each instance's CPU utilization is averaged.
+    pub metrics_period: Duration,
 }
 
 /// Where the EC2 Query endpoint (`crate::endpoint`) listens.

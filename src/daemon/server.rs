@@ -39,7 +39,8 @@ pub fn run(config: &Config) -> Result<(), Error> {
         super::health::start(config.ctx.clone(), jobs.clone()).map_err(Error::Thread)?;
         super::proxy::start(config.ctx.clone()).map_err(Error::Thread)?;
         super::autoscaling::start(config.ctx.clone(), jobs.clone()).map_err(Error::Thread)?;
-        super::cpu::start(config.ctx.clone(), jobs.clone()).map_err(Error::Thread)?;
+        super::cpu::start(config.ctx.clone(), jobs.clone(), config.metrics_period)
+            .map_err(Error::Thread)?;
         let periodic = jobs.clone();
         let every = config.reconcile_every;
         tokio::spawn(async move {

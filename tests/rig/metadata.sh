@@ -13,7 +13,8 @@ export GUREUM_STATE_DIR=/tmp/gureum-state
 . /rig/cases.sh
 
 begin_checks imds
-gureum daemon --listen off >/tmp/daemon.log 2>&1 &
+# CPU figures every 10 s (rather than a minute) for case asg's policy.
+gureum daemon --listen off --metrics-period 10 >/tmp/daemon.log 2>&1 &
 daemon=$!
 t0=$(uptime_s)
 until gureum daemon --check >/dev/null 2>&1; do
@@ -227,11 +228,12 @@ end_checks alb
 # registered in a target group: one is launched in each subnet; a member
 # whose VMM is killed is replaced by a new one, registered in its stead;
 # the desired capacity set to 3 grows the group, set back to 2 shrinks
-# it; a forced delete takes its instances with it.
+# it; a CPU load in its guests scales it out to 4 and idleness back to 2;
+# a forced delete takes its instances with it.
 begin_checks asg
 gureum subnet create --vpc "$vpc" --cidr 172.31.16.0/20 --name second >/dev/null || fail "subnet second"
 gureum template create --name small --image busybox --type t2.nano \
-  --cmdline-append rig.scenario=idle >/dev/null || fail "template create"
+  --cmdline-append rig.scenario=serve >/dev/null || fail "template create"
 gureum target-group create --name pool --vpc "$vpc" --port 80 >/dev/null || fail "target-group pool"
 gureum asg create --name front --template small --subnet "$subnet" --subnet second --min 2 --max 4 \
   --target-group pool --health-check-grace-period 5 >/dev/null || fail "asg create"
@@ -273,6 +275,21 @@ echo "grown_to=3"
 gureum asg set-desired-capacity front --desired 2 >/dev/null || fail "desired 2"
 s=$(wait_group 2) || fail "the group never shrank to 2: $s"
 echo "shrunk_to=2"
+# A target-tracking policy on the average CPU (50 %): a CPU burner in
+# both guests takes the group out to its max of 4; stopped, back to 2.
+gureum asg put-policy front --name cpu50 --target-cpu 50 >/dev/null || fail "put-policy"
+burners=
+for i in $(members); do
+  burners="$burners $i:$(guest "$i" "sh -c 'while :; do :; done' >/dev/null 2>&1 & echo \$!")"
+done
+echo "burners=$burners"
+s=$(wait_group 4) || fail "the load never took the group out to 4: $s"
+echo "scaled_out_to=4"
+echo "scaled_out_after_s=$s"
+for b in $burners; do guest "${b%%:*}" "kill ${b#*:}" >/dev/null; done
+s=$(wait_group 2) || fail "idleness never took the group back to 2: $s"
+echo "scaled_in_to=2"
+echo "scaled_in_after_s=$s"
 last=$(members)
 gureum asg delete front --force-delete >/dev/null || fail "asg delete"
 for i in $last; do

@@ -23,8 +23,8 @@ use super::counters::BlockCounters;
 use super::rate_limit::{RateLimit, Throttle};
 use super::worker::{Retired, Worker};
 use super::{
-    ActivateError, ActiveQueue, DeviceMetrics, Interrupt, VirtioDevice, expect_queues,
-    read_config_bytes,
+    ActivateError, ActiveQueue, DeviceMetrics, Interrupt, VIRTIO_RING_F_EVENT_IDX, VirtioDevice,
+    expect_queues, read_config_bytes,
 };
 use crate::vmm::memory::GuestMemory;
 
@@ -293,18 +293,59 @@ pub struct BlockQueue {
     mem: GuestMemory,
     queue: Queue,
     throttle: Option<Throttle>,
+    /// Where completions are signalled in the middle of a pass (with
+    /// EVENT_IDX); without it, only the pass's end signals.
+    interrupt: Option<Arc<Interrupt>>,
     /// A request the rate limit held back, served first next time.
     held: Option<Chain>,
     /// Set when the device is reset: stop before the next request.
     retired: Retired,
 }
 
+/// Why a drain of the available ring stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drained {
+    /// The ring is empty.
+    Empty,
+    /// The rate limit holds a request back, or the device was reset:
+    /// stop until the timer or a new worker.
+    Paused,
+}
+
 impl BlockQueue {
     /// Serves every available request (or until the rate limit holds
-    /// one back). Returns whether the driver wants an interrupt.
+    /// one back). Returns whether the driver wants an interrupt for what
+    /// the pass used and has not signalled yet.
+    ///
+    /// The driver's kicks are off while the ring is drained and back on
+    /// only once it is seen empty after re-arming them, so requests the
+    /// driver adds meanwhile cost it no exit and are never missed.
     pub fn process(&mut self) -> Result<bool, QueueError> {
-        let mut used_any = false;
-        while !self.retired.is_set() {
+        loop {
+            self.queue
+                .disable_notification(&self.mem)
+                .map_err(QueueError::UsedRing)?;
+            if self.drain()? == Drained::Paused {
+                break;
+            }
+            let more = self
+                .queue
+                .enable_notification(&self.mem)
+                .map_err(QueueError::AvailRing)?;
+            if !more {
+                break;
+            }
+        }
+        Ok(self.queue.needs_notification(&self.mem).unwrap_or(true))
+    }
+
+    /// Serves requests until the ring is empty or the rate limit or a
+    /// reset stops it.
+    fn drain(&mut self) -> Result<Drained, QueueError> {
+        loop {
+            if self.retired.is_set() {
+                return Ok(Drained::Paused);
+            }
             let chain = match self.held.take() {
                 Some(chain) => chain,
                 None => {
@@ -312,17 +353,16 @@ impl BlockQueue {
                         Ok(mut iter) => iter.next().map(|c| c.head_index()),
                         Err(e) => return Err(QueueError::AvailRing(e)),
                     };
-                    let Some(head) = next else { break };
+                    let Some(head) = next else {
+                        return Ok(Drained::Empty);
+                    };
                     match chain::walk(&self.mem, Table::of(&self.queue), head) {
                         Ok(chain) => chain,
                         Err(_) => {
                             // Nothing of it can be trusted, not even where
                             // a status would go: give it back untouched.
                             self.backing.counters.errors.inc();
-                            self.queue
-                                .add_used(&self.mem, head, 0)
-                                .map_err(QueueError::UsedRing)?;
-                            used_any = true;
+                            self.complete(head, 0)?;
                             continue;
                         }
                     }
@@ -333,17 +373,31 @@ impl BlockQueue {
                 if !throttle.admit(bytes) {
                     self.backing.counters.throttled.inc();
                     self.held = Some(chain);
-                    break;
+                    return Ok(Drained::Paused);
                 }
             }
             let head = chain.head;
             let len = self.backing.serve(&self.mem, chain);
-            self.queue
-                .add_used(&self.mem, head, len)
-                .map_err(QueueError::UsedRing)?;
-            used_any = true;
+            self.complete(head, len)?;
         }
-        Ok(used_any && self.queue.needs_notification(&self.mem).unwrap_or(true))
+    }
+
+    /// Returns `head` used with `len` bytes written. With EVENT_IDX the
+    /// driver is told at once when it asked to be (`used_event`), so it
+    /// works on this completion while the device serves the next
+    /// request; without, the end of the pass signals once for all.
+    fn complete(&mut self, head: u16, len: u32) -> Result<(), QueueError> {
+        self.queue
+            .add_used(&self.mem, head, len)
+            .map_err(QueueError::UsedRing)?;
+        if let Some(interrupt) = &self.interrupt {
+            if self.queue.event_idx_enabled()
+                && self.queue.needs_notification(&self.mem).unwrap_or(true)
+            {
+                interrupt.used_ring();
+            }
+        }
+        Ok(())
     }
 
     /// Called when the rate limit's timer fired.
@@ -497,6 +551,7 @@ impl Block {
             mem,
             queue,
             throttle: None,
+            interrupt: None,
             held: None,
             retired: Retired::default(),
         }
@@ -526,7 +581,11 @@ impl VirtioDevice for Block {
         } else {
             0
         };
-        VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_SIZE_MAX | VIRTIO_BLK_F_SEG_MAX | ro
+        VIRTIO_BLK_F_FLUSH
+            | VIRTIO_BLK_F_SIZE_MAX
+            | VIRTIO_BLK_F_SEG_MAX
+            | VIRTIO_RING_F_EVENT_IDX
+            | ro
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -540,12 +599,14 @@ impl VirtioDevice for Block {
     fn activate(
         &mut self,
         mem: GuestMemory,
+        _features: u64,
         queues: Vec<ActiveQueue>,
         interrupt: Arc<Interrupt>,
     ) -> Result<(), ActivateError> {
         let [ActiveQueue { queue, notify }] = expect_queues(&self.name, queues)?;
         Worker::join_slot(&mut self.worker);
         let mut server = self.queue_server(mem, queue);
+        server.interrupt = Some(interrupt.clone());
         let retired = server.retired.clone();
         let mut sources = vec![(notify.as_raw_fd(), false)];
         if !self.limit.is_unlimited() {
@@ -582,7 +643,7 @@ mod tests {
     use std::os::unix::fs::FileExt;
     use virtio_queue::desc::RawDescriptor;
     use virtio_queue::mock::MockSplitQueue;
-    use vm_memory::{Bytes, GuestAddress};
+    use vm_memory::{Address, Bytes, GuestAddress};
 
     fn disk(sectors: u64, read_only: bool) -> (tempfile::NamedTempFile, Block) {
         let f = tempfile::NamedTempFile::new().unwrap();
@@ -855,6 +916,50 @@ mod tests {
         assert_eq!(vq.used().idx().load(), 1, "the second request waits");
         assert_eq!(blk.backing.counters.throttled.get(), 1);
         assert!(server.held.is_some());
+    }
+
+    /// `n` read requests of 512 bytes at sector 0, all on the same
+    /// guest buffers.
+    fn reads(n: u16) -> Vec<RawDescriptor> {
+        (0..n)
+            .flat_map(|i| {
+                [
+                    desc(HEADER_AT, 16, NEXT, 3 * i + 1),
+                    desc(DATA_AT, 512, NEXT | WRITE, 3 * i + 2),
+                    desc(STATUS_AT, 1, WRITE, 0),
+                ]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn with_event_idx_the_driver_is_signalled_where_it_asked_and_kicks_are_rearmed() {
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let (_f, blk) = disk(8, false);
+        mem.write_obj(header(VIRTIO_BLK_T_IN, 0), GuestAddress(HEADER_AT))
+            .unwrap();
+        let vq = MockSplitQueue::new(&mem, 16);
+        vq.add_desc_chains(&reads(3), 0).unwrap();
+        // used_event = 1: the driver wants to hear once the second
+        // request is used, and not again before it says so.
+        let used_event = vq.avail_addr().unchecked_add(4 + 2 * 16);
+        mem.write_obj(1u16, used_event).unwrap();
+        let mut queue: Queue = vq.create_queue().unwrap();
+        // The mock lays its used ring over the end of the available
+        // ring, used_event included: this one is clear of it.
+        let used = GuestAddress(0x8000);
+        queue.set_used_ring_address(Some(0x8000), Some(0));
+        queue.set_event_idx(true);
+        let mut server = blk.queue_server(mem.clone(), queue);
+        let irq = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        server.interrupt = Some(Arc::new(Interrupt::new(irq.try_clone().unwrap())));
+
+        assert!(!server.process().unwrap(), "the third needs no interrupt");
+        assert_eq!(mem.read_obj::<u16>(used.unchecked_add(2)).unwrap(), 3);
+        assert_eq!(irq.read().unwrap(), 1, "one interrupt, mid-pass");
+        // avail_event = 3: the next request the driver adds kicks.
+        let avail_event = used.unchecked_add(4 + 8 * 16);
+        assert_eq!(mem.read_obj::<u16>(avail_event).unwrap(), 3);
     }
 
     #[test]

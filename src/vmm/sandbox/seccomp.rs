@@ -263,6 +263,8 @@ fn worker() -> Vec<Allowed> {
         SYS_pwritev2,
         SYS_fsync,
         SYS_fdatasync,
+        // Discard and write-zeroes punch or zero ranges of the image.
+        SYS_fallocate,
         SYS_flock,
         // Rate limits wait on a timer.
         SYS_timerfd_create,

@@ -1,5 +1,6 @@
 //! virtio-blk over a raw image file or block device: read, write, flush,
-//! get-id, and read-only attachment.
+//! get-id, discard and write-zeroes (holes punched in the image), and
+//! read-only attachment.
 //!
 //! Data moves straight between the file and the guest's buffers
 //! (preadv/pwritev on iovecs over guest memory): the VMM allocates
@@ -11,10 +12,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use nix::fcntl::FallocateFlags;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::ByteValued;
 
@@ -23,8 +25,8 @@ use super::counters::BlockCounters;
 use super::rate_limit::{RateLimit, Throttle};
 use super::worker::{Retired, Worker};
 use super::{
-    ActivateError, ActiveQueue, DeviceMetrics, Interrupt, VirtioDevice, expect_queues,
-    read_config_bytes,
+    ActivateError, ActiveQueue, DeviceMetrics, Interrupt, VIRTIO_RING_F_EVENT_IDX, VirtioDevice,
+    expect_queues, read_config_bytes,
 };
 use crate::vmm::memory::GuestMemory;
 
@@ -33,6 +35,8 @@ const VIRTIO_BLK_F_SIZE_MAX: u64 = 1 << 1;
 const VIRTIO_BLK_F_SEG_MAX: u64 = 1 << 2;
 const VIRTIO_BLK_F_RO: u64 = 1 << 5;
 const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
+const VIRTIO_BLK_F_DISCARD: u64 = 1 << 13;
+const VIRTIO_BLK_F_WRITE_ZEROES: u64 = 1 << 14;
 const QUEUE_SIZE: u16 = 256;
 const SECTOR_SIZE: u64 = 512;
 /// Largest buffer of a request, advertised as `size_max`.
@@ -50,6 +54,8 @@ const VIRTIO_BLK_T_IN: u32 = 0;
 const VIRTIO_BLK_T_OUT: u32 = 1;
 const VIRTIO_BLK_T_FLUSH: u32 = 4;
 const VIRTIO_BLK_T_GET_ID: u32 = 8;
+const VIRTIO_BLK_T_DISCARD: u32 = 11;
+const VIRTIO_BLK_T_WRITE_ZEROES: u32 = 13;
 pub const VIRTIO_BLK_S_OK: u8 = 0;
 pub const VIRTIO_BLK_S_IOERR: u8 = 1;
 pub const VIRTIO_BLK_S_UNSUPP: u8 = 2;
@@ -57,6 +63,15 @@ pub const VIRTIO_BLK_S_UNSUPP: u8 = 2;
 const ID_BYTES: usize = 20;
 /// Size of the request header.
 const HEADER_BYTES: u64 = 16;
+/// Size of the device configuration space, up to the write-zeroes fields.
+const CONFIG_BYTES: usize = 60;
+/// Granularity of discards the driver is told, in sectors: 4 KiB, the
+/// block a file system frees.
+const DISCARD_ALIGNMENT: u32 = 8;
+/// A range's flag asking write-zeroes to deallocate the sectors.
+const RANGE_F_UNMAP: u32 = 1;
+/// Zeros written where a file system cannot zero a range in place.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 nix::ioctl_read!(blk_getsize64, 0x12, 114, u64);
 
@@ -99,6 +114,19 @@ struct RequestHeader {
 
 // SAFETY: plain old data of three integers, no padding, any bit pattern valid.
 unsafe impl vm_memory::ByteValued for RequestHeader {}
+
+/// The one range of a discard or write-zeroes request (the device
+/// advertises one segment per request).
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+struct Range {
+    sector: u64,
+    sectors: u32,
+    flags: u32,
+}
+
+// SAFETY: plain old data of three integers, no padding, any bit pattern valid.
+unsafe impl vm_memory::ByteValued for Range {}
 
 /// Guest queue state the device cannot work around; it makes the device
 /// broken until the driver resets it. A bad request never does.
@@ -229,6 +257,9 @@ impl Backing {
                     (VIRTIO_BLK_S_OK, len)
                 }
             }
+            VIRTIO_BLK_T_DISCARD | VIRTIO_BLK_T_WRITE_ZEROES => {
+                (self.zero_or_discard(mem, header.kind, data), 0)
+            }
             VIRTIO_BLK_T_FLUSH => match self.file.sync_data() {
                 Ok(()) => (VIRTIO_BLK_S_OK, 0),
                 Err(_) => (VIRTIO_BLK_S_IOERR, 0),
@@ -242,6 +273,85 @@ impl Backing {
             }
             _ => (VIRTIO_BLK_S_UNSUPP, 0),
         }
+    }
+
+    /// Executes a discard or write-zeroes request: its one range is
+    /// punched out of the image (a discard, or write-zeroes that may
+    /// unmap) or zeroed in place. Returns the status.
+    fn zero_or_discard(&self, mem: &GuestMemory, kind: u32, data: &Buffers) -> u8 {
+        let mut range = Range::default();
+        if self.read_only
+            || data.len() != std::mem::size_of::<Range>() as u64
+            || data.read_into(mem, range.as_mut_slice()).is_none()
+        {
+            return VIRTIO_BLK_S_IOERR;
+        }
+        let (sector, flags) = (u64::from_le(range.sector), u32::from_le(range.flags));
+        let len = u64::from(u32::from_le(range.sectors)) * SECTOR_SIZE;
+        let unmap = flags & RANGE_F_UNMAP != 0;
+        // Unknown flags, and unmap on a discard, are refused by the spec.
+        if flags & !RANGE_F_UNMAP != 0 || (kind == VIRTIO_BLK_T_DISCARD && unmap) {
+            return VIRTIO_BLK_S_UNSUPP;
+        }
+        if !self.in_range(sector, len) {
+            return VIRTIO_BLK_S_IOERR;
+        }
+        let offset = sector.saturating_mul(SECTOR_SIZE);
+        let done = if kind == VIRTIO_BLK_T_DISCARD {
+            // A discard is a hint: where the image cannot free blocks,
+            // they stay as they are.
+            match self.fallocate(FallocateFlags::FALLOC_FL_PUNCH_HOLE, offset, len) {
+                Err(nix::errno::Errno::EOPNOTSUPP) => Ok(()),
+                other => other.map_err(std::io::Error::from),
+            }
+        } else {
+            self.write_zeroes(offset, len, unmap)
+        };
+        match done {
+            Ok(()) => VIRTIO_BLK_S_OK,
+            Err(_) => VIRTIO_BLK_S_IOERR,
+        }
+    }
+
+    /// Zeroes `len` bytes at `offset`: a hole when the driver allows
+    /// unmapping, else zeroed in place; written out where the file
+    /// system can do neither (tmpfs zeroes no range in place).
+    fn write_zeroes(&self, offset: u64, len: u64, unmap: bool) -> std::io::Result<()> {
+        let mode = if unmap {
+            FallocateFlags::FALLOC_FL_PUNCH_HOLE
+        } else {
+            FallocateFlags::FALLOC_FL_ZERO_RANGE
+        };
+        match self.fallocate(mode, offset, len) {
+            Err(nix::errno::Errno::EOPNOTSUPP) => {}
+            other => return other.map_err(std::io::Error::from),
+        }
+        let mut done = 0u64;
+        while done < len {
+            let n = usize::try_from(len - done).map_or(ZEROS.len(), |n| n.min(ZEROS.len()));
+            let zeros = ZEROS.get(..n).unwrap_or_default();
+            self.file.write_all_at(zeros, offset.saturating_add(done))?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// fallocate with `mode` (and the file's size kept) over `len` bytes
+    /// at `offset`.
+    fn fallocate(
+        &self,
+        mode: FallocateFlags,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), nix::errno::Errno> {
+        let at = libc::off_t::try_from(offset).map_err(|_| nix::errno::Errno::EINVAL)?;
+        let len = libc::off_t::try_from(len).map_err(|_| nix::errno::Errno::EINVAL)?;
+        nix::fcntl::fallocate(
+            &self.file,
+            mode | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            at,
+            len,
+        )
     }
 
     /// Serves one chain: header, data, status byte at the very end.
@@ -264,7 +374,11 @@ impl Backing {
                             _reserved: 0,
                             sector: u64::from_le(header.sector),
                         };
-                        let data = if header.kind == VIRTIO_BLK_T_OUT {
+                        let reads_guest = matches!(
+                            header.kind,
+                            VIRTIO_BLK_T_OUT | VIRTIO_BLK_T_DISCARD | VIRTIO_BLK_T_WRITE_ZEROES
+                        );
+                        let data = if reads_guest {
                             &chain.readable
                         } else {
                             &chain.writable
@@ -293,18 +407,59 @@ pub struct BlockQueue {
     mem: GuestMemory,
     queue: Queue,
     throttle: Option<Throttle>,
+    /// Where completions are signalled in the middle of a pass (with
+    /// EVENT_IDX); without it, only the pass's end signals.
+    interrupt: Option<Arc<Interrupt>>,
     /// A request the rate limit held back, served first next time.
     held: Option<Chain>,
     /// Set when the device is reset: stop before the next request.
     retired: Retired,
 }
 
+/// Why a drain of the available ring stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drained {
+    /// The ring is empty.
+    Empty,
+    /// The rate limit holds a request back, or the device was reset:
+    /// stop until the timer or a new worker.
+    Paused,
+}
+
 impl BlockQueue {
     /// Serves every available request (or until the rate limit holds
-    /// one back). Returns whether the driver wants an interrupt.
+    /// one back). Returns whether the driver wants an interrupt for what
+    /// the pass used and has not signalled yet.
+    ///
+    /// The driver's kicks are off while the ring is drained and back on
+    /// only once it is seen empty after re-arming them, so requests the
+    /// driver adds meanwhile cost it no exit and are never missed.
     pub fn process(&mut self) -> Result<bool, QueueError> {
-        let mut used_any = false;
-        while !self.retired.is_set() {
+        loop {
+            self.queue
+                .disable_notification(&self.mem)
+                .map_err(QueueError::UsedRing)?;
+            if self.drain()? == Drained::Paused {
+                break;
+            }
+            let more = self
+                .queue
+                .enable_notification(&self.mem)
+                .map_err(QueueError::AvailRing)?;
+            if !more {
+                break;
+            }
+        }
+        Ok(self.queue.needs_notification(&self.mem).unwrap_or(true))
+    }
+
+    /// Serves requests until the ring is empty or the rate limit or a
+    /// reset stops it.
+    fn drain(&mut self) -> Result<Drained, QueueError> {
+        loop {
+            if self.retired.is_set() {
+                return Ok(Drained::Paused);
+            }
             let chain = match self.held.take() {
                 Some(chain) => chain,
                 None => {
@@ -312,17 +467,16 @@ impl BlockQueue {
                         Ok(mut iter) => iter.next().map(|c| c.head_index()),
                         Err(e) => return Err(QueueError::AvailRing(e)),
                     };
-                    let Some(head) = next else { break };
+                    let Some(head) = next else {
+                        return Ok(Drained::Empty);
+                    };
                     match chain::walk(&self.mem, Table::of(&self.queue), head) {
                         Ok(chain) => chain,
                         Err(_) => {
                             // Nothing of it can be trusted, not even where
                             // a status would go: give it back untouched.
                             self.backing.counters.errors.inc();
-                            self.queue
-                                .add_used(&self.mem, head, 0)
-                                .map_err(QueueError::UsedRing)?;
-                            used_any = true;
+                            self.complete(head, 0)?;
                             continue;
                         }
                     }
@@ -333,17 +487,31 @@ impl BlockQueue {
                 if !throttle.admit(bytes) {
                     self.backing.counters.throttled.inc();
                     self.held = Some(chain);
-                    break;
+                    return Ok(Drained::Paused);
                 }
             }
             let head = chain.head;
             let len = self.backing.serve(&self.mem, chain);
-            self.queue
-                .add_used(&self.mem, head, len)
-                .map_err(QueueError::UsedRing)?;
-            used_any = true;
+            self.complete(head, len)?;
         }
-        Ok(used_any && self.queue.needs_notification(&self.mem).unwrap_or(true))
+    }
+
+    /// Returns `head` used with `len` bytes written. With EVENT_IDX the
+    /// driver is told at once when it asked to be (`used_event`), so it
+    /// works on this completion while the device serves the next
+    /// request; without, the end of the pass signals once for all.
+    fn complete(&mut self, head: u16, len: u32) -> Result<(), QueueError> {
+        self.queue
+            .add_used(&self.mem, head, len)
+            .map_err(QueueError::UsedRing)?;
+        if let Some(interrupt) = &self.interrupt {
+            if self.queue.event_idx_enabled()
+                && self.queue.needs_notification(&self.mem).unwrap_or(true)
+            {
+                interrupt.used_ring();
+            }
+        }
+        Ok(())
     }
 
     /// Called when the rate limit's timer fired.
@@ -423,12 +591,36 @@ fn disk_size(file: &File, path: &Path) -> Result<u64, Error> {
     Ok(size)
 }
 
+/// The device configuration space (virtio 1.2, 5.2.4) of a disk of
+/// `sectors`: capacity, request caps, and one range per discard or
+/// write-zeroes request, of any length, write-zeroes allowed to unmap.
+fn config_space(sectors: u64) -> [u8; CONFIG_BYTES] {
+    let mut config = [0u8; CONFIG_BYTES];
+    let fields: [(usize, &[u8]); 9] = [
+        (0, &sectors.to_le_bytes()),
+        (8, &SIZE_MAX.to_le_bytes()),
+        (12, &SEG_MAX.to_le_bytes()),
+        (36, &u32::MAX.to_le_bytes()),
+        (40, &1u32.to_le_bytes()),
+        (44, &DISCARD_ALIGNMENT.to_le_bytes()),
+        (48, &u32::MAX.to_le_bytes()),
+        (52, &1u32.to_le_bytes()),
+        (56, &[1]),
+    ];
+    for (at, bytes) in fields {
+        if let Some(dst) = config.get_mut(at..at + bytes.len()) {
+            dst.copy_from_slice(bytes);
+        }
+    }
+    config
+}
+
 /// A virtio block device.
 #[derive(Debug)]
 pub struct Block {
     name: String,
     backing: Arc<Backing>,
-    config: [u8; 16],
+    config: [u8; CONFIG_BYTES],
     limit: RateLimit,
     worker: Option<Worker>,
 }
@@ -459,10 +651,7 @@ impl Block {
         for (dst, src) in id.iter_mut().zip(name.bytes()) {
             *dst = src;
         }
-        let mut config = [0u8; 16];
-        config[..8].copy_from_slice(&sectors.to_le_bytes());
-        config[8..12].copy_from_slice(&SIZE_MAX.to_le_bytes());
-        config[12..].copy_from_slice(&SEG_MAX.to_le_bytes());
+        let config = config_space(sectors);
         Ok(Self {
             name: format!("virtio-blk {name}"),
             backing: Arc::new(Backing {
@@ -497,6 +686,7 @@ impl Block {
             mem,
             queue,
             throttle: None,
+            interrupt: None,
             held: None,
             retired: Retired::default(),
         }
@@ -521,12 +711,17 @@ impl VirtioDevice for Block {
     }
 
     fn features(&self) -> u64 {
-        let ro = if self.backing.read_only {
+        // A read-only disk says so, and is offered nothing that writes.
+        let access = if self.backing.read_only {
             VIRTIO_BLK_F_RO
         } else {
-            0
+            VIRTIO_BLK_F_DISCARD | VIRTIO_BLK_F_WRITE_ZEROES
         };
-        VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_SIZE_MAX | VIRTIO_BLK_F_SEG_MAX | ro
+        VIRTIO_BLK_F_FLUSH
+            | VIRTIO_BLK_F_SIZE_MAX
+            | VIRTIO_BLK_F_SEG_MAX
+            | VIRTIO_RING_F_EVENT_IDX
+            | access
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -540,12 +735,14 @@ impl VirtioDevice for Block {
     fn activate(
         &mut self,
         mem: GuestMemory,
+        _features: u64,
         queues: Vec<ActiveQueue>,
         interrupt: Arc<Interrupt>,
     ) -> Result<(), ActivateError> {
         let [ActiveQueue { queue, notify }] = expect_queues(&self.name, queues)?;
         Worker::join_slot(&mut self.worker);
         let mut server = self.queue_server(mem, queue);
+        server.interrupt = Some(interrupt.clone());
         let retired = server.retired.clone();
         let mut sources = vec![(notify.as_raw_fd(), false)];
         if !self.limit.is_unlimited() {
@@ -582,7 +779,7 @@ mod tests {
     use std::os::unix::fs::FileExt;
     use virtio_queue::desc::RawDescriptor;
     use virtio_queue::mock::MockSplitQueue;
-    use vm_memory::{Bytes, GuestAddress};
+    use vm_memory::{Address, Bytes, GuestAddress};
 
     fn disk(sectors: u64, read_only: bool) -> (tempfile::NamedTempFile, Block) {
         let f = tempfile::NamedTempFile::new().unwrap();
@@ -621,11 +818,11 @@ mod tests {
     }
 
     fn request_descs(kind: u32, len: u32) -> [RawDescriptor; 3] {
-        let data_flags = if kind == VIRTIO_BLK_T_OUT {
-            NEXT
-        } else {
-            NEXT | WRITE
-        };
+        let reads_guest = matches!(
+            kind,
+            VIRTIO_BLK_T_OUT | VIRTIO_BLK_T_DISCARD | VIRTIO_BLK_T_WRITE_ZEROES
+        );
+        let data_flags = if reads_guest { NEXT } else { NEXT | WRITE };
         [
             desc(HEADER_AT, 16, NEXT, 1),
             desc(DATA_AT, len, data_flags, 2),
@@ -855,6 +1052,166 @@ mod tests {
         assert_eq!(vq.used().idx().load(), 1, "the second request waits");
         assert_eq!(blk.backing.counters.throttled.get(), 1);
         assert!(server.held.is_some());
+    }
+
+    /// Runs one discard or write-zeroes request of the range
+    /// (`sector`, `sectors`, `flags`) and returns its status.
+    fn zero_request(
+        blk: &Block,
+        mem: &GuestMemory,
+        kind: u32,
+        sector: u64,
+        sectors: u32,
+        flags: u32,
+    ) -> u8 {
+        let range = Range {
+            sector,
+            sectors,
+            flags,
+        };
+        mem.write_obj(range, GuestAddress(DATA_AT)).unwrap();
+        request(blk, mem, kind, 0, 16)
+    }
+
+    /// A disk of 8 sectors of 0xab.
+    fn full_disk(read_only: bool) -> (tempfile::NamedTempFile, Block) {
+        full_disk_in(&std::env::temp_dir(), read_only)
+    }
+
+    fn full_disk_in(dir: &Path, read_only: bool) -> (tempfile::NamedTempFile, Block) {
+        let f = tempfile::NamedTempFile::new_in(dir).unwrap();
+        f.as_file().write_all_at(&[0xab; 8 * 512], 0).unwrap();
+        let blk = Block::open(f.path(), read_only, "vda").unwrap();
+        (f, blk)
+    }
+
+    fn sectors_of(f: &tempfile::NamedTempFile) -> Vec<[u8; 512]> {
+        let mut all = vec![[0u8; 512]; 8];
+        for (i, s) in all.iter_mut().enumerate() {
+            f.as_file().read_exact_at(s, i as u64 * 512).unwrap();
+        }
+        all
+    }
+
+    #[test]
+    fn discard_and_write_zeroes_zero_their_range_only() {
+        // tmpfs zeroes no range in place: write-zeroes writes zeros there.
+        let dirs = [std::env::temp_dir(), PathBuf::from("/dev/shm")];
+        let cases = [
+            (VIRTIO_BLK_T_DISCARD, 0),
+            (VIRTIO_BLK_T_WRITE_ZEROES, 0),
+            (VIRTIO_BLK_T_WRITE_ZEROES, RANGE_F_UNMAP),
+        ];
+        for (dir, (kind, flags)) in dirs
+            .iter()
+            .filter(|d| d.is_dir())
+            .flat_map(|d| cases.map(|c| (d, c)))
+        {
+            let mem = crate::vmm::memory::create(16).unwrap();
+            let (f, blk) = full_disk_in(dir, false);
+            assert_eq!(
+                zero_request(&blk, &mem, kind, 2, 3, flags),
+                VIRTIO_BLK_S_OK,
+                "{kind} {flags}"
+            );
+            let got = sectors_of(&f);
+            for (i, sector) in got.iter().enumerate() {
+                let want = if (2..5).contains(&i) { 0 } else { 0xab };
+                assert_eq!(sector, &[want; 512], "{kind} {flags}: sector {i}");
+            }
+            assert_eq!(f.as_file().metadata().unwrap().len(), 8 * 512);
+        }
+    }
+
+    #[test]
+    fn bad_discard_and_write_zeroes_requests_change_nothing() {
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let (f, blk) = full_disk(false);
+        let cases = [
+            // Unmap is not a discard's flag; unknown flags.
+            (
+                VIRTIO_BLK_T_DISCARD,
+                0,
+                1,
+                RANGE_F_UNMAP,
+                VIRTIO_BLK_S_UNSUPP,
+            ),
+            (VIRTIO_BLK_T_WRITE_ZEROES, 0, 1, 4, VIRTIO_BLK_S_UNSUPP),
+            // Past the end, and a length that wraps.
+            (VIRTIO_BLK_T_DISCARD, 7, 2, 0, VIRTIO_BLK_S_IOERR),
+            (
+                VIRTIO_BLK_T_WRITE_ZEROES,
+                u64::MAX,
+                u32::MAX,
+                0,
+                VIRTIO_BLK_S_IOERR,
+            ),
+        ];
+        for (kind, sector, sectors, flags, want) in cases {
+            let status = zero_request(&blk, &mem, kind, sector, sectors, flags);
+            assert_eq!(status, want, "{kind} {sector} {sectors} {flags}");
+        }
+        // Two ranges where the device takes one.
+        assert_eq!(
+            request(&blk, &mem, VIRTIO_BLK_T_DISCARD, 0, 32),
+            VIRTIO_BLK_S_IOERR
+        );
+        assert_eq!(sectors_of(&f), vec![[0xab; 512]; 8]);
+
+        // Read-only: refused, and not offered.
+        let (f, blk) = full_disk(true);
+        for kind in [VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_WRITE_ZEROES] {
+            assert_eq!(zero_request(&blk, &mem, kind, 0, 1, 0), VIRTIO_BLK_S_IOERR);
+        }
+        assert_eq!(sectors_of(&f), vec![[0xab; 512]; 8]);
+        assert_eq!(
+            blk.features() & (VIRTIO_BLK_F_DISCARD | VIRTIO_BLK_F_WRITE_ZEROES),
+            0
+        );
+    }
+
+    /// `n` read requests of 512 bytes at sector 0, all on the same
+    /// guest buffers.
+    fn reads(n: u16) -> Vec<RawDescriptor> {
+        (0..n)
+            .flat_map(|i| {
+                [
+                    desc(HEADER_AT, 16, NEXT, 3 * i + 1),
+                    desc(DATA_AT, 512, NEXT | WRITE, 3 * i + 2),
+                    desc(STATUS_AT, 1, WRITE, 0),
+                ]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn with_event_idx_the_driver_is_signalled_where_it_asked_and_kicks_are_rearmed() {
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let (_f, blk) = disk(8, false);
+        mem.write_obj(header(VIRTIO_BLK_T_IN, 0), GuestAddress(HEADER_AT))
+            .unwrap();
+        let vq = MockSplitQueue::new(&mem, 16);
+        vq.add_desc_chains(&reads(3), 0).unwrap();
+        // used_event = 1: the driver wants to hear once the second
+        // request is used, and not again before it says so.
+        let used_event = vq.avail_addr().unchecked_add(4 + 2 * 16);
+        mem.write_obj(1u16, used_event).unwrap();
+        let mut queue: Queue = vq.create_queue().unwrap();
+        // The mock lays its used ring over the end of the available
+        // ring, used_event included: this one is clear of it.
+        let used = GuestAddress(0x8000);
+        queue.set_used_ring_address(Some(0x8000), Some(0));
+        queue.set_event_idx(true);
+        let mut server = blk.queue_server(mem.clone(), queue);
+        let irq = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        server.interrupt = Some(Arc::new(Interrupt::new(irq.try_clone().unwrap())));
+
+        assert!(!server.process().unwrap(), "the third needs no interrupt");
+        assert_eq!(mem.read_obj::<u16>(used.unchecked_add(2)).unwrap(), 3);
+        assert_eq!(irq.read().unwrap(), 1, "one interrupt, mid-pass");
+        // avail_event = 3: the next request the driver adds kicks.
+        let avail_event = used.unchecked_add(4 + 8 * 16);
+        assert_eq!(mem.read_obj::<u16>(avail_event).unwrap(), 3);
     }
 
     #[test]

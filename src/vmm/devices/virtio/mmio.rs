@@ -7,7 +7,7 @@ use std::sync::Arc;
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{ActiveQueue, Interrupt, VIRTIO_F_VERSION_1, VirtioDevice};
+use super::{ActiveQueue, Interrupt, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VirtioDevice};
 use crate::vmm::devices::bus::BusDevice;
 use crate::vmm::memory::GuestMemory;
 
@@ -281,10 +281,14 @@ impl MmioTransport {
                 .mark_broken(&name, &"driver set DRIVER_OK with an invalid queue setup");
             return;
         }
+        let event_idx = self.driver_features & VIRTIO_RING_F_EVENT_IDX != 0;
         let mut active = Vec::new();
         for (queue, evt) in self.queues.iter().zip(&self.queue_evts) {
             let queue = match Queue::try_from(queue.state()) {
-                Ok(q) => q,
+                Ok(mut q) => {
+                    q.set_event_idx(event_idx);
+                    q
+                }
                 Err(e) => {
                     self.interrupt
                         .mark_broken(&name, &format!("invalid queue: {e:?}"));
@@ -300,10 +304,12 @@ impl MmioTransport {
                 }
             }
         }
-        match self
-            .device
-            .activate(self.mem.clone(), active, self.interrupt.clone())
-        {
+        match self.device.activate(
+            self.mem.clone(),
+            self.driver_features,
+            active,
+            self.interrupt.clone(),
+        ) {
             Ok(()) => self.activated = true,
             Err(e) => {
                 eprintln!("gureum: {e}");
@@ -345,5 +351,103 @@ impl BusDevice for MmioTransport {
                 self.write_u32(offset, u32::from_le_bytes(bytes));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmm::devices::virtio::counters::BlockCounters;
+    use crate::vmm::devices::virtio::{ActivateError, DeviceMetrics};
+    use std::sync::Mutex;
+
+    /// What a device was activated with: the features and, per queue,
+    /// whether EVENT_IDX is on.
+    type Seen = Arc<Mutex<Option<(u64, Vec<bool>)>>>;
+
+    /// A device that only records its activation.
+    struct Recorder {
+        offered: u64,
+        seen: Seen,
+    }
+
+    impl VirtioDevice for Recorder {
+        fn device_type(&self) -> u32 {
+            2
+        }
+        fn name(&self) -> &str {
+            "recorder"
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            &[16, 16]
+        }
+        fn features(&self) -> u64 {
+            self.offered
+        }
+        fn read_config(&self, _offset: u64, _data: &mut [u8]) {}
+        fn metrics(&self) -> Arc<dyn DeviceMetrics> {
+            Arc::new(BlockCounters::default())
+        }
+        fn activate(
+            &mut self,
+            _mem: GuestMemory,
+            features: u64,
+            queues: Vec<ActiveQueue>,
+            _interrupt: Arc<Interrupt>,
+        ) -> Result<(), ActivateError> {
+            let event_idx = queues.iter().map(|q| q.queue.event_idx_enabled()).collect();
+            *self.seen.lock().unwrap() = Some((features, event_idx));
+            Ok(())
+        }
+        fn reset(&mut self) {}
+    }
+
+    /// Drives the driver's side of initialisation, accepting `accepted`,
+    /// and returns what the device was activated with.
+    fn negotiate(offered: u64, accepted: u64) -> Option<(u64, Vec<bool>)> {
+        let seen = Seen::default();
+        let device = Recorder {
+            offered,
+            seen: seen.clone(),
+        };
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut t =
+            MmioTransport::new(Box::new(device), mem, Arc::new(Interrupt::new(irq))).unwrap();
+        let mut write = |reg: u64, value: u32| t.write(reg, &value.to_le_bytes());
+        write(REG_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+        write(REG_DRIVER_FEATURES_SEL, 0);
+        write(REG_DRIVER_FEATURES, low(accepted));
+        write(REG_DRIVER_FEATURES_SEL, 1);
+        write(REG_DRIVER_FEATURES, high(accepted));
+        let setup = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
+        write(REG_STATUS, setup);
+        for (sel, base) in [(0u32, 0x1_0000u32), (1, 0x2_0000)] {
+            write(REG_QUEUE_SEL, sel);
+            write(REG_QUEUE_NUM, 16);
+            write(REG_QUEUE_DESC_LOW, base);
+            write(REG_QUEUE_AVAIL_LOW, base + 0x1000);
+            write(REG_QUEUE_USED_LOW, base + 0x2000);
+            write(REG_QUEUE_READY, 1);
+        }
+        write(REG_STATUS, setup | STATUS_DRIVER_OK);
+        seen.lock().unwrap().take()
+    }
+
+    #[test]
+    fn the_device_gets_the_accepted_features_and_event_idx_reaches_its_queues() {
+        let offered = VIRTIO_RING_F_EVENT_IDX | 1;
+        let accepted = VIRTIO_F_VERSION_1 | VIRTIO_RING_F_EVENT_IDX;
+        assert_eq!(
+            negotiate(offered, accepted),
+            Some((accepted, vec![true, true]))
+        );
+        // Not accepted: the queues notify on every buffer.
+        assert_eq!(
+            negotiate(offered, VIRTIO_F_VERSION_1 | 1),
+            Some((VIRTIO_F_VERSION_1 | 1, vec![false, false]))
+        );
+        // Not offered: FEATURES_OK does not stick, nothing is activated.
+        assert_eq!(negotiate(1, accepted), None);
     }
 }

@@ -28,6 +28,13 @@ use crate::vmm::memory::GuestMemory;
 
 /// Feature bit every device offers: virtio 1.x ("modern") semantics.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+/// Feature bit of the split ring: the driver and the device each publish
+/// the ring index at which they next want to hear from the other
+/// (`used_event`, `avail_event`), so kicks and interrupts are suppressed
+/// while the other side is busy. A device offers it only if its queue
+/// loop re-arms notifications ([`virtio_queue::QueueT::enable_notification`])
+/// before it sleeps; the transport then turns it on in the queues.
+pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
 /// Interrupt status bits (virtio-mmio `InterruptStatus`).
 const INT_USED_RING: u32 = 1 << 0;
 const INT_CONFIG_CHANGE: u32 = 1 << 1;
@@ -153,10 +160,12 @@ pub trait VirtioDevice: Send {
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// The device's counters.
     fn metrics(&self) -> std::sync::Arc<dyn DeviceMetrics>;
-    /// Starts processing the queues.
+    /// Starts processing the queues; `features` are the ones the driver
+    /// accepted (a subset of [`VirtioDevice::features`]).
     fn activate(
         &mut self,
         mem: GuestMemory,
+        features: u64,
         queues: Vec<ActiveQueue>,
         interrupt: std::sync::Arc<Interrupt>,
     ) -> Result<(), ActivateError>;

@@ -391,6 +391,7 @@ impl VirtioDevice for Net {
     fn activate(
         &mut self,
         mem: GuestMemory,
+        _features: u64,
         queues: Vec<ActiveQueue>,
         interrupt: Arc<Interrupt>,
     ) -> Result<(), ActivateError> {

@@ -107,6 +107,17 @@ fn stat(pid: i32) -> Option<Stat> {
     })
 }
 
+/// The PIDs of the children of `pid`'s main thread (none when the kernel
+/// does not list them).
+fn children(pid: i32) -> impl Iterator<Item = i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect::<Vec<i32>>()
+        .into_iter()
+}
+
 impl ProcessRef {
     /// The running process `pid`, if it exists.
     pub fn of(pid: u32) -> Option<Self> {
@@ -131,14 +142,26 @@ impl ProcessRef {
             && stat(self.pid).is_some_and(|s| s.start == self.start_ticks && !s.dead)
     }
 
-    /// The CPU time this very process has used, while it runs.
+    /// The CPU time this very process and its running children have
+    /// used, while it runs: a jailed VMM is its keeper's child (the
+    /// keeper is the process an instance records), and its vCPU threads
+    /// are where the guest's time goes.
     pub fn cpu_time(&self) -> Option<std::time::Duration> {
         if self.from_another_boot() {
             return None;
         }
         let s = stat(self.pid)?;
-        (s.start == self.start_ticks && !s.dead)
-            .then(|| std::time::Duration::from_millis(s.cpu * 1000 / USER_HZ))
+        if s.start != self.start_ticks || s.dead {
+            return None;
+        }
+        let children: u64 = children(self.pid)
+            .filter_map(stat)
+            .filter(|c| !c.dead)
+            .map(|c| c.cpu)
+            .sum();
+        Some(std::time::Duration::from_millis(
+            (s.cpu + children) * 1000 / USER_HZ,
+        ))
     }
 
     /// Sends `sig` if the process still runs. Says whether it was sent.
@@ -150,6 +173,34 @@ impl ProcessRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_time_counts_running_children_as_a_jailed_vmm_is_its_keepers() {
+        // An idle parent whose child spins: the parent's own time is ~0.
+        let mut parent = std::process::Command::new("sh")
+            .args(["-c", "sh -c 'while :; do :; done' & wait"])
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(parent.id()).unwrap();
+        let me = ProcessRef::of(parent.id()).unwrap();
+        let mut spun = std::time::Duration::ZERO;
+        for _ in 0..100 {
+            spun = me.cpu_time().unwrap();
+            if spun >= std::time::Duration::from_millis(200) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let own = stat(pid).unwrap().cpu * 1000 / USER_HZ;
+        for child in children(pid) {
+            let _ = signal::kill(Pid::from_raw(child), Signal::SIGKILL);
+        }
+        parent.wait().unwrap();
+        assert!(
+            spun >= std::time::Duration::from_millis(200),
+            "{spun:?} (the parent's own: {own} ms)"
+        );
+    }
 
     #[test]
     fn a_process_is_alive_until_it_exits_and_a_new_start_time_or_boot_is_another_process() {

@@ -279,8 +279,10 @@ s=$(wait_group 2) || fail "the group never shrank to 2: $s"
 echo "shrunk_to=2"
 # A target-tracking policy on the average CPU: a CPU burner in both
 # guests takes the group out to its max of 4; stopped, back to 2. The
-# target is 10 %: two burners share L1's two CPUs with everything else
-# (measured at 40-50 % each), idle guests use a few per cent.
+# target is 10 %: two burners share L1's two CPUs with everything else,
+# which bounds their figures (at 50 % the group went out to 4 and, once
+# the new guests had figures, back in, terminating the burners); idle
+# guests use a few per cent.
 gureum asg put-policy front --name cpu10 --target-cpu 10 >/dev/null || fail "put-policy"
 burners=
 for i in $(members); do

@@ -27,3 +27,82 @@ bench_in_rig() {
   fi
   return "$rc"
 }
+
+# The host benchmarks with stand-in instances (imds, elb) share what
+# follows. They set `work` (a scratch directory) and `prefix` (their
+# namespaces' names) and export GUREUM_STATE_DIR and GUREUM_NET_PREFIX
+# first; their EXIT trap calls stand_in_cleanup.
+daemon_pid=
+
+# start_daemon GUREUM: `gureum daemon` (no endpoint) in the background,
+# its PID in daemon_pid; returns once it answers.
+start_daemon() {
+  local n
+  "$1" daemon --listen off --reconcile-every 30 >"$work/daemon.log" 2>&1 </dev/null &
+  daemon_pid=$!
+  for ((n = 0; n < 200; n++)); do
+    "$1" daemon --check >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  die "the daemon never answered: $(cat "$work/daemon.log")"
+}
+
+# import_stand_in_image GUREUM: image "bench", a bzImage header whose
+# kernel the VMM refuses, so its instances end stopped with their port.
+import_stand_in_image() {
+  mkdir -p "$work/image"
+  python3 - "$work/image" <<'PY'
+import struct, sys
+d = sys.argv[1]
+k = bytearray(8192)
+k[0x1f1] = 4
+k[0x1f4:0x1f8] = struct.pack("<I", (8192 - 5 * 512) // 16)
+k[0x1fe:0x200] = b"\x55\xaa"
+k[0x202:0x206] = b"HdrS"
+k[0x206:0x208] = struct.pack("<H", 0x020F)
+k[0x236:0x238] = struct.pack("<H", 1)
+open(f"{d}/vmlinuz", "wb").write(k)
+open(f"{d}/initrd.cpio.gz", "wb").write(b"initrd")
+open(f"{d}/manifest", "w").write("name=bench\ndescription=bench\narch=x86_64\nkernel=vmlinuz\n"
+    "initrd=initrd.cpio.gz\ncmdline=console=ttyS0\nmin_memory_mib=128\n")
+PY
+  "$1" image import "$work/image" >/dev/null
+}
+
+# stand_in GUREUM NAME RUN_ARGS...: runs a stopped instance of the
+# stand-in image and puts namespace $prefix$NAME on its port (a veth
+# with its tap's name, MAC and address, the router as default route).
+# Prints the instance's ID and address.
+stand_in() {
+  local gureum=$1 name=$2 id vpc tap mac address
+  shift 2
+  id=$("$gureum" run --image bench "$@" 2>/dev/null) || true
+  [[ $id == i-* ]] || die "no instance was made for $name"
+  "$gureum" instance wait "$id" --state stopped >/dev/null
+  read -r vpc tap mac address < <("$gureum" instance describe "$id" -o json |
+    python3 -c 'import json,sys; p=json.load(sys.stdin)[0]["placement"]; print(p["vpc_id"], p["tap"], p["mac"], p["private_ip"])')
+  local ns=$prefix$name
+  ip netns add "$ns"
+  ip -n "$prefix$vpc" link del "$tap"
+  ip -n "$prefix$vpc" link add "$tap" type veth peer name eth0 netns "$ns"
+  ip -n "$ns" link set eth0 address "$mac"
+  ip -n "$ns" addr add "$address/24" dev eth0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" link set lo up
+  ip -n "$ns" route add default via "${address%.*}.1"
+  printf '%s %s\n' "$id" "$address"
+}
+
+# stand_in_cleanup: ends the daemon, deletes the namespaces with the
+# prefix (the daemon's and the stand-ins'), removes the scratch directory.
+stand_in_cleanup() {
+  local ns
+  if [[ -n $daemon_pid ]]; then
+    kill "$daemon_pid" 2>/dev/null || true
+    wait "$daemon_pid" 2>/dev/null || true
+  fi
+  for ns in /run/netns/"$prefix"*; do
+    [[ -e $ns ]] && ip netns del "${ns##*/}"
+  done
+  rm -rf "$work"
+}

@@ -268,6 +268,9 @@ async fn accept(listener: TcpListener, port: u16, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                // A kept-alive client's next answer must not wait for its
+                // delayed ACK of the last (Nagle): 40 ms a request.
+                let _ = stream.set_nodelay(true);
                 // Over the limit: closed at once, unanswered.
                 let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
                     continue;
@@ -437,6 +440,7 @@ async fn send(
         .await
         .map_err(|_| Failed::Timeout)?
         .map_err(|_| Failed::Unreachable)?;
+    let _ = stream.set_nodelay(true);
     let (mut sender, exchange) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|_| Failed::Unreachable)?;

@@ -181,6 +181,25 @@ fn wait_for_states(host: &Host, group: &str, want: impl Fn(&str) -> &'static str
     });
 }
 
+/// Internet gateway "door" attached to VPC main, its main route table
+/// routing 0.0.0.0/0 through it; VPC main's description.
+fn internet_gateway(host: &Host) -> serde_json::Value {
+    let vpc = host.json(&["vpc", "describe", "main"]);
+    let main_table = vpc["main_route_table"].as_str().unwrap().to_owned();
+    host.ok(&["igw", "create", "--name", "door"]);
+    host.ok(&["igw", "attach", "door", "--vpc", "main"]);
+    host.ok(&[
+        "route-table",
+        "create-route",
+        &main_table,
+        "--destination",
+        "0.0.0.0/0",
+        "--gateway",
+        "door",
+    ]);
+    vpc
+}
+
 /// Security group `name` of VPC main, letting TCP 80 in from `cidr`.
 fn web_group(host: &Host, name: &str, cidr: &str) {
     host.ok(&[
@@ -252,19 +271,8 @@ fn an_internet_facing_nlb_spreads_flows_over_healthy_targets_only() {
         "private",
     ]);
     host.ok(&["route-table", "associate", "private", "--subnet", "b"]);
-    let vpc = host.json(&["vpc", "describe", "main"]);
+    let vpc = internet_gateway(&host);
     let main_table = vpc["main_route_table"].as_str().unwrap().to_owned();
-    host.ok(&["igw", "create", "--name", "door"]);
-    host.ok(&["igw", "attach", "door", "--vpc", "main"]);
-    host.ok(&[
-        "route-table",
-        "create-route",
-        &main_table,
-        "--destination",
-        "0.0.0.0/0",
-        "--gateway",
-        "door",
-    ]);
     web_group(&host, "web", "0.0.0.0/0");
     // web-4 is in the private subnet: its replies to the internet go back
     // through the gateway all the same, as EC2's NLB returns them.
@@ -697,19 +705,7 @@ fn an_application_load_balancer_routes_requests_by_rule_to_healthy_targets() {
         "--name",
         "a",
     ]);
-    let vpc = host.json(&["vpc", "describe", "main"]);
-    let main_table = vpc["main_route_table"].as_str().unwrap().to_owned();
-    host.ok(&["igw", "create", "--name", "door"]);
-    host.ok(&["igw", "attach", "door", "--vpc", "main"]);
-    host.ok(&[
-        "route-table",
-        "create-route",
-        &main_table,
-        "--destination",
-        "0.0.0.0/0",
-        "--gateway",
-        "door",
-    ]);
+    internet_gateway(&host);
     web_group(&host, "web", "0.0.0.0/0");
     web_group(&host, "lb", "0.0.0.0/0");
     // Two servers in group alpha, one in beta, one in home (the

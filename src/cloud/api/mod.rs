@@ -465,8 +465,9 @@ pub enum Action {
 }
 
 impl Action {
-    /// Whether it may change the store or Linux (a reconcile pass follows
-    /// it in the daemon).
+    /// Whether it may change Linux or the records Linux is made from (a
+    /// reconcile pass follows it in the daemon). CPU figures, written by
+    /// the daemon every metrics period, change neither.
     pub fn changes(&self) -> bool {
         if let Action::Iam(iam) = self {
             return iam.changes();
@@ -505,6 +506,7 @@ impl Action {
                 | Action::DescribeLoadBalancer { .. }
                 | Action::ListAutoScalingGroups { .. }
                 | Action::DescribeAutoScalingGroup { .. }
+                | Action::RecordCpuUtilization { .. }
         ) && !matches!(self, Action::Reconcile { repair: false })
     }
 }

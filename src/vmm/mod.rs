@@ -39,7 +39,7 @@ use layout::{
     ACPI_GED_GSI, ACPI_GED_PORT, ACPI_SLEEP_CONTROL_PORT, COM1_IRQ, COM1_PORT, I8042_PORT,
     VIRTIO_FIRST_GSI, VIRTIO_LAST_GSI, VIRTIO_MMIO_BASE,
 };
-use metrics::MetricsSource;
+use metrics::{MetricsSource, Startup, VmmFigures};
 
 /// Smallest guest memory accepted, in MiB: below this no Linux boots.
 pub const MIN_MEMORY_MIB: u64 = 16;
@@ -129,6 +129,8 @@ pub struct VmConfig {
     pub boot: BootSource,
     pub vcpus: u16,
     pub memory_mib: u64,
+    /// Whether guest RAM asks for transparent huge pages.
+    pub huge_pages: memory::HugePages,
     pub disks: Vec<DiskConfig>,
     pub nets: Vec<NetConfig>,
     /// What the SMBIOS tables say the machine is.
@@ -146,6 +148,7 @@ pub struct RunningVm {
     console_in: console_queue::QueuedInput,
     console_out: console_queue::BufferedOutput,
     device_metrics: Vec<(String, Arc<dyn DeviceMetrics>)>,
+    figures: VmmFigures,
     vcpus: Mutex<Vec<cpu::VcpuHandle>>,
     // Unmapped only once every vCPU thread has been joined (see Drop).
     memory: Option<memory::GuestMemory>,
@@ -244,6 +247,7 @@ pub fn attach_virtio(
 /// Builds the VM from `config` and starts its vCPUs. Guest console output
 /// goes to `console_out`.
 pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<RunningVm, Error> {
+    let began = std::time::Instant::now();
     // Input first: a bad file is reported whatever the host.
     if config.vcpus == 0 {
         return Err(Error::NoVcpus);
@@ -263,7 +267,7 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
     kvm::check_hardware_virtualization()?;
     let vcpus = vcpu_count(&kvm, config.vcpus)?;
 
-    let mem = memory::create(config.memory_mib)?;
+    let mem = memory::create_with(config.memory_mib, config.huge_pages)?;
     let vm = vm::create(&kvm, &mem)?;
     let mut buses = Buses::default();
     let virtio = attach_virtio(&vm, &mem, &mut buses, devices)?;
@@ -326,10 +330,18 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
             Ok(vcpu)
         })
         .collect::<Result<Vec<_>, Error>>()?;
+    // Before the jail: /proc is not in its root. Without it the metrics
+    // leave the VMM's memory figures out.
+    let statm = std::fs::File::open("/proc/self/statm").ok().map(Arc::new);
     // Every file is open and no thread runs yet: the jail's moment.
     sandbox::lock_down()?;
     console_out_thread.start().map_err(Error::Console)?;
     console_in_thread.start().map_err(Error::Console)?;
+    let figures = VmmFigures {
+        startup: Startup::now(began.elapsed()),
+        statm,
+        memory: mem.clone(),
+    };
     let mut handles = Vec::new();
     for vcpu in vcpu_fds {
         match vcpu.spawn(buses.clone(), exit_tx.clone()) {
@@ -352,6 +364,7 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
         console_in,
         console_out,
         device_metrics,
+        figures,
         vcpus: Mutex::new(handles),
         memory: Some(mem),
         vm: Some(vm),
@@ -399,6 +412,7 @@ impl RunningVm {
     /// A handle that reads the VM's counters from another thread.
     pub fn metrics_source(&self) -> MetricsSource {
         MetricsSource::new(self.device_metrics.clone(), self.console_out.clone())
+            .with_vmm(self.figures.clone())
     }
 
     /// A handle that stops the VM from another thread.

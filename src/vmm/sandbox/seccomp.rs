@@ -379,7 +379,12 @@ fn allowed(kind: ThreadKind, child: Option<i32>) -> Vec<Allowed> {
             list.extend(any(&syscalls![SYS_sendto, SYS_shutdown]));
             list.extend(files_in_dir());
         }
-        ThreadKind::Metrics => list.extend(files_in_dir()),
+        ThreadKind::Metrics => {
+            list.extend(files_in_dir());
+            // The VMM's memory figures: /proc/self/statm and the guest's
+            // resident pages.
+            list.extend(any(&syscalls![SYS_pread64, SYS_mincore]));
+        }
         ThreadKind::Keeper => {
             list.extend(any(&syscalls![
                 SYS_rt_sigtimedwait,

@@ -707,7 +707,7 @@ fn an_instance_launched_with_the_group_tag_but_not_recorded_is_adopted() {
 }
 
 /// The daemon samples each running instance's VMM CPU time into
-/// per-minute averages, and a target-tracking policy on the group's
+/// averages (every 5 s here, a minute by default), and a target-tracking policy on the group's
 /// average scales it out and back in: a VMM stand-in that keeps a CPU
 /// busy is ~100 % of its one vCPU, against a target of 20 %, then idles.
 #[test]
@@ -728,10 +728,10 @@ fn a_busy_instance_shows_its_cpu_and_target_tracking_scales_the_group_out_and_ba
     stand_ins.run_as(
         &host,
         &busy,
-        // Busy for its first 65 s, then idle (the same process).
+        // Busy for its first 15 s, then idle (the same process).
         Command::new("bash").args([
             "-c",
-            "while [ $SECONDS -lt 65 ]; do :; done; exec sleep 600",
+            "while [ $SECONDS -lt 15 ]; do :; done; exec sleep 600",
         ]),
     );
     let policy = [
@@ -767,7 +767,7 @@ fn a_busy_instance_shows_its_cpu_and_target_tracking_scales_the_group_out_and_ba
         20
     );
 
-    // A minute after it started running, its first average.
+    // A period after it started running, its first average.
     let percent = wait_for(&host, "a minute of CPU utilization", || {
         let i = host.json(&["instance", "describe", &busy]);
         match i[0]["cpu_utilization"].as_array().and_then(|r| r.last()) {
@@ -786,7 +786,7 @@ fn a_busy_instance_shows_its_cpu_and_target_tracking_scales_the_group_out_and_ba
     });
     assert!(grown <= 3);
     settled(&host, "front", "web", usize::try_from(grown).unwrap());
-    // Its load over, the next minute's average takes the group back to
+    // Its load over, the next period's average takes the group back to
     // its minimum.
     wait_for(&host, "the group scaled back in", || {
         let g = host.json(&["asg", "describe", "front"]);

@@ -82,7 +82,17 @@ impl Host {
         let log = std::fs::File::create(self.work.path().join("daemon.log")).unwrap();
         let listen = format!("127.0.0.1:{}", self.port);
         let child = self
-            .command(&["daemon", "--reconcile-every", "5", "--listen", &listen])
+            // CPU figures every 5 s (not a minute): scaling on them is
+            // tested in seconds.
+            .command(&[
+                "daemon",
+                "--reconcile-every",
+                "5",
+                "--metrics-period",
+                "5",
+                "--listen",
+                &listen,
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -20,7 +20,7 @@ use nix::fcntl::FallocateFlags;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::ByteValued;
 
-use super::chain::{self, Buffers, Chain, Table};
+use super::chain::{self, Buffers, Chain, Table, VIRTIO_RING_F_INDIRECT_DESC};
 use super::counters::BlockCounters;
 use super::rate_limit::{RateLimit, Throttle};
 use super::worker::{Retired, Worker};
@@ -406,6 +406,8 @@ pub struct BlockQueue {
     backing: Arc<Backing>,
     mem: GuestMemory,
     queue: Queue,
+    /// The features the driver accepted: whether chains may be indirect.
+    features: u64,
     throttle: Option<Throttle>,
     /// Where completions are signalled in the middle of a pass (with
     /// EVENT_IDX); without it, only the pass's end signals.
@@ -470,7 +472,11 @@ impl BlockQueue {
                     let Some(head) = next else {
                         return Ok(Drained::Empty);
                     };
-                    match chain::walk(&self.mem, Table::of(&self.queue), head) {
+                    match chain::walk(
+                        &self.mem,
+                        Table::of(&self.queue).with_features(self.features),
+                        head,
+                    ) {
                         Ok(chain) => chain,
                         Err(_) => {
                             // Nothing of it can be trusted, not even where
@@ -685,6 +691,7 @@ impl Block {
             backing: self.backing.clone(),
             mem,
             queue,
+            features: 0,
             throttle: None,
             interrupt: None,
             held: None,
@@ -721,6 +728,7 @@ impl VirtioDevice for Block {
             | VIRTIO_BLK_F_SIZE_MAX
             | VIRTIO_BLK_F_SEG_MAX
             | VIRTIO_RING_F_EVENT_IDX
+            | VIRTIO_RING_F_INDIRECT_DESC
             | access
     }
 
@@ -735,13 +743,14 @@ impl VirtioDevice for Block {
     fn activate(
         &mut self,
         mem: GuestMemory,
-        _features: u64,
+        features: u64,
         queues: Vec<ActiveQueue>,
         interrupt: Arc<Interrupt>,
     ) -> Result<(), ActivateError> {
         let [ActiveQueue { queue, notify }] = expect_queues(&self.name, queues)?;
         Worker::join_slot(&mut self.worker);
         let mut server = self.queue_server(mem, queue);
+        server.features = features;
         server.interrupt = Some(interrupt.clone());
         let retired = server.retired.clone();
         let mut sources = vec![(notify.as_raw_fd(), false)];
@@ -775,7 +784,7 @@ impl VirtioDevice for Block {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vmm::devices::virtio::chain::tests::{NEXT, WRITE, desc};
+    use crate::vmm::devices::virtio::chain::tests::{INDIRECT, NEXT, WRITE, desc, write_table};
     use std::os::unix::fs::FileExt;
     use virtio_queue::desc::RawDescriptor;
     use virtio_queue::mock::MockSplitQueue;
@@ -883,6 +892,40 @@ mod tests {
         mem.read_slice(&mut got[800..], GuestAddress(DATA_AT + 0x2000))
             .unwrap();
         assert_eq!(got, pattern);
+    }
+
+    #[test]
+    fn an_indirect_request_takes_one_ring_entry_once_negotiated() {
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let (_f, blk) = disk(8, false);
+        mem.write_obj(header(VIRTIO_BLK_T_IN, 1), GuestAddress(HEADER_AT))
+            .unwrap();
+        let table_at = 0x40_0000;
+        write_table(&mem, table_at, &request_descs(VIRTIO_BLK_T_IN, 512));
+        for (features, want_status, want_used) in [
+            (VIRTIO_RING_F_INDIRECT_DESC, VIRTIO_BLK_S_OK, 513),
+            // A driver that did not accept the feature gets its chain
+            // back untouched.
+            (0, 0xff, 0),
+        ] {
+            mem.write_obj(0xffu8, GuestAddress(STATUS_AT)).unwrap();
+            let vq = MockSplitQueue::new(&mem, 16);
+            vq.add_desc_chains(&[desc(table_at, 48, INDIRECT, 0)], 0)
+                .unwrap();
+            let mut server = blk.queue_server(mem.clone(), vq.create_queue().unwrap());
+            server.features = features;
+            server.process().unwrap();
+            let used = vq.used().ring().ref_at(0).unwrap().load();
+            assert_eq!(used.len(), want_used, "{features:#x}");
+            assert_eq!(
+                mem.read_obj::<u8>(GuestAddress(STATUS_AT)).unwrap(),
+                want_status
+            );
+        }
+        let mut got = [0u8; 11];
+        mem.read_slice(&mut got, GuestAddress(DATA_AT)).unwrap();
+        assert_eq!(&got, b"hello, disk");
+        assert_ne!(blk.features() & VIRTIO_RING_F_INDIRECT_DESC, 0);
     }
 
     #[test]

@@ -191,7 +191,9 @@ fn open_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, Error> 
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
     for (i, disk) in config.disks.iter().enumerate() {
         devices.push(Box::new(
-            Block::open(&disk.path, disk.read_only, &disk_name(i))?.with_rate_limit(disk.limit),
+            Block::open(&disk.path, disk.read_only, &disk_name(i))?
+                .with_rate_limit(disk.limit)
+                .with_queues(config.vcpus),
         ));
     }
     for net in &config.nets {

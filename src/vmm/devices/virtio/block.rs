@@ -20,13 +20,13 @@ use nix::fcntl::FallocateFlags;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::ByteValued;
 
-use super::chain::{self, Buffers, Chain, Table};
+use super::chain::{self, Buffers, Chain, Table, VIRTIO_RING_F_INDIRECT_DESC};
 use super::counters::BlockCounters;
 use super::rate_limit::{RateLimit, Throttle};
 use super::worker::{Retired, Worker};
 use super::{
     ActivateError, ActiveQueue, DeviceMetrics, Interrupt, VIRTIO_RING_F_EVENT_IDX, VirtioDevice,
-    expect_queues, read_config_bytes,
+    read_config_bytes,
 };
 use crate::vmm::memory::GuestMemory;
 
@@ -35,9 +35,14 @@ const VIRTIO_BLK_F_SIZE_MAX: u64 = 1 << 1;
 const VIRTIO_BLK_F_SEG_MAX: u64 = 1 << 2;
 const VIRTIO_BLK_F_RO: u64 = 1 << 5;
 const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
+const VIRTIO_BLK_F_MQ: u64 = 1 << 12;
 const VIRTIO_BLK_F_DISCARD: u64 = 1 << 13;
 const VIRTIO_BLK_F_WRITE_ZEROES: u64 = 1 << 14;
 const QUEUE_SIZE: u16 = 256;
+/// Most request queues a disk has: one per vCPU up to this, each served
+/// by its own worker, so requests from different vCPUs are served in
+/// parallel.
+pub const MAX_QUEUES: u16 = 4;
 const SECTOR_SIZE: u64 = 512;
 /// Largest buffer of a request, advertised as `size_max`.
 pub const SIZE_MAX: u32 = 1 << 20;
@@ -406,6 +411,8 @@ pub struct BlockQueue {
     backing: Arc<Backing>,
     mem: GuestMemory,
     queue: Queue,
+    /// The features the driver accepted: whether chains may be indirect.
+    features: u64,
     throttle: Option<Throttle>,
     /// Where completions are signalled in the middle of a pass (with
     /// EVENT_IDX); without it, only the pass's end signals.
@@ -470,7 +477,11 @@ impl BlockQueue {
                     let Some(head) = next else {
                         return Ok(Drained::Empty);
                     };
-                    match chain::walk(&self.mem, Table::of(&self.queue), head) {
+                    match chain::walk(
+                        &self.mem,
+                        Table::of(&self.queue).with_features(self.features),
+                        head,
+                    ) {
                         Ok(chain) => chain,
                         Err(_) => {
                             // Nothing of it can be trusted, not even where
@@ -592,14 +603,16 @@ fn disk_size(file: &File, path: &Path) -> Result<u64, Error> {
 }
 
 /// The device configuration space (virtio 1.2, 5.2.4) of a disk of
-/// `sectors`: capacity, request caps, and one range per discard or
-/// write-zeroes request, of any length, write-zeroes allowed to unmap.
-fn config_space(sectors: u64) -> [u8; CONFIG_BYTES] {
+/// `sectors` with `queues` request queues: capacity, request caps, and
+/// one range per discard or write-zeroes request, of any length,
+/// write-zeroes allowed to unmap.
+fn config_space(sectors: u64, queues: u16) -> [u8; CONFIG_BYTES] {
     let mut config = [0u8; CONFIG_BYTES];
-    let fields: [(usize, &[u8]); 9] = [
+    let fields: [(usize, &[u8]); 10] = [
         (0, &sectors.to_le_bytes()),
         (8, &SIZE_MAX.to_le_bytes()),
         (12, &SEG_MAX.to_le_bytes()),
+        (34, &queues.to_le_bytes()),
         (36, &u32::MAX.to_le_bytes()),
         (40, &1u32.to_le_bytes()),
         (44, &DISCARD_ALIGNMENT.to_le_bytes()),
@@ -622,7 +635,12 @@ pub struct Block {
     backing: Arc<Backing>,
     config: [u8; CONFIG_BYTES],
     limit: RateLimit,
-    worker: Option<Worker>,
+    /// Request queues asked for; see [`Block::queue_count`].
+    queues: u16,
+    /// The maximum size of each queue the device has.
+    queue_sizes: Vec<u16>,
+    /// One per queue the driver set up.
+    workers: Vec<Worker>,
 }
 
 impl Block {
@@ -651,7 +669,7 @@ impl Block {
         for (dst, src) in id.iter_mut().zip(name.bytes()) {
             *dst = src;
         }
-        let config = config_space(sectors);
+        let config = config_space(sectors, 1);
         Ok(Self {
             name: format!("virtio-blk {name}"),
             backing: Arc::new(Backing {
@@ -663,14 +681,42 @@ impl Block {
             }),
             config,
             limit: RateLimit::default(),
-            worker: None,
+            queues: 1,
+            queue_sizes: vec![QUEUE_SIZE],
+            workers: Vec::new(),
         })
     }
 
     /// Holds the guest to `limit` (bytes and requests per second).
     pub fn with_rate_limit(mut self, limit: RateLimit) -> Self {
         self.limit = limit;
+        self.set_queue_count();
         self
+    }
+
+    /// Asks for `queues` request queues (one per vCPU is what a driver
+    /// uses best); see [`Block::queue_count`].
+    pub fn with_queues(mut self, queues: u16) -> Self {
+        self.queues = queues;
+        self.set_queue_count();
+        self
+    }
+
+    /// The request queues the device has: as many as asked, 1 to
+    /// [`MAX_QUEUES`]; one when rate-limited, so that the limit stays
+    /// one budget served by one worker.
+    pub fn queue_count(&self) -> u16 {
+        if self.limit.is_unlimited() {
+            self.queues.clamp(1, MAX_QUEUES)
+        } else {
+            1
+        }
+    }
+
+    fn set_queue_count(&mut self) {
+        let count = self.queue_count();
+        self.queue_sizes = vec![QUEUE_SIZE; usize::from(count)];
+        self.config = config_space(self.backing.sectors, count);
     }
 
     /// Capacity in 512-byte sectors, as the guest sees it.
@@ -685,6 +731,7 @@ impl Block {
             backing: self.backing.clone(),
             mem,
             queue,
+            features: 0,
             throttle: None,
             interrupt: None,
             held: None,
@@ -697,6 +744,45 @@ impl Block {
 const NOTIFY: usize = 0;
 const TIMER: usize = 1;
 
+impl Block {
+    /// Starts the worker named `name` serving `queue`, woken by
+    /// `notify` (and the rate limit's timer, if the disk has one).
+    fn start_worker(
+        &self,
+        name: &str,
+        mem: &GuestMemory,
+        features: u64,
+        queue: Queue,
+        notify: vmm_sys_util::eventfd::EventFd,
+        interrupt: &Arc<Interrupt>,
+    ) -> Result<Worker, ActivateError> {
+        let mut server = self.queue_server(mem.clone(), queue);
+        server.features = features;
+        server.interrupt = Some(interrupt.clone());
+        let retired = server.retired.clone();
+        let mut sources = vec![(notify.as_raw_fd(), false)];
+        if !self.limit.is_unlimited() {
+            let throttle = Throttle::new(self.limit).map_err(|source| ActivateError::Worker {
+                device: name.to_string(),
+                source,
+            })?;
+            sources.push((throttle.timer_fd(), false));
+            server.throttle = Some(throttle);
+        }
+        let interrupt = interrupt.clone();
+        Worker::start(name, sources, interrupt, retired, move |source| {
+            match source {
+                // Consume the notification before draining the ring, so
+                // that a notification racing with the drain wakes us again.
+                NOTIFY => drop(notify.read()),
+                TIMER => server.timer_fired(),
+                _ => {}
+            }
+            server.process()
+        })
+    }
+}
+
 impl VirtioDevice for Block {
     fn device_type(&self) -> u32 {
         VIRTIO_ID_BLOCK
@@ -707,7 +793,7 @@ impl VirtioDevice for Block {
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE]
+        &self.queue_sizes
     }
 
     fn features(&self) -> u64 {
@@ -717,10 +803,17 @@ impl VirtioDevice for Block {
         } else {
             VIRTIO_BLK_F_DISCARD | VIRTIO_BLK_F_WRITE_ZEROES
         };
+        let mq = if self.queue_sizes.len() > 1 {
+            VIRTIO_BLK_F_MQ
+        } else {
+            0
+        };
         VIRTIO_BLK_F_FLUSH
             | VIRTIO_BLK_F_SIZE_MAX
             | VIRTIO_BLK_F_SEG_MAX
             | VIRTIO_RING_F_EVENT_IDX
+            | VIRTIO_RING_F_INDIRECT_DESC
+            | mq
             | access
     }
 
@@ -735,47 +828,49 @@ impl VirtioDevice for Block {
     fn activate(
         &mut self,
         mem: GuestMemory,
-        _features: u64,
+        features: u64,
         queues: Vec<ActiveQueue>,
         interrupt: Arc<Interrupt>,
     ) -> Result<(), ActivateError> {
-        let [ActiveQueue { queue, notify }] = expect_queues(&self.name, queues)?;
-        Worker::join_slot(&mut self.worker);
-        let mut server = self.queue_server(mem, queue);
-        server.interrupt = Some(interrupt.clone());
-        let retired = server.retired.clone();
-        let mut sources = vec![(notify.as_raw_fd(), false)];
-        if !self.limit.is_unlimited() {
-            let throttle = Throttle::new(self.limit).map_err(|source| ActivateError::Worker {
+        // A driver uses as many queues as it has vCPUs, or one without
+        // MQ; it may not use more than the device has.
+        let count = queues.len();
+        if count == 0 || count > self.queue_sizes.len() {
+            return Err(ActivateError::QueueCount {
                 device: self.name.clone(),
-                source,
-            })?;
-            sources.push((throttle.timer_fd(), false));
-            server.throttle = Some(throttle);
+                got: count,
+                want: self.queue_sizes.len(),
+            });
         }
-        let worker = Worker::start(&self.name, sources, interrupt, retired, move |source| {
-            match source {
-                // Consume the notification before draining the ring, so
-                // that a notification racing with the drain wakes us again.
-                NOTIFY => drop(notify.read()),
-                TIMER => server.timer_fired(),
-                _ => {}
+        for old in self.workers.drain(..) {
+            old.join();
+        }
+        for (i, ActiveQueue { queue, notify }) in queues.into_iter().enumerate() {
+            let name = if count == 1 {
+                self.name.clone()
+            } else {
+                format!("{} q{i}", self.name)
+            };
+            match self.start_worker(&name, &mem, features, queue, notify, &interrupt) {
+                Ok(worker) => self.workers.push(worker),
+                Err(e) => {
+                    self.workers.iter().for_each(Worker::retire);
+                    return Err(e);
+                }
             }
-            server.process()
-        })?;
-        self.worker = Some(worker);
+        }
         Ok(())
     }
 
     fn reset(&mut self) {
-        Worker::retire_slot(&self.worker);
+        self.workers.iter().for_each(Worker::retire);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vmm::devices::virtio::chain::tests::{NEXT, WRITE, desc};
+    use crate::vmm::devices::virtio::chain::tests::{INDIRECT, NEXT, WRITE, desc, write_table};
     use std::os::unix::fs::FileExt;
     use virtio_queue::desc::RawDescriptor;
     use virtio_queue::mock::MockSplitQueue;
@@ -883,6 +978,40 @@ mod tests {
         mem.read_slice(&mut got[800..], GuestAddress(DATA_AT + 0x2000))
             .unwrap();
         assert_eq!(got, pattern);
+    }
+
+    #[test]
+    fn an_indirect_request_takes_one_ring_entry_once_negotiated() {
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let (_f, blk) = disk(8, false);
+        mem.write_obj(header(VIRTIO_BLK_T_IN, 1), GuestAddress(HEADER_AT))
+            .unwrap();
+        let table_at = 0x40_0000;
+        write_table(&mem, table_at, &request_descs(VIRTIO_BLK_T_IN, 512));
+        for (features, want_status, want_used) in [
+            (VIRTIO_RING_F_INDIRECT_DESC, VIRTIO_BLK_S_OK, 513),
+            // A driver that did not accept the feature gets its chain
+            // back untouched.
+            (0, 0xff, 0),
+        ] {
+            mem.write_obj(0xffu8, GuestAddress(STATUS_AT)).unwrap();
+            let vq = MockSplitQueue::new(&mem, 16);
+            vq.add_desc_chains(&[desc(table_at, 48, INDIRECT, 0)], 0)
+                .unwrap();
+            let mut server = blk.queue_server(mem.clone(), vq.create_queue().unwrap());
+            server.features = features;
+            server.process().unwrap();
+            let used = vq.used().ring().ref_at(0).unwrap().load();
+            assert_eq!(used.len(), want_used, "{features:#x}");
+            assert_eq!(
+                mem.read_obj::<u8>(GuestAddress(STATUS_AT)).unwrap(),
+                want_status
+            );
+        }
+        let mut got = [0u8; 11];
+        mem.read_slice(&mut got, GuestAddress(DATA_AT)).unwrap();
+        assert_eq!(&got, b"hello, disk");
+        assert_ne!(blk.features() & VIRTIO_RING_F_INDIRECT_DESC, 0);
     }
 
     #[test]
@@ -1212,6 +1341,117 @@ mod tests {
         // avail_event = 3: the next request the driver adds kicks.
         let avail_event = used.unchecked_add(4 + 8 * 16);
         assert_eq!(mem.read_obj::<u16>(avail_event).unwrap(), 3);
+    }
+
+    #[test]
+    fn a_disk_has_one_queue_per_vcpu_up_to_the_limit_and_says_so() {
+        for (asked, want) in [(0u16, 1u16), (1, 1), (2, 2), (4, 4), (64, MAX_QUEUES)] {
+            let blk = disk(8, false).1.with_queues(asked);
+            assert_eq!(blk.queue_max_sizes(), vec![QUEUE_SIZE; usize::from(want)]);
+            let mq = blk.features() & VIRTIO_BLK_F_MQ != 0;
+            assert_eq!(mq, want > 1, "{asked}");
+            let mut num_queues = [0u8; 2];
+            blk.read_config(34, &mut num_queues);
+            assert_eq!(u16::from_le_bytes(num_queues), want, "{asked}");
+        }
+        // A rate limit keeps one queue, whichever is set first.
+        let limit = RateLimit {
+            bytes_per_sec: 1 << 20,
+            ops_per_sec: 0,
+        };
+        let blk = disk(8, false).1.with_queues(4).with_rate_limit(limit);
+        assert_eq!(blk.queue_max_sizes(), [QUEUE_SIZE]);
+        let blk = blk.with_queues(4);
+        assert_eq!(blk.queue_max_sizes(), [QUEUE_SIZE]);
+        assert_eq!(blk.features() & VIRTIO_BLK_F_MQ, 0);
+    }
+
+    /// A queue of 16 entries at `base` holding one read of sector 1 into
+    /// `data`, status at `data + 0x1000`.
+    fn queue_with_a_read(
+        mem: &GuestMemory,
+        base: u64,
+        data: u64,
+    ) -> MockSplitQueue<'_, GuestMemory> {
+        let vq = MockSplitQueue::create(mem, GuestAddress(base), 16);
+        vq.add_desc_chains(
+            &[
+                desc(HEADER_AT, 16, NEXT, 1),
+                desc(data, 512, NEXT | WRITE, 2),
+                desc(data + 0x1000, 1, WRITE, 0),
+            ],
+            0,
+        )
+        .unwrap();
+        vq
+    }
+
+    #[test]
+    fn each_queue_the_driver_sets_up_is_served_by_its_own_worker() {
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let (_f, blk) = disk(8, false);
+        let mut blk = blk.with_queues(2);
+        mem.write_obj(header(VIRTIO_BLK_T_IN, 1), GuestAddress(HEADER_AT))
+            .unwrap();
+        let datas = [0x50_0000u64, 0x60_0000];
+        let vqs = [
+            queue_with_a_read(&mem, 0x1_0000, datas[0]),
+            queue_with_a_read(&mem, 0x2_0000, datas[1]),
+        ];
+        let notifies: Vec<_> = vqs
+            .iter()
+            .map(|_| vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap())
+            .collect();
+        let active = vqs
+            .iter()
+            .zip(&notifies)
+            .map(|(vq, notify)| ActiveQueue {
+                queue: vq.create_queue().unwrap(),
+                notify: notify.try_clone().unwrap(),
+            })
+            .collect();
+        let irq = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let interrupt = Arc::new(Interrupt::new(irq));
+        blk.activate(mem.clone(), 0, active, interrupt.clone())
+            .unwrap();
+        assert_eq!(blk.workers.len(), 2);
+        for notify in &notifies {
+            notify.write(1).unwrap();
+        }
+        // Waits for the workers (a bound, not a speed check).
+        for _ in 0..1000 {
+            if vqs.iter().all(|vq| vq.used().idx().load() == 1) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        for (vq, data) in vqs.iter().zip(datas) {
+            assert_eq!(vq.used().idx().load(), 1);
+            let mut got = [0u8; 11];
+            mem.read_slice(&mut got, GuestAddress(data)).unwrap();
+            assert_eq!(&got, b"hello, disk");
+            assert_eq!(
+                mem.read_obj::<u8>(GuestAddress(data + 0x1000)).unwrap(),
+                VIRTIO_BLK_S_OK
+            );
+        }
+        blk.reset();
+        // More queues than the device has, or none, are refused.
+        for n in [0, 3] {
+            let queues = (0..n)
+                .map(|_| ActiveQueue {
+                    queue: Queue::new(16).unwrap(),
+                    notify: vmm_sys_util::eventfd::EventFd::new(0).unwrap(),
+                })
+                .collect();
+            let err = blk
+                .activate(mem.clone(), 0, queues, interrupt.clone())
+                .unwrap_err();
+            assert!(
+                matches!(err, ActivateError::QueueCount { got, want: 2, .. } if got == n),
+                "{err}"
+            );
+        }
     }
 
     #[test]

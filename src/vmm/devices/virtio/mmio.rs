@@ -275,7 +275,14 @@ impl MmioTransport {
         let name = self.device.name().to_string();
         let ready = self.status & (STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK)
             == (STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
-        let queues_valid = self.queues.iter().all(|q| q.is_valid(&self.mem));
+        // A driver may leave queues it does not use unready (virtio-blk
+        // with fewer vCPUs than the device has queues): the device gets
+        // the ready ones, and decides whether they are enough.
+        let queues_valid = self
+            .queues
+            .iter()
+            .filter(|q| q.ready())
+            .all(|q| q.is_valid(&self.mem));
         if !ready || !queues_valid {
             self.interrupt
                 .mark_broken(&name, &"driver set DRIVER_OK with an invalid queue setup");
@@ -283,7 +290,8 @@ impl MmioTransport {
         }
         let event_idx = self.driver_features & VIRTIO_RING_F_EVENT_IDX != 0;
         let mut active = Vec::new();
-        for (queue, evt) in self.queues.iter().zip(&self.queue_evts) {
+        let ready_queues = self.queues.iter().zip(&self.queue_evts);
+        for (queue, evt) in ready_queues.filter(|(q, _)| q.ready()) {
             let queue = match Queue::try_from(queue.state()) {
                 Ok(mut q) => {
                     q.set_event_idx(event_idx);
@@ -405,6 +413,12 @@ mod tests {
     /// Drives the driver's side of initialisation, accepting `accepted`,
     /// and returns what the device was activated with.
     fn negotiate(offered: u64, accepted: u64) -> Option<(u64, Vec<bool>)> {
+        negotiate_queues(offered, accepted, &[0, 1])
+    }
+
+    /// As [`negotiate`], setting up only the queues `set_up` (the
+    /// device has two).
+    fn negotiate_queues(offered: u64, accepted: u64, set_up: &[u32]) -> Option<(u64, Vec<bool>)> {
         let seen = Seen::default();
         let device = Recorder {
             offered,
@@ -422,7 +436,8 @@ mod tests {
         write(REG_DRIVER_FEATURES, high(accepted));
         let setup = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
         write(REG_STATUS, setup);
-        for (sel, base) in [(0u32, 0x1_0000u32), (1, 0x2_0000)] {
+        for &sel in set_up {
+            let base = 0x1_0000 * (sel + 1);
             write(REG_QUEUE_SEL, sel);
             write(REG_QUEUE_NUM, 16);
             write(REG_QUEUE_DESC_LOW, base);
@@ -449,5 +464,17 @@ mod tests {
         );
         // Not offered: FEATURES_OK does not stick, nothing is activated.
         assert_eq!(negotiate(1, accepted), None);
+    }
+
+    #[test]
+    fn the_device_gets_the_queues_the_driver_set_up() {
+        let accepted = VIRTIO_F_VERSION_1;
+        for set_up in [&[0u32][..], &[1], &[]] {
+            assert_eq!(
+                negotiate_queues(0, accepted, set_up),
+                Some((accepted, vec![false; set_up.len()])),
+                "{set_up:?}"
+            );
+        }
     }
 }

@@ -150,11 +150,17 @@ impl Worker {
     /// most the request it was serving. Called before a new worker takes
     /// over the device's queues, so two never serve them at once.
     pub fn join_slot(slot: &mut Option<Self>) {
-        if let Some(mut old) = slot.take() {
-            old.retire();
-            if let Some(thread) = old.thread.take() {
-                let _ = thread.join();
-            }
+        if let Some(old) = slot.take() {
+            old.join();
+        }
+    }
+
+    /// Retires the worker and waits for its thread to end, after at most
+    /// the request it was serving.
+    pub fn join(mut self) {
+        self.retire();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }

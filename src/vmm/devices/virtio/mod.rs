@@ -53,6 +53,11 @@ pub enum ActivateError {
         got: usize,
         want: usize,
     },
+    #[error("{device}: {source}")]
+    Tap {
+        device: String,
+        source: net::tap::Error,
+    },
     #[error("{device}: cannot duplicate an eventfd: {source}")]
     EventFd {
         device: String,

@@ -22,13 +22,14 @@ use std::sync::atomic::{Ordering, fence};
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress};
 
+pub use super::QueueError;
 use super::chain::{self, Buffers, Chain, Table};
 use super::counters::NetCounters;
 use super::rate_limit::{RateLimit, Throttle};
 use super::worker::{Retired, Worker};
 use super::{
-    ActivateError, ActiveQueue, DeviceMetrics, Interrupt, VirtioDevice, expect_queues,
-    read_config_bytes,
+    ActivateError, ActiveQueue, DeviceMetrics, Drained, Interrupt, VIRTIO_RING_F_EVENT_IDX,
+    VirtioDevice, drain_quietly, expect_queues, read_config_bytes, signal_early,
 };
 use crate::host::mac::MacAddr;
 use crate::vmm::memory::GuestMemory;
@@ -74,8 +75,10 @@ const MTU_FRAME: usize = 1522;
 const RX_MAX_SEGMENTS: usize = 512;
 
 /// What the device offers: the MAC and link status, the checksum and
-/// TCP segmentation offloads both ways, and mergeable receive buffers.
-pub const FEATURES: u64 = VIRTIO_NET_F_MAC
+/// TCP segmentation offloads both ways, mergeable receive buffers, and
+/// notifications by ring index on both queues.
+pub const FEATURES: u64 = VIRTIO_RING_F_EVENT_IDX
+    | VIRTIO_NET_F_MAC
     | VIRTIO_NET_F_STATUS
     | VIRTIO_NET_F_CSUM
     | VIRTIO_NET_F_GUEST_CSUM
@@ -86,16 +89,6 @@ pub const FEATURES: u64 = VIRTIO_NET_F_MAC
     | VIRTIO_NET_F_HOST_TSO6
     | VIRTIO_NET_F_HOST_ECN
     | VIRTIO_NET_F_MRG_RXBUF;
-
-/// Guest queue state the device cannot work around; it makes the device
-/// broken until the driver resets it. A bad chain never does.
-#[derive(Debug, thiserror::Error)]
-pub enum QueueError {
-    #[error("invalid available ring: {0:?}")]
-    AvailRing(virtio_queue::Error),
-    #[error("cannot write the used ring: {0:?}")]
-    UsedRing(virtio_queue::Error),
-}
 
 /// The host end of a NIC: frames, each behind a virtio-net header, come
 /// from and go to it. A tap in the VMM; a script in tests and fuzzing.
@@ -292,6 +285,9 @@ pub struct Datapath<T: FrameIo> {
     tx_held: Option<Chain>,
     rx_throttle: Option<Throttle>,
     tx_throttle: Option<Throttle>,
+    /// Where used buffers are signalled in the middle of a pass (with
+    /// EVENT_IDX); without it, only the pass's end signals.
+    interrupt: Option<Arc<Interrupt>>,
     counters: Arc<NetCounters>,
     /// Set when the device is reset: stop before the next frame.
     retired: Retired,
@@ -313,15 +309,6 @@ pub struct Used {
     pub tx: bool,
 }
 
-/// Why a transmit drain stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Drained {
-    /// The ring is empty.
-    Empty,
-    /// The rate limit holds a frame back, or the device was reset.
-    Paused,
-}
-
 impl<T: FrameIo> Datapath<T> {
     /// A datapath between `io` and the receive and transmit queues, for
     /// a driver that accepted `features`, without rate limits.
@@ -338,6 +325,7 @@ impl<T: FrameIo> Datapath<T> {
             tx_held: None,
             rx_throttle: None,
             tx_throttle: None,
+            interrupt: None,
             counters: Arc::default(),
             retired: Retired::default(),
         }
@@ -498,6 +486,11 @@ impl<T: FrameIo> Datapath<T> {
             }
         }
         publish(&mut self.rx, &self.mem, &used)?;
+        if self.rx.event_idx_enabled() && self.rx_interrupt_due() {
+            if let Some(interrupt) = &self.interrupt {
+                interrupt.used_ring();
+            }
+        }
         Ok(true)
     }
 
@@ -505,7 +498,7 @@ impl<T: FrameIo> Datapath<T> {
     /// rate limit says stop). Returns whether any buffer was used.
     pub fn transmit(&mut self) -> Result<bool, QueueError> {
         let start = self.tx.next_used();
-        self.drain_tx()?;
+        drain_quietly(self, |s| (&mut s.tx, &s.mem), Self::drain_tx)?;
         Ok(self.tx.next_used() != start)
     }
 
@@ -535,6 +528,7 @@ impl<T: FrameIo> Datapath<T> {
             self.tx
                 .add_used(&self.mem, chain.head, 0)
                 .map_err(QueueError::UsedRing)?;
+            signal_early(&mut self.tx, &self.mem, self.interrupt.as_deref());
         }
     }
 
@@ -693,6 +687,7 @@ impl VirtioDevice for Net {
             })?;
         let mut path = Datapath::new(self.tap.clone(), mem, rx.queue, tx.queue, features);
         path.counters = self.counters.clone();
+        path.interrupt = Some(interrupt.clone());
         path.rx_throttle = throttle(&self.name, self.limits.rx)?;
         path.tx_throttle = throttle(&self.name, self.limits.tx)?;
         let retired = path.retired.clone();
@@ -1172,6 +1167,53 @@ mod tests {
         assert_eq!(rxq.used().idx().load(), 1, "only the small frame");
         assert_eq!(used(&rxq, 0), (0, HDR + 64));
         assert_eq!(read(&mem, RX_BUF + u64::from(HDR), 64), frame(2, 64));
+    }
+
+    #[test]
+    fn with_event_idx_the_driver_hears_when_it_asked_and_kicks_are_rearmed() {
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let script = Arc::new(Script::default());
+        let (rxq, txq, mut path) = datapath(&mem, &script, ALL);
+        path.rx.set_event_idx(true);
+        path.tx.set_event_idx(true);
+        let irq = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        path.interrupt = Some(Arc::new(Interrupt::new(irq.try_clone().unwrap())));
+        // used_event (after the available ring) and avail_event (after
+        // the used ring) of a 256-entry queue.
+        let used_event = |q: &Queue| GuestAddress(q.avail_ring() + 4 + 2 * 256);
+        let avail_event = |q: &Queue| GuestAddress(q.used_ring() + 4 + 8 * 256);
+        // The driver asks to hear once the third entry is used.
+        mem.write_obj(2u16.to_le(), used_event(&path.rx)).unwrap();
+        let bufs: Vec<_> = (0..20u64)
+            .map(|i| desc(RX_BUF + i * 0x2000, 0x1100, WRITE, 0))
+            .collect();
+        rxq.add_desc_chains(&bufs, 0).unwrap();
+        let frames = (0..8u8).map(|i| plain(&frame(i, 60)));
+        script
+            .incoming
+            .lock()
+            .unwrap()
+            .extend(frames.clone().take(3));
+        assert!(path.receive().unwrap());
+        assert_eq!(rxq.used().idx().load(), 3);
+        assert_eq!(irq.read().unwrap(), 1, "one interrupt, at the third");
+        assert!(!path.needs_interrupt(Used {
+            rx: true,
+            tx: false
+        }));
+        // More frames than the buffers left hold a largest frame for: the
+        // rest wait, and the driver is asked to kick at its next buffer.
+        script.incoming.lock().unwrap().extend(frames.skip(3));
+        assert!(path.receive().unwrap());
+        assert_eq!(rxq.used().idx().load(), 5);
+        assert_eq!(script.incoming.lock().unwrap().len(), 3);
+        let event: u16 = mem.read_obj(avail_event(&path.rx)).unwrap();
+        assert_eq!(u16::from_le(event), 20);
+        // Transmit re-arms its kicks once the ring is drained.
+        queue_tx(&mem, &txq, [0; NET_HDR_LEN], &frame(1, 60));
+        assert!(path.transmit().unwrap());
+        let event: u16 = mem.read_obj(avail_event(&path.tx)).unwrap();
+        assert_eq!(u16::from_le(event), 1);
     }
 
     #[test]

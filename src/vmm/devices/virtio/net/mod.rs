@@ -686,6 +686,7 @@ impl VirtioDevice for Net {
                 source,
             })?;
         let mut path = Datapath::new(self.tap.clone(), mem, rx.queue, tx.queue, features);
+        self.counters.features.set(features);
         path.counters = self.counters.clone();
         path.interrupt = Some(interrupt.clone());
         path.rx_throttle = throttle(&self.name, self.limits.rx)?;

@@ -364,8 +364,10 @@ impl<T: FrameIo> Datapath<T> {
     }
 
     /// Takes receive chains until they hold a largest frame (one chain
-    /// without mergeable buffers); `false` when the ring has too few.
-    /// A chain with no room for the header is returned unused.
+    /// without mergeable buffers), or the whole ring when it cannot (a
+    /// frame too big for it is then dropped); `false` when the ring has
+    /// too few for now. A chain with no room for the header is returned
+    /// unused.
     fn gather(&mut self) -> Result<bool, QueueError> {
         let room = if self.mergeable() {
             rx_room(self.features)
@@ -378,7 +380,8 @@ impl<T: FrameIo> Datapath<T> {
                 return Ok(true);
             }
             let Some(chain) = Self::next_chain(&self.mem, &mut self.rx, &self.counters)? else {
-                return Ok(false);
+                let whole_ring = self.rx_chains.len() >= usize::from(self.rx.size());
+                return Ok(whole_ring);
             };
             if chain.writable.len() < NET_HDR_LEN as u64 {
                 self.counters.errors.inc();
@@ -1215,6 +1218,37 @@ mod tests {
         assert!(path.transmit().unwrap());
         let event: u16 = mem.read_obj(avail_event(&path.tx)).unwrap();
         assert_eq!(u16::from_le(event), 1);
+    }
+
+    #[test]
+    fn a_ring_too_small_for_a_largest_frame_still_takes_the_frames_it_can() {
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let script = Arc::new(Script::default());
+        let rxq = MockSplitQueue::create(&mem, GuestAddress(RX_RING), 4);
+        let txq = MockSplitQueue::create(&mem, GuestAddress(TX_RING), 4);
+        let mut path = Datapath::new(
+            script.clone(),
+            mem.clone(),
+            rxq.create_queue().unwrap(),
+            txq.create_queue().unwrap(),
+            ALL,
+        );
+        // Four 4 KiB buffers are all the ring holds: less than a 64 KiB
+        // segment, enough for these.
+        let bufs: Vec<_> = (0..4u64)
+            .map(|i| desc(RX_BUF + i * 0x1000, 0x1000, WRITE, 0))
+            .collect();
+        rxq.add_desc_chains(&bufs, 0).unwrap();
+        script
+            .incoming
+            .lock()
+            .unwrap()
+            .extend([plain(&frame(1, 20_000)), plain(&frame(2, 6000))]);
+        assert!(path.receive().unwrap());
+        assert_eq!(path.counters().dropped.get(), 1);
+        assert_eq!(used(&rxq, 0), (0, 4096));
+        assert_eq!(used(&rxq, 1), (1, HDR + 6000 - 4096));
+        assert_eq!(path.counters().rx_frames.get(), 1);
     }
 
     #[test]

@@ -92,6 +92,7 @@ tail -n 20 /tmp/net.out
 echo "@@FLOOD-BYTES $(wc -c </tmp/flood)"
 echo "@@FLOOD-MS $(($(cat /tmp/flood.end) - $(cat /tmp/flood.start)))"
 echo "@@NET-THROTTLED $(counter throttled /tmp/net-metrics.json)"
+echo "@@NET-FEATURES $(counter features /tmp/net-metrics.json)"
 # The tap was the VMM's own: it is gone with it.
 if ip link show tap0 >/dev/null 2>&1; then echo "@@TAP-LEFT yes"; else echo "@@TAP-LEFT no"; fi
 end net $rc

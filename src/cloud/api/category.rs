@@ -390,7 +390,11 @@ impl HostError for tap::Error {
             E::Netns(e) => e.is_host_failure(),
             // The VPC's namespace or the instance's tap is not there.
             E::NoNetns(_) | E::NoTap { .. } => false,
-            E::InvalidName(_) | E::OpenTun(_) | E::Attach { .. } | E::Persist { .. } => true,
+            E::InvalidName(_)
+            | E::OpenTun(_)
+            | E::Attach { .. }
+            | E::Persist { .. }
+            | E::Offload { .. } => true,
         }
     }
 }

@@ -21,6 +21,8 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
+use crate::vmm::devices::virtio::net::tap::TUNSETOFFLOAD;
+
 const KVMIO: u32 = 0xAE;
 vmm_sys_util::ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
 vmm_sys_util::ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
@@ -320,6 +322,14 @@ fn allowed(kind: ThreadKind, child: Option<i32>) -> Vec<Allowed> {
                     (KVM_GET_REGS(), "KVM_GET_REGS"),
                     (KVM_GET_SREGS(), "KVM_GET_SREGS"),
                 ],
+            ));
+            // Activating a virtio-net device: the tap's offloads follow
+            // what the driver accepted.
+            list.push(only(
+                "ioctl",
+                libc::SYS_ioctl,
+                1,
+                &[(TUNSETOFFLOAD, "TUNSETOFFLOAD")],
             ));
             // Activating a device: its queue eventfds and worker, which
             // installs its own filter.
@@ -661,12 +671,22 @@ mod tests {
         for a in allowed(ThreadKind::Worker, None) {
             assert!(vcpu.contains(&a.nr), "{} missing for workers", a.name);
         }
-        // The vCPU's ioctls are KVM's three only.
+        // The vCPU's ioctls are KVM's three and the tap's offloads only.
         let ioctl = allowed(ThreadKind::Vcpu, None)
             .into_iter()
             .find(|a| a.name == "ioctl")
             .unwrap();
-        assert_eq!(ioctl.only.unwrap().values.len(), 3);
+        let names: Vec<String> = ioctl
+            .only
+            .unwrap()
+            .values
+            .into_iter()
+            .map(|v| v.1)
+            .collect();
+        assert_eq!(
+            names,
+            ["KVM_RUN", "KVM_GET_REGS", "KVM_GET_SREGS", "TUNSETOFFLOAD"]
+        );
         // No thread may open files, make sockets or change privileges;
         // the console output and metrics threads may create files only
         // relative to a directory (openat; open is refused).

@@ -20,13 +20,14 @@ use nix::fcntl::FallocateFlags;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::ByteValued;
 
+pub use super::QueueError;
 use super::chain::{self, Buffers, Chain, Table, VIRTIO_RING_F_INDIRECT_DESC};
 use super::counters::BlockCounters;
 use super::rate_limit::{RateLimit, Throttle};
 use super::worker::{Retired, Worker};
 use super::{
-    ActivateError, ActiveQueue, DeviceMetrics, Interrupt, VIRTIO_RING_F_EVENT_IDX, VirtioDevice,
-    read_config_bytes,
+    ActivateError, ActiveQueue, DeviceMetrics, Drained, Interrupt, VIRTIO_RING_F_EVENT_IDX,
+    VirtioDevice, drain_quietly, read_config_bytes, signal_early,
 };
 use crate::vmm::memory::GuestMemory;
 
@@ -132,16 +133,6 @@ struct Range {
 
 // SAFETY: plain old data of three integers, no padding, any bit pattern valid.
 unsafe impl vm_memory::ByteValued for Range {}
-
-/// Guest queue state the device cannot work around; it makes the device
-/// broken until the driver resets it. A bad request never does.
-#[derive(Debug, thiserror::Error)]
-pub enum QueueError {
-    #[error("invalid available ring: {0:?}")]
-    AvailRing(virtio_queue::Error),
-    #[error("cannot write the used ring: {0:?}")]
-    UsedRing(virtio_queue::Error),
-}
 
 /// The backing file and what the guest may do with it.
 #[derive(Debug)]
@@ -423,16 +414,6 @@ pub struct BlockQueue {
     retired: Retired,
 }
 
-/// Why a drain of the available ring stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Drained {
-    /// The ring is empty.
-    Empty,
-    /// The rate limit holds a request back, or the device was reset:
-    /// stop until the timer or a new worker.
-    Paused,
-}
-
 impl BlockQueue {
     /// Serves every available request (or until the rate limit holds
     /// one back). Returns whether the driver wants an interrupt for what
@@ -442,21 +423,7 @@ impl BlockQueue {
     /// only once it is seen empty after re-arming them, so requests the
     /// driver adds meanwhile cost it no exit and are never missed.
     pub fn process(&mut self) -> Result<bool, QueueError> {
-        loop {
-            self.queue
-                .disable_notification(&self.mem)
-                .map_err(QueueError::UsedRing)?;
-            if self.drain()? == Drained::Paused {
-                break;
-            }
-            let more = self
-                .queue
-                .enable_notification(&self.mem)
-                .map_err(QueueError::AvailRing)?;
-            if !more {
-                break;
-            }
-        }
+        drain_quietly(self, |s| (&mut s.queue, &s.mem), Self::drain)?;
         Ok(self.queue.needs_notification(&self.mem).unwrap_or(true))
     }
 
@@ -515,13 +482,7 @@ impl BlockQueue {
         self.queue
             .add_used(&self.mem, head, len)
             .map_err(QueueError::UsedRing)?;
-        if let Some(interrupt) = &self.interrupt {
-            if self.queue.event_idx_enabled()
-                && self.queue.needs_notification(&self.mem).unwrap_or(true)
-            {
-                interrupt.used_ring();
-            }
-        }
+        signal_early(&mut self.queue, &self.mem, self.interrupt.as_deref());
         Ok(())
     }
 

@@ -21,6 +21,11 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// Replaces the value: for one that is a state, not a count.
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
 }
 
 /// What a virtio-blk device did.
@@ -50,6 +55,9 @@ pub struct NetCounters {
     pub errors: Counter,
     /// Times a rate limiter held a direction back.
     pub throttled: Counter,
+    /// The feature bits the driver accepted at its last activation
+    /// (offloads, mergeable buffers, EVENT_IDX).
+    pub features: Counter,
 }
 
 impl DeviceMetrics for BlockCounters {
@@ -74,6 +82,7 @@ impl DeviceMetrics for NetCounters {
             "dropped": self.dropped.get(),
             "errors": self.errors.get(),
             "throttled": self.throttled.get(),
+            "features": self.features.get(),
         })
     }
 }

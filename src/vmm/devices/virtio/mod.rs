@@ -21,7 +21,7 @@ pub mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::vmm::memory::GuestMemory;
@@ -53,11 +53,77 @@ pub enum ActivateError {
         got: usize,
         want: usize,
     },
+    #[error("{device}: {source}")]
+    Tap {
+        device: String,
+        source: net::tap::Error,
+    },
     #[error("{device}: cannot duplicate an eventfd: {source}")]
     EventFd {
         device: String,
         source: std::io::Error,
     },
+}
+
+/// Guest queue state a device cannot work around; it makes the device
+/// broken until the driver resets it. A bad request or frame never does.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("invalid available ring: {0:?}")]
+    AvailRing(virtio_queue::Error),
+    #[error("cannot write the used ring: {0:?}")]
+    UsedRing(virtio_queue::Error),
+}
+
+/// Why a drain of a queue's available ring stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// The ring is empty.
+    Empty,
+    /// The rate limit holds a request back, or the device was reset:
+    /// stop until the timer or a new worker.
+    Paused,
+}
+
+/// Serves a queue with the driver's notifications off, and re-arms them
+/// only once the ring is seen empty after re-arming: requests the driver
+/// adds meanwhile cost it no exit, and none is missed. With EVENT_IDX,
+/// re-arming publishes `avail_event`, without which the driver would
+/// stop notifying. `ring` picks the queue out of `server`; `drain` serves
+/// until the ring is empty or it must pause.
+pub fn drain_quietly<S>(
+    server: &mut S,
+    ring: impl Fn(&mut S) -> (&mut Queue, &GuestMemory),
+    mut drain: impl FnMut(&mut S) -> Result<Drained, QueueError>,
+) -> Result<(), QueueError> {
+    loop {
+        let (queue, mem) = ring(server);
+        queue
+            .disable_notification(mem)
+            .map_err(QueueError::UsedRing)?;
+        if drain(server)? == Drained::Paused {
+            return Ok(());
+        }
+        let (queue, mem) = ring(server);
+        if !queue
+            .enable_notification(mem)
+            .map_err(QueueError::AvailRing)?
+        {
+            return Ok(());
+        }
+    }
+}
+
+/// With EVENT_IDX, interrupts the driver at once for the buffers just
+/// used when it asked to be (`used_event`), so it works on them while
+/// the device serves the next; without, the end of the pass signals once
+/// for all.
+pub fn signal_early(queue: &mut Queue, mem: &GuestMemory, interrupt: Option<&Interrupt>) {
+    if let Some(interrupt) = interrupt {
+        if queue.event_idx_enabled() && queue.needs_notification(mem).unwrap_or(true) {
+            interrupt.used_ring();
+        }
+    }
 }
 
 /// A queue handed to an activated device, with the eventfd KVM signals

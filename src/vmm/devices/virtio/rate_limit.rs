@@ -96,6 +96,14 @@ impl Limiter {
     /// Takes one operation of `bytes` if both buckets allow it now;
     /// otherwise says how long to wait before asking again.
     pub fn take(&mut self, bytes: u64, now: Instant) -> Result<(), Duration> {
+        self.check(bytes, now)?;
+        self.charge(bytes);
+        Ok(())
+    }
+
+    /// Whether both buckets allow an operation of `bytes` now, taking
+    /// nothing; when not, how long to wait.
+    fn check(&mut self, bytes: u64, now: Instant) -> Result<(), Duration> {
         let mut wait = Duration::ZERO;
         for (bucket, units) in [(&mut self.bytes, bytes), (&mut self.ops, 1)] {
             if let Some(bucket) = bucket {
@@ -106,13 +114,17 @@ impl Limiter {
         if wait > Duration::ZERO {
             return Err(wait);
         }
+        Ok(())
+    }
+
+    /// Takes one operation of `bytes`, whatever the buckets hold.
+    fn charge(&mut self, bytes: u64) {
         if let Some(b) = &mut self.bytes {
             b.take(bytes);
         }
         if let Some(o) = &mut self.ops {
             o.take(1);
         }
-        Ok(())
     }
 }
 
@@ -143,10 +155,29 @@ impl Throttle {
         let _ = self.timer.wait();
     }
 
-    /// Whether an operation of `bytes` may go ahead now; when not, the
-    /// timer is armed for when it may.
+    /// Whether an operation of `bytes` may go ahead now (it is then
+    /// taken); when not, the timer is armed for when it may.
     pub fn admit(&mut self, bytes: u64) -> bool {
-        match self.limiter.take(bytes, Instant::now()) {
+        let admitted = self.limiter.take(bytes, Instant::now());
+        self.arm_unless(admitted)
+    }
+
+    /// Whether an operation whose size is known only once done (a frame
+    /// read from a tap) may start now: the buckets hold an operation and
+    /// no byte debt. The caller then pays with [`Throttle::charge`].
+    pub fn ready(&mut self) -> bool {
+        let ready = self.limiter.check(0, Instant::now());
+        self.arm_unless(ready)
+    }
+
+    /// Takes one operation of `bytes` that [`Throttle::ready`] let start;
+    /// what the buckets lack becomes a debt that holds the next back.
+    pub fn charge(&mut self, bytes: u64) {
+        self.limiter.charge(bytes);
+    }
+
+    fn arm_unless(&mut self, outcome: Result<(), Duration>) -> bool {
+        match outcome {
             Ok(()) => true,
             Err(wait) => {
                 // A timer that cannot be armed leaves the queue to the
@@ -186,6 +217,20 @@ mod tests {
         assert!(wait <= Duration::from_micros(10_001), "{wait:?}");
         assert_eq!(l.take(0, start + Duration::from_millis(10)), Ok(()));
         assert!(l.take(0, start + Duration::from_millis(10)).is_err());
+    }
+
+    #[test]
+    fn an_operation_charged_afterwards_holds_the_next_back_by_its_size() {
+        let start = Instant::now();
+        let mut l = Limiter::new(RateLimit {
+            bytes_per_sec: 1000,
+            ops_per_sec: 0,
+        });
+        assert_eq!(l.check(0, start), Ok(()));
+        l.charge(3000);
+        // 2000 bytes of debt: two seconds before the next may start.
+        assert!(l.check(0, start + Duration::from_millis(1999)).is_err());
+        assert_eq!(l.check(0, start + Duration::from_millis(2000)), Ok(()));
     }
 
     #[test]

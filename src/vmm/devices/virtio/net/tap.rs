@@ -1,9 +1,11 @@
 //! A Linux tap interface: the host end of a virtio-net device.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
+
+use crate::vmm::devices::virtio::chain::Buffers;
+use crate::vmm::memory::GuestMemory;
 
 /// `struct ifreq` as TUNSETIFF reads it: a name and the flags.
 #[repr(C)]
@@ -15,10 +17,31 @@ struct IfReq {
 
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
+/// Every frame read or written is preceded by a virtio-net header.
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+
+/// `virtio_net_hdr_v1` (virtio 1.x): flags, gso_type, hdr_len, gso_size,
+/// csum_start, csum_offset, num_buffers. The tap reads and writes the
+/// first ten bytes and skips `num_buffers`.
+pub const VNET_HDR_LEN: usize = 12;
+
+/// Offloads a tap's reader accepts (TUNSETOFFLOAD): partial checksums,
+/// TCP segmentation over IPv4 and IPv6, and with ECN.
+pub const TUN_F_CSUM: u32 = 0x01;
+pub const TUN_F_TSO4: u32 = 0x02;
+pub const TUN_F_TSO6: u32 = 0x04;
+pub const TUN_F_TSO_ECN: u32 = 0x08;
+/// The TUNSETOFFLOAD request, for the seccomp filter of the thread that
+/// activates the device.
+pub const TUNSETOFFLOAD: u64 = 0x4004_54d0;
+
+/// Most iovecs one readv or writev takes (Linux's `UIO_MAXIOV`).
+const IOV_MAX: usize = 1024;
 
 nix::ioctl_write_ptr_bad!(tun_set_iff, 0x4004_54ca, IfReq);
 nix::ioctl_write_int_bad!(tun_set_persist, 0x4004_54cb);
-nix::ioctl_write_int_bad!(tun_set_offload, 0x4004_54d0);
+nix::ioctl_write_int_bad!(tun_set_offload, TUNSETOFFLOAD);
+nix::ioctl_write_ptr_bad!(tun_set_vnet_hdr_sz, 0x4004_54d8, libc::c_int);
 
 /// Errors of opening a tap.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +69,8 @@ pub enum Error {
     NoTap { name: String, netns: String },
     #[error("cannot make tap {name} persistent: {source}")]
     Persist { name: String, source: nix::Error },
+    #[error("cannot set the offloads of tap {name}: {source}")]
+    Offload { name: String, source: nix::Error },
 }
 
 /// An open tap interface.
@@ -74,7 +99,7 @@ impl Tap {
             .map_err(Error::OpenTun)?;
         let mut req = IfReq {
             name: [0; libc::IFNAMSIZ],
-            flags: IFF_TAP | IFF_NO_PI,
+            flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
             _pad: [0; 22],
         };
         for (dst, src) in req.name.iter_mut().zip(name.bytes()) {
@@ -86,20 +111,40 @@ impl Tap {
             name: name.to_string(),
             source,
         })?;
-        // The device negotiates no offloads and reads no virtio-net header:
-        // an existing tap may still have checksum/TSO offloads on from its
-        // last user (QEMU sets them), and would then hand us frames with
-        // unfinished checksums. Seen in the SSH benchmark after a QEMU boot.
-        // SAFETY: `file` is the tun fd just attached; TUNSETOFFLOAD takes
-        // its flags by value.
-        unsafe { tun_set_offload(file.as_raw_fd(), 0) }.map_err(|source| Error::Attach {
+        // The header is virtio 1.x's, which has `num_buffers` (the tap's
+        // default is the legacy 10 bytes).
+        let attach_error = |source| Error::Attach {
             name: name.to_string(),
             source,
-        })?;
-        Ok(Self {
+        };
+        let hdr_len = libc::c_int::try_from(VNET_HDR_LEN)
+            .map_err(|_| attach_error(nix::errno::Errno::EINVAL))?;
+        // SAFETY: `file` is the tun fd just attached; TUNSETVNETHDRSZ reads
+        // one int through the pointer, which points at `hdr_len`.
+        unsafe { tun_set_vnet_hdr_sz(file.as_raw_fd(), &hdr_len) }.map_err(attach_error)?;
+        let tap = Self {
             file,
             name: name.to_string(),
-        })
+        };
+        // No offloads until a driver accepts some: an existing tap may
+        // still have them on from its last user (QEMU sets them).
+        tap.set_offload(0)?;
+        Ok(tap)
+    }
+
+    /// Sets the offloads (`TUN_F_*`) of the frames the tap hands over:
+    /// only what the guest's driver accepted.
+    pub fn set_offload(&self, flags: u32) -> Result<(), Error> {
+        let error = |source| Error::Offload {
+            name: self.name.clone(),
+            source,
+        };
+        let flags = libc::c_int::try_from(flags).map_err(|_| error(nix::errno::Errno::EINVAL))?;
+        // SAFETY: `file` is an attached tun fd; TUNSETOFFLOAD takes its
+        // flags by value.
+        unsafe { tun_set_offload(self.file.as_raw_fd(), flags) }
+            .map(drop)
+            .map_err(error)
     }
 
     /// Opens the existing tap `name` in the named network namespace
@@ -150,15 +195,56 @@ impl Tap {
         &self.name
     }
 
-    /// Reads one frame; `WouldBlock` when none is waiting.
-    pub fn read_frame(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        (&self.file).read(buf)
+    /// Reads one frame, its virtio-net header first, straight into the
+    /// guest buffers `into`. Returns the frame's length with its header:
+    /// more than `into` holds when the frame did not fit (it is then cut).
+    /// `WouldBlock` when none is waiting.
+    pub fn read_frame(&self, mem: &GuestMemory, into: &Buffers) -> std::io::Result<usize> {
+        let mut iovs = into.iovecs(mem).ok_or(std::io::ErrorKind::InvalidInput)?;
+        // One byte past the buffers: a frame that fills them and more
+        // shows as longer than they are whether the kernel reports the
+        // frame's length or what it copied.
+        let mut spill = [0u8; 1];
+        iovs.push(libc::iovec {
+            iov_base: spill.as_mut_ptr().cast(),
+            iov_len: spill.len(),
+        });
+        let count = iov_count(&iovs)?;
+        // SAFETY: every iovec points into guest memory that `mem` maps
+        // for as long as it lives (past this call), or at `spill`;
+        // `count` is their number.
+        let n = unsafe { libc::readv(self.file.as_raw_fd(), iovs.as_ptr(), count) };
+        usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
     }
 
-    /// Writes one frame.
-    pub fn write_frame(&self, frame: &[u8]) -> std::io::Result<usize> {
-        (&self.file).write(frame)
+    /// Writes one frame: `header` (a virtio-net header), then the guest
+    /// buffers `frame`, in one syscall without copying them.
+    pub fn write_frame(
+        &self,
+        header: &[u8],
+        mem: &GuestMemory,
+        frame: &Buffers,
+    ) -> std::io::Result<usize> {
+        let mut iovs = vec![libc::iovec {
+            iov_base: header.as_ptr().cast_mut().cast(),
+            iov_len: header.len(),
+        }];
+        iovs.extend(frame.iovecs(mem).ok_or(std::io::ErrorKind::InvalidInput)?);
+        let count = iov_count(&iovs)?;
+        // SAFETY: every iovec points at `header` or into guest memory
+        // that `mem` maps past this call; writev only reads them.
+        let n = unsafe { libc::writev(self.file.as_raw_fd(), iovs.as_ptr(), count) };
+        usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
     }
+}
+
+/// The iovec count for readv/writev; more than the kernel takes in one
+/// call is refused (a frame is one syscall or none).
+fn iov_count(iovs: &[libc::iovec]) -> std::io::Result<libc::c_int> {
+    if iovs.len() > IOV_MAX {
+        return Err(std::io::ErrorKind::InvalidInput.into());
+    }
+    libc::c_int::try_from(iovs.len()).map_err(|_| std::io::ErrorKind::InvalidInput.into())
 }
 
 impl AsRawFd for Tap {

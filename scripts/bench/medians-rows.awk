@@ -1,9 +1,22 @@
 # Medians of benchmark lines as one row per metric: runs, the median per
-# VMM and the ratio gureum/qemu. Unlike medians.awk, each (VMM, metric)
+# VMM and the ratios gureum/X for every other VMM X; then the failed runs
+# per VMM ("@@BENCH-FAIL vmm=<v> run=<i> [why=<w>] ..."). Unlike
+# medians.awk, each (VMM, metric)
 # pair is summarised over the lines that carry it, so a benchmark may
 # print its metrics on several lines per run (scripts/bench/vpc does).
 # Input lines: "@@BENCH vmm=<v> run=<i> <metric>=<number> ..."; a value
 # that is not a number (a failed measurement prints "-") is skipped.
+/^@@BENCH-FAIL / {
+  v = ""; w = "other"
+  for (i = 2; i <= NF; i++) {
+    if ($i ~ /^vmm=/) v = substr($i, 5)
+    if ($i ~ /^why=/) w = substr($i, 5)
+  }
+  if (!(v in nfail)) fails[++nf] = v
+  nfail[v]++
+  why[v] = why[v] (why[v] == "" ? "" : " ") w
+  next
+}
 /^@@BENCH / {
   v = ""
   for (i = 2; i <= NF; i++) if ($i ~ /^vmm=/) v = substr($i, 5)
@@ -24,22 +37,33 @@ function median(v, m,   c, a, i, j, t) {
   return c % 2 ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
 }
 END {
+  # The ratios: gureum against every VMM whose name is not gureum's.
+  for (x = 1; x <= nv; x++) if (vmms[x] !~ /^gureum/) others[++no] = vmms[x]
   printf "%-24s", "metric (median)"
-  for (x = 1; x <= nv; x++) printf " %14s", vmms[x] " (n)"
-  if (("gureum" in seen) && ("qemu" in seen)) printf " %8s", "g/q"
+  for (x = 1; x <= nv; x++) printf " %16s", vmms[x] " (n)"
+  if ("gureum" in seen) for (y = 1; y <= no; y++) printf " %8s", "g/" substr(others[y], 1, 1)
   printf "\n"
   for (k = 1; k <= nm; k++) {
     m = metrics[k]
     printf "%-24s", m
     for (x = 1; x <= nv; x++) {
       v = vmms[x]
-      if (cnt[v, m]) { med[v] = median(v, m); printf " %10.1f (%d)", med[v], cnt[v, m] }
-      else { med[v] = ""; printf " %14s", "-" }
+      if (cnt[v, m]) { med[v] = median(v, m); printf " %12.1f (%d)", med[v], cnt[v, m] }
+      else { med[v] = ""; printf " %16s", "-" }
     }
-    if (("gureum" in seen) && ("qemu" in seen)) {
-      if (med["gureum"] != "" && med["qemu"] != "" && med["qemu"] != 0) printf " %8.3f", med["gureum"] / med["qemu"]
+    if ("gureum" in seen) for (y = 1; y <= no; y++) {
+      o = others[y]
+      if (med["gureum"] != "" && med[o] != "" && med[o] != 0) printf " %8.3f", med["gureum"] / med[o]
       else printf " %8s", "-"
     }
     printf "\n"
   }
+  # Every VMM, also one that never got through a run.
+  for (x = 1; x <= nf; x++) if (!(fails[x] in seen)) vmms[++nv] = fails[x]
+  printf "failed runs:"
+  for (x = 1; x <= nv; x++) {
+    v = vmms[x]
+    printf " %s %d%s%s", v, nfail[v], nfail[v] ? " (" why[v] ")" : "", x < nv ? "," : ""
+  }
+  printf "\n"
 }

@@ -1,7 +1,22 @@
-# Medians of benchmark lines, per VMM, and the ratio gureum/qemu (or
-# num/den, given with -v).
+# Medians of benchmark lines, per VMM, and the ratios gureum/X for every
+# other VMM X (or the one ratio num/den, given with -v); then the failed
+# runs per VMM.
 # Input lines: "@@BENCH vmm=<v> run=<i> <metric>=<number> ..."; every
 # metric other than vmm and run is summarised, in order of appearance.
+# "@@BENCH-FAIL vmm=<v> run=<i> [why=<w>] ..." counts a failed run (run 0
+# is a VMM that could not start at all).
+/^@@BENCH-FAIL / {
+  v = ""; w = "other"
+  for (i = 2; i <= NF; i++) {
+    split($i, kv, "=")
+    if (kv[1] == "vmm") v = kv[2]
+    if (kv[1] == "why") w = kv[2]
+  }
+  if (!(v in nfail)) fails[++nf] = v
+  nfail[v]++
+  why[v] = why[v] (why[v] == "" ? "" : " ") w
+  next
+}
 /^@@BENCH / {
   v = ""
   for (i = 2; i <= NF; i++) {
@@ -30,13 +45,23 @@ END {
     for (k = 1; k <= nm; k++) { med[v, metrics[k]] = median(v, metrics[k], n[v]); printf " %16.1f", med[v, metrics[k]] }
     printf "\n"
   }
-  if (num == "") { num = "gureum"; den = "qemu" }
-  if ((num in n) && (den in n)) {
-    printf "%-14s %5s", "ratio", substr(num, 1, 1) "/" substr(den, 1, 1)
-    for (k = 1; k <= nm; k++) {
-      q = med[den, metrics[k]]
-      if (q != 0) printf " %16.3f", med[num, metrics[k]] / q; else printf " %16s", "-"
-    }
-    printf "\n"
+  if (num != "") ratio(num, den)
+  else for (x = 1; x <= nv; x++) if (vmms[x] !~ /^gureum/) ratio("gureum", vmms[x])
+  # Every VMM, also one that never got through a run.
+  for (x = 1; x <= nf; x++) if (!(fails[x] in n)) vmms[++nv] = fails[x]
+  printf "failed runs:"
+  for (x = 1; x <= nv; x++) {
+    v = vmms[x]
+    printf " %s %d%s%s", v, nfail[v], nfail[v] ? " (" why[v] ")" : "", x < nv ? "," : ""
   }
+  printf "\n"
+}
+function ratio(a, b,   k, q) {
+  if (!(a in n) || !(b in n)) return
+  printf "%-14s %5s", "ratio", substr(a, 1, 1) "/" substr(b, 1, 1)
+  for (k = 1; k <= nm; k++) {
+    q = med[b, metrics[k]]
+    if (q != 0) printf " %16.3f", med[a, metrics[k]] / q; else printf " %16s", "-"
+  }
+  printf "\n"
 }

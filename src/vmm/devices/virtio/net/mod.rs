@@ -23,7 +23,7 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress};
 
 pub use super::QueueError;
-use super::chain::{self, Buffers, Chain, Table};
+use super::chain::{self, Buffers, Chain, Table, VIRTIO_RING_F_INDIRECT_DESC};
 use super::counters::NetCounters;
 use super::rate_limit::{RateLimit, Throttle};
 use super::worker::{Retired, Worker};
@@ -75,9 +75,11 @@ const MTU_FRAME: usize = 1522;
 const RX_MAX_SEGMENTS: usize = 512;
 
 /// What the device offers: the MAC and link status, the checksum and
-/// TCP segmentation offloads both ways, mergeable receive buffers, and
-/// notifications by ring index on both queues.
+/// TCP segmentation offloads both ways, mergeable receive buffers,
+/// notifications by ring index on both queues, and indirect descriptor
+/// tables (a segmented frame of many fragments takes one ring entry).
 pub const FEATURES: u64 = VIRTIO_RING_F_EVENT_IDX
+    | VIRTIO_RING_F_INDIRECT_DESC
     | VIRTIO_NET_F_MAC
     | VIRTIO_NET_F_STATUS
     | VIRTIO_NET_F_CSUM
@@ -345,6 +347,7 @@ impl<T: FrameIo> Datapath<T> {
     fn next_chain(
         mem: &GuestMemory,
         queue: &mut Queue,
+        features: u64,
         counters: &NetCounters,
     ) -> Result<Option<Chain>, QueueError> {
         loop {
@@ -353,7 +356,7 @@ impl<T: FrameIo> Datapath<T> {
                 Err(e) => return Err(QueueError::AvailRing(e)),
             };
             let Some(head) = head else { return Ok(None) };
-            match chain::walk(mem, Table::of(queue), head) {
+            match chain::walk(mem, Table::of(queue).with_features(features), head) {
                 Ok(chain) => return Ok(Some(chain)),
                 Err(_) => {
                     counters.errors.inc();
@@ -379,7 +382,9 @@ impl<T: FrameIo> Datapath<T> {
             if held >= room {
                 return Ok(true);
             }
-            let Some(chain) = Self::next_chain(&self.mem, &mut self.rx, &self.counters)? else {
+            let Some(chain) =
+                Self::next_chain(&self.mem, &mut self.rx, self.features, &self.counters)?
+            else {
                 let whole_ring = self.rx_chains.len() >= usize::from(self.rx.size());
                 return Ok(whole_ring);
             };
@@ -514,10 +519,13 @@ impl<T: FrameIo> Datapath<T> {
             }
             let chain = match self.tx_held.take() {
                 Some(chain) => chain,
-                None => match Self::next_chain(&self.mem, &mut self.tx, &self.counters)? {
-                    Some(chain) => chain,
-                    None => return Ok(Drained::Empty),
-                },
+                None => {
+                    match Self::next_chain(&self.mem, &mut self.tx, self.features, &self.counters)?
+                    {
+                        Some(chain) => chain,
+                        None => return Ok(Drained::Empty),
+                    }
+                }
             };
             let frame_len = chain.readable.len().saturating_sub(NET_HDR_LEN as u64);
             if let Some(throttle) = &mut self.tx_throttle {
@@ -764,7 +772,7 @@ impl VirtioDevice for Net {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vmm::devices::virtio::chain::tests::{NEXT, WRITE, desc};
+    use crate::vmm::devices::virtio::chain::tests::{INDIRECT, NEXT, WRITE, desc, write_table};
     use std::sync::Mutex;
     use virtio_queue::mock::MockSplitQueue;
 
@@ -969,6 +977,43 @@ mod tests {
         assert_eq!(script.incoming.lock().unwrap().len(), 1);
         assert_eq!(path.rx_chains.len(), 1, "with its buffer");
         assert_eq!(path.counters().throttled.get(), 1);
+    }
+
+    #[test]
+    fn a_fragmented_frame_in_an_indirect_table_is_sent_whole_when_negotiated() {
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let script = Arc::new(Script::default());
+        // The header, then the frame in two fragments: one ring entry.
+        let outgoing = frame(0x33, 3000);
+        mem.write_slice(&[0u8; NET_HDR_LEN], GuestAddress(TX_BUF))
+            .unwrap();
+        mem.write_slice(&outgoing, GuestAddress(TX_BUF + 0x1000))
+            .unwrap();
+        const TABLE: u64 = 0x30_0000;
+        write_table(
+            &mem,
+            TABLE,
+            &[
+                desc(TX_BUF, HDR, NEXT, 1),
+                desc(TX_BUF + 0x1000, 1000, NEXT, 2),
+                desc(TX_BUF + 0x1000 + 1000, 2000, 0, 0),
+            ],
+        );
+        for (features, sent) in [(ALL, 1), (ALL & !VIRTIO_RING_F_INDIRECT_DESC, 0)] {
+            script.sent.lock().unwrap().clear();
+            let (_rxq, txq, mut path) = datapath(&mem, &script, features);
+            txq.add_desc_chains(&[desc(TABLE, 3 * 16, INDIRECT, 0)], 0)
+                .unwrap();
+            assert!(path.transmit().unwrap());
+            assert_eq!(txq.used().idx().load(), 1);
+            let got = script.sent.lock().unwrap();
+            assert_eq!(got.len(), sent, "features {features:#x}");
+            if sent == 1 {
+                assert_eq!(got[0].1, outgoing);
+            } else {
+                assert_eq!(path.counters().errors.get(), 1);
+            }
+        }
     }
 
     #[test]

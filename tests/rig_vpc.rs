@@ -99,11 +99,11 @@ fn an_outbound_deny_works() {
 /// copies have their source's checksum.
 #[test]
 fn a_stream_each_way_arrives_intact() {
-    let case = passed_with("stream", &[("stream_mib", "4")]);
-    eprintln!(
-        "4 MiB each way in {} s (L1 time)",
+    let case = passed_with("stream", &[("stream_mib", "64")]);
+    common::say(&format!(
+        "rig_vpc: stream: 64 MiB each way in {} s (L1 time)",
         value(case, "stream_seconds")
-    );
+    ));
 }
 
 #[test]

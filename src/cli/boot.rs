@@ -241,8 +241,7 @@ fn handle_signals(
 ) -> std::io::Result<()> {
     let stopper = vm.stopper();
     let button = vm.power_button();
-    std::thread::Builder::new()
-        .name("signals".into())
+    vmm::thread("signals")
         .spawn(move || {
             seccomp::enter(ThreadKind::Main);
             let mut pressed = false;

@@ -206,8 +206,7 @@ impl SocketConsole {
     /// `input`.
     pub fn serve_with(self, input: impl Fn(&[u8]) + Send + Sync + 'static) -> std::io::Result<()> {
         let input = Arc::new(input);
-        std::thread::Builder::new()
-            .name("console-sock".into())
+        crate::vmm::thread("console-sock")
             .spawn(move || {
                 seccomp::enter(ThreadKind::Console);
                 for stream in self.listener.incoming().flatten() {
@@ -229,8 +228,7 @@ impl SocketConsole {
                         let _ = old.shutdown(std::net::Shutdown::Both);
                     }
                     let input = input.clone();
-                    let _ = std::thread::Builder::new()
-                        .name("console-client".into())
+                    let _ = crate::vmm::thread("console-client")
                         .spawn(move || forward(reader, &*input));
                 }
             })

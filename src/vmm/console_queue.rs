@@ -169,10 +169,7 @@ impl std::fmt::Debug for Consumer {
 impl Consumer {
     /// Starts the thread.
     pub fn start(self) -> std::io::Result<()> {
-        std::thread::Builder::new()
-            .name(self.name.into())
-            .spawn(self.run)
-            .map(drop)
+        crate::vmm::thread(self.name).spawn(self.run).map(drop)
     }
 }
 

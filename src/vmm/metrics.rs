@@ -198,23 +198,21 @@ impl MetricsFile {
     /// [`INTERVAL`]; call once the sandbox is locked down.
     pub fn start(self, source: MetricsSource) -> std::io::Result<MetricsWriter> {
         let (ask, asked) = channel();
-        std::thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || {
-                seccomp::enter(ThreadKind::Metrics);
-                loop {
-                    self.write(&source.snapshot());
-                    match asked.recv_timeout(INTERVAL) {
-                        Ok(Ask::Now) | Err(RecvTimeoutError::Timeout) => {}
-                        Ok(Ask::Last(done)) => {
-                            self.write(&source.snapshot());
-                            let _ = done.send(());
-                            return;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => return,
+        crate::vmm::thread("metrics").spawn(move || {
+            seccomp::enter(ThreadKind::Metrics);
+            loop {
+                self.write(&source.snapshot());
+                match asked.recv_timeout(INTERVAL) {
+                    Ok(Ask::Now) | Err(RecvTimeoutError::Timeout) => {}
+                    Ok(Ask::Last(done)) => {
+                        self.write(&source.snapshot());
+                        let _ = done.send(());
+                        return;
                     }
+                    Err(RecvTimeoutError::Disconnected) => return,
                 }
-            })?;
+            }
+        })?;
         Ok(MetricsWriter { ask })
     }
 }

@@ -240,8 +240,7 @@ impl Vcpu {
             source: source.into(),
         })?;
         let run = KvmRunPtr(std::ptr::from_mut(self.fd.get_kvm_run()));
-        let thread = std::thread::Builder::new()
-            .name(format!("vcpu{id}"))
+        let thread = crate::vmm::thread(format!("vcpu{id}"))
             .spawn(move || {
                 super::sandbox::seccomp::enter(super::sandbox::seccomp::ThreadKind::Vcpu);
                 self.run(&buses, &exits);

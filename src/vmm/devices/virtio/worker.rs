@@ -72,7 +72,7 @@ impl Worker {
             };
             epoll.ctl(ControlOperation::Add, *fd, EpollEvent::new(events, index))?;
         }
-        let thread = std::thread::Builder::new().name(name).spawn(move || {
+        let thread = crate::vmm::thread(name).spawn(move || {
             seccomp::enter(ThreadKind::Worker);
             let mut events = vec![EpollEvent::default(); sources.len() + 1];
             loop {

@@ -17,7 +17,8 @@ bench_in_rig() {
   trap 'rm -f "$bench_console"' EXIT
   "$GUREUM_ROOT/scripts/rig/run" "$@" \
     | tee "$bench_console" | grep --line-buffered -E '^@@BENCH|^    \||^bench:' >&2 || rc=${PIPESTATUS[0]}
-  awk -f "$GUREUM_ROOT/scripts/bench/${bench_summary:-medians.awk}" "$bench_console"
+  awk -f "$GUREUM_ROOT/scripts/bench/failures.awk" \
+    -f "$GUREUM_ROOT/scripts/bench/${bench_summary:-medians.awk}" "$bench_console"
   if (( rc != 0 )); then
     # The whole console, for what the filtered lines do not show (an L1
     # kernel panic, a guest's last words).

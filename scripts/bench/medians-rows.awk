@@ -1,22 +1,11 @@
 # Medians of benchmark lines as one row per metric: runs, the median per
 # VMM and the ratios gureum/X for every other VMM X; then the failed runs
-# per VMM ("@@BENCH-FAIL vmm=<v> run=<i> [why=<w>] ..."). Unlike
+# per VMM (failures.awk). Unlike
 # medians.awk, each (VMM, metric)
 # pair is summarised over the lines that carry it, so a benchmark may
 # print its metrics on several lines per run (scripts/bench/vpc does).
 # Input lines: "@@BENCH vmm=<v> run=<i> <metric>=<number> ..."; a value
 # that is not a number (a failed measurement prints "-") is skipped.
-/^@@BENCH-FAIL / {
-  v = ""; w = "other"
-  for (i = 2; i <= NF; i++) {
-    if ($i ~ /^vmm=/) v = substr($i, 5)
-    if ($i ~ /^why=/) w = substr($i, 5)
-  }
-  if (!(v in nfail)) fails[++nf] = v
-  nfail[v]++
-  why[v] = why[v] (why[v] == "" ? "" : " ") w
-  next
-}
 /^@@BENCH / {
   v = ""
   for (i = 2; i <= NF; i++) if ($i ~ /^vmm=/) v = substr($i, 5)
@@ -58,12 +47,5 @@ END {
     }
     printf "\n"
   }
-  # Every VMM, also one that never got through a run.
-  for (x = 1; x <= nf; x++) if (!(fails[x] in seen)) vmms[++nv] = fails[x]
-  printf "failed runs:"
-  for (x = 1; x <= nv; x++) {
-    v = vmms[x]
-    printf " %s %d%s%s", v, nfail[v], nfail[v] ? " (" why[v] ")" : "", x < nv ? "," : ""
-  }
-  printf "\n"
+  print_failures(seen)
 }

@@ -3,20 +3,7 @@
 # runs per VMM.
 # Input lines: "@@BENCH vmm=<v> run=<i> <metric>=<number> ..."; every
 # metric other than vmm and run is summarised, in order of appearance.
-# "@@BENCH-FAIL vmm=<v> run=<i> [why=<w>] ..." counts a failed run (run 0
-# is a VMM that could not start at all).
-/^@@BENCH-FAIL / {
-  v = ""; w = "other"
-  for (i = 2; i <= NF; i++) {
-    split($i, kv, "=")
-    if (kv[1] == "vmm") v = kv[2]
-    if (kv[1] == "why") w = kv[2]
-  }
-  if (!(v in nfail)) fails[++nf] = v
-  nfail[v]++
-  why[v] = why[v] (why[v] == "" ? "" : " ") w
-  next
-}
+# Failed runs are failures.awk's.
 /^@@BENCH / {
   v = ""
   for (i = 2; i <= NF; i++) {
@@ -47,14 +34,7 @@ END {
   }
   if (num != "") ratio(num, den)
   else for (x = 1; x <= nv; x++) if (vmms[x] !~ /^gureum/) ratio("gureum", vmms[x])
-  # Every VMM, also one that never got through a run.
-  for (x = 1; x <= nf; x++) if (!(fails[x] in n)) vmms[++nv] = fails[x]
-  printf "failed runs:"
-  for (x = 1; x <= nv; x++) {
-    v = vmms[x]
-    printf " %s %d%s%s", v, nfail[v], nfail[v] ? " (" why[v] ")" : "", x < nv ? "," : ""
-  }
-  printf "\n"
+  print_failures(n)
 }
 function ratio(a, b,   k, q) {
   if (!(a in n) || !(b in n)) return

@@ -869,6 +869,25 @@ mod tests {
         got
     }
 
+    /// Hands the host end `frames` and the guest two receive buffers of
+    /// `len` bytes.
+    fn two_buffers_and(
+        script: &Script,
+        rxq: &MockSplitQueue<'_, GuestMemory>,
+        len: u32,
+        frames: [Vec<u8>; 2],
+    ) {
+        script.incoming.lock().unwrap().extend(frames);
+        rxq.add_desc_chains(
+            &[
+                desc(RX_BUF, len, WRITE, 0),
+                desc(RX_BUF + 0x1000, len, WRITE, 0),
+            ],
+            0,
+        )
+        .unwrap();
+    }
+
     /// Queues a transmit of `frame` behind `header`, in one buffer.
     fn queue_tx(
         mem: &GuestMemory,
@@ -914,19 +933,12 @@ mod tests {
         let script = Arc::new(Script::default());
         let (rxq, txq, mut path) = datapath(&mem, &script, 0);
         // Received: one larger than the guest's buffer, then one that fits.
-        script
-            .incoming
-            .lock()
-            .unwrap()
-            .extend([plain(&frame(1, 600)), plain(&frame(2, 100))]);
-        rxq.add_desc_chains(
-            &[
-                desc(RX_BUF, 512, WRITE, 0),
-                desc(RX_BUF + 0x1000, 512, WRITE, 0),
-            ],
-            0,
-        )
-        .unwrap();
+        two_buffers_and(
+            &script,
+            &rxq,
+            512,
+            [plain(&frame(1, 600)), plain(&frame(2, 100))],
+        );
         assert!(path.receive().unwrap());
         assert_eq!(used_len(&rxq, 0), 0, "dropped, the buffer returned empty");
         assert_eq!(used_len(&rxq, 1), HDR + 100);
@@ -959,19 +971,12 @@ mod tests {
             })
             .unwrap(),
         );
-        script
-            .incoming
-            .lock()
-            .unwrap()
-            .extend([plain(&frame(1, 60)), plain(&frame(2, 60))]);
-        rxq.add_desc_chains(
-            &[
-                desc(RX_BUF, 512, WRITE, 0),
-                desc(RX_BUF + 0x1000, 512, WRITE, 0),
-            ],
-            0,
-        )
-        .unwrap();
+        two_buffers_and(
+            &script,
+            &rxq,
+            512,
+            [plain(&frame(1, 60)), plain(&frame(2, 60))],
+        );
         assert!(path.receive().unwrap());
         assert_eq!(rxq.used().idx().load(), 1, "the second frame waits");
         assert_eq!(script.incoming.lock().unwrap().len(), 1);
@@ -1198,19 +1203,12 @@ mod tests {
         let script = Arc::new(Script::default());
         let (rxq, _txq, mut path) = datapath(&mem, &script, VIRTIO_NET_F_MRG_RXBUF);
         // A jumbo frame (a tap with a large MTU), then a small one.
-        script
-            .incoming
-            .lock()
-            .unwrap()
-            .extend([plain(&frame(1, 4000)), plain(&frame(2, 64))]);
-        rxq.add_desc_chains(
-            &[
-                desc(RX_BUF, 1024, WRITE, 0),
-                desc(RX_BUF + 0x1000, 1024, WRITE, 0),
-            ],
-            0,
-        )
-        .unwrap();
+        two_buffers_and(
+            &script,
+            &rxq,
+            1024,
+            [plain(&frame(1, 4000)), plain(&frame(2, 64))],
+        );
         assert!(path.receive().unwrap());
         assert_eq!(path.counters().dropped.get(), 1);
         assert_eq!(rxq.used().idx().load(), 1, "only the small frame");

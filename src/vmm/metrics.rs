@@ -39,20 +39,8 @@ pub struct Startup {
 impl Startup {
     /// The process's CPU time now, as the end of a setup of `setup`.
     pub fn now(setup: Duration) -> Self {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes only into `ts`.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-        let cpu = if rc == 0 {
-            Duration::new(
-                u64::try_from(ts.tv_sec).unwrap_or(0),
-                u32::try_from(ts.tv_nsec).unwrap_or(0),
-            )
-        } else {
-            Duration::ZERO
-        };
+        let cpu = nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID)
+            .map_or(Duration::ZERO, Duration::from);
         Self { setup, cpu }
     }
 }

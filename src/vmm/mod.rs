@@ -161,7 +161,9 @@ pub struct RunningVm {
     console_in: console_queue::QueuedInput,
     console_out: console_queue::BufferedOutput,
     device_metrics: Vec<(String, Arc<dyn DeviceMetrics>)>,
-    figures: VmmFigures,
+    startup: Startup,
+    /// `/proc/self/statm`, for the memory figures (see `start`).
+    statm: Option<Arc<std::fs::File>>,
     vcpus: Mutex<Vec<cpu::VcpuHandle>>,
     // Unmapped only once every vCPU thread has been joined (see Drop).
     memory: Option<memory::GuestMemory>,
@@ -352,11 +354,7 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
     sandbox::lock_down()?;
     console_out_thread.start().map_err(Error::Console)?;
     console_in_thread.start().map_err(Error::Console)?;
-    let figures = VmmFigures {
-        startup: Startup::now(began.elapsed()),
-        statm,
-        memory: mem.clone(),
-    };
+    let startup = Startup::now(began.elapsed());
     let mut handles = Vec::new();
     for vcpu in vcpu_fds {
         match vcpu.spawn(buses.clone(), exit_tx.clone()) {
@@ -379,7 +377,8 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
         console_in,
         console_out,
         device_metrics,
-        figures,
+        startup,
+        statm,
         vcpus: Mutex::new(handles),
         memory: Some(mem),
         vm: Some(vm),
@@ -426,8 +425,15 @@ impl RunningVm {
 
     /// A handle that reads the VM's counters from another thread.
     pub fn metrics_source(&self) -> MetricsSource {
-        MetricsSource::new(self.device_metrics.clone(), self.console_out.clone())
-            .with_vmm(self.figures.clone())
+        let source = MetricsSource::new(self.device_metrics.clone(), self.console_out.clone());
+        match &self.memory {
+            Some(memory) => source.with_vmm(VmmFigures {
+                startup: self.startup,
+                statm: self.statm.clone(),
+                memory: memory.clone(),
+            }),
+            None => source,
+        }
     }
 
     /// A handle that stops the VM from another thread.

@@ -3,8 +3,13 @@
 #   @@CASE <name> BEGIN ... @@CASE <name> RC <status>
 # for tests/common/mod.rs to split.
 
-begin() { echo "@@CASE $1 BEGIN"; }
-end() { echo "@@CASE $1 RC $2"; }
+# Each case's L1 seconds follow its end, for tests/common/mod.rs to
+# print: what keeps CI's rig suites lean is knowing where they spend.
+begin() { case_t0=$(uptime_s); echo "@@CASE $1 BEGIN"; }
+end() {
+  echo "@@CASE $1 RC $2"
+  echo "@@CASE-TIME $1 $(($(uptime_s) - ${case_t0:-0}))"
+}
 
 # Cases made of several checks: each failed check prints "@@FAIL <what>"
 # and the case's status is 1 if any failed.

@@ -231,6 +231,19 @@ fn run_once(script: &str, extra: &[&str]) -> RigRun {
     for retry in console.lines().filter(|l| l.contains("@@RETRY")) {
         say(&format!("rig: {script}: {retry}"));
     }
+    let times: Vec<String> = console
+        .lines()
+        .filter_map(|l| {
+            l.split_once("@@CASE-TIME ")
+                .map(|(_, t)| t.trim().to_string())
+        })
+        .collect();
+    if !times.is_empty() {
+        say(&format!(
+            "rig: {script}: L1 seconds per case: {}",
+            times.join(", ")
+        ));
+    }
     RigRun {
         cases: parse_cases(&console),
         console,

@@ -9,7 +9,7 @@ mod common;
 
 common::rig_run!(
     "tests/rig/metadata.sh",
-    &["--timeout", "600", "--with-tools", "ip nft dnsmasq"]
+    &["--timeout", "900", "--with-tools", "ip nft dnsmasq"]
 );
 
 #[test]

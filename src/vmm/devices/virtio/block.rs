@@ -505,12 +505,15 @@ impl BlockQueue {
 
     /// Hands the queued transfers to the kernel (waiting until one is
     /// done, with `wait`) and returns used those it finished. A transfer
-    /// the kernel cut short is finished at once.
+    /// the kernel cut short is finished at once. The driver is told once
+    /// for them all (with EVENT_IDX, if it asked): they are ready
+    /// together, and each interrupt costs the guest exits.
     fn submit_and_reap(&mut self, wait: bool) -> Result<(), QueueError> {
         let Some(ring) = &mut self.ring else {
             return Ok(());
         };
         ring.submit(wait).map_err(QueueError::Io)?;
+        let mut used = false;
         while let Some(done) = self.ring.as_mut().and_then(Ring::next_completed) {
             if self.retired.is_set() {
                 // The driver reset the device: its requests are forgotten.
@@ -530,10 +533,14 @@ impl BlockQueue {
                 }
                 Err(e) => Err(e),
             };
-            let used = self
+            let len = self
                 .backing
                 .finish(&self.mem, &pending, transfer.direction(), result);
-            self.complete(pending.head, used)?;
+            self.add_used(pending.head, len)?;
+            used = true;
+        }
+        if used {
+            signal_early(&mut self.queue, &self.mem, self.interrupt.as_deref());
         }
         Ok(())
     }
@@ -543,11 +550,17 @@ impl BlockQueue {
     /// works on this completion while the device serves the next
     /// request; without, the end of the pass signals once for all.
     fn complete(&mut self, head: u16, len: u32) -> Result<(), QueueError> {
-        self.queue
-            .add_used(&self.mem, head, len)
-            .map_err(QueueError::UsedRing)?;
+        self.add_used(head, len)?;
         signal_early(&mut self.queue, &self.mem, self.interrupt.as_deref());
         Ok(())
+    }
+
+    /// Returns `head` used with `len` bytes written, without telling the
+    /// driver.
+    fn add_used(&mut self, head: u16, len: u32) -> Result<(), QueueError> {
+        self.queue
+            .add_used(&self.mem, head, len)
+            .map_err(QueueError::UsedRing)
     }
 
     /// Called when the rate limit's timer fired.

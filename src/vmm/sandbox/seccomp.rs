@@ -29,8 +29,8 @@ vmm_sys_util::ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
 vmm_sys_util::ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_sregs);
 
 /// The environment variable of the test-only trigger: set to a thread
-/// kind's name (`vcpu`, `worker`, `console`, `console-out`, `metrics`,
-/// `main`), the first thread of
+/// kind's name (`vcpu`, `worker`, `blk-worker`, `console`,
+/// `console-out`, `metrics`, `main`), the first thread of
 /// that kind makes a syscall outside its filter right after installing
 /// it, which must kill the process with SIGSYS. For tests only: it can
 /// do nothing but end the VMM.
@@ -52,7 +52,7 @@ pub enum Error {
     #[error("unknown --seccomp mode '{0}'; expected kill, log or off")]
     Mode(String),
     #[error(
-        "{TEST_TRIP_ENV}={0} names no thread kind; expected vcpu, worker, console, console-out, metrics or main"
+        "{TEST_TRIP_ENV}={0} names no thread kind; expected vcpu, worker, blk-worker, console, console-out, metrics or main"
     )]
     Trip(String),
 }
@@ -91,6 +91,9 @@ pub enum ThreadKind {
     Vcpu,
     /// A virtio device's worker: moves its queues' data.
     Worker,
+    /// A virtio-blk queue's worker: a worker that also drives an
+    /// io_uring.
+    BlockWorker,
     /// The console's: the socket's listener and clients, the terminal's
     /// input.
     Console,
@@ -105,10 +108,11 @@ pub enum ThreadKind {
 }
 
 impl ThreadKind {
-    pub const ALL: [ThreadKind; 7] = [
+    pub const ALL: [ThreadKind; 8] = [
         ThreadKind::Main,
         ThreadKind::Vcpu,
         ThreadKind::Worker,
+        ThreadKind::BlockWorker,
         ThreadKind::Console,
         ThreadKind::ConsoleOut,
         ThreadKind::Metrics,
@@ -120,6 +124,7 @@ impl ThreadKind {
             ThreadKind::Main => "main",
             ThreadKind::Vcpu => "vcpu",
             ThreadKind::Worker => "worker",
+            ThreadKind::BlockWorker => "blk-worker",
             ThreadKind::Console => "console",
             ThreadKind::ConsoleOut => "console-out",
             ThreadKind::Metrics => "metrics",
@@ -132,6 +137,7 @@ impl ThreadKind {
             ThreadKind::Main => "the main thread and the signal thread",
             ThreadKind::Vcpu => "vCPU threads (they start the device workers)",
             ThreadKind::Worker => "virtio device workers",
+            ThreadKind::BlockWorker => "virtio-blk queue workers, with their io_uring",
             ThreadKind::Console => "console socket, its clients, terminal input, input queue",
             ThreadKind::ConsoleOut => "console output queue: terminal, log, client",
             ThreadKind::Metrics => "the metrics file's writer (--metrics)",
@@ -276,6 +282,17 @@ fn worker() -> Vec<Allowed> {
     .collect()
 }
 
+/// A virtio-blk worker's io_uring: made (and restricted to reads and
+/// writes) on the worker's thread, then entered to submit and reap.
+fn io_uring() -> Vec<Allowed> {
+    any(&syscalls![
+        SYS_io_uring_setup,
+        SYS_io_uring_register,
+        SYS_io_uring_enter
+    ])
+    .collect()
+}
+
 /// Creating and renaming files in a directory held open since before the
 /// jail (see `vmm::named_file`): the console log's rotation and the
 /// metrics file's replacement. Inside the jail no path leads elsewhere.
@@ -345,6 +362,9 @@ fn allowed(kind: ThreadKind, child: Option<i32>) -> Vec<Allowed> {
             list.push(fcntl(&[(libc::F_DUPFD_CLOEXEC, "F_DUPFD_CLOEXEC")]));
             list.extend(spawn());
             list.extend(worker());
+            // A virtio-blk worker's ring, made on its thread, which
+            // carries this filter too.
+            list.extend(io_uring());
             list.push(only(
                 "prctl",
                 libc::SYS_prctl,
@@ -365,6 +385,10 @@ fn allowed(kind: ThreadKind, child: Option<i32>) -> Vec<Allowed> {
             ));
         }
         ThreadKind::Worker => list.extend(worker()),
+        ThreadKind::BlockWorker => {
+            list.extend(worker());
+            list.extend(io_uring());
+        }
         ThreadKind::Console => {
             list.extend(any(&syscalls![
                 SYS_accept4,

@@ -17,6 +17,7 @@ pub mod counters;
 pub mod mmio;
 pub mod net;
 pub mod rate_limit;
+pub mod uring;
 pub mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -73,6 +74,8 @@ pub enum QueueError {
     AvailRing(virtio_queue::Error),
     #[error("cannot write the used ring: {0:?}")]
     UsedRing(virtio_queue::Error),
+    #[error("io_uring_enter: {0}")]
+    Io(std::io::Error),
 }
 
 /// Why a drain of a queue's available ring stopped.

@@ -46,11 +46,12 @@ pub struct Worker {
 const STOP_TOKEN: u64 = u64::MAX;
 
 impl Worker {
-    /// Starts `handler` on a thread named `name`, woken for each fd in
-    /// `sources` (with the fd's index) and, with `edge` set for that
-    /// index, edge-triggered.
+    /// Starts `handler` on a thread named `name` under `kind`'s seccomp
+    /// filter, woken for each fd in `sources` (with the fd's index) and,
+    /// with `edge` set for that index, edge-triggered.
     pub fn spawn<H>(
         name: String,
+        kind: ThreadKind,
         sources: Vec<(RawFd, bool)>,
         mut handler: H,
     ) -> std::io::Result<Self>
@@ -73,7 +74,7 @@ impl Worker {
             epoll.ctl(ControlOperation::Add, *fd, EpollEvent::new(events, index))?;
         }
         let thread = crate::vmm::thread(name).spawn(move || {
-            seccomp::enter(ThreadKind::Worker);
+            seccomp::enter(kind);
             let mut events = vec![EpollEvent::default(); sources.len() + 1];
             loop {
                 let n = match epoll.wait(-1, &mut events) {
@@ -108,6 +109,7 @@ impl Worker {
     /// is the flag the device's queue loops check.
     pub fn start<P, E>(
         device: &str,
+        kind: ThreadKind,
         sources: Vec<(RawFd, bool)>,
         interrupt: Arc<Interrupt>,
         retired: Retired,
@@ -119,12 +121,13 @@ impl Worker {
     {
         let name = device.to_string();
         let handler = move |source| finish_pass(&interrupt, &name, pass(source));
-        let mut worker = Self::spawn(device.to_string(), sources, handler).map_err(|source| {
-            ActivateError::Worker {
-                device: device.to_string(),
-                source,
-            }
-        })?;
+        let mut worker =
+            Self::spawn(device.to_string(), kind, sources, handler).map_err(|source| {
+                ActivateError::Worker {
+                    device: device.to_string(),
+                    source,
+                }
+            })?;
         worker.retired = retired;
         Ok(worker)
     }
@@ -204,6 +207,7 @@ mod tests {
         let kicked = kick.try_clone().unwrap();
         let worker = Worker::start(
             "virtio-test",
+            ThreadKind::Worker,
             vec![(kick.as_raw_fd(), false)],
             interrupt,
             retired,

@@ -33,6 +33,7 @@ use super::{
 };
 use crate::host::mac::MacAddr;
 use crate::vmm::memory::GuestMemory;
+use crate::vmm::sandbox::seccomp::ThreadKind;
 pub use tap::Tap;
 use tap::{TUN_F_CSUM, TUN_F_TSO_ECN, TUN_F_TSO4, TUN_F_TSO6, VNET_HDR_LEN as NET_HDR_LEN};
 
@@ -717,49 +718,56 @@ impl VirtioDevice for Net {
             }
         }
         let (rx_evt, tx_evt) = (rx.notify, tx.notify);
-        let worker = Worker::start(&self.name, sources, interrupt, retired, move |source| {
-            let source = kinds.get(source).copied().unwrap_or(usize::MAX);
-            let used = match source {
-                RX_QUEUE => {
-                    let _ = rx_evt.read();
-                    Used {
+        let worker = Worker::start(
+            &self.name,
+            ThreadKind::Worker,
+            sources,
+            interrupt,
+            retired,
+            move |source| {
+                let source = kinds.get(source).copied().unwrap_or(usize::MAX);
+                let used = match source {
+                    RX_QUEUE => {
+                        let _ = rx_evt.read();
+                        Used {
+                            rx: path.receive()?,
+                            tx: false,
+                        }
+                    }
+                    TX_QUEUE => {
+                        let _ = tx_evt.read();
+                        Used {
+                            rx: false,
+                            tx: path.transmit()?,
+                        }
+                    }
+                    TAP => Used {
                         rx: path.receive()?,
                         tx: false,
+                    },
+                    RX_TIMER => {
+                        if let Some(t) = &mut path.rx_throttle {
+                            t.timer_fired();
+                        }
+                        Used {
+                            rx: path.receive()?,
+                            tx: false,
+                        }
                     }
-                }
-                TX_QUEUE => {
-                    let _ = tx_evt.read();
-                    Used {
-                        rx: false,
-                        tx: path.transmit()?,
+                    TX_TIMER => {
+                        if let Some(t) = &mut path.tx_throttle {
+                            t.timer_fired();
+                        }
+                        Used {
+                            rx: false,
+                            tx: path.transmit()?,
+                        }
                     }
-                }
-                TAP => Used {
-                    rx: path.receive()?,
-                    tx: false,
-                },
-                RX_TIMER => {
-                    if let Some(t) = &mut path.rx_throttle {
-                        t.timer_fired();
-                    }
-                    Used {
-                        rx: path.receive()?,
-                        tx: false,
-                    }
-                }
-                TX_TIMER => {
-                    if let Some(t) = &mut path.tx_throttle {
-                        t.timer_fired();
-                    }
-                    Used {
-                        rx: false,
-                        tx: path.transmit()?,
-                    }
-                }
-                _ => Used::default(),
-            };
-            Ok::<_, QueueError>(path.needs_interrupt(used))
-        })?;
+                    _ => Used::default(),
+                };
+                Ok::<_, QueueError>(path.needs_interrupt(used))
+            },
+        )?;
         self.worker = Some(worker);
         Ok(())
     }

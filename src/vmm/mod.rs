@@ -19,7 +19,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use kvm_ioctls::{IoEventAddress, VmFd};
+use kvm_ioctls::{Cap, IoEventAddress, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::host::mac::MacAddr;
@@ -339,6 +339,9 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
         }
     } else {
         cpu::cpuid::hide_virtualization(&mut supported);
+    }
+    if kvm.check_extension(Cap::TscDeadlineTimer) {
+        cpu::cpuid::offer_tsc_deadline(&mut supported);
     }
     let vcpu_fds = (0..vcpus)
         .map(|id| {

@@ -53,6 +53,9 @@ pub struct NetCounters {
     pub dropped: Counter,
     /// Chains refused as malformed.
     pub errors: Counter,
+    /// Times the receive path ran out of guest buffers (frames then wait
+    /// in the tap until the driver gives more).
+    pub rx_no_buffers: Counter,
     /// Times a rate limiter held a direction back.
     pub throttled: Counter,
     /// The feature bits the driver accepted at its last activation
@@ -81,6 +84,7 @@ impl DeviceMetrics for NetCounters {
             "tx_bytes": self.tx_bytes.get(),
             "dropped": self.dropped.get(),
             "errors": self.errors.get(),
+            "rx_no_buffers": self.rx_no_buffers.get(),
             "throttled": self.throttled.get(),
             "features": self.features.get(),
         })

@@ -48,7 +48,8 @@ const STOP_TOKEN: u64 = u64::MAX;
 impl Worker {
     /// Starts `handler` on a thread named `name` under `kind`'s seccomp
     /// filter, woken for each fd in `sources` (with the fd's index) and,
-    /// with `edge` set for that index, edge-triggered.
+    /// with `edge` set for that index, edge-triggered. The handler may
+    /// pause and resume its sources through the [`Sources`] it is given.
     pub fn spawn<H>(
         name: String,
         kind: ThreadKind,
@@ -56,7 +57,7 @@ impl Worker {
         mut handler: H,
     ) -> std::io::Result<Self>
     where
-        H: FnMut(usize) -> Flow + Send + 'static,
+        H: FnMut(usize, &mut Sources) -> Flow + Send + 'static,
     {
         let stop = EventFd::new(libc::EFD_NONBLOCK)?;
         let epoll = Epoll::new()?;
@@ -65,19 +66,19 @@ impl Worker {
             stop.as_raw_fd(),
             EpollEvent::new(EventSet::IN, STOP_TOKEN),
         )?;
-        for (index, (fd, edge)) in (0u64..).zip(&sources) {
-            let events = if *edge {
-                EventSet::IN | EventSet::EDGE_TRIGGERED
-            } else {
-                EventSet::IN
-            };
-            epoll.ctl(ControlOperation::Add, *fd, EpollEvent::new(events, index))?;
+        let mut sources = Sources {
+            epoll,
+            paused: vec![false; sources.len()],
+            list: sources,
+        };
+        for index in 0..sources.list.len() {
+            sources.register(ControlOperation::Add, index, true)?;
         }
         let thread = crate::vmm::thread(name).spawn(move || {
             seccomp::enter(kind);
-            let mut events = vec![EpollEvent::default(); sources.len() + 1];
+            let mut events = vec![EpollEvent::default(); sources.list.len() + 1];
             loop {
-                let n = match epoll.wait(-1, &mut events) {
+                let n = match sources.epoll.wait(-1, &mut events) {
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(_) => return,
@@ -90,7 +91,7 @@ impl Worker {
                     let Ok(index) = usize::try_from(token) else {
                         continue;
                     };
-                    if handler(index) == Flow::Stop {
+                    if handler(index, &mut sources) == Flow::Stop {
                         return;
                     }
                 }
@@ -119,8 +120,34 @@ impl Worker {
         P: FnMut(usize) -> Result<bool, E> + Send + 'static,
         E: std::fmt::Display,
     {
+        Self::start_pausing(
+            device,
+            kind,
+            sources,
+            interrupt,
+            retired,
+            move |source, _| pass(source),
+        )
+    }
+
+    /// [`Worker::start`] for a device that pauses some of its sources
+    /// while it cannot serve them: `pass` is also given the [`Sources`].
+    pub fn start_pausing<P, E>(
+        device: &str,
+        kind: ThreadKind,
+        sources: Vec<(RawFd, bool)>,
+        interrupt: Arc<Interrupt>,
+        retired: Retired,
+        mut pass: P,
+    ) -> Result<Self, ActivateError>
+    where
+        P: FnMut(usize, &mut Sources) -> Result<bool, E> + Send + 'static,
+        E: std::fmt::Display,
+    {
         let name = device.to_string();
-        let handler = move |source| finish_pass(&interrupt, &name, pass(source));
+        let handler = move |source, sources: &mut Sources| {
+            finish_pass(&interrupt, &name, pass(source, sources))
+        };
         let mut worker =
             Self::spawn(device.to_string(), kind, sources, handler).map_err(|source| {
                 ActivateError::Worker {
@@ -165,6 +192,61 @@ impl Worker {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// A worker's event sources, as its handler sees them: one it cannot
+/// serve for now (a tap while the guest gave no receive buffers) can be
+/// paused, so that its events stop waking the worker, and resumed.
+#[derive(Debug)]
+pub struct Sources {
+    epoll: Epoll,
+    /// (fd, edge-triggered) by index.
+    list: Vec<(RawFd, bool)>,
+    paused: Vec<bool>,
+}
+
+impl Sources {
+    fn register(
+        &mut self,
+        op: ControlOperation,
+        index: usize,
+        listen: bool,
+    ) -> std::io::Result<()> {
+        let (Some(&(fd, edge)), Some(paused)) = (self.list.get(index), self.paused.get_mut(index))
+        else {
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        };
+        let mut events = if listen {
+            EventSet::IN
+        } else {
+            EventSet::empty()
+        };
+        if edge {
+            events |= EventSet::EDGE_TRIGGERED;
+        }
+        let token = u64::try_from(index).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        self.epoll.ctl(op, fd, EpollEvent::new(events, token))?;
+        *paused = !listen;
+        Ok(())
+    }
+
+    /// Stops waking the handler for source `index` (a no-op if paused).
+    pub fn pause(&mut self, index: usize) -> std::io::Result<()> {
+        if self.paused.get(index) == Some(&true) {
+            return Ok(());
+        }
+        self.register(ControlOperation::Modify, index, false)
+    }
+
+    /// Wakes the handler for source `index` again (a no-op if not
+    /// paused). A source that became ready while paused, edge-triggered
+    /// or not, wakes it at once.
+    pub fn resume(&mut self, index: usize) -> std::io::Result<()> {
+        if self.paused.get(index) != Some(&true) {
+            return Ok(());
+        }
+        self.register(ControlOperation::Modify, index, true)
     }
 }
 
@@ -229,5 +311,42 @@ mod tests {
         release.send(()).unwrap();
         Worker::join_slot(&mut slot);
         assert!(slot.is_none());
+    }
+
+    #[test]
+    fn a_paused_source_wakes_nobody_until_resumed() {
+        let [a, b] = [0, 1].map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        let sources = vec![(a.as_raw_fd(), false), (b.as_raw_fd(), true)];
+        let (seen_tx, seen) = channel();
+        let (a2, b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+        let mut woken = 0;
+        let worker = Worker::spawn(
+            "virtio-test".into(),
+            ThreadKind::Worker,
+            sources,
+            move |index, sources| {
+                woken += 1;
+                match (index, woken) {
+                    // `a` stays readable (level-triggered): without the pause
+                    // it would wake the worker again at once.
+                    (0, 1) => sources.pause(0).unwrap(),
+                    (1, _) => {
+                        b2.read().unwrap();
+                        sources.resume(0).unwrap();
+                    }
+                    _ => drop(a2.read()),
+                }
+                seen_tx.send(index).unwrap();
+                Flow::Continue
+            },
+        )
+        .unwrap();
+        a.write(1).unwrap();
+        assert_eq!(seen.recv().unwrap(), 0);
+        b.write(1).unwrap();
+        // `a` was still readable: resuming it wakes the worker for it.
+        assert_eq!(seen.recv().unwrap(), 1);
+        assert_eq!(seen.recv().unwrap(), 0);
+        worker.join();
     }
 }

@@ -284,6 +284,9 @@ pub struct Datapath<T: FrameIo> {
     rx_chains: VecDeque<Chain>,
     /// The receive used index when the driver was last told of it.
     rx_signalled: Wrapping<u16>,
+    /// Whether the last receive stopped for want of buffers: frames wait
+    /// in the host end until the driver adds some (and kicks).
+    rx_starved: bool,
     /// A transmit the rate limit held back.
     tx_held: Option<Chain>,
     rx_throttle: Option<Throttle>,
@@ -325,6 +328,7 @@ impl<T: FrameIo> Datapath<T> {
             features,
             rx_chains: VecDeque::new(),
             rx_signalled,
+            rx_starved: false,
             tx_held: None,
             rx_throttle: None,
             tx_throttle: None,
@@ -418,8 +422,13 @@ impl<T: FrameIo> Datapath<T> {
                 if more {
                     continue;
                 }
+                if !self.rx_starved {
+                    self.counters.rx_no_buffers.inc();
+                }
+                self.rx_starved = true;
                 break;
             }
+            self.rx_starved = false;
             if let Some(throttle) = &mut self.rx_throttle {
                 if !throttle.ready() {
                     self.counters.throttled.inc();
@@ -596,6 +605,13 @@ impl<T: FrameIo> Datapath<T> {
         }
     }
 
+    /// Whether the last receive stopped because the driver gave too few
+    /// buffers: until its next receive kick the host end need not be
+    /// watched.
+    pub fn rx_starved(&self) -> bool {
+        self.rx_starved
+    }
+
     /// Whether the driver wants an interrupt after `used`.
     pub fn needs_interrupt(&mut self, used: Used) -> bool {
         let rx = used.rx && self.rx_interrupt_due();
@@ -636,6 +652,15 @@ impl Net {
         self.limits = limits;
         self
     }
+}
+
+/// What stops a pass of the worker and marks the device broken.
+#[derive(Debug, thiserror::Error)]
+enum PassError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("cannot change what the worker watches: {0}")]
+    Poll(std::io::Error),
 }
 
 /// Worker event sources, in order.
@@ -718,13 +743,13 @@ impl VirtioDevice for Net {
             }
         }
         let (rx_evt, tx_evt) = (rx.notify, tx.notify);
-        let worker = Worker::start(
+        let worker = Worker::start_pausing(
             &self.name,
             ThreadKind::Worker,
             sources,
             interrupt,
             retired,
-            move |source| {
+            move |source, sources| {
                 let source = kinds.get(source).copied().unwrap_or(usize::MAX);
                 let used = match source {
                     RX_QUEUE => {
@@ -765,7 +790,16 @@ impl VirtioDevice for Net {
                     }
                     _ => Used::default(),
                 };
-                Ok::<_, QueueError>(path.needs_interrupt(used))
+                // Frames waiting in a starved tap would wake the worker for
+                // each one that arrives, in vain: it is not watched until the
+                // driver's receive kick brings buffers.
+                let watched = if path.rx_starved() {
+                    sources.pause(TAP)
+                } else {
+                    sources.resume(TAP)
+                };
+                watched.map_err(PassError::Poll)?;
+                Ok::<_, PassError>(path.needs_interrupt(used))
             },
         )?;
         self.worker = Some(worker);
@@ -920,6 +954,8 @@ mod tests {
         script.incoming.lock().unwrap().push_back(plain(&incoming));
         assert!(!path.receive().unwrap());
         assert_eq!(script.incoming.lock().unwrap().len(), 1);
+        assert!(path.rx_starved(), "the host end need not be watched");
+        assert_eq!(path.counters().rx_no_buffers.get(), 1);
         // The guest transmits a bigger frame meanwhile.
         let outgoing = frame(0x22, 1400);
         queue_tx(&mem, &txq, [0; NET_HDR_LEN], &outgoing);
@@ -933,6 +969,13 @@ mod tests {
         assert_eq!(used_len(&rxq, 0), HDR + 1000);
         assert_eq!(read(&mem, RX_BUF, NET_HDR_LEN)[10..], [1, 0]);
         assert_eq!(read(&mem, RX_BUF + u64::from(HDR), 1000), incoming);
+        assert!(path.rx_starved(), "its only buffer is used");
+        // A buffer given with no frame waiting: the host end is watched.
+        rxq.add_desc_chains(&[desc(RX_BUF, 2048, WRITE, 0)], 1)
+            .unwrap();
+        assert!(!path.receive().unwrap());
+        assert!(!path.rx_starved());
+        assert_eq!(path.counters().rx_no_buffers.get(), 2);
     }
 
     #[test]

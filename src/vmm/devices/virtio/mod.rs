@@ -66,14 +66,17 @@ pub enum ActivateError {
     },
 }
 
-/// Guest queue state a device cannot work around; it makes the device
-/// broken until the driver resets it. A bad request or frame never does.
+/// Guest queue state (or a host failure) a device cannot work around; it
+/// makes the device broken until the driver resets it. A bad request or
+/// frame never does.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("invalid available ring: {0:?}")]
     AvailRing(virtio_queue::Error),
     #[error("cannot write the used ring: {0:?}")]
     UsedRing(virtio_queue::Error),
+    /// The host's io_uring refused to take or wait for requests (no
+    /// guest can cause it: its depth bounds what is in flight).
     #[error("io_uring_enter: {0}")]
     Io(std::io::Error),
 }

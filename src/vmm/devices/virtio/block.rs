@@ -838,7 +838,7 @@ impl Block {
             sources,
             interrupt,
             retired,
-            move |source| {
+            move |source, _| {
                 // The ring is made on the worker's thread, the only one
                 // whose seccomp filter lets it drive one.
                 if !std::mem::replace(&mut ring_tried, true) {

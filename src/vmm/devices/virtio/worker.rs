@@ -105,34 +105,11 @@ impl Worker {
     }
 
     /// Starts the worker of `device`, as [`Worker::spawn`]: `pass` serves
-    /// the source at the index it is given and says whether the driver
-    /// wants an interrupt; each pass ends with [`finish_pass`]. `retired`
-    /// is the flag the device's queue loops check.
+    /// the source at the index it is given (and may pause or resume
+    /// sources it cannot serve for now) and says whether the driver wants
+    /// an interrupt; each pass ends with [`finish_pass`]. `retired` is the
+    /// flag the device's queue loops check.
     pub fn start<P, E>(
-        device: &str,
-        kind: ThreadKind,
-        sources: Vec<(RawFd, bool)>,
-        interrupt: Arc<Interrupt>,
-        retired: Retired,
-        mut pass: P,
-    ) -> Result<Self, ActivateError>
-    where
-        P: FnMut(usize) -> Result<bool, E> + Send + 'static,
-        E: std::fmt::Display,
-    {
-        Self::start_pausing(
-            device,
-            kind,
-            sources,
-            interrupt,
-            retired,
-            move |source, _| pass(source),
-        )
-    }
-
-    /// [`Worker::start`] for a device that pauses some of its sources
-    /// while it cannot serve them: `pass` is also given the [`Sources`].
-    pub fn start_pausing<P, E>(
         device: &str,
         kind: ThreadKind,
         sources: Vec<(RawFd, bool)>,
@@ -293,7 +270,7 @@ mod tests {
             vec![(kick.as_raw_fd(), false)],
             interrupt,
             retired,
-            move |_| {
+            move |_, _| {
                 kicked.read().unwrap();
                 started_tx.send(()).unwrap();
                 // Busy: as a long request would be.

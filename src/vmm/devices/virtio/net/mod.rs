@@ -743,7 +743,7 @@ impl VirtioDevice for Net {
             }
         }
         let (rx_evt, tx_evt) = (rx.notify, tx.notify);
-        let worker = Worker::start_pausing(
+        let worker = Worker::start(
             &self.name,
             ThreadKind::Worker,
             sources,

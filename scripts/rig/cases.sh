@@ -141,12 +141,13 @@ guest() {  # ID COMMAND
   tag=r$(( $(cat /tmp/guest-requests) + 1 ))
   echo "${tag#r}" >/tmp/guest-requests
   printf '%s\n' "if out=\$($2 2>&1); then r=\$(echo \$out | head -c 120); else r=FAILED; fi; for n in 1 2; do echo \"@@$tag\"=\"\$r\"=\"@@$tag\"; done" |
-    gureum instance console "$1" >/dev/null 2>&1
+    gureum instance console "$1" >/dev/null 2>/tmp/console-err ||
+    echo "@@CONSOLE-FAILED $1 $tag: $(cat /tmp/console-err)" >&2
   t0=$(uptime_s)
   until line=$(gureum instance logs "$1" | tr -d '\r' | grep -a -o "@@$tag=.*=@@$tag" | head -n 1) &&
     [ -n "$line" ]; do
     if [ $(($(uptime_s) - t0)) -gt 60 ]; then
-      if revive "$1"; then guest "$1" "$2"; else echo "NO-ANSWER"; fi
+      if revive "$1" "$tag"; then guest "$1" "$2"; else echo "NO-ANSWER"; fi
       return
     fi
     sleep 0.3
@@ -155,13 +156,18 @@ guest() {  # ID COMMAND
   echo "${line%=@@$tag}"
 }
 # Says on the console (stderr: callers capture stdout) why instance ID
-# gave no answer. A guest crash is forgiven once per instance, as in
+# gave no answer to request TAG: its state, whether the guest echoed the
+# typed request (if not, the input was lost on its way or the guest
+# stopped reading), the console's last lines and where the VMM's
+# threads are. A guest crash is forgiven once per instance, as in
 # wait_log: the instance is started again and the caller asks once more.
-revive() {  # ID
+revive() {  # ID TAG
   reason=$(describe instance "$1" state_reason)
   echo "@@NO-ANSWER from $1: $(describe instance "$1" state) $reason" >&2
+  echo "@@ECHOED $2: $(gureum instance logs "$1" | grep -a -c "@@$2\"")" >&2
   tail -n 5 "$GUREUM_STATE_DIR/instances/$1/vmm.log" >&2
   gureum instance logs "$1" 2>&1 | tail -n 8 >&2
+  vmm_threads "$1" >&2
   case $reason in *"guest crashed"*) ;; *) return 1 ;; esac
   [ -e "/tmp/revived-$1" ] && return 1
   touch "/tmp/revived-$1"

@@ -50,7 +50,7 @@ run_vmm() {
 vmm_procs() {  # PATTERN
   for cmd in /proc/[0-9]*/cmdline; do
     case $(tr '\0' ' ' <"$cmd" 2>/dev/null) in
-      *"gureum boot "*"$1"*) echo "${cmd%/cmdline}" ;;
+      *"gureum boot "*"$1"*|*"gureum-vmm boot "*"$1"*) echo "${cmd%/cmdline}" ;;
     esac
   done
 }

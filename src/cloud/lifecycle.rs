@@ -41,15 +41,25 @@ pub fn owner_gone_reason(pid: i32) -> String {
     )
 }
 
+/// The VMM's own program, beside `gureum`: `gureum-vmm boot` takes the
+/// arguments of `gureum boot`, in a binary of the VMM alone.
+pub const VMM_PROGRAM: &str = "gureum-vmm";
+
 /// Where the control plane lives and which program is `gureum`.
 #[derive(Debug, Clone)]
 pub struct Context {
     pub state: StateDir,
-    /// The `gureum` executable, run as `gureum supervise` and `gureum boot`.
+    /// The `gureum` executable, run as `gureum supervise`.
     pub exe: PathBuf,
 }
 
 impl Context {
+    /// The program every instance's VMM runs: [`VMM_PROGRAM`] in `exe`'s
+    /// directory (cargo builds and installs both).
+    pub fn vmm_exe(&self) -> PathBuf {
+        self.exe.with_file_name(VMM_PROGRAM)
+    }
+
     pub fn open_store(&self) -> Result<Store, Error> {
         self.state.create().map_err(Error::io(
             "cannot create the state directory (set --state-dir or GUREUM_STATE_DIR)",

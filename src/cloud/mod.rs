@@ -194,6 +194,15 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error(
+        "cannot start the VMM of {id} ({exe}): {source}; gureum-vmm belongs beside gureum \
+         (`cargo build --release` builds both, `cargo install --path .` installs both)"
+    )]
+    SpawnVmm {
+        id: String,
+        exe: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
         "instance {id} did not reach {want} within {secs} s (it is {state}); see \
          `gureum instance describe {id}`"
     )]

@@ -241,7 +241,8 @@ fn boot_once(ctx: &Context, store: &mut Store, id: &str) -> Result<Decision, Err
             ));
         }
     };
-    let spawned = Command::new(&ctx.exe)
+    let vmm_exe = ctx.vmm_exe();
+    let spawned = Command::new(&vmm_exe)
         .args(vmm_command::boot_args(
             &ctx.state, &image, &instance, &files,
         ))
@@ -256,9 +257,9 @@ fn boot_once(ctx: &Context, store: &mut Store, id: &str) -> Result<Decision, Err
         Ok(child) => child,
         Err(source) => {
             remove_cgroup(cgroups.as_ref(), id);
-            return Err(Error::SpawnSupervisor {
+            return Err(Error::SpawnVmm {
                 id: id.into(),
-                exe: ctx.exe.clone(),
+                exe: vmm_exe,
                 source,
             });
         }

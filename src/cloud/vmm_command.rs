@@ -1,4 +1,5 @@
-//! The `gureum boot` command line that runs an instance's VMM.
+//! The `gureum-vmm boot` command line (the arguments of `gureum boot`)
+//! that runs an instance's VMM.
 
 use std::ffi::OsString;
 use std::path::Path;

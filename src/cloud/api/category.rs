@@ -91,6 +91,7 @@ impl cloud::Error {
             | E::Copy(_)
             | E::Io { .. }
             | E::SpawnSupervisor { .. }
+            | E::SpawnVmm { .. }
             | E::BadMac(_)
             | E::Cgroup(_)
             // The VMM failed at once: a host that cannot run it (no

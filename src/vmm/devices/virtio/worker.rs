@@ -1,11 +1,18 @@
 //! The thread that runs an activated device: it waits on the device's
 //! eventfds (queue notifications, a tap, ...) and a stop eventfd, and
 //! calls the device's handler with the index of what became ready.
+//!
+//! Devices are activated on vCPU threads, but their workers are started
+//! by the spawner ([`start_spawner`]), a thread made before the vCPUs:
+//! a thread inherits its creator's seccomp filter, so a worker started
+//! by a vCPU could do only what the vCPU's filter allows, and the vCPU
+//! would have to be allowed whatever any worker does (a virtio-blk
+//! worker's io_uring).
 
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, channel, sync_channel};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -47,6 +54,54 @@ pub struct Worker {
     thread: Option<JoinHandle<()>>,
 }
 
+/// A thread for the spawner to start, and where its handle goes.
+struct Request {
+    name: String,
+    body: Box<dyn FnOnce() + Send>,
+    reply: SyncSender<std::io::Result<JoinHandle<()>>>,
+}
+
+/// Where vCPUs send the workers to start, once [`start_spawner`] ran.
+static SPAWNER: OnceLock<Sender<Request>> = OnceLock::new();
+
+/// Starts the spawner thread, which starts every device worker from
+/// then on (under its filter, not a vCPU's). Called once, before the
+/// vCPUs run; a second call starts nothing. Without it (tests), workers
+/// are started by the thread that activates the device.
+pub fn start_spawner() -> std::io::Result<()> {
+    if SPAWNER.get().is_some() {
+        return Ok(());
+    }
+    let (requests, jobs) = channel::<Request>();
+    crate::vmm::thread("virtio-spawn").spawn(move || {
+        seccomp::enter(ThreadKind::Spawner);
+        while let Ok(Request { name, body, reply }) = jobs.recv() {
+            // The requester may be gone; the thread then runs unwatched,
+            // as any retired worker does.
+            let _ = reply.send(crate::vmm::thread(name).spawn(body));
+        }
+    })?;
+    let _ = SPAWNER.set(requests);
+    Ok(())
+}
+
+/// Starts `body` on a thread named `name`: by the spawner if it runs.
+fn spawn_thread(
+    name: String,
+    body: impl FnOnce() + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
+    let Some(spawner) = SPAWNER.get() else {
+        return crate::vmm::thread(name).spawn(body);
+    };
+    let (reply, started) = sync_channel(1);
+    let gone = || std::io::Error::other("the worker spawner thread has ended");
+    let body = Box::new(body);
+    spawner
+        .send(Request { name, body, reply })
+        .map_err(|_| gone())?;
+    started.recv().map_err(|_| gone())?
+}
+
 /// Token reserved for the stop eventfd.
 const STOP_TOKEN: u64 = u64::MAX;
 
@@ -80,7 +135,7 @@ impl Worker {
             sources.register(ControlOperation::Add, index, true)?;
         }
         let (ended_tx, ended) = channel::<()>();
-        let thread = crate::vmm::thread(name).spawn(move || {
+        let thread = spawn_thread(name, move || {
             seccomp::enter(kind);
             serve(&mut sources, &mut handler);
             // What the handler holds (a ring's transfers in flight) is

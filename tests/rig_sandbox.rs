@@ -45,9 +45,16 @@ fn every_thread_of_the_vmm_and_its_keeper_runs_under_a_seccomp_filter() {
     let case = passed("seccomp");
     assert_eq!(value(case, "unfiltered"), "0", "{}", case.output);
     let threads: Vec<&str> = case.values("thread");
-    // The keeper; the VMM's main, 2 vCPUs, signal, console and the NIC's
-    // worker threads.
-    for name in ["vcpu0", "vcpu1", "signals", "console-sock", "virtio-net"] {
+    // The keeper; the VMM's main, 2 vCPUs, signal, console, the workers'
+    // spawner and the NIC's worker threads.
+    for name in [
+        "vcpu0",
+        "vcpu1",
+        "signals",
+        "console-sock",
+        "virtio-spawn",
+        "virtio-net",
+    ] {
         assert!(
             threads.iter().any(|t| t.contains(name)),
             "no {name} thread:\n{}",
@@ -58,7 +65,8 @@ fn every_thread_of_the_vmm_and_its_keeper_runs_under_a_seccomp_filter() {
         assert!(thread.contains("Seccomp=2"), "{thread}\n{}", case.output);
         assert!(!thread.ends_with("filters=0"), "{thread}");
     }
-    // A vCPU's worker carries the vCPU's filter and its own.
+    // A worker carries the filter of the spawner that started it and its
+    // own, not a vCPU's.
     let worker = threads.iter().find(|t| t.contains("virtio-net")).unwrap();
     assert!(worker.ends_with("filters=2"), "{worker}");
     assert!(

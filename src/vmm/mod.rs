@@ -95,6 +95,8 @@ pub enum Error {
     SupportedCpuid(kvm_ioctls::Error),
     #[error("cannot start the console threads: {0}")]
     Console(std::io::Error),
+    #[error("cannot start the thread that starts the device workers: {0}")]
+    Spawner(std::io::Error),
     #[error("cannot create an eventfd for {what}: {source}")]
     EventFd {
         what: &'static str,
@@ -357,6 +359,9 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
     sandbox::lock_down()?;
     console_out_thread.start().map_err(Error::Console)?;
     console_in_thread.start().map_err(Error::Console)?;
+    // Before the vCPUs, which activate the devices: their workers are
+    // started by it, under its filter rather than a vCPU's.
+    devices::virtio::worker::start_spawner().map_err(Error::Spawner)?;
     let startup = Startup::now(began.elapsed());
     let mut handles = Vec::new();
     for vcpu in vcpu_fds {

@@ -4,11 +4,13 @@
 //!
 //! A thread inherits the filters of the thread that created it, and the
 //! kernel allows only what every filter on a thread allows. So a kind
-//! whose threads create others lists what those need too: a vCPU starts
-//! a device's worker when the guest's driver activates it, so the vCPU
-//! list holds the worker's syscalls (and the worker adds its own, tighter,
-//! filter). The main thread installs its filter last, after it started
-//! the others; vCPUs enter the guest only once it has (the gate below).
+//! whose threads create others lists what those need too. Device workers
+//! are started by the spawner (see `virtio::worker`), not by the vCPU
+//! that activates the device: the spawner's list holds every worker's
+//! syscalls (each worker adds its own, tighter, filter), and a vCPU is
+//! allowed neither to start threads nor what only workers do (io_uring).
+//! The main thread installs its filter last, after it started the
+//! others; vCPUs enter the guest only once it has (the gate below).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -29,7 +31,7 @@ vmm_sys_util::ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
 vmm_sys_util::ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_sregs);
 
 /// The environment variable of the test-only trigger: set to a thread
-/// kind's name (`vcpu`, `worker`, `blk-worker`, `console`,
+/// kind's name (`vcpu`, `spawner`, `worker`, `blk-worker`, `console`,
 /// `console-out`, `metrics`, `main`), the first thread of
 /// that kind makes a syscall outside its filter right after installing
 /// it, which must kill the process with SIGSYS. For tests only: it can
@@ -52,7 +54,7 @@ pub enum Error {
     #[error("unknown --seccomp mode '{0}'; expected kill, log or off")]
     Mode(String),
     #[error(
-        "{TEST_TRIP_ENV}={0} names no thread kind; expected vcpu, worker, blk-worker, console, console-out, metrics or main"
+        "{TEST_TRIP_ENV}={0} names no thread kind; expected vcpu, spawner, worker, blk-worker, console, console-out, metrics or main"
     )]
     Trip(String),
 }
@@ -89,6 +91,8 @@ pub enum ThreadKind {
     Main,
     /// A vCPU: runs the guest and its port and MMIO exits.
     Vcpu,
+    /// The spawner: starts the device workers vCPUs ask for.
+    Spawner,
     /// A virtio device's worker: moves its queues' data.
     Worker,
     /// A virtio-blk queue's worker: a worker that also drives an
@@ -108,9 +112,10 @@ pub enum ThreadKind {
 }
 
 impl ThreadKind {
-    pub const ALL: [ThreadKind; 8] = [
+    pub const ALL: [ThreadKind; 9] = [
         ThreadKind::Main,
         ThreadKind::Vcpu,
+        ThreadKind::Spawner,
         ThreadKind::Worker,
         ThreadKind::BlockWorker,
         ThreadKind::Console,
@@ -123,6 +128,7 @@ impl ThreadKind {
         match self {
             ThreadKind::Main => "main",
             ThreadKind::Vcpu => "vcpu",
+            ThreadKind::Spawner => "spawner",
             ThreadKind::Worker => "worker",
             ThreadKind::BlockWorker => "blk-worker",
             ThreadKind::Console => "console",
@@ -135,7 +141,8 @@ impl ThreadKind {
     fn describe(self) -> &'static str {
         match self {
             ThreadKind::Main => "the main thread and the signal thread",
-            ThreadKind::Vcpu => "vCPU threads (they start the device workers)",
+            ThreadKind::Vcpu => "vCPU threads (they activate and reset devices)",
+            ThreadKind::Spawner => "the device workers' spawner (the workers inherit this filter)",
             ThreadKind::Worker => "virtio device workers",
             ThreadKind::BlockWorker => "virtio-blk queue workers, with their io_uring",
             ThreadKind::Console => "console socket, its clients, terminal input, input queue",
@@ -286,7 +293,8 @@ fn worker() -> Vec<Allowed> {
 }
 
 /// A virtio-blk worker's io_uring: made (and restricted to reads and
-/// writes) on the worker's thread, then entered to submit and reap.
+/// writes) on the worker's thread, then entered to submit and reap. Only
+/// that worker and the spawner, whose filter it inherits, allow them.
 fn io_uring() -> Vec<Allowed> {
     any(&syscalls![
         SYS_io_uring_setup,
@@ -351,8 +359,8 @@ fn allowed(kind: ThreadKind, child: Option<i32>) -> Vec<Allowed> {
                 1,
                 &[(TUNSETOFFLOAD, "TUNSETOFFLOAD")],
             ));
-            // Activating a device: its queue eventfds and worker, which
-            // installs its own filter.
+            // Activating a device: its queue eventfds and its worker's
+            // epoll (the spawner starts the worker's thread).
             list.extend(any(&syscalls![
                 SYS_eventfd2,
                 SYS_epoll_create1,
@@ -363,10 +371,14 @@ fn allowed(kind: ThreadKind, child: Option<i32>) -> Vec<Allowed> {
             // UnixStream writes with send).
             list.extend(any(&syscalls![SYS_sendto]));
             list.push(fcntl(&[(libc::F_DUPFD_CLOEXEC, "F_DUPFD_CLOEXEC")]));
+            // A device's rate limit: its timer is made on activation.
+            list.extend(any(&syscalls![SYS_timerfd_create]));
+        }
+        ThreadKind::Spawner => {
             list.extend(spawn());
+            // Each worker starts under this filter, then installs its
+            // own: this list holds every worker's.
             list.extend(worker());
-            // A virtio-blk worker's ring, made on its thread, which
-            // carries this filter too.
             list.extend(io_uring());
             list.push(only(
                 "prctl",
@@ -689,14 +701,39 @@ mod tests {
         assert!(text.contains("kill the process (SIGSYS)"), "{text}");
     }
 
+    fn numbers(kind: ThreadKind) -> Vec<i64> {
+        allowed(kind, None).iter().map(|a| a.nr).collect()
+    }
+
+    const IO_URING: [i64; 3] = [
+        libc::SYS_io_uring_setup,
+        libc::SYS_io_uring_register,
+        libc::SYS_io_uring_enter,
+    ];
+
     #[test]
-    fn the_vcpu_list_holds_the_workers_it_starts() {
-        let vcpu: Vec<i64> = allowed(ThreadKind::Vcpu, None)
-            .iter()
-            .map(|a| a.nr)
-            .collect();
-        for a in allowed(ThreadKind::Worker, None) {
-            assert!(vcpu.contains(&a.nr), "{} missing for workers", a.name);
+    fn the_spawner_list_holds_the_workers_it_starts_and_only_they_drive_io_uring() {
+        let spawner = numbers(ThreadKind::Spawner);
+        for kind in [ThreadKind::Worker, ThreadKind::BlockWorker] {
+            for a in allowed(kind, None) {
+                assert!(spawner.contains(&a.nr), "{} missing for {kind:?}", a.name);
+            }
+        }
+        for kind in ThreadKind::ALL {
+            let drives = matches!(kind, ThreadKind::Spawner | ThreadKind::BlockWorker);
+            for nr in IO_URING {
+                assert_eq!(numbers(kind).contains(&nr), drives, "{kind:?}: {nr}");
+            }
+        }
+        // A vCPU starts no thread and installs no filter but its own.
+        let vcpu = numbers(ThreadKind::Vcpu);
+        for nr in [
+            libc::SYS_clone,
+            libc::SYS_clone3,
+            libc::SYS_seccomp,
+            libc::SYS_prctl,
+        ] {
+            assert!(!vcpu.contains(&nr), "vcpu allows {nr}");
         }
         // The vCPU's ioctls are KVM's three and the tap's offloads only.
         let ioctl = allowed(ThreadKind::Vcpu, None)
@@ -754,37 +791,91 @@ mod tests {
         assert!(parse_trip("keeper").is_err());
     }
 
-    #[test]
-    fn a_syscall_outside_the_filter_kills_the_process_with_sigsys() {
-        // In a child process: the filter would end this test runner.
-        // SAFETY: the child only installs a filter and makes syscalls
-        // before _exit; no lock is held across fork in this test.
+    /// Runs `f` in a child process under the filters of `kinds`, stacked
+    /// in that order as a thread inherits them (the filters would end
+    /// this test runner). Returns how the child ended: exit 0 once `f`
+    /// returned, exit 2 if a filter could not be installed.
+    fn in_child(kinds: &[ThreadKind], f: impl FnOnce()) -> nix::sys::wait::WaitStatus {
+        // SAFETY: the child only installs filters and runs `f` before
+        // _exit; no lock is held across fork in these tests.
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
-                let bpf = compile(ThreadKind::Worker, Mode::Kill, None).unwrap();
-                if seccompiler::apply_filter(&bpf).is_err() {
-                    // SAFETY: ends the child at once.
-                    unsafe { libc::_exit(2) };
+                for &kind in kinds {
+                    let bpf = compile(kind, Mode::Kill, None).unwrap();
+                    if seccompiler::apply_filter(&bpf).is_err() {
+                        // SAFETY: ends the child at once.
+                        unsafe { libc::_exit(2) };
+                    }
                 }
-                // SAFETY: getppid takes no arguments.
-                unsafe { libc::syscall(libc::SYS_getppid) };
+                f();
                 // SAFETY: ends the child at once.
                 unsafe { libc::_exit(0) };
             }
             nix::unistd::ForkResult::Parent { child } => {
-                let status = nix::sys::wait::waitpid(child, None).unwrap();
-                assert!(
-                    matches!(
-                        status,
-                        nix::sys::wait::WaitStatus::Signaled(
-                            _,
-                            nix::sys::signal::Signal::SIGSYS,
-                            _
-                        )
-                    ),
-                    "{status:?}"
-                );
+                nix::sys::wait::waitpid(child, None).unwrap()
             }
         }
+    }
+
+    fn killed_by_sigsys(status: nix::sys::wait::WaitStatus) -> bool {
+        matches!(
+            status,
+            nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGSYS, _)
+        )
+    }
+
+    #[test]
+    fn a_syscall_outside_the_filter_kills_the_process_with_sigsys() {
+        let status = in_child(&[ThreadKind::Worker], || {
+            // SAFETY: getppid takes no arguments.
+            unsafe { libc::syscall(libc::SYS_getppid) };
+        });
+        assert!(killed_by_sigsys(status), "{status:?}");
+    }
+
+    #[test]
+    fn a_blk_worker_started_by_the_spawner_drives_its_ring_and_a_vcpu_may_not() {
+        use crate::vmm::devices::virtio::chain::{Buffers, Segment};
+        use crate::vmm::devices::virtio::uring::{Direction, Ring, Transfer};
+        use std::os::fd::AsRawFd;
+        use vm_memory::GuestAddress;
+
+        // A read of 512 bytes of /dev/zero through a ring, as a blk
+        // worker does: made, restricted, submitted, reaped.
+        let zero = std::fs::File::open("/dev/zero").unwrap();
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let completions = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let read = || {
+            let mut buffers = Buffers::default();
+            buffers.push(Segment {
+                addr: GuestAddress(0x1000),
+                len: 512,
+            });
+            let transfer = Transfer::new(&mem, &buffers, 0, Direction::Read).unwrap();
+            let mut ring = Ring::new(mem.clone(), 1, completions.as_raw_fd()).unwrap();
+            ring.push(zero.as_raw_fd(), (), transfer).unwrap();
+            ring.submit(true).unwrap();
+            let done = ring.next_completed().unwrap();
+            assert_eq!(done.result.unwrap(), 512);
+        };
+        // Where the ring is made and driven: under the spawner's filter
+        // and the blk worker's own.
+        let status = in_child(&[ThreadKind::Spawner, ThreadKind::BlockWorker], || {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).is_err() {
+                // SAFETY: ends the child at once.
+                unsafe { libc::_exit(3) };
+            }
+        });
+        assert!(
+            matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
+            "{status:?}"
+        );
+        // A vCPU may not make one.
+        let status = in_child(&[ThreadKind::Vcpu], || {
+            // SAFETY: a null params pointer: the kernel refuses it
+            // (EFAULT) if the filter lets the call through at all.
+            unsafe { libc::syscall(libc::SYS_io_uring_setup, 1, std::ptr::null_mut::<u8>()) };
+        });
+        assert!(killed_by_sigsys(status), "{status:?}");
     }
 }

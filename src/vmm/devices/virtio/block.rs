@@ -19,6 +19,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nix::fcntl::FallocateFlags;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
@@ -32,8 +33,8 @@ use super::rate_limit::{RateLimit, Throttle};
 use super::uring::{self, Direction, Ring, Transfer};
 use super::worker::{Retired, Worker};
 use super::{
-    ActivateError, ActiveQueue, DeviceMetrics, Drained, Interrupt, VIRTIO_RING_F_EVENT_IDX,
-    VirtioDevice, drain_quietly, read_config_bytes, signal_early,
+    ActivateError, ActiveQueue, DeviceMetrics, Drained, Interrupt, ResetError,
+    VIRTIO_RING_F_EVENT_IDX, VirtioDevice, drain_quietly, read_config_bytes, signal_early,
 };
 use crate::vmm::memory::GuestMemory;
 use crate::vmm::sandbox::seccomp::ThreadKind;
@@ -81,6 +82,10 @@ const CONFIG_BYTES: usize = 60;
 const DISCARD_ALIGNMENT: u32 = 8;
 /// A range's flag asking write-zeroes to deallocate the sectors.
 const RANGE_F_UNMAP: u32 = 1;
+/// How long a reset waits for the queues' workers to end, their reads
+/// and writes in flight done: far longer than any sound host takes for
+/// a ring's worth, short of the guest's own lockup warnings.
+const RESET_BOUND: Duration = Duration::from_secs(5);
 /// Zeros written where a file system cannot zero a range in place.
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
@@ -677,8 +682,11 @@ pub struct Block {
     queues: u16,
     /// The maximum size of each queue the device has.
     queue_sizes: Vec<u16>,
-    /// One per queue the driver set up.
+    /// One per queue the driver set up; after a reset, those still
+    /// finishing (see [`Block::stop_workers`]).
     workers: Vec<Worker>,
+    /// [`RESET_BOUND`], shorter in tests.
+    reset_bound: Duration,
 }
 
 impl Block {
@@ -722,6 +730,7 @@ impl Block {
             queues: 1,
             queue_sizes: vec![QUEUE_SIZE],
             workers: Vec::new(),
+            reset_bound: RESET_BOUND,
         })
     }
 
@@ -860,6 +869,34 @@ impl Block {
     }
 }
 
+impl Block {
+    /// Retires the workers and waits, within the reset bound, until each
+    /// has ended: it returned no used buffer after the reset began, and
+    /// its reads and writes in flight are done (a worker's ring waits for
+    /// them as it drops, their completions forgotten). Those still
+    /// running at the bound are kept, to be waited for again.
+    fn stop_workers(&mut self) -> Result<(), ResetError> {
+        // All at once: they wind down together.
+        self.workers.iter().for_each(Worker::retire);
+        let deadline = Instant::now() + self.reset_bound;
+        let stuck: Vec<Worker> = self
+            .workers
+            .drain(..)
+            .filter_map(|worker| worker.join_until(deadline).err())
+            .collect();
+        if stuck.is_empty() {
+            return Ok(());
+        }
+        let workers = stuck.len();
+        self.workers = stuck;
+        Err(ResetError::Stuck {
+            device: self.name.clone(),
+            workers,
+            waited: self.reset_bound,
+        })
+    }
+}
+
 impl VirtioDevice for Block {
     fn device_type(&self) -> u32 {
         VIRTIO_ID_BLOCK
@@ -919,9 +956,8 @@ impl VirtioDevice for Block {
                 want: self.queue_sizes.len(),
             });
         }
-        for old in self.workers.drain(..) {
-            old.join();
-        }
+        // Two workers never serve a queue at once.
+        self.stop_workers()?;
         for (i, ActiveQueue { queue, notify }) in queues.into_iter().enumerate() {
             let name = if count == 1 {
                 self.name.clone()
@@ -939,8 +975,8 @@ impl VirtioDevice for Block {
         Ok(())
     }
 
-    fn reset(&mut self) {
-        self.workers.iter().for_each(Worker::retire);
+    fn reset(&mut self) -> Result<(), ResetError> {
+        self.stop_workers()
     }
 }
 
@@ -948,6 +984,7 @@ impl VirtioDevice for Block {
 mod tests {
     use super::*;
     use crate::vmm::devices::virtio::chain::tests::{INDIRECT, NEXT, WRITE, desc, write_table};
+    use std::io::Write;
     use std::os::unix::fs::FileExt;
     use virtio_queue::desc::RawDescriptor;
     use virtio_queue::mock::MockSplitQueue;
@@ -1523,7 +1560,7 @@ mod tests {
                 VIRTIO_BLK_S_OK
             );
         }
-        blk.reset();
+        blk.reset().unwrap();
         // More queues than the device has, or none, are refused.
         for n in [0, 3] {
             let queues = (0..n)
@@ -1631,6 +1668,130 @@ mod tests {
         assert_eq!(counters.read_bytes.get(), 6 * 512);
         assert_eq!(counters.write_bytes.get(), 512);
         assert_eq!(counters.errors.get(), 0);
+    }
+
+    /// A disk of 8 sectors whose reads wait until the test writes what
+    /// they read into the returned pipe: host I/O that takes as long as
+    /// the test says.
+    fn slow_disk() -> (File, Block) {
+        let (read_end, write_end) = nix::unistd::pipe().unwrap();
+        let (_f, mut blk) = disk(8, false);
+        blk.backing = Arc::new(Backing {
+            file: File::from(read_end),
+            sectors: 8,
+            read_only: false,
+            id: [0; ID_BYTES],
+            counters: Arc::default(),
+        });
+        (File::from(write_end), blk)
+    }
+
+    /// Three reads of 512 bytes, data at DATA_AT + i * 0x1000 (zeroed),
+    /// status at STATUS_AT + i * 0x1000 (0xff until the device writes
+    /// it), handed to `blk`'s one worker, which has put them in flight
+    /// on its ring.
+    fn reads_in_flight<'a>(
+        blk: &mut Block,
+        mem: &'a GuestMemory,
+    ) -> MockSplitQueue<'a, GuestMemory> {
+        mem.write_obj(header(VIRTIO_BLK_T_IN, 0), GuestAddress(HEADER_AT))
+            .unwrap();
+        let mut descs = Vec::new();
+        for i in 0..3u16 {
+            let at = |base: u64| base + u64::from(i) * 0x1000;
+            mem.write_obj(0xffu8, GuestAddress(at(STATUS_AT))).unwrap();
+            descs.extend([
+                desc(HEADER_AT, 16, NEXT, 3 * i + 1),
+                desc(at(DATA_AT), 512, NEXT | WRITE, 3 * i + 2),
+                desc(at(STATUS_AT), 1, WRITE, 0),
+            ]);
+        }
+        let vq = MockSplitQueue::new(mem, 16);
+        vq.add_desc_chains(&descs, 0).unwrap();
+        let notify = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let active = ActiveQueue {
+            queue: vq.create_queue().unwrap(),
+            notify: notify.try_clone().unwrap(),
+        };
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        blk.activate(mem.clone(), 0, vec![active], Arc::new(Interrupt::new(irq)))
+            .unwrap();
+        notify.write(1).unwrap();
+        // Waits until the worker took all three (a bound, not a speed
+        // check); none can complete before the pipe has data.
+        for _ in 0..1000 {
+            if blk.backing.counters.requests.get() == 3 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(blk.backing.counters.requests.get(), 3);
+        vq
+    }
+
+    /// What the guest can see of the three reads: their data's first
+    /// bytes, their statuses, and the used ring's index.
+    fn seen(mem: &GuestMemory, vq: &MockSplitQueue<'_, GuestMemory>) -> ([u8; 3], [u8; 3], u16) {
+        let at = |base: u64, i: u64| GuestAddress(base + i * 0x1000);
+        let data = [0, 1, 2].map(|i| mem.read_obj::<u8>(at(DATA_AT, i)).unwrap());
+        let status = [0, 1, 2].map(|i| mem.read_obj::<u8>(at(STATUS_AT, i)).unwrap());
+        (data, status, vq.used().idx().load())
+    }
+
+    #[test]
+    fn a_reset_waits_for_the_reads_in_flight_and_returns_none_of_them_used() {
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let (mut pipe, mut blk) = slow_disk();
+        let vq = reads_in_flight(&mut blk, &mem);
+        assert_eq!(seen(&mem, &vq), ([0; 3], [0xff; 3], 0));
+        // The host's I/O ends while the reset waits.
+        let feeder = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            pipe.write_all(&[0x77; 3 * 512]).unwrap();
+            pipe
+        });
+        blk.reset().unwrap();
+        // Done by then: the reads landed before the reset returned, and
+        // their completions were dropped, statuses and used ring
+        // untouched.
+        assert_eq!(seen(&mem, &vq), ([0x77; 3], [0xff; 3], 0));
+        assert!(blk.workers.is_empty());
+        // Nothing is left to read the pipe: later data reaches no guest.
+        let mut pipe = feeder.join().unwrap();
+        pipe.write_all(&[0x99; 512]).unwrap();
+        assert_eq!(seen(&mem, &vq), ([0x77; 3], [0xff; 3], 0));
+    }
+
+    #[test]
+    fn a_reset_stuck_on_host_io_gives_up_within_its_bound_and_refuses_to_reactivate() {
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let (mut pipe, mut blk) = slow_disk();
+        blk.reset_bound = Duration::from_millis(100);
+        let vq = reads_in_flight(&mut blk, &mem);
+        let err = blk.reset().unwrap_err();
+        assert!(
+            matches!(&err, ResetError::Stuck { workers: 1, .. }),
+            "{err}"
+        );
+        assert_eq!(seen(&mem, &vq), ([0; 3], [0xff; 3], 0));
+        // The stuck worker still holds the device: a new activation
+        // would serve its queue beside it.
+        let queue = ActiveQueue {
+            queue: Queue::new(16).unwrap(),
+            notify: EventFd::new(0).unwrap(),
+        };
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let refused = blk.activate(mem.clone(), 0, vec![queue], Arc::new(Interrupt::new(irq)));
+        assert!(
+            matches!(refused, Err(ActivateError::Reset(ResetError::Stuck { .. }))),
+            "{refused:?}"
+        );
+        // The host's I/O ends: the reads complete, into nothing the
+        // driver sees as used.
+        pipe.write_all(&[0x77; 3 * 512]).unwrap();
+        blk.reset_bound = Duration::from_secs(10);
+        blk.reset().unwrap();
+        assert_eq!(seen(&mem, &vq), ([0x77; 3], [0xff; 3], 0));
     }
 
     #[test]

@@ -326,11 +326,16 @@ impl MmioTransport {
         }
     }
 
+    /// Resets the device, which waits (within a bound) until its workers
+    /// let go of the guest's queues and buffers. If they do not, the
+    /// device reads as needing a reset again rather than hang the vCPU.
     fn reset(&mut self) {
-        if self.activated {
-            self.device.reset();
+        let reset = if self.activated {
             self.activated = false;
-        }
+            self.device.reset()
+        } else {
+            Ok(())
+        };
         for q in &mut self.queues {
             q.reset();
         }
@@ -338,6 +343,9 @@ impl MmioTransport {
         self.driver_features = 0;
         self.queue_sel = 0;
         self.interrupt.reset();
+        if let Err(e) = reset {
+            self.interrupt.mark_broken(self.device.name(), &e);
+        }
     }
 }
 
@@ -366,17 +374,21 @@ impl BusDevice for MmioTransport {
 mod tests {
     use super::*;
     use crate::vmm::devices::virtio::counters::BlockCounters;
-    use crate::vmm::devices::virtio::{ActivateError, DeviceMetrics};
+    use crate::vmm::devices::virtio::{
+        ActivateError, DeviceMetrics, INT_CONFIG_CHANGE, ResetError,
+    };
     use std::sync::Mutex;
 
     /// What a device was activated with: the features and, per queue,
     /// whether EVENT_IDX is on.
     type Seen = Arc<Mutex<Option<(u64, Vec<bool>)>>>;
 
-    /// A device that only records its activation.
+    /// A device that only records its activation; its reset fails with
+    /// `stuck` set.
     struct Recorder {
         offered: u64,
         seen: Seen,
+        stuck: bool,
     }
 
     impl VirtioDevice for Recorder {
@@ -407,7 +419,16 @@ mod tests {
             *self.seen.lock().unwrap() = Some((features, event_idx));
             Ok(())
         }
-        fn reset(&mut self) {}
+        fn reset(&mut self) -> Result<(), ResetError> {
+            if self.stuck {
+                return Err(ResetError::Stuck {
+                    device: "recorder".into(),
+                    workers: 1,
+                    waited: std::time::Duration::ZERO,
+                });
+            }
+            Ok(())
+        }
     }
 
     /// Drives the driver's side of initialisation, accepting `accepted`,
@@ -423,11 +444,21 @@ mod tests {
         let device = Recorder {
             offered,
             seen: seen.clone(),
+            stuck: false,
         };
+        let mut t = transport(device);
+        drive_to_driver_ok(&mut t, accepted, set_up);
+        seen.lock().unwrap().take()
+    }
+
+    fn transport(device: Recorder) -> MmioTransport {
         let mem = crate::vmm::memory::create(16).unwrap();
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let mut t =
-            MmioTransport::new(Box::new(device), mem, Arc::new(Interrupt::new(irq))).unwrap();
+        MmioTransport::new(Box::new(device), mem, Arc::new(Interrupt::new(irq))).unwrap()
+    }
+
+    /// The driver's side of initialisation up to DRIVER_OK.
+    fn drive_to_driver_ok(t: &mut MmioTransport, accepted: u64, set_up: &[u32]) {
         let mut write = |reg: u64, value: u32| t.write(reg, &value.to_le_bytes());
         write(REG_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
         write(REG_DRIVER_FEATURES_SEL, 0);
@@ -446,7 +477,37 @@ mod tests {
             write(REG_QUEUE_READY, 1);
         }
         write(REG_STATUS, setup | STATUS_DRIVER_OK);
-        seen.lock().unwrap().take()
+    }
+
+    fn read(t: &mut MmioTransport, reg: u64) -> u32 {
+        let mut data = [0u8; 4];
+        t.read(reg, &mut data);
+        u32::from_le_bytes(data)
+    }
+
+    #[test]
+    fn a_reset_the_device_cannot_finish_leaves_it_needing_another() {
+        for stuck in [false, true] {
+            let device = Recorder {
+                offered: 0,
+                seen: Seen::default(),
+                stuck,
+            };
+            let mut t = transport(device);
+            drive_to_driver_ok(&mut t, VIRTIO_F_VERSION_1, &[0]);
+            t.write(REG_STATUS, &0u32.to_le_bytes());
+            let (status, interrupt) = if stuck {
+                (STATUS_NEEDS_RESET, INT_CONFIG_CHANGE)
+            } else {
+                (0, 0)
+            };
+            assert_eq!(read(&mut t, REG_STATUS), status, "stuck: {stuck}");
+            assert_eq!(
+                read(&mut t, REG_INTERRUPT_STATUS),
+                interrupt,
+                "stuck: {stuck}"
+            );
+        }
     }
 
     #[test]

@@ -64,6 +64,26 @@ pub enum ActivateError {
         device: String,
         source: std::io::Error,
     },
+    /// The workers of the last activation are still finishing.
+    #[error(transparent)]
+    Reset(#[from] ResetError),
+}
+
+/// Errors of resetting a device.
+#[derive(Debug, thiserror::Error)]
+pub enum ResetError {
+    /// A worker did not end within the bound: the host's I/O it waits
+    /// for is stuck. The requests it holds may still complete into guest
+    /// memory, never into the queues.
+    #[error(
+        "{device}: {workers} queue worker(s) still wait for host I/O {waited:?} after the \
+         driver reset the device"
+    )]
+    Stuck {
+        device: String,
+        workers: usize,
+        waited: std::time::Duration,
+    },
 }
 
 /// Guest queue state (or a host failure) a device cannot work around; it
@@ -241,8 +261,10 @@ pub trait VirtioDevice: Send {
         queues: Vec<ActiveQueue>,
         interrupt: std::sync::Arc<Interrupt>,
     ) -> Result<(), ActivateError>;
-    /// Stops processing and forgets the driver's setup.
-    fn reset(&mut self);
+    /// Stops processing and forgets the driver's setup. Once it returns
+    /// Ok, the device touches none of the guest's buffers or queues; an
+    /// error says it may still (the transport then marks it broken).
+    fn reset(&mut self) -> Result<(), ResetError>;
 }
 
 /// Copies `config` bytes at `offset` into `data`; bytes past the end of

@@ -1,11 +1,20 @@
 //! The thread that runs an activated device: it waits on the device's
 //! eventfds (queue notifications, a tap, ...) and a stop eventfd, and
 //! calls the device's handler with the index of what became ready.
+//!
+//! Devices are activated on vCPU threads, but their workers are started
+//! by the spawner ([`start_spawner`]), a thread made before the vCPUs:
+//! a thread inherits its creator's seccomp filter, so a worker started
+//! by a vCPU could do only what the vCPU's filter allows, and the vCPU
+//! would have to be allowed whatever any worker does (a virtio-blk
+//! worker's io_uring).
 
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, channel, sync_channel};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
@@ -39,7 +48,58 @@ impl Retired {
 pub struct Worker {
     stop: EventFd,
     retired: Retired,
+    /// Disconnected once the thread is done: its handler, and whatever
+    /// that held (transfers in flight), dropped.
+    ended: Receiver<()>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// A thread for the spawner to start, and where its handle goes.
+struct Request {
+    name: String,
+    body: Box<dyn FnOnce() + Send>,
+    reply: SyncSender<std::io::Result<JoinHandle<()>>>,
+}
+
+/// Where vCPUs send the workers to start, once [`start_spawner`] ran.
+static SPAWNER: OnceLock<Sender<Request>> = OnceLock::new();
+
+/// Starts the spawner thread, which starts every device worker from
+/// then on (under its filter, not a vCPU's). Called once, before the
+/// vCPUs run; a second call starts nothing. Without it (tests), workers
+/// are started by the thread that activates the device.
+pub fn start_spawner() -> std::io::Result<()> {
+    if SPAWNER.get().is_some() {
+        return Ok(());
+    }
+    let (requests, jobs) = channel::<Request>();
+    crate::vmm::thread("virtio-spawn").spawn(move || {
+        seccomp::enter(ThreadKind::Spawner);
+        while let Ok(Request { name, body, reply }) = jobs.recv() {
+            // The requester may be gone; the thread then runs unwatched,
+            // as any retired worker does.
+            let _ = reply.send(crate::vmm::thread(name).spawn(body));
+        }
+    })?;
+    let _ = SPAWNER.set(requests);
+    Ok(())
+}
+
+/// Starts `body` on a thread named `name`: by the spawner if it runs.
+fn spawn_thread(
+    name: String,
+    body: impl FnOnce() + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
+    let Some(spawner) = SPAWNER.get() else {
+        return crate::vmm::thread(name).spawn(body);
+    };
+    let (reply, started) = sync_channel(1);
+    let gone = || std::io::Error::other("the worker spawner thread has ended");
+    let body = Box::new(body);
+    spawner
+        .send(Request { name, body, reply })
+        .map_err(|_| gone())?;
+    started.recv().map_err(|_| gone())?
 }
 
 /// Token reserved for the stop eventfd.
@@ -74,32 +134,19 @@ impl Worker {
         for index in 0..sources.list.len() {
             sources.register(ControlOperation::Add, index, true)?;
         }
-        let thread = crate::vmm::thread(name).spawn(move || {
+        let (ended_tx, ended) = channel::<()>();
+        let thread = spawn_thread(name, move || {
             seccomp::enter(kind);
-            let mut events = vec![EpollEvent::default(); sources.list.len() + 1];
-            loop {
-                let n = match sources.epoll.wait(-1, &mut events) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => return,
-                };
-                for event in events.iter().take(n) {
-                    let token = event.data();
-                    if token == STOP_TOKEN {
-                        return;
-                    }
-                    let Ok(index) = usize::try_from(token) else {
-                        continue;
-                    };
-                    if handler(index, &mut sources) == Flow::Stop {
-                        return;
-                    }
-                }
-            }
+            serve(&mut sources, &mut handler);
+            // What the handler holds (a ring's transfers in flight) is
+            // done with before the worker is seen to have ended.
+            drop(handler);
+            drop(ended_tx);
         })?;
         Ok(Self {
             stop,
             retired: Retired::default(),
+            ended,
             thread: Some(thread),
         })
     }
@@ -122,7 +169,13 @@ impl Worker {
         E: std::fmt::Display,
     {
         let name = device.to_string();
+        let seen = retired.clone();
         let handler = move |source, sources: &mut Sources| {
+            // Retired: the driver has let go of the queues; a pass would
+            // touch them (notification flags) even with nothing to do.
+            if seen.is_set() {
+                return Flow::Stop;
+            }
             finish_pass(&interrupt, &name, pass(source, sources))
         };
         let mut worker =
@@ -137,8 +190,7 @@ impl Worker {
     }
 
     /// Tells the thread to stop after the request in hand, without
-    /// waiting for it: a reset on a vCPU thread must not wait for a busy
-    /// worker.
+    /// waiting for it ([`Worker::join_until`] waits, within a bound).
     pub fn retire(&self) {
         self.retired.0.store(true, Ordering::SeqCst);
         // If the write fails the thread has already ended.
@@ -168,6 +220,52 @@ impl Worker {
         self.retire();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+
+    /// Retires the worker and waits until `deadline` for its thread to
+    /// be done with everything its handler held; gives the worker back
+    /// if it is not (its host I/O is stuck), so that a guest's reset
+    /// never waits on the host forever.
+    pub fn join_until(self, deadline: Instant) -> Result<(), Self> {
+        self.retire();
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.ended.recv_timeout(left) {
+            Err(RecvTimeoutError::Timeout) => Err(self),
+            // Nothing is ever sent: the thread is past its handler.
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                self.join();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The worker's loop: waits for its sources and calls `handler` for
+/// each that is ready, until the stop eventfd fires or the handler says
+/// to stop.
+fn serve<H>(sources: &mut Sources, handler: &mut H)
+where
+    H: FnMut(usize, &mut Sources) -> Flow,
+{
+    let mut events = vec![EpollEvent::default(); sources.list.len() + 1];
+    loop {
+        let n = match sources.epoll.wait(-1, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        for event in events.iter().take(n) {
+            let token = event.data();
+            if token == STOP_TOKEN {
+                return;
+            }
+            let Ok(index) = usize::try_from(token) else {
+                continue;
+            };
+            if handler(index, sources) == Flow::Stop {
+                return;
+            }
         }
     }
 }
@@ -252,7 +350,7 @@ fn finish_pass<E: std::fmt::Display>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::mpsc::channel;
+    use std::time::Duration;
 
     #[test]
     fn retiring_a_busy_worker_does_not_wait_for_it() {
@@ -325,5 +423,68 @@ mod tests {
         assert_eq!(seen.recv().unwrap(), 1);
         assert_eq!(seen.recv().unwrap(), 0);
         worker.join();
+    }
+
+    /// Held by a handler: dropping it waits until the test says so, as
+    /// a ring with transfers in flight waits for them.
+    struct Held(Receiver<()>);
+
+    impl Drop for Held {
+        fn drop(&mut self) {
+            let _ = self.0.recv();
+        }
+    }
+
+    #[test]
+    fn a_worker_is_joined_only_once_what_its_handler_held_is_done() {
+        let kick = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let (release, released) = channel::<()>();
+        let held = Held(released);
+        let worker = Worker::spawn(
+            "virtio-test".into(),
+            ThreadKind::Worker,
+            vec![(kick.as_raw_fd(), false)],
+            move |_, _| {
+                let _ = &held;
+                Flow::Continue
+            },
+        )
+        .unwrap();
+        // Stuck: the wait is bounded and gives the worker back.
+        let soon = Instant::now() + Duration::from_millis(50);
+        let worker = worker.join_until(soon).unwrap_err();
+        assert!(worker.retired.is_set());
+        release.send(()).unwrap();
+        // A bound, not a speed check.
+        let later = Instant::now() + Duration::from_secs(10);
+        assert!(worker.join_until(later).is_ok());
+    }
+
+    #[test]
+    fn a_retired_worker_serves_no_further_pass() {
+        let [a, b] = [0, 1].map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let retired = Retired::default();
+        let (passes_tx, passes) = channel();
+        let worker = Worker::start(
+            "virtio-test",
+            ThreadKind::Worker,
+            vec![(a.as_raw_fd(), false), (b.as_raw_fd(), false)],
+            Arc::new(Interrupt::new(irq)),
+            retired.clone(),
+            move |index, _| {
+                passes_tx.send(index).unwrap();
+                Ok::<_, std::io::Error>(false)
+            },
+        )
+        .unwrap();
+        // Both ready, only then retired (the stop eventfd not yet
+        // written): the worker must not pass over either again.
+        retired.0.store(true, Ordering::SeqCst);
+        a.write(1).unwrap();
+        b.write(1).unwrap();
+        let later = Instant::now() + Duration::from_secs(10);
+        assert!(worker.join_until(later).is_ok());
+        assert_eq!(passes.try_iter().count(), 0);
     }
 }

@@ -28,8 +28,9 @@ use super::counters::NetCounters;
 use super::rate_limit::{RateLimit, Throttle};
 use super::worker::{Retired, Worker};
 use super::{
-    ActivateError, ActiveQueue, DeviceMetrics, Drained, Interrupt, VIRTIO_RING_F_EVENT_IDX,
-    VirtioDevice, drain_quietly, expect_queues, read_config_bytes, signal_early,
+    ActivateError, ActiveQueue, DeviceMetrics, Drained, Interrupt, ResetError,
+    VIRTIO_RING_F_EVENT_IDX, VirtioDevice, drain_quietly, expect_queues, read_config_bytes,
+    signal_early,
 };
 use crate::host::mac::MacAddr;
 use crate::vmm::memory::GuestMemory;
@@ -806,8 +807,9 @@ impl VirtioDevice for Net {
         Ok(())
     }
 
-    fn reset(&mut self) {
+    fn reset(&mut self) -> Result<(), ResetError> {
         Worker::retire_slot(&self.worker);
+        Ok(())
     }
 }
 

@@ -12,7 +12,7 @@
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, channel, sync_channel};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -49,8 +49,9 @@ pub struct Worker {
     stop: EventFd,
     retired: Retired,
     /// Disconnected once the thread is done: its handler, and whatever
-    /// that held (transfers in flight), dropped.
-    ended: Receiver<()>,
+    /// that held (transfers in flight), dropped. In a mutex so that a
+    /// worker can be shared (a receiver alone is not `Sync`).
+    ended: Mutex<Receiver<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -146,7 +147,7 @@ impl Worker {
         Ok(Self {
             stop,
             retired: Retired::default(),
-            ended,
+            ended: Mutex::new(ended),
             thread: Some(thread),
         })
     }
@@ -230,7 +231,12 @@ impl Worker {
     pub fn join_until(self, deadline: Instant) -> Result<(), Self> {
         self.retire();
         let left = deadline.saturating_duration_since(Instant::now());
-        match self.ended.recv_timeout(left) {
+        let ended = self
+            .ended
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recv_timeout(left);
+        match ended {
             Err(RecvTimeoutError::Timeout) => Err(self),
             // Nothing is ever sent: the thread is past its handler.
             Ok(()) | Err(RecvTimeoutError::Disconnected) => {

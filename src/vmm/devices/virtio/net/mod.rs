@@ -15,12 +15,14 @@ pub mod tap;
 
 use std::collections::VecDeque;
 use std::num::Wrapping;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
+use std::time::{Duration, Instant};
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress};
+use vmm_sys_util::timerfd::TimerFd;
 
 pub use super::QueueError;
 use super::chain::{self, Buffers, Chain, Table, VIRTIO_RING_F_INDIRECT_DESC};
@@ -30,7 +32,6 @@ use super::worker::{Retired, Worker};
 use super::{
     ActivateError, ActiveQueue, DeviceMetrics, Drained, Interrupt, ResetError,
     VIRTIO_RING_F_EVENT_IDX, VirtioDevice, drain_quietly, expect_queues, read_config_bytes,
-    signal_early,
 };
 use crate::host::mac::MacAddr;
 use crate::vmm::memory::GuestMemory;
@@ -75,6 +76,19 @@ const MTU_FRAME: usize = 1522;
 /// Most guest buffers one received frame is read into: far more than a
 /// driver uses, and within what one readv takes.
 const RX_MAX_SEGMENTS: usize = 512;
+/// Transmit completions signalled at once, whatever the deadline: as
+/// many frames as QEMU's loop let the driver batch (one interrupt per
+/// ~60 datagrams).
+const TX_BATCH_FRAMES: u16 = 64;
+/// Frames from this size up are signalled at once too: beside them an
+/// interrupt is cheap, and their sender may be waiting for their
+/// completions (TCP's small queues hold a socket to a few segments in
+/// flight, and a slower stream sends smaller segments).
+const TX_SMALL_FRAME: u64 = 512;
+/// How long the driver must queue no frame before completions held
+/// back are signalled: a guest still sending reaps them itself before
+/// each frame it queues.
+const TX_QUIET: Duration = Duration::from_micros(500);
 
 /// What the device offers: the MAC and link status, the checksum and
 /// TCP segmentation offloads both ways, mergeable receive buffers,
@@ -262,6 +276,106 @@ fn publish(queue: &mut Queue, mem: &GuestMemory, used: &[(u16, u32)]) -> Result<
     Ok(())
 }
 
+/// Whether the driver asked to hear of the buffers `queue` used from
+/// `old` to `new`: with EVENT_IDX, when the used index passed the
+/// `used_event` it published; without, always. Done here rather than by
+/// virtio-queue, whose count of entries to signal only `add_used` moves.
+fn driver_wants(queue: &Queue, mem: &GuestMemory, old: Wrapping<u16>, new: Wrapping<u16>) -> bool {
+    if new == old {
+        return false;
+    }
+    if !queue.event_idx_enabled() {
+        return true;
+    }
+    // The used ring's writes come before the read of used_event.
+    fence(Ordering::SeqCst);
+    // avail_ring: flags (2), idx (2), size entries, then used_event.
+    let at = GuestAddress(queue.avail_ring()).checked_add(4 + 2 * u64::from(queue.size()));
+    match at.and_then(|at| mem.read_obj::<u16>(at).ok()) {
+        Some(event) => new - Wrapping(u16::from_le(event)) - Wrapping(1) < new - old,
+        None => true,
+    }
+}
+
+/// When transmit completions are signalled. A sending Linux driver reaps
+/// them itself before each frame it queues and asks (`used_event`) for
+/// an interrupt once 3/4 of what is in flight is done; a device that
+/// keeps up makes that one interrupt per few frames, which costs a
+/// sender of small datagrams more than the frames. So completions the
+/// driver asked to hear of are held back until a batch is done or the
+/// driver has queued nothing for [`TX_QUIET`], when a timer on the
+/// worker's epoll signals them: an idle driver still hears of every one.
+#[derive(Debug)]
+struct TxSignal {
+    /// The used index when the driver was last interrupted for
+    /// transmits, or found not to want to be.
+    checked: Wrapping<u16>,
+    /// Whether a frame not small was sent since then.
+    large: bool,
+    /// When a transmit pass last used buffers.
+    last_used: Instant,
+    /// Wakes the worker to signal held completions; without it (tests
+    /// that do not ask for it) none is held.
+    timer: Option<TimerFd>,
+    /// Whether the timer is set and not yet read. It is set only when
+    /// not, so once epoll reports it the read cannot block.
+    armed: bool,
+}
+
+impl TxSignal {
+    fn new(used: u16) -> Self {
+        Self {
+            checked: Wrapping(used),
+            large: false,
+            last_used: Instant::now(),
+            timer: None,
+            armed: false,
+        }
+    }
+
+    /// Nothing is owed to the driver up to `used`.
+    fn settle(&mut self, used: Wrapping<u16>) {
+        self.checked = used;
+        self.large = false;
+    }
+
+    /// Whether the completions since the driver was last interrupted are
+    /// a batch to signal at once.
+    fn batch_done(&self, used: Wrapping<u16>) -> bool {
+        (used - self.checked).0 >= TX_BATCH_FRAMES || self.large
+    }
+
+    /// Holds completions back until the driver has been quiet for
+    /// [`TX_QUIET`] at `now`: `false` when they cannot be (no timer, or
+    /// it cannot be set), so the caller signals them now.
+    fn hold(&mut self, now: Instant) -> bool {
+        let Some(timer) = &mut self.timer else {
+            return false;
+        };
+        if self.armed {
+            // It fires no later than the deadline from the pass that
+            // armed it; then it is set again if the driver was not quiet.
+            return true;
+        }
+        let quiet_for = now.saturating_duration_since(self.last_used);
+        // Never zero, which would disarm the timer.
+        let wait = TX_QUIET
+            .saturating_sub(quiet_for)
+            .max(Duration::from_micros(1));
+        self.armed = timer.reset(wait, None).is_ok();
+        self.armed
+    }
+
+    /// Consumes the timer's expiry after epoll reported it.
+    fn fired(&mut self) {
+        if let (Some(timer), true) = (&mut self.timer, self.armed) {
+            // Expired and untouched since (see `armed`): returns at once.
+            let _ = timer.wait();
+            self.armed = false;
+        }
+    }
+}
+
 /// Rate limits of a virtio-net device, one per direction (rx: to the
 /// guest, tx: from the guest).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -290,6 +404,8 @@ pub struct Datapath<T: FrameIo> {
     rx_starved: bool,
     /// A transmit the rate limit held back.
     tx_held: Option<Chain>,
+    /// When the driver hears of transmit completions.
+    tx_signal: TxSignal,
     rx_throttle: Option<Throttle>,
     tx_throttle: Option<Throttle>,
     /// Where used buffers are signalled in the middle of a pass (with
@@ -321,6 +437,7 @@ impl<T: FrameIo> Datapath<T> {
     /// a driver that accepted `features`, without rate limits.
     pub fn new(io: T, mem: GuestMemory, rx: Queue, tx: Queue, features: u64) -> Self {
         let rx_signalled = Wrapping(rx.next_used());
+        let tx_signal = TxSignal::new(tx.next_used());
         Self {
             io,
             mem,
@@ -331,6 +448,7 @@ impl<T: FrameIo> Datapath<T> {
             rx_signalled,
             rx_starved: false,
             tx_held: None,
+            tx_signal,
             rx_throttle: None,
             tx_throttle: None,
             interrupt: None,
@@ -518,7 +636,11 @@ impl<T: FrameIo> Datapath<T> {
     pub fn transmit(&mut self) -> Result<bool, QueueError> {
         let start = self.tx.next_used();
         drain_quietly(self, |s| (&mut s.tx, &s.mem), Self::drain_tx)?;
-        Ok(self.tx.next_used() != start)
+        let used = self.tx.next_used() != start;
+        if used {
+            self.tx_signal.last_used = Instant::now();
+        }
+        Ok(used)
     }
 
     /// Sends frames until the ring is empty or the rate limit or a reset
@@ -550,7 +672,15 @@ impl<T: FrameIo> Datapath<T> {
             self.tx
                 .add_used(&self.mem, chain.head, 0)
                 .map_err(QueueError::UsedRing)?;
-            signal_early(&mut self.tx, &self.mem, self.interrupt.as_deref());
+            self.tx_signal.large |= frame_len >= TX_SMALL_FRAME;
+            // A batch is signalled in the middle of a long pass, so the
+            // driver frees its buffers while the device sends the next.
+            if let Some(interrupt) = self.interrupt.clone() {
+                let used = Wrapping(self.tx.next_used());
+                if self.tx_signal.batch_done(used) && self.tx_interrupt_due(Instant::now()) {
+                    interrupt.used_ring();
+                }
+            }
         }
     }
 
@@ -584,26 +714,44 @@ impl<T: FrameIo> Datapath<T> {
     }
 
     /// Whether the driver wants to hear of the receive buffers used since
-    /// it was last told: with EVENT_IDX, when the used index passed the
-    /// `used_event` it published. Done here rather than by virtio-queue,
-    /// whose count of entries to signal only `add_used` moves.
+    /// it was last told.
     fn rx_interrupt_due(&mut self) -> bool {
         let new = Wrapping(self.rx.next_used());
         let old = std::mem::replace(&mut self.rx_signalled, new);
-        if new == old {
+        driver_wants(&self.rx, &self.mem, old, new)
+    }
+
+    /// Whether to interrupt the driver now for the transmit buffers used
+    /// since it was last told, at `now`: when it asked to hear of them
+    /// and they are a batch, or it has been quiet long enough, or they
+    /// cannot be held back. Otherwise they are held (see [`TxSignal`]).
+    fn tx_interrupt_due(&mut self, now: Instant) -> bool {
+        let used = Wrapping(self.tx.next_used());
+        let signal = &mut self.tx_signal;
+        if !driver_wants(&self.tx, &self.mem, signal.checked, used) {
+            // Reaped by the driver, or not asked for yet.
+            signal.settle(used);
             return false;
         }
-        if !self.rx.event_idx_enabled() {
+        let quiet = now.saturating_duration_since(signal.last_used) >= TX_QUIET;
+        if signal.batch_done(used) || quiet || !signal.hold(now) {
+            signal.settle(used);
             return true;
         }
-        // The used ring's writes come before the read of used_event.
-        fence(Ordering::SeqCst);
-        // avail_ring: flags (2), idx (2), size entries, then used_event.
-        let at = GuestAddress(self.rx.avail_ring()).checked_add(4 + 2 * u64::from(self.rx.size()));
-        match at.and_then(|at| self.mem.read_obj::<u16>(at).ok()) {
-            Some(event) => new - Wrapping(u16::from_le(event)) - Wrapping(1) < new - old,
-            None => true,
-        }
+        false
+    }
+
+    /// The timer that signals held transmit completions, for the worker
+    /// to wait on.
+    fn tx_deadline_fd(&self) -> Option<RawFd> {
+        self.tx_signal.timer.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Whether to interrupt the driver once the timer of held transmit
+    /// completions fired (it is set again if the driver is still busy).
+    pub fn tx_deadline_passed(&mut self) -> bool {
+        self.tx_signal.fired();
+        self.tx_interrupt_due(Instant::now())
     }
 
     /// Whether the last receive stopped because the driver gave too few
@@ -616,7 +764,7 @@ impl<T: FrameIo> Datapath<T> {
     /// Whether the driver wants an interrupt after `used`.
     pub fn needs_interrupt(&mut self, used: Used) -> bool {
         let rx = used.rx && self.rx_interrupt_due();
-        let tx = used.tx && self.tx.needs_notification(&self.mem).unwrap_or(true);
+        let tx = used.tx && self.tx_interrupt_due(Instant::now());
         rx || tx
     }
 }
@@ -670,6 +818,7 @@ const TX_QUEUE: usize = 1;
 const TAP: usize = 2;
 const RX_TIMER: usize = 3;
 const TX_TIMER: usize = 4;
+const TX_DEADLINE: usize = 5;
 
 fn throttle(name: &str, limit: RateLimit) -> Result<Option<Throttle>, ActivateError> {
     if limit.is_unlimited() {
@@ -729,14 +878,22 @@ impl VirtioDevice for Net {
         path.interrupt = Some(interrupt.clone());
         path.rx_throttle = throttle(&self.name, self.limits.rx)?;
         path.tx_throttle = throttle(&self.name, self.limits.tx)?;
+        path.tx_signal.timer = Some(TimerFd::new().map_err(|source| ActivateError::Worker {
+            device: self.name.clone(),
+            source: source.into(),
+        })?);
         let retired = path.retired.clone();
         let mut sources = vec![
             (rx.notify.as_raw_fd(), false),
             (tx.notify.as_raw_fd(), false),
             (self.tap.as_raw_fd(), true),
         ];
-        // What each source is: the timers exist only with a limit.
+        // What each source is: the limits' timers exist only with a limit.
         let mut kinds = vec![RX_QUEUE, TX_QUEUE, TAP];
+        if let Some(fd) = path.tx_deadline_fd() {
+            sources.push((fd, false));
+            kinds.push(TX_DEADLINE);
+        }
         for (throttle, kind) in [(&path.rx_throttle, RX_TIMER), (&path.tx_throttle, TX_TIMER)] {
             if let Some(t) = throttle {
                 sources.push((t.timer_fd(), false));
@@ -789,6 +946,8 @@ impl VirtioDevice for Net {
                             tx: path.transmit()?,
                         }
                     }
+                    // Nothing moved, and the tap's watch stays as it was.
+                    TX_DEADLINE => return Ok(path.tx_deadline_passed()),
                     _ => Used::default(),
                 };
                 // Frames waiting in a starved tap would wake the worker for
@@ -1345,6 +1504,144 @@ mod tests {
         assert_eq!(used(&rxq, 0), (0, 4096));
         assert_eq!(used(&rxq, 1), (1, HDR + 6000 - 4096));
         assert_eq!(path.counters().rx_frames.get(), 1);
+    }
+
+    /// A datapath whose driver negotiated EVENT_IDX and asks (used_event
+    /// 0) to hear of its first transmit, with the deadline timer and an
+    /// interrupt line whose count the returned eventfd reads.
+    fn coalescing<'a>(
+        mem: &'a GuestMemory,
+        script: &Arc<Script>,
+    ) -> (
+        MockSplitQueue<'a, GuestMemory>,
+        Datapath<Arc<Script>>,
+        vmm_sys_util::eventfd::EventFd,
+    ) {
+        let (_, txq, mut path) = datapath(mem, script, ALL);
+        path.tx.set_event_idx(true);
+        path.tx_signal.timer = Some(TimerFd::new().unwrap());
+        let irq = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        path.interrupt = Some(Arc::new(Interrupt::new(irq.try_clone().unwrap())));
+        set_tx_used_event(mem, &path, 0);
+        (txq, path, irq)
+    }
+
+    /// What the driver publishes as the transmit used index it next wants
+    /// to hear of (after the available ring of a 256-entry queue).
+    fn set_tx_used_event(mem: &GuestMemory, path: &Datapath<Arc<Script>>, event: u16) {
+        let at = GuestAddress(path.tx.avail_ring() + 4 + 2 * 256);
+        mem.write_obj(event.to_le(), at).unwrap();
+    }
+
+    /// Queues `n` transmits of `len`-byte frames and runs one pass; says
+    /// whether its end interrupts the driver.
+    fn transmit_pass(
+        mem: &GuestMemory,
+        txq: &MockSplitQueue<'_, GuestMemory>,
+        path: &mut Datapath<Arc<Script>>,
+        n: u16,
+        len: usize,
+    ) -> bool {
+        mem.write_slice(&plain(&frame(7, len)), GuestAddress(TX_BUF))
+            .unwrap();
+        let len = HDR + u32::try_from(len).unwrap();
+        let next = path.tx.next_avail();
+        let chains: Vec<_> = (0..n).map(|_| desc(TX_BUF, len, 0, 0)).collect();
+        txq.add_desc_chains(&chains, next % 256).unwrap();
+        assert!(path.transmit().unwrap());
+        path.needs_interrupt(Used {
+            rx: false,
+            tx: true,
+        })
+    }
+
+    /// Waits up to `within` for the deadline timer; then whether its pass
+    /// interrupts the driver, or `None` when it never fired.
+    fn deadline(path: &mut Datapath<Arc<Script>>, within: Duration) -> Option<bool> {
+        use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+        let epoll = Epoll::new().unwrap();
+        let fd = path.tx_deadline_fd().unwrap();
+        epoll
+            .ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, 0))
+            .unwrap();
+        let mut events = [EpollEvent::default()];
+        let ms = i32::try_from(within.as_millis()).unwrap();
+        let ready = epoll.wait(ms, &mut events).unwrap();
+        (ready == 1).then(|| path.tx_deadline_passed())
+    }
+
+    /// How many interrupts the deadline timer brings until it stops firing.
+    fn interrupts_by_deadline(path: &mut Datapath<Arc<Script>>) -> u32 {
+        let mut interrupts = 0;
+        while let Some(signal) = deadline(path, 10 * TX_QUIET) {
+            interrupts += u32::from(signal);
+        }
+        interrupts
+    }
+
+    /// No interrupt is pending on `irq`.
+    fn quiet(irq: &vmm_sys_util::eventfd::EventFd) -> bool {
+        irq.read().is_err()
+    }
+
+    #[test]
+    fn transmit_completions_within_the_deadline_take_one_interrupt() {
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let script = Arc::new(Script::default());
+        let (txq, mut path, irq) = coalescing(&mem, &script);
+        // Ten small datagrams, one a pass, as a sender queues them: each
+        // done at once, none signalled yet.
+        for _ in 0..10 {
+            assert!(!transmit_pass(&mem, &txq, &mut path, 1, 64));
+        }
+        assert_eq!(script.sent.lock().unwrap().len(), 10);
+        assert_eq!(txq.used().idx().load(), 10);
+        assert!(quiet(&irq));
+        // The driver still wants to hear (used_event 0): the deadline
+        // signals all ten with one interrupt, however often it fires, and
+        // then stops firing.
+        assert_eq!(interrupts_by_deadline(&mut path), 1);
+        assert!(quiet(&irq), "none raised in a pass");
+        // An idle driver that asks to hear of its next datagram does, by
+        // the deadline.
+        set_tx_used_event(&mem, &path, 10);
+        assert!(!transmit_pass(&mem, &txq, &mut path, 1, 64));
+        assert_eq!(interrupts_by_deadline(&mut path), 1);
+    }
+
+    #[test]
+    fn a_batch_of_transmit_completions_is_signalled_at_once() {
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let script = Arc::new(Script::default());
+        let (txq, mut path, irq) = coalescing(&mem, &script);
+        // 100 small datagrams in one pass: the 64th is a batch, signalled
+        // in the middle of the pass; the driver asked for nothing after.
+        assert!(!transmit_pass(&mem, &txq, &mut path, 100, 64));
+        assert_eq!(txq.used().idx().load(), 100);
+        assert_eq!(irq.read().unwrap(), 1);
+        assert_eq!(interrupts_by_deadline(&mut path), 0, "nothing held");
+        // A frame not small (a TCP segment) is signalled as soon as it
+        // is sent, its sender perhaps waiting for it.
+        set_tx_used_event(&mem, &path, 100);
+        assert!(!transmit_pass(&mem, &txq, &mut path, 1, 600));
+        assert_eq!(irq.read().unwrap(), 1);
+        assert_eq!(interrupts_by_deadline(&mut path), 0);
+    }
+
+    #[test]
+    fn a_driver_that_reaps_its_transmits_itself_takes_no_interrupt() {
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let script = Arc::new(Script::default());
+        let (txq, mut path, irq) = coalescing(&mem, &script);
+        assert!(!transmit_pass(&mem, &txq, &mut path, 3, 64));
+        // Before its next frame the driver frees the three and asks to
+        // hear only of the one after the next.
+        set_tx_used_event(&mem, &path, 4);
+        assert_eq!(interrupts_by_deadline(&mut path), 0);
+        assert!(quiet(&irq));
+        // Without the timer nothing is held: signalled at the pass's end.
+        path.tx_signal.timer = None;
+        assert!(transmit_pass(&mem, &txq, &mut path, 2, 64));
     }
 
     #[test]

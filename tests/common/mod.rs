@@ -99,6 +99,15 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Where the consoles of `script`'s rig runs are kept:
+/// target/rig/NAME.console for tests/rig/NAME.sh.
+fn kept_console(script: &str) -> PathBuf {
+    let name = Path::new(script)
+        .file_stem()
+        .map_or_else(|| script.into(), |stem| stem.to_string_lossy());
+    repo_root().join(format!("target/rig/{name}.console"))
+}
+
 /// Splits a console transcript into cases.
 pub fn parse_cases(console: &str) -> HashMap<String, Case> {
     let mut cases = HashMap::new();
@@ -164,6 +173,7 @@ const RIG_TRIES: u32 = 4;
 /// microvm as the L2 VMM as under gureum (`scripts/rig/soak`), most
 /// often while guests move traffic; once in CI, no output for 15 minutes.
 pub fn run(script: &str, extra: &[&str]) -> RigRun {
+    let _ = std::fs::remove_file(kept_console(script));
     let mut tries = 1;
     let mut run = run_once(script, extra);
     while run.rig_status == Some(RIG_L1_CRASHED) && tries < RIG_TRIES {
@@ -225,6 +235,13 @@ fn run_once(script: &str, extra: &[&str]) -> RigRun {
         .output()
         .expect("start scripts/rig/run");
     let console = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    // Kept whole for reading later (where a passing suite spends its time,
+    // what a guest printed), a retried run after the one before.
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(kept_console(script))
+        .and_then(|mut file| std::io::Write::write_all(&mut file, console.as_bytes()));
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("--- rig stderr ---\n{stderr}");
     // A crash the rig script retried (scripts/rig/cases.sh) stays visible.

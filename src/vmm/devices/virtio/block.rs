@@ -19,7 +19,6 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use nix::fcntl::FallocateFlags;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
@@ -31,7 +30,7 @@ use super::chain::{self, Buffers, Chain, Table, VIRTIO_RING_F_INDIRECT_DESC};
 use super::counters::BlockCounters;
 use super::rate_limit::{RateLimit, Throttle};
 use super::uring::{self, Direction, Ring, Transfer};
-use super::worker::{Retired, Worker};
+use super::worker::{Retired, Worker, Workers};
 use super::{
     ActivateError, ActiveQueue, DeviceMetrics, Drained, Interrupt, ResetError,
     VIRTIO_RING_F_EVENT_IDX, VirtioDevice, drain_quietly, read_config_bytes, signal_early,
@@ -82,10 +81,6 @@ const CONFIG_BYTES: usize = 60;
 const DISCARD_ALIGNMENT: u32 = 8;
 /// A range's flag asking write-zeroes to deallocate the sectors.
 const RANGE_F_UNMAP: u32 = 1;
-/// How long a reset waits for the queues' workers to end, their reads
-/// and writes in flight done: far longer than any sound host takes for
-/// a ring's worth, short of the guest's own lockup warnings.
-const RESET_BOUND: Duration = Duration::from_secs(5);
 /// Zeros written where a file system cannot zero a range in place.
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
@@ -684,9 +679,7 @@ pub struct Block {
     queue_sizes: Vec<u16>,
     /// One per queue the driver set up; after a reset, those still
     /// finishing (see [`Block::stop_workers`]).
-    workers: Vec<Worker>,
-    /// [`RESET_BOUND`], shorter in tests.
-    reset_bound: Duration,
+    workers: Workers,
 }
 
 impl Block {
@@ -729,8 +722,7 @@ impl Block {
             limit: RateLimit::default(),
             queues: 1,
             queue_sizes: vec![QUEUE_SIZE],
-            workers: Vec::new(),
-            reset_bound: RESET_BOUND,
+            workers: Workers::default(),
         })
     }
 
@@ -876,24 +868,7 @@ impl Block {
     /// them as it drops, their completions forgotten). Those still
     /// running at the bound are kept, to be waited for again.
     fn stop_workers(&mut self) -> Result<(), ResetError> {
-        // All at once: they wind down together.
-        self.workers.iter().for_each(Worker::retire);
-        let deadline = Instant::now() + self.reset_bound;
-        let stuck: Vec<Worker> = self
-            .workers
-            .drain(..)
-            .filter_map(|worker| worker.join_until(deadline).err())
-            .collect();
-        if stuck.is_empty() {
-            return Ok(());
-        }
-        let workers = stuck.len();
-        self.workers = stuck;
-        Err(ResetError::Stuck {
-            device: self.name.clone(),
-            workers,
-            waited: self.reset_bound,
-        })
+        self.workers.stop(&self.name)
     }
 }
 
@@ -967,7 +942,7 @@ impl VirtioDevice for Block {
             match self.start_worker(&name, &mem, features, queue, notify, &interrupt) {
                 Ok(worker) => self.workers.push(worker),
                 Err(e) => {
-                    self.workers.iter().for_each(Worker::retire);
+                    self.workers.retire();
                     return Err(e);
                 }
             }
@@ -986,6 +961,7 @@ mod tests {
     use crate::vmm::devices::virtio::chain::tests::{INDIRECT, NEXT, WRITE, desc, write_table};
     use std::io::Write;
     use std::os::unix::fs::FileExt;
+    use std::time::Duration;
     use virtio_queue::desc::RawDescriptor;
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::{Address, Bytes, GuestAddress};
@@ -1539,7 +1515,7 @@ mod tests {
         let interrupt = Arc::new(Interrupt::new(irq));
         blk.activate(mem.clone(), 0, active, interrupt.clone())
             .unwrap();
-        assert_eq!(blk.workers.len(), 2);
+        assert_eq!(blk.workers.running.len(), 2);
         for notify in &notifies {
             notify.write(1).unwrap();
         }
@@ -1755,7 +1731,7 @@ mod tests {
         // their completions were dropped, statuses and used ring
         // untouched.
         assert_eq!(seen(&mem, &vq), ([0x77; 3], [0xff; 3], 0));
-        assert!(blk.workers.is_empty());
+        assert!(blk.workers.running.is_empty());
         // Nothing is left to read the pipe: later data reaches no guest.
         let mut pipe = feeder.join().unwrap();
         pipe.write_all(&[0x99; 512]).unwrap();
@@ -1766,7 +1742,7 @@ mod tests {
     fn a_reset_stuck_on_host_io_gives_up_within_its_bound_and_refuses_to_reactivate() {
         let mem = crate::vmm::memory::create(16).unwrap();
         let (mut pipe, mut blk) = slow_disk();
-        blk.reset_bound = Duration::from_millis(100);
+        blk.workers.bound = Duration::from_millis(100);
         let vq = reads_in_flight(&mut blk, &mem);
         let err = blk.reset().unwrap_err();
         assert!(
@@ -1789,7 +1765,7 @@ mod tests {
         // The host's I/O ends: the reads complete, into nothing the
         // driver sees as used.
         pipe.write_all(&[0x77; 3 * 512]).unwrap();
-        blk.reset_bound = Duration::from_secs(10);
+        blk.workers.bound = Duration::from_secs(10);
         blk.reset().unwrap();
         assert_eq!(seen(&mem, &vq), ([0x77; 3], [0xff; 3], 0));
     }

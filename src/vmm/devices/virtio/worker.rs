@@ -43,7 +43,7 @@ impl Retired {
 }
 
 /// A running worker; dropping it does not stop it, [`Worker::retire`]
-/// and [`Worker::join_slot`] do.
+/// and [`Worker::join_until`] do (a device's [`Workers`] call them).
 #[derive(Debug)]
 pub struct Worker {
     stop: EventFd,

@@ -841,8 +841,10 @@ mod tests {
         use vm_memory::GuestAddress;
 
         // A read of 512 bytes of /dev/zero through a ring, as a blk
-        // worker does: made, restricted, submitted, reaped.
+        // worker does: made, restricted, submitted, reaped; then a read
+        // of a pipe that waits, cancelled as a reset cancels it.
         let zero = std::fs::File::open("/dev/zero").unwrap();
+        let (waits, feed) = nix::unistd::pipe().unwrap();
         let mem = crate::vmm::memory::create(16).unwrap();
         let completions = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let read = || {
@@ -851,13 +853,29 @@ mod tests {
                 addr: GuestAddress(0x1000),
                 len: 512,
             });
-            let transfer = Transfer::new(&mem, &buffers, 0, Direction::Read).unwrap();
+            let transfer = || Transfer::new(&mem, &buffers, 0, Direction::Read).unwrap();
             let mut ring = Ring::new(mem.clone(), 1, completions.as_raw_fd()).unwrap();
-            ring.push(zero.as_raw_fd(), (), transfer).unwrap();
+            ring.push(zero.as_raw_fd(), (), transfer()).unwrap();
             ring.submit(true).unwrap();
             let done = ring.next_completed().unwrap();
             assert_eq!(done.result.unwrap(), 512);
+            ring.push(waits.as_raw_fd(), (), transfer()).unwrap();
+            ring.cancel().unwrap();
+            ring.submit(true).unwrap();
+            let cancelled = ring.next_completed().unwrap().result.unwrap_err();
+            assert_eq!(cancelled.raw_os_error(), Some(libc::ECANCELED));
         };
+        // Past a bound only a cancel that failed reaches, the pipe is fed
+        // so that the child fails rather than hangs.
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let guard = std::thread::spawn(move || {
+            if wait
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .is_err()
+            {
+                let _ = nix::unistd::write(&feed, &[0xee; 1024]);
+            }
+        });
         // Where the ring is made and driven: under the spawner's filter
         // and the blk worker's own.
         let status = in_child(&[ThreadKind::Spawner, ThreadKind::BlockWorker], || {
@@ -866,6 +884,8 @@ mod tests {
                 unsafe { libc::_exit(3) };
             }
         });
+        let _ = done.send(());
+        guard.join().unwrap();
         assert!(
             matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
             "{status:?}"

@@ -19,7 +19,6 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use nix::fcntl::FallocateFlags;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
@@ -31,7 +30,7 @@ use super::chain::{self, Buffers, Chain, Table, VIRTIO_RING_F_INDIRECT_DESC};
 use super::counters::BlockCounters;
 use super::rate_limit::{RateLimit, Throttle};
 use super::uring::{self, Direction, Ring, Transfer};
-use super::worker::{Retired, Worker};
+use super::worker::{Retired, Worker, Workers};
 use super::{
     ActivateError, ActiveQueue, DeviceMetrics, Drained, Interrupt, ResetError,
     VIRTIO_RING_F_EVENT_IDX, VirtioDevice, drain_quietly, read_config_bytes, signal_early,
@@ -82,10 +81,6 @@ const CONFIG_BYTES: usize = 60;
 const DISCARD_ALIGNMENT: u32 = 8;
 /// A range's flag asking write-zeroes to deallocate the sectors.
 const RANGE_F_UNMAP: u32 = 1;
-/// How long a reset waits for the queues' workers to end, their reads
-/// and writes in flight done: far longer than any sound host takes for
-/// a ring's worth, short of the guest's own lockup warnings.
-const RESET_BOUND: Duration = Duration::from_secs(5);
 /// Zeros written where a file system cannot zero a range in place.
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
@@ -436,7 +431,7 @@ impl BlockQueue {
     fn drain(&mut self) -> Result<Drained, QueueError> {
         let drained = self.pop_and_start()?;
         if !self.retired.is_set() {
-            self.submit_and_reap(false)?;
+            self.submit_and_reap()?;
         }
         Ok(drained)
     }
@@ -447,8 +442,13 @@ impl BlockQueue {
                 return Ok(Drained::Paused);
             }
             if self.ring.as_ref().is_some_and(Ring::is_full) {
-                // As deep as it goes: wait for room.
-                self.submit_and_reap(true)?;
+                // As deep as it goes: take back what is done, else wait
+                // for the completions in the worker's loop, where a reset
+                // is seen at once and cancels them, not in the kernel.
+                self.submit_and_reap()?;
+                if self.ring.as_ref().is_some_and(Ring::is_full) {
+                    return Ok(Drained::Paused);
+                }
                 continue;
             }
             let chain = match self.held.take() {
@@ -495,6 +495,10 @@ impl BlockQueue {
                 }
                 (Started::Transfer(pending, transfer), None) => self.run_now(pending, transfer),
             };
+            if self.retired.is_set() {
+                // Reset while it ran: forgotten, as the ring's are.
+                return Ok(Drained::Paused);
+            }
             self.complete(head, len)?;
         }
     }
@@ -508,16 +512,16 @@ impl BlockQueue {
         (pending.head, used)
     }
 
-    /// Hands the queued transfers to the kernel (waiting until one is
-    /// done, with `wait`) and returns used those it finished. A transfer
-    /// the kernel cut short is finished at once. The driver is told once
-    /// for them all (with EVENT_IDX, if it asked): they are ready
-    /// together, and each interrupt costs the guest exits.
-    fn submit_and_reap(&mut self, wait: bool) -> Result<(), QueueError> {
+    /// Hands the queued transfers to the kernel and returns used those
+    /// it finished. A transfer the kernel cut short is finished at once.
+    /// The driver is told once for them all (with EVENT_IDX, if it
+    /// asked): they are ready together, and each interrupt costs the
+    /// guest exits.
+    fn submit_and_reap(&mut self) -> Result<(), QueueError> {
         let Some(ring) = &mut self.ring else {
             return Ok(());
         };
-        ring.submit(wait).map_err(QueueError::Io)?;
+        ring.submit(false).map_err(QueueError::Io)?;
         let mut used = false;
         while let Some(done) = self.ring.as_mut().and_then(Ring::next_completed) {
             if self.retired.is_set() {
@@ -684,9 +688,7 @@ pub struct Block {
     queue_sizes: Vec<u16>,
     /// One per queue the driver set up; after a reset, those still
     /// finishing (see [`Block::stop_workers`]).
-    workers: Vec<Worker>,
-    /// [`RESET_BOUND`], shorter in tests.
-    reset_bound: Duration,
+    workers: Workers,
 }
 
 impl Block {
@@ -729,8 +731,7 @@ impl Block {
             limit: RateLimit::default(),
             queues: 1,
             queue_sizes: vec![QUEUE_SIZE],
-            workers: Vec::new(),
-            reset_bound: RESET_BOUND,
+            workers: Workers::default(),
         })
     }
 
@@ -872,28 +873,12 @@ impl Block {
 impl Block {
     /// Retires the workers and waits, within the reset bound, until each
     /// has ended: it returned no used buffer after the reset began, and
-    /// its reads and writes in flight are done (a worker's ring waits for
-    /// them as it drops, their completions forgotten). Those still
-    /// running at the bound are kept, to be waited for again.
+    /// its reads and writes in flight are cancelled or done (a worker's
+    /// ring cancels them as it drops, waits for those past cancelling,
+    /// and forgets their completions). Those still running at the bound
+    /// are kept, to be waited for again.
     fn stop_workers(&mut self) -> Result<(), ResetError> {
-        // All at once: they wind down together.
-        self.workers.iter().for_each(Worker::retire);
-        let deadline = Instant::now() + self.reset_bound;
-        let stuck: Vec<Worker> = self
-            .workers
-            .drain(..)
-            .filter_map(|worker| worker.join_until(deadline).err())
-            .collect();
-        if stuck.is_empty() {
-            return Ok(());
-        }
-        let workers = stuck.len();
-        self.workers = stuck;
-        Err(ResetError::Stuck {
-            device: self.name.clone(),
-            workers,
-            waited: self.reset_bound,
-        })
+        self.workers.stop(&self.name)
     }
 }
 
@@ -967,7 +952,7 @@ impl VirtioDevice for Block {
             match self.start_worker(&name, &mem, features, queue, notify, &interrupt) {
                 Ok(worker) => self.workers.push(worker),
                 Err(e) => {
-                    self.workers.iter().for_each(Worker::retire);
+                    self.workers.retire();
                     return Err(e);
                 }
             }
@@ -986,6 +971,7 @@ mod tests {
     use crate::vmm::devices::virtio::chain::tests::{INDIRECT, NEXT, WRITE, desc, write_table};
     use std::io::Write;
     use std::os::unix::fs::FileExt;
+    use std::time::Duration;
     use virtio_queue::desc::RawDescriptor;
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::{Address, Bytes, GuestAddress};
@@ -1539,7 +1525,7 @@ mod tests {
         let interrupt = Arc::new(Interrupt::new(irq));
         blk.activate(mem.clone(), 0, active, interrupt.clone())
             .unwrap();
-        assert_eq!(blk.workers.len(), 2);
+        assert_eq!(blk.workers.running.len(), 2);
         for notify in &notifies {
             notify.write(1).unwrap();
         }
@@ -1686,14 +1672,10 @@ mod tests {
         (File::from(write_end), blk)
     }
 
-    /// Three reads of 512 bytes, data at DATA_AT + i * 0x1000 (zeroed),
-    /// status at STATUS_AT + i * 0x1000 (0xff until the device writes
-    /// it), handed to `blk`'s one worker, which has put them in flight
-    /// on its ring.
-    fn reads_in_flight<'a>(
-        blk: &mut Block,
-        mem: &'a GuestMemory,
-    ) -> MockSplitQueue<'a, GuestMemory> {
+    /// A queue of three reads of 512 bytes from sector 0, data at
+    /// DATA_AT + i * 0x1000 (zeroed), status at STATUS_AT + i * 0x1000
+    /// (0xff until the device writes it).
+    fn three_reads(mem: &GuestMemory) -> MockSplitQueue<'_, GuestMemory> {
         mem.write_obj(header(VIRTIO_BLK_T_IN, 0), GuestAddress(HEADER_AT))
             .unwrap();
         let mut descs = Vec::new();
@@ -1708,6 +1690,16 @@ mod tests {
         }
         let vq = MockSplitQueue::new(mem, 16);
         vq.add_desc_chains(&descs, 0).unwrap();
+        vq
+    }
+
+    /// [`three_reads`] handed to `blk`'s one worker, which has put them
+    /// in flight on its ring.
+    fn reads_in_flight<'a>(
+        blk: &mut Block,
+        mem: &'a GuestMemory,
+    ) -> MockSplitQueue<'a, GuestMemory> {
+        let vq = three_reads(mem);
         let notify = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let active = ActiveQueue {
             queue: vq.create_queue().unwrap(),
@@ -1717,8 +1709,8 @@ mod tests {
         blk.activate(mem.clone(), 0, vec![active], Arc::new(Interrupt::new(irq)))
             .unwrap();
         notify.write(1).unwrap();
-        // Waits until the worker took all three (a bound, not a speed
-        // check); none can complete before the pipe has data.
+        // Waits until the worker took them (a bound, not a speed check);
+        // none can complete before the pipe has data.
         for _ in 0..1000 {
             if blk.backing.counters.requests.get() == 3 {
                 break;
@@ -1739,59 +1731,53 @@ mod tests {
     }
 
     #[test]
-    fn a_reset_waits_for_the_reads_in_flight_and_returns_none_of_them_used() {
+    fn a_reset_cancels_the_reads_in_flight_and_returns_none_of_them_used() {
         let mem = crate::vmm::memory::create(16).unwrap();
         let (mut pipe, mut blk) = slow_disk();
+        // Nothing feeds the pipe: without the cancel, the reset would
+        // wait out its bound (5 s) and fail.
         let vq = reads_in_flight(&mut blk, &mem);
-        assert_eq!(seen(&mem, &vq), ([0; 3], [0xff; 3], 0));
-        // The host's I/O ends while the reset waits.
-        let feeder = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
-            pipe.write_all(&[0x77; 3 * 512]).unwrap();
-            pipe
-        });
         blk.reset().unwrap();
-        // Done by then: the reads landed before the reset returned, and
-        // their completions were dropped, statuses and used ring
-        // untouched.
-        assert_eq!(seen(&mem, &vq), ([0x77; 3], [0xff; 3], 0));
-        assert!(blk.workers.is_empty());
-        // Nothing is left to read the pipe: later data reaches no guest.
-        let mut pipe = feeder.join().unwrap();
-        pipe.write_all(&[0x99; 512]).unwrap();
-        assert_eq!(seen(&mem, &vq), ([0x77; 3], [0xff; 3], 0));
+        assert!(blk.workers.running.is_empty());
+        // Cancelled, not waited for: nothing read, statuses and used
+        // ring untouched.
+        assert_eq!(seen(&mem, &vq), ([0; 3], [0xff; 3], 0));
+        // Data the host's I/O gets later stays where it is: no read of
+        // the guest's is left to take it.
+        pipe.write_all(&[0x77; 3 * 512]).unwrap();
+        let mut left = [0u8; 3 * 512];
+        std::io::Read::read_exact(&mut &blk.backing.file, &mut left).unwrap();
+        assert_eq!(left, [0x77; 3 * 512]);
+        assert_eq!(seen(&mem, &vq), ([0; 3], [0xff; 3], 0));
     }
 
     #[test]
-    fn a_reset_stuck_on_host_io_gives_up_within_its_bound_and_refuses_to_reactivate() {
+    fn with_its_io_uring_full_a_pass_returns_rather_than_wait_in_the_kernel() {
         let mem = crate::vmm::memory::create(16).unwrap();
-        let (mut pipe, mut blk) = slow_disk();
-        blk.reset_bound = Duration::from_millis(100);
-        let vq = reads_in_flight(&mut blk, &mem);
-        let err = blk.reset().unwrap_err();
-        assert!(
-            matches!(&err, ResetError::Stuck { workers: 1, .. }),
-            "{err}"
-        );
-        assert_eq!(seen(&mem, &vq), ([0; 3], [0xff; 3], 0));
-        // The stuck worker still holds the device: a new activation
-        // would serve its queue beside it.
-        let queue = ActiveQueue {
-            queue: Queue::new(16).unwrap(),
-            notify: EventFd::new(0).unwrap(),
-        };
-        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let refused = blk.activate(mem.clone(), 0, vec![queue], Arc::new(Interrupt::new(irq)));
-        assert!(
-            matches!(refused, Err(ActivateError::Reset(ResetError::Stuck { .. }))),
-            "{refused:?}"
-        );
-        // The host's I/O ends: the reads complete, into nothing the
-        // driver sees as used.
+        let (mut pipe, blk) = slow_disk();
+        // Past a bound only a pass stuck in the kernel reaches, one read's
+        // data frees it, and the checks below fail rather than hang.
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let mut guard = pipe.try_clone().unwrap();
+        std::thread::spawn(move || {
+            if wait.recv_timeout(Duration::from_secs(10)).is_err() {
+                let _ = guard.write_all(&[0xee; 512]);
+            }
+        });
+        let vq = three_reads(&mem);
+        let mut server = blk.queue_server(mem.clone(), vq.create_queue().unwrap());
+        let completions = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        server.use_io_uring(2, completions.as_raw_fd()).unwrap();
+        server.process().unwrap();
+        done.send(()).unwrap();
+        // Two in flight, the third left in the ring for when one is done:
+        // the worker waits in its loop, where a reset is seen.
+        assert_eq!(blk.backing.counters.requests.get(), 2);
+        assert_eq!(server.ring.as_ref().unwrap().in_flight(), 2);
         pipe.write_all(&[0x77; 3 * 512]).unwrap();
-        blk.reset_bound = Duration::from_secs(10);
-        blk.reset().unwrap();
-        assert_eq!(seen(&mem, &vq), ([0x77; 3], [0xff; 3], 0));
+        settle(&mut server, &completions);
+        assert_eq!(blk.backing.counters.requests.get(), 3);
+        assert_eq!(seen(&mem, &vq), ([0x77; 3], [VIRTIO_BLK_S_OK; 3], 3));
     }
 
     #[test]

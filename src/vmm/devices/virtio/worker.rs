@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{ActivateError, Interrupt};
+use super::{ActivateError, Interrupt, ResetError};
 use crate::vmm::sandbox::seccomp::{self, ThreadKind};
 
 /// What a handler tells the worker loop.
@@ -43,11 +43,11 @@ impl Retired {
 }
 
 /// A running worker; dropping it does not stop it, [`Worker::retire`]
-/// and [`Worker::join_slot`] do.
+/// and [`Worker::join_until`] do (a device's [`Workers`] call them).
 #[derive(Debug)]
 pub struct Worker {
     stop: EventFd,
-    retired: Retired,
+    pub(super) retired: Retired,
     /// Disconnected once the thread is done: its handler, and whatever
     /// that held (transfers in flight), dropped. In a mutex so that a
     /// worker can be shared (a receiver alone is not `Sync`).
@@ -198,23 +198,6 @@ impl Worker {
         let _ = self.stop.write(1);
     }
 
-    /// Retires the worker in `slot`, if one runs; it stays there until
-    /// [`Worker::join_slot`] joins it.
-    pub fn retire_slot(slot: &Option<Self>) {
-        if let Some(worker) = slot {
-            worker.retire();
-        }
-    }
-
-    /// Retires and joins the worker in `slot`, if any: it stops after at
-    /// most the request it was serving. Called before a new worker takes
-    /// over the device's queues, so two never serve them at once.
-    pub fn join_slot(slot: &mut Option<Self>) {
-        if let Some(old) = slot.take() {
-            old.join();
-        }
-    }
-
     /// Retires the worker and waits for its thread to end, after at most
     /// the request it was serving.
     pub fn join(mut self) {
@@ -244,6 +227,69 @@ impl Worker {
                 Ok(())
             }
         }
+    }
+}
+
+/// How long a reset waits for a device's workers to end: far longer
+/// than any sound host takes for a ring's worth of I/O (or a frame),
+/// short of the guest's own lockup warnings.
+pub const RESET_BOUND: Duration = Duration::from_secs(5);
+
+/// The workers of one device. A reset, and the next activation, stop
+/// them within a bound: once [`Workers::stop`] returns Ok none touches
+/// the guest's queues or buffers, and two never serve a queue at once.
+#[derive(Debug)]
+pub struct Workers {
+    /// Those started at the last activation; after a reset, those still
+    /// finishing.
+    pub(super) running: Vec<Worker>,
+    /// [`RESET_BOUND`], shorter in tests.
+    pub(super) bound: Duration,
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Self {
+            running: Vec::new(),
+            bound: RESET_BOUND,
+        }
+    }
+}
+
+impl Workers {
+    pub fn push(&mut self, worker: Worker) {
+        self.running.push(worker);
+    }
+
+    /// Tells every worker to stop after the request in hand, without
+    /// waiting.
+    pub fn retire(&self) {
+        self.running.iter().for_each(Worker::retire);
+    }
+
+    /// Retires the workers of `device` and waits, within the bound,
+    /// until each has ended and dropped what its handler held. Those
+    /// still running at the bound are kept, to be waited for again; the
+    /// error says the device may still touch the guest's memory.
+    pub fn stop(&mut self, device: &str) -> Result<(), ResetError> {
+        // All at once: they wind down together.
+        self.retire();
+        let deadline = Instant::now() + self.bound;
+        let stuck: Vec<Worker> = self
+            .running
+            .drain(..)
+            .filter_map(|worker| worker.join_until(deadline).err())
+            .collect();
+        if stuck.is_empty() {
+            return Ok(());
+        }
+        let workers = stuck.len();
+        self.running = stuck;
+        Err(ResetError::Stuck {
+            device: device.to_string(),
+            workers,
+            waited: self.bound,
+        })
     }
 }
 
@@ -356,7 +402,6 @@ fn finish_pass<E: std::fmt::Display>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn retiring_a_busy_worker_does_not_wait_for_it() {
@@ -385,13 +430,14 @@ mod tests {
         .unwrap();
         kick.write(1).unwrap();
         started.recv().unwrap();
-        let mut slot = Some(worker);
-        // What a reset on a vCPU thread does: returns while the pass runs.
-        Worker::retire_slot(&slot);
-        assert!(slot.as_ref().unwrap().retired.is_set());
+        let mut workers = Workers::default();
+        workers.push(worker);
+        // Returns while the pass runs.
+        workers.retire();
+        assert!(workers.running[0].retired.is_set());
         release.send(()).unwrap();
-        Worker::join_slot(&mut slot);
-        assert!(slot.is_none());
+        workers.stop("virtio-test").unwrap();
+        assert!(workers.running.is_empty());
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub use super::QueueError;
 use super::chain::{self, Buffers, Chain, Table, VIRTIO_RING_F_INDIRECT_DESC};
 use super::counters::NetCounters;
 use super::rate_limit::{RateLimit, Throttle};
-use super::worker::{Retired, Worker};
+use super::worker::{Retired, Worker, Workers};
 use super::{
     ActivateError, ActiveQueue, DeviceMetrics, Drained, Interrupt, ResetError,
     VIRTIO_RING_F_EVENT_IDX, VirtioDevice, drain_quietly, expect_queues, read_config_bytes,
@@ -123,6 +123,26 @@ pub trait FrameIo: Send {
         mem: &GuestMemory,
         frame: &Buffers,
     ) -> std::io::Result<usize>;
+}
+
+/// What a device runs on: frames, an fd that polls readable when one
+/// waits, and the offloads the driver accepted. A tap in the VMM; a
+/// script in tests.
+pub trait HostEnd: FrameIo + AsRawFd + Sync + 'static {
+    fn name(&self) -> &str;
+    /// Lets the host end hand over only frames with the offloads
+    /// `flags` (`TUN_F_*`).
+    fn set_offload(&self, flags: u32) -> Result<(), tap::Error>;
+}
+
+impl HostEnd for Tap {
+    fn name(&self) -> &str {
+        Tap::name(self)
+    }
+
+    fn set_offload(&self, flags: u32) -> Result<(), tap::Error> {
+        Tap::set_offload(self, flags)
+    }
 }
 
 impl FrameIo for Tap {
@@ -769,20 +789,21 @@ impl<T: FrameIo> Datapath<T> {
     }
 }
 
-/// A virtio network device.
+/// A virtio network device over a tap (or, in tests, another host end).
 #[derive(Debug)]
-pub struct Net {
+pub struct Net<T: HostEnd = Tap> {
     name: String,
-    tap: Arc<Tap>,
+    tap: Arc<T>,
     config: [u8; 8],
     limits: NetLimits,
     counters: Arc<NetCounters>,
-    worker: Option<Worker>,
+    /// The one that serves both queues, while activated.
+    workers: Workers,
 }
 
-impl Net {
+impl<T: HostEnd> Net<T> {
     /// A device whose host end is `tap`, with guest MAC `mac`.
-    pub fn new(tap: Tap, mac: MacAddr) -> Self {
+    pub fn new(tap: T, mac: MacAddr) -> Self {
         let mut config = [0u8; 8];
         config[..6].copy_from_slice(&mac.0);
         config[6..].copy_from_slice(&VIRTIO_NET_S_LINK_UP.to_le_bytes());
@@ -792,7 +813,7 @@ impl Net {
             config,
             limits: NetLimits::default(),
             counters: Arc::default(),
-            worker: None,
+            workers: Workers::default(),
         }
     }
 
@@ -832,7 +853,7 @@ fn throttle(name: &str, limit: RateLimit) -> Result<Option<Throttle>, ActivateEr
         })
 }
 
-impl VirtioDevice for Net {
+impl<T: HostEnd> VirtioDevice for Net<T> {
     fn device_type(&self) -> u32 {
         VIRTIO_ID_NET
     }
@@ -865,7 +886,9 @@ impl VirtioDevice for Net {
         interrupt: Arc<Interrupt>,
     ) -> Result<(), ActivateError> {
         let [rx, tx] = expect_queues(&self.name, queues)?;
-        Worker::join_slot(&mut self.worker);
+        // The last activation's worker, if a reset left it finishing,
+        // must be done before another serves the queues.
+        self.workers.stop(&self.name)?;
         self.tap
             .set_offload(tap_offloads(features))
             .map_err(|source| ActivateError::Tap {
@@ -962,13 +985,14 @@ impl VirtioDevice for Net {
                 Ok::<_, PassError>(path.needs_interrupt(used))
             },
         )?;
-        self.worker = Some(worker);
+        self.workers.push(worker);
         Ok(())
     }
 
+    /// Returns once the worker has ended: at most the frame in hand when
+    /// the driver reset the device is still returned used, before.
     fn reset(&mut self) -> Result<(), ResetError> {
-        Worker::retire_slot(&self.worker);
-        Ok(())
+        self.workers.stop(&self.name)
     }
 }
 
@@ -977,7 +1001,9 @@ mod tests {
     use super::*;
     use crate::vmm::devices::virtio::chain::tests::{INDIRECT, NEXT, WRITE, desc, write_table};
     use std::sync::Mutex;
+    use std::sync::mpsc::{Receiver, Sender, channel};
     use virtio_queue::mock::MockSplitQueue;
+    use vmm_sys_util::eventfd::EventFd;
 
     /// A host end that hands over scripted frames (header included, as a
     /// tap does) and records sent ones as (header, frame).
@@ -1676,5 +1702,164 @@ mod tests {
             let sent = script.sent.lock().unwrap();
             assert_eq!(sent.last().unwrap().1, frame(byte ^ 0xff, len));
         }
+    }
+
+    /// A host end whose reads each hold their frame until the test lets
+    /// it through: the worker waits in the middle of a frame, as it may
+    /// be when the driver resets the device.
+    struct Gated {
+        frames: Mutex<VecDeque<Vec<u8>>>,
+        /// Readable when a frame waits, as a tap's fd is.
+        ready: EventFd,
+        /// Told when a read holds a frame.
+        holding: Sender<()>,
+        /// One message lets one held frame through.
+        gate: Mutex<Receiver<()>>,
+    }
+
+    impl FrameIo for Gated {
+        fn read_frame(&self, mem: &GuestMemory, into: &Buffers) -> std::io::Result<usize> {
+            let frame = self.frames.lock().unwrap().pop_front();
+            let frame = frame.ok_or(std::io::ErrorKind::WouldBlock)?;
+            self.holding.send(()).unwrap();
+            self.gate.lock().unwrap().recv().unwrap();
+            into.write_from(mem, &frame).unwrap();
+            Ok(frame.len())
+        }
+        fn write_frame(&self, _: &[u8], _: &GuestMemory, _: &Buffers) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::Unsupported.into())
+        }
+    }
+
+    impl AsRawFd for Gated {
+        fn as_raw_fd(&self) -> RawFd {
+            self.ready.as_raw_fd()
+        }
+    }
+
+    impl HostEnd for Gated {
+        fn name(&self) -> &str {
+            "gated"
+        }
+        fn set_offload(&self, _: u32) -> Result<(), tap::Error> {
+            Ok(())
+        }
+    }
+
+    impl Gated {
+        /// A frame of `byte`s arrives.
+        fn arrive(&self, byte: u8) {
+            let frame = plain(&[byte; 100]);
+            self.frames.lock().unwrap().push_back(frame);
+            self.ready.write(1).unwrap();
+        }
+    }
+
+    /// A device over a gated host end, activated with two receive
+    /// buffers of 2048 bytes (at RX_BUF and RX_BUF + 0x1000), whose
+    /// worker holds a frame of 0x11s in its read. Returns the device, the
+    /// receive ring, the gate and the holding signal.
+    fn holding_a_frame(
+        mem: &GuestMemory,
+    ) -> (
+        Net<Gated>,
+        MockSplitQueue<'_, GuestMemory>,
+        Sender<()>,
+        Receiver<()>,
+    ) {
+        let (holding, held) = channel();
+        let (gate, gated) = channel();
+        let host = Gated {
+            frames: Mutex::default(),
+            ready: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+            holding,
+            gate: Mutex::new(gated),
+        };
+        let mut net = Net::new(host, MacAddr([2, 0, 0, 0, 0, 1]));
+        let rxq = MockSplitQueue::create(mem, GuestAddress(RX_RING), 256);
+        let txq = MockSplitQueue::create(mem, GuestAddress(TX_RING), 256);
+        rxq.add_desc_chains(
+            &[
+                desc(RX_BUF, 2048, WRITE, 0),
+                desc(RX_BUF + 0x1000, 2048, WRITE, 0),
+            ],
+            0,
+        )
+        .unwrap();
+        let queues = [&rxq, &txq].map(|q| ActiveQueue {
+            queue: q.create_queue().unwrap(),
+            notify: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+        });
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        net.activate(mem.clone(), 0, queues.into(), Arc::new(Interrupt::new(irq)))
+            .unwrap();
+        net.tap.arrive(0x11);
+        held.recv().unwrap();
+        (net, rxq, gate, held)
+    }
+
+    fn queues() -> Vec<ActiveQueue> {
+        (0..2)
+            .map(|_| ActiveQueue {
+                queue: Queue::new(16).unwrap(),
+                notify: EventFd::new(0).unwrap(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn once_a_reset_returns_the_worker_touches_the_queues_no_more() {
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let (mut net, rxq, gate, held) = holding_a_frame(&mem);
+        // The frame in hand is let through only once the reset began.
+        let retired = net.workers.running[0].retired.clone();
+        let releaser = std::thread::spawn(move || {
+            // A bound, not a speed check: past it the test fails below.
+            let give_up = Instant::now() + Duration::from_secs(10);
+            while !retired.is_set() && Instant::now() < give_up {
+                std::thread::yield_now();
+            }
+            gate.send(()).unwrap();
+            gate
+        });
+        net.reset().unwrap();
+        // Finished before the reset returned, never after.
+        assert_eq!(rxq.used().idx().load(), 1);
+        assert_eq!(read(&mem, RX_BUF + u64::from(HDR), 100), [0x11; 100]);
+        let gate = releaser.join().unwrap();
+        // A frame arriving on the tap now, and the driver's kick, reach
+        // nobody: the old ring's second buffer stays untouched.
+        net.tap.arrive(0x22);
+        gate.send(()).unwrap();
+        assert!(held.try_recv().is_err(), "no read was even tried");
+        assert_eq!(net.tap.frames.lock().unwrap().len(), 1);
+        assert_eq!(rxq.used().idx().load(), 1);
+        assert_eq!(read(&mem, RX_BUF + 0x1000, 112), [0; 112]);
+        assert!(net.workers.running.is_empty());
+    }
+
+    #[test]
+    fn a_worker_that_cannot_stop_within_the_bound_leaves_the_reset_stuck() {
+        let mem = crate::vmm::memory::create(16).unwrap();
+        let (mut net, rxq, gate, _held) = holding_a_frame(&mem);
+        net.workers.bound = Duration::from_millis(50);
+        let err = net.reset().unwrap_err();
+        assert!(
+            matches!(&err, ResetError::Stuck { workers: 1, .. }),
+            "{err}"
+        );
+        assert_eq!(rxq.used().idx().load(), 0);
+        // It still holds the queues: the driver may not start another.
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let refused = net.activate(mem.clone(), 0, queues(), Arc::new(Interrupt::new(irq)));
+        assert!(
+            matches!(refused, Err(ActivateError::Reset(ResetError::Stuck { .. }))),
+            "{refused:?}"
+        );
+        // Once its read ends, the next reset finds it gone.
+        gate.send(()).unwrap();
+        net.workers.bound = Duration::from_secs(10);
+        net.reset().unwrap();
+        assert!(net.workers.running.is_empty());
     }
 }

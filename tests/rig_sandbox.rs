@@ -116,7 +116,7 @@ fn the_vmm_is_jailed_unprivileged_without_capabilities_in_its_own_namespaces() {
 #[test]
 fn the_cgroup_has_the_types_limits_and_holds_the_vmm() {
     let case = passed("cgroup");
-    assert_eq!(value(case, "cpu.max"), "200000 100000");
+    assert_eq!(value(case, "cpu.max"), "250000 100000");
     assert_eq!(
         value(case, "memory.max"),
         ((1024 + VMM_OVERHEAD_MIB) << 20).to_string()

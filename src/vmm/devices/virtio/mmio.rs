@@ -67,6 +67,9 @@ pub struct MmioTransport {
     driver_features: u64,
     status: u32,
     activated: bool,
+    /// A reset the device could not finish (its workers still ran): the
+    /// next reset asks the device again, activated or not.
+    reset_owed: bool,
 }
 
 impl std::fmt::Debug for MmioTransport {
@@ -136,6 +139,7 @@ impl MmioTransport {
             driver_features: 0,
             status: 0,
             activated: false,
+            reset_owed: false,
         })
     }
 
@@ -330,12 +334,13 @@ impl MmioTransport {
     /// let go of the guest's queues and buffers. If they do not, the
     /// device reads as needing a reset again rather than hang the vCPU.
     fn reset(&mut self) {
-        let reset = if self.activated {
+        let reset = if self.activated || self.reset_owed {
             self.activated = false;
             self.device.reset()
         } else {
             Ok(())
         };
+        self.reset_owed = reset.is_err();
         for q in &mut self.queues {
             q.reset();
         }
@@ -383,12 +388,12 @@ mod tests {
     /// whether EVENT_IDX is on.
     type Seen = Arc<Mutex<Option<(u64, Vec<bool>)>>>;
 
-    /// A device that only records its activation; its reset fails with
-    /// `stuck` set.
+    /// A device that only records its activation; its first
+    /// `stuck_resets` resets fail.
     struct Recorder {
         offered: u64,
         seen: Seen,
-        stuck: bool,
+        stuck_resets: u32,
     }
 
     impl VirtioDevice for Recorder {
@@ -420,7 +425,8 @@ mod tests {
             Ok(())
         }
         fn reset(&mut self) -> Result<(), ResetError> {
-            if self.stuck {
+            if self.stuck_resets > 0 {
+                self.stuck_resets -= 1;
                 return Err(ResetError::Stuck {
                     device: "recorder".into(),
                     workers: 1,
@@ -444,7 +450,7 @@ mod tests {
         let device = Recorder {
             offered,
             seen: seen.clone(),
-            stuck: false,
+            stuck_resets: 0,
         };
         let mut t = transport(device);
         drive_to_driver_ok(&mut t, accepted, set_up);
@@ -491,7 +497,7 @@ mod tests {
             let device = Recorder {
                 offered: 0,
                 seen: Seen::default(),
-                stuck,
+                stuck_resets: u32::from(stuck),
             };
             let mut t = transport(device);
             drive_to_driver_ok(&mut t, VIRTIO_F_VERSION_1, &[0]);
@@ -507,6 +513,23 @@ mod tests {
                 interrupt,
                 "stuck: {stuck}"
             );
+        }
+    }
+
+    #[test]
+    fn after_a_stuck_reset_the_next_asks_the_device_again() {
+        let device = Recorder {
+            offered: 0,
+            seen: Seen::default(),
+            stuck_resets: 2,
+        };
+        let mut t = transport(device);
+        drive_to_driver_ok(&mut t, VIRTIO_F_VERSION_1, &[0]);
+        // The device is no longer activated after the first; its
+        // workers are still running at the second, gone at the third.
+        for status in [STATUS_NEEDS_RESET, STATUS_NEEDS_RESET, 0] {
+            t.write(REG_STATUS, &0u32.to_le_bytes());
+            assert_eq!(read(&mut t, REG_STATUS), status);
         }
     }
 

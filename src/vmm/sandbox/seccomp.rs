@@ -836,6 +836,7 @@ mod tests {
     #[test]
     fn a_blk_worker_started_by_the_spawner_drives_its_ring_and_a_vcpu_may_not() {
         use crate::vmm::devices::virtio::chain::{Buffers, Segment};
+        use crate::vmm::devices::virtio::uring::tests::PipeGuard;
         use crate::vmm::devices::virtio::uring::{Direction, Ring, Transfer};
         use std::os::fd::AsRawFd;
         use vm_memory::GuestAddress;
@@ -865,17 +866,9 @@ mod tests {
             let cancelled = ring.next_completed().unwrap().result.unwrap_err();
             assert_eq!(cancelled.raw_os_error(), Some(libc::ECANCELED));
         };
-        // Past a bound only a cancel that failed reaches, the pipe is fed
-        // so that the child fails rather than hangs.
-        let (done, wait) = std::sync::mpsc::channel::<()>();
-        let guard = std::thread::spawn(move || {
-            if wait
-                .recv_timeout(std::time::Duration::from_secs(10))
-                .is_err()
-            {
-                let _ = nix::unistd::write(&feed, &[0xee; 1024]);
-            }
-        });
+        // A cancel that failed is freed, so that the child fails rather
+        // than hangs.
+        let guard = PipeGuard::new(feed.into());
         // Where the ring is made and driven: under the spawner's filter
         // and the blk worker's own.
         let status = in_child(&[ThreadKind::Spawner, ThreadKind::BlockWorker], || {
@@ -884,8 +877,7 @@ mod tests {
                 unsafe { libc::_exit(3) };
             }
         });
-        let _ = done.send(());
-        guard.join().unwrap();
+        guard.off();
         assert!(
             matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
             "{status:?}"

@@ -969,6 +969,7 @@ impl VirtioDevice for Block {
 mod tests {
     use super::*;
     use crate::vmm::devices::virtio::chain::tests::{INDIRECT, NEXT, WRITE, desc, write_table};
+    use crate::vmm::devices::virtio::uring::tests::PipeGuard;
     use std::io::Write;
     use std::os::unix::fs::FileExt;
     use std::time::Duration;
@@ -1755,21 +1756,15 @@ mod tests {
     fn with_its_io_uring_full_a_pass_returns_rather_than_wait_in_the_kernel() {
         let mem = crate::vmm::memory::create(16).unwrap();
         let (mut pipe, blk) = slow_disk();
-        // Past a bound only a pass stuck in the kernel reaches, one read's
-        // data frees it, and the checks below fail rather than hang.
-        let (done, wait) = std::sync::mpsc::channel::<()>();
-        let mut guard = pipe.try_clone().unwrap();
-        std::thread::spawn(move || {
-            if wait.recv_timeout(Duration::from_secs(10)).is_err() {
-                let _ = guard.write_all(&[0xee; 512]);
-            }
-        });
+        // A pass stuck in the kernel is freed, and the checks below fail
+        // rather than hang.
+        let guard = PipeGuard::new(pipe.try_clone().unwrap());
         let vq = three_reads(&mem);
         let mut server = blk.queue_server(mem.clone(), vq.create_queue().unwrap());
         let completions = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         server.use_io_uring(2, completions.as_raw_fd()).unwrap();
         server.process().unwrap();
-        done.send(()).unwrap();
+        guard.off();
         // Two in flight, the third left in the ring for when one is done:
         // the worker waits in its loop, where a reset is seen.
         assert_eq!(blk.backing.counters.requests.get(), 2);

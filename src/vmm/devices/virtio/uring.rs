@@ -319,7 +319,7 @@ impl<T> Drop for Ring<T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::vmm::devices::virtio::chain::Segment;
     use std::os::fd::AsRawFd;
@@ -378,31 +378,50 @@ mod tests {
         }
     }
 
-    /// A pipe whose reads wait until the test writes (or, past a bound
-    /// that only a broken cancel reaches, a guard writes 0xee bytes so
-    /// that the test fails rather than hangs). Returns the read end, the
-    /// write end, and what tells the guard it is not needed.
-    fn pipe_with_guard() -> (std::fs::File, std::fs::File, std::sync::mpsc::Sender<()>) {
-        use std::io::Write;
+    /// Feeds a pipe 4 KiB of 0xee bytes if not called off within 10 s:
+    /// past a bound that only a broken cancel (or a pass waiting in the
+    /// kernel) reaches, a read waiting on the pipe ends, so that a test
+    /// fails rather than hangs.
+    pub(crate) struct PipeGuard {
+        off: std::sync::mpsc::Sender<()>,
+        thread: std::thread::JoinHandle<()>,
+    }
+
+    impl PipeGuard {
+        pub(crate) fn new(mut pipe: std::fs::File) -> Self {
+            use std::io::Write;
+            let (off, wait) = std::sync::mpsc::channel::<()>();
+            let thread = std::thread::spawn(move || {
+                if wait
+                    .recv_timeout(std::time::Duration::from_secs(10))
+                    .is_err()
+                {
+                    let _ = pipe.write_all(&[0xee; 4096]);
+                }
+            });
+            Self { off, thread }
+        }
+
+        /// Called off: the pipe is not fed.
+        pub(crate) fn off(self) {
+            let _ = self.off.send(());
+            let _ = self.thread.join();
+        }
+    }
+
+    /// A pipe whose reads wait until the test writes, with a
+    /// [`PipeGuard`]: the read end, the write end and the guard.
+    fn pipe_with_guard() -> (std::fs::File, std::fs::File, PipeGuard) {
         let (read_end, write_end) = nix::unistd::pipe().unwrap();
-        let mut guard_end = std::fs::File::from(write_end.try_clone().unwrap());
-        let (done, wait) = std::sync::mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            if wait
-                .recv_timeout(std::time::Duration::from_secs(10))
-                .is_err()
-            {
-                let _ = guard_end.write_all(&[0xee; 4096]);
-            }
-        });
-        (read_end.into(), write_end.into(), done)
+        let guard = PipeGuard::new(std::fs::File::from(write_end.try_clone().unwrap()));
+        (read_end.into(), write_end.into(), guard)
     }
 
     #[test]
     fn a_cancelled_read_completes_with_ecanceled_and_reads_nothing() {
         use std::io::{Read, Write};
         let mem = crate::vmm::memory::create(16).unwrap();
-        let (mut read_end, mut write_end, done) = pipe_with_guard();
+        let (mut read_end, mut write_end, guard) = pipe_with_guard();
         let completions = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let mut ring = Ring::new(mem.clone(), 2, completions.as_raw_fd()).unwrap();
         let t = Transfer::new(&mem, &buffers(), 0, Direction::Read).unwrap();
@@ -412,7 +431,7 @@ mod tests {
         ring.cancel().unwrap();
         ring.submit(true).unwrap();
         let cancelled = ring.next_completed().unwrap();
-        done.send(()).unwrap();
+        guard.off();
         assert_eq!(cancelled.tag, 1);
         let err = cancelled.result.unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ECANCELED), "{err}");
@@ -433,7 +452,7 @@ mod tests {
     fn a_dropped_ring_cancels_the_reads_it_waits_for() {
         use std::io::{Read, Write};
         let mem = crate::vmm::memory::create(16).unwrap();
-        let (mut read_end, mut write_end, done) = pipe_with_guard();
+        let (mut read_end, mut write_end, guard) = pipe_with_guard();
         let completions = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let mut ring = Ring::new(mem.clone(), 2, completions.as_raw_fd()).unwrap();
         // Two reads, one submitted, one only queued: both are cancelled.
@@ -442,7 +461,7 @@ mod tests {
         ring.submit(false).unwrap();
         ring.push(read_end.as_raw_fd(), 2u8, t()).unwrap();
         drop(ring);
-        done.send(()).unwrap();
+        guard.off();
         write_end.write_all(&[0x77; 1200]).unwrap();
         let mut left = [0u8; 1200];
         read_end.read_exact(&mut left).unwrap();

@@ -153,6 +153,8 @@ fn an_instance_launched_through_the_ec2_endpoint_boots_from_its_virtio_root_disk
             ("user", "admin"),
             ("sudo", "ok"),
             ("root", "/dev/vda"),
+            ("failed_units", "none"),
+            ("modprobe", "ok"),
             ("exit_status", "7"),
             ("copied_back", "HELLO"),
         ],

@@ -190,7 +190,9 @@ end_checks cloud-init
 # the remote command's exit status is its own.
 begin_checks ssh
 out=$(gureum ssh "$id1" -i /tmp/apikey.pem -- \
-  'echo "hostname=$(hostname)"; echo "user=$(id -un)"; sudo -n true && echo sudo=ok; echo "root=$(findmnt -n -o SOURCE /)"' 2>&1) ||
+  'echo "hostname=$(hostname)"; echo "user=$(id -un)"; sudo -n true && echo sudo=ok; echo "root=$(findmnt -n -o SOURCE /)"
+   f=$(systemctl list-units --failed --plain --no-legend | cut -d" " -f1 | tr "\n" " "); echo "failed_units=${f:-none}"
+   sudo -n modprobe dummy && grep -q "^dummy " /proc/modules && echo modprobe=ok' 2>&1) ||
   fail "gureum ssh with the key pair: $out"
 echo "$out"
 gureum ssh "$id1" -i /tmp/apikey.pem -- 'exit 7'

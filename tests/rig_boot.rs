@@ -76,6 +76,17 @@ fn the_guests_smbios_tables_carry_the_instance_identity() {
     assert_eq!(dmi(case, "board_asset_tag"), "i-0123456789abcdef0");
 }
 
+/// The guest names its CPU as the host does (the brand string in CPUID),
+/// not by family and model number.
+#[test]
+fn the_guest_sees_the_hosts_cpu_model_name() {
+    let host = rig().case("host");
+    let host = host.marker("@@HOST-MODEL").unwrap_or_default();
+    assert!(!host.is_empty(), "L1 names no CPU model");
+    let case = rig().case("info-elf");
+    assert_eq!(case.marker("@@MODEL"), Some(host), "{}", case.output);
+}
+
 #[test]
 fn guest_reboot_request_gives_the_reboot_exit_code() {
     let case = rig().case("reboot");

@@ -345,6 +345,7 @@ pub fn start(config: &VmConfig, console_out: Box<dyn Write + Send>) -> Result<Ru
     if kvm.check_extension(Cap::TscDeadlineTimer) {
         cpu::cpuid::offer_tsc_deadline(&mut supported);
     }
+    cpu::cpuid::pass_host_brand(&mut supported);
     let vcpu_fds = (0..vcpus)
         .map(|id| {
             let vcpu = cpu::Vcpu::new(&vm, id)?;

@@ -20,6 +20,11 @@ boot() {  # NAME KERNEL SCENARIO [OPTION...]
   end "$name" $?
 }
 
+# The CPU's model name as L1 sees it, for the guest's to match.
+begin host
+echo "@@HOST-MODEL $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+end host 0
+
 boot info-bzimage "$K" info
 # As an instance's VMM is started: its identity in the SMBIOS tables.
 boot info-elf "$V" info --uuid ec201234-5678-9abc-def0-000000000000 --product-name t3.micro \

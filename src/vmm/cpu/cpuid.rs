@@ -71,6 +71,44 @@ pub fn offer_tsc_deadline(cpuid: &mut CpuId) {
     }
 }
 
+/// The processor brand string's leaves (16 bytes of text each).
+const LEAVES_BRAND: std::ops::RangeInclusive<u32> = 0x8000_0002..=0x8000_0004;
+/// The highest extended leaf.
+const LEAF_EXT_MAX: u32 = 0x8000_0000;
+
+/// Gives the guest the host processor's brand string, which KVM leaves
+/// out of what it supports: without it Linux names the CPU by family and
+/// model ("AMD 17/01"), where an EC2 instance sees its host's model name.
+/// Leaves `cpuid` as it is on a host without one, or if it has no room.
+pub fn pass_host_brand(cpuid: &mut CpuId) {
+    use std::arch::x86_64::__cpuid;
+    if __cpuid(LEAF_EXT_MAX).eax < *LEAVES_BRAND.end() {
+        return;
+    }
+    for function in LEAVES_BRAND {
+        let host = __cpuid(function);
+        let entry = kvm_cpuid_entry2 {
+            function,
+            eax: host.eax,
+            ebx: host.ebx,
+            ecx: host.ecx,
+            edx: host.edx,
+            ..Default::default()
+        };
+        match cpuid
+            .as_mut_slice()
+            .iter_mut()
+            .find(|e| e.function == function)
+        {
+            Some(existing) => *existing = entry,
+            // The brand is a name only: a full table keeps what it has.
+            None => {
+                let _ = cpuid.push(entry);
+            }
+        }
+    }
+}
+
 /// Bits needed to number `count` items (ceil(log2(count))).
 fn id_bits(count: u32) -> u32 {
     count.max(1).next_power_of_two().trailing_zeros()
@@ -241,6 +279,27 @@ mod tests {
         offer_tsc_deadline(&mut cpuid);
         assert_ne!(find(&cpuid, LEAF_FEATURES, 0).ecx & ECX_TSC_DEADLINE, 0);
         assert_eq!(find(&cpuid, LEAF_EXT_TOPOLOGY, 0).ecx & ECX_TSC_DEADLINE, 0);
+    }
+
+    #[test]
+    fn the_host_brand_string_replaces_or_joins_the_table_once() {
+        let host = |f| std::arch::x86_64::__cpuid(f);
+        if host(LEAF_EXT_MAX).eax < *LEAVES_BRAND.end() {
+            return; // no brand on this host: nothing to pass
+        }
+        // One brand leaf present (zeroed, as KVM reports it), two absent.
+        let mut cpuid = sample();
+        cpuid.push(entry(0x8000_0002, 0)).unwrap();
+        let before = cpuid.as_slice().len();
+        pass_host_brand(&mut cpuid);
+        assert_eq!(cpuid.as_slice().len(), before + 2);
+        for f in LEAVES_BRAND {
+            let e = find(&cpuid, f, 0);
+            let h = host(f);
+            assert_eq!((e.eax, e.ebx, e.ecx, e.edx), (h.eax, h.ebx, h.ecx, h.edx));
+        }
+        pass_host_brand(&mut cpuid);
+        assert_eq!(cpuid.as_slice().len(), before + 2, "added once only");
     }
 
     #[test]
